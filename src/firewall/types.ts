@@ -1,0 +1,41 @@
+import type { Family } from '../net/ip';
+
+/** One ban as the kernel should hold it. */
+export interface KernelBan {
+  address: string; // canonical IP text (src/net/ip.ts canonicalIp), never anything else
+  family: Family;
+  /** Epoch ms when the ban ends; null = permanent. */
+  until: number | null;
+}
+
+/** What a backend needs to know; built from the config by the composition root. */
+export interface FirewallOptions {
+  chain: string; // e.g. "ampere"
+  target: 'DROP' | 'REJECT';
+  /** Which iptables flavour to run: binaries are iptables-<flavour>, ip6tables-<flavour>, ... */
+  iptables: 'auto' | 'nft' | 'legacy';
+  /** Run every command through `ip netns exec <ns>` (tests and benchmarks only). */
+  netns?: string;
+}
+
+/**
+ * Every backend has the same door, after CrowdSec's firewall bouncer:
+ * init once, setAll at start (one batch), then add/remove as decisions come, shutdown.
+ * All methods reject with an Error whose message carries the failing command's stderr;
+ * the caller logs it and carries on.
+ */
+export interface FirewallBackend {
+  readonly name: string;
+  /** Check binaries, create chain/sets, ensure the one jump rule. Idempotent. */
+  init(): Promise<void>;
+  /** Flush Ampere's own chain/sets and load exactly these bans, in one batch per family. */
+  setAll(bans: KernelBan[], now: number): Promise<void>;
+  /** Apply a batch of new bans (one process per family at most). */
+  add(bans: KernelBan[], now: number): Promise<void>;
+  /** Remove bans early (unban). Removing a ban that is not there is not an error. */
+  remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void>;
+  /** Addresses the kernel holds now (for checks, status and tests). */
+  list(): Promise<string[]>;
+  /** Leave bans in the kernel; only release resources. */
+  shutdown(): Promise<void>;
+}

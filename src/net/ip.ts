@@ -1,0 +1,72 @@
+import { isIP } from 'node:net';
+
+export type Family = 4 | 6;
+
+/**
+ * Canonical text form of an IP address, or null when the text is not one.
+ * This is the only gate between hostile text and the firewall: nothing that fails
+ * here may ever reach a command line. IPv6 is compressed and lower-cased, a %scope
+ * is dropped (the firewall cannot match it), IPv4-mapped IPv6 becomes IPv4.
+ */
+export function canonicalIp(text: string): { address: string; family: Family } | null {
+  if (typeof text !== 'string' || text.length === 0 || text.length > 64) return null;
+  let t = text.trim();
+  if (t.startsWith('[') && t.endsWith(']')) t = t.slice(1, -1);
+  const pct = t.indexOf('%');
+  if (pct >= 0) t = t.slice(0, pct);
+  const fam = isIP(t);
+  if (fam === 4) {
+    const parts = t.split('.');
+    // node's isIP refuses leading zeros already; normalise anyway.
+    return { address: parts.map((p) => String(Number(p))).join('.'), family: 4 };
+  }
+  if (fam === 6) {
+    const words = expandIpv6(t);
+    if (!words) return null;
+    // ::ffff:a.b.c.d is an IPv4 peer seen through a dual-stack socket.
+    if (words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff) {
+      return { address: `${words[6] >> 8}.${words[6] & 255}.${words[7] >> 8}.${words[7] & 255}`, family: 4 };
+    }
+    return { address: compressIpv6(words), family: 6 };
+  }
+  return null;
+}
+
+/** Eight 16-bit words of an IPv6 address (which must already pass isIP). */
+export function expandIpv6(text: string): number[] | null {
+  let t = text.toLowerCase();
+  // Trailing dotted quad.
+  const lastColon = t.lastIndexOf(':');
+  const tail = t.slice(lastColon + 1);
+  if (tail.includes('.')) {
+    const q = tail.split('.').map(Number);
+    if (q.length !== 4 || q.some((n) => !(n >= 0 && n <= 255))) return null;
+    t = `${t.slice(0, lastColon + 1)}${((q[0] << 8) | q[1]).toString(16)}:${((q[2] << 8) | q[3]).toString(16)}`;
+  }
+  const halves = t.split('::');
+  if (halves.length > 2) return null;
+  const head = halves[0] ? halves[0].split(':') : [];
+  const rest = halves.length === 2 ? (halves[1] ? halves[1].split(':') : []) : [];
+  const missing = 8 - head.length - rest.length;
+  if (halves.length === 1 && missing !== 0) return null;
+  if (halves.length === 2 && missing < 1) return null;
+  const words = [...head, ...Array(halves.length === 2 ? missing : 0).fill('0'), ...rest].map((w) => parseInt(w, 16));
+  if (words.length !== 8 || words.some((w) => !(w >= 0 && w <= 0xffff))) return null;
+  return words;
+}
+
+/** RFC 5952 text form: longest run (>1) of zero words becomes '::'. */
+function compressIpv6(words: number[]): string {
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (words[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLen && j - i > 1) { bestStart = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = words.map((w) => w.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}
