@@ -1,0 +1,87 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import dotenv from 'dotenv';
+import { KEYS, type ConfigValues, type Key } from './keys';
+
+export type Config = ConfigValues;
+export { parseDuration, formatDuration } from './duration';
+
+export const DEFAULT_CONFIG_PATH = '/etc/ampere/ampere.cfg';
+
+/** A bad value: the message names the key, the value and what is allowed (never the password). */
+export class ConfigError extends Error {
+  constructor(message: string, readonly key?: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** Where each key's value came from: env, .env, file, default. */
+  sources: Record<Key, 'env' | '.env' | 'file' | 'default'>;
+  file: string | null;
+  warnings: string[];
+}
+
+const envName = (key: string) => `AMPERE_${key.toUpperCase()}`;
+const META_ENV = new Set(['AMPERE_CONFIG', 'AMPERE_ENV_FILE']);
+
+/**
+ * Sources, highest first: environment, a .env file (dotenv, quiet), the config file
+ * (AMPERE_CONFIG, default /etc/ampere/ampere.cfg: missing is fine unless given), defaults.
+ * The original ampere.cfg format (`key = value`, # comments) is what dotenv.parse reads.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): LoadedConfig {
+  const warnings: string[] = [];
+  const dotEnvPath = resolve(cwd, env.AMPERE_ENV_FILE ?? '.env');
+  const dotEnv = existsSync(dotEnvPath) ? dotenv.parse(readFileSync(dotEnvPath)) : {};
+  const lookup = (name: string) => env[name] ?? dotEnv[name];
+
+  const explicitFile = lookup('AMPERE_CONFIG');
+  const file = resolve(cwd, explicitFile ?? DEFAULT_CONFIG_PATH);
+  let fileValues: Record<string, string> = {};
+  if (existsSync(file)) {
+    try {
+      fileValues = dotenv.parse(readFileSync(file));
+    } catch (err) {
+      throw new ConfigError(`config file ${file} cannot be read: ${(err as Error).message}`, 'config');
+    }
+  } else if (explicitFile !== undefined) {
+    throw new ConfigError(`config file ${file} (AMPERE_CONFIG) does not exist`, 'config');
+  }
+  for (const k of Object.keys(fileValues)) if (!(k in KEYS)) warnings.push(`unknown key "${k}" in ${file} ignored`);
+  for (const name of [...Object.keys(env), ...Object.keys(dotEnv)]) {
+    if (name.startsWith('AMPERE_') && !META_ENV.has(name) && !(name.slice(7).toLowerCase() in KEYS)) {
+      warnings.push(`unknown variable ${name} ignored`);
+    }
+  }
+
+  const config = {} as Record<Key, unknown>;
+  const sources = {} as LoadedConfig['sources'];
+  for (const key of Object.keys(KEYS) as Key[]) {
+    let raw: string;
+    if (env[envName(key)] !== undefined) { raw = env[envName(key)]!; sources[key] = 'env'; }
+    else if (dotEnv[envName(key)] !== undefined) { raw = dotEnv[envName(key)]; sources[key] = '.env'; }
+    else if (fileValues[key] !== undefined) { raw = fileValues[key]; sources[key] = 'file'; }
+    else { raw = KEYS[key].default; sources[key] = 'default'; }
+    const result = KEYS[key].parse(raw.trim()) as { ok: unknown } | { allowed: string };
+    if ('allowed' in result) {
+      const shown = key === 'pass' ? '(hidden)' : JSON.stringify(raw);
+      const where = sources[key] === 'env' || sources[key] === '.env' ? `${envName(key)} (${sources[key]})` : sources[key] === 'file' ? `${key} in ${file}` : key;
+      throw new ConfigError(`invalid ${key}: ${shown} from ${where}; expected ${result.allowed}`, key);
+    }
+    config[key] = result.ok;
+  }
+  const cfg = config as Config;
+  if (cfg.bantime !== 0 && cfg.bantime > cfg.bantime_max) {
+    throw new ConfigError(`invalid bantime: ${cfg.bantime / 1000}s is longer than bantime_max ${cfg.bantime_max / 1000}s`, 'bantime');
+  }
+  return { config: cfg, sources, file: existsSync(file) ? file : null, warnings };
+}
+
+/** The config as it may be logged: the password never appears. */
+export function describeConfig(cfg: Config): Record<string, unknown> {
+  const { pass: _pass, allow, ...rest } = cfg;
+  return { ...rest, allow: allow.map((c) => c.text) };
+}

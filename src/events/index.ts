@@ -1,0 +1,3 @@
+export type { SecurityEvent, ParseResult } from './types';
+export { toSecurityEvent, parseRemoteAddress, sanitizeAccount, KNOWN_SEVERITY } from './parse';
+export { parseAmiBlock, splitAmiStream } from './wire';

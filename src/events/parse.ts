@@ -1,0 +1,83 @@
+import { canonicalIp, type Family } from '../net/ip';
+import type { ParseResult, SecurityEvent } from './types';
+
+/** Severity of each known security event, from Asterisk's security_events_defs.h. */
+export const KNOWN_SEVERITY: Record<string, 'Error' | 'Informational'> = {
+  FailedACL: 'Error',
+  InvalidAccountID: 'Error',
+  SessionLimit: 'Error',
+  MemoryLimit: 'Error',
+  LoadAverageLimit: 'Error',
+  RequestNotSupported: 'Error',
+  RequestNotAllowed: 'Error',
+  AuthMethodNotAllowed: 'Error',
+  RequestBadFormat: 'Error',
+  SuccessfulAuth: 'Informational',
+  UnexpectedAddress: 'Error',
+  ChallengeResponseFailed: 'Error',
+  InvalidPassword: 'Error',
+  ChallengeSent: 'Informational',
+  InvalidTransport: 'Error',
+};
+
+const TRANSPORTS = new Set(['UDP', 'TCP', 'TLS', 'WS', 'WSS', 'SCTP']);
+const MAX_ACCOUNT = 255;
+
+/**
+ * `IPV4/UDP/10.0.0.1/5060`, `IPV6/TCP/fd99::2/5060`, `IPV4/10.0.0.1/5060` (transport left out
+ * when unknown), IPv6 with or without brackets or %scope. Null when the address is not an IP.
+ */
+export function parseRemoteAddress(text: string): { address: string; family: Family; transport: string | null; port: number | null } | null {
+  const parts = text.trim().split('/');
+  if (parts.length < 2 || parts.length > 4) return null;
+  const fam = parts[0].toUpperCase();
+  if (fam !== 'IPV4' && fam !== 'IPV6') return null;
+  let i = 1;
+  let transport: string | null = null;
+  if (TRANSPORTS.has(parts[i].toUpperCase())) transport = parts[i++].toUpperCase();
+  const ip = canonicalIp(parts[i++] ?? '');
+  if (!ip) return null;
+  let port: number | null = null;
+  if (i < parts.length) {
+    port = /^\d{1,5}$/.test(parts[i]) ? Number(parts[i]) : NaN;
+    if (!(port >= 0 && port <= 65535)) return null;
+    i++;
+  }
+  if (i !== parts.length) return null;
+  return { ...ip, transport, port };
+}
+
+/** AccountID is the attacker's own text: drop control characters and cut it short. */
+export function sanitizeAccount(text: string | undefined): string {
+  if (!text) return '';
+  // eslint-disable-next-line no-control-regex
+  const clean = text.replace(/[\u0000-\u001f\u007f]/g, '?');
+  return clean.length > MAX_ACCOUNT ? clean.slice(0, MAX_ACCOUNT) : clean;
+}
+
+/**
+ * A raw AMI message (keys lower-cased, as the AMI layer hands them over) to a typed event.
+ * Unknown events and fields are tolerated; order does not matter.
+ */
+export function toSecurityEvent(fields: Record<string, string | undefined>): ParseResult {
+  const kind = fields.event;
+  if (!kind) return { ok: false, ignored: true, reason: 'no Event header' };
+  const privilege = fields.privilege ?? '';
+  const known = KNOWN_SEVERITY[kind];
+  if (!known && !/(^|,)security(,|$)/.test(privilege)) return { ok: false, ignored: true, reason: `not a security event: ${kind.slice(0, 40)}` };
+  const severity = fields.severity === 'Error' || fields.severity === 'Informational' ? fields.severity : known;
+  if (!severity) return { ok: false, ignored: false, reason: `security event ${kind.slice(0, 40)} without a known Severity` };
+  const remote = fields.remoteaddress;
+  if (!remote) return { ok: false, ignored: false, reason: `${kind} without RemoteAddress` };
+  const addr = parseRemoteAddress(remote);
+  if (!addr) return { ok: false, ignored: false, reason: `${kind} with unreadable RemoteAddress ${JSON.stringify(remote.slice(0, 80))}` };
+  const event: SecurityEvent = {
+    kind,
+    severity,
+    service: (fields.service ?? '').slice(0, 16),
+    ...addr,
+    account: sanitizeAccount(fields.accountid),
+    sessionId: (fields.sessionid ?? '').slice(0, 128),
+  };
+  return { ok: true, event };
+}

@@ -1,0 +1,2 @@
+export { PenaltyTable, type ScoringOptions, type Verdict } from './penalties';
+export { banDuration, type BantimeOptions } from './bantime';
