@@ -1,0 +1,175 @@
+import { EventEmitter } from 'node:events';
+import { format } from 'node:util';
+// The lib entry, not the package main: the package's CLI branch calls process.exit under ESM loaders.
+import amiio from 'ami-io/lib/index.js';
+import type { Logger } from '../log';
+
+export interface AmiOptions {
+  host: string;
+  port: number;
+  user: string;
+  pass: string;
+  /** A Ping goes out this often; no answer within pingTimeoutMs and the connection is dropped. */
+  pingIntervalMs?: number;
+  pingTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  /** Reconnect backoff: doubles from min to max; a rejected login waits at least loginRetryMs. */
+  backoffMinMs?: number;
+  backoffMaxMs?: number;
+  loginRetryMs?: number;
+}
+
+export type AmiState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'login-rejected' | 'stopped';
+
+/** Raw message fields, keys lower-cased; received = Date.now() when the bytes were parsed. */
+export type AmiMessage = Record<string, string>;
+
+/**
+ * The only code that knows ami-io. A fresh client per connection (ami-io's leftover buffer and
+ * its listeners do not survive a reconnect safely), our own reconnect loop with capped backoff
+ * (ami-io's stops for good after a rejected login), TCP keepalive plus Action: Ping so a
+ * half-open connection is noticed within pingInterval + pingTimeout.
+ * Emits 'message' (fields, receivedAt) and 'state' (state, detail).
+ */
+export class AmiConnection extends EventEmitter {
+  state: AmiState = 'idle';
+  since = Date.now();
+  reconnects = 0;
+  private client: amiio.Client | null = null;
+  private attempt = 0;
+  private timers = new Set<NodeJS.Timeout>();
+  private readonly o: Required<AmiOptions>;
+
+  constructor(opts: AmiOptions, private readonly log: Logger) {
+    super();
+    this.o = { pingIntervalMs: 10_000, pingTimeoutMs: 10_000, connectTimeoutMs: 10_000, backoffMinMs: 250, backoffMaxMs: 30_000, loginRetryMs: 5_000, ...opts };
+  }
+
+  start(): void {
+    if (this.state !== 'idle' && this.state !== 'stopped') return;
+    this.connect();
+  }
+
+  stop(): void {
+    this.setState('stopped');
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.drop();
+  }
+
+  private connect(): void {
+    this.setState('connecting', `${this.o.host}:${this.o.port}`);
+    const client = amiio.createClient({
+      host: this.o.host, port: this.o.port, login: this.o.user, password: this.o.pass,
+      encoding: 'utf8', logger: this.quietLogger(),
+    });
+    this.client = client;
+    let settled = false;
+    const current = () => this.client === client;
+    // A throw inside ami-io's data handler must never reach the process: drop the connection instead.
+    const split = client.splitMessages.bind(client);
+    client.splitMessages = (data: string) => {
+      try { split(data); } catch (err) {
+        this.log.warn({ err: String(err) }, 'ami stream unreadable, reconnecting');
+        if (current()) this.lost('unreadable stream');
+      }
+    };
+    client.on('socketConnected', () => {
+      client.tailInput = '';
+      client.socket?.setKeepAlive(true, 5_000);
+      client.socket?.setNoDelay(true);
+    });
+    client.on('connected', () => {
+      if (!current()) return;
+      settled = true;
+      this.attempt = 0;
+      this.setState('connected', `${this.o.host}:${this.o.port}`);
+      this.schedulePing(client);
+    });
+    client.on('incorrectLogin', () => {
+      if (!current()) return;
+      settled = true;
+      this.setState('login-rejected', `AMI rejected the login of user "${this.o.user}" (check user/pass and manager.conf)`);
+      this.drop();
+      this.retry(Math.max(this.o.loginRetryMs, this.backoff()));
+    });
+    client.on('incorrectServer', () => {
+      if (!current()) return;
+      settled = true;
+      this.lost(`${this.o.host}:${this.o.port} is not an Asterisk manager (no AMI banner)`);
+    });
+    client.on('event', (msg: AmiMessage) => this.emit('message', msg, Date.now()));
+    client.on('socketError', (err: NodeJS.ErrnoException) => this.log.debug({ code: err.code }, 'ami socket error'));
+    client.on('error', (err: unknown) => { if (current()) this.lost(`ami error: ${String(err)}`); });
+    client.on('disconnected', () => { if (current()) this.lost('connection closed'); });
+    this.later(this.o.connectTimeoutMs, () => { if (current() && !settled) this.lost('connect/login timed out'); });
+    client.connect(false);
+  }
+
+  /** The connection is gone: tear it down and come back with backoff, unless stopping. */
+  private lost(why: string): void {
+    this.drop();
+    if (this.state === 'stopped') return;
+    this.setState('disconnected', why);
+    this.retry(this.backoff());
+  }
+
+  private retry(delay: number): void {
+    this.reconnects++;
+    this.later(delay, () => { if (this.state !== 'stopped') this.connect(); });
+  }
+
+  private backoff(): number {
+    const ms = Math.min(this.o.backoffMaxMs, this.o.backoffMinMs * 2 ** this.attempt);
+    this.attempt = Math.min(this.attempt + 1, 20);
+    return ms;
+  }
+
+  private schedulePing(client: amiio.Client): void {
+    this.later(this.o.pingIntervalMs, () => {
+      if (this.client !== client || this.state !== 'connected') return;
+      let answered = false;
+      const deadline = this.later(this.o.pingTimeoutMs, () => { if (!answered && this.client === client) this.lost('no answer to Ping'); });
+      client.send(new amiio.Action.Ping(), (err) => {
+        answered = true;
+        clearTimeout(deadline);
+        this.timers.delete(deadline);
+        if (this.client !== client) return;
+        if (err) return this.lost(`Ping failed: ${err instanceof Error ? err.message : 'error response'}`);
+        this.schedulePing(client);
+      });
+    });
+  }
+
+  private drop(): void {
+    const client = this.client;
+    this.client = null;
+    if (!client) return;
+    client.removeAllListeners();
+    client.on('error', () => {}); // late errors from a discarded client go nowhere
+    client.socket?.removeAllListeners();
+    client.socket?.on('error', () => {});
+    client.socket?.destroy();
+  }
+
+  private later(ms: number, fn: () => void): NodeJS.Timeout {
+    const t = setTimeout(() => { this.timers.delete(t); fn(); }, ms);
+    this.timers.add(t);
+    return t;
+  }
+
+  private setState(state: AmiState, detail?: string): void {
+    const changed = state !== this.state;
+    this.state = state;
+    if (changed) this.since = Date.now();
+    this.emit('state', state, detail);
+  }
+
+  /** ami-io logs every chunk (the Secret included) at debug: keep only its warnings, scrubbed. */
+  private quietLogger() {
+    const scrub = (args: unknown[]) => format(...args).replace(/Secret:[^\r\n]*/gi, 'Secret: [redacted]').slice(0, 500);
+    const noop = () => {};
+    const warn = (...args: unknown[]) => this.log.debug({ amiio: scrub(args) }, 'ami-io says');
+    return { trace: noop, debug: noop, info: noop, warn, error: warn, fatal: warn };
+  }
+}

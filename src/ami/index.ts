@@ -1,0 +1,1 @@
+export { AmiConnection, type AmiOptions, type AmiState, type AmiMessage } from './connection';

@@ -1,0 +1,133 @@
+import type { SecurityEvent } from '../events/types';
+import type { KernelBan } from '../firewall/types';
+import type { Logger } from '../log';
+import { formatDuration } from '../config/duration';
+import { canonicalIp, type Family } from '../net/ip';
+import { banDuration, type BantimeOptions } from '../scoring/bantime';
+import type { ActiveBan, Store } from '../store';
+
+/** What Decisions needs of the firewall: the serialising queue in src/firewall. */
+export interface KernelQueue {
+  add(bans: KernelBan[], now: number): Promise<void>;
+  remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void>;
+  setAll(bans: KernelBan[], now: number): Promise<void>;
+}
+
+export interface BanReason {
+  kind: string;
+  service: string;
+  account: string;
+  failures: number;
+}
+
+export interface BanResult {
+  address: string;
+  family: Family;
+  until: number | null;
+  banCount: number;
+  /** Resolves when the kernel holds the ban (or the command failed and was logged). */
+  applied: Promise<void>;
+}
+
+/**
+ * Turns a decision into a ban that is real and remembered: the database first (synchronously,
+ * so a crash never leaves a kernel ban the database does not know), then the kernel.
+ * Keeps the set of banned addresses in memory so events from them cost nothing.
+ */
+export class Decisions {
+  private readonly banned = new Map<string, number | null>(); // address -> until (null = permanent)
+
+  constructor(
+    private readonly store: Store,
+    private readonly kernel: KernelQueue,
+    private readonly bantime: BantimeOptions,
+    private readonly log: Logger,
+    private readonly onChange: (what: 'ban' | 'unban', address: string) => void = () => {},
+  ) {}
+
+  /** At start: drop what expired while we were away, load the rest into the kernel in one batch. */
+  async restore(now: number, isExempt: (a: string, f: Family) => boolean): Promise<{ restored: number; lifted: number }> {
+    this.store.expireBans(now);
+    let lifted = 0;
+    const keep: ActiveBan[] = [];
+    for (const b of this.store.activeBans(now)) {
+      if (isExempt(b.address, b.family as Family)) {
+        this.store.liftBan(b.address, now, 'allowed');
+        this.log.warn({ address: b.address }, 'stored ban lifted: address is allowed now');
+        lifted++;
+      } else keep.push(b);
+    }
+    this.banned.clear();
+    for (const b of keep) this.banned.set(b.address, b.until);
+    await this.kernel.setAll(keep.map(toKernel), now);
+    return { restored: keep.length, lifted };
+  }
+
+  isBanned(address: string): boolean {
+    return this.banned.has(address);
+  }
+
+  get activeCount(): number {
+    return this.banned.size;
+  }
+
+  countByFamily(): { v4: number; v6: number } {
+    let v6 = 0;
+    for (const a of this.banned.keys()) if (a.includes(':')) v6++;
+    return { v4: this.banned.size - v6, v6 };
+  }
+
+  /** An automatic ban from the scoring. */
+  banFromEvent(event: SecurityEvent, failures: number, now: number): BanResult {
+    return this.ban(event.address, event.family, { kind: event.kind, service: event.service, account: event.account, failures }, now, 'auto');
+  }
+
+  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy', forMs?: number | null): BanResult {
+    const duration = forMs !== undefined ? forMs : banDuration(this.store.banCount(address), this.bantime);
+    const until = duration === null || duration === 0 ? null : now + duration;
+    const { banCount } = this.store.recordBan({
+      address, family, now, until, source,
+      reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures,
+    });
+    this.banned.set(address, until);
+    const applied = this.kernel.add([{ address, family, until }], now);
+    this.log.info(
+      { address, reason: { kind: reason.kind, service: reason.service, account: reason.account }, failures: reason.failures, count: banCount, duration: until === null ? 'permanent' : formatDuration(until - now), until: until === null ? null : new Date(until).toISOString(), source },
+      'ban',
+    );
+    this.onChange('ban', address);
+    return { address, family, until, banCount, applied };
+  }
+
+  /** Lift one ban early (operator, or the address became allowed). */
+  async unban(address: string, now: number, why: 'unban' | 'allowed'): Promise<boolean> {
+    const ip = canonicalIp(address);
+    if (!ip) return false;
+    const had = this.store.liftBan(ip.address, now, why);
+    const inMemory = this.banned.delete(ip.address);
+    // Remove from the kernel even when the database had nothing: never leave a stray ban behind.
+    await this.kernel.remove([{ address: ip.address, family: ip.family }]);
+    if (had || inMemory) {
+      this.log.info({ address: ip.address, reason: why }, 'unban');
+      this.onChange('unban', ip.address);
+    }
+    return had || inMemory;
+  }
+
+  /** Bans whose time is up: the database marks them, the kernel drops them (rules have no timeout). */
+  async expire(now: number): Promise<number> {
+    const due = this.store.expireBans(now);
+    if (due.length === 0) return 0;
+    for (const b of due) {
+      this.banned.delete(b.address);
+      this.log.info({ address: b.address, reason: 'expired', banned_for: b.until === null ? null : formatDuration(Math.max(0, b.until - b.startedAt)) }, 'unban');
+      this.onChange('unban', b.address);
+    }
+    await this.kernel.remove(due.map((b) => ({ address: b.address, family: b.family as Family })));
+    return due.length;
+  }
+}
+
+function toKernel(b: ActiveBan): KernelBan {
+  return { address: b.address, family: b.family as Family, until: b.until };
+}

@@ -1,0 +1,209 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { SecurityEvent } from '../src/events';
+import { AllowList, parseCidr } from '../src/net/cidr';
+import { PenaltyTable, banDuration, type ScoringOptions } from '../src/scoring';
+import { fixtureEvents, fixtureNames } from './helpers/fixtures';
+
+const MIN = 60_000;
+const ev = (kind: string, address = '192.0.2.10', severity?: 'Error' | 'Informational', service = 'PJSIP'): SecurityEvent => ({
+  kind, address, family: address.includes(':') ? 6 : 4, service, account: '100', sessionId: '', transport: 'UDP', port: 5060,
+  severity: severity ?? (kind === 'ChallengeSent' || kind === 'SuccessfulAuth' ? 'Informational' : 'Error'),
+});
+const table = (o: Partial<ScoringOptions> = {}) => new PenaltyTable({ loyalty: 3, findtimeMs: 10 * MIN, maxHosts: 100_000, ...o });
+
+/** Deterministic PRNG so a failing property can be replayed. */
+function rng(seed: number) {
+  return () => { seed = (seed * 1664525 + 1013904223) >>> 0; return seed / 2 ** 32; };
+}
+
+test('the loyalty-th failure within findtime bans, for every loyalty 1..12 and every failure kind', () => {
+  const kinds = ['ChallengeResponseFailed', 'InvalidPassword', 'InvalidAccountID', 'FailedACL', 'RequestNotAllowed', 'RequestBadFormat', 'RequestNotSupported', 'SessionLimit', 'MemoryLimit'];
+  for (let loyalty = 1; loyalty <= 12; loyalty++) {
+    for (const kind of kinds) {
+      const t = table({ loyalty });
+      for (let i = 1; i <= loyalty; i++) {
+        const v = t.observe(ev(kind), i * 1000);
+        assert.equal(v.action, i === loyalty ? 'ban' : 'none', `loyalty ${loyalty} ${kind} failure ${i}`);
+        if (v.action === 'ban') assert.equal(v.failures, loyalty);
+      }
+      assert.equal(t.size, 0, 'a banned host leaves the table');
+    }
+  }
+});
+
+test('mixed kinds and services add up', () => {
+  const t = table();
+  assert.equal(t.observe(ev('InvalidAccountID'), 1).action, 'none');
+  assert.equal(t.observe(ev('FailedACL', undefined, undefined, 'SIP'), 2).action, 'none');
+  assert.equal(t.observe(ev('ChallengeResponseFailed', undefined, undefined, 'AMI'), 3).action, 'ban');
+});
+
+test('unanswered challenges ban only after 5 x loyalty, never before', () => {
+  for (let loyalty = 1; loyalty <= 6; loyalty++) {
+    const t = table({ loyalty });
+    for (let i = 1; i <= 5 * loyalty; i++) assert.equal(t.observe(ev('ChallengeSent'), i).action, i === 5 * loyalty ? 'ban' : 'none');
+  }
+  // Challenges never lower the failure count needed: loyalty-1 failures plus many (< 5 x loyalty) challenges do not ban.
+  const t = table();
+  t.observe(ev('ChallengeResponseFailed'), 1);
+  t.observe(ev('ChallengeResponseFailed'), 2);
+  for (let i = 0; i < 14; i++) assert.equal(t.observe(ev('ChallengeSent'), 3 + i).action, 'none');
+});
+
+test('a phone that registers correctly and mistypes now and then is never banned', () => {
+  const t = table();
+  const random = rng(42);
+  let now = 0;
+  for (let round = 0; round < 5000; round++) {
+    const mistakes = Math.floor(random() * 3); // 0..2 = up to loyalty-1
+    for (let i = 0; i < mistakes; i++) {
+      assert.equal(t.observe(ev('ChallengeSent'), (now += 100)).action, 'none');
+      assert.equal(t.observe(ev('ChallengeResponseFailed'), (now += 100)).action, 'none');
+    }
+    assert.equal(t.observe(ev('ChallengeSent'), (now += 100)).action, 'none');
+    assert.notEqual(t.observe(ev('SuccessfulAuth'), (now += 100)).action, 'ban');
+  }
+  assert.equal(t.size, 0);
+});
+
+test('failures older than findtime no longer count (sliding window)', () => {
+  const t = table({ loyalty: 3, findtimeMs: 10 * MIN });
+  assert.equal(t.observe(ev('ChallengeResponseFailed'), 0).action, 'none');
+  assert.equal(t.observe(ev('ChallengeResponseFailed'), 9 * MIN).action, 'none');
+  // The first has left the window at 10 min + 1 ms: only 2 count.
+  assert.equal(t.observe(ev('ChallengeResponseFailed'), 10 * MIN + 1).action, 'none');
+  assert.equal(t.failures('192.0.2.10', 10 * MIN + 1), 2);
+  assert.equal(t.observe(ev('ChallengeResponseFailed'), 11 * MIN).action, 'ban');
+  // Failures spaced wider than findtime never ban.
+  const slow = table({ loyalty: 2, findtimeMs: MIN });
+  for (let i = 0; i < 1000; i++) assert.equal(slow.observe(ev('InvalidAccountID'), i * (MIN + 1)).action, 'none');
+});
+
+test('never banned: loopback, the AMI host, allow-list entries, whatever arrives', () => {
+  const allow = new AllowList([parseCidr('198.51.100.0/24')!, parseCidr('2001:db8:1::/48')!, parseCidr('203.0.113.5')!]);
+  const t = table({ loyalty: 1, isExempt: (a, f) => allow.matches(a, f) !== undefined });
+  for (const a of ['127.0.0.1', '127.8.9.10', '::1', '198.51.100.77', '2001:db8:1:ffff::5', '203.0.113.5']) {
+    for (let i = 0; i < 100; i++) assert.equal(t.observe(ev('InvalidPassword', a), i).action, 'exempt', a);
+  }
+  assert.equal(t.size, 0, 'exempt hosts are not even tracked');
+  assert.equal(t.observe(ev('InvalidPassword', '203.0.113.6'), 1).action, 'ban');
+  assert.equal(t.observe(ev('InvalidPassword', '2001:db8:2::1'), 1).action, 'ban');
+});
+
+test('the table is bounded: least recently seen hosts go first, and decisions stay right', () => {
+  const t = table({ maxHosts: 1000 });
+  t.observe(ev('ChallengeResponseFailed', '192.0.2.1'), 0);
+  t.observe(ev('ChallengeResponseFailed', '192.0.2.1'), 1);
+  for (let i = 0; i < 6_000; i++) {
+    const a = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+    assert.equal(t.observe(ev('InvalidAccountID', a), 2 + i).action, 'none');
+    if (i % 500 === 0) assert.equal(t.observe(ev('ChallengeSent', '192.0.2.1'), 2 + i).action, 'none'); // keeps 192.0.2.1 recent (12 challenges < 15)
+    assert.ok(t.size <= 1000);
+  }
+  assert.equal(t.size, 1000);
+  assert.equal(t.failures('10.0.0.0', 7_000), 0, 'oldest host dropped');
+  assert.equal(t.observe(ev('ChallengeResponseFailed', '192.0.2.1'), 7_000).action, 'ban', 'recent host kept its penalty');
+});
+
+test('prune drops hosts with nothing left in the window', () => {
+  const t = table({ findtimeMs: MIN });
+  for (let i = 0; i < 100; i++) t.observe(ev('InvalidAccountID', `10.0.0.${i}`), i * 100);
+  assert.equal(t.prune(MIN + 4_999), 50);
+  assert.equal(t.size, 50);
+  assert.equal(t.prune(10 * MIN), 50);
+  assert.equal(t.size, 0);
+});
+
+test('property: matches a naive reference model on random mixed traffic', () => {
+  for (let seed = 1; seed <= 40; seed++) {
+    const random = rng(seed);
+    const loyalty = 1 + Math.floor(random() * 5);
+    const findtimeMs = 1000 * (1 + Math.floor(random() * 20));
+    const t = table({ loyalty, findtimeMs });
+    const hist = new Map<string, { f: number[]; c: number[] }>(); // reference: every event kept
+    const kinds = ['ChallengeResponseFailed', 'InvalidAccountID', 'ChallengeSent', 'ChallengeSent', 'SuccessfulAuth', 'FailedACL', 'SomethingInformational'];
+    let now = 0;
+    for (let i = 0; i < 4000; i++) {
+      now += Math.floor(random() * 800);
+      const address = `192.0.2.${Math.floor(random() * 6)}`;
+      const kind = kinds[Math.floor(random() * kinds.length)];
+      const e = ev(kind, address, kind === 'SomethingInformational' ? 'Informational' : undefined);
+      const h = hist.get(address) ?? { f: [], c: [] };
+      let expectBan = false;
+      if (kind === 'SuccessfulAuth') hist.delete(address);
+      else if (e.severity === 'Error' || kind === 'ChallengeSent') {
+        (e.severity === 'Error' ? h.f : h.c).push(now);
+        const f = h.f.filter((x) => x >= now - findtimeMs).length;
+        const c = h.c.filter((x) => x >= now - findtimeMs).length;
+        expectBan = f >= loyalty || c >= 5 * loyalty;
+        if (expectBan) hist.delete(address); else hist.set(address, h);
+      }
+      const v = t.observe(e, now);
+      assert.equal(v.action === 'ban', expectBan, `seed ${seed} step ${i} ${kind} ${address}`);
+    }
+  }
+});
+
+/** Replays a capture through the scoring the way the daemon does: banned hosts are skipped. */
+function replay(names: string[], loyalty = 3): Set<string> {
+  const allow = new AllowList();
+  const t = table({ loyalty, isExempt: (a, f) => allow.matches(a, f) !== undefined });
+  const banned = new Set<string>();
+  let now = 0;
+  for (const name of names) {
+    for (const e of fixtureEvents(name)) {
+      now += 5;
+      if (banned.has(e.address)) continue;
+      if (t.observe(e, now).action === 'ban') banned.add(e.address);
+    }
+  }
+  return banned;
+}
+
+test('fixture replay: exactly the attackers end up banned', () => {
+  const expected: Record<string, string[]> = {
+    'svwar.ami': ['10.99.0.2'],
+    'svcrack.ami': ['10.99.0.2'],
+    'success.ami': [],
+    'acl.ami': ['10.99.0.2', 'fd99::2'],
+    'tcp.ami': ['10.99.0.2'],
+    'ipv6.ami': ['fd99::2'],
+    'ami_badlogin.ami': [],
+    'flood.ami': ['10.99.0.2'],
+    'restart.ami': [],
+    'restart-s2.ami': [],
+  };
+  for (const [name, hosts] of Object.entries(expected)) assert.deepEqual([...replay([name])].sort(), hosts, name);
+  // The restart session pair: one wrong password before, one after: 2 < loyalty, nobody banned.
+  assert.deepEqual([...replay(['restart.ami', 'restart-s2.ami'])], []);
+  // With loyalty 2, the same pair bans: the penalty survives the AMI reconnect.
+  assert.deepEqual([...replay(['restart.ami', 'restart-s2.ami'], 2)], ['10.99.0.2']);
+  // Everything at once: the legitimate phone (10.99.0.3, fd99::3) and loopback never.
+  const all = replay(fixtureNames());
+  assert.ok(!all.has('10.99.0.3') && !all.has('fd99::3') && !all.has('127.0.0.1'));
+});
+
+test('fixture replay: the attacker is banned on its loyalty-th failure, not later', () => {
+  for (const name of ['svcrack.ami', 'svwar.ami', 'tcp.ami', 'flood.ami']) {
+    const t = table();
+    let failures = 0;
+    for (const e of fixtureEvents(name)) {
+      if (e.address !== '10.99.0.2') continue;
+      if (e.severity === 'Error') failures++;
+      if (t.observe(e, 1).action === 'ban') break;
+    }
+    assert.equal(failures, 3, name);
+  }
+});
+
+test('ban times escalate by factor up to the maximum; 0 is permanent', () => {
+  const o = { bantimeMs: 3_600_000, factor: 4, maxMs: 30 * 86_400_000 };
+  assert.equal(banDuration(0, o), 3_600_000);
+  assert.equal(banDuration(1, o), 4 * 3_600_000);
+  assert.equal(banDuration(2, o), 16 * 3_600_000);
+  assert.equal(banDuration(5, o), 30 * 86_400_000);
+  assert.equal(banDuration(10_000, o), 30 * 86_400_000);
+  assert.equal(banDuration(3, { ...o, bantimeMs: 0 }), null);
+  for (let n = 0; n < 50; n++) assert.ok(banDuration(n + 1, o)! >= banDuration(n, o)!);
+});
