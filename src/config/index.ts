@@ -38,7 +38,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const dotEnv = existsSync(dotEnvPath) ? dotenv.parse(readFileSync(dotEnvPath)) : {};
   const lookup = (name: string) => env[name] ?? dotEnv[name];
 
-  const explicitFile = lookup('AMPERE_CONFIG');
+  const explicitFile = lookup('AMPERE_CONFIG') || undefined; // empty = not given
   const file = resolve(cwd, explicitFile ?? DEFAULT_CONFIG_PATH);
   let fileValues: Record<string, string> = {};
   if (existsSync(file)) {

@@ -63,6 +63,12 @@ export class Decisions {
     return { restored: keep.length, lifted };
   }
 
+  /** Load the database's active bans into the kernel again (after a failed kernel command). */
+  async resync(now: number): Promise<void> {
+    const active = this.store.activeBans(now).filter((b) => this.banned.has(b.address));
+    await this.kernel.setAll(active.map(toKernel), now);
+  }
+
   isBanned(address: string): boolean {
     return this.banned.has(address);
   }

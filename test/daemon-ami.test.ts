@@ -1,0 +1,145 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { DaemonProcess } from './helpers/daemon';
+import { FakeAmi, amiEvent, captureEvents } from './helpers/fake-ami';
+import { fixtureBytes } from './helpers/fixtures';
+
+/** The real daemon against a real AMI byte stream; firewall in dry-run (the kernel is tested in firewall tests). */
+const env = (ami: FakeAmi, dir: string, extra: Record<string, string> = {}) => ({
+  AMPERE_PORT: String(ami.port), AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_LOG_LEVEL: 'debug', AMPERE_AMI_TIMEOUT: '1s', ...extra,
+});
+const isBan = (a?: string) => (l: { msg: string; address?: unknown }) => l.msg === 'ban' && (a === undefined || l.address === a);
+
+describe('daemon against a replayed AMI stream', () => {
+  const daemons: DaemonProcess[] = [];
+  const amis: FakeAmi[] = [];
+  const start = async (opts: ConstructorParameters<typeof FakeAmi>[0] = {}, extra: Record<string, string> = {}) => {
+    const ami = new FakeAmi(opts);
+    await ami.listen();
+    amis.push(ami);
+    const dir = mkdtempSync(join(tmpdir(), 'ampere-it-'));
+    const d = new DaemonProcess(env(ami, dir, extra));
+    daemons.push(d);
+    return { ami, d, dir };
+  };
+  after(async () => {
+    await Promise.all(daemons.map((d) => d.stop('SIGKILL')));
+    await Promise.all(amis.map((a) => a.close()));
+  });
+
+  test('svcrack capture: the attacker is banned once, stored, the password never logged', async () => {
+    const { ami, d, dir } = await start({ secret: 'S3cr3t-Pw' }, { AMPERE_PASS: 'S3cr3t-Pw' });
+    await ami.waitForLogins(1);
+    await d.waitFor((l) => l.msg === 'ami connected');
+    ami.send(captureEvents(fixtureBytes('svcrack.ami').toString()));
+    const ban = await d.waitFor(isBan('10.99.0.2'));
+    assert.equal((ban.reason as { kind: string }).kind, 'ChallengeResponseFailed');
+    assert.equal(ban.failures, 3);
+    assert.equal(ban.count, 1);
+    assert.equal(ban.duration, '1h');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(d.count(isBan()), 1, 'one ban, later events from the banned host ignored');
+    assert.equal(await d.stop(), 0);
+    const all = d.lines.map((l) => JSON.stringify(l)).join('\n') + d.stderr;
+    assert.ok(!all.includes('S3cr3t-Pw'), 'password never in logs');
+    const db = new Database(join(dir, 'ampere.db'), { readonly: true });
+    const row = db.prepare('SELECT * FROM hosts WHERE address = ?').get('10.99.0.2') as { ban_count: number; banned: number; last_kind: string };
+    assert.equal(row.ban_count, 1);
+    assert.equal(row.banned, 1);
+    const events = db.prepare('SELECT count(*) AS n FROM events WHERE address = ?').get('10.99.0.2') as { n: number };
+    assert.ok(events.n >= 3 && events.n <= 20, `bounded history (${events.n})`);
+    db.close();
+    assert.ok(d.lines.some((l) => l.msg === 'ampere stopped; bans stay in the kernel'));
+  });
+
+  test('a connection cut mid-event: reconnect, no crash, the next events still count', async () => {
+    const { ami, d } = await start();
+    await ami.waitForLogins(1);
+    const ev = amiEvent('ChallengeResponseFailed', '192.0.2.50');
+    ami.send(ev + ev + ev.slice(0, 40)); // two whole failures, then half of one
+    await new Promise((r) => setTimeout(r, 200));
+    ami.cut();
+    await ami.waitForLogins(2);
+    await d.waitFor((l) => l.msg === 'ami connected', 10_000, 2);
+    assert.equal(d.count(isBan()), 0);
+    ami.send(amiEvent('InvalidAccountID', '192.0.2.50'));
+    const ban = await d.waitFor(isBan('192.0.2.50'));
+    assert.equal(ban.failures, 3, 'the penalty survived the reconnect, the half event was dropped');
+    assert.equal(d.proc.exitCode, null);
+  });
+
+  test('login refused: logged clearly and retried, then works when credentials are fixed', async () => {
+    const { ami, d } = await start({ rejectLogin: true });
+    await d.waitFor((l) => l.msg === 'ami login rejected', 10_000);
+    const line = d.lines.find((l) => l.msg === 'ami login rejected')!;
+    assert.match(String(line.reason), /rejected the login of user "ampere"/);
+    ami.opts.rejectLogin = false; // the operator fixed manager.conf
+    await d.waitFor((l) => l.msg === 'ami connected', 15_000);
+    assert.ok(ami.rejected >= 1);
+  });
+
+  test('a silent peer (no Ping answer) is dropped and reconnected', async () => {
+    const { ami, d } = await start({ silent: true });
+    await ami.waitForLogins(1);
+    await d.waitFor((l) => l.msg === 'ami disconnected' && /Ping/.test(String(l.reason)), 8_000);
+    await ami.waitForLogins(2);
+    assert.ok(ami.pings >= 1);
+  });
+
+  test('Asterisk not up yet: the daemon waits and connects when it appears', async () => {
+    const probe = new FakeAmi();
+    const port = await probe.listen();
+    await probe.close(); // a free port nobody listens on
+    const dir = mkdtempSync(join(tmpdir(), 'ampere-it-'));
+    const d = new DaemonProcess({ AMPERE_PORT: String(port), AMPERE_DB: join(dir, 'a.db'), AMPERE_BACKEND: 'dry-run', AMPERE_AMI_TIMEOUT: '1s' });
+    daemons.push(d);
+    await d.waitFor((l) => l.msg === 'ami disconnected');
+    const ami = new FakeAmi();
+    amis.push(ami);
+    await ami.listen(port);
+    await ami.waitForLogins(1, 15_000);
+    await d.waitFor((l) => l.msg === 'ami connected');
+  });
+
+  test('malformed and hostile events are logged at debug and skipped; loopback and allow-list never banned', async () => {
+    const { ami, d } = await start({}, { AMPERE_ALLOW: '198.51.100.0/24', AMPERE_LOYALTY: '1' });
+    await ami.waitForLogins(1);
+    ami.send(amiEvent('ChallengeResponseFailed', '1.2.3.4; rm -rf /'));
+    ami.send(amiEvent('InvalidPassword', '127.0.0.1', { Service: 'AMI' }));
+    ami.send(amiEvent('InvalidAccountID', '198.51.100.9'));
+    ami.send('Event: ChallengeResponseFailed\r\nPrivilege: security,all\r\nSeverity: Error\r\n\r\n');
+    ami.send('Garbage without colon\r\n\r\nResponse: Follows\r\n\r\n');
+    ami.send(amiEvent('InvalidAccountID', '192.0.2.77', { AccountID: "'; DROP TABLE hosts;--" }));
+    const ban = await d.waitFor(isBan('192.0.2.77'));
+    assert.equal((ban.reason as { account: string }).account, "'; DROP TABLE hosts;--");
+    assert.equal(d.count(isBan()), 1);
+    assert.ok(d.count((l) => l.msg === 'malformed security event skipped') >= 2);
+    assert.equal(d.proc.exitCode, null);
+  });
+
+  test('flood capture (6,003 events) is taken whole; status file reflects it', async () => {
+    const { ami, d, dir } = await start();
+    await ami.waitForLogins(1);
+    await d.waitFor((l) => l.msg === 'ami connected');
+    ami.send(captureEvents(fixtureBytes('flood.ami').toString()));
+    await d.waitFor(isBan('10.99.0.2'));
+    await d.waitFor(() => {
+      try { return JSON.parse(readFileSync(join(dir, 'ampere.status.json'), 'utf8')).events >= 6002; } catch { return false; }
+    }, 15_000).catch(() => {});
+    const status = JSON.parse(readFileSync(join(dir, 'ampere.status.json'), 'utf8'));
+    assert.equal(status.amiConnected, true);
+    assert.equal(status.activeBans.v4, 1);
+  });
+});
+
+test('a bad config stops the start with one line naming the key, and a non-zero exit', async () => {
+  const d = new DaemonProcess({ AMPERE_LOYALTY: 'lots', AMPERE_PASS: 'TopSecret' });
+  assert.equal(await d.exit, 1);
+  assert.match(d.stderr, /invalid loyalty: "lots" from AMPERE_LOYALTY/);
+  assert.ok(!d.stderr.includes('TopSecret'));
+  assert.equal(d.stderr.trim().split('\n').length, 1);
+});

@@ -1,0 +1,118 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { once } from 'node:events';
+
+export interface FakeAmiOptions {
+  user?: string;
+  secret?: string;
+  /** Reject every login (credentials wrong on purpose). */
+  rejectLogin?: boolean;
+  /** Never answer Ping (a half-open, silent peer). */
+  silent?: boolean;
+}
+
+/**
+ * A small AMI server speaking the real wire format: banner, Login/Response, Ping/Pong, and
+ * raw event bytes written as given (so a test can replay a capture or cut it mid-event).
+ */
+export class FakeAmi {
+  readonly server: Server;
+  readonly sockets = new Set<Socket>();
+  logins = 0;
+  rejected = 0;
+  pings = 0;
+  connections = 0;
+  opts: Required<FakeAmiOptions>;
+  private loggedIn = new Set<Socket>();
+
+  constructor(opts: FakeAmiOptions = {}) {
+    this.opts = { user: 'ampere', secret: 'ampere', rejectLogin: false, silent: false, ...opts };
+    this.server = createServer((s) => this.accept(s));
+  }
+
+  async listen(port = 0): Promise<number> {
+    this.server.listen(port, '127.0.0.1');
+    await once(this.server, 'listening');
+    return (this.server.address() as { port: number }).port;
+  }
+
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+
+  private accept(s: Socket): void {
+    this.connections++;
+    this.sockets.add(s);
+    s.on('close', () => { this.sockets.delete(s); this.loggedIn.delete(s); });
+    s.on('error', () => {});
+    s.write('Asterisk Call Manager/11.0.0\r\n');
+    let buf = '';
+    s.on('data', (d) => {
+      buf += d.toString('utf8');
+      let i;
+      while ((i = buf.indexOf('\r\n\r\n')) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 4);
+        const f: Record<string, string> = {};
+        for (const line of block.split('\r\n')) {
+          const c = line.indexOf(':');
+          if (c > 0) f[line.slice(0, c).toLowerCase()] = line.slice(c + 1).trim();
+        }
+        const id = f.actionid ?? '';
+        if (f.action?.toLowerCase() === 'login') {
+          const ok = !this.opts.rejectLogin && f.username === this.opts.user && f.secret === this.opts.secret;
+          if (ok) { this.logins++; this.loggedIn.add(s); } else this.rejected++;
+          s.write(ok ? `Response: Success\r\nActionID: ${id}\r\nMessage: Authentication accepted\r\n\r\n` : `Response: Error\r\nActionID: ${id}\r\nMessage: Authentication failed\r\n\r\n`);
+          if (!ok) s.end();
+        } else if (f.action?.toLowerCase() === 'ping') {
+          this.pings++;
+          if (!this.opts.silent) s.write(`Response: Success\r\nActionID: ${id}\r\nPing: Pong\r\nTimestamp: ${Date.now() / 1000}\r\n\r\n`);
+        } else if (f.action?.toLowerCase() === 'logoff') {
+          s.end('Response: Goodbye\r\nMessage: Thanks for all the fish.\r\n\r\n');
+        }
+      }
+    });
+  }
+
+  /** Resolves once n clients are logged in. */
+  async waitForLogins(n: number, timeoutMs = 10_000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (this.logins < n) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${n} AMI logins (have ${this.logins})`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Write raw bytes to every logged-in client. */
+  send(bytes: string | Buffer): void {
+    for (const s of this.loggedIn) s.write(bytes);
+  }
+
+  /** Drop every connection (Asterisk restarting). */
+  cut(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise((r) => this.server.close(r));
+  }
+}
+
+/** The events of a capture without its banner and its own login response. */
+export function captureEvents(raw: string): string {
+  const body = raw.slice(raw.indexOf('\r\n') + 2);
+  const firstEnd = body.indexOf('\r\n\r\n');
+  return body.startsWith('Response:') ? body.slice(firstEnd + 4) : body;
+}
+
+/** One synthetic security event in wire format. */
+export function amiEvent(kind: string, address: string, extra: Record<string, string> = {}): string {
+  const severity = kind === 'ChallengeSent' || kind === 'SuccessfulAuth' ? 'Informational' : 'Error';
+  const fam = address.includes(':') ? 'IPV6' : 'IPV4';
+  const fields: Record<string, string> = {
+    Event: kind, Privilege: 'security,all', EventTV: new Date().toISOString(), Severity: severity, Service: 'PJSIP',
+    EventVersion: '1', AccountID: '100', SessionID: '1', LocalAddress: `${fam}/UDP/192.0.2.1/5060`,
+    RemoteAddress: `${fam}/UDP/${address}/5060`, ...extra,
+  };
+  return Object.entries(fields).map(([k, v]) => `${k}: ${v}\r\n`).join('') + '\r\n';
+}
