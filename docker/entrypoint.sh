@@ -1,0 +1,163 @@
+#!/bin/sh
+# Entrypoint of the Ampere container (PID 1 is tini, which runs this script;
+# the script then execs Node, so SIGTERM from `docker stop` reaches Ampere).
+#
+#   (no argument) | run [...]   preflight checks, then `ampere run`
+#   -...                        options for `ampere run`
+#   backup [FILE]               online backup of the database (default:
+#                               $AMPERE_BACKUP_DIR or /backups, timestamped)
+#   restore FILE [--force]      replace the database with a backup; Ampere must
+#                               be stopped (docker compose run --rm, see docs/deploy.md)
+#   health | <other command>    `ampere <command>` (node /app/dist/cli.js)
+#   an executable on PATH       runs it (sh, iptables, ipset, ... for debugging)
+#
+# It does not choose the iptables backend: Ampere detects it (AMPERE_IPTABLES).
+#
+# Environment it reads besides Ampere's own AMPERE_* keys:
+#   AMPERE_APP_DIR   where the built app lives (default /app)
+set -eu
+
+APP_DIR="${AMPERE_APP_DIR:-/app}"
+CLI="$APP_DIR/dist/cli.js"
+
+say() { printf 'ampere-entrypoint: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit "${EXIT_CODE:-1}"; }
+
+# docker-compose.yml passes every key as ${AMPERE_X:-}: a key the operator did
+# not set arrives as an empty variable. Empty means "not set", so that the
+# mounted /etc/ampere/ampere.cfg and Ampere's own defaults apply.
+for name in $(env | sed -n 's/^\(AMPERE_[A-Za-z0-9_]*\)=$/\1/p'); do
+  unset "$name"
+done
+
+# The database lives on the /data volume unless told otherwise.
+: "${AMPERE_DB:=/data/ampere.db}"
+export AMPERE_DB
+DB_DIR=$(dirname -- "$AMPERE_DB")
+
+# ------------------------------------------------------------------ checks --
+has_cap() { # has_cap BIT: is capability BIT in this process's effective set?
+  capeff=$(sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status 2>/dev/null || true)
+  [ -n "$capeff" ] || return 0 # cannot tell: let Ampere find out
+  [ $(( (0x$capeff >> $1) & 1 )) -eq 1 ]
+}
+
+preflight_run() {
+  [ -f "$CLI" ] || die "$CLI not found (AMPERE_APP_DIR=$APP_DIR)"
+  if ! mkdir -p -- "$DB_DIR" 2>/dev/null || [ ! -w "$DB_DIR" ]; then
+    die "database directory $DB_DIR is not writable (is the /data volume mounted read-only?)"
+  fi
+  if [ -n "${AMPERE_CONFIG:-}" ] && [ ! -r "$AMPERE_CONFIG" ]; then
+    die "AMPERE_CONFIG=$AMPERE_CONFIG is not a readable file (mount it, or unset AMPERE_CONFIG)"
+  fi
+  if [ "${AMPERE_BACKEND:-}" != "dry-run" ]; then
+    # CAP_NET_ADMIN is bit 12: without it every iptables/ipset call fails.
+    has_cap 12 || die "no CAP_NET_ADMIN: run the container with cap_add: [NET_ADMIN, NET_RAW] and network_mode: host"
+  fi
+  config=/etc/ampere/ampere.cfg
+  [ -n "${AMPERE_CONFIG:-}" ] && config=$AMPERE_CONFIG
+  if [ -r "$config" ]; then src="environment, then $config"; else src="environment"; fi
+  say "starting ampere: database $AMPERE_DB, configuration from $src"
+}
+
+# ------------------------------------------------------- backup / restore --
+# Both use better-sqlite3 from the image: an online backup is consistent even
+# while Ampere writes (WAL), which copying ampere.db alone is not.
+backup() {
+  dest="${1:-}"
+  if [ -z "$dest" ]; then
+    dir="${AMPERE_BACKUP_DIR:-/backups}"
+    dest="$dir/ampere-$(date -u +%Y%m%dT%H%M%SZ).db"
+  fi
+  [ -f "$AMPERE_DB" ] || die "no database at $AMPERE_DB"
+  mkdir -p -- "$(dirname -- "$dest")"
+  [ ! -e "$dest" ] || die "$dest already exists"
+  AMPERE_APP_DIR="$APP_DIR" node -e '
+    const Database = require(require("path").join(process.env.AMPERE_APP_DIR, "node_modules", "better-sqlite3"));
+    const fs = require("fs");
+    const [src, dest] = process.argv.slice(1);
+    (async () => {
+      const db = new Database(src, { fileMustExist: true });
+      db.pragma("busy_timeout = 10000");
+      try { await db.backup(dest + ".partial"); } finally { db.close(); }
+      const copy = new Database(dest + ".partial", { readonly: true });
+      const check = copy.pragma("integrity_check", { simple: true });
+      const bans = copy.prepare("select count(*) as n from sqlite_master where type = ? and name = ?").get("table", "bans").n
+        ? copy.prepare("select count(*) as n from bans where lifted_at is null").get().n : 0;
+      copy.close();
+      if (check !== "ok") { fs.rmSync(dest + ".partial", { force: true }); throw new Error("integrity check of the copy: " + check); }
+      fs.renameSync(dest + ".partial", dest);
+      console.log(JSON.stringify({ backup: dest, activeBans: bans, bytes: fs.statSync(dest).size }));
+    })().catch((err) => { console.error("backup failed: " + err.message); process.exit(1); });
+  ' "$AMPERE_DB" "$dest"
+}
+
+restore() {
+  src="" force=""
+  for arg in "$@"; do
+    case "$arg" in
+      --force) force=1 ;;
+      -*) EXIT_CODE=2 die "restore: unknown option $arg" ;;
+      *) [ -z "$src" ] || EXIT_CODE=2 die "restore: one file only"; src=$arg ;;
+    esac
+  done
+  [ -n "$src" ] || EXIT_CODE=2 die "usage: restore FILE [--force]"
+  [ -f "$src" ] || die "restore: $src not found"
+  status="$DB_DIR/ampere.status.json"
+  if [ -z "$force" ] && [ -f "$status" ]; then
+    age=$(( $(date +%s) - $(stat -c %Y -- "$status") ))
+    if [ "$age" -lt 30 ]; then
+      die "restore: Ampere seems to be running (its status file was written ${age}s ago); stop it first (docker compose stop ampere) or pass --force"
+    fi
+  fi
+  mkdir -p -- "$DB_DIR"
+  AMPERE_APP_DIR="$APP_DIR" node -e '
+    const Database = require(require("path").join(process.env.AMPERE_APP_DIR, "node_modules", "better-sqlite3"));
+    const fs = require("fs");
+    const [src, target] = process.argv.slice(1);
+    (async () => {
+      const from = new Database(src, { readonly: true, fileMustExist: true });
+      const check = from.pragma("integrity_check", { simple: true });
+      if (check !== "ok") throw new Error(src + " fails the integrity check: " + check);
+      await from.backup(target + ".restore");
+      from.close();
+      if (fs.existsSync(target)) {
+        const keep = target + ".before-restore-" + new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "Z");
+        const old = new Database(target, { fileMustExist: true });
+        await old.backup(keep);
+        old.close();
+        console.log(JSON.stringify({ previous: keep }));
+      }
+      for (const suffix of ["-wal", "-shm"]) fs.rmSync(target + suffix, { force: true });
+      fs.renameSync(target + ".restore", target);
+      console.log(JSON.stringify({ restored: target, from: src }));
+    })().catch((err) => { console.error("restore failed: " + err.message); process.exit(1); });
+  ' "$src" "$AMPERE_DB"
+}
+
+# ---------------------------------------------------------------- dispatch --
+[ "$#" -gt 0 ] || set -- run
+case "$1" in
+  -*) set -- run "$@" ;;
+esac
+
+case "$1" in
+  run)
+    preflight_run
+    exec node "$CLI" "$@"
+    ;;
+  backup)
+    shift
+    backup "$@"
+    ;;
+  restore)
+    shift
+    restore "$@"
+    ;;
+  *)
+    if command -v -- "$1" >/dev/null 2>&1; then
+      exec "$@"
+    fi
+    exec node "$CLI" "$@"
+    ;;
+esac

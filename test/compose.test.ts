@@ -1,0 +1,215 @@
+/**
+ * What can be checked of the container deployment without a Docker engine:
+ * docker-compose.yml parses and says what the e2e test relies on, the
+ * Dockerfiles have the stages, packages, health check and entrypoint the
+ * issue asks for, .env.example lists every configuration key with its
+ * default, and deploy/asterisk/ has the AMI account Ampere logs in with.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { KEYS } from '../src/config/keys';
+import {
+  REPO, confValue, execForm, healthcheckCommand, interpolate, lastOp, loadCompose, parseAsteriskConf,
+  parseDockerfile, parseEnvExample, pjsipAuths, service, serviceEnvironment, serviceMounts, stageEnv,
+} from './e2e/deploy-files';
+import { parseYaml } from './e2e/yaml';
+
+const compose = loadCompose();
+const envName = (key: string) => `AMPERE_${key.toUpperCase()}`;
+/** Keys docker-compose.yml fixes rather than passing from .env. */
+const FIXED = new Set(['db']);
+
+function pyYaml(file: string): unknown | undefined {
+  try {
+    const out = execFileSync('python3', ['-c', 'import json,sys,yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))', file], {
+      encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 20_000,
+    });
+    return JSON.parse(out);
+  } catch {
+    return undefined; // no python3 or no PyYAML: the own parser alone decides
+  }
+}
+
+function stringify(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(stringify);
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, stringify(x)]));
+  return v === null ? null : String(v);
+}
+
+test('docker-compose.yml parses, and PyYAML (where installed) reads the same document', (t) => {
+  assert.deepEqual(Object.keys(compose.services as object).sort(), ['ampere', 'asterisk']);
+  const py = pyYaml(join(REPO, 'docker-compose.yml'));
+  if (py === undefined) { t.diagnostic('PyYAML not available: cross-check skipped'); return; }
+  assert.deepEqual(compose, stringify(py));
+});
+
+test('the YAML reader refuses what it does not understand instead of misreading it', () => {
+  assert.throws(() => parseYaml('a: &x 1\nb: *x\n'), /unsupported/);
+  assert.throws(() => parseYaml('a: |\n  text\n'), /unsupported/);
+  assert.throws(() => parseYaml('a: 1\na: 2\n'), /duplicate/);
+  assert.deepEqual(parseYaml('a:\n  - x # c\n  - "y # z"\nb: [p, \'q\']\nc:\n'), { a: ['x', 'y # z'], b: ['p', 'q'], c: null });
+});
+
+test('compose variable interpolation', () => {
+  assert.equal(interpolate('${A:-x}', {}), 'x');
+  assert.equal(interpolate('${A:-x}', { A: '' }), 'x');
+  assert.equal(interpolate('${A-x}', { A: '' }), '');
+  assert.equal(interpolate('${A:-x}/$B/$$C', { A: 'a', B: 'b' }), 'a/b/$C');
+  assert.throws(() => interpolate('${A:?need A}', {}), /need A/);
+});
+
+test('asterisk service: Debian Asterisk image, host network, the repo config folder mounted', () => {
+  const svc = service(compose, 'asterisk');
+  assert.equal(svc.network_mode, 'host');
+  assert.equal(svc.restart, 'unless-stopped');
+  const build = svc.build as { context: string };
+  assert.equal(build.context, 'docker/asterisk');
+  const df = parseDockerfile(join(REPO, 'docker/asterisk/Dockerfile'));
+  assert.equal(df.stages.length, 1);
+  assert.match(df.stages[0].from, /^debian:/);
+  const run = df.stages[0].instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
+  for (const pkg of ['asterisk', 'asterisk-modules', 'asterisk-config']) assert.match(run, new RegExp(`\\s${pkg}(\\s|$)`), pkg);
+  // the compose health check is the image's, and the e2e test waits on the same command
+  const hc = svc.healthcheck as { test: string[] };
+  assert.deepEqual(hc.test, ['CMD', ...healthcheckCommand(df.stages[0])]);
+  // the foreground command the e2e test runs in its chroot
+  const cmd = execForm(lastOp(df.stages[0], 'CMD')!.args);
+  assert.equal(cmd[0], 'asterisk');
+  assert.ok(cmd.includes('-f'), 'asterisk must stay in the foreground');
+
+  const conf = serviceMounts(compose, 'asterisk').find((m) => m.target === '/etc/asterisk');
+  assert.ok(conf, 'deploy folder mounted at /etc/asterisk');
+  assert.ok(conf.bind && conf.readOnly);
+  assert.equal(conf.source, join(REPO, 'deploy/asterisk'));
+  for (const f of ['manager.conf', 'pjsip.conf', 'modules.conf', 'asterisk.conf', 'logger.conf', 'extensions.conf']) {
+    assert.ok(existsSync(join(conf.source, f)), `deploy/asterisk/${f}`);
+  }
+});
+
+test('manager.conf: AMI on loopback, an ampere account with read = security and write = no', () => {
+  const sections = parseAsteriskConf(join(REPO, 'deploy/asterisk/manager.conf'));
+  const general = sections.find((s) => s.name === 'general');
+  assert.equal(confValue(general, 'enabled'), 'yes');
+  assert.equal(confValue(general, 'bindaddr'), '127.0.0.1');
+  assert.equal(confValue(general, 'port'), KEYS.port.default);
+  const ampere = sections.find((s) => s.name === KEYS.user.default);
+  assert.ok(ampere, `[${KEYS.user.default}] account`);
+  assert.equal(confValue(ampere, 'read'), 'security');
+  assert.equal(confValue(ampere, 'write'), 'no');
+  // out of the box the sidecar logs in with its defaults
+  assert.equal(confValue(ampere, 'secret'), KEYS.pass.default);
+  assert.equal(confValue(ampere, 'permit'), '127.0.0.1/255.255.255.255');
+  const users = sections.filter((s) => s.name !== 'general');
+  assert.deepEqual(users.map((s) => s.name), [KEYS.user.default], 'no other AMI account');
+});
+
+test('pjsip.conf: UDP and TCP on IPv4 and IPv6, and endpoints with passwords', () => {
+  const file = join(REPO, 'deploy/asterisk/pjsip.conf');
+  const sections = parseAsteriskConf(file);
+  const transports = sections.filter((s) => confValue(s, 'type') === 'transport')
+    .map((s) => `${confValue(s, 'protocol')} ${confValue(s, 'bind')}`).sort();
+  assert.deepEqual(transports, ['tcp 0.0.0.0:5060', 'tcp [::]:5060', 'udp 0.0.0.0:5060', 'udp [::]:5060']);
+  assert.ok(pjsipAuths(file).length >= 1, 'at least one endpoint with a password (the e2e phone uses the first)');
+});
+
+test('ampere service: host network, NET_ADMIN/NET_RAW, /data volume, backups bind mount, after asterisk', () => {
+  const svc = service(compose, 'ampere');
+  assert.equal(svc.network_mode, 'host');
+  assert.deepEqual([...(svc.cap_add as string[])].sort(), ['NET_ADMIN', 'NET_RAW']);
+  assert.equal(svc.restart, 'unless-stopped');
+  assert.equal((svc.build as { context: string }).context, '.');
+  const deps = svc.depends_on as Record<string, unknown> | string[];
+  assert.ok(Array.isArray(deps) ? deps.includes('asterisk') : 'asterisk' in deps, 'depends_on asterisk');
+  assert.equal(svc.privileged, undefined, 'capabilities, not privileged');
+  const mounts = serviceMounts(compose, 'ampere');
+  const data = mounts.find((m) => m.target === '/data');
+  assert.ok(data && !data.bind, '/data is a named volume');
+  assert.ok(Object.keys(compose.volumes as object).includes(data.source), `volume ${data.source} declared`);
+  const backups = mounts.find((m) => m.target === '/backups');
+  assert.ok(backups && backups.bind && !backups.readOnly, '/backups is a writable bind mount');
+  assert.ok(!('ports' in svc), 'no ports: host network, health check reads a file');
+});
+
+test('ampere environment: every configuration key, nothing else, all optional', () => {
+  const env = service(compose, 'ampere').environment as Record<string, string>;
+  const expected = Object.keys(KEYS).map(envName).concat('AMPERE_CONFIG').sort();
+  assert.deepEqual(Object.keys(env).sort(), expected, 'compose environment keys = config keys (src/config/keys.ts) + AMPERE_CONFIG');
+  assert.equal(env.AMPERE_DB, '/data/ampere.db');
+  for (const [name, value] of Object.entries(env)) {
+    if (name === 'AMPERE_DB') continue;
+    assert.match(value, new RegExp(`^\\$\\{${name}:-[^}]*\\}$`), `${name} comes from .env with a default`);
+  }
+  // with an empty .env the container gets empty values (dropped by the entrypoint) or a compose default
+  const resolved = serviceEnvironment(compose, 'ampere', {});
+  assert.equal(resolved.AMPERE_LOYALTY, '');
+  assert.equal(resolved.AMPERE_BACKUP_DIR, '/backups');
+  assert.equal(serviceEnvironment(compose, 'ampere', { AMPERE_LOYALTY: '5' }).AMPERE_LOYALTY, '5');
+});
+
+test('.env.example lists every key with its default', () => {
+  const example = parseEnvExample();
+  const composeEnv = service(compose, 'ampere').environment as Record<string, string>;
+  for (const [key, spec] of Object.entries(KEYS)) {
+    if (FIXED.has(key)) continue;
+    const name = envName(key);
+    const line = example.get(name);
+    assert.ok(line, `.env.example lists ${name}`);
+    const composeDefault = /:-([^}]*)\}$/.exec(composeEnv[name])![1];
+    // the default shown is Ampere's own, or the compose file's where it sets one
+    assert.equal(line.value, composeDefault || spec.default, `${name} default`);
+    // and it is a valid value
+    if (line.value !== '') assert.ok('ok' in (spec.parse as (raw: string) => object)(line.value), `${name}=${line.value} parses`);
+  }
+  assert.ok(example.has('AMPERE_CONFIG'));
+  for (const name of example.keys()) {
+    assert.ok(name === 'AMPERE_CONFIG' || (name.startsWith('AMPERE_') && name.slice(7).toLowerCase() in KEYS), `${name} is a real key`);
+  }
+});
+
+test('Dockerfile: two stages on one Node 20 Debian slim base, runtime tools, health check, tini entrypoint', () => {
+  const df = parseDockerfile(join(REPO, 'Dockerfile'));
+  assert.equal(df.stages.length, 2);
+  const [build, runtime] = df.stages;
+  assert.equal(build.from, runtime.from, 'same base for build and run (better-sqlite3 ABI)');
+  assert.match(build.from, /^node:20-[a-z]+-slim$/);
+  const buildRuns = build.instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
+  assert.match(buildRuns, /npm ci/);
+  assert.match(buildRuns, /npm run build/);
+  assert.match(buildRuns, /npm prune --omit=dev/);
+  assert.match(buildRuns, /python3/); // node-gyp toolchain for better-sqlite3
+  assert.equal(stageEnv(build).npm_config_build_from_source, 'true');
+
+  const runtimeRuns = runtime.instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
+  for (const pkg of ['iptables', 'ipset', 'conntrack', 'tini']) assert.match(runtimeRuns, new RegExp(`\\s${pkg}(\\s|$)`), pkg);
+  const copies = runtime.instructions.filter((i) => i.op === 'COPY').map((i) => i.args);
+  for (const want of [/--from=build \/app\/dist /, /--from=build \/app\/node_modules /, /^drizzle /]) {
+    assert.ok(copies.some((c) => want.test(c)), `COPY ${want}`);
+  }
+  assert.ok(!copies.some((c) => /^src\b/.test(c)), 'no sources in the runtime image');
+
+  const env = stageEnv(runtime);
+  assert.equal(env.AMPERE_DB, '/data/ampere.db');
+  assert.match(lastOp(runtime, 'VOLUME')!.args, /\/data/);
+  assert.deepEqual(healthcheckCommand(runtime), ['node', '/app/dist/cli.js', 'health']);
+  assert.equal(lastOp(runtime, 'WORKDIR')!.args, '/app');
+
+  const entry = execForm(lastOp(runtime, 'ENTRYPOINT')!.args);
+  assert.equal(entry[0], '/usr/bin/tini');
+  const script = entry[entry.length - 1];
+  assert.ok(copies.includes(`docker/entrypoint.sh ${script}`), `docker/entrypoint.sh is copied to ${script}`);
+  assert.deepEqual(execForm(lastOp(runtime, 'CMD')!.args), ['run']);
+  assert.ok(statSync(join(REPO, 'docker/entrypoint.sh')).mode & 0o111, 'entrypoint is executable');
+  // what the build stage copies exists
+  for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'src', 'drizzle']) assert.ok(existsSync(join(REPO, f)), f);
+});
+
+test('.dockerignore keeps secrets, databases and build output out of the context', () => {
+  const lines = readFileSync(join(REPO, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
+  for (const want of ['.git', 'node_modules', 'dist', '.env*', '*.db', '*.db-wal', 'test']) assert.ok(lines.includes(want), want);
+  for (const needed of ['src', 'drizzle', 'docker/entrypoint.sh', 'package.json', 'package-lock.json', 'tsconfig.json']) {
+    assert.ok(!lines.includes(needed), `${needed} must stay in the context`);
+  }
+});
