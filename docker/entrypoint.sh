@@ -80,7 +80,9 @@ backup() {
       const db = new Database(src, { fileMustExist: true });
       db.pragma("busy_timeout = 10000");
       try { await db.backup(dest + ".partial"); } finally { db.close(); }
-      const copy = new Database(dest + ".partial", { readonly: true });
+      // a backup is one self-contained file: no WAL beside it
+      const copy = new Database(dest + ".partial");
+      copy.pragma("journal_mode = DELETE");
       const check = copy.pragma("integrity_check", { simple: true });
       const bans = copy.prepare("select count(*) as n from sqlite_master where type = ? and name = ?").get("table", "bans").n
         ? copy.prepare("select count(*) as n from bans where lifted_at is null").get().n : 0;
