@@ -1,0 +1,149 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { DaemonProcess } from './helpers/daemon';
+import { amiEvent } from './helpers/fake-ami';
+import { FakeAmiProcess } from './helpers/fake-ami-proc';
+import { Netns, UdpSink, addAttacker, removeStaleNamespaces, skipUnlessRoot, type Attacker } from './helpers/netns';
+
+/**
+ * The real daemon inside a PBX namespace, a real kernel firewall (iptables + ipset) there,
+ * an attacker namespace on a veth pair, AMI events from a fake Asterisk in the same namespace.
+ */
+const skip = skipUnlessRoot();
+
+for (const backend of ['ipset', 'rules'] as const) {
+  describe(`daemon with the ${backend} backend in a namespace`, { skip }, () => {
+    let pbx: Netns;
+    let atk: Attacker;
+    let sink: UdpSink;
+    let ami: FakeAmiProcess;
+    let dir: string;
+    const daemons: DaemonProcess[] = [];
+    const startDaemon = (extra: Record<string, string> = {}) => {
+      const d = new DaemonProcess({
+        AMPERE_PORT: String(ami.port), AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: backend, AMPERE_AMI_TIMEOUT: '1s',
+        AMPERE_ALLOW: `${atk.v4[1]},${atk.v6[1]}`, ...extra,
+      }, { netns: pbx.name });
+      daemons.push(d);
+      return d;
+    };
+    const failures = async (address: string, n: number) => {
+      for (let i = 0; i < n; i++) await ami.send(amiEvent('ChallengeResponseFailed', address));
+    };
+    const ipt = async (family: 4 | 6, ...args: string[]) => pbx.must(family === 4 ? 'iptables' : 'ip6tables', ['-w', ...args]);
+    /** Addresses the kernel blocks, read straight from the kernel. */
+    const kernelBans = async (family: 4 | 6): Promise<string[]> => {
+      if (backend === 'ipset') {
+        const out = await pbx.must('ipset', ['list', `ampere-v${family}`, '-output', 'save']);
+        return out.split('\n').filter((l) => l.startsWith('add ')).map((l) => l.split(' ')[2]).sort();
+      }
+      const out = await ipt(family, '-S', 'ampere');
+      return out.split('\n').filter((l) => / -s /.test(l)).map((l) => l.split(' ')[3].replace(/\/(32|128)$/, '')).sort();
+    };
+
+    before(async () => {
+      await removeStaleNamespaces();
+      pbx = await Netns.create();
+      atk = await addAttacker(pbx);
+      sink = await UdpSink.start(pbx);
+      ami = await FakeAmiProcess.start(pbx.name);
+      dir = mkdtempSync(join(tmpdir(), `ampere-fw-${backend}-`));
+    });
+    after(async () => {
+      await Promise.all(daemons.map((d) => d.stop('SIGKILL')));
+      await ami?.stop();
+      await atk?.ns.destroy();
+      await pbx?.destroy();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    test('from nothing: chain, one jump, RETURN last; attackers banned on their 3rd failure and really dropped', async () => {
+      for (const a of [atk.v4[0], atk.v6[0]]) assert.equal(await sink.reaches(atk.ns, a, a.includes(':') ? atk.hostV6 : atk.hostV4), true, `${a} reaches before any ban`);
+      const d = startDaemon();
+      await ami.waitForLogins(1);
+      await d.waitFor((l) => l.msg === 'ampere started');
+      for (const fam of [4, 6] as const) {
+        const input = await ipt(fam, '-S', 'INPUT');
+        assert.equal(input.split('\n').filter((l) => l.includes('-j ampere')).length, 1, `one jump (v${fam})`);
+        const chain = (await ipt(fam, '-S', 'ampere')).trim().split('\n');
+        assert.equal(chain.at(-1), '-A ampere -j RETURN');
+      }
+      await failures(atk.v4[0], 2);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(await kernelBans(4), [], 'two failures: not yet');
+      await failures(atk.v4[0], 1);
+      await failures(atk.v6[0], 3);
+      await failures(atk.v4[1], 10); // allow-listed: never
+      await failures(atk.v6[1], 10);
+      await ami.send(amiEvent('InvalidPassword', '127.0.0.1', { Service: 'AMI' }).repeat(10));
+      await d.waitFor((l) => l.msg === 'ban' && l.address === atk.v4[0]);
+      await d.waitFor((l) => l.msg === 'ban' && l.address === atk.v6[0]);
+      await d.waitFor(() => true, 300).catch(() => {});
+      assert.deepEqual(await kernelBans(4), [atk.v4[0]]);
+      assert.deepEqual(await kernelBans(6), [atk.v6[0]]);
+      if (backend === 'ipset') {
+        const chain = (await ipt(4, '-S', 'ampere')).trim().split('\n');
+        assert.deepEqual(chain, ['-N ampere', '-A ampere -m set --match-set ampere-v4 src -j DROP', '-A ampere -j RETURN']);
+      } else {
+        const chain = (await ipt(4, '-S', 'ampere')).trim().split('\n');
+        assert.deepEqual(chain, ['-N ampere', `-A ampere -s ${atk.v4[0]}/32 -j DROP`, '-A ampere -j RETURN']);
+      }
+      assert.equal(await sink.reaches(atk.ns, atk.v4[0], atk.hostV4), false, 'banned v4 dropped');
+      assert.equal(await sink.reaches(atk.ns, atk.v6[0], atk.hostV6), false, 'banned v6 dropped');
+      assert.equal(await sink.reaches(atk.ns, atk.v4[1], atk.hostV4), true, 'allowed v4 passes');
+      assert.equal(await sink.reaches(atk.ns, atk.v6[1], atk.hostV6), true, 'allowed v6 passes');
+      assert.equal(d.count((l) => l.msg === 'ban'), 2, 'nothing else banned (allow list, loopback)');
+    });
+
+    test('SIGKILL right after a ban loses nothing; a restart after a firewall wipe restores every ban', async () => {
+      const d1 = daemons[0];
+      await failures('192.0.2.99', 3);
+      await d1.waitFor((l) => l.msg === 'ban' && l.address === '192.0.2.99');
+      d1.proc.kill('SIGKILL');
+      await d1.exit;
+      // A reboot or firewall reload: the kernel forgets everything Ampere made.
+      for (const fam of [4, 6] as const) { await ipt(fam, '-F', 'ampere'); await ipt(fam, '-D', 'INPUT', '-j', 'ampere'); await ipt(fam, '-X', 'ampere'); }
+      if (backend === 'ipset') for (const s of ['ampere-v4', 'ampere-v6']) await pbx.must('ipset', ['destroy', s]);
+      const d2 = startDaemon();
+      const started = await d2.waitFor((l) => l.msg === 'ampere started', 15_000);
+      assert.equal(started.bansRestored, 3);
+      assert.equal(typeof started.restoreMs, 'number');
+      assert.deepEqual(await kernelBans(4), ['192.0.2.99', atk.v4[0]].sort());
+      assert.deepEqual(await kernelBans(6), [atk.v6[0]]);
+      assert.equal(await sink.reaches(atk.ns, atk.v4[0], atk.hostV4), false);
+      assert.equal(await sink.reaches(atk.ns, atk.v6[0], atk.hostV6), false);
+      for (const fam of [4, 6] as const) {
+        assert.equal((await ipt(fam, '-S', 'INPUT')).split('\n').filter((l) => l.includes('-j ampere')).length, 1);
+      }
+      // A plain restart (SIGTERM) leaves the bans in the kernel while the daemon is away.
+      assert.equal(await d2.stop(), 0);
+      assert.deepEqual(await kernelBans(4), ['192.0.2.99', atk.v4[0]].sort());
+      assert.equal(await sink.reaches(atk.ns, atk.v4[0], atk.hostV4), false, 'still dropped while the daemon is down');
+    });
+
+    test('a ban expires: it leaves the kernel and the database agrees', async () => {
+      const d = startDaemon({ AMPERE_BANTIME: '2s', AMPERE_BANTIME_MAX: '2s' });
+      await d.waitFor((l) => l.msg === 'ampere started', 15_000);
+      await ami.waitForLogins(3);
+      const target = backend === 'ipset' ? '192.0.2.150' : '192.0.2.151';
+      await failures(target, 3);
+      await d.waitFor((l) => l.msg === 'ban' && l.address === target);
+      await d.waitFor(() => true, 300).catch(() => {});
+      assert.ok((await kernelBans(4)).includes(target));
+      await d.waitFor((l) => l.msg === 'unban' && l.address === target, 6_000);
+      await d.waitFor(() => true, 300).catch(() => {});
+      assert.ok(!(await kernelBans(4)).includes(target), 'gone from the kernel');
+      await d.stop();
+      const db = new Database(join(dir, 'ampere.db'), { readonly: true });
+      const row = db.prepare('SELECT lifted_at, lift_reason FROM bans WHERE address = ? ORDER BY id DESC').get(target) as { lifted_at: number; lift_reason: string };
+      const host = db.prepare('SELECT banned FROM hosts WHERE address = ?').get(target) as { banned: number };
+      db.close();
+      assert.equal(row.lift_reason, 'expired');
+      assert.equal(host.banned, 0);
+    });
+  });
+}
