@@ -26,6 +26,8 @@ export interface FirewallOptions {
  */
 export interface FirewallBackend {
   readonly name: string;
+  /** The namespace its commands run in, if any (so helpers like conntrack go to the same place). */
+  readonly netns?: string;
   /** Check binaries, create chain/sets, ensure the one jump rule. Idempotent. */
   init(): Promise<void>;
   /** Flush Ampere's own chain/sets and load exactly these bans, in one batch per family. */

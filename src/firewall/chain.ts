@@ -1,0 +1,76 @@
+import type { Logger } from '../log';
+import type { Family } from '../net/ip';
+import type { IptablesTools } from './detect';
+import { run } from './exec';
+import type { FirewallOptions } from './types';
+
+/** The two binaries one family needs. */
+export interface FamilyTools {
+  family: Family;
+  iptables: string;
+  restore: string;
+}
+
+export function familyTools(t: IptablesTools): FamilyTools[] {
+  return [
+    { family: 4, iptables: t.iptables, restore: t.iptablesRestore },
+    { family: 6, iptables: t.ip6tables, restore: t.ip6tablesRestore },
+  ];
+}
+
+/** Target arguments as `iptables -S` prints them back (so -D lines match exactly). */
+export function targetSpec(target: FirewallOptions['target'], family: Family): string {
+  if (target === 'DROP') return 'DROP';
+  return `REJECT --reject-with ${family === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable'}`;
+}
+
+/** `iptables -S [chain]` of the filter table: `-P`/`-N`/`-A` lines only (no warnings/comments). */
+export async function listRules(ft: FamilyTools, netns?: string, chain?: string): Promise<string[]> {
+  const { stdout } = await run(ft.iptables, ['-w', '-t', 'filter', '-S', ...(chain ? [chain] : [])], { netns });
+  return stdout.split('\n').filter((l) => l.startsWith('-'));
+}
+
+/** Does any rule jump (or goto) into the chain? */
+export function hasJumpTo(lines: string[], chain: string): boolean {
+  return lines.some((line) => {
+    if (!line.startsWith('-A ')) return false;
+    const w = line.split(/\s+/);
+    return w.some((tok, i) => (tok === '-j' || tok === '-g') && w[i + 1] === chain);
+  });
+}
+
+/**
+ * One atomic transaction on the filter table; --noflush keeps every other chain as it is.
+ * Note: with --noflush a `:chain` line flushes that (existing) chain, in both flavours.
+ */
+export async function restoreFilter(ft: FamilyTools, lines: string[], netns?: string): Promise<void> {
+  const input = `*filter\n${lines.join('\n')}\nCOMMIT\n`;
+  await run(ft.restore, ['-w', '--noflush'], { input, netns, timeoutMs: 300_000 });
+}
+
+/**
+ * Make sure the chain exists and something jumps into it. A jump the administrator placed
+ * anywhere (e.g. `-A INPUT -p udp --dport 5060 -j ampere`) is respected; only when none
+ * exists do we insert `-I INPUT 1 -j <chain>`.
+ * `content`: rules to write into the chain; written when the chain is new, or always if `rewrite`.
+ * Returns the chain's rules as they were before (`-A <chain> ...` lines), for the rules backend's mirror.
+ */
+export async function ensureChain(
+  ft: FamilyTools,
+  opts: FirewallOptions,
+  log: Logger,
+  content: string[],
+  rewrite: boolean,
+): Promise<string[]> {
+  const { chain, netns } = opts;
+  const lines = await listRules(ft, netns);
+  const exists = lines.includes(`-N ${chain}`);
+  const jump = hasJumpTo(lines, chain);
+  const tx: string[] = [];
+  if (!exists || rewrite) tx.push(`:${chain} - [0:0]`, ...content);
+  if (!jump) tx.push(`-I INPUT 1 -j ${chain}`);
+  if (tx.length) await restoreFilter(ft, tx, netns);
+  if (!exists) log.info({ chain, family: ft.family, tool: ft.iptables }, 'created firewall chain');
+  if (!jump) log.info({ chain, family: ft.family, tool: ft.iptables }, `no rule jumps to ${chain}: inserted -I INPUT 1 -j ${chain}`);
+  return lines.filter((l) => l.startsWith(`-A ${chain} `));
+}

@@ -1,0 +1,47 @@
+import type { Logger } from '../log';
+import { checkBatch } from './exec';
+import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
+
+/** Touches no kernel state: logs what it would do and keeps the bans in memory (development). */
+export class DryRunBackend implements FirewallBackend {
+  readonly name = 'dry-run';
+  private readonly bans = new Map<string, number | null>();
+
+  constructor(
+    private readonly opts: Pick<FirewallOptions, 'chain'>,
+    private readonly log: Logger,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  async init(): Promise<void> {
+    this.log.info({ chain: this.opts.chain }, 'dry-run firewall: no kernel changes will be made');
+  }
+
+  async setAll(bans: KernelBan[], now: number): Promise<void> {
+    checkBatch(bans);
+    this.bans.clear();
+    for (const b of bans) if (b.until === null || b.until > now) this.bans.set(b.address, b.until);
+    this.log.info({ count: this.bans.size }, 'dry-run: would load bans');
+  }
+
+  async add(bans: KernelBan[], now: number): Promise<void> {
+    checkBatch(bans);
+    const live = bans.filter((b) => b.until === null || b.until > now);
+    for (const b of live) this.bans.set(b.address, b.until);
+    if (live.length) this.log.info({ addresses: live.map((b) => b.address) }, 'dry-run: would ban');
+  }
+
+  async remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void> {
+    checkBatch(bans);
+    for (const b of bans) this.bans.delete(b.address);
+    if (bans.length) this.log.info({ addresses: bans.map((b) => b.address) }, 'dry-run: would unban');
+  }
+
+  /** Like ipset, a ban whose time is over is gone by itself. */
+  async list(): Promise<string[]> {
+    const now = this.clock();
+    return [...this.bans].filter(([, until]) => until === null || until > now).map(([a]) => a);
+  }
+
+  async shutdown(): Promise<void> {}
+}

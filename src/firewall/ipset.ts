@@ -1,0 +1,152 @@
+import type { Logger } from '../log';
+import { canonicalIp, type Family } from '../net/ip';
+import { ensureChain, familyTools, restoreFilter, targetSpec, type FamilyTools } from './chain';
+import type { IptablesTools } from './detect';
+import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
+import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
+
+/** The kernel refuses element timeouts above this (about 24.8 days). */
+export const IPSET_MAX_TIMEOUT = 2147483;
+/** Room for a million scanners; the hash grows on demand, maxelem is only the ceiling. */
+export const IPSET_MAXELEM = 1048576;
+const IPSET_NAME_MAX = 31;
+
+/**
+ * Seconds to load for a ban, or null when it has already ended (skip it).
+ * 0 means "no timeout" to ipset: used for permanent bans and for bans longer than ipset's
+ * maximum. Those long bans stay in the set until the daemon removes them at their end
+ * (it tracks every ban's end in the store), so nothing is held longer than intended.
+ */
+export function ipsetTimeout(until: number | null, now: number): number | null {
+  if (until === null) return 0;
+  const s = Math.ceil((until - now) / 1000);
+  if (s <= 0) return null;
+  return s > IPSET_MAX_TIMEOUT ? 0 : s;
+}
+
+/** Initial hash size for n elements: a power of two, so a big load does not rehash many times. */
+function hashsizeFor(n: number): number {
+  let h = 1024;
+  while (h < n && h < IPSET_MAXELEM) h *= 2;
+  return h;
+}
+
+/** Default backend: one `hash:ip` set with timeouts per family, matched by one rule in the chain. */
+export class IpsetBackend implements FirewallBackend {
+  readonly name = 'ipset';
+  readonly netns?: string;
+  private readonly fams: FamilyTools[];
+
+  constructor(
+    private readonly opts: FirewallOptions,
+    private readonly tools: IptablesTools,
+    private readonly log: Logger,
+  ) {
+    checkChainName(opts.chain);
+    this.netns = opts.netns;
+    this.fams = familyTools(tools);
+    for (const f of [4, 6] as Family[]) {
+      for (const name of [this.setName(f), this.tmpName(f)]) {
+        if (name.length > IPSET_NAME_MAX) {
+          throw new Error(`ipset name ${name} is ${name.length} characters; ipset allows ${IPSET_NAME_MAX}: use a shorter chain name`);
+        }
+      }
+    }
+  }
+
+  setName(f: Family): string {
+    return `${this.opts.chain}-v${f}`;
+  }
+
+  /** Scratch set for setAll's load-then-swap; same length as the live name. */
+  private tmpName(f: Family): string {
+    return `${this.opts.chain}-t${f}`;
+  }
+
+  private createLine(name: string, f: Family, hashsize: number): string {
+    return `create ${name} hash:ip family ${f === 4 ? 'inet' : 'inet6'} hashsize ${hashsize} maxelem ${IPSET_MAXELEM} timeout 0`;
+  }
+
+  private chainContent(ft: FamilyTools): string[] {
+    return [
+      `-A ${this.opts.chain} -m set --match-set ${this.setName(ft.family)} src -j ${targetSpec(this.opts.target, ft.family)}`,
+      `-A ${this.opts.chain} -j RETURN`,
+    ];
+  }
+
+  private ipset(args: string[], input?: string): Promise<{ stdout: string }> {
+    return run('ipset', args, { input, netns: this.opts.netns, timeoutMs: 300_000 });
+  }
+
+  async init(): Promise<void> {
+    const t = this.tools;
+    requireBinaries(['ipset', t.iptables, t.ip6tables, t.iptablesRestore, t.ip6tablesRestore, ...(this.opts.netns ? ['ip'] : [])]);
+    // Create only missing sets: an existing one may have other parameters (an older maxelem);
+    // setAll's swap replaces it with a correctly sized one without a gap.
+    const existing = new Set((await this.ipset(['list', '-n'])).stdout.split('\n'));
+    const create = ([4, 6] as Family[]).filter((f) => !existing.has(this.setName(f)));
+    if (create.length) {
+      await this.ipset(['restore', '-exist'], create.map((f) => this.createLine(this.setName(f), f, 4096)).join('\n') + '\n');
+    }
+    // The chain's content is fixed for this backend, so rewriting it (atomically) also repairs it.
+    for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
+  }
+
+  async setAll(bans: KernelBan[], now: number): Promise<void> {
+    checkBatch(bans);
+    for (const ft of this.fams) {
+      const f = ft.family;
+      const live = this.setName(f);
+      const tmp = this.tmpName(f);
+      const adds = this.addLines(tmp, bans.filter((b) => b.family === f), now);
+      // Load a fresh set, then swap: the live set (and the rule using it) never sees a gap.
+      // `destroy` first clears a scratch set a crash may have left (-exist: absent is fine).
+      const script = [`destroy ${tmp}`, this.createLine(tmp, f, hashsizeFor(adds.length)), ...adds, `swap ${tmp} ${live}`, `destroy ${tmp}`];
+      await this.ipset(['restore', '-exist'], script.join('\n') + '\n');
+      await restoreFilter(ft, [`:${this.opts.chain} - [0:0]`, ...this.chainContent(ft)], this.opts.netns);
+    }
+  }
+
+  private addLines(set: string, bans: KernelBan[], now: number): string[] {
+    const out: string[] = [];
+    for (const b of bans) {
+      const t = ipsetTimeout(b.until, now);
+      if (t !== null) out.push(`add ${set} ${checkedIp(b.address, b.family)} timeout ${t}`);
+    }
+    return out;
+  }
+
+  async add(bans: KernelBan[], now: number): Promise<void> {
+    checkBatch(bans);
+    for (const f of [4, 6] as Family[]) {
+      // -exist: adding a present address refreshes its timeout instead of failing.
+      const lines = this.addLines(this.setName(f), bans.filter((b) => b.family === f), now);
+      if (lines.length) await this.ipset(['restore', '-exist'], lines.join('\n') + '\n');
+    }
+  }
+
+  async remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void> {
+    checkBatch(bans);
+    for (const f of [4, 6] as Family[]) {
+      const lines = bans.filter((b) => b.family === f).map((b) => `del ${this.setName(f)} ${checkedIp(b.address, f)}`);
+      if (lines.length) await this.ipset(['restore', '-exist'], lines.join('\n') + '\n');
+    }
+  }
+
+  async list(): Promise<string[]> {
+    const out: string[] = [];
+    for (const f of [4, 6] as Family[]) {
+      const { stdout } = await this.ipset(['save', this.setName(f)]);
+      for (const line of stdout.split('\n')) {
+        const w = line.split(' ');
+        const c = w[0] === 'add' ? canonicalIp(w[2] ?? '') : null;
+        if (c) out.push(c.address);
+      }
+    }
+    return out;
+  }
+
+  async shutdown(): Promise<void> {
+    // Bans stay in the kernel (with their timeouts) while the daemon is down.
+  }
+}

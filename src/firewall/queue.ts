@@ -1,0 +1,153 @@
+import type { Logger } from '../log';
+import { ConntrackFlusher } from './conntrack';
+import { CommandError, checkedIp } from './exec';
+import type { FirewallBackend, KernelBan } from './types';
+
+type Ban = Pick<KernelBan, 'address' | 'family'>;
+type Item =
+  | { kind: 'add'; bans: KernelBan[]; now?: number; done: () => void }
+  | { kind: 'remove'; bans: Ban[]; now?: number; done: () => void }
+  | { kind: 'setAll'; bans: KernelBan[]; now?: number; done: () => void };
+
+export interface QueueOptions {
+  /**
+   * Cuts established flows of new bans. Default: conntrack in the backend's namespace,
+   * none for dry-run. null turns it off.
+   */
+  conntrack?: ConntrackFlusher | null;
+  clock?: () => number;
+}
+
+/**
+ * Serialises calls into one backend. While a kernel command is in flight, further calls wait
+ * and are then sent together: 1,000 simultaneous bans become a few processes, while a lone ban
+ * starts at once. Its promises never reject: failures are logged with the command's stderr
+ * and recorded for the health check (see `healthy`).
+ */
+export class FirewallQueue {
+  /** Message (with stderr) of the last failed batch; kept after recovery, for status. */
+  lastError: string | null = null;
+  /** Epoch ms of the last batch the kernel accepted. */
+  lastSyncAt: number | null = null;
+  /**
+   * False once any batch failed: the kernel may then lack a ban (or hold a stray one).
+   * Only a successful setAll makes it true again, so the daemon should resync from its
+   * store (setAll) when it sees false; no single failed batch is retried here.
+   */
+  healthy = true;
+  /** Backend calls made (batches); for tests and status. */
+  batches = 0;
+  readonly conntrack: ConntrackFlusher | null;
+  private pending: Item[] = [];
+  private busy = false;
+  private waiters: (() => void)[] = [];
+  private readonly clock: () => number;
+
+  constructor(
+    readonly backend: FirewallBackend,
+    private readonly log: Logger,
+    opts: QueueOptions = {},
+  ) {
+    this.clock = opts.clock ?? Date.now;
+    this.conntrack = opts.conntrack !== undefined ? opts.conntrack : backend.name === 'dry-run' ? null : new ConntrackFlusher(log, backend.netns);
+  }
+
+  /**
+   * Resolves once the batch holding these bans is in the kernel, or failed (and was logged).
+   * `now` (default: the clock when the batch runs) is what remaining ban times are counted from.
+   */
+  add(bans: KernelBan[], now?: number): Promise<void> {
+    return this.enqueue('add', bans, now);
+  }
+
+  remove(bans: Ban[]): Promise<void> {
+    return this.enqueue('remove', bans);
+  }
+
+  /** Replace everything (start-up, resync). Runs in order with add/remove. */
+  setAll(bans: KernelBan[], now?: number): Promise<void> {
+    return this.enqueue('setAll', bans, now);
+  }
+
+  /** Resolves when no call is pending or in flight. */
+  idle(): Promise<void> {
+    if (!this.busy) return Promise.resolve();
+    return new Promise((r) => this.waiters.push(r));
+  }
+
+  private enqueue(kind: Item['kind'], bans: Ban[], now?: number): Promise<void> {
+    const valid = this.validOnly(bans);
+    if (kind !== 'setAll' && !valid.length) return Promise.resolve();
+    return new Promise((done) => {
+      this.pending.push({ kind, bans: valid, now, done } as Item);
+      if (!this.busy) {
+        this.busy = true;
+        // A microtask, not a timer: calls made in the same tick share the first batch,
+        // and a lone ban goes out with no added delay.
+        queueMicrotask(() => void this.drain());
+      }
+    });
+  }
+
+  /** Drop (and log) what is not a canonical address, so one bad entry cannot sink a batch. */
+  private validOnly<T extends Ban>(bans: T[]): T[] {
+    return bans.filter((b) => {
+      try {
+        checkedIp(b.address, b.family);
+        return true;
+      } catch (err) {
+        this.log.error({ err, address: b.address }, 'firewall: refused invalid address');
+        return false;
+      }
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.pending.length) {
+      const first = this.pending[0];
+      if (first.kind === 'setAll') {
+        this.pending.shift();
+        await this.call('setAll', () => this.backend.setAll(first.bans as KernelBan[], first.now ?? this.clock()), first.bans.length);
+        first.done();
+        continue;
+      }
+      // Take the run of add/remove calls up to the next setAll and net them per address:
+      // the last call for an address wins, so removes and adds touch disjoint addresses.
+      const end = this.pending.findIndex((i) => i.kind === 'setAll');
+      const items = this.pending.splice(0, end < 0 ? this.pending.length : end);
+      const last = new Map<string, { add: KernelBan | null; ban: Ban }>();
+      let now: number | undefined;
+      for (const it of items) {
+        if (it.kind === 'add' && it.now !== undefined) now = Math.max(now ?? it.now, it.now);
+        for (const b of it.bans) last.set(b.address, { add: it.kind === 'add' ? (b as KernelBan) : null, ban: b });
+      }
+      const adds = [...last.values()].flatMap((v) => (v.add ? [v.add] : []));
+      const removes = [...last.values()].flatMap((v) => (v.add ? [] : [v.ban]));
+      if (removes.length) await this.call('remove', () => this.backend.remove(removes), removes.length);
+      if (adds.length && (await this.call('add', () => this.backend.add(adds, now ?? this.clock()), adds.length))) {
+        // Not awaited: cutting old flows must not delay the next ban.
+        this.conntrack?.flush(adds);
+      }
+      for (const it of items) it.done();
+    }
+    this.busy = false;
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  private async call(op: string, fn: () => Promise<void>, count: number): Promise<boolean> {
+    this.batches++;
+    try {
+      await fn();
+      this.lastSyncAt = this.clock();
+      if (op === 'setAll') this.healthy = true;
+      return true;
+    } catch (e) {
+      const err = e instanceof Error ? e : new Error(String(e));
+      this.lastError = err.message;
+      this.healthy = false;
+      const cmd = err instanceof CommandError ? err.cmd : undefined;
+      this.log.error({ err, cmd, op, count, backend: this.backend.name }, `firewall ${op} failed`);
+      return false;
+    }
+  }
+}

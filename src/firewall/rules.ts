@@ -1,0 +1,127 @@
+import type { Logger } from '../log';
+import { canonicalIp, type Family } from '../net/ip';
+import { ensureChain, familyTools, listRules, restoreFilter, targetSpec, type FamilyTools } from './chain';
+import type { IptablesTools } from './detect';
+import { checkBatch, checkChainName, checkedIp, requireBinaries } from './exec';
+import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
+
+/**
+ * The original Ampere's way: one `-s <ip>/32 -j <target>` rule per host in the chain, before
+ * a final RETURN. Rules have no timeout: the daemon calls remove() when a ban ends.
+ * Linear in the number of bans per packet; kept for setups without ipset.
+ */
+export class RulesBackend implements FirewallBackend {
+  readonly name = 'rules';
+  readonly netns?: string;
+  private readonly fams: FamilyTools[];
+  /**
+   * Mirror of the chain: address -> rule text after `-A <chain> ` (exactly as iptables prints
+   * it, so `-D` matches even for rules written with another target). It is what keeps a
+   * host from getting two rules, the original's defect.
+   */
+  private readonly present = new Map<string, string>();
+
+  constructor(
+    private readonly opts: FirewallOptions,
+    private readonly tools: IptablesTools,
+    private readonly log: Logger,
+  ) {
+    checkChainName(opts.chain);
+    this.netns = opts.netns;
+    this.fams = familyTools(tools);
+  }
+
+  private spec(address: string, f: Family): string {
+    return `-s ${checkedIp(address, f)}/${f === 4 ? 32 : 128} -j ${targetSpec(this.opts.target, f)}`;
+  }
+
+  /** Forget one family's mirror and refill it from `-A <chain> ...` lines. */
+  private mirror(f: Family, lines: string[]): void {
+    for (const [a] of this.present) if (canonicalIp(a)?.family === f) this.present.delete(a);
+    const head = `-A ${this.opts.chain} `;
+    for (const line of lines) {
+      const m = /^-s (\S+)\/(32|128) /.exec(line.slice(head.length));
+      const c = m && line.startsWith(head) ? canonicalIp(m[1]) : null;
+      if (c && c.family === f) this.present.set(c.address, line.slice(head.length));
+    }
+  }
+
+  private async reread(ft: FamilyTools): Promise<void> {
+    this.mirror(ft.family, await listRules(ft, this.opts.netns, this.opts.chain));
+  }
+
+  async init(): Promise<void> {
+    const t = this.tools;
+    requireBinaries([t.iptables, t.ip6tables, t.iptablesRestore, t.ip6tablesRestore, ...(this.opts.netns ? ['ip'] : [])]);
+    for (const ft of this.fams) {
+      // Existing rules are bans from before a restart: keep them (setAll decides).
+      const before = await ensureChain(ft, this.opts, this.log, [`-A ${this.opts.chain} -j RETURN`], false);
+      this.mirror(ft.family, before);
+    }
+  }
+
+  async setAll(bans: KernelBan[], now: number): Promise<void> {
+    checkBatch(bans);
+    const c = this.opts.chain;
+    for (const ft of this.fams) {
+      const f = ft.family;
+      const live = unique(bans.filter((b) => b.family === f && (b.until === null || b.until > now)));
+      const specs = live.map((b) => [b.address, this.spec(b.address, f)] as const);
+      // With --noflush, `:chain` creates the chain if needed and flushes it (both flavours);
+      // the explicit -F says the same for any reader or older tool.
+      await restoreFilter(ft, [`:${c} - [0:0]`, `-F ${c}`, ...specs.map(([, s]) => `-A ${c} ${s}`), `-A ${c} -j RETURN`], this.opts.netns);
+      this.mirror(f, []);
+      for (const [a, s] of specs) this.present.set(a, s);
+    }
+  }
+
+  async add(bans: KernelBan[], now: number): Promise<void> {
+    checkBatch(bans);
+    for (const ft of this.fams) {
+      const f = ft.family;
+      const fresh = unique(bans.filter((b) => b.family === f && (b.until === null || b.until > now) && !this.present.has(b.address)));
+      if (!fresh.length) continue;
+      const specs = fresh.map((b) => [b.address, this.spec(b.address, f)] as const);
+      // Insert at the top so the final RETURN stays last.
+      await restoreFilter(ft, specs.map(([, s]) => `-I ${this.opts.chain} 1 ${s}`), this.opts.netns);
+      for (const [a, s] of specs) this.present.set(a, s);
+    }
+  }
+
+  async remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void> {
+    checkBatch(bans);
+    for (const ft of this.fams) {
+      const mine = bans.filter((b) => b.family === ft.family);
+      if (!mine.length) continue;
+      try {
+        await this.deletePresent(ft, mine);
+      } catch {
+        // One absent rule fails the whole transaction: someone changed the chain behind our
+        // back. Read it again and retry with what is really there.
+        await this.reread(ft);
+        await this.deletePresent(ft, mine);
+      }
+    }
+  }
+
+  private async deletePresent(ft: FamilyTools, bans: Pick<KernelBan, 'address'>[]): Promise<void> {
+    const gone = [...new Set(bans.map((b) => b.address))].filter((a) => this.present.has(a));
+    if (!gone.length) return;
+    await restoreFilter(ft, gone.map((a) => `-D ${this.opts.chain} ${this.present.get(a)}`), this.opts.netns);
+    for (const a of gone) this.present.delete(a);
+  }
+
+  async list(): Promise<string[]> {
+    for (const ft of this.fams) await this.reread(ft);
+    return [...this.present.keys()];
+  }
+
+  async shutdown(): Promise<void> {
+    // Rules stay in the kernel while the daemon is down.
+  }
+}
+
+function unique<T extends { address: string }>(bans: T[]): T[] {
+  const seen = new Set<string>();
+  return bans.filter((b) => !seen.has(b.address) && (seen.add(b.address), true));
+}

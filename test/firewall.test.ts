@@ -1,0 +1,341 @@
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLogger, type Logger } from '../src/log';
+import { createFirewall, detectIptables, FirewallQueue, ConntrackFlusher, type FirewallBackend, type KernelBan } from '../src/firewall';
+import { execStats, which } from '../src/firewall/exec';
+import { addAttacker, Netns, removeStaleNamespaces, skipUnlessRoot, UdpSink, withNetns, type Attacker } from './helpers/netns';
+
+const skip = skipUnlessRoot();
+const CHAIN = 'ampere';
+
+/** A logger whose lines the tests can read. */
+function captureLog(): { log: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const log = createLogger('debug', { write: (s: string) => void lines.push(JSON.parse(s)) });
+  return { log, lines };
+}
+
+const v4 = (address: string, until: number | null = null): KernelBan => ({ address, family: 4, until });
+const v6 = (address: string, until: number | null = null): KernelBan => ({ address, family: 6, until });
+const sorted = (a: string[]) => [...a].sort();
+
+async function rulesOf(ns: Netns, tool: string, chain?: string): Promise<string[]> {
+  const out = await ns.must(tool, ['-w', '-S', ...(chain ? [chain] : [])]);
+  return out.split('\n').filter((l) => l.startsWith('-'));
+}
+
+const jumpsTo = (lines: string[], chain: string) => lines.filter((l) => l.startsWith('-A ') && / -j (\S+)/.exec(l)?.[1] === chain);
+
+/** What the kernel holds, read without the backend's help. */
+async function kernelBans(ns: Netns, kind: string, flavour: string): Promise<string[]> {
+  const out: string[] = [];
+  if (kind === 'ipset') {
+    for (const set of [`${CHAIN}-v4`, `${CHAIN}-v6`]) {
+      for (const l of (await ns.must('ipset', ['save', set])).split('\n')) if (l.startsWith('add ')) out.push(l.split(' ')[2]);
+    }
+  } else {
+    for (const tool of [`iptables-${flavour}`, `ip6tables-${flavour}`]) {
+      for (const l of await rulesOf(ns, tool, CHAIN)) {
+        const m = /^-A \S+ -s (\S+)\/(32|128) /.exec(l);
+        if (m) out.push(m[1]);
+      }
+    }
+  }
+  return sorted(out);
+}
+
+/** Make things that are not Ampere's: they must survive every operation untouched. */
+async function makeOthers(ns: Netns, flavour: string): Promise<() => Promise<string>> {
+  for (const tool of [`iptables-${flavour}`, `ip6tables-${flavour}`]) {
+    await ns.must(tool, ['-w', '-N', 'other']);
+    await ns.must(tool, ['-w', '-A', 'other', '-p', 'tcp', '--dport', '22', '-j', 'ACCEPT']);
+    await ns.must(tool, ['-w', '-A', 'INPUT', '-j', 'other']);
+  }
+  await ns.must('ipset', ['create', 'other-set', 'hash:ip']);
+  await ns.must('ipset', ['add', 'other-set', '192.0.2.10']);
+  return async () =>
+    [
+      ...(await rulesOf(ns, `iptables-${flavour}`)).filter((l) => !l.includes(CHAIN)),
+      ...(await rulesOf(ns, `ip6tables-${flavour}`)).filter((l) => !l.includes(CHAIN)),
+      ...(await ns.must('ipset', ['save', 'other-set'])).split('\n').filter((l) => l.startsWith('add')),
+    ].join('\n');
+}
+
+before(async () => {
+  if (!skip) await removeStaleNamespaces();
+});
+
+for (const kind of ['ipset', 'rules'] as const) {
+  for (const flavour of ['nft', 'legacy'] as const) {
+    // Both targets get exercised: DROP with nft, REJECT with legacy.
+    const target = flavour === 'nft' ? 'DROP' : 'REJECT';
+    describe(`${kind} backend, iptables-${flavour}, ${target}`, { skip }, () => {
+      let host: Netns;
+      let att: Attacker;
+      let sink: UdpSink;
+      let fw: FirewallBackend;
+      let others: () => Promise<string>;
+      let othersBefore: string;
+      const { log, lines } = captureLog();
+      const ipt = `iptables-${flavour}`;
+      const ip6t = `ip6tables-${flavour}`;
+
+      before(async () => {
+        host = await Netns.create();
+        att = await addAttacker(host);
+        sink = await UdpSink.start(host);
+        others = await makeOthers(host, flavour);
+        othersBefore = await others();
+        fw = await createFirewall(kind, { chain: CHAIN, target, iptables: flavour, netns: host.name }, log);
+      });
+      after(async () => {
+        await att?.ns.destroy();
+        await host?.destroy();
+      });
+
+      test('init creates the chain and exactly one jump, also when run twice', async () => {
+        await fw.init();
+        await fw.init();
+        for (const tool of [ipt, ip6t]) {
+          const all = await rulesOf(host, tool);
+          assert.ok(all.includes(`-N ${CHAIN}`), `${tool}: chain exists`);
+          assert.deepEqual(jumpsTo(all, CHAIN), [`-A INPUT -j ${CHAIN}`], `${tool}: one jump`);
+          assert.equal(all.find((l) => l.startsWith('-A INPUT')), `-A INPUT -j ${CHAIN}`, `${tool}: jump comes first`);
+          const mine = await rulesOf(host, tool, CHAIN);
+          assert.equal(mine.at(-1), `-A ${CHAIN} -j RETURN`);
+        }
+        const inserted = lines.filter((l) => String(l.msg).includes('inserted -I INPUT 1'));
+        assert.deepEqual(inserted.map((l) => l.family).sort(), [4, 6], 'logged once per family');
+        assert.equal(await others(), othersBefore);
+      });
+
+      test('setAll loads exactly the given bans, RETURN last, others untouched', async () => {
+        const now = Date.now();
+        await fw.setAll([v4('192.0.2.1'), v4('192.0.2.2', now + 3_600_000), v6('2001:db8::1'), v4('192.0.2.3', now - 1), v6('2001:db8::2', now + 10 * 365 * 86_400_000)], now);
+        const want = sorted(['192.0.2.1', '192.0.2.2', '2001:db8::1', '2001:db8::2']);
+        assert.deepEqual(await kernelBans(host, kind, flavour), want, 'expired 192.0.2.3 skipped');
+        assert.deepEqual(sorted(await fw.list()), want);
+        for (const [tool, fam] of [[ipt, 4], [ip6t, 6]] as const) {
+          const mine = await rulesOf(host, tool, CHAIN);
+          assert.equal(mine.at(-1), `-A ${CHAIN} -j RETURN`);
+          const reject = fam === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable';
+          const t = target === 'DROP' ? 'DROP' : `REJECT --reject-with ${reject}`;
+          if (kind === 'ipset') assert.deepEqual(mine.slice(1), [`-A ${CHAIN} -m set --match-set ${CHAIN}-v${fam} src -j ${t}`, `-A ${CHAIN} -j RETURN`]);
+          else assert.ok(mine.slice(1, -1).every((l) => l.endsWith(`-j ${t}`)), mine.join('\n'));
+        }
+        if (kind === 'ipset') {
+          // Timeouts: permanent and longer-than-ipset bans load as 0, the hour-long one counts down.
+          const save = await host.must('ipset', ['save', `${CHAIN}-v4`]);
+          assert.match(save, /add ampere-v4 192\.0\.2\.1 timeout 0\b/);
+          assert.match(save, /add ampere-v4 192\.0\.2\.2 timeout 3[56]\d\d\b/);
+          assert.match(await host.must('ipset', ['save', `${CHAIN}-v6`]), /add ampere-v6 2001:db8::2 timeout 0\b/);
+          assert.doesNotMatch(await host.must('ipset', ['list', '-n']), /ampere-t[46]/, 'scratch sets are gone');
+        }
+        // A second setAll replaces, not merges.
+        await fw.setAll([v4('192.0.2.9'), v6('2001:db8::9')], Date.now());
+        assert.deepEqual(await kernelBans(host, kind, flavour), sorted(['192.0.2.9', '2001:db8::9']));
+        assert.equal(await others(), othersBefore);
+        for (const tool of [ipt, ip6t]) assert.equal(jumpsTo(await rulesOf(host, tool), CHAIN).length, 1);
+      });
+
+      test('add, remove, re-add: no duplicates, absent removal is fine, expired skipped', async () => {
+        const now = Date.now();
+        await fw.setAll([], now);
+        await fw.add([v4('198.51.100.1'), v6('2001:db8::a'), v4('198.51.100.1'), v4('198.51.100.2', now - 5)], now);
+        await fw.add([v4('198.51.100.1'), v6('2001:db8::a')], now);
+        assert.deepEqual(await kernelBans(host, kind, flavour), sorted(['198.51.100.1', '2001:db8::a']));
+        await fw.remove([{ address: '198.51.100.1', family: 4 }, { address: '203.0.113.77', family: 4 }, { address: '2001:db8::a', family: 6 }]);
+        assert.deepEqual(await kernelBans(host, kind, flavour), []);
+        await fw.remove([{ address: '198.51.100.1', family: 4 }]);
+        await fw.add([v4('198.51.100.1'), v6('2001:db8::a')], now);
+        await fw.add([v4('198.51.100.1')], now);
+        assert.deepEqual(await kernelBans(host, kind, flavour), sorted(['198.51.100.1', '2001:db8::a']));
+        for (const tool of [ipt, ip6t]) assert.equal((await rulesOf(host, tool, CHAIN)).at(-1), `-A ${CHAIN} -j RETURN`);
+        assert.equal(await others(), othersBefore);
+      });
+
+      test('packets from a banned address are dropped, from others they arrive (IPv4, IPv6)', async () => {
+        await fw.setAll([], Date.now());
+        for (const [fam, to] of [['v4', att.hostV4], ['v6', att.hostV6]] as const) {
+          const [bad, good] = att[fam];
+          assert.equal(await sink.reaches(att.ns, bad, to), true, `${bad} arrives before the ban`);
+          await fw.add([fam === 'v4' ? v4(bad) : v6(bad)], Date.now());
+          assert.equal(await sink.reaches(att.ns, bad, to, 300), false, `${bad} dropped while banned`);
+          assert.equal(await sink.reaches(att.ns, good, to), true, `${good} still arrives`);
+          await fw.remove([{ address: bad, family: fam === 'v4' ? 4 : 6 }]);
+          assert.equal(await sink.reaches(att.ns, bad, to), true, `${bad} arrives after unban`);
+        }
+      });
+
+      if (kind === 'ipset') {
+        test('a ban with a 2 s end leaves the set by itself, and the host gets through again', async () => {
+          await fw.setAll([v4(att.v4[0], Date.now() + 60_000)], Date.now());
+          const now = Date.now();
+          await fw.add([v4(att.v4[1], now + 2000), v6(att.v6[1], now + 2000)], now);
+          assert.deepEqual(sorted(await fw.list()), sorted([att.v4[0], att.v4[1], att.v6[1]]));
+          assert.equal(await sink.reaches(att.ns, att.v4[1], att.hostV4, 300), false);
+          await new Promise((r) => setTimeout(r, 2300 - (Date.now() - now)));
+          assert.deepEqual(await fw.list(), [att.v4[0]]);
+          assert.equal(await sink.reaches(att.ns, att.v4[1], att.hostV4), true);
+        });
+      }
+
+      test('invalid addresses are refused before anything runs', async () => {
+        const runs = execStats.runs;
+        const bad = [
+          { address: '1.2.3.4; rm -rf /', family: 4 as const, until: null },
+          { address: '::1 -j ACCEPT', family: 6 as const, until: null },
+          { address: '1.2.3.4', family: 6 as const, until: null },
+          { address: '01.2.3.4', family: 4 as const, until: null },
+          { address: '2001:DB8::1', family: 6 as const, until: null },
+        ];
+        for (const b of bad) {
+          await assert.rejects(fw.add([v4('192.0.2.50'), b], Date.now()), /refusing non-canonical address/);
+          await assert.rejects(fw.setAll([b], Date.now()), /refusing/);
+          await assert.rejects(fw.remove([b]), /refusing/);
+        }
+        assert.equal(execStats.runs, runs, 'no process was started');
+        assert.ok(!(await kernelBans(host, kind, flavour)).includes('192.0.2.50'), 'the good half of a refused batch is not applied either');
+      });
+    });
+  }
+}
+
+describe('an existing jump placed by the administrator', { skip }, () => {
+  for (const kind of ['ipset', 'rules'] as const) {
+    test(`${kind}: is respected, no second jump is added`, () =>
+      withNetns(async (ns) => {
+        for (const tool of ['iptables-nft', 'ip6tables-nft']) {
+          await ns.must(tool, ['-w', '-N', CHAIN]);
+          await ns.must(tool, ['-w', '-A', 'INPUT', '-p', 'udp', '--dport', '5060', '-j', CHAIN]);
+        }
+        const { log, lines } = captureLog();
+        const fw = await createFirewall(kind, { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, log);
+        await fw.init();
+        await fw.setAll([v4('192.0.2.1'), v6('2001:db8::1')], Date.now());
+        await fw.init();
+        for (const tool of ['iptables-nft', 'ip6tables-nft']) {
+          assert.deepEqual(jumpsTo(await rulesOf(ns, tool), CHAIN), [`-A INPUT -p udp -m udp --dport 5060 -j ${CHAIN}`]);
+        }
+        assert.equal(lines.filter((l) => String(l.msg).includes('inserted')).length, 0);
+        assert.deepEqual(sorted(await fw.list()), ['192.0.2.1', '2001:db8::1']);
+      }));
+  }
+
+  test('rules: bans kept from before a restart are known, so re-adding them makes no duplicate', () =>
+    withNetns(async (ns) => {
+      const opts = { chain: CHAIN, target: 'DROP' as const, iptables: 'nft' as const, netns: ns.name };
+      const first = await createFirewall('rules', opts, captureLog().log);
+      await first.init();
+      await first.add([v4('192.0.2.1')], Date.now());
+      const second = await createFirewall('rules', opts, captureLog().log); // a restarted daemon
+      await second.init();
+      await second.add([v4('192.0.2.1'), v4('192.0.2.2')], Date.now());
+      const rules = await rulesOf(ns, 'iptables-nft', CHAIN);
+      assert.equal(rules.filter((l) => l.includes('192.0.2.1/32')).length, 1);
+      assert.equal(rules.at(-1), `-A ${CHAIN} -j RETURN`);
+      // Someone deleted a rule behind our back: removal still succeeds for the rest.
+      await ns.must('iptables-nft', ['-w', '-D', CHAIN, '-s', '192.0.2.2/32', '-j', 'DROP']);
+      await second.remove([{ address: '192.0.2.1', family: 4 }, { address: '192.0.2.2', family: 4 }]);
+      assert.deepEqual(await second.list(), []);
+    }));
+});
+
+describe('iptables flavour detection (inside a namespace)', { skip }, () => {
+  test('no rules anywhere: nft', () =>
+    withNetns(async (ns) => {
+      const t = await detectIptables({ iptables: 'auto', netns: ns.name });
+      assert.equal(t.flavour, 'nft');
+      assert.equal(t.iptables, 'iptables-nft');
+      assert.equal(t.ip6tablesRestore, 'ip6tables-nft-restore');
+      assert.match(t.reason, /legacy 0 rules, nft 0 rules/);
+    }));
+
+  test('rules placed with iptables-legacy: legacy; more nft rules: nft', () =>
+    withNetns(async (ns) => {
+      await ns.must('iptables-legacy', ['-w', '-A', 'INPUT', '-p', 'udp', '--dport', '5060', '-j', 'ACCEPT']);
+      await ns.must('ip6tables-legacy', ['-w', '-A', 'INPUT', '-p', 'udp', '--dport', '5060', '-j', 'ACCEPT']);
+      const t = await detectIptables({ iptables: 'auto', netns: ns.name });
+      assert.equal(t.flavour, 'legacy');
+      assert.equal(t.iptables, 'iptables-legacy');
+      assert.equal(t.iptablesRestore, 'iptables-legacy-restore');
+      assert.match(t.reason, /legacy 2 rules, nft 0 rules/);
+      for (const port of ['1', '2', '3']) await ns.must('iptables-nft', ['-w', '-A', 'INPUT', '-p', 'tcp', '--dport', port, '-j', 'ACCEPT']);
+      const u = await detectIptables({ iptables: 'auto', netns: ns.name });
+      assert.equal(u.flavour, 'nft');
+      assert.match(u.reason, /legacy 2 rules, nft 3 rules/);
+      // The override wins over what is found.
+      assert.equal((await detectIptables({ iptables: 'legacy', netns: ns.name })).flavour, 'legacy');
+    }));
+});
+
+describe('missing binaries', () => {
+  /** PATH holding links to every needed tool except the ones named. */
+  function pathWithout(missing: string[]): string {
+    const dir = mkdtempSync(join(tmpdir(), 'ampt-path-'));
+    const tools = ['ip', 'ipset', 'conntrack', ...['', '-restore', '-save'].flatMap((s) => ['nft', 'legacy'].flatMap((f) => [`iptables-${f}${s}`, `ip6tables-${f}${s}`]))];
+    for (const t of tools) {
+      const p = which(t);
+      if (p && !missing.includes(t)) symlinkSync(p, join(dir, t));
+    }
+    return dir;
+  }
+  async function withPath<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+    const saved = process.env.PATH;
+    process.env.PATH = dir;
+    try {
+      return await fn();
+    } finally {
+      process.env.PATH = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test('no iptables at all', () =>
+    withPath(pathWithout(['iptables-nft', 'iptables-legacy']), async () => {
+      await assert.rejects(detectIptables({ iptables: 'auto' }), /iptables not found: install iptables/);
+      await assert.rejects(detectIptables({ iptables: 'nft' }), /iptables-nft not found/);
+    }));
+
+  test('only one flavour installed: that one, without looking at rules', () =>
+    withPath(pathWithout(['iptables-nft-restore']), async () => {
+      const runs = execStats.runs;
+      const t = await detectIptables({ iptables: 'auto' });
+      assert.equal(t.flavour, 'legacy');
+      assert.match(t.reason, /only iptables-legacy/);
+      assert.equal(execStats.runs, runs);
+    }));
+
+  test('ipset missing: init names it, nothing runs', () =>
+    withPath(pathWithout(['ipset']), async () => {
+      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: 'ampt-never-created' }, captureLog().log);
+      const runs = execStats.runs;
+      await assert.rejects(fw.init(), /ipset not found in PATH: install it \(package ipset\)/);
+      assert.equal(execStats.runs, runs);
+    }));
+
+  test('conntrack missing: one warning, not fatal', () =>
+    withPath(pathWithout(['conntrack']), async () => {
+      const { log, lines } = captureLog();
+      const c = new ConntrackFlusher(log, 'ampt-never-created');
+      c.flush([{ address: '192.0.2.1', family: 4 }]);
+      c.flush([{ address: '192.0.2.2', family: 4 }]);
+      await c.idle();
+      assert.equal(lines.filter((l) => l.level === 40 && String(l.msg).includes('conntrack not found')).length, 1);
+    }));
+});
+
+describe('chain names', () => {
+  test('bad or too long chain names are refused clearly', async () => {
+    const tools = { flavour: 'nft' as const, iptables: 'iptables-nft', ip6tables: 'ip6tables-nft', iptablesRestore: 'iptables-nft-restore', ip6tablesRestore: 'ip6tables-nft-restore', reason: '' };
+    const { IpsetBackend } = await import('../src/firewall/ipset');
+    const log = captureLog().log;
+    assert.throws(() => new IpsetBackend({ chain: 'x'.repeat(29), target: 'DROP', iptables: 'nft' }, tools, log), /1-28 characters/);
+    assert.throws(() => new IpsetBackend({ chain: 'a b', target: 'DROP', iptables: 'nft' }, tools, log), /invalid chain name/);
+    assert.throws(() => new IpsetBackend({ chain: 'INPUT', target: 'DROP', iptables: 'nft' }, tools, log), /reserved/);
+    assert.equal(new IpsetBackend({ chain: 'ampere-firewall', target: 'DROP', iptables: 'nft' }, tools, log).setName(6), 'ampere-firewall-v6');
+  });
+});
