@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One setup command for a fresh Debian/Ubuntu machine with Node 20:
+# the kernel tools Ampere drives (iptables, ipset, conntrack), the tools its tests use
+# (iproute2, debootstrap, sipvicious), then npm ci and the TypeScript build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(iptables ipset conntrack iproute2)
+[ "${1:-}" = "--with-test-tools" ] && pkgs+=(debootstrap sipvicious)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "setup: please install ${missing[*]} (needs root and apt-get)" >&2
+    exit 1
+  fi
+  echo "setup: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node -e 'const [maj]=process.versions.node.split(".");if(+maj<20){console.error("setup: Node 20 or newer is needed, found "+process.version);process.exit(1)}'
+npm ci --no-audit --no-fund
+npm run build
+echo "setup: done. Start with: sudo npm start   (config: /etc/ampere/ampere.cfg or AMPERE_* variables)"
