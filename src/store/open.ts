@@ -14,7 +14,7 @@ export const MIGRATIONS = resolve(__dirname, '..', '..', 'drizzle');
  * Open (creating the directory), WAL, then migrate with foreign keys OFF: a migration that
  * rebuilds a table would otherwise cascade its DROP and silently delete child rows.
  */
-export function openDatabase(path: string): Db {
+export function openDatabase(path: string, migrationsFolder = MIGRATIONS): Db {
   if (path !== ':memory:') mkdirSync(dirname(resolve(path)), { recursive: true });
   const sqlite = new Database(path);
   sqlite.pragma('journal_mode = WAL');
@@ -23,7 +23,7 @@ export function openDatabase(path: string): Db {
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('foreign_keys = OFF');
   const db = drizzle(sqlite, { schema }) as Db;
-  migrate(db, { migrationsFolder: MIGRATIONS });
+  migrate(db, { migrationsFolder });
   const broken = sqlite.pragma('foreign_key_check') as unknown[];
   if (broken.length > 0) throw new Error(`database ${path}: ${broken.length} rows break foreign keys after migration`);
   sqlite.pragma('foreign_keys = ON');
