@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createLogger, type Logger } from '../src/log';
 import { createFirewall, detectIptables, FirewallQueue, ConntrackFlusher, type FirewallBackend, type KernelBan } from '../src/firewall';
 import { execStats, which } from '../src/firewall/exec';
+import { IpsetBackend } from '../src/firewall/ipset';
 import { addAttacker, Netns, removeStaleNamespaces, skipUnlessRoot, UdpSink, withNetns, type Attacker } from './helpers/netns';
 
 const skip = skipUnlessRoot();
@@ -205,12 +206,17 @@ for (const kind of ['ipset', 'rules'] as const) {
 }
 
 describe('an existing jump placed by the administrator', { skip }, () => {
+  // Directly in INPUT (the original README's way), or through a chain of their own.
+  const placements = {
+    ipset: { setup: [['-A', 'INPUT', '-p', 'udp', '--dport', '5060', '-j', CHAIN]], jump: `-A INPUT -p udp -m udp --dport 5060 -j ${CHAIN}` },
+    rules: { setup: [['-N', 'sip'], ['-A', 'sip', '-j', CHAIN], ['-A', 'INPUT', '-p', 'udp', '-j', 'sip']], jump: `-A sip -j ${CHAIN}` },
+  };
   for (const kind of ['ipset', 'rules'] as const) {
-    test(`${kind}: is respected, no second jump is added`, () =>
+    test(`${kind}: is respected, no second jump is added (${placements[kind].jump})`, () =>
       withNetns(async (ns) => {
         for (const tool of ['iptables-nft', 'ip6tables-nft']) {
           await ns.must(tool, ['-w', '-N', CHAIN]);
-          await ns.must(tool, ['-w', '-A', 'INPUT', '-p', 'udp', '--dport', '5060', '-j', CHAIN]);
+          for (const args of placements[kind].setup) await ns.must(tool, ['-w', ...args]);
         }
         const { log, lines } = captureLog();
         const fw = await createFirewall(kind, { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, log);
@@ -218,10 +224,26 @@ describe('an existing jump placed by the administrator', { skip }, () => {
         await fw.setAll([v4('192.0.2.1'), v6('2001:db8::1')], Date.now());
         await fw.init();
         for (const tool of ['iptables-nft', 'ip6tables-nft']) {
-          assert.deepEqual(jumpsTo(await rulesOf(ns, tool), CHAIN), [`-A INPUT -p udp -m udp --dport 5060 -j ${CHAIN}`]);
+          assert.deepEqual(jumpsTo(await rulesOf(ns, tool), CHAIN), [placements[kind].jump]);
         }
         assert.equal(lines.filter((l) => String(l.msg).includes('inserted')).length, 0);
         assert.deepEqual(sorted(await fw.list()), ['192.0.2.1', '2001:db8::1']);
+      }));
+  }
+
+  for (const kind of ['ipset', 'rules'] as const) {
+    test(`${kind}: after a firewall wipe, setAll alone brings back chain, jump, sets and bans`, () =>
+      withNetns(async (ns) => {
+        const { log, lines } = captureLog();
+        const fw = await createFirewall(kind, { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, log);
+        await fw.init();
+        await fw.setAll([v4('192.0.2.1')], Date.now());
+        for (const tool of ['iptables-nft', 'ip6tables-nft']) for (const op of ['-F', '-X']) await ns.must(tool, ['-w', op]);
+        if (kind === 'ipset') await ns.must('ipset', ['destroy']);
+        await fw.setAll([v4('192.0.2.1'), v6('2001:db8::1')], Date.now());
+        assert.deepEqual(await kernelBans(ns, kind, 'nft'), ['192.0.2.1', '2001:db8::1']);
+        for (const tool of ['iptables-nft', 'ip6tables-nft']) assert.deepEqual(jumpsTo(await rulesOf(ns, tool), CHAIN), [`-A INPUT -j ${CHAIN}`]);
+        assert.equal(lines.filter((l) => String(l.msg).includes('inserted')).length, 4, 'logged: 2 at init, 2 at the repair');
       }));
   }
 
@@ -242,6 +264,24 @@ describe('an existing jump placed by the administrator', { skip }, () => {
       await second.remove([{ address: '192.0.2.1', family: 4 }, { address: '192.0.2.2', family: 4 }]);
       assert.deepEqual(await second.list(), []);
     }));
+});
+
+describe('the kernel: what is per network namespace', { skip }, () => {
+  test('ipset sets and iptables chains (both flavours) of one namespace are invisible in another', () =>
+    withNetns((a) =>
+      withNetns(async (b) => {
+        await a.must('ipset', ['create', 'probe-set', 'hash:ip', 'timeout', '0']);
+        await a.must('iptables-nft', ['-w', '-N', 'probe-nft']);
+        await a.must('iptables-legacy', ['-w', '-N', 'probe-legacy']);
+        assert.match(await a.must('ipset', ['list', '-n']), /probe-set/);
+        assert.doesNotMatch(await b.must('ipset', ['list', '-n']), /probe-set/);
+        assert.match(await a.must('iptables-legacy', ['-w', '-S']), /-N probe-legacy/);
+        assert.doesNotMatch(await b.must('iptables-nft', ['-w', '-S']), /probe/);
+        assert.doesNotMatch(await b.must('iptables-legacy', ['-w', '-S']), /probe/);
+        // And the two flavours do not see each other's rules (hence the detection).
+        assert.doesNotMatch(await a.must('iptables-nft', ['-w', '-S']), /probe-legacy/);
+        assert.doesNotMatch(await a.must('iptables-legacy', ['-w', '-S']), /probe-nft/);
+      })));
 });
 
 describe('iptables flavour detection (inside a namespace)', { skip }, () => {
@@ -329,9 +369,8 @@ describe('missing binaries', () => {
 });
 
 describe('chain names', () => {
-  test('bad or too long chain names are refused clearly', async () => {
+  test('bad or too long chain names are refused clearly', () => {
     const tools = { flavour: 'nft' as const, iptables: 'iptables-nft', ip6tables: 'ip6tables-nft', iptablesRestore: 'iptables-nft-restore', ip6tablesRestore: 'ip6tables-nft-restore', reason: '' };
-    const { IpsetBackend } = await import('../src/firewall/ipset');
     const log = captureLog().log;
     assert.throws(() => new IpsetBackend({ chain: 'x'.repeat(29), target: 'DROP', iptables: 'nft' }, tools, log), /1-28 characters/);
     assert.throws(() => new IpsetBackend({ chain: 'a b', target: 'DROP', iptables: 'nft' }, tools, log), /invalid chain name/);

@@ -51,9 +51,10 @@ export async function restoreFilter(ft: FamilyTools, lines: string[], netns?: st
 /**
  * Make sure the chain exists and something jumps into it. A jump the administrator placed
  * anywhere (e.g. `-A INPUT -p udp --dport 5060 -j ampere`) is respected; only when none
- * exists do we insert `-I INPUT 1 -j <chain>`.
+ * exists do we insert `-I INPUT 1 -j <chain>`. Also repairs a wiped firewall (a reload
+ * that flushed everything), which is why setAll runs it too.
  * `content`: rules to write into the chain; written when the chain is new, or always if `rewrite`.
- * Returns the chain's rules as they were before (`-A <chain> ...` lines), for the rules backend's mirror.
+ * All changes go in one transaction per family.
  */
 export async function ensureChain(
   ft: FamilyTools,
@@ -61,16 +62,20 @@ export async function ensureChain(
   log: Logger,
   content: string[],
   rewrite: boolean,
-): Promise<string[]> {
+): Promise<void> {
   const { chain, netns } = opts;
-  const lines = await listRules(ft, netns);
-  const exists = lines.includes(`-N ${chain}`);
-  const jump = hasJumpTo(lines, chain);
+  // Cheap look first: INPUT is short, while the whole table may hold 100k per-host rules.
+  let exists = true;
+  let jump = hasJumpTo(await listRules(ft, netns, 'INPUT'), chain);
+  if (!jump) {
+    const all = await listRules(ft, netns);
+    exists = all.includes(`-N ${chain}`);
+    jump = hasJumpTo(all, chain);
+  }
   const tx: string[] = [];
   if (!exists || rewrite) tx.push(`:${chain} - [0:0]`, ...content);
   if (!jump) tx.push(`-I INPUT 1 -j ${chain}`);
   if (tx.length) await restoreFilter(ft, tx, netns);
   if (!exists) log.info({ chain, family: ft.family, tool: ft.iptables }, 'created firewall chain');
   if (!jump) log.info({ chain, family: ft.family, tool: ft.iptables }, `no rule jumps to ${chain}: inserted -I INPUT 1 -j ${chain}`);
-  return lines.filter((l) => l.startsWith(`-A ${chain} `));
 }

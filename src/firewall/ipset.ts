@@ -1,6 +1,6 @@
 import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
-import { ensureChain, familyTools, restoreFilter, targetSpec, type FamilyTools } from './chain';
+import { ensureChain, familyTools, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
 import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
@@ -83,7 +83,7 @@ export class IpsetBackend implements FirewallBackend {
     requireBinaries(['ipset', t.iptables, t.ip6tables, t.iptablesRestore, t.ip6tablesRestore, ...(this.opts.netns ? ['ip'] : [])]);
     // Create only missing sets: an existing one may have other parameters (an older maxelem);
     // setAll's swap replaces it with a correctly sized one without a gap.
-    const existing = new Set((await this.ipset(['list', '-n'])).stdout.split('\n'));
+    const existing = await this.setNames();
     const create = ([4, 6] as Family[]).filter((f) => !existing.has(this.setName(f)));
     if (create.length) {
       await this.ipset(['restore', '-exist'], create.map((f) => this.createLine(this.setName(f), f, 4096)).join('\n') + '\n');
@@ -92,8 +92,13 @@ export class IpsetBackend implements FirewallBackend {
     for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
   }
 
+  private async setNames(): Promise<Set<string>> {
+    return new Set((await this.ipset(['list', '-n'])).stdout.split('\n'));
+  }
+
   async setAll(bans: KernelBan[], now: number): Promise<void> {
     checkBatch(bans);
+    const existing = await this.setNames();
     for (const ft of this.fams) {
       const f = ft.family;
       const live = this.setName(f);
@@ -101,9 +106,11 @@ export class IpsetBackend implements FirewallBackend {
       const adds = this.addLines(tmp, bans.filter((b) => b.family === f), now);
       // Load a fresh set, then swap: the live set (and the rule using it) never sees a gap.
       // `destroy` first clears a scratch set a crash may have left (-exist: absent is fine).
-      const script = [`destroy ${tmp}`, this.createLine(tmp, f, hashsizeFor(adds.length)), ...adds, `swap ${tmp} ${live}`, `destroy ${tmp}`];
+      // If the live set is gone (a firewall wipe), the loaded set simply takes its name.
+      const publish = existing.has(live) ? [`swap ${tmp} ${live}`, `destroy ${tmp}`] : [`rename ${tmp} ${live}`];
+      const script = [`destroy ${tmp}`, this.createLine(tmp, f, hashsizeFor(adds.length)), ...adds, ...publish];
       await this.ipset(['restore', '-exist'], script.join('\n') + '\n');
-      await restoreFilter(ft, [`:${this.opts.chain} - [0:0]`, ...this.chainContent(ft)], this.opts.netns);
+      await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
     }
   }
 

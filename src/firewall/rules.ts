@@ -54,9 +54,9 @@ export class RulesBackend implements FirewallBackend {
     const t = this.tools;
     requireBinaries([t.iptables, t.ip6tables, t.iptablesRestore, t.ip6tablesRestore, ...(this.opts.netns ? ['ip'] : [])]);
     for (const ft of this.fams) {
-      // Existing rules are bans from before a restart: keep them (setAll decides).
-      const before = await ensureChain(ft, this.opts, this.log, [`-A ${this.opts.chain} -j RETURN`], false);
-      this.mirror(ft.family, before);
+      // Existing rules are bans from before a restart: keep them (setAll decides), and know them.
+      await ensureChain(ft, this.opts, this.log, [`-A ${this.opts.chain} -j RETURN`], false);
+      await this.reread(ft);
     }
   }
 
@@ -67,9 +67,9 @@ export class RulesBackend implements FirewallBackend {
       const f = ft.family;
       const live = unique(bans.filter((b) => b.family === f && (b.until === null || b.until > now)));
       const specs = live.map((b) => [b.address, this.spec(b.address, f)] as const);
-      // With --noflush, `:chain` creates the chain if needed and flushes it (both flavours);
-      // the explicit -F says the same for any reader or older tool.
-      await restoreFilter(ft, [`:${c} - [0:0]`, `-F ${c}`, ...specs.map(([, s]) => `-A ${c} ${s}`), `-A ${c} -j RETURN`], this.opts.netns);
+      // One transaction: `:chain` (with --noflush) creates or flushes the chain, then all rules
+      // and the final RETURN; the jump is re-made too if a firewall reload removed it.
+      await ensureChain(ft, this.opts, this.log, [...specs.map(([, s]) => `-A ${c} ${s}`), `-A ${c} -j RETURN`], true);
       this.mirror(f, []);
       for (const [a, s] of specs) this.present.set(a, s);
     }

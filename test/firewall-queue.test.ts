@@ -1,0 +1,153 @@
+import { test, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { createLogger, type Logger } from '../src/log';
+import { ConntrackFlusher, createFirewall, FirewallQueue, type FirewallBackend, type KernelBan } from '../src/firewall';
+import { CommandError, execStats } from '../src/firewall/exec';
+import { addAttacker, skipUnlessRoot, UdpSink, withNetns } from './helpers/netns';
+
+const skip = skipUnlessRoot();
+
+function captureLog(): { log: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  return { log: createLogger('debug', { write: (s: string) => void lines.push(JSON.parse(s)) }), lines };
+}
+
+/** Records every call; can be told to fail. */
+class FakeBackend implements FirewallBackend {
+  readonly name = 'fake';
+  calls: { op: string; addresses: string[] }[] = [];
+  failNext = false;
+  private async rec(op: string, bans: { address: string }[]): Promise<void> {
+    this.calls.push({ op, addresses: bans.map((b) => b.address) });
+    await new Promise((r) => setTimeout(r, 5)); // a kernel command takes a while
+    if (this.failNext) {
+      this.failNext = false;
+      throw new CommandError('ipset restore -exist', 1, 'ipset v7.17: Error in line 1: Kernel error received: set type not supported');
+    }
+  }
+  async init() {}
+  async setAll(bans: KernelBan[]) { await this.rec('setAll', bans); }
+  async add(bans: KernelBan[]) { await this.rec('add', bans); }
+  async remove(bans: { address: string }[]) { await this.rec('remove', bans); }
+  async list() { return []; }
+  async shutdown() {}
+}
+
+const ban = (address: string, until: number | null = null): KernelBan => ({ address, family: address.includes(':') ? 6 : 4, until });
+
+describe('FirewallQueue (fake backend)', () => {
+  test('a lone ban goes out at once; calls made meanwhile become one batch', async () => {
+    const fake = new FakeBackend();
+    const q = new FirewallQueue(fake, captureLog().log, { conntrack: null });
+    const first = q.add([ban('192.0.2.1')]);
+    await new Promise((r) => setImmediate(r)); // the first batch is now in flight
+    const rest = Array.from({ length: 100 }, (_, i) => q.add([ban(`198.51.100.${i + 1}`)]));
+    await Promise.all([first, ...rest]);
+    assert.deepEqual(fake.calls.map((c) => [c.op, c.addresses.length]), [['add', 1], ['add', 100]]);
+  });
+
+  test('the last call for an address wins within a batch; setAll keeps its place in the order', async () => {
+    const fake = new FakeBackend();
+    const q = new FirewallQueue(fake, captureLog().log, { conntrack: null });
+    void q.add([ban('192.0.2.1'), ban('192.0.2.2')]);
+    void q.remove([{ address: '192.0.2.1', family: 4 }]);
+    void q.add([ban('192.0.2.3')]);
+    void q.setAll([ban('192.0.2.9')]);
+    void q.remove([{ address: '192.0.2.9', family: 4 }]);
+    await q.idle();
+    assert.deepEqual(fake.calls, [
+      { op: 'remove', addresses: ['192.0.2.1'] },
+      { op: 'add', addresses: ['192.0.2.2', '192.0.2.3'] },
+      { op: 'setAll', addresses: ['192.0.2.9'] },
+      { op: 'remove', addresses: ['192.0.2.9'] },
+    ]);
+  });
+
+  test('a failing command never throws out of the queue; it is logged and shown to the health check', async () => {
+    const fake = new FakeBackend();
+    const { log, lines } = captureLog();
+    const q = new FirewallQueue(fake, log, { conntrack: null });
+    fake.failNext = true;
+    await q.add([ban('192.0.2.1')]); // resolves, does not reject
+    assert.equal(q.healthy, false);
+    assert.match(q.lastError ?? '', /set type not supported/);
+    const err = lines.find((l) => l.level === 50);
+    assert.equal(err?.cmd, 'ipset restore -exist');
+    assert.match(JSON.stringify(err?.err), /set type not supported/);
+    await q.add([ban('192.0.2.2')]);
+    assert.equal(q.healthy, false, 'one later success does not mean the lost ban is back');
+    await q.setAll([ban('192.0.2.1'), ban('192.0.2.2')]);
+    assert.equal(q.healthy, true, 'a full resync does');
+    assert.ok(q.lastSyncAt && q.lastSyncAt <= Date.now());
+  });
+
+  test('invalid addresses are dropped (and logged) without sinking the batch', async () => {
+    const fake = new FakeBackend();
+    const { log, lines } = captureLog();
+    const q = new FirewallQueue(fake, log, { conntrack: null });
+    await q.add([ban('192.0.2.1'), { address: '1.2.3.4; rm -rf /', family: 4, until: null }, { address: '::1 -j ACCEPT', family: 6, until: null }]);
+    assert.deepEqual(fake.calls, [{ op: 'add', addresses: ['192.0.2.1'] }]);
+    assert.equal(lines.filter((l) => l.msg === 'firewall: refused invalid address').length, 2);
+  });
+
+  test('dry-run backend keeps bans in memory and forgets ended ones', async () => {
+    const fw = await createFirewall('dry-run', { chain: 'ampere', target: 'DROP', iptables: 'auto' }, captureLog().log);
+    const runs = execStats.runs;
+    await fw.init();
+    const now = Date.now();
+    await fw.setAll([ban('192.0.2.1'), ban('192.0.2.2', now - 1)], now);
+    await fw.add([ban('2001:db8::1', now + 100)], now);
+    assert.deepEqual((await fw.list()).sort(), ['192.0.2.1', '2001:db8::1']);
+    await new Promise((r) => setTimeout(r, 120));
+    assert.deepEqual(await fw.list(), ['192.0.2.1']);
+    await fw.remove([{ address: '192.0.2.1', family: 4 }]);
+    assert.deepEqual(await fw.list(), []);
+    assert.equal(execStats.runs, runs, 'no process');
+  });
+});
+
+describe('FirewallQueue (kernel, in a namespace)', { skip }, () => {
+  for (const kind of ['ipset', 'rules'] as const) {
+    test(`${kind}: 200 simultaneous bans take a few processes and all land`, () =>
+      withNetns(async (ns) => {
+        const fw = await createFirewall(kind, { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+        await fw.init();
+        const q = new FirewallQueue(fw, captureLog().log, { conntrack: null });
+        const want: string[] = [];
+        for (let i = 0; i < 150; i++) want.push(`10.9.${i >> 8}.${i & 255}`);
+        for (let i = 0; i < 50; i++) want.push(`2001:db8::${(i + 1).toString(16)}`);
+        const runs = execStats.runs;
+        await Promise.all(want.map((a) => q.add([ban(a)])));
+        const used = execStats.runs - runs;
+        assert.ok(used <= 4, `${used} processes for 200 bans`);
+        assert.deepEqual((await fw.list()).sort(), want.sort());
+        assert.equal(q.healthy, true);
+      }));
+  }
+
+  test('conntrack entries of a new ban are deleted after it is applied', () =>
+    withNetns(async (host) => {
+      const att = await addAttacker(host);
+      try {
+        // Any conntrack-using rule makes this namespace track flows, as on a real PBX.
+        await host.must('iptables-nft', ['-w', '-A', 'INPUT', '-m', 'conntrack', '--ctstate', 'ESTABLISHED', '-j', 'ACCEPT']);
+        await host.must('ip6tables-nft', ['-w', '-A', 'INPUT', '-m', 'conntrack', '--ctstate', 'ESTABLISHED', '-j', 'ACCEPT']);
+        const sink = await UdpSink.start(host);
+        for (const [a, to] of [[att.v4[0], att.hostV4], [att.v6[0], att.hostV6]]) assert.ok(await sink.reaches(att.ns, a, to));
+        const flows = async (a: string) => (await host.exec('conntrack', ['-L', '-f', a.includes(':') ? 'ipv6' : 'ipv4', '-s', a])).stdout.trim().split('\n').filter(Boolean).length;
+        assert.equal(await flows(att.v4[0]), 1);
+        assert.equal(await flows(att.v6[0]), 1);
+        const { log } = captureLog();
+        const fw = await createFirewall('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: host.name }, log);
+        await fw.init();
+        const q = new FirewallQueue(fw, log, { conntrack: new ConntrackFlusher(log, host.name) });
+        await q.add([ban(att.v4[0]), ban(att.v6[0])]);
+        await q.conntrack!.idle();
+        assert.equal(q.conntrack!.done, 2);
+        assert.equal(await flows(att.v4[0]), 0);
+        assert.equal(await flows(att.v6[0]), 0);
+      } finally {
+        await att.ns.destroy();
+      }
+    }));
+});
