@@ -13,6 +13,10 @@
 #
 # It does not choose the iptables backend: Ampere detects it (AMPERE_IPTABLES).
 #
+# It passes the environment on as it is: `docker exec` and the HEALTHCHECK
+# see the same variables as the daemon, so nothing is fixed up here that the
+# CLI would then read differently.
+#
 # Environment it reads besides Ampere's own AMPERE_* keys:
 #   AMPERE_APP_DIR   where the built app lives (default /app)
 set -eu
@@ -22,13 +26,6 @@ CLI="$APP_DIR/dist/cli.js"
 
 say() { printf 'ampere-entrypoint: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit "${EXIT_CODE:-1}"; }
-
-# docker-compose.yml passes every key as ${AMPERE_X:-}: a key the operator did
-# not set arrives as an empty variable. Empty means "not set", so that the
-# mounted /etc/ampere/ampere.cfg and Ampere's own defaults apply.
-for name in $(env | sed -n 's/^\(AMPERE_[A-Za-z0-9_]*\)=$/\1/p'); do
-  unset "$name"
-done
 
 # The database lives on the /data volume unless told otherwise.
 : "${AMPERE_DB:=/data/ampere.db}"
