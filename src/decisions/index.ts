@@ -42,7 +42,8 @@ export class Decisions {
     private readonly kernel: KernelQueue,
     private readonly bantime: BantimeOptions,
     private readonly log: Logger,
-    private readonly onChange: (what: 'ban' | 'unban', address: string) => void = () => {},
+    /** detail: the ban's source (auto, manual, legacy) or the unban's reason (unban, allowed, expired). */
+    private readonly onChange: (what: 'ban' | 'unban', address: string, detail: string) => void = () => {},
   ) {}
 
   /** At start: drop what expired while we were away, load the rest into the kernel in one batch. */
@@ -101,7 +102,7 @@ export class Decisions {
       { address, reason: { kind: reason.kind, service: reason.service, account: reason.account }, failures: reason.failures, count: banCount, duration: until === null ? 'permanent' : formatDuration(until - now), until: until === null ? null : new Date(until).toISOString(), source },
       'ban',
     );
-    this.onChange('ban', address);
+    this.onChange('ban', address, source);
     return { address, family, until, banCount, applied };
   }
 
@@ -115,9 +116,27 @@ export class Decisions {
     await this.kernel.remove([{ address: ip.address, family: ip.family }]);
     if (had || inMemory) {
       this.log.info({ address: ip.address, reason: why }, 'unban');
-      this.onChange('unban', ip.address);
+      this.onChange('unban', ip.address, why);
     }
     return had || inMemory;
+  }
+
+  /** Lift every ban (operator `unban --all`): database first, then one kernel batch. Returns the addresses. */
+  async unbanAll(now: number): Promise<string[]> {
+    const lifted = this.store.liftAllBans(now, 'unban');
+    const gone = new Map<string, Family>();
+    for (const b of lifted) gone.set(b.address, b.family as Family);
+    for (const a of this.banned.keys()) gone.set(a, a.includes(':') ? 6 : 4);
+    this.banned.clear();
+    await this.kernel.remove([...gone].map(([address, family]) => ({ address, family })));
+    for (const address of gone.keys()) this.onChange('unban', address, 'unban');
+    this.log.info({ count: gone.size, reason: 'unban' }, 'unban all');
+    return [...gone.keys()];
+  }
+
+  /** When a host's current ban ends (null = permanent); undefined when it is not banned. */
+  bannedUntil(address: string): number | null | undefined {
+    return this.banned.get(address);
   }
 
   /** Bans whose time is up: the database marks them, the kernel drops them (rules have no timeout). */
@@ -127,7 +146,7 @@ export class Decisions {
     for (const b of due) {
       this.banned.delete(b.address);
       this.log.info({ address: b.address, reason: 'expired', banned_for: b.until === null ? null : formatDuration(Math.max(0, b.until - b.startedAt)) }, 'unban');
-      this.onChange('unban', b.address);
+      this.onChange('unban', b.address, 'expired');
     }
     await this.kernel.remove(due.map((b) => ({ address: b.address, family: b.family as Family })));
     return due.length;

@@ -20,6 +20,13 @@ export interface ActiveBan {
   source: string;
 }
 
+/** A ban as listings show it: active or past, with the host's ban count. */
+export interface BanRow extends ActiveBan {
+  liftedAt: number | null;
+  liftReason: string | null;
+  banCount: number;
+}
+
 export interface NewBan {
   address: string;
   family: Family;
@@ -168,6 +175,33 @@ export class Store {
 
   removeAllowed(cidr: string): boolean {
     return this.db.delete(allowed).where(eq(allowed.cidr, cidr)).run().changes > 0;
+  }
+
+  /** Bans for listings, newest first: active ones, or (all) every ban ever made; optionally one host's. */
+  listBans(now: number, opts: { all?: boolean; address?: string } = {}): BanRow[] {
+    const conds = [opts.all ? undefined : active(now), opts.address !== undefined ? eq(bans.address, opts.address) : undefined].filter((c) => c !== undefined);
+    return this.db
+      .select({
+        id: bans.id, address: bans.address, family: bans.family, startedAt: bans.startedAt, until: bans.until,
+        reasonKind: bans.reasonKind, reasonService: bans.reasonService, reasonAccount: bans.reasonAccount,
+        failures: bans.failures, source: bans.source, liftedAt: bans.liftedAt, liftReason: bans.liftReason,
+        banCount: sql<number>`coalesce(${hosts.banCount}, 0)`,
+      })
+      .from(bans)
+      .leftJoin(hosts, eq(hosts.address, bans.address))
+      .where(conds.length ? and(...conds) : undefined)
+      .orderBy(desc(bans.startedAt), desc(bans.id))
+      .all() as BanRow[];
+  }
+
+  /** End every active ban at once (operator `unban --all`); returns the bans lifted. */
+  liftAllBans(now: number, reason: 'unban'): ActiveBan[] {
+    return this.db.transaction((tx) => {
+      const lifted = tx.select().from(bans).where(active(now)).all() as ActiveBan[];
+      tx.update(bans).set({ liftedAt: now, liftReason: reason }).where(active(now)).run();
+      tx.update(hosts).set({ banned: false, banUntil: null }).where(eq(hosts.banned, true)).run();
+      return lifted;
+    });
   }
 
   close(): void {
