@@ -1,0 +1,34 @@
+import { canonicalIp } from '../net/ip';
+import type { LegacyEntry } from './index';
+
+export interface ImportTarget {
+  /** Why the address must not be banned (allow list), or undefined. */
+  exempt(address: string): string | undefined;
+  isBanned(address: string): boolean;
+  ban(entry: LegacyEntry): void;
+}
+
+export interface ImportReport {
+  imported: string[];
+  alreadyBanned: string[];
+  refused: { address: string; reason: string }[];
+}
+
+/**
+ * Apply decoded legacy entries: each becomes a ban (source "legacy") unless the address is
+ * allowed or already banned. Used by the daemon (applied to the kernel at once) and, when no
+ * daemon runs, against the database alone (the kernel gets them at the next start).
+ */
+export function applyLegacy(entries: LegacyEntry[], target: ImportTarget): ImportReport {
+  const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
+  for (const e of entries) {
+    const ip = canonicalIp(String(e.address));
+    if (!ip || ip.family !== 4 || ip.address !== e.address) { report.refused.push({ address: String(e.address).slice(0, 64), reason: 'not an IPv4 address' }); continue; }
+    const why = target.exempt(ip.address);
+    if (why) { report.refused.push({ address: ip.address, reason: why }); continue; }
+    if (target.isBanned(ip.address)) { report.alreadyBanned.push(ip.address); continue; }
+    target.ban({ address: ip.address, account: String(e.account ?? '').slice(0, 80) });
+    report.imported.push(ip.address);
+  }
+  return report;
+}
