@@ -1,11 +1,20 @@
-import { writeFileSync, renameSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync, writeFileSync, renameSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { join } from 'node:path';
 import { AmiConnection, type AmiMessage } from './ami';
+import { BackupScheduler } from './backup';
 import { describeConfig, type LoadedConfig } from './config';
+import { controlSocketPath, statusPath } from './control/paths';
+import { controlRoutes } from './control/routes';
+import { claimSocket, ControlServer } from './control/server';
+import type { AllowView } from './control/views';
 import { Decisions } from './decisions';
 import { toSecurityEvent, type SecurityEvent } from './events';
 import { createFirewall, FirewallQueue } from './firewall';
 import type { Logger } from './log';
+import { Metrics, serveMetrics } from './metrics';
+import { countingFailures } from './metrics/firewall';
+import { EventWindow } from './metrics/window';
 import { AllowList, parseCidr } from './net/cidr';
 import { canonicalIp } from './net/ip';
 import { PenaltyTable } from './scoring';
@@ -28,39 +37,81 @@ export interface Daemon {
   readonly ami: AmiConnection;
   readonly firewall: FirewallQueue;
   readonly stats: DaemonStats;
+  readonly backups: BackupScheduler;
+  /** Null when AMPERE_METRICS is empty. */
+  readonly metrics: Metrics | null;
+  /** Null when the control socket could not be opened (logged). */
+  readonly control: ControlServer | null;
+  status(): DaemonStatus;
+  health(): { healthy: boolean; problems: string[] };
   /** Feed one AMI message as if it came from the socket (the AMI connection does exactly this). */
   handle(msg: AmiMessage, receivedAt: number): void;
   stop(): Promise<void>;
 }
 
 /** Where the health file lives: beside the database, read by `ampere health`. */
-export const statusPath = (db: string) => join(dirname(db), 'ampere.status.json');
+export { statusPath, controlSocketPath };
 
-/** The composition root: AMI -> events -> scoring -> decisions -> store + firewall. */
+/** What `ampere status` shows (GET /status). Times are epoch ms. */
+export interface DaemonStatus {
+  pid: number;
+  version: string;
+  startedAt: number;
+  uptimeMs: number;
+  db: string;
+  socket: string | null;
+  metrics: string | null;
+  ami: { state: string; connected: boolean; since: number; host: string; port: number; reconnects: number };
+  events: { total: number; malformed: number; byKind: Record<string, number>; lastMinute: { total: number; byKind: Record<string, number> } };
+  trackedHosts: number;
+  bans: { active: { v4: number; v6: number; total: number }; made: number; lifted: number };
+  firewall: { backend: string; chain: string; target: string; inSync: boolean; lastSyncAt: number | null; lastError: string | null; batches: number };
+  backup: BackupScheduler['state'];
+}
+
+const VERSION = (() => {
+  try { return String(JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')).version); } catch { return 'unknown'; }
+})();
+
+/** The composition root: AMI -> events -> scoring -> decisions -> store + firewall; control, metrics, backups beside. */
 export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Daemon> {
   const cfg = loaded.config;
   const t0 = performance.now();
   for (const w of loaded.warnings) log.warn(w);
 
+  // Before anything touches the kernel: a second daemon on the same database must not start.
+  const socketPath = controlSocketPath(cfg.db);
+  await claimSocket(socketPath);
+
   const store = new Store(cfg.db, cfg.history);
   const allow = new AllowList(cfg.allow);
+  const fixedAllow: AllowView[] = [
+    ...allow.list().map((cidr) => ({ cidr, source: 'builtin' as const, addedAt: null, note: 'loopback' })).slice(0, 2),
+    ...cfg.allow.map((c) => ({ cidr: c.text, source: 'config' as const, addedAt: null, note: '' })),
+  ];
   const amiHost = canonicalIp(cfg.host);
-  if (amiHost) allow.add(parseCidr(amiHost.address)!);
+  if (amiHost) {
+    allow.add(parseCidr(amiHost.address)!);
+    fixedAllow.push({ cidr: amiHost.address, source: 'ami-host', addedAt: null, note: 'the Asterisk host' });
+  }
   for (const row of store.allowList()) { const c = parseCidr(row.cidr); if (c) allow.add(c); }
   const isExempt = (address: string, family: 4 | 6) => allow.matches(address, family) !== undefined;
 
-  const backend = await createFirewall(cfg.backend, { chain: cfg.chain, target: cfg.target, iptables: cfg.iptables }, log);
+  let metrics: Metrics | null = null;
+  const rawBackend = await createFirewall(cfg.backend, { chain: cfg.chain, target: cfg.target, iptables: cfg.iptables }, log);
+  const backend = countingFailures(rawBackend, (op) => metrics?.firewallFailure(op));
   await backend.init();
   const firewall = new FirewallQueue(backend, log);
   const stats: DaemonStats = { startedAt: Date.now(), events: 0, malformed: 0, byKind: {}, bans: 0, unbans: 0 };
-  const decisions = new Decisions(store, firewall, { bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max }, log, (what) => {
-    if (what === 'ban') stats.bans++; else stats.unbans++;
+  const decisions = new Decisions(store, firewall, { bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max }, log, (what, _address, detail) => {
+    if (what === 'ban') { stats.bans++; metrics?.ban(detail); } else { stats.unbans++; metrics?.unban(detail); }
   });
   const tRestore = performance.now();
   const { restored, lifted } = await decisions.restore(Date.now(), isExempt);
   const restoreMs = Math.round(performance.now() - tRestore);
 
   const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: cfg.max_hosts, isExempt });
+  const window = new EventWindow();
 
   // Offending events go to the history in batches: one transaction per flush, off the ban path.
   let pending: { event: SecurityEvent; at: number }[] = [];
@@ -80,6 +131,8 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     const e = parsed.event;
     stats.events++;
     stats.byKind[e.kind] = (stats.byKind[e.kind] ?? 0) + 1;
+    window.add(e.kind, receivedAt);
+    metrics?.event(e.kind, e.service);
     if (decisions.isBanned(e.address)) return;
     const verdict = penalties.observe(e, receivedAt);
     if (verdict.action === 'exempt') return;
@@ -88,7 +141,15 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
       if (pending.length >= 1000) flush();
     }
     if (verdict.action === 'ban') {
-      decisions.banFromEvent(e, verdict.failures, Date.now());
+      // A host tracked before it was allowed at runtime (`ampere allow add`) is not banned.
+      if (isExempt(e.address, e.family)) { penalties.forget(e.address); return; }
+      // The arrival on the monotonic clock (receivedAt is wall time, taken when the bytes were parsed).
+      const arrived = performance.now() - Math.max(0, Date.now() - receivedAt);
+      const res = decisions.banFromEvent(e, verdict.failures, Date.now());
+      if (metrics) {
+        const m = metrics;
+        void res.applied.then(() => { if (firewall.healthy) m.observeReaction((performance.now() - arrived) / 1000); });
+      }
     } else if (verdict.action === 'cleared' && verdict.failures > 0) {
       log.debug({ address: e.address, failures: verdict.failures }, 'penalty cleared by successful auth');
     }
@@ -110,6 +171,32 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     writeStatus();
   });
 
+  const backups = new BackupScheduler(store.db.$client, cfg.backup_dir || null, cfg.backup_interval, cfg.backup_keep, log.child({ module: 'backup' }));
+  let control: ControlServer | null = null;
+  let metricsServer: Server | null = null;
+
+  const health = () => {
+    const problems: string[] = [];
+    if (ami.state !== 'connected') problems.push(`not connected to AMI (${ami.state} since ${new Date(ami.since).toISOString()})`);
+    if (!firewall.healthy) problems.push(`firewall not in sync${firewall.lastError ? `: ${firewall.lastError}` : ''}`);
+    return { healthy: problems.length === 0, problems };
+  };
+
+  const status = (): DaemonStatus => {
+    const now = Date.now();
+    const active = decisions.countByFamily();
+    return {
+      pid: process.pid, version: VERSION, startedAt: stats.startedAt, uptimeMs: now - stats.startedAt,
+      db: cfg.db, socket: control ? socketPath : null, metrics: metricsServer ? cfg.metrics : null,
+      ami: { state: ami.state, connected: ami.state === 'connected', since: ami.since, host: cfg.host, port: cfg.port, reconnects: ami.reconnects },
+      events: { total: stats.events, malformed: stats.malformed, byKind: { ...stats.byKind }, lastMinute: window.lastMinute(now) },
+      trackedHosts: penalties.size,
+      bans: { active: { ...active, total: active.v4 + active.v6 }, made: stats.bans, lifted: stats.unbans },
+      firewall: { backend: backend.name, chain: cfg.chain, target: cfg.target, inSync: firewall.healthy, lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches },
+      backup: { ...backups.state },
+    };
+  };
+
   const statusFile = statusPath(cfg.db);
   const writeStatus = () => {
     const body = JSON.stringify({
@@ -117,7 +204,8 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
       amiConnected: ami.state === 'connected', amiState: ami.state, amiSince: ami.since,
       firewallInSync: firewall.healthy, lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError,
       activeBans: decisions.countByFamily(), trackedHosts: penalties.size, events: stats.events,
-      backend: cfg.backend, chain: cfg.chain,
+      backend: cfg.backend, chain: cfg.chain, socket: control ? socketPath : null,
+      lastBackup: backups.state.last,
     });
     try { writeFileSync(`${statusFile}.tmp`, body); renameSync(`${statusFile}.tmp`, statusFile); } catch (err) { log.warn({ err: String(err) }, 'status file not written'); }
   };
@@ -132,17 +220,42 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     setInterval(() => { if (!firewall.healthy) decisions.resync(Date.now()).catch((err) => log.error({ err: String(err) }, 'resync failed')); }, 10_000),
   ];
 
+  if (cfg.metrics) {
+    metrics = new Metrics({
+      activeBans: () => decisions.countByFamily(), trackedHosts: () => penalties.size,
+      amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, firewallInSync: () => firewall.healthy,
+    });
+    try {
+      metricsServer = await serveMetrics(cfg.metrics, metrics, health, log);
+      log.info({ listen: cfg.metrics }, 'metrics served on /metrics and /healthz');
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'metrics endpoint not started');
+    }
+  }
+
   ami.start();
+  const controlLog = log.child({ module: 'control' });
+  try {
+    control = await ControlServer.listen(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, fixedAllow, status, health }), controlLog);
+  } catch (err) {
+    // Protection goes on without it; only the `ampere` commands that steer the daemon are unavailable.
+    log.error({ err: (err as Error).message, socket: socketPath }, 'control socket not opened: ampere commands cannot reach this daemon');
+  }
+  backups.start();
   writeStatus();
   log.info({
     config: describeConfig(cfg), configFile: loaded.file, sources: loaded.sources, backend: backend.name, chain: cfg.chain,
     bansRestored: restored, bansLiftedAllowed: lifted, restoreMs, startMs: Math.round(performance.now() - t0),
+    socket: control ? socketPath : null, metrics: metricsServer ? cfg.metrics : null, backupDir: backups.state.dir,
   }, 'ampere started');
 
   let stopping: Promise<void> | null = null;
   const stop = () => (stopping ??= (async () => {
     ami.stop();
     for (const t of timers) clearInterval(t);
+    await control?.close().catch(() => {});
+    if (metricsServer) { const srv = metricsServer; await new Promise<void>((r) => { srv.close(() => r()); srv.closeAllConnections(); }); }
+    await backups.stop();
     flush();
     await firewall.idle();
     await backend.shutdown();
@@ -151,5 +264,10 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     log.info({ bansInKernel: decisions.activeCount }, 'ampere stopped; bans stay in the kernel');
   })());
 
-  return { store, decisions, penalties, allow, ami, firewall, stats, handle, stop };
+  return {
+    store, decisions, penalties, allow, ami, firewall, stats, backups,
+    get metrics() { return metrics; },
+    get control() { return control; },
+    status, health, handle, stop,
+  };
 }

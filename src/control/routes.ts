@@ -1,0 +1,201 @@
+import { isAbsolute } from 'node:path';
+import type { BackupScheduler } from '../backup';
+import type { Decisions } from '../decisions';
+import type { FirewallQueue } from '../firewall';
+import { applyLegacy } from '../legacy/import';
+import type { LegacyEntry } from '../legacy';
+import type { Logger } from '../log';
+import { cidrContains, parseCidr, type AllowList } from '../net/cidr';
+import { canonicalIp, type Family } from '../net/ip';
+import type { PenaltyTable } from '../scoring';
+import type { Store } from '../store';
+import { HttpError, type ControlHandler, type ControlRequest } from './server';
+import { historyView, listBanViews, type AllowView } from './views';
+
+/** The running daemon's parts the control API steers. */
+export interface ControlDeps {
+  store: Store;
+  decisions: Decisions;
+  penalties: PenaltyTable;
+  allow: AllowList;
+  firewall: FirewallQueue;
+  backups: BackupScheduler;
+  log: Logger;
+  /** Allow entries that do not come from the database: loopback, the AMI host, the configured `allow`. */
+  fixedAllow: AllowView[];
+  status(): object;
+  health(): { healthy: boolean; problems: string[] };
+}
+
+/** Longest ban a person may ask for (a century): keeps `until` a safe integer. */
+const MAX_BAN_MS = 100 * 365 * 86_400_000;
+
+/** One host address, canonical; refuses networks, junk and the unspecified address with a clear message. */
+export function hostAddress(value: unknown): { address: string; family: Family } {
+  if (typeof value !== 'string' || value.trim() === '') throw new HttpError(400, 'an IP address is required');
+  if (value.includes('/')) throw new HttpError(400, `${JSON.stringify(value)} is a network; give one IP address`);
+  const ip = canonicalIp(value);
+  if (!ip) throw new HttpError(400, `${JSON.stringify(value.slice(0, 80))} is not a valid IP address`);
+  if (ip.address === '0.0.0.0' || ip.address === '::') throw new HttpError(400, `${ip.address} is not a host address`);
+  return ip;
+}
+
+/** Operator text: one line, no control characters, bounded. */
+function cleanText(value: unknown, max: number): string {
+  if (value === undefined || value === null) return '';
+  if (typeof value !== 'string') throw new HttpError(400, 'reason must be text');
+  return value.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, max);
+}
+
+function durationMs(value: unknown): number | null | undefined {
+  if (value === undefined) return undefined;
+  if (value === null || value === 0) return null;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1000 || value > MAX_BAN_MS) {
+    throw new HttpError(400, 'forMs must be whole milliseconds from 1000 (1s) to 100 years, or 0/null for permanent');
+  }
+  return value;
+}
+
+export function controlRoutes(d: ControlDeps): ControlHandler {
+  const exemptBy = (address: string, family: Family) => d.allow.matches(address, family)?.text;
+
+  const routes: Record<string, (r: ControlRequest) => Promise<{ status?: number; body: unknown }> | { status?: number; body: unknown }> = {
+    'GET /status': () => ({ body: d.status() }),
+
+    'GET /healthz': () => {
+      const h = d.health();
+      return { status: h.healthy ? 200 : 503, body: h };
+    },
+
+    'GET /bans': (r) => {
+      try {
+        return { body: { bans: listBanViews(d.store, Date.now(), { all: r.query.get('all') === '1', match: r.query.get('match') ?? undefined }) } };
+      } catch (err) {
+        throw new HttpError(400, (err as Error).message);
+      }
+    },
+
+    'POST /ban': async (r) => {
+      const ip = hostAddress(r.body.address);
+      const forMs = durationMs(r.body.forMs);
+      const reason = cleanText(r.body.reason, 200) || 'manual';
+      const allowedBy = exemptBy(ip.address, ip.family);
+      if (allowedBy) {
+        const fixed = d.fixedAllow.find((e) => e.cidr === allowedBy);
+        const hint = !fixed ? 'remove it with "ampere allow rm" first' : fixed.source === 'config' ? 'it is in the configured allow list' : 'Ampere never bans it';
+        throw new HttpError(409, `${ip.address} is on the allow list (${allowedBy}${fixed ? `, ${fixed.source}` : ''}); ${hint}`);
+      }
+      const t0 = performance.now();
+      const res = d.decisions.ban(ip.address, ip.family, { kind: reason, service: '', account: '', failures: 0 }, Date.now(), 'manual', forMs);
+      d.penalties.forget(ip.address);
+      await res.applied;
+      const appliedMs = Math.round((performance.now() - t0) * 100) / 100;
+      return {
+        status: d.firewall.healthy ? 200 : 500,
+        body: { address: res.address, family: res.family, until: res.until, banCount: res.banCount, appliedMs, kernel: d.firewall.healthy ? 'applied' : 'failed', ...(d.firewall.healthy ? {} : { error: `stored, but the kernel command failed: ${d.firewall.lastError}; the daemon reloads the kernel from the database` }) },
+      };
+    },
+
+    'POST /unban': async (r) => {
+      const t0 = performance.now();
+      if (r.body.all === true) {
+        const lifted = await d.decisions.unbanAll(Date.now());
+        for (const a of lifted) d.penalties.forget(a);
+        return { status: d.firewall.healthy ? 200 : 500, body: { unbanned: lifted, count: lifted.length, appliedMs: Math.round((performance.now() - t0) * 100) / 100, kernel: d.firewall.healthy ? 'applied' : 'failed' } };
+      }
+      const ip = hostAddress(r.body.address);
+      const was = await d.decisions.unban(ip.address, Date.now(), 'unban');
+      const forgot = d.penalties.forget(ip.address);
+      return { status: d.firewall.healthy ? 200 : 500, body: { address: ip.address, wasBanned: was, penaltyForgotten: forgot, appliedMs: Math.round((performance.now() - t0) * 100) / 100, kernel: d.firewall.healthy ? 'applied' : 'failed' } };
+    },
+
+    'GET /allow': () => ({ body: { entries: allowEntries(d) } }),
+
+    'POST /allow': async (r) => {
+      const raw = r.body.cidr;
+      const c = typeof raw === 'string' ? parseCidr(raw) : null;
+      if (!c) throw new HttpError(400, `${JSON.stringify(String(raw ?? '').slice(0, 80))} is not an IP address or CIDR`);
+      if (c.bits === 0) throw new HttpError(400, `${c.text} would allow every address and turn Ampere off; give a narrower network`);
+      const note = cleanText(r.body.note, 200);
+      const now = Date.now();
+      const known = d.store.allowList().some((e) => e.cidr === c.text);
+      d.store.addAllowed(c.text, now, note);
+      if (!d.allow.list().includes(c.text)) d.allow.add(c);
+      const unbanned: string[] = [];
+      for (const b of d.store.activeBans(now)) {
+        if (!cidrContains(c, b.address, b.family)) continue;
+        await d.decisions.unban(b.address, now, 'allowed');
+        unbanned.push(b.address);
+      }
+      if (c.bits === (c.family === 4 ? 32 : 128)) d.penalties.forget(c.text);
+      d.log.info({ cidr: c.text, unbanned: unbanned.length }, 'allow list: added');
+      return { body: { cidr: c.text, added: !known, unbanned } };
+    },
+
+    'DELETE /allow': (r) => {
+      const raw = r.query.get('cidr') ?? '';
+      const c = parseCidr(raw);
+      if (!c) throw new HttpError(400, `${JSON.stringify(raw.slice(0, 80))} is not an IP address or CIDR`);
+      const fixed = d.fixedAllow.find((e) => e.cidr === c.text);
+      const removed = d.store.removeAllowed(c.text);
+      if (fixed) {
+        const where = fixed.source === 'config' ? 'configured (AMPERE_ALLOW or allow in the config file): change it there' : fixed.source === 'ami-host' ? 'the AMI host: always allowed' : 'built in: always allowed';
+        throw new HttpError(409, `${c.text} is ${where}${removed ? ' (its runtime entry was removed)' : ''}`);
+      }
+      if (!removed) throw new HttpError(404, `${c.text} is not in the runtime allow list`);
+      d.allow.remove(c.text);
+      d.log.info({ cidr: c.text }, 'allow list: removed');
+      return { body: { cidr: c.text, removed: true } };
+    },
+
+    'GET /history': (r) => {
+      const ip = hostAddress(r.query.get('address'));
+      const h = historyView(d.store, ip.address, Date.now());
+      h.penalty = d.penalties.failures(ip.address, Date.now());
+      return { body: h };
+    },
+
+    'POST /backup': async (r) => {
+      const dir = r.body.dir;
+      if (dir !== undefined && (typeof dir !== 'string' || !isAbsolute(dir))) throw new HttpError(400, 'dir must be an absolute path');
+      try {
+        return { body: await d.backups.backupNow(dir as string | undefined) };
+      } catch (err) {
+        d.log.error({ err: (err as Error).message, dir }, 'backup failed');
+        throw new HttpError(500, `backup failed: ${(err as Error).message}`);
+      }
+    },
+
+    'POST /import-legacy': async (r) => {
+      const entries = r.body.entries;
+      if (!Array.isArray(entries)) throw new HttpError(400, 'entries must be a list of {address, account}');
+      const forMs = durationMs(r.body.forMs);
+      const now = Date.now();
+      const t0 = performance.now();
+      const applied: Promise<void>[] = [];
+      const report = applyLegacy(entries as LegacyEntry[], {
+        exempt: (a) => { const by = exemptBy(a, 4); return by ? `allowed (${by})` : undefined; },
+        isBanned: (a) => d.decisions.isBanned(a),
+        ban: (e) => { applied.push(d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null).applied); },
+      });
+      await Promise.all(applied);
+      d.log.info({ imported: report.imported.length, alreadyBanned: report.alreadyBanned.length, refused: report.refused.length }, 'legacy bans imported');
+      return { status: d.firewall.healthy ? 200 : 500, body: { ...report, appliedMs: Math.round(performance.now() - t0), kernel: d.firewall.healthy ? 'applied' : 'failed' } };
+    },
+  };
+
+  return async (r) => {
+    const route = routes[`${r.method} ${r.path}`];
+    if (!route) {
+      const known = Object.keys(routes).some((k) => k.endsWith(` ${r.path}`));
+      throw new HttpError(known ? 405 : 404, `${known ? 'method not allowed' : 'no such route'}: ${r.method} ${r.path}`);
+    }
+    return route(r);
+  };
+}
+
+export function allowEntries(d: Pick<ControlDeps, 'store' | 'fixedAllow'>): AllowView[] {
+  const out = [...d.fixedAllow];
+  for (const e of d.store.allowList()) out.push({ cidr: e.cidr, source: 'runtime', addedAt: e.addedAt, note: e.note });
+  return out;
+}

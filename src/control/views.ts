@@ -1,0 +1,100 @@
+import type { Cidr } from '../net/cidr';
+import { cidrContains, parseCidr } from '../net/cidr';
+import { canonicalIp, type Family } from '../net/ip';
+import type { BanRow, Store } from '../store';
+
+/**
+ * What the control API and the offline readers return: the same shapes whether the daemon
+ * answered or the CLI read the database itself. Times are epoch milliseconds.
+ */
+export interface BanView {
+  address: string;
+  family: Family;
+  since: number;
+  until: number | null; // null = permanent
+  banCount: number;
+  source: string; // auto, manual, legacy
+  reason: string; // one line for people
+  kind: string;
+  service: string;
+  account: string;
+  failures: number;
+  active: boolean;
+  liftedAt: number | null;
+  liftReason: string | null;
+}
+
+export interface HistoryView {
+  address: string;
+  host: {
+    firstSeen: number; lastSeen: number; failures: number; banCount: number; banned: boolean; banUntil: number | null;
+    lastKind: string | null; lastService: string | null; lastAccount: string | null;
+  } | null;
+  /** Failures currently counted in memory (only when the daemon answered). */
+  penalty: number | null;
+  bans: BanView[];
+  events: { at: number; kind: string; service: string; transport: string | null; account: string }[];
+}
+
+export interface AllowView {
+  cidr: string;
+  source: 'builtin' | 'ami-host' | 'config' | 'runtime';
+  addedAt: number | null;
+  note: string;
+}
+
+/** "ChallengeResponseFailed PJSIP account 100 (3 failures)" or the operator's text. */
+export function reasonText(r: Pick<BanRow, 'reasonKind' | 'reasonService' | 'reasonAccount' | 'failures' | 'source'>): string {
+  if (r.source !== 'auto') {
+    const parts = [r.reasonKind];
+    if (r.reasonAccount) parts.push(`account ${r.reasonAccount}`);
+    return parts.join(' ');
+  }
+  const parts = [r.reasonKind];
+  if (r.reasonService) parts.push(r.reasonService);
+  if (r.reasonAccount) parts.push(`account ${r.reasonAccount}`);
+  if (r.failures) parts.push(`(${r.failures} failure${r.failures === 1 ? '' : 's'})`);
+  return parts.join(' ');
+}
+
+export function banView(r: BanRow, now: number): BanView {
+  return {
+    address: r.address, family: r.family, since: r.startedAt, until: r.until, banCount: r.banCount, source: r.source,
+    reason: reasonText(r), kind: r.reasonKind, service: r.reasonService, account: r.reasonAccount, failures: r.failures,
+    active: r.liftedAt === null && (r.until === null || r.until > now), liftedAt: r.liftedAt, liftReason: r.liftReason,
+  };
+}
+
+/** A filter given on the command line: one address or a network. Null when it is neither. */
+export function parseMatch(text: string): Cidr | null {
+  return parseCidr(text);
+}
+
+export function listBanViews(store: Store, now: number, opts: { all?: boolean; match?: string }): BanView[] {
+  let match: Cidr | null = null;
+  let address: string | undefined;
+  if (opts.match) {
+    match = parseMatch(opts.match);
+    if (!match) throw new Error(`not an IP address or CIDR: ${JSON.stringify(opts.match)}`);
+    if (match.bits === (match.family === 4 ? 32 : 128)) address = match.text;
+  }
+  const rows = store.listBans(now, { all: opts.all, address });
+  const out = match && address === undefined ? rows.filter((r) => cidrContains(match!, r.address, r.family as Family)) : rows;
+  return out.map((r) => banView(r, now));
+}
+
+export function historyView(store: Store, text: string, now: number, limit = 1000): HistoryView {
+  const ip = canonicalIp(text);
+  if (!ip) throw new Error(`not an IP address: ${JSON.stringify(text)}`);
+  const h = store.host(ip.address);
+  return {
+    address: ip.address,
+    host: h ? {
+      firstSeen: h.firstSeen, lastSeen: h.lastSeen, failures: h.failures, banCount: h.banCount, banned: h.banned, banUntil: h.banUntil,
+      lastKind: h.lastKind, lastService: h.lastService, lastAccount: h.lastAccount,
+    } : null,
+    penalty: null,
+    bans: store.listBans(now, { all: true, address: ip.address }).map((r) => banView(r, now)),
+    events: store.recentEvents(ip.address, limit).map((e) => ({ at: e.at, kind: e.kind, service: e.service, transport: e.transport, account: e.account })),
+  };
+}

@@ -1,0 +1,23 @@
+import type { FirewallBackend } from '../firewall';
+
+/** The backend, unchanged, except that every failed call is counted (then rethrown to the queue). */
+export function countingFailures(backend: FirewallBackend, onFailure: (op: string) => void): FirewallBackend {
+  const wrap = <A extends unknown[]>(op: string, fn: (...a: A) => Promise<void>) => async (...a: A) => {
+    try {
+      await fn(...a);
+    } catch (err) {
+      onFailure(op);
+      throw err;
+    }
+  };
+  return {
+    get name() { return backend.name; },
+    get netns() { return backend.netns; },
+    init: wrap('init', () => backend.init()),
+    setAll: wrap('setAll', (bans, now) => backend.setAll(bans, now)),
+    add: wrap('add', (bans, now) => backend.add(bans, now)),
+    remove: wrap('remove', (bans) => backend.remove(bans)),
+    list: () => backend.list(),
+    shutdown: () => backend.shutdown(),
+  };
+}
