@@ -1,24 +1,62 @@
 #!/usr/bin/env node
-import { runCommand } from './cli/run';
-import { healthCommand } from './cli/health';
+import { CliError } from './cli/common';
 
-/** `ampere <command>`: each command is one module under src/cli/. Exit codes: 0 ok, 1 failure, 2 usage. */
-const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
-  run: runCommand,
-  health: healthCommand,
+type Command = (args: string[]) => Promise<number>;
+
+/**
+ * `ampere <command>`: each command is one module under src/cli/, loaded only when used (so a
+ * quick `ampere bans` does not load the daemon). Exit codes: 0 ok, 1 failure, 2 usage.
+ */
+/* eslint-disable @typescript-eslint/no-require-imports */
+const COMMANDS: Record<string, () => Command> = {
+  run: () => (require('./cli/run') as typeof import('./cli/run')).runCommand,
+  health: () => (require('./cli/health') as typeof import('./cli/health')).healthCommand,
+  status: () => (require('./cli/status') as typeof import('./cli/status')).statusCommand,
+  bans: () => (require('./cli/bans') as typeof import('./cli/bans')).bansCommand,
+  ban: () => (require('./cli/ban') as typeof import('./cli/ban')).banCommand,
+  unban: () => (require('./cli/ban') as typeof import('./cli/ban')).unbanCommand,
+  allow: () => (require('./cli/allow') as typeof import('./cli/allow')).allowCommand,
+  history: () => (require('./cli/history') as typeof import('./cli/history')).historyCommand,
+  check: () => (require('./cli/check') as typeof import('./cli/check')).checkCommand,
+  backup: () => (require('./cli/backup') as typeof import('./cli/backup')).backupCommand,
+  'import-legacy': () => (require('./cli/import-legacy') as typeof import('./cli/import-legacy')).importLegacyCommand,
 };
 
 const USAGE = `usage: ampere <command> [options]
 commands:
-  run        run the daemon (what npm start and the container run)
-  health     exit 0 when the running daemon is connected to AMI and its firewall is in sync`;
+  run                       run the daemon (what npm start and the container run)
+  status                    AMI connection, events, tracked hosts, bans, firewall, backups
+  bans [<ip-or-cidr>] [--all]
+                            active bans (--all: with the expired and lifted ones)
+  ban <ip> [--for <duration>|permanent] [--reason <text>]
+                            ban now, in the database and the kernel
+  unban <ip> | --all        lift a ban (and forget the host's penalty)
+  allow add|rm <ip-or-cidr> [--note <text>]
+  allow list                the allow list: built in, configured and runtime entries
+  history <ip>              a host's recorded events and bans
+  check                     validate the configuration and the environment
+  backup [--to <dir>]       an online, consistent copy of the database
+  import-legacy <file> [--for <duration>] [--dry-run]
+                            import the bans of the original Ampere's database
+  health                    exit 0 when the daemon is connected to AMI and its firewall in sync
+Listings print a table, or JSON with --json. Commands that change state go through the
+running daemon (control socket ampere.sock beside the database).
+Exit codes: 0 ok, 1 failure, 2 usage.`;
 
 async function main(argv: string[]): Promise<number> {
   const [name = 'run', ...args] = argv;
   if (name === '-h' || name === '--help' || name === 'help') { console.log(USAGE); return 0; }
-  const cmd = COMMANDS[name];
-  if (!cmd) { console.error(`ampere: unknown command "${name}"\n${USAGE}`); return 2; }
-  return cmd(args);
+  const load = COMMANDS[name];
+  if (!load) { console.error(`ampere: unknown command "${name}"\n${USAGE}`); return 2; }
+  try {
+    return await load()(args);
+  } catch (err) {
+    if (err instanceof CliError) {
+      if (err.message) console.error(`ampere: ${err.message}`);
+      return err.code;
+    }
+    throw err;
+  }
 }
 
 main(process.argv.slice(2)).then(

@@ -1,15 +1,29 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig } from '../config';
-import { statusPath } from '../main';
+import { controlRequest, ControlUnreachable } from '../control/client';
+import { controlSocketPath, statusPath } from '../control/paths';
 
-/** Healthy = a live daemon wrote its status recently, is connected to AMI and has its firewall in sync. */
+/**
+ * Healthy = the daemon is connected to AMI and its firewall is in sync. Asked over the control
+ * socket first; when nothing listens there (an older daemon, or the socket is not reachable),
+ * read from the status file the daemon rewrites every 5 s. Exit 0 healthy, 1 not.
+ */
 export async function healthCommand(): Promise<number> {
   let db: string;
   try { db = loadConfig().config.db; } catch (err) { if (err instanceof ConfigError) { console.error(`ampere: ${err.message}`); return 1; } throw err; }
+  try {
+    const res = await controlRequest<{ healthy: boolean; problems: string[] }>(controlSocketPath(db), 'GET', '/healthz', undefined, 8000);
+    if (res.status === 200 && res.body.healthy) { console.log('healthy'); return 0; }
+    console.error(`unhealthy: ${(res.body.problems ?? [`control socket answered ${res.status}`]).join('; ')}`);
+    return 1;
+  } catch (err) {
+    if (err instanceof ControlUnreachable && err.reason === 'timeout') { console.error(`unhealthy: ${err.message}`); return 1; }
+    // not running, or not allowed on the socket: the status file decides
+  }
   let s: { pid: number; updatedAt: number; amiConnected: boolean; firewallInSync: boolean };
   try { s = JSON.parse(readFileSync(statusPath(db), 'utf8')); } catch { console.error('unhealthy: no status file (daemon not running?)'); return 1; }
   const problems: string[] = [];
-  try { process.kill(s.pid, 0); } catch { problems.push(`daemon pid ${s.pid} is not running`); }
+  try { process.kill(s.pid, 0); } catch (err) { if ((err as NodeJS.ErrnoException).code !== 'EPERM') problems.push(`daemon pid ${s.pid} is not running`); }
   if (Date.now() - s.updatedAt > 30_000) problems.push('status is older than 30 s');
   if (!s.amiConnected) problems.push('not connected to AMI');
   if (!s.firewallInSync) problems.push('firewall not in sync');

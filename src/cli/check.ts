@@ -1,0 +1,199 @@
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { ConfigError, loadConfig, type Config } from '../config';
+import { ControlUnreachable, controlRequest } from '../control/client';
+import { controlSocketPath } from '../control/paths';
+import { formatTable, printJson } from './table';
+import { EXIT, parse } from './common';
+
+const USAGE = 'check [--json]';
+
+export interface Check {
+  name: string;
+  /** ok, fail (a problem: exit 1), or note (worth knowing, not a problem). */
+  result: 'ok' | 'fail' | 'note';
+  detail: string;
+}
+
+/**
+ * `ampere check`: the configuration and the environment, before `run` or as a container check.
+ * Names every problem and exits 1 when there is any.
+ */
+export async function checkCommand(args: string[]): Promise<number> {
+  const { values } = parse('check', args, { json: { type: 'boolean' } }, { min: 0, max: 0, usage: USAGE });
+  const checks = await runChecks();
+  const problems = checks.filter((c) => c.result === 'fail');
+  if (values.json) printJson({ ok: problems.length === 0, checks, problems: problems.map((p) => `${p.name}: ${p.detail}`) });
+  else {
+    process.stdout.write(formatTable(checks, [
+      { header: 'RESULT', get: (c) => (c.result === 'fail' ? 'FAIL' : c.result) },
+      { header: 'CHECK', get: (c) => c.name },
+      { header: 'DETAIL', get: (c) => c.detail },
+    ]));
+    if (problems.length) process.stderr.write(`ampere check: ${problems.length} problem${problems.length === 1 ? '' : 's'}: ${problems.map((p) => `${p.name}: ${p.detail}`).join('; ')}\n`);
+  }
+  return problems.length ? EXIT.fail : EXIT.ok;
+}
+
+export async function runChecks(): Promise<Check[]> {
+  const out: Check[] = [];
+  let cfg: Config;
+  try {
+    const loaded = loadConfig();
+    cfg = loaded.config;
+    out.push({ name: 'config', result: 'ok', detail: loaded.file ? `valid (file ${loaded.file}, environment over it)` : 'valid (environment and defaults; no config file)' });
+    for (const w of loaded.warnings) out.push({ name: 'config', result: 'note', detail: w });
+  } catch (err) {
+    out.push({ name: 'config', result: 'fail', detail: err instanceof ConfigError ? err.message : String(err) });
+    return out; // nothing else can be checked without it
+  }
+
+  const running = await daemonRunning(cfg);
+  out.push(running.check);
+  out.push(await checkAmi(cfg));
+  out.push(...(await checkFirewall(cfg, running.running)));
+  out.push(checkDatabase(cfg));
+  if (cfg.backup_dir) out.push(checkDir('backup dir', cfg.backup_dir));
+  return out;
+}
+
+async function daemonRunning(cfg: Config): Promise<{ running: boolean; check: Check }> {
+  const sock = controlSocketPath(cfg.db);
+  try {
+    const res = await controlRequest<{ pid: number; firewall: { inSync: boolean } }>(sock, 'GET', '/status', undefined, 5000);
+    return { running: true, check: { name: 'daemon', result: 'ok', detail: `running (pid ${res.body.pid}), control socket ${sock}` } };
+  } catch (err) {
+    if (err instanceof ControlUnreachable && err.reason === 'not-running') return { running: false, check: { name: 'daemon', result: 'note', detail: `not running (no control socket at ${sock})` } };
+    return { running: false, check: { name: 'daemon', result: 'fail', detail: (err as Error).message } };
+  }
+}
+
+/** Connect, read the banner, log in (events off), log off. */
+export function checkAmi(cfg: Pick<Config, 'host' | 'port' | 'user' | 'pass' | 'ami_timeout'>): Promise<Check> {
+  const where = `${cfg.host}:${cfg.port}`;
+  const timeoutMs = Math.min(cfg.ami_timeout, 10_000);
+  return new Promise((resolvePromise) => {
+    let buf = '';
+    let banner = '';
+    let done = false;
+    const sock = connect({ host: cfg.host, port: cfg.port });
+    const finish = (result: Check['result'], detail: string) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (result === 'ok') sock.end('Action: Logoff\r\nActionID: ampere-check-2\r\n\r\n');
+      sock.destroy();
+      resolvePromise({ name: 'ami', result, detail });
+    };
+    const timer = setTimeout(() => finish('fail', `${where}: no ${banner ? 'answer to Login' : 'AMI banner'} within ${timeoutMs / 1000} s`), timeoutMs);
+    sock.setEncoding('utf8');
+    sock.on('error', (err: NodeJS.ErrnoException) => finish('fail', `${where} unreachable: ${err.code === 'ECONNREFUSED' ? 'connection refused (is Asterisk running, manager.conf enabled?)' : err.message}`));
+    sock.on('close', () => finish('fail', `${where} closed the connection${banner ? ' after the banner' : ''}`));
+    sock.on('data', (d: string) => {
+      buf += d;
+      if (!banner) {
+        const i = buf.indexOf('\r\n');
+        if (i < 0) return;
+        banner = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (!/Asterisk Call Manager/i.test(banner)) return finish('fail', `${where} is not AMI (it said ${JSON.stringify(banner.slice(0, 60))})`);
+        sock.write(`Action: Login\r\nUsername: ${cfg.user}\r\nSecret: ${cfg.pass}\r\nEvents: off\r\nActionID: ampere-check-1\r\n\r\n`);
+      }
+      let end;
+      while ((end = buf.indexOf('\r\n\r\n')) >= 0) {
+        const block = buf.slice(0, end);
+        buf = buf.slice(end + 4);
+        const f: Record<string, string> = {};
+        for (const line of block.split('\r\n')) { const c = line.indexOf(':'); if (c > 0) f[line.slice(0, c).trim().toLowerCase()] = line.slice(c + 1).trim(); }
+        if (f.actionid !== 'ampere-check-1' || !f.response) continue;
+        if (f.response.toLowerCase() === 'success') return finish('ok', `${where} reachable (${banner}), login as "${cfg.user}" accepted`);
+        return finish('fail', `${where} rejected the login of user "${cfg.user}": ${f.message ?? f.response} (check user/pass against manager.conf)`);
+      }
+    });
+  });
+}
+
+async function checkFirewall(cfg: Config, daemonRuns: boolean): Promise<Check[]> {
+  if (cfg.backend === 'dry-run') return [{ name: 'firewall', result: 'note', detail: 'backend dry-run: no kernel changes are made' }];
+  const out: Check[] = [];
+  const { detectIptables } = require('../firewall/detect') as typeof import('../firewall/detect');
+  const { familyTools, listRules, hasJumpTo } = require('../firewall/chain') as typeof import('../firewall/chain');
+  const { run, which } = require('../firewall/exec') as typeof import('../firewall/exec');
+  let tools;
+  try {
+    tools = await detectIptables({ iptables: cfg.iptables });
+    out.push({ name: 'iptables', result: 'ok', detail: `${tools.iptables} (${tools.reason})` });
+  } catch (err) {
+    out.push({ name: 'iptables', result: 'fail', detail: (err as Error).message });
+    return out;
+  }
+  if (cfg.backend === 'ipset') {
+    if (!which('ipset')) out.push({ name: 'ipset', result: 'fail', detail: 'ipset not found in PATH: install it (package ipset), or use AMPERE_BACKEND=rules' });
+    else {
+      try {
+        const sets = (await run('ipset', ['list', '-n'])).stdout.split('\n');
+        const missing = [4, 6].map((f) => `${cfg.chain}-v${f}`).filter((s) => !sets.includes(s));
+        out.push(missing.length === 0
+          ? { name: 'ipset', result: 'ok', detail: `backend ipset, sets ${cfg.chain}-v4 and ${cfg.chain}-v6 present` }
+          : { name: 'ipset', result: daemonRuns ? 'fail' : 'note', detail: `set${missing.length > 1 ? 's' : ''} ${missing.join(', ')} missing${daemonRuns ? ' while the daemon runs' : ' (created by ampere run)'}` });
+      } catch (err) {
+        out.push({ name: 'ipset', result: 'fail', detail: `ipset unusable: ${(err as Error).message} (root or CAP_NET_ADMIN needed)` });
+      }
+    }
+  } else out.push({ name: 'backend', result: 'ok', detail: 'backend rules: one iptables rule per banned host' });
+  for (const ft of familyTools(tools)) {
+    const label = `chain v${ft.family}`;
+    try {
+      const lines = await listRules(ft);
+      const exists = lines.includes(`-N ${cfg.chain}`);
+      const jump = hasJumpTo(lines, cfg.chain);
+      if (exists && jump) out.push({ name: label, result: 'ok', detail: `${ft.iptables}: chain ${cfg.chain} present, jumped to` });
+      else {
+        const what = [!exists && `chain ${cfg.chain} missing`, !jump && `no rule jumps to ${cfg.chain}`].filter(Boolean).join(', ');
+        out.push({ name: label, result: daemonRuns ? 'fail' : 'note', detail: `${ft.iptables}: ${what}${daemonRuns ? ' while the daemon runs (bans have no effect)' : ' (ampere run creates the chain and, if none exists, a jump from INPUT)'}` });
+      }
+    } catch (err) {
+      out.push({ name: label, result: 'fail', detail: `${ft.iptables} unusable: ${(err as Error).message}` });
+    }
+  }
+  return out;
+}
+
+function writable(path: string): boolean {
+  try { accessSync(path, constants.W_OK); return true; } catch { return false; }
+}
+
+/** A directory that exists and is writable, or whose nearest existing parent is. */
+function checkDir(name: string, dir: string): Check {
+  let p = resolve(dir);
+  while (!existsSync(p) && dirname(p) !== p) p = dirname(p);
+  if (p === resolve(dir)) {
+    if (!statSync(p).isDirectory()) return { name, result: 'fail', detail: `${dir} is not a directory` };
+    return writable(p) ? { name, result: 'ok', detail: `${dir} writable` } : { name, result: 'fail', detail: `${dir} is not writable` };
+  }
+  return writable(p) ? { name, result: 'ok', detail: `${dir} will be created` } : { name, result: 'fail', detail: `${dir} does not exist and ${p} is not writable` };
+}
+
+function checkDatabase(cfg: Config): Check {
+  const dir = dirname(resolve(cfg.db));
+  if (!existsSync(cfg.db)) {
+    const d = checkDir('database', dir);
+    return d.result === 'ok' ? { name: 'database', result: 'ok', detail: `${cfg.db} will be created (${d.detail})` } : { ...d, detail: `cannot create ${cfg.db}: ${d.detail}` };
+  }
+  if (!writable(dir)) return { name: 'database', result: 'fail', detail: `${dir} is not writable (SQLite needs it for the -wal and -shm files)` };
+  const Database = require('better-sqlite3') as typeof import('better-sqlite3');
+  let db;
+  try {
+    db = new Database(cfg.db, { fileMustExist: true, timeout: 5000 });
+    const tables = (db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table'`).all() as { name: string }[]).map((t) => t.name);
+    db.exec('BEGIN IMMEDIATE; ROLLBACK');
+    const missing = ['hosts', 'bans', 'events', 'allowed'].filter((t) => !tables.includes(t));
+    if (missing.length && tables.length) return { name: 'database', result: 'fail', detail: `${cfg.db} is not an Ampere database (no ${missing.join(', ')} table)` };
+    return { name: 'database', result: 'ok', detail: `${cfg.db} writable${tables.length ? '' : ' (empty: set up by ampere run)'}` };
+  } catch (err) {
+    return { name: 'database', result: 'fail', detail: `${cfg.db}: ${(err as Error).message}` };
+  } finally {
+    db?.close();
+  }
+}

@@ -1,0 +1,77 @@
+import { resolve } from 'node:path';
+import { readLegacyDatabase, type LegacyRead } from '../legacy';
+import { applyLegacy, type ImportReport } from '../legacy/import';
+import { banFor } from './ban';
+import { formatTable, printJson } from './table';
+import { askOrOffline, CliError, config, EXIT, note, openOffline, parse, refusal } from './common';
+
+const USAGE = 'import-legacy <file> [--for <duration>|permanent] [--dry-run] [--json]';
+
+/**
+ * `ampere import-legacy <file>`: the bans of the original C Ampere's database (table filter,
+ * addresses as inet_addr() values) become bans here, decoded in the right byte order.
+ * With the daemon running they are in the kernel when the command returns; without it they
+ * go into the database and reach the kernel when `ampere run` starts. The original's bans
+ * were permanent, and so are these unless --for is given.
+ */
+export async function importLegacyCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse('import-legacy', args, { for: { type: 'string' }, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } }, { min: 1, max: 1, usage: USAGE });
+  const forMs = values.for === undefined ? 0 : banFor(values.for);
+  const file = resolve(positionals[0]);
+  let read: LegacyRead;
+  try { read = readLegacyDatabase(file); } catch (err) { throw new CliError(`import-legacy: ${(err as Error).message}`); }
+  const cfg = config();
+
+  let report: ImportReport;
+  let applied: string;
+  let code: number = EXIT.ok;
+  if (values['dry-run']) {
+    report = { imported: read.entries.map((e) => e.address), alreadyBanned: [], refused: [] };
+    applied = 'dry run: nothing changed';
+  } else {
+    const res = await askOrOffline<ImportReport & { kernel: string; error?: string }>(cfg, 'POST', '/import-legacy', { entries: read.entries, forMs }, 600_000);
+    if (res) {
+      if (res.status !== 200 && res.status !== 500) throw refusal(res);
+      report = res.body;
+      applied = res.status === 200 ? 'in the kernel now (through the running daemon)' : 'stored, but the kernel command failed (the daemon reloads the kernel from the database)';
+      if (res.status === 500) code = EXIT.fail;
+    } else {
+      note('ampere: daemon not running; importing into the database (the kernel gets the bans when "ampere run" starts)');
+      const { AllowList, parseCidr } = require('../net/cidr') as typeof import('../net/cidr');
+      const allow = new AllowList(cfg.allow);
+      const ami = parseCidr(cfg.host);
+      if (ami) allow.add(ami);
+      const store = openOffline(cfg);
+      try {
+        for (const row of store.allowList()) { const c = parseCidr(row.cidr); if (c) allow.add(c); }
+        const now = Date.now();
+        report = applyLegacy(read.entries, {
+          exempt: (a) => { const by = allow.matches(a, 4); return by ? `allowed (${by.text})` : undefined; },
+          isBanned: (a) => store.isBanned(a, now),
+          ban: (e) => { store.recordBan({ address: e.address, family: 4, now, until: forMs ? now + forMs : null, source: 'legacy', reasonKind: 'legacy', reasonService: '', reasonAccount: e.account, failures: 0 }); },
+        });
+      } finally { store.close(); }
+      applied = 'in the database; applied to the kernel when the daemon starts';
+    }
+  }
+
+  if (values.json) {
+    printJson({ file, rows: read.rows, imported: report.imported, alreadyBanned: report.alreadyBanned, refused: report.refused, skipped: read.skipped, dryRun: !!values['dry-run'], applied });
+  } else {
+    process.stdout.write(`${file}: ${read.rows} rows; ${report.imported.length} imported, ${report.alreadyBanned.length} already banned, ${report.refused.length} refused, ${read.skipped.length} skipped\n${applied}\n`);
+    if (read.skipped.length) {
+      process.stdout.write('\nskipped rows (not a valid address)\n' + formatTable(read.skipped, [
+        { header: 'ROW', get: (s) => s.row, right: true },
+        { header: 'ADDR', get: (s) => s.value },
+        { header: 'REASON', get: (s) => s.reason },
+      ]));
+    }
+    if (report.refused.length) {
+      process.stdout.write('\nrefused\n' + formatTable(report.refused, [
+        { header: 'ADDRESS', get: (r) => r.address },
+        { header: 'REASON', get: (r) => r.reason },
+      ]));
+    }
+  }
+  return code;
+}

@@ -1,0 +1,90 @@
+import { readFileSync } from 'node:fs';
+import { listBackups } from '../backup';
+import { statusPath } from '../control/paths';
+import type { Config } from '../config';
+import type { DaemonStatus } from '../main';
+import { ago, formatSpan, formatTable, formatTime, iso, printJson } from './table';
+import { askOrOffline, config, EXIT, note, openOffline, parse, refusal } from './common';
+
+const USAGE = 'status [--json]';
+
+/** `ampere status`: the running daemon at a glance. Without a daemon: what the database says, exit 1. */
+export async function statusCommand(args: string[]): Promise<number> {
+  const { values } = parse('status', args, { json: { type: 'boolean' } }, { min: 0, max: 0, usage: USAGE });
+  const cfg = config();
+  const res = await askOrOffline<DaemonStatus>(cfg, 'GET', '/status');
+  if (res && res.status !== 200) throw refusal(res);
+  if (!res) {
+    const offline = offlineStatus(cfg);
+    if (values.json) printJson({ running: false, lastStatusAt: iso(offline.lastStatusAt), activeBans: offline.activeBans, lastBackup: offline.lastBackup ? { at: iso(offline.lastBackup.at), path: offline.lastBackup.path } : null });
+    else {
+      note('ampere: the daemon is not running');
+      process.stdout.write(kv([
+        ['daemon', 'not running'],
+        ['last seen', offline.lastStatusAt ? `${formatTime(offline.lastStatusAt)} (${ago(offline.lastStatusAt)})` : 'never'],
+        ['active bans', offline.activeBans === null ? '-' : `${offline.activeBans.v4 + offline.activeBans.v6} (IPv4 ${offline.activeBans.v4}, IPv6 ${offline.activeBans.v6})`],
+        ['last backup', offline.lastBackup ? `${formatTime(offline.lastBackup.at)} ${offline.lastBackup.path}` : 'none'],
+      ]));
+    }
+    return EXIT.fail;
+  }
+  const s = res.body;
+  if (values.json) {
+    printJson({
+      running: true, ...s, startedAt: iso(s.startedAt),
+      ami: { ...s.ami, since: iso(s.ami.since) },
+      firewall: { ...s.firewall, lastSyncAt: iso(s.firewall.lastSyncAt) },
+      backup: { ...s.backup, last: s.backup.last ? { ...s.backup.last, at: iso(s.backup.last.at) } : null, nextAt: iso(s.backup.nextAt), lastError: s.backup.lastError ? { ...s.backup.lastError, at: iso(s.backup.lastError.at) } : null },
+    });
+    return EXIT.ok;
+  }
+  const now = Date.now();
+  const kinds = [...new Set([...Object.keys(s.events.byKind), ...Object.keys(s.events.lastMinute.byKind)])].sort();
+  process.stdout.write(kv([
+    ['daemon', `running, pid ${s.pid}, version ${s.version}, up ${formatSpan(s.uptimeMs)} (since ${formatTime(s.startedAt)})`],
+    ['ami', `${s.ami.state} since ${formatTime(s.ami.since)} (${ago(s.ami.since, now)}), ${s.ami.host}:${s.ami.port}, ${s.ami.reconnects} reconnects`],
+    ['tracked hosts', String(s.trackedHosts)],
+    ['active bans', `${s.bans.active.total} (IPv4 ${s.bans.active.v4}, IPv6 ${s.bans.active.v6}); since start ${s.bans.made} made, ${s.bans.lifted} lifted`],
+    ['firewall', `${s.firewall.backend}, chain ${s.firewall.chain}, target ${s.firewall.target}, ${s.firewall.inSync ? 'in sync' : 'NOT IN SYNC'}`],
+    ['last sync', s.firewall.lastSyncAt ? `${formatTime(s.firewall.lastSyncAt)} (${ago(s.firewall.lastSyncAt, now)})` : 'never'],
+    ...(s.firewall.lastError ? [['last error', s.firewall.lastError] as [string, string]] : []),
+    ['last backup', s.backup.last ? `${formatTime(s.backup.last.at)} (${ago(s.backup.last.at, now)}) ${s.backup.last.path}` : 'none'],
+    ['backups', s.backup.dir ? `every ${formatSpan(s.backup.intervalMs)} into ${s.backup.dir}, keep ${s.backup.keep}${s.backup.nextAt ? `, next ${formatTime(s.backup.nextAt)}` : ''}` : 'off (AMPERE_BACKUP_DIR)'],
+    ...(s.backup.lastError ? [['backup error', `${formatTime(s.backup.lastError.at)} ${s.backup.lastError.message}`] as [string, string]] : []),
+    ['metrics', s.metrics ? `http://${s.metrics}/metrics` : 'off (AMPERE_METRICS)'],
+    ['database', s.db],
+    ['events', `${s.events.total} total, ${s.events.lastMinute.total} in the last minute, ${s.events.malformed} malformed`],
+  ]));
+  if (kinds.length) {
+    process.stdout.write('\n' + formatTable(kinds, [
+      { header: 'EVENT', get: (k) => k },
+      { header: 'LAST MINUTE', get: (k) => s.events.lastMinute.byKind[k] ?? 0, right: true },
+      { header: 'TOTAL', get: (k) => s.events.byKind[k] ?? 0, right: true },
+    ]));
+  }
+  return EXIT.ok;
+}
+
+/** Aligned "key: value" lines. */
+function kv(rows: [string, string][]): string {
+  const w = Math.max(...rows.map(([k]) => k.length)) + 1;
+  return rows.map(([k, v]) => `${`${k}:`.padEnd(w)} ${v}`).join('\n') + '\n';
+}
+
+function offlineStatus(cfg: Config) {
+  const { db, backup_dir: backupDir } = cfg;
+  let lastStatusAt: number | null = null;
+  try { lastStatusAt = JSON.parse(readFileSync(statusPath(db), 'utf8')).updatedAt ?? null; } catch { /* never ran */ }
+  let activeBans: { v4: number; v6: number } | null = null;
+  try {
+    const store = openOffline(cfg);
+    try {
+      let v6 = 0;
+      const all = store.activeBans(Date.now());
+      for (const b of all) if (b.family === 6) v6++;
+      activeBans = { v4: all.length - v6, v6 };
+    } finally { store.close(); }
+  } catch { /* no database */ }
+  const newest = backupDir ? listBackups(backupDir)[0] : undefined;
+  return { lastStatusAt, activeBans, lastBackup: newest ? { at: newest.at, path: newest.path } : null };
+}
