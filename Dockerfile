@@ -43,7 +43,9 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY drizzle ./drizzle
 COPY docker/entrypoint.sh /usr/local/bin/ampere-entrypoint
-RUN chmod 0755 /usr/local/bin/ampere-entrypoint \
+# `ampere` on PATH: docker compose exec ampere ampere bans
+RUN chmod 0755 /usr/local/bin/ampere-entrypoint /app/dist/cli.js \
+ && ln -s /app/dist/cli.js /usr/local/bin/ampere \
  && install -d -m 0750 /data /backups /etc/ampere
 # The database (and its status file, which the health check reads).
 VOLUME ["/data"]

@@ -4,11 +4,10 @@
 #
 #   (no argument) | run [...]   preflight checks, then `ampere run`
 #   -...                        options for `ampere run`
-#   backup [FILE]               online backup of the database (default:
-#                               $AMPERE_BACKUP_DIR or /backups, timestamped)
 #   restore FILE [--force]      replace the database with a backup; Ampere must
 #                               be stopped (docker compose run --rm, see docs/deploy.md)
-#   health | <other command>    `ampere <command>` (node /app/dist/cli.js)
+#   health | <other command>    `ampere <command>` (node /app/dist/cli.js): backup,
+#                               bans, unban, status, ...
 #   an executable on PATH       runs it (sh, iptables, ipset, ... for debugging)
 #
 # It does not choose the iptables backend: Ampere detects it (AMPERE_IPTABLES).
@@ -57,40 +56,10 @@ preflight_run() {
   say "starting ampere: database $AMPERE_DB, configuration from $src"
 }
 
-# ------------------------------------------------------- backup / restore --
-# Both use better-sqlite3 from the image: an online backup is consistent even
-# while Ampere writes (WAL), which copying ampere.db alone is not.
-backup() {
-  dest="${1:-}"
-  if [ -z "$dest" ]; then
-    dir="${AMPERE_BACKUP_DIR:-/backups}"
-    dest="$dir/ampere-$(date -u +%Y%m%dT%H%M%SZ).db"
-  fi
-  [ -f "$AMPERE_DB" ] || die "no database at $AMPERE_DB"
-  mkdir -p -- "$(dirname -- "$dest")"
-  [ ! -e "$dest" ] || die "$dest already exists"
-  AMPERE_APP_DIR="$APP_DIR" node -e '
-    const Database = require(require("path").join(process.env.AMPERE_APP_DIR, "node_modules", "better-sqlite3"));
-    const fs = require("fs");
-    const [src, dest] = process.argv.slice(1);
-    (async () => {
-      const db = new Database(src, { fileMustExist: true });
-      db.pragma("busy_timeout = 10000");
-      try { await db.backup(dest + ".partial"); } finally { db.close(); }
-      // a backup is one self-contained file: no WAL beside it
-      const copy = new Database(dest + ".partial");
-      copy.pragma("journal_mode = DELETE");
-      const check = copy.pragma("integrity_check", { simple: true });
-      const bans = copy.prepare("select count(*) as n from sqlite_master where type = ? and name = ?").get("table", "bans").n
-        ? copy.prepare("select count(*) as n from bans where lifted_at is null").get().n : 0;
-      copy.close();
-      if (check !== "ok") { fs.rmSync(dest + ".partial", { force: true }); throw new Error("integrity check of the copy: " + check); }
-      fs.renameSync(dest + ".partial", dest);
-      console.log(JSON.stringify({ backup: dest, activeBans: bans, bytes: fs.statSync(dest).size }));
-    })().catch((err) => { console.error("backup failed: " + err.message); process.exit(1); });
-  ' "$AMPERE_DB" "$dest"
-}
-
+# ----------------------------------------------------------------- restore --
+# Replaces the database with a backup (made by `ampere backup`) while Ampere is
+# stopped, through better-sqlite3 from the image: integrity-checked first, the
+# previous database kept beside it, stale -wal/-shm files removed.
 restore() {
   src="" force=""
   for arg in "$@"; do
@@ -144,10 +113,6 @@ case "$1" in
   run)
     preflight_run
     exec node "$CLI" "$@"
-    ;;
-  backup)
-    shift
-    backup "$@"
     ;;
   restore)
     shift

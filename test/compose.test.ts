@@ -138,8 +138,11 @@ test('ampere configuration: the keys set in .env, the database fixed on /data', 
   // only the keys the operator sets reach the container: unset ones never arrive
   // empty, so the daemon, `docker exec` and the HEALTHCHECK all see the same thing
   assert.deepEqual(svc.env_file, [{ path: '.env', required: 'false' }]);
-  assert.deepEqual(svc.environment, { AMPERE_DB: '/data/ampere.db' });
-  assert.deepEqual(serviceEnvironment(compose, 'ampere', {}), { AMPERE_DB: '/data/ampere.db' });
+  assert.deepEqual(Object.keys(svc.environment as object).sort(), ['AMPERE_BACKUP_DIR', 'AMPERE_DB']);
+  assert.deepEqual(serviceEnvironment(compose, 'ampere', {}), { AMPERE_DB: '/data/ampere.db', AMPERE_BACKUP_DIR: '/backups' });
+  // backups go to the bind mount unless .env says otherwise, and an empty value turns them off
+  assert.equal(serviceEnvironment(compose, 'ampere', { AMPERE_BACKUP_DIR: '' }).AMPERE_BACKUP_DIR, '');
+  assert.equal(serviceEnvironment(compose, 'ampere', { AMPERE_BACKUP_DIR: '/data/b' }).AMPERE_BACKUP_DIR, '/data/b');
 });
 
 test('.env.example lists every key with its default, all commented out', () => {
@@ -149,7 +152,8 @@ test('.env.example lists every key with its default, all commented out', () => {
     const name = envName(key);
     const line = example.get(name);
     assert.ok(line, `.env.example lists ${name}`);
-    assert.equal(line.value, spec.default, `${name} shows Ampere's default`);
+    const composeDefault = /^\$\{[A-Z_]+:?-([^}]*)\}$/.exec(String((service(compose, 'ampere').environment as Record<string, string>)[name] ?? ''))?.[1];
+    assert.equal(line.value, composeDefault ?? spec.default, `${name} shows the default (the compose file's, else Ampere's)`);
     assert.ok(line.commented, `${name} is commented out: copying the file changes nothing`);
     if (line.value !== '') assert.ok('ok' in (spec.parse as (raw: string) => object)(line.value), `${name}=${line.value} parses`);
   }
@@ -186,6 +190,7 @@ test('Dockerfile: two stages on one Node 20 Debian slim base, runtime tools, hea
   assert.match(lastOp(runtime, 'VOLUME')!.args, /\/data/);
   assert.deepEqual(healthcheckCommand(runtime), ['node', '/app/dist/cli.js', 'health']);
   assert.equal(lastOp(runtime, 'WORKDIR')!.args, '/app');
+  assert.match(runtimeRuns, /ln -s \/app\/dist\/cli\.js \/usr\/local\/bin\/ampere/);
 
   const entry = execForm(lastOp(runtime, 'ENTRYPOINT')!.args);
   assert.equal(entry[0], '/usr/bin/tini');

@@ -1,8 +1,8 @@
 /**
  * docker/entrypoint.sh, run directly (no container): argument dispatch, the
  * environment it hands to Node, its preflight errors, exec (so that the
- * signal from `docker stop` reaches Node), and the backup/restore helpers
- * against a real SQLite database.
+ * signal from `docker stop` reaches Node), and the restore helper against a
+ * real SQLite database.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -70,6 +70,7 @@ test('options alone are options of `run`; other commands go to the CLI', () => {
   assert.deepEqual(json(entry(['run', '-x'])).argv.slice(1), ['run', '-x']);
   assert.deepEqual(json(entry(['health'])).argv.slice(1), ['health']);
   assert.deepEqual(json(entry(['unban', '10.0.0.1'])).argv.slice(1), ['unban', '10.0.0.1']);
+  assert.deepEqual(json(entry(['bans', '--json'])).argv.slice(1), ['bans', '--json']);
 });
 
 test('an executable on PATH runs as is (docker compose run ampere sh ...)', () => {
@@ -163,31 +164,8 @@ function addressesIn(file: string): string[] {
   try { return (db.prepare('select address from bans order by id').all() as { address: string }[]).map((r) => r.address); } finally { db.close(); }
 }
 
-test('backup: an online copy of a live WAL database, into AMPERE_BACKUP_DIR by default', () => {
-  const dbFile = join(dir, 'live', 'ampere.db');
-  const live = makeDb(dbFile, ['192.0.2.1', '2001:db8::1']);
-  try {
-    const backups = join(dir, 'backups');
-    const r = entry(['backup'], { AMPERE_DB: dbFile, AMPERE_BACKUP_DIR: backups }, { realNode: true });
-    assert.equal(r.code, 0, r.stderr);
-    const info = JSON.parse(r.stdout.trim()) as { backup: string; activeBans: number };
-    assert.equal(info.activeBans, 2);
-    assert.match(info.backup, /ampere-\d{8}T\d{6}Z\.db$/);
-    assert.deepEqual(readdirSync(backups), [info.backup.split('/').pop()]);
-    // the rows still only in the WAL are in the copy
-    assert.deepEqual(addressesIn(info.backup), ['192.0.2.1', '2001:db8::1']);
-    // an explicit target; refuses to overwrite
-    const named = join(dir, 'named.db');
-    assert.equal(entry(['backup', named], { AMPERE_DB: dbFile }, { realNode: true }).code, 0);
-    const again = entry(['backup', named], { AMPERE_DB: dbFile }, { realNode: true });
-    assert.equal(again.code, 1);
-    assert.match(again.stderr, /already exists/);
-  } finally {
-    live.close();
-  }
-  const none = entry(['backup'], { AMPERE_DB: join(dir, 'nothing.db') }, { realNode: true });
-  assert.equal(none.code, 1);
-  assert.match(none.stderr, /no database at/);
+test('backup is the CLI\'s (ampere backup), not the entrypoint\'s', () => {
+  assert.deepEqual(json(entry(['backup', '--to', '/backups'])).argv.slice(1), ['backup', '--to', '/backups']);
 });
 
 test('restore: refuses while the daemon writes its status, keeps the previous database, drops stale WAL files', () => {

@@ -8,13 +8,15 @@
  * namespaces (with their veths, iptables rules and ipsets), mount points.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readdirSync, rmdirSync, statSync, type WriteStream } from 'node:fs';
+import { appendFileSync, createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 
 export const PREFIX = 'ae2e-';
 export const PBX_NS = `${PREFIX}pbx`;
 export const PBX4 = '10.232.0.1';
 export const PBX6 = 'fd32::1';
+/** Mount points a run created at / (e.g. /data), listed so that a killed run's are removed by the next. */
+const MADE_DIRS_FILE = '/run/ampere-e2e-made-dirs';
 
 export interface Host { name: string; ns: string; v4: string; v6: string }
 
@@ -93,6 +95,7 @@ export class Proc {
   }
 
   get pid(): number { return this.child.pid ?? -1; }
+  kill(signal: NodeJS.Signals): void { this.child.kill(signal); }
   get running(): boolean { return this.exitInfo === null; }
 
   /** Sends `signal`, waits up to timeoutMs, then SIGKILL. Returns the exit. */
@@ -113,10 +116,16 @@ export class Lab {
 
   constructor(readonly runDir: string) {}
 
-  /** Removes namespaces left by an earlier run that was killed (same fixed names). */
+  /** Removes what an earlier run that was killed left: namespaces (fixed names), empty mount points. */
   static removeStale(): string[] {
     const stale = sh('ip', ['netns', 'list'], true).split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(PREFIX));
     for (const ns of stale) killNamespace(ns);
+    if (existsSync(MADE_DIRS_FILE)) {
+      for (const dir of readFileSync(MADE_DIRS_FILE, 'utf8').split('\n').filter(Boolean)) {
+        try { if (readdirSync(dir).length === 0) { rmdirSync(dir); stale.push(dir); } } catch { /* gone */ }
+      }
+      rmSync(MADE_DIRS_FILE, { force: true });
+    }
     return stale;
   }
 
@@ -149,6 +158,7 @@ export class Lab {
     if (existsSync(dir)) return;
     mkdirSync(dir, { recursive: false });
     this.madeDirs.push(dir);
+    appendFileSync(MADE_DIRS_FILE, `${dir}\n`);
   }
 
   spawn(name: string, cmd: string, args: string[], env?: NodeJS.ProcessEnv): Proc {
@@ -169,9 +179,27 @@ export class Lab {
         else problems.push(`${dir} is not empty: left in place`);
       } catch (err) { problems.push(String(err)); }
     }
+    this.madeDirs.length = 0;
+    rmSync(MADE_DIRS_FILE, { force: true });
     const left = sh('ip', ['netns', 'list'], true).split('\n').filter((l) => l.startsWith(PREFIX));
     if (left.length) problems.push(`namespaces left: ${left.join(', ')}`);
     return problems;
+  }
+
+  /** The same, synchronously and without waiting for graceful exits: for a signal handler. */
+  teardownSync(): void {
+    for (const p of this.procs) if (p.running) p.kill('SIGKILL');
+    // SIGKILL everything in every namespace first, then delete them: no waiting per namespace
+    for (const ns of this.namespaces) {
+      for (const pid of sh('ip', ['netns', 'pids', ns], true).split('\n').filter(Boolean).map(Number)) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+    }
+    spawnSync('sleep', ['0.3']); // mount namespaces go with their last process
+    for (const ns of this.namespaces) sh('ip', ['netns', 'del', ns], true);
+    for (const dir of this.madeDirs.reverse()) { try { rmdirSync(dir); } catch { /* not empty or gone */ } }
+    this.madeDirs.length = 0;
+    rmSync(MADE_DIRS_FILE, { force: true });
   }
 }
 
