@@ -58,8 +58,9 @@ preflight_run() {
 
 # ----------------------------------------------------------------- restore --
 # Replaces the database with a backup (made by `ampere backup`) while Ampere is
-# stopped, through better-sqlite3 from the image: integrity-checked first, the
-# previous database kept beside it, stale -wal/-shm files removed.
+# stopped (refused while the daemon answers on its control socket, unless
+# --force), through better-sqlite3 from the image: integrity-checked first,
+# the previous database kept beside it, stale -wal/-shm files removed.
 restore() {
   src="" force=""
   for arg in "$@"; do
@@ -71,19 +72,25 @@ restore() {
   done
   [ -n "$src" ] || EXIT_CODE=2 die "usage: restore FILE [--force]"
   [ -f "$src" ] || die "restore: $src not found"
-  status="$DB_DIR/ampere.status.json"
-  if [ -z "$force" ] && [ -f "$status" ]; then
-    age=$(( $(date +%s) - $(stat -c %Y -- "$status") ))
-    if [ "$age" -lt 30 ]; then
-      die "restore: Ampere seems to be running (its status file was written ${age}s ago); stop it first (docker compose stop ampere) or pass --force"
-    fi
-  fi
   mkdir -p -- "$DB_DIR"
   AMPERE_APP_DIR="$APP_DIR" node -e '
     const Database = require(require("path").join(process.env.AMPERE_APP_DIR, "node_modules", "better-sqlite3"));
     const fs = require("fs");
-    const [src, target] = process.argv.slice(1);
+    const [src, target, force] = process.argv.slice(1);
+    // A running daemon answers on its control socket beside the database (also
+    // from another container sharing the volume); a stopped one does not.
+    const running = () => new Promise((resolve) => {
+      const sock = require("net").connect(require("path").join(require("path").dirname(target), "ampere.sock"));
+      const done = (v) => { sock.destroy(); resolve(v); };
+      sock.once("connect", () => done(true));
+      sock.once("error", () => done(false));
+      setTimeout(() => done(false), 2000).unref();
+    });
     (async () => {
+      if (force !== "force" && await running()) {
+        console.error("ampere-entrypoint: error: restore: Ampere is running (it answers on its control socket); stop it first (docker compose stop ampere) or pass --force");
+        process.exit(1);
+      }
       const from = new Database(src, { readonly: true, fileMustExist: true });
       const check = from.pragma("integrity_check", { simple: true });
       if (check !== "ok") throw new Error(src + " fails the integrity check: " + check);
@@ -100,7 +107,7 @@ restore() {
       fs.renameSync(target + ".restore", target);
       console.log(JSON.stringify({ restored: target, from: src }));
     })().catch((err) => { console.error("restore failed: " + err.message); process.exit(1); });
-  ' "$src" "$AMPERE_DB"
+  ' "$src" "$AMPERE_DB" "${force:+force}"
 }
 
 # ---------------------------------------------------------------- dispatch --

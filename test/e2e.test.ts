@@ -456,6 +456,37 @@ e2e('Asterisk restarts mid-attack: Ampere reconnects and bans a new attacker', a
   assert.ok(await waitFor(async () => (await ampereHealth()).code === 0, 15_000, 500), 'healthy again');
 });
 
+e2e('backup and restore as docs/deploy.md says: the kernel follows the restored database', async () => {
+  const backupsDir = join(runDir, 'bind', '_backups');
+  // the scheduled backup (AMPERE_BACKUP_DIR=/backups from the compose file) lands in the bind mount
+  assert.ok(await waitFor(() => readdirSync(backupsDir).some((f) => f.endsWith('.db')), 10_000, 200), 'a scheduled backup in ./backups');
+  // docker compose exec ampere ampere backup
+  const b = await run('nsenter', ['-t', String(ampere!.pid), '-m', '-n', '--', 'node', '/app/dist/cli.js', 'backup', '--json'],
+    { env: containerEnv(DOTENV), timeoutMs: 30_000 });
+  assert.equal(b.code, 0, b.stderr);
+  const backup = JSON.parse(b.stdout) as { path: string; activeBans: number };
+  assert.match(backup.path, /^\/backups\/ampere-.*\.db$/);
+  assert.ok(backup.activeBans >= 6, `backup holds the bans so far (${backup.activeBans})`);
+  // a ban made after the backup...
+  const late = atk[7];
+  await register(late, wrong(LOYALTY, 'late'));
+  assert.ok(await waitBanned(late.v4), 'banned after the backup');
+  // docker compose stop ampere; docker compose run --rm --no-deps ampere restore <file>; docker compose start ampere
+  assert.equal((await stopAmpere()).code, 0);
+  const restore = lab.spawn('restore', 'ip', ['netns', 'exec', PBX_NS, CONTAINER_RUN, ...mountArgs(), '--',
+    join(REPO, 'docker/entrypoint.sh'), 'restore', backup.path], containerEnv(DOTENV));
+  const r = await Promise.race([restore.exited, sleep(30_000).then(() => null)]);
+  assert.ok(r && r.code === 0, `restore failed: ${restore.lines.join('\n')}`);
+  assert.ok(readdirSync(dataDir).some((f) => f.startsWith('ampere.db.before-restore-')), 'the replaced database is kept');
+  startAmpere(DOTENV);
+  assert.ok(await waitLog((l) => l.msg === 'ami connected', 30_000));
+  // ...is gone with the restore, from the database and from the kernel; the older bans are back
+  assert.equal(activeBan(late.v4), undefined);
+  assert.ok(await waitUnbanned(late.v4, 5000), 'the kernel matches the restored database');
+  assert.ok(await inKernel(atk[0].v4));
+  assert.ok(activeBan(atk[0].v4));
+});
+
 e2e('after bantime the ban is gone from the kernel and the database', async () => {
   // The operator shortens bantime in .env and restarts the service.
   const dotenv = { ...DOTENV, AMPERE_BANTIME: '5s' };
@@ -463,6 +494,7 @@ e2e('after bantime the ban is gone from the kernel and the database', async () =
   startAmpere(dotenv);
   assert.ok(await waitLog((l) => l.msg === 'ami connected', 30_000));
   const a = atk[6];
+  assert.equal(await inKernel(a.v4), false);
   await register(a, wrong(LOYALTY, 'expiry'));
   const t0 = Date.now();
   assert.ok(await waitBanned(a.v4, 3000), 'banned');
