@@ -27,7 +27,7 @@ import { KEYS } from '../src/config/keys';
 import {
   REPO, execForm, healthcheckCommand, lastOp, loadCompose, parseDockerfile, pjsipAuths, service, serviceEnvironment, serviceMounts, stageEnv,
 } from './e2e/deploy-files';
-import { Lab, PBX4, PBX6, PBX_NS, PREFIX, host, run, sh, sleep, waitFor, type Host, type Proc } from './e2e/lab';
+import { Lab, PBX4, PBX6, PBX_NS, PREFIX, host, lockMachine, run, sh, sleep, waitFor, type Host, type Proc } from './e2e/lab';
 
 const ROOT = process.env.AMPERE_E2E_ROOT ?? '/var/cache/ampere-e2e/sid';
 const IN_CI = Boolean(process.env.CI) && process.env.CI !== 'false' && process.env.CI !== '0';
@@ -103,6 +103,7 @@ let asterisk: Proc | null = null;
 let ampere: Proc | null = null;
 const timings: Record<string, number> = {};
 let failed = false;
+let unlock: (() => void) | null = null;
 
 /** A test of this file: the run's logs are kept when any of them fails. */
 function e2e(name: string, fn: () => Promise<void>) {
@@ -232,6 +233,8 @@ before(async () => {
   }
   failed = true; // until set-up is through
   const t0 = Date.now();
+  unlock = await lockMachine(6 * 60_000, (pid) => process.stderr.write(`e2e: waiting for another e2e run (pid ${pid}) to finish\n`));
+  timings.lockWaitMs = Date.now() - t0;
   const stale = Lab.removeStale();
   if (stale.length) process.stderr.write(`e2e: removed namespaces left by an earlier run: ${stale.join(', ')}\n`);
   mkdirSync(join(REPO, 'test/.tmp'), { recursive: true });
@@ -245,6 +248,7 @@ before(async () => {
       if (interrupted) return;
       interrupted = true;
       lab.teardownSync();
+      unlock?.();
       try { process.stderr.write(`e2e: ${sig}: cleaned up\n`); } catch { /* runner gone */ }
       process.exit(130);
     });
@@ -280,8 +284,9 @@ before(async () => {
 });
 
 after(async () => {
-  if (!lab) return;
+  if (!lab) { unlock?.(); return; }
   const problems = await lab.teardown();
+  unlock?.();
   const mounts = readFileSync('/proc/mounts', 'utf8').split('\n').filter((l) => l.includes(ROOT) || l.includes(runDir));
   if (mounts.length) problems.push(`mounts left: ${mounts.join('; ')}`);
   process.stderr.write(`e2e timings (ms): ${JSON.stringify(timings)}\n`);

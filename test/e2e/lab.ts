@@ -8,7 +8,7 @@
  * namespaces (with their veths, iptables rules and ipsets), mount points.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { appendFileSync, createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, type WriteStream } from 'node:fs';
+import { appendFileSync, createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, writeFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 
 export const PREFIX = 'ae2e-';
@@ -17,6 +17,35 @@ export const PBX4 = '10.232.0.1';
 export const PBX6 = 'fd32::1';
 /** Mount points a run created at / (e.g. /data), listed so that a killed run's are removed by the next. */
 const MADE_DIRS_FILE = '/run/ampere-e2e-made-dirs';
+/** One e2e run at a time on a machine: the namespace names are fixed. Holds the holder's pid. */
+const LOCK_FILE = '/run/ampere-e2e.lock';
+
+/**
+ * Takes the machine-wide e2e lock, waiting up to timeoutMs for another run to finish.
+ * A lock whose process is gone is taken over. Returns the release function.
+ */
+export async function lockMachine(timeoutMs: number, onWait: (holder: number) => void = () => {}): Promise<() => void> {
+  const deadline = Date.now() + timeoutMs;
+  let told = false;
+  for (;;) {
+    try {
+      writeFileSync(LOCK_FILE, String(process.pid), { flag: 'wx' });
+      return () => {
+        try { if (readFileSync(LOCK_FILE, 'utf8') === String(process.pid)) rmSync(LOCK_FILE); } catch { /* gone */ }
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    let holder = 0;
+    try { holder = Number(readFileSync(LOCK_FILE, 'utf8')) || 0; } catch { continue; }
+    let alive = false;
+    if (holder > 0) { try { process.kill(holder, 0); alive = true; } catch { /* gone */ } }
+    if (!alive) { rmSync(LOCK_FILE, { force: true }); continue; }
+    if (Date.now() >= deadline) throw new Error(`another e2e run (pid ${holder}) still holds ${LOCK_FILE}`);
+    if (!told) { onWait(holder); told = true; }
+    await sleep(1000);
+  }
+}
 
 export interface Host { name: string; ns: string; v4: string; v6: string }
 
