@@ -97,7 +97,9 @@ restore() {
       await from.backup(target + ".restore");
       from.close();
       if (fs.existsSync(target)) {
-        const keep = target + ".before-restore-" + new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "Z");
+        const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\.(\d+)Z$/, ".$1Z");
+        let keep = target + ".before-restore-" + stamp;
+        for (let n = 2; fs.existsSync(keep); n++) keep = target + ".before-restore-" + stamp + "-" + n;
         const old = new Database(target, { fileMustExist: true });
         await old.backup(keep);
         old.close();
