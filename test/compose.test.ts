@@ -7,8 +7,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KEYS } from '../src/config/keys';
 import {
@@ -207,5 +208,42 @@ test('.dockerignore keeps secrets, databases and build output out of the context
   for (const want of ['.git', 'node_modules', 'dist', '.env*', '*.db', '*.db-wal', 'test']) assert.ok(lines.includes(want), want);
   for (const needed of ['src', 'drizzle', 'docker/entrypoint.sh', 'package.json', 'package-lock.json', 'tsconfig.json']) {
     assert.ok(!lines.includes(needed), `${needed} must stay in the context`);
+  }
+});
+
+test('the runtime stage\'s /app (dist, drizzle, package.json, node_modules pruned of dev dependencies) runs on its own', async (t) => {
+  if (!existsSync(join(REPO, 'dist/cli.js'))) { t.skip('dist/ not built (npm run build)'); return; }
+  // what the Dockerfile copies into /app, assembled in a scratch directory
+  const app = mkdtempSync(join(tmpdir(), 'ampere-image-app-'));
+  try {
+    for (const f of ['package.json', 'package-lock.json']) cpSync(join(REPO, f), join(app, f));
+    for (const d of ['dist', 'drizzle', 'node_modules']) cpSync(join(REPO, d), join(app, d), { recursive: true, verbatimSymlinks: true });
+    const prune = spawnSync('npm', ['prune', '--omit=dev', '--offline', '--no-audit', '--no-fund'], { cwd: app, encoding: 'utf8', timeout: 120_000 });
+    assert.equal(prune.status, 0, prune.stderr);
+    // dev-only packages (package-lock's "dev": true) are gone: typescript, tsx, drizzle-kit, ...
+    const lock = JSON.parse(readFileSync(join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
+    const devOnly = Object.entries(lock.packages).filter(([p, v]) => v.dev && /^node_modules\/(@[^/]+\/)?[^/]+$/.test(p)).map(([p]) => p);
+    assert.ok(devOnly.includes('node_modules/typescript'));
+    for (const p of devOnly) assert.ok(!existsSync(join(app, p)), `${p} pruned`);
+    assert.ok(existsSync(join(app, 'node_modules/better-sqlite3/build/Release/better_sqlite3.node')), 'the native addon stays');
+    // every compiled module loads with production dependencies only, and the migrations apply
+    const script = `
+      const { readdirSync } = require('fs'); const { join } = require('path');
+      const walk = (d) => readdirSync(d, { withFileTypes: true }).flatMap((e) => e.isDirectory() ? walk(join(d, e.name)) : [join(d, e.name)]);
+      for (const f of walk(join(process.cwd(), 'dist'))) if (f.endsWith('.js') && !f.endsWith('/cli.js')) require(f);
+      const { openDatabase } = require('./dist/store/open.js');
+      const db = openDatabase(join(process.cwd(), 'data', 'ampere.db'));
+      const tables = db.$client.prepare("select name from sqlite_master where type = 'table'").all().map((r) => r.name);
+      db.$client.close();
+      console.log(JSON.stringify(tables));`;
+    const r = spawnSync(process.execPath, ['-e', script], { cwd: app, encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 0, r.stderr);
+    const tables = JSON.parse(r.stdout.trim().split('\n').pop()!) as string[];
+    for (const want of ['hosts', 'bans']) assert.ok(tables.includes(want), `table ${want} after migrations`);
+    const help = spawnSync(process.execPath, ['dist/cli.js', '--help'], { cwd: app, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /\bhealth\b/);
+  } finally {
+    rmSync(app, { recursive: true, force: true });
   }
 });
