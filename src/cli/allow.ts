@@ -1,8 +1,7 @@
 import type { Config } from '../config';
 import type { AllowView } from '../control/views';
-import { allowEntries } from '../control/routes';
+import { allowEntries, networkOf } from '../control/routes';
 import { canonicalIp } from '../net/ip';
-import { parseCidr } from '../net/cidr';
 import { formatTable, formatTime, iso, printJson } from './table';
 import { askOrOffline, config, EXIT, mustAsk, note, openOffline, parse, refusal, usageError } from './common';
 
@@ -29,7 +28,7 @@ export async function allowCommand(args: string[]): Promise<number> {
   }
   if (sub !== 'add' && sub !== 'rm' && sub !== 'remove' && sub !== 'del') throw usageError(`allow: unknown subcommand "${sub}"\nusage: ampere ${USAGE}`);
   if (target === undefined) throw usageError(`allow ${sub}: give an IP address or CIDR\nusage: ampere ${USAGE}`);
-  const c = parseCidr(target);
+  const c = networkOf(target);
   if (!c) throw usageError(`allow ${sub}: ${JSON.stringify(target)} is not an IP address or CIDR`);
   if (sub === 'add') {
     const res = await mustAsk<{ cidr: string; added: boolean; unbanned: string[] }>(cfg, 'POST', '/allow', { cidr: c.text, note: values.note });

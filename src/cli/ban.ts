@@ -1,4 +1,5 @@
 import { parseDuration } from '../config/duration';
+import { parseCidr } from '../net/cidr';
 import { canonicalIp } from '../net/ip';
 import { formatSpan, formatTime, iso, printJson } from './table';
 import { config, EXIT, mustAsk, parse, refusal, usageError } from './common';
@@ -8,7 +9,7 @@ const UNBAN_USAGE = 'unban <ip> | --all [--json]';
 
 /** One host address, or a usage error saying what is wrong with it. */
 export function hostArg(command: string, text: string): string {
-  if (text.includes('/')) throw usageError(`${command}: ${JSON.stringify(text)} is a network; give one IP address`);
+  if (text.includes('/') && parseCidr(text)) throw usageError(`${command}: ${JSON.stringify(text)} is a network; give one IP address`);
   const ip = canonicalIp(text);
   if (!ip) throw usageError(`${command}: ${JSON.stringify(text)} is not a valid IP address`);
   if (ip.address === '0.0.0.0' || ip.address === '::') throw usageError(`${command}: ${ip.address} is not a host address`);

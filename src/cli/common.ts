@@ -108,9 +108,9 @@ export function runningPid(cfg: Config): number | null {
   return s.pid;
 }
 
-/** Open the database directly (no daemon running). Refuses to create one. */
-export function openOffline(cfg: Config): Store {
-  if (!existsSync(cfg.db)) throw new CliError(`no database at ${cfg.db} (and no daemon running); set AMPERE_DB or start "ampere run"`);
+/** Open the database directly (no daemon running). Refuses to create one unless `create`. */
+export function openOffline(cfg: Config, opts: { create?: boolean } = {}): Store {
+  if (!opts.create && !existsSync(cfg.db)) throw new CliError(`no database at ${cfg.db} (and no daemon running); set AMPERE_DB or start "ampere run"`);
   // Loaded here only: commands that talk to the daemon never load SQLite.
   const { Store: StoreClass } = require('../store') as typeof import('../store');
   try {

@@ -41,7 +41,7 @@ export async function importLegacyCommand(args: string[]): Promise<number> {
       const allow = new AllowList(cfg.allow);
       const ami = parseCidr(cfg.host);
       if (ami) allow.add(ami);
-      const store = openOffline(cfg);
+      const store = openOffline(cfg, { create: true });
       try {
         for (const row of store.allowList()) { const c = parseCidr(row.cidr); if (c) allow.add(c); }
         const now = Date.now();

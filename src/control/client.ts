@@ -56,7 +56,7 @@ export function controlRequest<T = Record<string, unknown>>(
     }, timeoutMs);
     req.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED' || err.code === 'ENOTSOCK') {
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED' || err.code === 'ENOTSOCK' || err.code === 'ENOTDIR') {
         reject(new ControlUnreachable(`the daemon is not running (nothing listens on ${socketPath})`, 'not-running'));
       } else if (err.code === 'EACCES' || err.code === 'EPERM') {
         reject(new ControlUnreachable(`permission denied on ${socketPath}: only root or the daemon's user may control Ampere`, 'denied'));

@@ -5,7 +5,7 @@ import type { FirewallQueue } from '../firewall';
 import { applyLegacy } from '../legacy/import';
 import type { LegacyEntry } from '../legacy';
 import type { Logger } from '../log';
-import { cidrContains, parseCidr, type AllowList } from '../net/cidr';
+import { cidrContains, parseCidr, type AllowList, type Cidr } from '../net/cidr';
 import { canonicalIp, type Family } from '../net/ip';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
@@ -33,7 +33,7 @@ const MAX_BAN_MS = 100 * 365 * 86_400_000;
 /** One host address, canonical; refuses networks, junk and the unspecified address with a clear message. */
 export function hostAddress(value: unknown): { address: string; family: Family } {
   if (typeof value !== 'string' || value.trim() === '') throw new HttpError(400, 'an IP address is required');
-  if (value.includes('/')) throw new HttpError(400, `${JSON.stringify(value)} is a network; give one IP address`);
+  if (value.includes('/') && parseCidr(value)) throw new HttpError(400, `${JSON.stringify(value)} is a network; give one IP address`);
   const ip = canonicalIp(value);
   if (!ip) throw new HttpError(400, `${JSON.stringify(value.slice(0, 80))} is not a valid IP address`);
   if (ip.address === '0.0.0.0' || ip.address === '::') throw new HttpError(400, `${ip.address} is not a host address`);
@@ -83,7 +83,7 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       if (allowedBy) {
         const fixed = d.fixedAllow.find((e) => e.cidr === allowedBy);
         const hint = !fixed ? 'remove it with "ampere allow rm" first' : fixed.source === 'config' ? 'it is in the configured allow list' : 'Ampere never bans it';
-        throw new HttpError(409, `${ip.address} is on the allow list (${allowedBy}${fixed ? `, ${fixed.source}` : ''}); ${hint}`);
+        throw new HttpError(409, `${ip.address} is on the allow list (${allowedBy}, ${fixed ? fixed.source : 'runtime'}); ${hint}`);
       }
       const t0 = performance.now();
       const res = d.decisions.ban(ip.address, ip.family, { kind: reason, service: '', account: '', failures: 0 }, Date.now(), 'manual', forMs);
@@ -113,7 +113,7 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
 
     'POST /allow': async (r) => {
       const raw = r.body.cidr;
-      const c = typeof raw === 'string' ? parseCidr(raw) : null;
+      const c = typeof raw === 'string' ? networkOf(raw) : null;
       if (!c) throw new HttpError(400, `${JSON.stringify(String(raw ?? '').slice(0, 80))} is not an IP address or CIDR`);
       if (c.bits === 0) throw new HttpError(400, `${c.text} would allow every address and turn Ampere off; give a narrower network`);
       const note = cleanText(r.body.note, 200);
@@ -134,7 +134,7 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
 
     'DELETE /allow': (r) => {
       const raw = r.query.get('cidr') ?? '';
-      const c = parseCidr(raw);
+      const c = networkOf(raw);
       if (!c) throw new HttpError(400, `${JSON.stringify(raw.slice(0, 80))} is not an IP address or CIDR`);
       const fixed = d.fixedAllow.find((e) => e.cidr === c.text);
       const removed = d.store.removeAllowed(c.text);
@@ -192,6 +192,22 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
     }
     return route(r);
   };
+}
+
+/**
+ * A network in its canonical text: the address part masked to the prefix, so 192.0.2.50/28 is
+ * stored (and removed) as 192.0.2.48/28, the way the operator will see it listed.
+ */
+export function networkOf(text: string): Cidr | null {
+  const c = parseCidr(text);
+  if (!c) return null;
+  const width = c.family === 4 ? 32 : 128;
+  if (c.bits === width) return c;
+  const hex = c.base.toString(16).padStart(width / 4, '0');
+  const addr = c.family === 4
+    ? [0, 2, 4, 6].map((i) => parseInt(hex.slice(i, i + 2), 16)).join('.')
+    : canonicalIp(hex.match(/.{4}/g)!.join(':'))!.address;
+  return parseCidr(`${addr}/${c.bits}`);
 }
 
 export function allowEntries(d: Pick<ControlDeps, 'store' | 'fixedAllow'>): AllowView[] {
