@@ -31,9 +31,7 @@ const MAX_BODY = 64 * 1024 * 1024; // an import of a large legacy database
  * (same database)? Then refuse to start. A stale socket file (nothing listens) is removed.
  */
 export async function claimSocket(path: string): Promise<void> {
-  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
-    throw new Error(`control socket path ${path} is longer than ${MAX_SOCKET_PATH} bytes: put the database in a shorter directory`);
-  }
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) return; // no socket possible there: listen() says why
   let st;
   try { st = lstatSync(path); } catch { return; }
   if (!st.isSocket()) throw new Error(`${path} exists and is not a socket: remove it (Ampere keeps its control socket there)`);
@@ -58,6 +56,9 @@ export class ControlServer {
   ) {}
 
   static async listen(path: string, handler: ControlHandler, log: Logger): Promise<ControlServer> {
+    if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
+      throw new Error(`control socket path ${path} is longer than ${MAX_SOCKET_PATH} bytes: put the database in a shorter directory`);
+    }
     const server = createServer((req, res) => void serve(req, res, handler, log));
     server.keepAliveTimeout = 1000;
     const old = process.umask(0o177);
