@@ -15,6 +15,15 @@ import { Netns, UdpSink, addAttacker, removeStaleNamespaces, skipUnlessRoot, typ
  */
 const skip = skipUnlessRoot();
 
+/** Polls until check() holds (kernel changes land a few ms after the log line). */
+async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 3000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) assert.fail(`not within ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 for (const backend of ['ipset', 'rules'] as const) {
   describe(`daemon with the ${backend} backend in a namespace`, { skip }, () => {
     let pbx: Netns;
@@ -82,7 +91,7 @@ for (const backend of ['ipset', 'rules'] as const) {
       await ami.send(amiEvent('InvalidPassword', '127.0.0.1', { Service: 'AMI' }).repeat(10));
       await d.waitFor((l) => l.msg === 'ban' && l.address === atk.v4[0]);
       await d.waitFor((l) => l.msg === 'ban' && l.address === atk.v6[0]);
-      await d.waitFor(() => true, 300).catch(() => {});
+      await eventually('both bans in the kernel', async () => (await kernelBans(4)).length === 1 && (await kernelBans(6)).length === 1);
       assert.deepEqual(await kernelBans(4), [atk.v4[0]]);
       assert.deepEqual(await kernelBans(6), [atk.v6[0]]);
       if (backend === 'ipset') {
@@ -132,11 +141,9 @@ for (const backend of ['ipset', 'rules'] as const) {
       const target = backend === 'ipset' ? '192.0.2.150' : '192.0.2.151';
       await failures(target, 3);
       await d.waitFor((l) => l.msg === 'ban' && l.address === target);
-      await d.waitFor(() => true, 300).catch(() => {});
-      assert.ok((await kernelBans(4)).includes(target));
+      await eventually('ban in the kernel', async () => (await kernelBans(4)).includes(target));
       await d.waitFor((l) => l.msg === 'unban' && l.address === target, 6_000);
-      await d.waitFor(() => true, 300).catch(() => {});
-      assert.ok(!(await kernelBans(4)).includes(target), 'gone from the kernel');
+      await eventually('gone from the kernel', async () => !(await kernelBans(4)).includes(target));
       await d.stop();
       const db = new Database(join(dir, 'ampere.db'), { readonly: true });
       const row = db.prepare('SELECT lifted_at, lift_reason FROM bans WHERE address = ? ORDER BY id DESC').get(target) as { lifted_at: number; lift_reason: string };

@@ -3,6 +3,7 @@ import { canonicalIp, type Family } from '../net/ip';
 import { ensureChain, familyTools, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
+import { IpsetShell } from './ipset-shell';
 import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
 
 /** The kernel refuses element timeouts above this (about 24.8 days). */
@@ -31,11 +32,15 @@ function hashsizeFor(n: number): number {
   return h;
 }
 
+/** Above this many lines a batch goes through `ipset restore` rather than the interactive shell. */
+const SHELL_MAX_LINES = 2000;
+
 /** Default backend: one `hash:ip` set with timeouts per family, matched by one rule in the chain. */
 export class IpsetBackend implements FirewallBackend {
   readonly name = 'ipset';
   readonly netns?: string;
   private readonly fams: FamilyTools[];
+  private readonly shell: IpsetShell | null;
 
   constructor(
     private readonly opts: FirewallOptions,
@@ -45,6 +50,7 @@ export class IpsetBackend implements FirewallBackend {
     checkChainName(opts.chain);
     this.netns = opts.netns;
     this.fams = familyTools(tools);
+    this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
     for (const f of [4, 6] as Family[]) {
       for (const name of [this.setName(f), this.tmpName(f)]) {
         if (name.length > IPSET_NAME_MAX) {
@@ -125,19 +131,22 @@ export class IpsetBackend implements FirewallBackend {
 
   async add(bans: KernelBan[], now: number): Promise<void> {
     checkBatch(bans);
-    for (const f of [4, 6] as Family[]) {
-      // -exist: adding a present address refreshes its timeout instead of failing.
-      const lines = this.addLines(this.setName(f), bans.filter((b) => b.family === f), now);
-      if (lines.length) await this.ipset(['restore', '-exist'], lines.join('\n') + '\n');
-    }
+    // -exist: adding a present address refreshes its timeout instead of failing.
+    const lines = ([4, 6] as Family[]).flatMap((f) => this.addLines(this.setName(f), bans.filter((b) => b.family === f), now));
+    await this.apply(lines);
   }
 
   async remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void> {
     checkBatch(bans);
-    for (const f of [4, 6] as Family[]) {
-      const lines = bans.filter((b) => b.family === f).map((b) => `del ${this.setName(f)} ${checkedIp(b.address, f)}`);
-      if (lines.length) await this.ipset(['restore', '-exist'], lines.join('\n') + '\n');
-    }
+    const lines = bans.map((b) => `del ${this.setName(b.family)} ${checkedIp(b.address, b.family)}`);
+    await this.apply(lines);
+  }
+
+  /** Small batches (every ban as it happens) through the live shell; big ones in one restore. */
+  private async apply(lines: string[]): Promise<void> {
+    if (lines.length === 0) return;
+    if (this.shell && lines.length <= SHELL_MAX_LINES) return this.shell.run(lines);
+    await this.ipset(['restore', '-exist'], lines.join('\n') + '\n');
   }
 
   async list(): Promise<string[]> {
@@ -155,5 +164,6 @@ export class IpsetBackend implements FirewallBackend {
 
   async shutdown(): Promise<void> {
     // Bans stay in the kernel (with their timeouts) while the daemon is down.
+    this.shell?.close();
   }
 }

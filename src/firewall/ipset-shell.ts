@@ -1,0 +1,90 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { CommandError, which } from './exec';
+
+const PROMPT = 'ipset> ';
+
+/**
+ * One long-lived `ipset -exist -` (ipset's interactive mode) that applies each line as it
+ * arrives, unlike `ipset restore`, which waits for end of input. A ban then costs a write
+ * and a netlink round trip instead of a process start (~10 ms here). ipset prints its prompt
+ * after every command and errors on stderr before that prompt, so a batch is done when its
+ * last prompt arrives; any stderr fails the batch and the shell is replaced.
+ * Only lines built from checked addresses and our own set names are ever written.
+ * Needs coreutils' stdbuf; IpsetShell.available() says whether it is there.
+ */
+export class IpsetShell {
+  private proc: ChildProcess | null = null;
+  private prompts = 0; // prompts seen (the first one comes before any command)
+  private sent = 0; // lines written
+  private waiting: { until: number; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
+  private stderr = '';
+
+  constructor(private readonly netns?: string, private readonly timeoutMs = 5_000) {}
+
+  static available(): boolean {
+    return which('stdbuf') !== null;
+  }
+
+  run(lines: string[]): Promise<void> {
+    if (lines.length === 0) return Promise.resolve();
+    const p = this.ensure();
+    this.sent += lines.length;
+    const until = this.sent + 1;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => this.fail(`ipset shell: no answer within ${this.timeoutMs} ms`), this.timeoutMs);
+      this.waiting.push({ until, resolve, reject, timer });
+      p.stdin!.write(lines.join('\n') + '\n');
+    });
+  }
+
+  close(): void {
+    const p = this.proc;
+    this.proc = null;
+    if (p) { p.stdin?.end(); p.kill(); }
+  }
+
+  private ensure(): ChildProcess {
+    if (this.proc) return this.proc;
+    // stdbuf -o0: ipset's prompt has no newline and sits in stdio's buffer when stdout is a pipe.
+    const cmd = ['stdbuf', '-o0', 'ipset', '-exist', '-'];
+    const [file, args] = this.netns ? ['ip', ['netns', 'exec', this.netns, ...cmd]] : [cmd[0], cmd.slice(1)];
+    const p = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.proc = p;
+    // The shell must not keep the process alive; a batch in flight is held by its timer.
+    p.unref();
+    for (const s of [p.stdin, p.stdout, p.stderr] as unknown as { unref?: () => void }[]) s?.unref?.();
+    this.prompts = 0;
+    this.sent = 0;
+    this.stderr = '';
+    p.stdout!.setEncoding('utf8');
+    p.stdout!.on('data', (d: string) => {
+      let i = -1;
+      while ((i = d.indexOf(PROMPT, i + 1)) >= 0) this.prompts++;
+      // Settle after stderr of the same poll round is read: ipset writes an error before the prompt.
+      setImmediate(() => this.settle(p));
+    });
+    p.stderr!.setEncoding('utf8');
+    p.stderr!.on('data', (d: string) => { this.stderr += d; if (this.proc === p) this.fail(this.stderr.trim()); });
+    p.stdin!.on('error', () => {});
+    p.on('error', (err) => { if (this.proc === p) this.fail(`ipset shell: ${err.message}`); });
+    p.on('exit', (code) => { if (this.proc === p) this.fail(`ipset shell exited (${code})${this.stderr ? `: ${this.stderr.trim()}` : ''}`); });
+    return p;
+  }
+
+  private settle(p: ChildProcess): void {
+    if (this.proc !== p) return;
+    while (this.waiting.length && this.waiting[0].until <= this.prompts) {
+      const w = this.waiting.shift()!;
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+  }
+
+  /** Everything in flight fails; the next run() starts a fresh shell. */
+  private fail(message: string): void {
+    const waiting = this.waiting.splice(0);
+    this.close();
+    const err = new CommandError('ipset -exist -', 1, message);
+    for (const w of waiting) { clearTimeout(w.timer); w.reject(err); }
+  }
+}
