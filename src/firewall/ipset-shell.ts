@@ -37,6 +37,11 @@ export class IpsetShell {
     });
   }
 
+  /** Start the shell ahead of the first ban, so that one pays no process start either. */
+  start(): void {
+    this.ensure();
+  }
+
   close(): void {
     const p = this.proc;
     this.proc = null;

@@ -96,6 +96,7 @@ export class IpsetBackend implements FirewallBackend {
     }
     // The chain's content is fixed for this backend, so rewriting it (atomically) also repairs it.
     for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
+    this.shell?.start();
   }
 
   private async setNames(): Promise<Set<string>> {
