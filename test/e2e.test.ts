@@ -325,7 +325,7 @@ e2e('the legitimate phone registers, over UDP, TCP and IPv6, and one mistyped pa
   assert.equal(await inKernel(phone.v6), false);
 });
 
-e2e(`a UDP attacker is banned by its loyalty-th (${LOYALTY}th) failure, then gets no SIP reply`, async () => {
+e2e(`a UDP attacker is banned by its loyalty-th failure (loyalty = ${LOYALTY}), then gets no SIP reply`, async () => {
   const a = atk[0];
   for (let k = 1; k <= LOYALTY; k++) {
     const [r] = await register(a, [`guess-${k}`]);
