@@ -90,6 +90,20 @@ describe('daemon against a replayed AMI stream', () => {
     assert.ok(ami.pings >= 1);
   });
 
+  test('a Pong stuck behind a flood does not drop a live connection; silence does', async () => {
+    const { ami, d } = await start({ silent: true });
+    await ami.waitForLogins(1);
+    const t0 = Date.now();
+    let i = 0;
+    while (Date.now() - t0 < 3500) { // 3.5 x the 1 s Ping timeout, events flowing all along
+      ami.send(amiEvent('ChallengeSent', `192.0.2.${(i++ % 200) + 1}`));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(ami.pings >= 1, 'a Ping went out and stayed unanswered');
+    assert.equal(d.count((l) => l.msg === 'ami disconnected'), 0, 'data flowing = alive');
+    await d.waitFor((l) => l.msg === 'ami disconnected' && /Ping/.test(String(l.reason)), 5_000);
+  });
+
   test('Asterisk not up yet: the daemon waits and connects when it appears', async () => {
     const probe = new FakeAmi();
     const port = await probe.listen();

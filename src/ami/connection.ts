@@ -37,6 +37,7 @@ export class AmiConnection extends EventEmitter {
   reconnects = 0;
   private client: amiio.Client | null = null;
   private attempt = 0;
+  private lastData = 0; // Date.now() of the last bytes received on the current connection
   private timers = new Set<NodeJS.Timeout>();
   private readonly o: Required<AmiOptions>;
 
@@ -76,6 +77,8 @@ export class AmiConnection extends EventEmitter {
     };
     client.on('socketConnected', () => {
       client.tailInput = '';
+      this.lastData = Date.now();
+      client.socket?.on('data', () => { this.lastData = Date.now(); });
       client.socket?.setKeepAlive(true, 5_000);
       client.socket?.setNoDelay(true);
     });
@@ -129,7 +132,18 @@ export class AmiConnection extends EventEmitter {
     this.later(this.o.pingIntervalMs, () => {
       if (this.client !== client || this.state !== 'connected') return;
       let answered = false;
-      const deadline = this.later(this.o.pingTimeoutMs, () => { if (!answered && this.client === client) this.lost('no answer to Ping'); });
+      // Under a flood the Pong queues behind thousands of events: bytes still arriving prove
+      // the peer alive, so the deadline only fires after pingTimeout of complete silence.
+      let deadline: NodeJS.Timeout;
+      const arm = (ms: number) => {
+        deadline = this.later(ms, () => {
+          if (answered || this.client !== client) return;
+          const quiet = Date.now() - this.lastData;
+          if (quiet < this.o.pingTimeoutMs) arm(this.o.pingTimeoutMs - quiet);
+          else this.lost('no answer to Ping');
+        });
+      };
+      arm(this.o.pingTimeoutMs);
       client.send(new amiio.Action.Ping(), (err) => {
         answered = true;
         clearTimeout(deadline);
