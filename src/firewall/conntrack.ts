@@ -13,6 +13,7 @@ export class ConntrackFlusher {
   private readonly pending = new Map<string, Family>();
   private running = 0;
   private disabled = false;
+  private found: boolean | null = null; // looked up once
   private waiters: (() => void)[] = [];
   /** Addresses processed (deleted or found without entries); for tests and status. */
   done = 0;
@@ -26,7 +27,8 @@ export class ConntrackFlusher {
 
   flush(bans: { address: string; family: Family }[]): void {
     if (this.disabled) return;
-    if (!which(this.binary)) {
+    if (this.found === null) this.found = which(this.binary) !== null;
+    if (!this.found) {
       this.disabled = true;
       this.log.warn({ binary: this.binary }, 'conntrack not found: established flows of banned hosts are not cut (install conntrack)');
       return;

@@ -124,11 +124,11 @@ export class FirewallQueue {
       const adds = [...last.values()].flatMap((v) => (v.add ? [v.add] : []));
       const removes = [...last.values()].flatMap((v) => (v.add ? [] : [v.ban]));
       if (removes.length) await this.call('remove', () => this.backend.remove(removes), removes.length);
-      if (adds.length && (await this.call('add', () => this.backend.add(adds, now ?? this.clock()), adds.length))) {
-        // Not awaited: cutting old flows must not delay the next ban.
-        this.conntrack?.flush(adds);
-      }
+      const added = adds.length > 0 && (await this.call('add', () => this.backend.add(adds, now ?? this.clock()), adds.length));
       for (const it of items) it.done();
+      // After the callers hear "applied", and off this tick: starting conntrack processes
+      // (one per address) costs milliseconds that must not delay a ban or the next batch.
+      if (added && this.conntrack) { const c = this.conntrack; setImmediate(() => c.flush(adds)); }
     }
     this.busy = false;
     for (const w of this.waiters.splice(0)) w();
