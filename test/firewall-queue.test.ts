@@ -142,6 +142,8 @@ describe('FirewallQueue (kernel, in a namespace)', { skip }, () => {
         await fw.init();
         const q = new FirewallQueue(fw, log, { conntrack: new ConntrackFlusher(log, host.name) });
         await q.add([ban(att.v4[0]), ban(att.v6[0])]);
+        // The flush starts just after the callers hear "applied" (off the ban's path).
+        await new Promise((r) => setImmediate(r));
         await q.conntrack!.idle();
         assert.equal(q.conntrack!.done, 2);
         assert.equal(await flows(att.v4[0]), 0);
