@@ -55,6 +55,16 @@ test('precedence: environment > .env > config file > defaults', () => {
   assert.equal(sources.findtime, 'default');
 });
 
+test('an empty variable counts as unset: the file or the default applies', () => {
+  const d = dir();
+  const file = join(d, 'ampere.cfg');
+  writeFileSync(file, 'loyalty = 4\n');
+  const { config, sources } = loadConfig({ AMPERE_CONFIG: file, AMPERE_ENV_FILE: join(d, 'x'), AMPERE_LOYALTY: '', AMPERE_HOST: '' }, d);
+  assert.equal(config.loyalty, 4);
+  assert.equal(sources.loyalty, 'file');
+  assert.equal(config.host, '127.0.0.1');
+});
+
 test('the default config file may be missing; an explicit one may not', () => {
   const d = dir();
   assert.doesNotThrow(() => loadConfig({ ...noFile(d) }, d));

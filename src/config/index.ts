@@ -61,8 +61,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
   const sources = {} as LoadedConfig['sources'];
   for (const key of Object.keys(KEYS) as Key[]) {
     let raw: string;
-    if (env[envName(key)] !== undefined) { raw = env[envName(key)]!; sources[key] = 'env'; }
-    else if (dotEnv[envName(key)] !== undefined) { raw = dotEnv[envName(key)]; sources[key] = '.env'; }
+    // An empty variable counts as unset (compose's `${AMPERE_X:-}` passes unset keys as empty).
+    if (env[envName(key)]) { raw = env[envName(key)]!; sources[key] = 'env'; }
+    else if (dotEnv[envName(key)]) { raw = dotEnv[envName(key)]; sources[key] = '.env'; }
     else if (fileValues[key] !== undefined) { raw = fileValues[key]; sources[key] = 'file'; }
     else { raw = KEYS[key].default; sources[key] = 'default'; }
     const result = KEYS[key].parse(raw.trim()) as { ok: unknown } | { allowed: string };
