@@ -1,3 +1,4 @@
+import { lookup } from 'node:dns/promises';
 import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
@@ -89,10 +90,16 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     ...allow.list().map((cidr) => ({ cidr, source: 'builtin' as const, addedAt: null, note: 'loopback' })).slice(0, 2),
     ...cfg.allow.map((c) => ({ cidr: c.text, source: 'config' as const, addedAt: null, note: '' })),
   ];
-  const amiHost = canonicalIp(cfg.host);
-  if (amiHost) {
-    allow.add(parseCidr(amiHost.address)!);
-    fixedAllow.push({ cidr: amiHost.address, source: 'ami-host', addedAt: null, note: 'the Asterisk host' });
+  // The Asterisk host is never banned; a name is resolved once, at start.
+  const amiHosts = canonicalIp(cfg.host)
+    ? [canonicalIp(cfg.host)!.address]
+    : await lookup(cfg.host, { all: true }).then((r) => r.map((a) => canonicalIp(a.address)?.address).filter((a): a is string => !!a), (err) => {
+      log.warn({ host: cfg.host, err: String(err) }, 'AMI host name did not resolve: not added to the allow list');
+      return [] as string[];
+    });
+  for (const address of amiHosts) {
+    allow.add(parseCidr(address)!);
+    fixedAllow.push({ cidr: address, source: 'ami-host', addedAt: null, note: `the Asterisk host${address === cfg.host ? '' : ` (${cfg.host})`}` });
   }
   for (const row of store.allowList()) { const c = parseCidr(row.cidr); if (c) allow.add(c); }
   const isExempt = (address: string, family: 4 | 6) => allow.matches(address, family) !== undefined;
