@@ -20,38 +20,54 @@ export const KNOWN_SEVERITY: Record<string, 'Error' | 'Informational'> = {
   InvalidTransport: 'Error',
 };
 
+const SECURITY_PRIVILEGE = /(^|,)security(,|$)/;
 const TRANSPORTS = new Set(['UDP', 'TCP', 'TLS', 'WS', 'WSS', 'SCTP']);
 const MAX_ACCOUNT = 255;
+
+/** A dotted quad exactly as canonicalIp() would print it: no leading zeros, each part 0-255. */
+const CANONICAL_V4 = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const PORT = /^\d{1,5}$/;
+
+/** Upper case without a new string when it already is (Asterisk always sends IPV4, UDP, ...). */
+const upper = (s: string, a: string, b: string) => (s === a || s === b ? s : s.toUpperCase());
 
 /**
  * `IPV4/UDP/10.0.0.1/5060`, `IPV6/TCP/fd99::2/5060`, `IPV4/10.0.0.1/5060` (transport left out
  * when unknown), IPv6 with or without brackets or %scope. Null when the address is not an IP.
+ * Runs for every event: an already canonical IPv4 address (what Asterisk sends) skips the
+ * general canonicalIp(), which would return it unchanged.
  */
 export function parseRemoteAddress(text: string): { address: string; family: Family; transport: string | null; port: number | null } | null {
   const parts = text.trim().split('/');
   if (parts.length < 2 || parts.length > 4) return null;
-  const fam = parts[0].toUpperCase();
+  const fam = upper(parts[0], 'IPV4', 'IPV6');
   if (fam !== 'IPV4' && fam !== 'IPV6') return null;
   let i = 1;
   let transport: string | null = null;
-  if (TRANSPORTS.has(parts[i].toUpperCase())) transport = parts[i++].toUpperCase();
-  const ip = canonicalIp(parts[i++] ?? '');
+  const t = upper(parts[1], 'UDP', 'TCP');
+  if (TRANSPORTS.has(t)) { transport = t; i++; }
+  const raw = parts[i++] ?? '';
+  const ip = CANONICAL_V4.test(raw) ? { address: raw, family: 4 as Family } : canonicalIp(raw);
   if (!ip) return null;
   let port: number | null = null;
   if (i < parts.length) {
-    port = /^\d{1,5}$/.test(parts[i]) ? Number(parts[i]) : NaN;
+    port = PORT.test(parts[i]) ? Number(parts[i]) : NaN;
     if (!(port >= 0 && port <= 65535)) return null;
     i++;
   }
   if (i !== parts.length) return null;
-  return { ...ip, transport, port };
+  return { address: ip.address, family: ip.family, transport, port };
 }
+
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/;
+// eslint-disable-next-line no-control-regex
+const CONTROL_ALL = /[\u0000-\u001f\u007f]/g;
 
 /** AccountID is the attacker's own text: drop control characters and cut it short. */
 export function sanitizeAccount(text: string | undefined): string {
   if (!text) return '';
-  // eslint-disable-next-line no-control-regex
-  const clean = text.replace(/[\u0000-\u001f\u007f]/g, '?');
+  const clean = CONTROL.test(text) ? text.replace(CONTROL_ALL, '?') : text;
   return clean.length > MAX_ACCOUNT ? clean.slice(0, MAX_ACCOUNT) : clean;
 }
 
@@ -64,7 +80,7 @@ export function toSecurityEvent(fields: Record<string, string | undefined>): Par
   if (!kind) return { ok: false, ignored: true, reason: 'no Event header' };
   const privilege = fields.privilege ?? '';
   const known = KNOWN_SEVERITY[kind];
-  if (!known && !/(^|,)security(,|$)/.test(privilege)) return { ok: false, ignored: true, reason: `not a security event: ${kind.slice(0, 40)}` };
+  if (!known && !SECURITY_PRIVILEGE.test(privilege)) return { ok: false, ignored: true, reason: `not a security event: ${kind.slice(0, 40)}` };
   const severity = fields.severity === 'Error' || fields.severity === 'Informational' ? fields.severity : known;
   if (!severity) return { ok: false, ignored: false, reason: `security event ${kind.slice(0, 40)} without a known Severity` };
   const remote = fields.remoteaddress;
@@ -75,7 +91,10 @@ export function toSecurityEvent(fields: Record<string, string | undefined>): Par
     kind,
     severity,
     service: (fields.service ?? '').slice(0, 16),
-    ...addr,
+    address: addr.address,
+    family: addr.family,
+    transport: addr.transport,
+    port: addr.port,
     account: sanitizeAccount(fields.accountid),
     sessionId: (fields.sessionid ?? '').slice(0, 128),
   };
