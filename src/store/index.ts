@@ -1,3 +1,4 @@
+import type { Statement } from 'better-sqlite3';
 import { and, desc, eq, gt, isNull, lte, or, sql } from 'drizzle-orm';
 import type { SecurityEvent } from '../events/types';
 import type { Family } from '../net/ip';
@@ -44,55 +45,78 @@ const active = (now: number) => and(isNull(bans.liftedAt), or(isNull(bans.until)
 /** The daemon's queries. Synchronous (better-sqlite3): a ban is committed before the kernel hears of it. */
 export class Store {
   readonly db: Db;
-  private readonly upsertHost;
-  private readonly insertEvent;
-  private readonly trimEvents;
+  // The two writes on the daemon's hot paths (every failure, every ban) are plain prepared
+  // statements: the SQL Drizzle generates for them, built once instead of per call.
+  private readonly upsertHost: Statement;
+  private readonly insertEvent: Statement;
+  private readonly trimEvents: Statement;
+  private readonly banHost: Statement;
+  private readonly supersedeBans: Statement;
+  private readonly insertBan: Statement;
+  private readonly recordEventsTx: (batch: { event: SecurityEvent; at: number }[]) => void;
+  private readonly recordBanTx: (b: NewBan) => { id: number; banCount: number };
 
   constructor(path: string, private readonly historyPerHost = 20) {
     this.db = openDatabase(path);
-    this.upsertHost = this.db
-      .insert(hosts)
-      .values({
-        address: sql.placeholder('address'), family: sql.placeholder('family'), firstSeen: sql.placeholder('at'),
-        lastSeen: sql.placeholder('at'), failures: 1, lastKind: sql.placeholder('kind'),
-        lastService: sql.placeholder('service'), lastAccount: sql.placeholder('account'),
-      })
-      .onConflictDoUpdate({
-        target: hosts.address,
-        set: {
-          lastSeen: sql`max(${hosts.lastSeen}, excluded.last_seen)`, failures: sql`${hosts.failures} + 1`,
-          lastKind: sql`excluded.last_kind`, lastService: sql`excluded.last_service`, lastAccount: sql`excluded.last_account`,
-        },
-      })
-      .prepare();
-    this.insertEvent = this.db
-      .insert(events)
-      .values({
-        address: sql.placeholder('address'), at: sql.placeholder('at'), kind: sql.placeholder('kind'),
-        service: sql.placeholder('service'), transport: sql.placeholder('transport'), account: sql.placeholder('account'),
-      })
-      .prepare();
+    const c = this.db.$client;
+    // One upsert per host and batch, carrying that host's failures in it (a flood from one
+    // address is one row update per batch, not one per event): the row ends as it would after
+    // one upsert per event. RETURNING failures: events are only ever inserted together with
+    // failures + 1, so a host with failures <= history cannot have more than history events,
+    // and needs no trim.
+    this.upsertHost = c.prepare(
+      `INSERT INTO hosts (address, family, first_seen, last_seen, failures, ban_count, banned, ban_until, last_kind, last_service, last_account)
+       VALUES (?, ?, ?, ?, ?, 0, 0, NULL, ?, ?, ?)
+       ON CONFLICT (address) DO UPDATE SET last_seen = max(hosts.last_seen, excluded.last_seen), failures = hosts.failures + excluded.failures,
+         last_kind = excluded.last_kind, last_service = excluded.last_service, last_account = excluded.last_account
+       RETURNING failures`,
+    ).pluck();
+    this.insertEvent = c.prepare(`INSERT INTO events (address, at, kind, service, transport, account) VALUES (?, ?, ?, ?, ?, ?)`);
     // Keep only the newest N events of one host.
-    this.trimEvents = this.db.$client.prepare(
+    this.trimEvents = c.prepare(
       `DELETE FROM events WHERE address = ? AND id <= (SELECT id FROM events WHERE address = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
     );
+    this.banHost = c.prepare(
+      `INSERT INTO hosts (address, family, first_seen, last_seen, failures, ban_count, banned, ban_until, last_kind, last_service, last_account)
+       VALUES (?, ?, ?, ?, 0, 1, 1, ?, ?, ?, ?)
+       ON CONFLICT (address) DO UPDATE SET last_seen = max(hosts.last_seen, excluded.last_seen), ban_count = hosts.ban_count + 1,
+         banned = 1, ban_until = excluded.ban_until
+       RETURNING ban_count`,
+    ).pluck();
+    this.supersedeBans = c.prepare(`UPDATE bans SET lifted_at = ?, lift_reason = 'superseded' WHERE address = ? AND lifted_at IS NULL`);
+    this.insertBan = c.prepare(
+      `INSERT INTO bans (address, family, started_at, until, reason_kind, reason_service, reason_account, failures, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+    ).pluck();
+    this.recordEventsTx = c.transaction((batch: { event: SecurityEvent; at: number }[]) => {
+      const keep = this.historyPerHost;
+      // Per host, in order of first appearance (new rows get their rowids in that order).
+      const perHost = new Map<string, { e: SecurityEvent; first: number; last: number; n: number }>();
+      for (const { event: e, at } of batch) {
+        const h = perHost.get(e.address);
+        if (h) { h.e = e; h.last = Math.max(h.last, at); h.n++; } else perHost.set(e.address, { e, first: at, last: at, n: 1 });
+      }
+      const trim: string[] = [];
+      for (const [address, h] of perHost) {
+        const failures = this.upsertHost.get(address, h.e.family, h.first, h.last, h.n, h.e.kind, h.e.service, h.e.account) as number;
+        if (keep > 0 && failures > keep) trim.push(address);
+      }
+      if (keep > 0) {
+        for (const { event: e, at } of batch) this.insertEvent.run(e.address, at, e.kind, e.service, e.transport, e.account);
+        for (const address of trim) this.trimEvents.run(address, address, keep);
+      }
+    });
+    this.recordBanTx = c.transaction((b: NewBan) => {
+      const banCount = this.banHost.get(b.address, b.family, b.now, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount) as number;
+      this.supersedeBans.run(b.now, b.address);
+      const id = this.insertBan.get(b.address, b.family, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount, b.failures, b.source) as number;
+      return { id, banCount };
+    });
   }
 
   /** Offending events, written in one transaction per batch (the daemon batches them). */
   recordEvents(batch: { event: SecurityEvent; at: number }[]): void {
     if (batch.length === 0) return;
-    this.db.$client.transaction(() => {
-      const touched = new Map<string, number>();
-      for (const { event: e, at } of batch) {
-        const row = { address: e.address, family: e.family, at, kind: e.kind, service: e.service, account: e.account, transport: e.transport };
-        this.upsertHost.run(row);
-        if (this.historyPerHost > 0) this.insertEvent.run(row);
-        touched.set(e.address, (touched.get(e.address) ?? 0) + 1);
-      }
-      if (this.historyPerHost > 0) {
-        for (const address of touched.keys()) this.trimEvents.run(address, address, this.historyPerHost);
-      }
-    })();
+    this.recordEventsTx(batch);
   }
 
   /** How many bans this host had before (for escalating ban times). */
@@ -103,20 +127,7 @@ export class Store {
 
   /** Record a ban atomically: host row, the ban row, and any earlier active ban superseded. Returns the host's ban count. */
   recordBan(b: NewBan): { id: number; banCount: number } {
-    return this.db.transaction((tx) => {
-      tx.insert(hosts)
-        .values({ address: b.address, family: b.family, firstSeen: b.now, lastSeen: b.now, failures: 0, banCount: 1, banned: true, banUntil: b.until, lastKind: b.reasonKind, lastService: b.reasonService, lastAccount: b.reasonAccount })
-        .onConflictDoUpdate({ target: hosts.address, set: { banCount: sql`${hosts.banCount} + 1`, banned: true, banUntil: b.until, lastSeen: sql`max(${hosts.lastSeen}, ${b.now})` } })
-        .run();
-      tx.update(bans).set({ liftedAt: b.now, liftReason: 'superseded' }).where(and(eq(bans.address, b.address), isNull(bans.liftedAt))).run();
-      const row = tx
-        .insert(bans)
-        .values({ address: b.address, family: b.family, startedAt: b.now, until: b.until, reasonKind: b.reasonKind, reasonService: b.reasonService, reasonAccount: b.reasonAccount, failures: b.failures, source: b.source })
-        .returning({ id: bans.id })
-        .get();
-      const host = tx.select({ n: hosts.banCount }).from(hosts).where(eq(hosts.address, b.address)).get();
-      return { id: row.id, banCount: host!.n };
-    });
+    return this.recordBanTx(b);
   }
 
   activeBans(now: number): ActiveBan[] {
