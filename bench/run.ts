@@ -1,0 +1,88 @@
+/**
+ * Ampere's benchmarks: `npm run bench` (all, writes BENCHMARKS.md), `npm run bench -- --quick`
+ * (reduced, under a minute, prints only). Options:
+ *   --quick            reduced sizes and runs
+ *   --only=a,b         run only these sections (reaction, attempts, restore, packets, throughput, memory)
+ *   --out=FILE         write the report there (default: BENCHMARKS.md for a full run, nothing for --quick)
+ *   --profile=DIR      run the daemons with node --cpu-prof into DIR and log where their time went
+ * Needs root (network namespaces, iptables, ipset), gcc, and the repository's node_modules.
+ */
+import { execFileSync } from 'node:child_process';
+import { cpus, totalmem, release } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { build, ROOT } from './lib/build';
+import { table, type Row } from './lib/report';
+import { installCleanup } from './lib/sys';
+import type { Ctx, Section } from './sections/common';
+import { reactionSection } from './sections/reaction';
+import { attemptsSection } from './sections/attempts';
+import { restoreSection } from './sections/restore';
+import { packetsSection } from './sections/packets';
+import { throughputSection } from './sections/throughput';
+import { memorySection } from './sections/memory';
+import { stagesSection } from './sections/stages';
+
+const SECTIONS: [string, Section][] = [
+  ['reaction', reactionSection],
+  ['attempts', attemptsSection],
+  ['restore', restoreSection],
+  ['packets', packetsSection],
+  ['throughput', throughputSection],
+  ['stages', stagesSection],
+  ['memory', memorySection],
+];
+
+function arg(name: string): string | undefined {
+  const a = process.argv.slice(2).find((x) => x === `--${name}` || x.startsWith(`--${name}=`));
+  if (a === undefined) return undefined;
+  return a.includes('=') ? a.slice(a.indexOf('=') + 1) : '';
+}
+
+function sh(cmd: string, args: string[]): string {
+  try { return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { return '?'; }
+}
+
+async function main(): Promise<number> {
+  const quick = arg('quick') !== undefined;
+  const only = arg('only')?.split(',').filter(Boolean);
+  const out = arg('out') ?? (quick || only ? undefined : join(ROOT, 'BENCHMARKS.md'));
+  if (process.getuid?.() !== 0) {
+    console.error('bench: needs root (network namespaces, iptables, ipset)');
+    return 1;
+  }
+  installCleanup();
+  const t0 = performance.now();
+  const log = (s: string) => process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${s}\n`);
+  await build(log);
+  const profileDir = arg('profile') || undefined;
+  if (profileDir) mkdirSync(profileDir, { recursive: true });
+  const ctx: Ctx = { quick, log, profileDir: profileDir && resolve(profileDir) };
+  const rows: Row[] = [];
+  for (const [name, fn] of SECTIONS) {
+    if (only && !only.includes(name)) continue;
+    log(`${name}...`);
+    rows.push(...(await fn(ctx)));
+  }
+  const md = table(rows);
+  console.log(md);
+  const seconds = Math.round((performance.now() - t0) / 1000);
+  log(`done in ${seconds} s`);
+  if (out !== undefined && out !== '') {
+    const head = [
+      '# Benchmarks',
+      '',
+      `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${Math.round(totalmem() / 2 ** 30)} GB, Linux ${release()}, Node ${process.version}, ${sh('iptables', ['-V'])}, ${sh('ipset', ['-v']).split('\n')[0]}.`,
+      `Date: ${new Date().toISOString()}. Command: \`npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}\` (${seconds} s). Code: ${sh('git', ['-C', ROOT, 'describe', '--always', '--dirty'])}.`,
+      '',
+    ];
+    writeFileSync(out, head.join('\n') + md + '\n');
+    log(`wrote ${out}`);
+  }
+  return 0;
+}
+
+main().then((code) => process.exit(code), (err) => {
+  process.stderr.write(`bench: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
