@@ -25,6 +25,18 @@ interface Entry {
   last: number;
 }
 
+/**
+ * The lists are replaced, never grown in place: a list holds at most loyalty-1 (or
+ * challengeFactor x loyalty - 1) times, and an array grown by push() reserves room for 17
+ * more, which for 200,000 tracked hosts is ~30 MB of empty slots. The unused list of an
+ * entry is this shared, frozen empty one.
+ */
+const EMPTY: number[] = Object.freeze([]) as unknown as number[];
+
+function appended(times: number[], t: number): number[] {
+  return times.length === 0 ? [t] : times.concat(t);
+}
+
 const NONE: Verdict = { action: 'none' };
 const EXEMPT: Verdict = { action: 'exempt' };
 
@@ -37,6 +49,7 @@ const EXEMPT: Verdict = { action: 'exempt' };
 export class PenaltyTable {
   private readonly hosts = new Map<string, Entry>(); // insertion order = least recently seen first
   private readonly challengeLimit: number;
+  private cursor: IterableIterator<string> | null = null; // see evictOldest()
 
   constructor(private readonly opts: ScoringOptions) {
     this.challengeLimit = opts.loyalty * (opts.challengeFactor ?? 5);
@@ -57,20 +70,37 @@ export class PenaltyTable {
       this.hosts.delete(address); // re-inserted below: most recent last
     } else {
       if (this.opts.isExempt?.(address, event.family)) return EXEMPT;
-      entry = { fails: [], challenges: [], last: now };
-      while (this.hosts.size >= this.opts.maxHosts) this.hosts.delete(this.hosts.keys().next().value!);
+      entry = { fails: EMPTY, challenges: EMPTY, last: now };
+      while (this.hosts.size >= this.opts.maxHosts) this.evictOldest();
     }
     entry.last = now;
-    const list = isFailure ? entry.fails : entry.challenges;
-    list.push(now);
+    if (isFailure) entry.fails = appended(entry.fails, now);
+    else entry.challenges = appended(entry.challenges, now);
     const since = now - this.opts.findtimeMs;
-    trimBefore(entry.fails, since);
-    trimBefore(entry.challenges, since);
+    entry.fails = trimBefore(entry.fails, since);
+    entry.challenges = trimBefore(entry.challenges, since);
     if (entry.fails.length >= this.opts.loyalty || entry.challenges.length >= this.challengeLimit) {
       return { action: 'ban', failures: entry.fails.length, challenges: entry.challenges.length, event };
     }
     this.hosts.set(address, entry);
     return NONE;
+  }
+
+  /**
+   * Drop the least recently seen host. A Map keeps deleted entries as holes until it is
+   * rehashed, and a fresh keys() iterator walks over all of them: with a full table under a
+   * flood of new sources each eviction cost O(holes) (2/3 of the daemon's time at 1M
+   * sources). One iterator kept across calls walks over each hole once. Everything before
+   * its position has been deleted, and new or touched entries go to the end, so its next
+   * key is always the oldest; once done it is replaced (a finished iterator stays done).
+   */
+  private evictOldest(): void {
+    let next = this.cursor?.next();
+    if (!next || next.done) {
+      this.cursor = this.hosts.keys();
+      next = this.cursor.next();
+    }
+    if (!next.done) this.hosts.delete(next.value);
   }
 
   /** Forget a host (it was banned, unbanned by hand, or allowed). */
@@ -101,8 +131,9 @@ export class PenaltyTable {
   }
 }
 
-function trimBefore(times: number[], since: number): void {
+/** The times from `since` on (the same array when none is older). */
+function trimBefore(times: number[], since: number): number[] {
   let n = 0;
   while (n < times.length && times[n] < since) n++;
-  if (n > 0) times.splice(0, n);
+  return n === 0 ? times : n === times.length ? EMPTY : times.slice(n);
 }
