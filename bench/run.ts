@@ -12,6 +12,7 @@ import { cpus, totalmem, release } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { build, ROOT } from './lib/build';
+import { findings, METHOD, targets } from './lib/notes';
 import { table, type Row } from './lib/report';
 import { installCleanup } from './lib/sys';
 import type { Ctx, Section } from './sections/common';
@@ -62,7 +63,13 @@ async function main(): Promise<number> {
   for (const [name, fn] of SECTIONS) {
     if (only && !only.includes(name)) continue;
     log(`${name}...`);
-    rows.push(...(await fn(ctx)));
+    try {
+      rows.push(...(await fn(ctx)));
+    } catch (err) {
+      // One broken section must not cost the others' figures.
+      log(`${name} FAILED: ${err instanceof Error ? err.stack : String(err)}`);
+      rows.push({ section: name, measure: `**failed**: ${String(err instanceof Error ? err.message : err).split('\n')[0].slice(0, 200)}`, variant: '', value: NaN, unit: '', runs: 0, text: '–' });
+    }
   }
   const md = table(rows);
   console.log(md);
@@ -72,11 +79,13 @@ async function main(): Promise<number> {
     const head = [
       '# Benchmarks',
       '',
+      'Ampere against the way the original Ampere worked (one iptables process and one rule per host), measured side by side. Regenerate with `npm run bench` (about 10 minutes, root); `npm run bench -- --quick` runs a reduced version in under a minute.',
+      '',
       `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${Math.round(totalmem() / 2 ** 30)} GB, Linux ${release()}, Node ${process.version}, ${sh('iptables', ['-V'])}, ${sh('ipset', ['-v']).split('\n')[0]}.`,
-      `Date: ${new Date().toISOString()}. Command: \`npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}\` (${seconds} s). Code: ${sh('git', ['-C', ROOT, 'describe', '--always', '--dirty'])}.`,
+      `Date: ${new Date().toISOString()}. Command: \`npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}\` (${seconds} s). Code: ${sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}${sh('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src']) ? ' with uncommitted changes in src/' : ''}.`,
       '',
     ];
-    writeFileSync(out, head.join('\n') + md + '\n');
+    writeFileSync(out, [head.join('\n') + md, targets(rows), findings(rows), METHOD].join('\n\n'));
     log(`wrote ${out}`);
   }
   return 0;

@@ -11,7 +11,7 @@ export interface Ctx {
 
 /** node arguments for a daemon: a CPU profile per process when profiling. */
 export function profArgs(ctx: Ctx, tag: string): string[] {
-  return ctx.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}`, `--cpu-prof-name=${tag}-${Date.now()}.cpuprofile`] : [];
+  return ctx.profileDir ? ['--cpu-prof', '--cpu-prof-interval=200', `--cpu-prof-dir=${ctx.profileDir}`, `--cpu-prof-name=${tag}-${Date.now()}.cpuprofile`] : [];
 }
 
 /** Logs the summary of the profiles written since `since` (ms epoch) whose name starts with tag. */

@@ -12,15 +12,37 @@
  */
 import { Prober } from '../lib/procs';
 import { median, percentile, spread, type Row } from '../lib/report';
-import { sleep, spoofed } from '../lib/sys';
-import { startRunning, type Backend, type Ctx } from './common';
+import { readdirSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { sleep, spoofed, tempDir } from '../lib/sys';
+import { logProfiles, profArgs, startRunning, type Backend, type Ctx } from './common';
 
 const LOYALTY = 3;
 
-interface RunResult { backend: Backend; reaction: number[]; decided: number[]; failed: number }
+/** A daemon configuration measured: the backend, and whether conntrack cleanup runs. */
+interface Variant { name: string; backend: Backend; conntrack: boolean; share: number }
+const VARIANTS: Variant[] = [
+  { name: 'ipset', backend: 'ipset', conntrack: true, share: 1 },
+  { name: 'rules', backend: 'rules', conntrack: true, share: 1 },
+  // Diagnosis: the same daemon with conntrack not on its PATH (it then skips the cleanup).
+  { name: 'ipset, conntrack cleanup off', backend: 'ipset', conntrack: false, share: 0.35 },
+];
 
-async function oneRun(ctx: Ctx, backend: Backend, bans: number, base: number): Promise<RunResult> {
-  const r = await startRunning({ backend, env: { AMPERE_LOYALTY: String(LOYALTY) } });
+interface RunResult { variant: string; reaction: number[]; decided: number[]; failed: number }
+
+/** A PATH with the firewall tools but without conntrack. */
+function pathWithoutConntrack(): string {
+  const dir = tempDir('noconntrack');
+  for (const f of readdirSync('/usr/sbin')) {
+    if (/^(ipset|iptables|ip6tables|xtables)/.test(f)) symlinkSync(`/usr/sbin/${f}`, join(dir, f));
+  }
+  return `${dir}:/usr/local/bin:/usr/bin:/bin`;
+}
+
+async function oneRun(ctx: Ctx, v: Variant, bans: number, base: number, noConntrackPath: string): Promise<RunResult> {
+  const tag = `reaction-${v.backend}${v.conntrack ? '' : '-noconntrack'}`;
+  const env: Record<string, string> = { AMPERE_LOYALTY: String(LOYALTY), ...(v.conntrack ? {} : { PATH: noConntrackPath }) };
+  const r = await startRunning({ backend: v.backend, env, nodeArgs: profArgs(ctx, tag) });
   const prober = Prober.start(r.lab.pbx, r.lab.atk, r.lab.pbx4, r.lab.pbx6, 5070, 50);
   const reaction: number[] = [];
   const decided: number[] = [];
@@ -48,49 +70,45 @@ async function oneRun(ctx: Ctx, backend: Backend, bans: number, base: number): P
     off();
     await prober.stop();
     await r.close();
+    logProfiles(ctx, tag);
   }
-  ctx.log(`  reaction ${backend}: ${bans} bans, p50 ${percentile(reaction, 50).toFixed(2)} ms, p99 ${percentile(reaction, 99).toFixed(2)} ms, max ${Math.max(...reaction).toFixed(2)} ms${failed ? `, ${failed} never effective` : ''}`);
-  return { backend, reaction, decided, failed };
+  ctx.log(`  reaction ${v.name}: ${bans} bans, p50 ${percentile(reaction, 50).toFixed(2)} ms, p99 ${percentile(reaction, 99).toFixed(2)} ms, max ${Math.max(...reaction).toFixed(2)} ms${failed ? `, ${failed} never effective` : ''}`);
+  return { variant: v.name, reaction, decided, failed };
 }
 
 export async function reactionSection(ctx: Ctx): Promise<Row[]> {
   const runs = ctx.quick ? 1 : 3;
-  const perRun = ctx.quick ? 40 : 400;
-  const backends: Backend[] = ['ipset', 'rules'];
+  const perRun = ctx.quick ? 20 : 350;
   const results: RunResult[] = [];
+  const noConntrackPath = pathWithoutConntrack();
   let base = 0;
   for (let run = 0; run < runs; run++) {
-    // Alternate the order so neither backend always runs on a warmer (or busier) machine.
-    for (const b of run % 2 ? [...backends].reverse() : backends) {
-      results.push(await oneRun(ctx, b, perRun, base));
-      base += perRun;
+    // Rotate the order so no variant always runs on a warmer (or busier) machine.
+    for (let k = 0; k < VARIANTS.length; k++) {
+      const v = VARIANTS[(k + run) % VARIANTS.length];
+      const n = Math.ceil(perRun * v.share);
+      results.push(await oneRun(ctx, v, n, base, noConntrackPath));
+      base += n;
     }
   }
   const rows: Row[] = [];
-  const per: Record<string, { p50: number; p99: number }> = {};
-  for (const b of backends) {
-    const mine = results.filter((x) => x.backend === b);
+  const sec = '1 Reaction';
+  for (const v of VARIANTS) {
+    const mine = results.filter((x) => x.variant === v.name);
     const all = mine.flatMap((x) => x.reaction);
-    const p50s = mine.map((x) => percentile(x.reaction, 50));
-    const p99s = mine.map((x) => percentile(x.reaction, 99));
     const failed = mine.reduce((n, x) => n + x.failed, 0);
-    per[b] = { p50: percentile(all, 50), p99: percentile(all, 99) };
-    const how = `daemon process, ${all.length} bans${failed ? ` (+${failed} never effective)` : ''}, pooled; spread = per-run`;
-    rows.push({ section: '1 Reaction', measure: 'event written → first packet dropped, p50', variant: b, value: per[b].p50, unit: 'ms', spread: spread(p50s), runs: mine.length, how });
-    rows.push({
-      section: '1 Reaction', measure: 'event written → first packet dropped, p99', variant: b, value: per[b].p99, unit: 'ms', spread: spread(p99s), runs: mine.length, how,
-      ...(b === 'ipset' ? { target: '≤ 5 ms', met: per[b].p99 <= 5 && failed === 0 } : {}),
-    });
-    const dec = mine.flatMap((x) => x.decided);
-    rows.push({ section: '1 Reaction', measure: 'event written → daemon logged "ban", p50', variant: b, value: percentile(dec, 50), unit: 'ms', spread: spread(mine.map((x) => percentile(x.decided, 50))), runs: mine.length, how: 'seen on the daemon\'s stdout: decision without the kernel' });
+    const p50 = percentile(all, 50);
+    const p99 = percentile(all, 99);
+    const how = `daemon process; ${all.length.toLocaleString('en-US')} bans${failed ? ` (+${failed} never effective)` : ''}, pooled; spread: per run`;
+    const target = v.name === 'ipset' ? { target: '≤ 5 ms', met: p99 <= 5 && failed === 0 } : {};
+    rows.push({ section: sec, measure: 'deciding event written → first packet dropped, p50', variant: v.name, value: p50, unit: 'ms', spread: spread(mine.map((x) => percentile(x.reaction, 50))), runs: mine.length, how });
+    rows.push({ section: sec, measure: 'deciding event written → first packet dropped, p99', variant: v.name, value: p99, unit: 'ms', spread: spread(mine.map((x) => percentile(x.reaction, 99))), runs: mine.length, how, ...target });
   }
-  // Ratio in the same runs: rules over ipset, per run pair.
-  const ratios: number[] = [];
-  for (let k = 0; k + 1 < results.length; k += 2) {
-    const ip = results.slice(k, k + 2).find((x) => x.backend === 'ipset')!;
-    const ru = results.slice(k, k + 2).find((x) => x.backend === 'rules')!;
-    ratios.push(percentile(ru.reaction, 50) / percentile(ip.reaction, 50));
-  }
-  rows.push({ section: '1 Reaction', measure: 'p50 ratio rules / ipset', variant: 'same run', value: median(ratios), unit: '×', spread: spread(ratios), runs: ratios.length });
+  // Ratios within each run: rules and "conntrack off" against the default.
+  const byRun = (name: string) => results.filter((x) => x.variant === name);
+  const ip = byRun('ipset');
+  const ratio = (name: string) => byRun(name).map((x, i) => percentile(x.reaction, 50) / percentile(ip[i].reaction, 50));
+  const rr = ratio('rules');
+  rows.push({ section: sec, measure: 'p50 ratio rules / ipset', variant: 'same run', value: median(rr), unit: '×', spread: spread(rr), runs: rr.length });
   return rows;
 }
