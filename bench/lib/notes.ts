@@ -43,7 +43,7 @@ taken between measurements of the same run, because the machine is shared and it
    pbx, then the stand-in writes the deciding failure to the AMI socket (time T0). The ban is
    effective at the first datagram that is dropped with all after it (100 in a row and 5 ms):
    the figure is that datagram's send time − T0, an upper bound within one probe interval
-   (~0.1 ms in practice). Bans are 20-40 ms apart, so each is measured alone; clustered bans
+   (~0.1 ms in practice). Bans are 15-30 ms apart (after the previous one took effect), so each is measured alone; clustered bans
    are section 2. Every 10th source is IPv6. "conntrack cleanup off" is the same daemon with
    conntrack left out of its PATH, a diagnosis (see findings).
 2. **Attempts admitted**: netprobe brute clients (real sockets, own addresses, 1 or 12 at
@@ -103,6 +103,13 @@ export function findings(rows: Row[]): string {
   and the children's CPU at 5,000 events/s). Fix belongs in src/firewall/conntrack.ts (not this
   issue's files): start the deletions from a small long-lived helper process (e.g. a shell loop
   reading addresses on stdin) so the daemon never forks per ban, or batch them.
+- **WAL checkpoints land on bans.** SQLite copies its write-ahead log into the database (with
+  an fsync, ~10 ms here) inside whichever commit takes the log past 1,000 pages, about every 65
+  bans. With strace on the daemon, the biggest reaction outliers left with the conntrack
+  cleanup off coincided with these checkpoints. Fix outside this issue's files (store/open.ts):
+  \`wal_autocheckpoint\` off and PASSIVE checkpoints from a timer, better from a second
+  connection in a worker thread, so no ban's commit pays for one. What remains of the tail is
+  the shared two-core machine (other processes, GC pauses of 1-4 ms).
 - **Events per second are bounded by ami-io.** In-process, ami-io's splitter and parser alone
   manage ${v(rows, '5', 'ami-io')} on one core; everything of ours after it together costs less
   than half of that (parse ${v(rows, '5', 'parse (toSecurityEvent)')}, scoring

@@ -42,7 +42,7 @@ function bans(n: number): KernelBan[] {
 
 export async function packetsSection(ctx: Ctx): Promise<Row[]> {
   // Short bursts in many rotations: the machine is shared, and its load drifts over seconds.
-  const runs = ctx.quick ? 2 : 9;
+  const runs = ctx.quick ? 2 : 7;
   const seconds = ctx.quick ? 0.2 : 0.4;
   const sizes = ctx.quick ? [0, 10_000] : [0, 10_000, 100_000];
   const log = createLogger('silent');

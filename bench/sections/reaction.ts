@@ -8,7 +8,7 @@
  * longer arrives when none after it arrives either (100 in a row and 5 ms). So the figure is
  * an upper bound, at most one probe interval (0.05 ms) above the true value.
  * Per ban: loyalty-1 failures first, then the probe starts, then the deciding failure; then a
- * pause of 20-40 ms, so each ban is measured alone (clustered bans: section 2).
+ * pause of 15-30 ms, so each ban is measured alone (clustered bans: section 2).
  */
 import { Prober } from '../lib/procs';
 import { median, percentile, spread, type Row } from '../lib/report';
@@ -64,7 +64,7 @@ async function oneRun(ctx: Ctx, v: Variant, bans: number, base: number, noConntr
       banSeen.delete(src);
       // Isolated bans: let the previous one's follow-up work (conntrack, history flush) pass,
       // at a random phase to the daemon's timers. Clustered bans are measured in section 2.
-      await sleep(20 + Math.random() * 20);
+      await sleep(15 + Math.random() * 15);
     }
   } finally {
     off();
@@ -78,7 +78,7 @@ async function oneRun(ctx: Ctx, v: Variant, bans: number, base: number, noConntr
 
 export async function reactionSection(ctx: Ctx): Promise<Row[]> {
   const runs = ctx.quick ? 1 : 3;
-  const perRun = ctx.quick ? 20 : 350;
+  const perRun = ctx.quick ? 20 : 340;
   const results: RunResult[] = [];
   const noConntrackPath = pathWithoutConntrack();
   let base = 0;

@@ -143,7 +143,7 @@ function extrapolate(calls: number[], N: number): { a: number; b: number; total:
 export async function restoreSection(ctx: Ctx): Promise<Row[]> {
   const sizes: { n: number; runs: Record<Backend, number> }[] = ctx.quick
     ? [{ n: 1000, runs: { ipset: 1, rules: 1 } }, { n: 10_000, runs: { ipset: 1, rules: 0 } }]
-    : [{ n: 1000, runs: { ipset: 5, rules: 5 } }, { n: 10_000, runs: { ipset: 5, rules: 3 } }, { n: 100_000, runs: { ipset: 5, rules: 3 } }];
+    : [{ n: 1000, runs: { ipset: 3, rules: 3 } }, { n: 10_000, runs: { ipset: 3, rules: 3 } }, { n: 100_000, runs: { ipset: 3, rules: 3 } }];
   const dbDir = tempDir('restore-db');
   const rows: Row[] = [];
   const ipset1k: number[] = [];

@@ -118,8 +118,8 @@ async function steady(stream: Stream, rate: number, seconds: number): Promise<St
 export async function throughputSection(ctx: Ctx): Promise<Row[]> {
   const runs = ctx.quick ? 1 : 3;
   const events = ctx.quick ? 100_000 : 400_000;
-  const satSeconds = ctx.quick ? 3 : 8;
-  const seconds = ctx.quick ? 2 : 6;
+  const satSeconds = ctx.quick ? 3 : 6;
+  const seconds = ctx.quick ? 2 : 5;
   const dir = tempDir('stream');
   const rows: Row[] = [];
   try {
