@@ -83,9 +83,8 @@ async function main(): Promise<number> {
       '',
       `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${Math.round(totalmem() / 2 ** 30)} GB, Linux ${release()}, Node ${process.version}, ${sh('iptables', ['-V'])}, ${sh('ipset', ['-v']).split('\n')[0]}.`,
       `Date: ${new Date().toISOString()}. Command: \`npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}\` (${seconds} s). Code: ${sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}${sh('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src']) ? ' with uncommitted changes in src/' : ''}.`,
-      '',
     ];
-    writeFileSync(out, [head.join('\n') + md, targets(rows), findings(rows), METHOD].join('\n\n'));
+    writeFileSync(out, [head.join('\n'), md, targets(rows), findings(rows), METHOD].join('\n\n'));
     log(`wrote ${out}`);
   }
   return 0;
