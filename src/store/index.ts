@@ -53,6 +53,7 @@ export class Store {
   private readonly banHost: Statement;
   private readonly supersedeBans: Statement;
   private readonly insertBan: Statement;
+  private readonly selectBanCount: Statement;
   private readonly recordEventsTx: (batch: { event: SecurityEvent; at: number }[]) => void;
   private readonly recordBanTx: (b: NewBan) => { id: number; banCount: number };
 
@@ -87,6 +88,8 @@ export class Store {
     this.insertBan = c.prepare(
       `INSERT INTO bans (address, family, started_at, until, reason_kind, reason_service, reason_account, failures, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
     ).pluck();
+    // Asked on every ban (escalation): built by Drizzle per call it was half of the ban's path.
+    this.selectBanCount = c.prepare(`SELECT ban_count FROM hosts WHERE address = ?`).pluck();
     this.recordEventsTx = c.transaction((batch: { event: SecurityEvent; at: number }[]) => {
       const keep = this.historyPerHost;
       // Per host, in order of first appearance (new rows get their rowids in that order).
@@ -121,8 +124,7 @@ export class Store {
 
   /** How many bans this host had before (for escalating ban times). */
   banCount(address: string): number {
-    const row = this.db.select({ n: hosts.banCount }).from(hosts).where(eq(hosts.address, address)).get();
-    return row?.n ?? 0;
+    return (this.selectBanCount.get(address) as number | undefined) ?? 0;
   }
 
   /** Record a ban atomically: host row, the ban row, and any earlier active ban superseded. Returns the host's ban count. */
