@@ -1,5 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
+import { parseAmiBlock } from '../../src/events/wire';
 
 export interface FakeAmiOptions {
   user?: string;
@@ -52,11 +53,7 @@ export class FakeAmi {
       while ((i = buf.indexOf('\r\n\r\n')) >= 0) {
         const block = buf.slice(0, i);
         buf = buf.slice(i + 4);
-        const f: Record<string, string> = {};
-        for (const line of block.split('\r\n')) {
-          const c = line.indexOf(':');
-          if (c > 0) f[line.slice(0, c).toLowerCase()] = line.slice(c + 1).trim();
-        }
+        const f = parseAmiBlock(block);
         const id = f.actionid ?? '';
         if (f.action?.toLowerCase() === 'login') {
           const ok = !this.opts.rejectLogin && f.username === this.opts.user && f.secret === this.opts.secret;
