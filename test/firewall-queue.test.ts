@@ -128,27 +128,36 @@ describe('FirewallQueue (kernel, in a namespace)', { skip }, () => {
   test('conntrack entries of a new ban are deleted after it is applied', () =>
     withNetns(async (host) => {
       const att = await addAttacker(host);
+      let q: FirewallQueue | undefined;
       try {
         // Any conntrack-using rule makes this namespace track flows, as on a real PBX.
         await host.must('iptables-nft', ['-w', '-A', 'INPUT', '-m', 'conntrack', '--ctstate', 'ESTABLISHED', '-j', 'ACCEPT']);
         await host.must('ip6tables-nft', ['-w', '-A', 'INPUT', '-m', 'conntrack', '--ctstate', 'ESTABLISHED', '-j', 'ACCEPT']);
         const sink = await UdpSink.start(host);
-        for (const [a, to] of [[att.v4[0], att.hostV4], [att.v6[0], att.hostV6]]) assert.ok(await sink.reaches(att.ns, a, to));
+        // [0] of each family is banned below, [1] is not.
+        for (const [a, to] of [[att.v4[0], att.hostV4], [att.v6[0], att.hostV6], [att.v4[1], att.hostV4], [att.v6[1], att.hostV6]]) {
+          assert.ok(await sink.reaches(att.ns, a, to));
+        }
         const flows = async (a: string) => (await host.exec('conntrack', ['-L', '-f', a.includes(':') ? 'ipv6' : 'ipv4', '-s', a])).stdout.trim().split('\n').filter(Boolean).length;
         assert.equal(await flows(att.v4[0]), 1);
         assert.equal(await flows(att.v6[0]), 1);
         const { log } = captureLog();
         const fw = await createFirewall('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: host.name }, log);
         await fw.init();
-        const q = new FirewallQueue(fw, log, { conntrack: new ConntrackFlusher(log, host.name) });
+        q = new FirewallQueue(fw, log, { conntrack: new ConntrackFlusher(log, host.name) });
         await q.add([ban(att.v4[0]), ban(att.v6[0])]);
         // The flush starts just after the callers hear "applied" (off the ban's path).
         await new Promise((r) => setImmediate(r));
         await q.conntrack!.idle();
         assert.equal(q.conntrack!.done, 2);
+        assert.equal(q.conntrack!.starts, 1, 'one helper process, no process per ban');
         assert.equal(await flows(att.v4[0]), 0);
         assert.equal(await flows(att.v6[0]), 0);
+        // The source not banned keeps its flow.
+        assert.equal(await flows(att.v4[1]), 1);
+        assert.equal(await flows(att.v6[1]), 1);
       } finally {
+        q?.conntrack?.close();
         await att.ns.destroy();
       }
     }));

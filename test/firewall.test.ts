@@ -365,6 +365,7 @@ describe('missing binaries', () => {
       c.flush([{ address: '192.0.2.2', family: 4 }]);
       await c.idle();
       assert.equal(lines.filter((l) => l.level === 40 && String(l.msg).includes('conntrack not found')).length, 1);
+      assert.equal(c.starts, 0, 'no helper started');
     }));
 });
 

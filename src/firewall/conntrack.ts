@@ -1,72 +1,316 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from '../log';
 import type { Family } from '../net/ip';
-import { checkedIp, run, which } from './exec';
+import { checkedIp, which } from './exec';
+
+/**
+ * The helper's whole program: a fixed string, never built from data. It reads one line per
+ * batch on stdin (addresses separated by spaces), deletes their conntrack entries with ONE
+ * `conntrack -R -` fed a `-D -f ipv4|ipv6 -s ADDR` line per address, and answers one line:
+ * `done <n>` or `fail <exit code> <message>`. $1 is the conntrack binary.
+ *
+ * `conntrack -R` applies its lines only at end of input, hence one run per batch (a fork of
+ * this small shell, not of the daemon). Its input must be a pipe, as here: it opens /dev/stdin,
+ * which fails on the socket that Node gives a child as stdin. An address without entries is exit 0 there (unlike a
+ * lone `conntrack -D`, which exits 1 with "0 flow entries have been deleted"); a real failure
+ * (no CAP_NET_ADMIN, a line it cannot parse) exits non-zero with a message on stderr.
+ * set -f and the character check keep `set -- $line` from globbing or passing options:
+ * the daemon only ever writes checked canonical addresses, this is defence in depth.
+ */
+const SCRIPT = `set -f
+ct=$1
+nl='
+'
+IFS=' '
+while read -r line; do
+  set -- $line
+  n=$#
+  for a in "$@"; do
+    case $a in
+      *[!0-9a-f.:]*) n=-1 ;;
+    esac
+  done
+  if [ "$n" -lt 0 ]; then
+    echo 'fail 2 refused a line that is not a list of canonical addresses'
+    continue
+  fi
+  if [ "$n" -eq 0 ]; then
+    echo 'done 0'
+    continue
+  fi
+  err=$(
+    for a in "$@"; do
+      case $a in
+        *:*) printf -- '-D -f ipv6 -s %s\\n' "$a" ;;
+        *) printf -- '-D -f ipv4 -s %s\\n' "$a" ;;
+      esac
+    done | "$ct" -R - 2>&1 >/dev/null
+  )
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    echo "done $n"
+  else
+    IFS=$nl
+    set -- $err
+    IFS=' '
+    echo "fail $rc $*"
+  fi
+done
+`;
+
+export interface ConntrackOptions {
+  binary?: string;
+  /** A batch may take this long, plus 100 ms per address, before the helper is killed. */
+  timeoutMs?: number;
+  /** Wait before restarting a helper that died without answering; doubles per such death, up to 30 s. */
+  restartDelayMs?: number;
+  /** Addresses per line (one `conntrack -R` run); more wait for the next line. */
+  maxBatch?: number;
+}
+
+type Batch = { items: [string, Family][]; attempts: number };
 
 /**
  * Deletes the conntrack entries of freshly banned sources. Without this, a UDP "flow" that
  * was established before the ban (a SIP scanner re-sending to 5060) can stay accepted by
- * an ESTABLISHED rule ahead of our chain. Runs in the background with a small concurrency,
- * so the ban itself is never delayed; conntrack has no batch delete, so it is one process
- * per address.
+ * an ESTABLISHED rule ahead of our chain.
+ *
+ * Starting a process from the daemon forks the whole daemon (5-10 ms of blocked event loop
+ * here), so no process is started per ban: one long-lived helper shell (see SCRIPT) is
+ * started on first use, in the backend's namespace, and each batch is one line on its stdin.
+ * While a line is in flight, further bans collect in `pending` and go out together as the
+ * next line, so a burst costs a few `conntrack -R` runs inside the helper. Failures are
+ * logged, never thrown; a helper that dies is replaced on the next ban (after a delay if it
+ * died without answering), and the batch it held is tried once more.
  */
 export class ConntrackFlusher {
   private readonly pending = new Map<string, Family>();
-  private running = 0;
   private disabled = false;
-  private found: boolean | null = null; // looked up once
+  private closed = false;
+  private found: string | null | undefined; // conntrack's path, looked up once
   private waiters: (() => void)[] = [];
+  private proc: ChildProcess | null = null;
+  private stdout = '';
+  private stderr = '';
+  private answered = false; // the current helper answered at least one line
+  private inflight: (Batch & { timer: NodeJS.Timeout; t0: number }) | null = null;
+  private retry: Batch | null = null;
+  private failures = 0; // helpers in a row that died without answering
+  private restartAt = 0;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private readonly binary: string;
+  private readonly timeoutMs: number;
+  private readonly restartDelayMs: number;
+  private readonly maxBatch: number;
   /** Addresses processed (deleted or found without entries); for tests and status. */
   done = 0;
+  /** Addresses whose delete failed (logged). */
+  failed = 0;
+  /** Helper processes started. */
+  starts = 0;
+  /** Lines (batches) sent to the helper. */
+  batches = 0;
 
   constructor(
     private readonly log: Logger,
     private readonly netns?: string,
-    private readonly concurrency = 4,
-    private readonly binary = 'conntrack',
-  ) {}
+    opts: ConntrackOptions = {},
+  ) {
+    this.binary = opts.binary ?? 'conntrack';
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.restartDelayMs = opts.restartDelayMs ?? 1_000;
+    this.maxBatch = opts.maxBatch ?? 512;
+  }
+
+  /** Pid of the running helper, if one runs. */
+  get pid(): number | null {
+    return this.proc?.pid ?? null;
+  }
 
   flush(bans: { address: string; family: Family }[]): void {
-    if (this.disabled) return;
-    if (this.found === null) this.found = which(this.binary) !== null;
+    if (this.disabled || this.closed) return;
+    if (this.found === undefined) this.found = which(this.binary);
     if (!this.found) {
       this.disabled = true;
       this.log.warn({ binary: this.binary }, 'conntrack not found: established flows of banned hosts are not cut (install conntrack)');
       return;
     }
-    for (const b of bans) this.pending.set(checkedIp(b.address, b.family), b.family);
-    while (this.running < this.concurrency && this.pending.size) void this.next();
+    for (const b of bans) {
+      try {
+        this.pending.set(checkedIp(b.address, b.family), b.family);
+      } catch (err) {
+        this.log.warn({ err, address: b.address }, 'conntrack: refused invalid address');
+      }
+    }
+    this.pump();
+  }
+
+  /** Start the helper ahead of the first ban, so that ban does not pay the process start. */
+  start(): void {
+    if (this.disabled || this.closed) return;
+    if (this.found === undefined) this.found = which(this.binary);
+    if (this.found && !this.proc && Date.now() >= this.restartAt) this.spawnHelper();
   }
 
   /** Resolves when nothing is pending or running. */
   idle(): Promise<void> {
-    if (!this.running && !this.pending.size) return Promise.resolve();
+    if (this.isIdle()) return Promise.resolve();
+    // Someone waits for the restart: it must not be dropped because the loop looks empty.
+    this.restartTimer?.ref();
     return new Promise((r) => this.waiters.push(r));
   }
 
-  private async next(): Promise<void> {
-    const first = this.pending.entries().next();
-    if (first.done) return;
-    const [address, family] = first.value;
-    this.pending.delete(address);
-    this.running++;
-    try {
-      await deleteFlows(address, family, this.binary, this.netns);
-      this.done++;
-    } catch (err) {
-      this.log.warn({ err, address }, 'conntrack delete failed');
-    } finally {
-      this.running--;
-      if (this.pending.size) void this.next();
-      else if (!this.running) for (const w of this.waiters.splice(0)) w();
+  /** Ends the helper; bans pending are dropped, flush() does nothing from now on. */
+  close(): void {
+    this.closed = true;
+    this.pending.clear();
+    this.retry = null;
+    if (this.inflight) clearTimeout(this.inflight.timer);
+    this.inflight = null;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    const p = this.proc;
+    this.proc = null;
+    if (p) {
+      p.stdin?.end();
+      p.kill();
     }
+    this.settle();
+  }
+
+  private isIdle(): boolean {
+    return !this.inflight && !this.retry && !this.pending.size;
+  }
+
+  private settle(): void {
+    if (this.isIdle()) for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** Send the next line if the helper is free and there is something to send. */
+  private pump(): void {
+    if (this.closed || this.inflight || this.restartTimer) return;
+    if (!this.retry && !this.pending.size) return this.settle();
+    const wait = this.restartAt - Date.now();
+    if (!this.proc && wait > 0) {
+      this.restartTimer = setTimeout(() => { this.restartTimer = null; this.pump(); }, wait);
+      if (!this.waiters.length) this.restartTimer.unref();
+      return;
+    }
+    let batch: Batch;
+    if (this.retry) {
+      batch = this.retry;
+      this.retry = null;
+    } else {
+      const items: [string, Family][] = [];
+      for (const e of this.pending) {
+        items.push(e);
+        this.pending.delete(e[0]);
+        if (items.length >= this.maxBatch) break;
+      }
+      batch = { items, attempts: 0 };
+    }
+    batch.attempts++;
+    const p = this.proc ?? this.spawnHelper();
+    const ms = this.timeoutMs + 100 * batch.items.length;
+    // A referenced timer: a batch in flight keeps the process alive (the helper itself does not).
+    const timer = setTimeout(() => {
+      if (this.proc !== p || !this.inflight) return;
+      this.log.warn({ pid: p.pid, addresses: batch.items.length, timeoutMs: ms }, 'conntrack helper did not answer in time: killing it');
+      killGroup(p);
+      // Holds the loop until its 'close' arrives (the helper is unref'd), and stands in for it.
+      this.inflight.timer = setTimeout(() => this.died(p, 'no exit after SIGKILL'), 5_000);
+    }, ms);
+    this.inflight = { ...batch, timer, t0: performance.now() };
+    this.batches++;
+    p.stdin!.write(batch.items.map((i) => i[0]).join(' ') + '\n');
+  }
+
+  private spawnHelper(): ChildProcess {
+    const argv = ['sh', '-c', SCRIPT, 'ampere-conntrack', this.found!];
+    const [file, args] = this.netns ? ['ip', ['netns', 'exec', this.netns, ...argv]] : [argv[0], argv.slice(1)];
+    // Its own process group, so a hung batch is killed with the conntrack it waits for.
+    const p = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    this.proc = p;
+    this.starts++;
+    this.stdout = '';
+    this.stderr = '';
+    this.answered = false;
+    // The helper must not keep the daemon alive; it ends by itself at EOF on its stdin.
+    p.unref();
+    for (const s of [p.stdin, p.stdout, p.stderr] as unknown as { unref?: () => void }[]) s?.unref?.();
+    p.stdin!.on('error', () => {}); // EPIPE when it died; 'close' reports that
+    p.stdout!.setEncoding('utf8');
+    p.stdout!.on('data', (d: string) => {
+      if (this.proc !== p) return;
+      this.stdout += d;
+      let i: number;
+      while ((i = this.stdout.indexOf('\n')) >= 0) {
+        const line = this.stdout.slice(0, i);
+        this.stdout = this.stdout.slice(i + 1);
+        this.answer(line);
+      }
+    });
+    p.stderr!.setEncoding('utf8');
+    p.stderr!.on('data', (d: string) => { this.stderr = (this.stderr + d).slice(-2000); });
+    p.on('error', (err) => this.died(p, err.message));
+    p.on('close', (code, signal) => this.died(p, signal ? `signal ${signal}` : `exit code ${code}`));
+    return p;
+  }
+
+  private answer(line: string): void {
+    const b = this.inflight;
+    if (!b) {
+      this.log.warn({ line }, 'conntrack helper: unexpected output');
+      return;
+    }
+    clearTimeout(b.timer);
+    this.inflight = null;
+    this.answered = true;
+    this.failures = 0;
+    const n = b.items.length;
+    const ms = Math.round(performance.now() - b.t0);
+    if (/^done \d+$/.test(line)) {
+      this.done += n;
+      this.log.debug({ addresses: n, ms }, 'conntrack entries of banned sources deleted');
+    } else {
+      this.failed += n;
+      const m = /^fail (\d+) ?(.*)$/.exec(line);
+      this.log.warn(
+        { err: m ? m[2] : line, code: m ? Number(m[1]) : undefined, addresses: n, sample: b.items.slice(0, 5).map((i) => i[0]) },
+        'conntrack delete failed',
+      );
+    }
+    this.pump();
+  }
+
+  private died(p: ChildProcess, how: string): void {
+    if (this.proc !== p) return; // closed, or already handled ('error' and 'close' both come)
+    this.proc = null;
+    p.kill('SIGKILL'); // after 'error' it may still run
+    if (!this.answered) this.failures++;
+    const delay = this.failures ? Math.min(30_000, this.restartDelayMs * 2 ** (this.failures - 1)) : 0;
+    this.restartAt = Date.now() + delay;
+    const b = this.inflight;
+    this.inflight = null;
+    if (b) clearTimeout(b.timer);
+    const ctx = { pid: p.pid, how, stderr: this.stderr.trim() || undefined, restartInMs: delay };
+    if (b && b.attempts < 2) {
+      this.retry = { items: b.items, attempts: b.attempts };
+      this.log.warn({ ...ctx, addresses: b.items.length }, 'conntrack helper died during a batch: restarting it, the batch is tried again');
+    } else if (b) {
+      this.failed += b.items.length;
+      this.log.warn({ ...ctx, addresses: b.items.length, sample: b.items.slice(0, 5).map((i) => i[0]) }, 'conntrack helper died twice on a batch: its entries are not deleted');
+    } else {
+      this.log.warn(ctx, 'conntrack helper exited: a new one starts with the next ban');
+    }
+    this.pump();
   }
 }
 
-/** `conntrack -D -s <ip>`; exit 1 with "0 flow entries" just means there was nothing to cut. */
-export async function deleteFlows(address: string, family: Family, binary = 'conntrack', netns?: string): Promise<number> {
-  const args = ['-D', '-f', family === 4 ? 'ipv4' : 'ipv6', '-s', checkedIp(address, family)];
-  const r = await run(binary, args, { netns, okCodes: [1], timeoutMs: 30_000 });
-  const m = /(\d+) flow entries have been deleted/.exec(r.stderr);
-  if (r.code === 1 && !(m && m[1] === '0')) throw new Error(`${binary} ${args.join(' ')} failed: ${r.stderr.trim()}`);
-  return m ? Number(m[1]) : 0;
+function killGroup(p: ChildProcess): void {
+  try {
+    if (p.pid) process.kill(-p.pid, 'SIGKILL');
+  } catch {
+    p.kill('SIGKILL');
+  }
 }
