@@ -109,6 +109,8 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const backend = countingFailures(rawBackend, (op) => metrics?.firewallFailure(op));
   await backend.init();
   const firewall = new FirewallQueue(backend, log);
+  // Its one process start (~10-20 ms) happens now, not on the first ban.
+  firewall.conntrack?.start();
   const stats: DaemonStats = { startedAt: Date.now(), events: 0, malformed: 0, byKind: {}, bans: 0, unbans: 0 };
   const decisions = new Decisions(store, firewall, { bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max }, log, (what, _address, detail) => {
     if (what === 'ban') { stats.bans++; metrics?.ban(detail); } else { stats.unbans++; metrics?.unban(detail); }
@@ -265,6 +267,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     await backups.stop();
     flush();
     await firewall.idle();
+    firewall.conntrack?.close();
     await backend.shutdown();
     writeStatus();
     store.close();

@@ -126,8 +126,8 @@ export class FirewallQueue {
       if (removes.length) await this.call('remove', () => this.backend.remove(removes), removes.length);
       const added = adds.length > 0 && (await this.call('add', () => this.backend.add(adds, now ?? this.clock()), adds.length));
       for (const it of items) it.done();
-      // After the callers hear "applied", and off this tick: starting conntrack processes
-      // (one per address) costs milliseconds that must not delay a ban or the next batch.
+      // After the callers hear "applied", and off this tick: the conntrack cleanup is defence
+      // in depth (a long-lived helper, batched) and must never delay a ban or the next batch.
       if (added && this.conntrack) { const c = this.conntrack; setImmediate(() => c.flush(adds)); }
     }
     this.busy = false;
