@@ -247,6 +247,32 @@ describe('an existing jump placed by the administrator', { skip }, () => {
       }));
   }
 
+  test('ipset: a big setAll (streamed in chunks, both families in one restore) loads every ban, once, with its timeout', () =>
+    withNetns(async (ns) => {
+      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      await fw.init();
+      const now = Date.now();
+      const bans: KernelBan[] = [];
+      for (let i = 0; i < 20_000; i++) bans.push(v4(`198.18.${i >> 8}.${i & 255}`, i % 2 ? null : now + 3_600_000));
+      for (let i = 0; i < 3_000; i++) bans.push(v6(`fd33::${(i + 1).toString(16)}`, now + 7_200_000));
+      bans.push(v4('192.0.2.7', now - 1)); // already over: skipped
+      const runs = execStats.runs;
+      await fw.setAll(bans, now);
+      assert.equal(execStats.runs - runs, 1, 'right after init: one ipset restore, nothing else');
+      const count = async (set: string) => Number(/Number of entries: (\d+)/.exec(await ns.must('ipset', ['list', '-t', set]))?.[1]);
+      assert.equal(await count(`${CHAIN}-v4`), 20_000);
+      assert.equal(await count(`${CHAIN}-v6`), 3_000);
+      const save4 = await ns.must('ipset', ['save', `${CHAIN}-v4`]);
+      assert.match(save4, /add ampere-v4 198\.18\.0\.1 timeout 0\b/);
+      assert.match(save4, /add ampere-v4 198\.18\.78\.30 timeout 3[56]\d\d\b/);
+      assert.doesNotMatch(save4, /192\.0\.2\.7/);
+      assert.match(await ns.must('ipset', ['save', `${CHAIN}-v6`]), /add ampere-v6 fd33::bb8 timeout (71|72)\d\d\b/);
+      // Not fresh any more: the next setAll looks at the kernel again and replaces everything.
+      await fw.setAll([v4('192.0.2.9')], Date.now());
+      assert.deepEqual(await kernelBans(ns, 'ipset', 'nft'), ['192.0.2.9']);
+      assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/, 'scratch sets are gone');
+    }));
+
   test('rules: bans kept from before a restart are known, so re-adding them makes no duplicate', () =>
     withNetns(async (ns) => {
       const opts = { chain: CHAIN, target: 'DROP' as const, iptables: 'nft' as const, netns: ns.name };

@@ -4,8 +4,12 @@ import { delimiter, join } from 'node:path';
 import { canonicalIp, type Family } from '../net/ip';
 
 export interface RunOptions {
-  /** Written to the command's stdin (ipset restore, iptables-restore). */
-  input?: string;
+  /**
+   * Written to the command's stdin (ipset restore, iptables-restore). Chunks from an iterable
+   * are written as they are produced, so a big load is parsed by the command while the rest
+   * is still being built.
+   */
+  input?: string | Iterable<string>;
   /** Run inside `ip netns exec <netns>`. */
   netns?: string;
   timeoutMs?: number;
@@ -60,9 +64,33 @@ export function run(file: string, args: string[], opts: RunOptions = {}): Promis
     );
     // A child that dies before reading its input gives EPIPE here; the exit callback reports it.
     child.stdin?.on('error', () => {});
-    child.stdin?.end(opts.input ?? '');
+    const input = opts.input ?? '';
+    if (typeof input === 'string') child.stdin?.end(input);
+    else void feed(child.stdin!, input);
   });
 }
+
+/** Write chunks as they come, waiting for the pipe to drain; ends stdin at the end or on failure. */
+async function feed(stdin: NodeJS.WritableStream & { destroyed?: boolean }, chunks: Iterable<string>): Promise<void> {
+  try {
+    for (const chunk of chunks) {
+      if (stdin.destroyed) return;
+      if (!stdin.write(chunk)) {
+        await new Promise<void>((r) => {
+          const done = () => { stdin.off('drain', done); stdin.off('close', done); r(); };
+          stdin.on('drain', done);
+          stdin.on('close', done);
+        });
+      }
+    }
+  } catch {
+    // Building the input failed: the command gets a cut input and fails, which run() reports.
+  }
+  stdin.end();
+}
+
+const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const CANONICAL_V4 = new RegExp(`^${OCTET}(?:\\.${OCTET}){3}$`);
 
 /**
  * Defence in depth: the store and the event parser canonicalise already, but nothing
@@ -70,6 +98,9 @@ export function run(file: string, args: string[], opts: RunOptions = {}): Promis
  * of the stated family. Anything else throws before any process starts.
  */
 export function checkedIp(address: string, family?: Family): string {
+  // Fast path for the common case (every restored ban goes through here more than once):
+  // a canonical dotted quad is exactly what this pattern accepts, no allocation.
+  if (family !== 6 && CANONICAL_V4.test(address)) return address;
   const c = canonicalIp(address);
   if (!c || c.address !== address || (family !== undefined && c.family !== family)) {
     throw new Error(`refusing non-canonical address ${JSON.stringify(address)}${family ? ` (family ${family})` : ''}`);

@@ -35,20 +35,64 @@ export function cidrContains(c: Cidr, address: string, family: Family): boolean 
   return c.family === family && (toBigInt(address, family) & mask(family, c.bits)) === c.base;
 }
 
+/** A canonical dotted quad as an unsigned 32-bit number; NaN when it is not one. */
+export function ipv4ToUint(address: string): number {
+  let n = 0;
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < address.length; i++) {
+    const c = address.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || part > 255) return NaN;
+      n = n * 256 + part; part = 0; digits = 0; dots++;
+    } else if (c >= 48 && c <= 57) {
+      part = part * 10 + (c - 48); digits++;
+    } else return NaN;
+  }
+  if (dots !== 3 || digits === 0 || part > 255) return NaN;
+  return n * 256 + part;
+}
+
+/** An IPv4 network as plain numbers: asked for every event and every restored ban, no BigInt. */
+interface V4Entry { cidr: Cidr; base: number; mask: number }
+
+function v4Entry(c: Cidr): V4Entry {
+  const mask = c.bits === 0 ? 0 : (0xffffffff << (32 - c.bits)) >>> 0;
+  return { cidr: c, base: Number(c.base), mask };
+}
+
 /** Addresses that must never be banned, whatever arrives: loopback, the AMI host and the allow list. */
 export class AllowList {
   private entries: Cidr[];
+  private v4: V4Entry[] = [];
+  private v6: Cidr[] = [];
   constructor(entries: Cidr[] = []) {
     this.entries = [parseCidr('127.0.0.0/8')!, parseCidr('::1/128')!, ...entries];
+    this.index();
   }
   add(c: Cidr): void {
     this.entries.push(c);
+    this.index();
   }
   remove(text: string): void {
     this.entries = this.entries.filter((e) => e.text !== text);
+    this.index();
+  }
+  private index(): void {
+    this.v4 = this.entries.filter((e) => e.family === 4).map(v4Entry);
+    this.v6 = this.entries.filter((e) => e.family === 6);
   }
   matches(address: string, family: Family): Cidr | undefined {
-    return this.entries.find((e) => cidrContains(e, address, family));
+    if (family === 4) {
+      const n = ipv4ToUint(address);
+      if (n === n) {
+        for (const e of this.v4) if (((n & e.mask) >>> 0) === e.base) return e.cidr;
+        return undefined;
+      }
+    }
+    // IPv6, or an IPv4 text that is not a plain dotted quad (the BigInt path decides those).
+    return (family === 6 ? this.v6 : this.entries).find((e) => cidrContains(e, address, family));
   }
   list(): string[] {
     return this.entries.map((e) => e.text);
