@@ -154,7 +154,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
       if (isExempt(e.address, e.family)) { penalties.forget(e.address); return; }
       // The arrival on the monotonic clock (receivedAt is wall time, taken when the bytes were parsed).
       const arrived = performance.now() - Math.max(0, Date.now() - receivedAt);
-      const res = decisions.banFromEvent(e, verdict.failures, Date.now());
+      let res;
+      // Logged by Decisions; a database failure must not reach ami-io's parser (it would reconnect).
+      try { res = decisions.banFromEvent(e, verdict.failures, Date.now()); } catch { return; }
       if (metrics) {
         const m = metrics;
         void res.applied.then(() => { if (firewall.healthy) m.observeReaction((performance.now() - arrived) / 1000); });

@@ -40,7 +40,7 @@ describe('FirewallQueue (fake backend)', () => {
     const fake = new FakeBackend();
     const q = new FirewallQueue(fake, captureLog().log, { conntrack: null });
     const first = q.add([ban('192.0.2.1')]);
-    await new Promise((r) => setImmediate(r)); // the first batch is now in flight
+    assert.deepEqual(fake.calls.map((c) => c.op), ['add'], 'sent synchronously, before add() returned');
     const rest = Array.from({ length: 100 }, (_, i) => q.add([ban(`198.51.100.${i + 1}`)]));
     await Promise.all([first, ...rest]);
     assert.deepEqual(fake.calls.map((c) => [c.op, c.addresses.length]), [['add', 1], ['add', 100]]);
@@ -49,6 +49,7 @@ describe('FirewallQueue (fake backend)', () => {
   test('the last call for an address wins within a batch; setAll keeps its place in the order', async () => {
     const fake = new FakeBackend();
     const q = new FirewallQueue(fake, captureLog().log, { conntrack: null });
+    void q.add([ban('192.0.2.8')]); // goes out at once; what follows waits behind it
     void q.add([ban('192.0.2.1'), ban('192.0.2.2')]);
     void q.remove([{ address: '192.0.2.1', family: 4 }]);
     void q.add([ban('192.0.2.3')]);
@@ -56,6 +57,7 @@ describe('FirewallQueue (fake backend)', () => {
     void q.remove([{ address: '192.0.2.9', family: 4 }]);
     await q.idle();
     assert.deepEqual(fake.calls, [
+      { op: 'add', addresses: ['192.0.2.8'] },
       { op: 'remove', addresses: ['192.0.2.1'] },
       { op: 'add', addresses: ['192.0.2.2', '192.0.2.3'] },
       { op: 'setAll', addresses: ['192.0.2.9'] },

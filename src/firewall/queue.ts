@@ -19,9 +19,9 @@ export interface QueueOptions {
 }
 
 /**
- * Serialises calls into one backend. While a kernel command is in flight, further calls wait
- * and are then sent together: 1,000 simultaneous bans become a few processes, while a lone ban
- * starts at once. Its promises never reject: failures are logged with the command's stderr
+ * Serialises calls into one backend. A call made while the queue is idle is sent at once,
+ * synchronously; while a kernel command is in flight, further calls wait and are then sent
+ * together: 1,000 simultaneous bans become a few batches. Its promises never reject: failures are logged with the command's stderr
  * and recorded for the health check (see `healthy`).
  */
 export class FirewallQueue {
@@ -82,9 +82,10 @@ export class FirewallQueue {
       this.pending.push({ kind, bans: valid, now, done } as Item);
       if (!this.busy) {
         this.busy = true;
-        // A microtask, not a timer: calls made in the same tick share the first batch,
-        // and a lone ban goes out with no added delay.
-        queueMicrotask(() => void this.drain());
+        // At once, synchronously: the command is on its way to the kernel before the caller
+        // goes on (Decisions writes the database meanwhile). Calls made while it is in
+        // flight wait and then go out together as the next batch.
+        void this.drain();
       }
     });
   }

@@ -1,0 +1,68 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Decisions, type KernelQueue } from '../src/decisions';
+import type { KernelBan } from '../src/firewall';
+import { createLogger, type Logger } from '../src/log';
+import { Store } from '../src/store';
+
+function captureLog(): { log: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  return { log: createLogger('debug', { write: (s: string) => void lines.push(JSON.parse(s)) }), lines };
+}
+
+/** A kernel that records each call together with what the database held at that moment. */
+class RecordingKernel implements KernelQueue {
+  calls: { op: string; addresses: string[]; storedBefore: boolean[] }[] = [];
+  constructor(private readonly store: () => Store) {}
+  async add(bans: KernelBan[], now: number) {
+    this.calls.push({ op: 'add', addresses: bans.map((b) => b.address), storedBefore: bans.map((b) => this.store().isBanned(b.address, now)) });
+  }
+  async remove(bans: { address: string }[]) { this.calls.push({ op: 'remove', addresses: bans.map((b) => b.address), storedBefore: [] }); }
+  async setAll(bans: KernelBan[]) { this.calls.push({ op: 'setAll', addresses: bans.map((b) => b.address), storedBefore: [] }); }
+}
+
+const reason = { kind: 'InvalidPassword', service: 'PJSIP', account: '100', failures: 3 };
+const bantime = { bantimeMs: 3_600_000, factor: 2, maxMs: 86_400_000 };
+
+test('a ban: the kernel command is sent before the database commit, and both hold it afterwards', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
+  const store = new Store(join(dir, 'ampere.db'));
+  try {
+    const kernel = new RecordingKernel(() => store);
+    const d = new Decisions(store, kernel, bantime, captureLog().log);
+    const now = Date.now();
+    const res = d.ban('192.0.2.1', 4, reason, now, 'auto');
+    assert.deepEqual(kernel.calls, [{ op: 'add', addresses: ['192.0.2.1'], storedBefore: [false] }]);
+    assert.equal(store.isBanned('192.0.2.1', now), true, 'stored by the time ban() returns');
+    assert.equal(res.banCount, 1);
+    assert.equal(res.until, now + 3_600_000);
+    assert.equal(d.isBanned('192.0.2.1'), true);
+    // Escalation still reads the count before the ban: the second ban lasts twice as long.
+    assert.equal(d.ban('192.0.2.1', 4, reason, now + 1, 'auto').until, now + 1 + 7_200_000);
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a database that fails: the kernel ban is still sent, the failure is logged and reported to the caller', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
+  const store = new Store(join(dir, 'ampere.db'));
+  try {
+    const kernel = new RecordingKernel(() => store);
+    const { log, lines } = captureLog();
+    const d = new Decisions(store, kernel, bantime, log);
+    store.recordBan = () => { throw new Error('SQLITE_FULL: database or disk is full'); };
+    assert.throws(() => d.ban('192.0.2.2', 4, reason, Date.now(), 'auto'), /SQLITE_FULL/);
+    assert.deepEqual(kernel.calls.map((c) => [c.op, c.addresses]), [['add', ['192.0.2.2']]], 'the attacker is blocked anyway');
+    const err = lines.find((l) => l.level === 50);
+    assert.match(String(err?.msg), /in the kernel but could not be stored/);
+    assert.equal(err?.address, '192.0.2.2');
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
