@@ -37,6 +37,14 @@ function appended(times: number[], t: number): number[] {
   return times.length === 0 ? [t] : times.concat(t);
 }
 
+/**
+ * What the table holds per host. Most hosts of a scan or a spoofed flood send one failure and
+ * are never heard of again: for those the Map holds just that failure's time (a number), and
+ * an Entry with its lists is made only when the host comes back. ~90 instead of ~190 bytes a
+ * host, which halves both the table and the garbage a 1M-source flood leaves behind.
+ */
+type HostState = number | Entry;
+
 const NONE: Verdict = { action: 'none' };
 const EXEMPT: Verdict = { action: 'exempt' };
 
@@ -47,7 +55,7 @@ const EXEMPT: Verdict = { action: 'exempt' };
  * Windows slide: only events newer than findtime count.
  */
 export class PenaltyTable {
-  private readonly hosts = new Map<string, Entry>(); // insertion order = least recently seen first
+  private readonly hosts = new Map<string, HostState>(); // insertion order = least recently seen first
   private readonly challengeLimit: number;
   private cursor: IterableIterator<string> | null = null; // see evictOldest()
 
@@ -58,20 +66,27 @@ export class PenaltyTable {
   observe(event: SecurityEvent, now: number): Verdict {
     const { address } = event;
     if (event.kind === 'SuccessfulAuth') {
-      const entry = this.hosts.get(address);
-      if (!entry) return NONE;
+      const state = this.hosts.get(address);
+      if (state === undefined) return NONE;
       this.hosts.delete(address);
-      return { action: 'cleared', failures: entry.fails.length };
+      return { action: 'cleared', failures: typeof state === 'number' ? 1 : state.fails.length };
     }
     const isFailure = event.severity === 'Error';
     if (!isFailure && event.kind !== 'ChallengeSent') return NONE;
-    let entry = this.hosts.get(address);
-    if (entry) {
+    const state = this.hosts.get(address);
+    let entry: Entry;
+    if (state !== undefined) {
       this.hosts.delete(address); // re-inserted below: most recent last
+      entry = typeof state === 'number' ? { fails: [state], challenges: EMPTY, last: state } : state;
     } else {
       if (this.opts.isExempt?.(address, event.family)) return EXEMPT;
-      entry = { fails: EMPTY, challenges: EMPTY, last: now };
       while (this.hosts.size >= this.opts.maxHosts) this.evictOldest();
+      // A new host's first failure: its time is all there is to keep (unless it already bans).
+      if (isFailure && this.opts.loyalty > 1) {
+        this.hosts.set(address, now);
+        return NONE;
+      }
+      entry = { fails: EMPTY, challenges: EMPTY, last: now };
     }
     entry.last = now;
     if (isFailure) entry.fails = appended(entry.fails, now);
@@ -112,8 +127,8 @@ export class PenaltyTable {
   prune(now: number): number {
     const since = now - this.opts.findtimeMs;
     let dropped = 0;
-    for (const [address, entry] of this.hosts) {
-      if (entry.last >= since) break;
+    for (const [address, state] of this.hosts) {
+      if ((typeof state === 'number' ? state : state.last) >= since) break;
       this.hosts.delete(address);
       dropped++;
     }
@@ -126,8 +141,10 @@ export class PenaltyTable {
 
   /** Failures currently counted for a host (for status and tests). */
   failures(address: string, now: number): number {
-    const e = this.hosts.get(address);
-    return e ? e.fails.filter((t) => t >= now - this.opts.findtimeMs).length : 0;
+    const s = this.hosts.get(address);
+    const since = now - this.opts.findtimeMs;
+    if (s === undefined) return 0;
+    return typeof s === 'number' ? (s >= since ? 1 : 0) : s.fails.filter((t) => t >= since).length;
   }
 }
 
