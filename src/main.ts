@@ -65,6 +65,8 @@ export interface DaemonStatus {
   ami: { state: string; connected: boolean; since: number; host: string; port: number; reconnects: number };
   events: { total: number; malformed: number; byKind: Record<string, number>; lastMinute: { total: number; byKind: Record<string, number> } };
   trackedHosts: number;
+  /** Bytes: the process's resident set, and V8's heap (used / reserved). */
+  memory: { rss: number; heapUsed: number; heapTotal: number };
   bans: { active: { v4: number; v6: number; total: number }; made: number; lifted: number };
   firewall: { backend: string; chain: string; target: string; inSync: boolean; lastSyncAt: number | null; lastError: string | null; batches: number };
   backup: BackupScheduler['state'];
@@ -202,6 +204,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
       ami: { state: ami.state, connected: ami.state === 'connected', since: ami.since, host: cfg.host, port: cfg.port, reconnects: ami.reconnects },
       events: { total: stats.events, malformed: stats.malformed, byKind: { ...stats.byKind }, lastMinute: window.lastMinute(now) },
       trackedHosts: penalties.size,
+      memory: (({ rss, heapUsed, heapTotal }) => ({ rss, heapUsed, heapTotal }))(process.memoryUsage()),
       bans: { active: { ...active, total: active.v4 + active.v6 }, made: stats.bans, lifted: stats.unbans },
       firewall: { backend: backend.name, chain: cfg.chain, target: cfg.target, inSync: firewall.healthy, lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches },
       backup: { ...backups.state },

@@ -44,6 +44,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     ['daemon', `running, pid ${s.pid}, version ${s.version}, up ${formatSpan(s.uptimeMs)} (since ${formatTime(s.startedAt)})`],
     ['ami', `${s.ami.state} since ${formatTime(s.ami.since)} (${ago(s.ami.since, now)}), ${s.ami.host}:${s.ami.port}, ${s.ami.reconnects} reconnects`],
     ['tracked hosts', String(s.trackedHosts)],
+    ['memory', `${mb(s.memory.rss)} MB resident, heap ${mb(s.memory.heapUsed)} of ${mb(s.memory.heapTotal)} MB`],
     ['active bans', `${s.bans.active.total} (IPv4 ${s.bans.active.v4}, IPv6 ${s.bans.active.v6}); since start ${s.bans.made} made, ${s.bans.lifted} lifted`],
     ['firewall', `${s.firewall.backend}, chain ${s.firewall.chain}, target ${s.firewall.target}, ${s.firewall.inSync ? 'in sync' : 'NOT IN SYNC'}`],
     ['last sync', s.firewall.lastSyncAt ? `${formatTime(s.firewall.lastSyncAt)} (${ago(s.firewall.lastSyncAt, now)})` : 'never'],
@@ -88,3 +89,5 @@ function offlineStatus(cfg: Config) {
   const newest = backupDir ? listBackups(backupDir)[0] : undefined;
   return { lastStatusAt, activeBans, lastBackup: newest ? { at: newest.at, path: newest.path } : null };
 }
+
+const mb = (bytes: number) => (bytes / 1048576).toFixed(1);
