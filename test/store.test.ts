@@ -4,7 +4,8 @@ import { mkdtempSync, readFileSync, writeFileSync, cpSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { Store, MIGRATIONS, openDatabase } from '../src/store';
+import { and, gt, isNull, or } from 'drizzle-orm';
+import { Store, MIGRATIONS, openDatabase, schema } from '../src/store';
 import type { SecurityEvent } from '../src/events';
 
 const file = () => join(mkdtempSync(join(tmpdir(), 'ampere-store-')), 'sub', 'dir', 'ampere.db');
@@ -96,4 +97,68 @@ test('migrations run with foreign keys off: child rows survive a table rebuild',
   raw.exec('CREATE TABLE p(id TEXT PRIMARY KEY); CREATE TABLE c(p TEXT REFERENCES p(id) ON DELETE CASCADE); INSERT INTO p VALUES (1); INSERT INTO c VALUES (1); DROP TABLE p;');
   assert.equal((raw.prepare('SELECT count(*) AS n FROM c').get() as { n: number }).n, 0);
   raw.close();
+});
+
+test('activeBans: exactly the bans in force (not lifted; permanent or ending later), with their fields and types', () => {
+  const path = file();
+  const s = new Store(path);
+  const now = 1_800_000_000_000;
+  s.recordBan(ban('192.0.2.40', now - 5000, now + 60_000)); // lifted early below
+  s.recordBan(ban('192.0.2.41', now - 5000, now - 1)); // over, not yet marked expired
+  s.recordBan(ban('192.0.2.42', now - 5000, now)); // ends exactly now: over
+  s.recordBan(ban('192.0.2.43', now - 5000, null)); // permanent
+  s.recordBan(ban('fd33::1:2', now - 4000, now + 1)); // ends later
+  s.recordBan({ ...ban('192.0.2.44', now - 3000, now + 10_000), source: 'manual', reasonKind: 'manual', reasonService: '', reasonAccount: '', failures: 0 });
+  s.recordBan(ban('192.0.2.44', now - 2000, now + 20_000)); // supersedes the manual one
+  assert.equal(s.liftBan('192.0.2.40', now - 100, 'unban'), true);
+  const got = s.activeBans(now);
+  assert.deepEqual(got.map((b) => b.address).sort(), ['192.0.2.43', '192.0.2.44', 'fd33::1:2']);
+  const v6 = got.find((b) => b.address === 'fd33::1:2')!;
+  assert.deepEqual(v6, {
+    id: v6.id, address: 'fd33::1:2', family: 6, startedAt: now - 4000, until: now + 1,
+    reasonKind: 'ChallengeResponseFailed', reasonService: 'PJSIP', reasonAccount: '100', failures: 3, source: 'auto',
+  });
+  assert.ok(Number.isInteger(v6.id) && v6.id > 0);
+  assert.equal(got.find((b) => b.address === '192.0.2.43')!.until, null, 'permanent: until is null');
+  assert.equal(got.find((b) => b.address === '192.0.2.44')!.startedAt, now - 2000, 'the newer ban, not the superseded one');
+  for (const b of got) {
+    assert.deepEqual(Object.keys(b), ['id', 'address', 'family', 'startedAt', 'until', 'reasonKind', 'reasonService', 'reasonAccount', 'failures', 'source']);
+    for (const k of ['id', 'family', 'startedAt', 'failures'] as const) assert.equal(typeof b[k], 'number', k);
+    for (const k of ['address', 'reasonKind', 'reasonService', 'reasonAccount', 'source'] as const) assert.equal(typeof b[k], 'string', k);
+    assert.ok(b.until === null || typeof b.until === 'number');
+    assert.ok(b.family === 4 || b.family === 6);
+  }
+  // The same rows, in the same order, as the Drizzle query it replaces.
+  const { bans } = schema;
+  const viaDrizzle = s.db
+    .select({ id: bans.id, address: bans.address, family: bans.family, startedAt: bans.startedAt, until: bans.until, reasonKind: bans.reasonKind, reasonService: bans.reasonService, reasonAccount: bans.reasonAccount, failures: bans.failures, source: bans.source })
+    .from(bans).where(and(isNull(bans.liftedAt), or(isNull(bans.until), gt(bans.until, now)))).all();
+  assert.deepEqual(got, viaDrizzle);
+  assert.deepEqual(s.activeBans(now + 1).map((b) => b.address).sort(), ['192.0.2.43', '192.0.2.44'], 'a ban is over at its until');
+  s.close();
+});
+
+test('expireBans: marks the bans that are over (lifted at their until), frees their hosts, returns them once', () => {
+  const s = new Store(file());
+  const now = 1_800_000_000_000;
+  s.recordBan(ban('192.0.2.50', now - 5000, now - 10));
+  s.recordBan(ban('2001:db8::50', now - 5000, now));
+  s.recordBan(ban('192.0.2.51', now - 5000, now + 1));
+  s.recordBan(ban('192.0.2.52', now - 5000, null));
+  s.recordBan(ban('192.0.2.53', now - 5000, now - 20));
+  assert.equal(s.liftBan('192.0.2.53', now - 30, 'unban'), true);
+  const due = s.expireBans(now);
+  assert.deepEqual(due.map((b) => [b.address, b.family, b.until, b.startedAt]), [['192.0.2.50', 4, now - 10, now - 5000], ['2001:db8::50', 6, now, now - 5000]]);
+  assert.deepEqual(Object.keys(due[0]), ['id', 'address', 'family', 'startedAt', 'until', 'reasonKind', 'reasonService', 'reasonAccount', 'failures', 'source']);
+  const rows = s.listBans(now, { all: true });
+  const row = (a: string) => rows.find((r) => r.address === a)!;
+  assert.deepEqual([row('192.0.2.50').liftedAt, row('192.0.2.50').liftReason], [now - 10, 'expired']);
+  assert.deepEqual([row('2001:db8::50').liftedAt, row('2001:db8::50').liftReason], [now, 'expired']);
+  assert.deepEqual([row('192.0.2.53').liftedAt, row('192.0.2.53').liftReason], [now - 30, 'unban'], 'an unbanned one is left alone');
+  assert.deepEqual([row('192.0.2.51').liftedAt, row('192.0.2.52').liftedAt], [null, null]);
+  for (const a of ['192.0.2.50', '2001:db8::50']) assert.deepEqual([s.host(a)!.banned, s.host(a)!.banUntil], [false, null]);
+  assert.deepEqual([s.host('192.0.2.51')!.banned, s.host('192.0.2.51')!.banUntil], [true, now + 1]);
+  assert.deepEqual(s.expireBans(now), []);
+  assert.deepEqual(s.activeBans(now).map((b) => b.address).sort(), ['192.0.2.51', '192.0.2.52']);
+  s.close();
 });
