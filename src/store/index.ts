@@ -2,10 +2,10 @@ import type { Statement } from 'better-sqlite3';
 import { and, desc, eq, gt, isNull, lte, or, sql } from 'drizzle-orm';
 import type { SecurityEvent } from '../events/types';
 import type { Family } from '../net/ip';
-import { openDatabase, type Db } from './open';
+import { openDatabase, startCheckpointer, type Checkpointer, type CheckpointerOptions, type Db } from './open';
 import { allowed, bans, events, hosts } from './schema';
 
-export { openDatabase, MIGRATIONS, type Db } from './open';
+export { openDatabase, MIGRATIONS, Checkpointer, type CheckpointerOptions, type CheckpointerStats, type Db } from './open';
 export * as schema from './schema';
 
 export interface ActiveBan {
@@ -38,6 +38,14 @@ export interface NewBan {
   reasonAccount: string;
   failures: number;
   source: 'auto' | 'manual' | 'legacy';
+}
+
+export interface StoreOptions {
+  /**
+   * The daemon only: checkpoint the WAL on a worker thread instead of inside commits (bans).
+   * Short-lived stores (CLI commands) leave SQLite's automatic checkpoint on.
+   */
+  checkpointer?: boolean | CheckpointerOptions;
 }
 
 /** An ActiveBan's columns, in the order toBans reads them. */
@@ -87,10 +95,12 @@ export class Store {
   private readonly markExpired: Statement;
   private readonly unbanHost: Statement;
   private readonly expireTx: (now: number) => ActiveBan[];
+  /** The daemon's WAL checkpointer (option `checkpointer`), null elsewhere. */
+  readonly checkpointer: Checkpointer | null;
   private readonly recordEventsTx: (batch: { event: SecurityEvent; at: number }[]) => void;
   private readonly recordBanTx: (b: NewBan) => { id: number; banCount: number };
 
-  constructor(path: string, private readonly historyPerHost = 20) {
+  constructor(path: string, private readonly historyPerHost = 20, opts: StoreOptions = {}) {
     this.db = openDatabase(path);
     const c = this.db.$client;
     // One upsert per host and batch, carrying that host's failures in it (a flood from one
@@ -160,12 +170,14 @@ export class Store {
       const id = this.insertBan.get(b.address, b.family, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount, b.failures, b.source) as number;
       return { id, banCount };
     });
+    this.checkpointer = opts.checkpointer ? startCheckpointer(path, c, opts.checkpointer === true ? {} : opts.checkpointer) : null;
   }
 
   /** Offending events, written in one transaction per batch (the daemon batches them). */
   recordEvents(batch: { event: SecurityEvent; at: number }[]): void {
     if (batch.length === 0) return;
     this.recordEventsTx(batch);
+    this.checkpointer?.noteCommit();
   }
 
   /** How many bans this host had before (for escalating ban times). */
@@ -175,7 +187,9 @@ export class Store {
 
   /** Record a ban atomically: host row, the ban row, and any earlier active ban superseded. Returns the host's ban count. */
   recordBan(b: NewBan): { id: number; banCount: number } {
-    return this.recordBanTx(b);
+    const r = this.recordBanTx(b);
+    this.checkpointer?.noteCommit();
+    return r;
   }
 
   /** Bans in force at `now`: not lifted, and permanent (until null) or ending after now. */
@@ -253,7 +267,8 @@ export class Store {
     });
   }
 
+  /** Stops the checkpointer (with a last checkpoint) first, then closes the connection. */
   close(): void {
-    this.db.$client.close();
+    try { this.checkpointer?.stop(); } finally { this.db.$client.close(); }
   }
 }
