@@ -86,7 +86,10 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const socketPath = controlSocketPath(cfg.db);
   await claimSocket(socketPath);
 
-  const store = new Store(cfg.db, cfg.history);
+  // WAL checkpoints (an fsync each) run on a worker thread, never inside a ban's commit.
+  const store = new Store(cfg.db, cfg.history, {
+    checkpointer: { onError: (err, fatal) => log.error({ err: err.message, fatal }, fatal ? 'WAL checkpointer stopped: SQLite checkpoints inside commits again' : 'WAL checkpoint failed') },
+  });
   const allow = new AllowList(cfg.allow);
   const fixedAllow: AllowView[] = [
     ...allow.list().map((cidr) => ({ cidr, source: 'builtin' as const, addedAt: null, note: 'loopback' })).slice(0, 2),
