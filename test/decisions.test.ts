@@ -66,3 +66,40 @@ test('a database that fails: the kernel ban is still sent, the failure is logged
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('restore: the kernel reads the stored bans as it loads; allowed ones are lifted; a load cut short still leaves every ban known', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
+  const store = new Store(join(dir, 'ampere.db'));
+  try {
+    const now = Date.now();
+    const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+    for (const a of ['192.0.2.1', '192.0.2.2', '198.51.100.9', '2001:db8::1']) seed.ban(a, a.includes(':') ? 6 : 4, reason, now - 1000, 'auto');
+    const exempt = (a: string) => a.startsWith('198.51.100.');
+    for (const readAll of [true, false]) {
+      const loaded: string[] = [];
+      const kernel: KernelQueue = {
+        add: async () => {}, remove: async () => {},
+        async setAll(bans) {
+          for (const b of bans) { loaded.push(b.address); if (!readAll) break; } // a load that fails after the first line
+        },
+      };
+      const { log, lines } = captureLog();
+      const d = new Decisions(store, kernel, bantime, log);
+      const r = await d.restore(now, (a) => exempt(a));
+      assert.equal(d.activeCount, 3, `every non-allowed stored ban known (readAll ${readAll})`);
+      for (const a of ['192.0.2.1', '192.0.2.2', '2001:db8::1']) assert.equal(d.isBanned(a), true, a);
+      if (readAll) {
+        assert.deepEqual(loaded.sort(), ['192.0.2.1', '192.0.2.2', '2001:db8::1']);
+        assert.deepEqual(r, { restored: 3, lifted: 1 });
+        assert.equal(store.isBanned('198.51.100.9', now), false, 'the allowed one is lifted in the database');
+        assert.equal(lines.filter((l) => l.msg === 'stored ban lifted: address is allowed now').length, 1);
+      } else {
+        assert.equal(loaded.length, 1);
+        assert.deepEqual(r, { restored: 3, lifted: 0 });
+      }
+    }
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -2,7 +2,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger, type Logger } from '../src/log';
 import { ConntrackFlusher, createFirewall, FirewallQueue, type FirewallBackend, type KernelBan } from '../src/firewall';
-import { CommandError, execStats } from '../src/firewall/exec';
+import { CommandError, execStats, run } from '../src/firewall/exec';
 import { addAttacker, skipUnlessRoot, UdpSink, withNetns } from './helpers/netns';
 
 const skip = skipUnlessRoot();
@@ -26,7 +26,7 @@ class FakeBackend implements FirewallBackend {
     }
   }
   async init() {}
-  async setAll(bans: KernelBan[]) { await this.rec('setAll', bans); }
+  async setAll(bans: Iterable<KernelBan>) { await this.rec('setAll', [...bans]); }
   async add(bans: KernelBan[]) { await this.rec('add', bans); }
   async remove(bans: { address: string }[]) { await this.rec('remove', bans); }
   async list() { return []; }
@@ -163,4 +163,17 @@ describe('FirewallQueue (kernel, in a namespace)', { skip }, () => {
         await att.ns.destroy();
       }
     }));
+});
+
+describe('run(): input streamed from an iterable', () => {
+  test('every chunk reaches the command, in order, with back-pressure', async () => {
+    function* chunks() { for (let i = 0; i < 200; i++) yield `${'x'.repeat(1000)} ${i}\n`; } // 200 kB: several pipe fills
+    const r = await run('cut', ['-d', ' ', '-f', '2'], { input: chunks() });
+    assert.deepEqual(r.stdout.trim().split('\n').map(Number), Array.from({ length: 200 }, (_, i) => i));
+  });
+
+  test('an input that fails half-way fails the command: a cut restore never passes for a whole one', async () => {
+    function* chunks() { yield 'create ampere-t4 hash:ip\n'; throw new Error('refusing non-canonical address "1.2.3.4; x"'); }
+    await assert.rejects(run('cat', [], { input: chunks() }), (e: unknown) => e instanceof CommandError && /input not written: .*non-canonical/.test(e.message));
+  });
 });

@@ -273,6 +273,24 @@ describe('an existing jump placed by the administrator', { skip }, () => {
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/, 'scratch sets are gone');
     }));
 
+  test('ipset: a streamed setAll that meets a bad address half-way fails whole; the live set is untouched', () =>
+    withNetns(async (ns) => {
+      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      await fw.init();
+      await fw.setAll([v4('192.0.2.1'), v6('2001:db8::1')], Date.now());
+      function* stream(): Generator<KernelBan> {
+        for (let i = 0; i < 10_000; i++) yield v4(`198.18.${i >> 8}.${i & 255}`);
+        yield { address: '1.2.3.4 -j ACCEPT', family: 4, until: null };
+        yield v4('192.0.2.99');
+      }
+      await assert.rejects(fw.setAll(stream(), Date.now()), /refusing non-canonical address/);
+      assert.deepEqual(await kernelBans(ns, 'ipset', 'nft'), ['192.0.2.1', '2001:db8::1'], 'no swap happened');
+      // The next full load works and clears the scratch set the failed one left.
+      await fw.setAll([v4('192.0.2.2')], Date.now());
+      assert.deepEqual(await kernelBans(ns, 'ipset', 'nft'), ['192.0.2.2']);
+      assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/);
+    }));
+
   test('rules: bans kept from before a restart are known, so re-adding them makes no duplicate', () =>
     withNetns(async (ns) => {
       const opts = { chain: CHAIN, target: 'DROP' as const, iptables: 'nft' as const, netns: ns.name };

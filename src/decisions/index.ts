@@ -10,7 +10,7 @@ import type { ActiveBan, Store } from '../store';
 export interface KernelQueue {
   add(bans: KernelBan[], now: number): Promise<void>;
   remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void>;
-  setAll(bans: KernelBan[], now: number): Promise<void>;
+  setAll(bans: Iterable<KernelBan>, now: number): Promise<void>;
 }
 
 export interface BanReason {
@@ -48,23 +48,39 @@ export class Decisions {
     private readonly onChange: (what: 'ban' | 'unban', address: string, detail: string) => void = () => {},
   ) {}
 
-  /** At start: drop what expired while we were away, load the rest into the kernel in one batch. */
+  /**
+   * At start: drop what expired while we were away, load the rest into the kernel in one batch.
+   * The allow-list check and the in-memory set are made as the kernel load reads the bans, so
+   * with 100k bans that work overlaps \`ipset restore\` parsing the lines before them.
+   */
   async restore(now: number, isExempt: (a: string, f: Family) => boolean): Promise<{ restored: number; lifted: number }> {
     this.store.expireBans(now);
-    let lifted = 0;
-    const keep: ActiveBan[] = [];
-    for (const b of this.store.activeBans(now)) {
-      if (isExempt(b.address, b.family as Family)) {
-        this.store.liftBan(b.address, now, 'allowed');
-        this.log.warn({ address: b.address }, 'stored ban lifted: address is allowed now');
-        lifted++;
-      } else keep.push(b);
+    const rows = this.store.activeKernelBans(now);
+    const allowed: string[] = [];
+    const banned = this.banned;
+    banned.clear();
+    let i = 0;
+    /** The next ban to load, after the allow-list check; undefined at the end. */
+    const next = (): KernelBan | undefined => {
+      while (i < rows.length) {
+        const b = rows[i++];
+        if (isExempt(b.address, b.family)) { allowed.push(b.address); continue; }
+        banned.set(b.address, b.until);
+        return b;
+      }
+      return undefined;
+    };
+    // A plain iterator, not a generator: a load that stops early (a failed restore) cannot close it.
+    const bans: Iterable<KernelBan> = { [Symbol.iterator]: () => ({ next: () => { const b = next(); return b ? { value: b, done: false } : { value: undefined, done: true }; } }) };
+    await this.kernel.setAll(bans, now);
+    // Whatever a failed load did not read: the in-memory set (and with it the resync that
+    // follows a failure) must still hold every stored ban.
+    while (next() !== undefined) { /* banned.set happens in next() */ }
+    for (const address of allowed) {
+      this.store.liftBan(address, now, 'allowed');
+      this.log.warn({ address }, 'stored ban lifted: address is allowed now');
     }
-    this.banned.clear();
-    for (const b of keep) this.banned.set(b.address, b.until);
-    // An ActiveBan carries what the kernel needs (address, family, until): no copy of 100k rows.
-    await this.kernel.setAll(keep as KernelBan[], now);
-    return { restored: keep.length, lifted };
+    return { restored: banned.size, lifted: allowed.length };
   }
 
   /** Load the database's active bans into the kernel again (after a failed kernel command). */

@@ -17,8 +17,8 @@ export class DryRunBackend implements FirewallBackend {
     this.log.info({ chain: this.opts.chain }, 'dry-run firewall: no kernel changes will be made');
   }
 
-  async setAll(bans: KernelBan[], now: number): Promise<void> {
-    checkBatch(bans);
+  async setAll(input: Iterable<KernelBan>, now: number): Promise<void> {
+    const bans = checkBatch([...input]);
     this.bans.clear();
     for (const b of bans) if (b.until === null || b.until > now) this.bans.set(b.address, b.until);
     this.log.info({ count: this.bans.size }, 'dry-run: would load bans');

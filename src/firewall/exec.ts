@@ -48,11 +48,14 @@ export function run(file: string, args: string[], opts: RunOptions = {}): Promis
   const cmd = [bin, ...argv].join(' ');
   execStats.runs++;
   return new Promise((resolve, reject) => {
+    let inputError: unknown = null;
     const child = execFile(
       bin,
       argv,
       { timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, maxBuffer: MAX_BUFFER, encoding: 'utf8' },
       (err, stdout, stderr) => {
+        // Input that could not be built must never pass for a complete one (a cut restore).
+        if (inputError !== null) return reject(new CommandError(cmd, 'input', `input not written: ${String(inputError)}`));
         if (!err) return resolve({ stdout, stderr, code: 0 });
         const e = err as NodeJS.ErrnoException & { code?: number | string; killed?: boolean };
         if (e.code === 'ENOENT') return reject(new CommandError(cmd, 'ENOENT', `${bin}: command not found`));
@@ -66,25 +69,21 @@ export function run(file: string, args: string[], opts: RunOptions = {}): Promis
     child.stdin?.on('error', () => {});
     const input = opts.input ?? '';
     if (typeof input === 'string') child.stdin?.end(input);
-    else void feed(child.stdin!, input);
+    else feed(child.stdin!, input).catch((e: unknown) => { inputError = e; child.kill('SIGKILL'); });
   });
 }
 
-/** Write chunks as they come, waiting for the pipe to drain; ends stdin at the end or on failure. */
+/** Write chunks as they come, waiting for the pipe to drain, then end stdin. Rejects if a chunk cannot be built. */
 async function feed(stdin: NodeJS.WritableStream & { destroyed?: boolean }, chunks: Iterable<string>): Promise<void> {
-  try {
-    for (const chunk of chunks) {
-      if (stdin.destroyed) return;
-      if (!stdin.write(chunk)) {
-        await new Promise<void>((r) => {
-          const done = () => { stdin.off('drain', done); stdin.off('close', done); r(); };
-          stdin.on('drain', done);
-          stdin.on('close', done);
-        });
-      }
+  for (const chunk of chunks) {
+    if (stdin.destroyed) return;
+    if (!stdin.write(chunk)) {
+      await new Promise<void>((r) => {
+        const done = () => { stdin.off('drain', done); stdin.off('close', done); r(); };
+        stdin.on('drain', done);
+        stdin.on('close', done);
+      });
     }
-  } catch {
-    // Building the input failed: the command gets a cut input and fails, which run() reports.
   }
   stdin.end();
 }

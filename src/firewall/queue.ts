@@ -7,7 +7,7 @@ type Ban = Pick<KernelBan, 'address' | 'family'>;
 type Item =
   | { kind: 'add'; bans: KernelBan[]; now?: number; done: () => void }
   | { kind: 'remove'; bans: Ban[]; now?: number; done: () => void }
-  | { kind: 'setAll'; bans: KernelBan[]; now?: number; done: () => void };
+  | { kind: 'setAll'; bans: Iterable<KernelBan>; now?: number; done: () => void };
 
 export interface QueueOptions {
   /**
@@ -64,9 +64,12 @@ export class FirewallQueue {
     return this.enqueue('remove', bans);
   }
 
-  /** Replace everything (start-up, resync). Runs in order with add/remove. */
-  setAll(bans: KernelBan[], now?: number): Promise<void> {
-    return this.enqueue('setAll', bans, now);
+  /**
+   * Replace everything (start-up, resync). Runs in order with add/remove. The bans are read
+   * when the batch runs, once, as the backend loads them (an iterable is not copied).
+   */
+  setAll(bans: Iterable<KernelBan>, now?: number): Promise<void> {
+    return new Promise((done) => this.push({ kind: 'setAll', bans: this.validLazily(bans), now, done }));
   }
 
   /** Resolves when no call is pending or in flight. */
@@ -75,32 +78,41 @@ export class FirewallQueue {
     return new Promise((r) => this.waiters.push(r));
   }
 
-  private enqueue(kind: Item['kind'], bans: Ban[], now?: number): Promise<void> {
+  private enqueue(kind: 'add' | 'remove', bans: Ban[], now?: number): Promise<void> {
     const valid = this.validOnly(bans);
-    if (kind !== 'setAll' && !valid.length) return Promise.resolve();
-    return new Promise((done) => {
-      this.pending.push({ kind, bans: valid, now, done } as Item);
-      if (!this.busy) {
-        this.busy = true;
-        // At once, synchronously: the command is on its way to the kernel before the caller
-        // goes on (Decisions writes the database meanwhile). Calls made while it is in
-        // flight wait and then go out together as the next batch.
-        void this.drain();
-      }
-    });
+    if (!valid.length) return Promise.resolve();
+    return new Promise((done) => this.push({ kind, bans: valid, now, done } as Item));
+  }
+
+  private push(item: Item): void {
+    this.pending.push(item);
+    if (!this.busy) {
+      this.busy = true;
+      // At once, synchronously: the command is on its way to the kernel before the caller
+      // goes on (Decisions writes the database meanwhile). Calls made while it is in
+      // flight wait and then go out together as the next batch.
+      void this.drain();
+    }
+  }
+
+  /** validOnly as the bans are read. */
+  private *validLazily(bans: Iterable<KernelBan>): Generator<KernelBan> {
+    for (const b of bans) if (this.isValid(b)) yield b;
   }
 
   /** Drop (and log) what is not a canonical address, so one bad entry cannot sink a batch. */
   private validOnly<T extends Ban>(bans: T[]): T[] {
-    return bans.filter((b) => {
-      try {
-        checkedIp(b.address, b.family);
-        return true;
-      } catch (err) {
-        this.log.error({ err, address: b.address }, 'firewall: refused invalid address');
-        return false;
-      }
-    });
+    return bans.filter((b) => this.isValid(b));
+  }
+
+  private isValid(b: Ban): boolean {
+    try {
+      checkedIp(b.address, b.family);
+      return true;
+    } catch (err) {
+      this.log.error({ err, address: b.address }, 'firewall: refused invalid address');
+      return false;
+    }
   }
 
   private async drain(): Promise<void> {
@@ -108,7 +120,9 @@ export class FirewallQueue {
       const first = this.pending[0];
       if (first.kind === 'setAll') {
         this.pending.shift();
-        await this.call('setAll', () => this.backend.setAll(first.bans as KernelBan[], first.now ?? this.clock()), first.bans.length);
+        let count = 0;
+        const counted = (function* (bans) { for (const b of bans) { count++; yield b; } })(first.bans);
+        await this.call('setAll', () => this.backend.setAll(counted, first.now ?? this.clock()), () => count);
         first.done();
         continue;
       }
@@ -124,8 +138,8 @@ export class FirewallQueue {
       }
       const adds = [...last.values()].flatMap((v) => (v.add ? [v.add] : []));
       const removes = [...last.values()].flatMap((v) => (v.add ? [] : [v.ban]));
-      if (removes.length) await this.call('remove', () => this.backend.remove(removes), removes.length);
-      const added = adds.length > 0 && (await this.call('add', () => this.backend.add(adds, now ?? this.clock()), adds.length));
+      if (removes.length) await this.call('remove', () => this.backend.remove(removes), () => removes.length);
+      const added = adds.length > 0 && (await this.call('add', () => this.backend.add(adds, now ?? this.clock()), () => adds.length));
       for (const it of items) it.done();
       // After the callers hear "applied", and off this tick: the conntrack cleanup is defence
       // in depth (a long-lived helper, batched) and must never delay a ban or the next batch.
@@ -135,7 +149,7 @@ export class FirewallQueue {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  private async call(op: string, fn: () => Promise<void>, count: number): Promise<boolean> {
+  private async call(op: string, fn: () => Promise<void>, count: () => number): Promise<boolean> {
     this.batches++;
     try {
       await fn();
@@ -147,7 +161,7 @@ export class FirewallQueue {
       this.lastError = err.message;
       this.healthy = false;
       const cmd = err instanceof CommandError ? err.cmd : undefined;
-      this.log.error({ err, cmd, op, count, backend: this.backend.name }, `firewall ${op} failed`);
+      this.log.error({ err, cmd, op, count: count(), backend: this.backend.name }, `firewall ${op} failed`);
       return false;
     }
   }

@@ -60,8 +60,8 @@ export class RulesBackend implements FirewallBackend {
     }
   }
 
-  async setAll(bans: KernelBan[], now: number): Promise<void> {
-    checkBatch(bans);
+  async setAll(input: Iterable<KernelBan>, now: number): Promise<void> {
+    const bans = checkBatch([...input]);
     const c = this.opts.chain;
     for (const ft of this.fams) {
       const f = ft.family;

@@ -30,8 +30,11 @@ export interface FirewallBackend {
   readonly netns?: string;
   /** Check binaries, create chain/sets, ensure the one jump rule. Idempotent. */
   init(): Promise<void>;
-  /** Flush Ampere's own chain/sets and load exactly these bans, in one batch per family. */
-  setAll(bans: KernelBan[], now: number): Promise<void>;
+  /**
+   * Flush Ampere's own chain/sets and load exactly these bans, in one batch. The bans are read
+   * once, in order, as the load goes (the ipset backend streams them into \`ipset restore\`).
+   */
+  setAll(bans: Iterable<KernelBan>, now: number): Promise<void>;
   /** Apply a batch of new bans (one process per family at most). */
   add(bans: KernelBan[], now: number): Promise<void>;
   /** Remove bans early (unban). Removing a ban that is not there is not an error. */

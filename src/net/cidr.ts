@@ -62,11 +62,30 @@ function v4Entry(c: Cidr): V4Entry {
   return { cidr: c, base: Number(c.base), mask };
 }
 
+/** An IPv6 network as eight 16-bit words of base and mask: no BigInt per check either. */
+interface V6Entry { cidr: Cidr; base: number[]; mask: number[] }
+
+function v6Entry(c: Cidr): V6Entry {
+  const base: number[] = [];
+  const mask: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    const bits = Math.min(16, Math.max(0, c.bits - 16 * i));
+    mask.push(bits === 0 ? 0 : (0xffff << (16 - bits)) & 0xffff);
+    base.push(Number((c.base >> BigInt(16 * (7 - i))) & 0xffffn));
+  }
+  return { cidr: c, base, mask };
+}
+
+function v6Contains(e: V6Entry, words: number[]): boolean {
+  for (let i = 0; i < 8; i++) if ((words[i] & e.mask[i]) !== e.base[i]) return false;
+  return true;
+}
+
 /** Addresses that must never be banned, whatever arrives: loopback, the AMI host and the allow list. */
 export class AllowList {
   private entries: Cidr[];
   private v4: V4Entry[] = [];
-  private v6: Cidr[] = [];
+  private v6: V6Entry[] = [];
   constructor(entries: Cidr[] = []) {
     this.entries = [parseCidr('127.0.0.0/8')!, parseCidr('::1/128')!, ...entries];
     this.index();
@@ -81,7 +100,7 @@ export class AllowList {
   }
   private index(): void {
     this.v4 = this.entries.filter((e) => e.family === 4).map(v4Entry);
-    this.v6 = this.entries.filter((e) => e.family === 6);
+    this.v6 = this.entries.filter((e) => e.family === 6).map(v6Entry);
   }
   matches(address: string, family: Family): Cidr | undefined {
     if (family === 4) {
@@ -91,8 +110,15 @@ export class AllowList {
         return undefined;
       }
     }
-    // IPv6, or an IPv4 text that is not a plain dotted quad (the BigInt path decides those).
-    return (family === 6 ? this.v6 : this.entries).find((e) => cidrContains(e, address, family));
+    if (family === 6) {
+      const words = expandIpv6(address);
+      if (words) {
+        for (const e of this.v6) if (v6Contains(e, words)) return e.cidr;
+        return undefined;
+      }
+    }
+    // What is not a plain address of its family: the BigInt path decides (and refuses) those.
+    return this.entries.find((e) => cidrContains(e, address, family));
   }
   list(): string[] {
     return this.entries.map((e) => e.text);

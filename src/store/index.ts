@@ -91,6 +91,7 @@ export class Store {
   private readonly insertBan: Statement;
   private readonly selectBanCount: Statement;
   private readonly selectActive: Statement;
+  private readonly selectActiveKernel: Statement;
   private readonly selectDue: Statement;
   private readonly markExpired: Statement;
   private readonly unbanHost: Statement;
@@ -136,6 +137,10 @@ export class Store {
     // Start (all active bans into the kernel) and every expiry tick: plain statements, rows as
     // arrays. Both use the bans_active (lifted_at, until) index; same order as before.
     this.selectActive = c.prepare(`SELECT ${BAN_COLUMNS} FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > ?)`).raw();
+    // What a start needs to load the kernel, one text per ban ("address until"): better-sqlite3
+    // makes a plain string far faster than a row object (100k bans, fresh process: ~110 ms
+    // against ~250 ms for {address, family, until}); the objects are then made here, in JS.
+    this.selectActiveKernel = c.prepare(`SELECT address || ' ' || ifnull(until, '') FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > ?)`).pluck();
     this.selectDue = c.prepare(`SELECT ${BAN_COLUMNS} FROM bans WHERE lifted_at IS NULL AND until <= ?`).raw();
     this.markExpired = c.prepare(`UPDATE bans SET lifted_at = until, lift_reason = 'expired' WHERE lifted_at IS NULL AND until <= ?`);
     this.unbanHost = c.prepare(`UPDATE hosts SET banned = 0, ban_until = NULL WHERE address = ?`);
@@ -195,6 +200,17 @@ export class Store {
   /** Bans in force at `now`: not lifted, and permanent (until null) or ending after now. */
   activeBans(now: number): ActiveBan[] {
     return toBans(this.selectActive.iterate(now) as Iterable<unknown[]>);
+  }
+
+  /** The same bans as activeBans, with only what the kernel needs. */
+  activeKernelBans(now: number): { address: string; family: Family; until: number | null }[] {
+    const out: { address: string; family: Family; until: number | null }[] = [];
+    for (const row of this.selectActiveKernel.all(now) as string[]) {
+      const sp = row.indexOf(' ');
+      const address = row.slice(0, sp);
+      out.push({ address, family: address.includes(':') ? 6 : 4, until: sp === row.length - 1 ? null : Number(row.slice(sp + 1)) });
+    }
+    return out;
   }
 
   isBanned(address: string, now: number): boolean {
