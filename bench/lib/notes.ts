@@ -91,51 +91,49 @@ export function targets(rows: Row[]): string {
 export function findings(rows: Row[]): string {
   const ct = v(rows, '1', 'p99', 'ipset');
   const noct = v(rows, '1', 'p99', 'ipset, conntrack cleanup off');
-  return `## Findings (profiles: \`npm run bench -- --profile=DIR\`, heap snapshots)
+  return `## Findings (profiles: \`npm run bench -- --profile=DIR\`, heap snapshots, traces)
 
-- **conntrack cleanup is the largest cost of a ban.** After each kernel batch the daemon runs
-  \`conntrack -D -s <ip>\` once per banned address. Every such process start forks the Node
-  daemon: on this VM a fork blocks its event loop for 5-10 ms (even a tiny process takes ~6 ms
-  to start here), and the conntrack run competes for the two cores. CPU profiles of the daemon
-  during section 1 put \`ChildProcess.spawn\` at about a quarter of its busy time. It shows in
-  the reaction tail (p99 ${ct}, against ${noct} with the cleanup off, same runs), in the
-  dozen-attacker rows of section 2, and it bounds the ban rate of section 5 (bans/s in a storm,
-  and the children's CPU at 5,000 events/s). Fix belongs in src/firewall/conntrack.ts (not this
-  issue's files): start the deletions from a small long-lived helper process (e.g. a shell loop
-  reading addresses on stdin) so the daemon never forks per ban, or batch them.
-- **WAL checkpoints land on bans.** SQLite copies its write-ahead log into the database (with
-  an fsync, ~10 ms here) inside whichever commit takes the log past 1,000 pages, about every 65
-  bans. With strace on the daemon, the biggest reaction outliers left with the conntrack
-  cleanup off coincided with these checkpoints. Fix outside this issue's files (store/open.ts):
-  \`wal_autocheckpoint\` off and PASSIVE checkpoints from a timer, better from a second
-  connection in a worker thread, so no ban's commit pays for one. What remains of the tail is
-  the shared two-core machine (other processes, GC pauses of 1-4 ms).
+Fixed since the first full run (each commit has its before/after): conntrack deletions go
+through one long-lived helper (a fixed \`sh\` script feeding \`conntrack -R -\` one line per
+batch) instead of one process per ban, which forked the daemon for 5-17 ms each time; the
+kernel command of a ban is written before its database commit, so the two overlap; WAL
+checkpoints run on a worker thread instead of inside whichever ban's commit crossed 1,000
+pages (recordBan p99.9 ~9 ms → ~1 ms); the restore streams the stored bans into one
+\`ipset restore\` as they are read and checked; the penalty table keeps a one-failure host as a
+bare number (251 → 147 bytes a host).
+
+- **Reaction.** A trace inside the daemon (200 isolated bans, ipset, temporary instrumentation,
+  not committed) put the median path at: event written → the daemon's socket read ~0.3 ms,
+  ami-io's split and parse ~0.2-0.3 ms, decision and the ipset shell write ~0.2 ms, ipset's
+  netlink add ~0.3-0.5 ms. What is left in the tail (p99 ${ct}; ${noct} with the conntrack
+  cleanup off, same runs) is scheduling on a shared two-core VM: the daemon, the ipset shell,
+  the Asterisk stand-in and the prober share two vCPUs, and a stalled wake-up of any of them
+  shows directly. GC pauses were ruled out with --trace-gc (one 9 ms scavenge, at start).
+- **Attempts.** At scanner pace an attempt comes every 6.5 ms, longer than the reaction, so
+  exactly loyalty attempts get in; a flood answered at once (thousands of attempts a second)
+  gets in what arrives during the reaction. Only an in-kernel rate limit could stop those,
+  which is not Ampere's job (it would also hit legitimate bursts).
 - **Events per second are bounded by ami-io.** In-process, ami-io's splitter and parser alone
-  manage ${v(rows, '5', 'ami-io')} on one core; everything of ours after it together costs less
-  than half of that (parse ${v(rows, '5', 'parse (toSecurityEvent)')}, scoring
-  ${v(rows, '5', 'scoring')}, history ${v(rows, '5', 'history')}). The whole daemon, socket and
-  all, reaches ${v(rows, '5', 'until it falls behind: scan, every source below loyalty')} on the
-  no-ban mix. ≥ 50,000/s would need an AMI reader of our own instead of ami-io.
-- **Bans per second are bounded by conntrack (above) and by the ban's database work**:
-  \`banCount\` is built and prepared by Drizzle on every ban (~0.45 ms cold, about half of the
-  ban path in-process; a prepared statement takes it to ~0.02 ms; Store.banCount is not in this
-  issue's files) and each ban is its own transaction (~15 WAL pages).
-- **Restore** (${v(rows, '3', 'step alone: read active bans')} to read the bans,
-  ${v(rows, '3', 'step alone: allow-list')} for the allow-list checks, ${v(rows, '3', 'step alone: kernel load')}
-  to load the kernel of which ${v(rows, '3', 'of which: ipset restore')} is \`ipset restore\` itself, for the
-  biggest size of this run): Drizzle maps every row to an object (activeBans), AllowList.matches
-  converts every address to a BigInt per allow entry, and each address is checked canonical
-  three times on its way to the kernel (queue, setAll, addLines). None of these are this
-  issue's files; a raw statement for activeBans, a precomputed integer match for IPv4 allow
-  entries and one check per address would leave mostly Node's start and \`ipset restore\`.
-- **Memory**: heap snapshots of the daemon after 200,000 distinct sources showed the penalty
-  table's arrays (push() reserves 17 slots) and event strings that were views into whole 64 KB
-  AMI chunks (V8 keeps substrings of 13+ characters as views) as the largest items; both fixed
-  (heap objects 106.6 → 44.6 MB). A CPU profile of the 1,000,000-source flood then showed
-  PenaltyTable.observe at 67% of the busy time: evicting the oldest host walked over all the
-  deleted entries of the Map each time; fixed (60 → 1.5 µs per event, 11,500 → 41,800
-  events/s for that flood). What remains above the live heap (~55 MB at 200,000 tracked hosts)
-  is garbage V8 lets accumulate before a full collection: the node options rows show the RSS
-  with a capped or size-optimised heap.
+  manage ${v(rows, '5', 'ami-io')} on one core; everything of ours after it costs less
+  (parse ${v(rows, '5', 'parse (toSecurityEvent)')}, scoring ${v(rows, '5', 'scoring')},
+  history ${v(rows, '5', 'history')}). The whole daemon, socket and all, reaches
+  ${v(rows, '5', 'until it falls behind: scan, every source below loyalty')} on the no-ban mix;
+  a CPU profile of it puts ami-io's Message.parse alone at about a quarter of the busy time and
+  the history writes (one host upsert and one event row per failure) at about a fifth. An AMI
+  reader of our own would be needed for ≥ 50,000/s; the brief names ami-io, so it stays.
+- **Restore** (100,000 bans: ${v(rows, '3', '100,000 bans: daemon start')} from spawn to a full
+  kernel, ${v(rows, '3', "Node's own start")} of it before the daemon's code runs): the rest is
+  \`ipset restore\` itself (${v(rows, '3', 'of which: ipset restore')} for the same elements from
+  a file, here through \`ip netns exec\`), reading the bans (${v(rows, '3', 'step alone: read active bans')}
+  warm; about twice that in a fresh process, where better-sqlite3 and the first garbage
+  collections are cold) and the init's process starts (flavour detection, sets, chains: ~100 ms).
+  The 1 s target would need a start without Node's module loading (drizzle-orm alone is
+  ~70-90 ms to require) and a faster way into the kernel than ipset's own parser.
+- **Memory.** The table's compact form halved the live heap at 200,000 tracked hosts
+  (heap after GC, in-process: 47.9 → 28.1 MB); with it Node's default settings stay under the
+  target after the flood. The peak during the flood is above it: V8 lets garbage accumulate
+  until a full collection; the rows with V8 options show what a capped heap does (and what it
+  costs in speed). No cap is shipped: a daemon that dies of a heap limit under attack protects
+  nothing, and an operator who raises max_hosts would have to know to raise it too.
 `;
 }
