@@ -110,8 +110,10 @@ bare number (251 → 147 bytes a host).
   the Asterisk stand-in and the prober share two vCPUs, and a stalled wake-up of any of them
   shows directly. GC pauses were ruled out with --trace-gc (one 9 ms scavenge, at start).
 - **Attempts.** At scanner pace an attempt comes every 6.5 ms, longer than the reaction, so
-  exactly loyalty attempts get in; a flood answered at once (thousands of attempts a second)
-  gets in what arrives during the reaction. Only an in-kernel rate limit could stop those,
+  one attacker gets exactly loyalty attempts in; with twelve at once, twelve bans fall within a
+  few ms and queue behind each other (daemon loop, ipset shell), and most attackers get one
+  more in. A flood answered at once (thousands of attempts a second) gets in what arrives
+  during the reaction. Only an in-kernel rate limit could stop those,
   which is not Ampere's job (it would also hit legitimate bursts).
 - **Events per second are bounded by ami-io.** In-process, ami-io's splitter and parser alone
   manage ${v(rows, '5', 'ami-io')} on one core; everything of ours after it costs less
@@ -125,15 +127,16 @@ bare number (251 → 147 bytes a host).
   kernel, ${v(rows, '3', "Node's own start")} of it before the daemon's code runs): the rest is
   \`ipset restore\` itself (${v(rows, '3', 'of which: ipset restore')} for the same elements from
   a file, here through \`ip netns exec\`), reading the bans (${v(rows, '3', 'step alone: read active bans')}
-  warm; about twice that in a fresh process, where better-sqlite3 and the first garbage
-  collections are cold) and the init's process starts (flavour detection, sets, chains: ~100 ms).
+  in-process) and the init's process starts (flavour detection, sets, chains: ~100 ms).
   The 1 s target would need a start without Node's module loading (drizzle-orm alone is
   ~70-90 ms to require) and a faster way into the kernel than ipset's own parser.
 - **Memory.** The table's compact form halved the live heap at 200,000 tracked hosts
-  (heap after GC, in-process: 47.9 → 28.1 MB); with it Node's default settings stay under the
-  target after the flood. The peak during the flood is above it: V8 lets garbage accumulate
-  until a full collection; the rows with V8 options show what a capped heap does (and what it
-  costs in speed). No cap is shipped: a daemon that dies of a heap limit under attack protects
-  nothing, and an operator who raises max_hosts would have to know to raise it too.
+  (heap after GC, in-process: 47.9 → 28.1 MB). The RSS after the flood with Node's defaults
+  (${v(rows, '6', 'RSS after', 'ipset, node defaults')} here) swings by tens of MB between runs
+  with when V8 last ran a full collection (it lets garbage pile up to well above the live
+  heap), and the WAL checkpointer's worker thread costs ~10 MB of it (a second V8 isolate: a
+  bare daemon store 58 → 69 MB). The rows with V8 options show what a smaller heap costs in
+  speed. No cap is shipped: a daemon that dies of a heap limit under attack protects nothing,
+  and an operator who raised max_hosts would have to know to raise the cap too.
 `;
 }
