@@ -277,6 +277,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     await backups.stop();
     flush();
     await firewall.idle();
+    decisions.flushWrites();
     firewall.conntrack?.close();
     await backend.shutdown();
     writeStatus();

@@ -27,40 +27,67 @@ class RecordingKernel implements KernelQueue {
 const reason = { kind: 'InvalidPassword', service: 'PJSIP', account: '100', failures: 3 };
 const bantime = { bantimeMs: 3_600_000, factor: 2, maxMs: 86_400_000 };
 
-test('a ban: the kernel command is sent before the database commit, and both hold it afterwards', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
-  const store = new Store(join(dir, 'ampere.db'));
-  try {
-    const kernel = new RecordingKernel(() => store);
-    const d = new Decisions(store, kernel, bantime, captureLog().log);
-    const now = Date.now();
-    const res = d.ban('192.0.2.1', 4, reason, now, 'auto');
-    assert.deepEqual(kernel.calls, [{ op: 'add', addresses: ['192.0.2.1'], storedBefore: [false] }]);
-    assert.equal(store.isBanned('192.0.2.1', now), true, 'stored by the time ban() returns');
-    assert.equal(res.banCount, 1);
-    assert.equal(res.until, now + 3_600_000);
-    assert.equal(d.isBanned('192.0.2.1'), true);
-    // Escalation still reads the count before the ban: the second ban lasts twice as long.
-    assert.equal(d.ban('192.0.2.1', 4, reason, now + 1, 'auto').until, now + 1 + 7_200_000);
-  } finally {
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+const nextTurn = () => new Promise((r) => setImmediate(r));
 
-test('a database that fails: the kernel ban is still sent, the failure is logged and reported to the caller', () => {
+test('a ban: the kernel command is sent before the database commit; automatic bans are committed together after the loop turn, an operator\'s at once', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
   const store = new Store(join(dir, 'ampere.db'));
   try {
     const kernel = new RecordingKernel(() => store);
     const { log, lines } = captureLog();
     const d = new Decisions(store, kernel, bantime, log);
-    store.recordBan = () => { throw new Error('SQLITE_FULL: database or disk is full'); };
-    assert.throws(() => d.ban('192.0.2.2', 4, reason, Date.now(), 'auto'), /SQLITE_FULL/);
-    assert.deepEqual(kernel.calls.map((c) => [c.op, c.addresses]), [['add', ['192.0.2.2']]], 'the attacker is blocked anyway');
-    const err = lines.find((l) => l.level === 50);
-    assert.match(String(err?.msg), /in the kernel but could not be stored/);
-    assert.equal(err?.address, '192.0.2.2');
+    const now = Date.now();
+    const committed = () => ['192.0.2.1', '192.0.2.2', '192.0.2.3'].filter((a) => store.isBanned(a, now));
+    const res = d.ban('192.0.2.1', 4, reason, now, 'auto');
+    d.ban('192.0.2.2', 4, reason, now, 'auto');
+    d.ban('192.0.2.3', 4, reason, now, 'auto');
+    assert.deepEqual(kernel.calls.map((c) => [c.op, c.addresses, c.storedBefore]), [['add', ['192.0.2.1'], [false]], ['add', ['192.0.2.2'], [false]], ['add', ['192.0.2.3'], [false]]]);
+    assert.deepEqual(committed(), [], 'not yet: the burst is still being handled');
+    assert.equal(lines.filter((l) => l.msg === 'ban').length, 0, '"ban" is logged once stored');
+    await nextTurn();
+    assert.deepEqual(committed(), ['192.0.2.1', '192.0.2.2', '192.0.2.3'], 'all three in one commit after the turn');
+    assert.deepEqual(lines.filter((l) => l.msg === 'ban').map((l) => [l.address, l.count]), [['192.0.2.1', 1], ['192.0.2.2', 1], ['192.0.2.3', 1]]);
+    assert.equal(res.banCount, 1);
+    assert.equal(res.until, now + 3_600_000);
+    assert.equal(d.isBanned('192.0.2.1'), true);
+    // Escalation reads the count of the stored bans, also one still pending in the same turn.
+    assert.equal(d.ban('192.0.2.1', 4, reason, now + 1, 'auto').until, now + 1 + 7_200_000);
+    const again = d.ban('192.0.2.1', 4, reason, now + 2, 'auto');
+    assert.equal(again.banCount, 3);
+    assert.equal(again.until, now + 2 + 14_400_000);
+    // An operator's ban is in the database when ban() returns, after the pending automatic ones.
+    d.ban('198.51.100.1', 4, { ...reason, kind: 'manual' }, now, 'manual');
+    assert.equal(store.isBanned('198.51.100.1', now), true);
+    assert.equal(store.banCount('192.0.2.1'), 3, 'the pending automatic ban went first');
+    // An unban cannot overtake a pending ban (the ban would come back on commit).
+    d.ban('192.0.2.9', 4, reason, now, 'auto');
+    assert.equal(await d.unban('192.0.2.9', now, 'unban'), true);
+    await nextTurn();
+    assert.equal(store.isBanned('192.0.2.9', now), false);
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a database that fails: the kernel ban is still sent and the failure logged; an operator\'s ban reports it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
+  const store = new Store(join(dir, 'ampere.db'));
+  try {
+    const kernel = new RecordingKernel(() => store);
+    const { log, lines } = captureLog();
+    const d = new Decisions(store, kernel, bantime, log);
+    const full = () => { throw new Error('SQLITE_FULL: database or disk is full'); };
+    store.recordBan = full;
+    store.recordBans = full;
+    d.ban('192.0.2.2', 4, reason, Date.now(), 'auto');
+    await nextTurn();
+    assert.throws(() => d.ban('192.0.2.3', 4, reason, Date.now(), 'manual'), /SQLITE_FULL/);
+    assert.deepEqual(kernel.calls.map((c) => [c.op, c.addresses]), [['add', ['192.0.2.2']], ['add', ['192.0.2.3']]], 'the attackers are blocked anyway');
+    const errs = lines.filter((l) => l.level === 50);
+    assert.equal(errs.length, 2);
+    for (const e of errs) assert.match(String(e.msg), /in the kernel but could not be stored/);
+    assert.deepEqual(errs.map((e) => e.addresses), [['192.0.2.2'], ['192.0.2.3']]);
   } finally {
     store.close();
     rmSync(dir, { recursive: true, force: true });
@@ -74,6 +101,7 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
     const now = Date.now();
     const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
     for (const a of ['192.0.2.1', '192.0.2.2', '198.51.100.9', '2001:db8::1']) seed.ban(a, a.includes(':') ? 6 : 4, reason, now - 1000, 'auto');
+    seed.flushWrites();
     const exempt = (a: string) => a.startsWith('198.51.100.');
     for (const readAll of [true, false]) {
       const loaded: string[] = [];

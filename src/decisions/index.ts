@@ -4,7 +4,7 @@ import type { Logger } from '../log';
 import { formatDuration } from '../config/duration';
 import { canonicalIp, type Family } from '../net/ip';
 import { banDuration, type BantimeOptions } from '../scoring/bantime';
-import type { ActiveBan, Store } from '../store';
+import type { ActiveBan, NewBan, Store } from '../store';
 
 /** What Decisions needs of the firewall: the serialising queue in src/firewall. */
 export interface KernelQueue {
@@ -19,6 +19,9 @@ export interface BanReason {
   account: string;
   failures: number;
 }
+
+/** A ban sent to the kernel whose database row is still to be written. */
+interface PendingBan { row: NewBan; banCount: number }
 
 export interface BanResult {
   address: string;
@@ -38,6 +41,8 @@ export interface BanResult {
  */
 export class Decisions {
   private readonly banned = new Map<string, number | null>(); // address -> until (null = permanent)
+  /** Automatic bans sent to the kernel, committed at the end of the loop turn (flushWrites). */
+  private pendingWrites: PendingBan[] = [];
 
   constructor(
     private readonly store: Store,
@@ -54,6 +59,7 @@ export class Decisions {
    * with 100k bans that work overlaps \`ipset restore\` parsing the lines before them.
    */
   async restore(now: number, isExempt: (a: string, f: Family) => boolean): Promise<{ restored: number; lifted: number }> {
+    this.flushWrites();
     this.store.expireBans(now);
     const rows = this.store.activeKernelBans(now);
     const allowed: string[] = [];
@@ -85,6 +91,7 @@ export class Decisions {
 
   /** Load the database's active bans into the kernel again (after a failed kernel command). */
   async resync(now: number): Promise<void> {
+    this.flushWrites();
     const active = this.store.activeBans(now).filter((b) => this.banned.has(b.address));
     await this.kernel.setAll(active.map(toKernel), now);
   }
@@ -109,33 +116,64 @@ export class Decisions {
   }
 
   ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy', forMs?: number | null): BanResult {
-    const duration = forMs !== undefined ? forMs : banDuration(this.store.banCount(address), this.bantime);
+    // An operator's ban goes after the pending ones; so does a host's second ban (its count).
+    if (source !== 'auto' || this.pendingWrites.some((w) => w.row.address === address)) this.flushWrites();
+    const banCount = this.store.banCount(address) + 1;
+    const duration = forMs !== undefined ? forMs : banDuration(banCount - 1, this.bantime);
     const until = duration === null || duration === 0 ? null : now + duration;
-    // The kernel command leaves first (written synchronously by the queue), then the database
-    // commits while the kernel applies it: the commit (~0.3-0.7 ms, more when SQLite is busy)
-    // no longer delays the drop, and a failing disk cannot keep an attacker in.
+    // The kernel command leaves first (written synchronously by the queue), so nothing on
+    // the database side can delay the drop, and a failing disk cannot keep an attacker in.
     this.banned.set(address, until);
     const applied = this.kernel.add([{ address, family, until }], now);
-    let banCount: number;
-    try {
-      ({ banCount } = this.store.recordBan({
-        address, family, now, until, source,
-        reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures,
-      }));
-    } catch (err) {
-      this.log.error({ err: String(err), address }, 'ban is in the kernel but could not be stored: it will not survive a restart');
-      throw err;
+    const row: NewBan = {
+      address, family, now, until, source,
+      reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures,
+    };
+    const pending = { row, banCount };
+    if (source === 'auto') {
+      // Automatic bans are committed together once this loop turn's events are handled: under
+      // a burst (a dozen attackers banned within a few ms) each commit (~0.3-0.7 ms) would
+      // otherwise delay the next attacker's kernel command. A crash before the commit leaves
+      // at most kernel bans the database lacks, which the next start's full load removes.
+      // The "ban" line is logged once the ban is stored.
+      this.pendingWrites.push(pending);
+      if (this.pendingWrites.length === 1) setImmediate(() => this.flushWrites());
+    } else {
+      // An operator's ban (or an import) is in the database when the call returns.
+      this.write([pending], true);
     }
-    this.log.info(
-      { address, reason: { kind: reason.kind, service: reason.service, account: reason.account }, failures: reason.failures, count: banCount, duration: until === null ? 'permanent' : formatDuration(until - now), until: until === null ? null : new Date(until).toISOString(), source },
-      'ban',
-    );
     this.onChange('ban', address, source);
     return { address, family, until, banCount, applied };
   }
 
+  /**
+   * Commit the automatic bans not yet written. Runs by itself after the loop turn that made
+   * them; every other database change of Decisions runs it first, so the order is kept.
+   */
+  flushWrites(): void {
+    if (this.pendingWrites.length === 0) return;
+    this.write(this.pendingWrites.splice(0), false);
+  }
+
+  private write(bans: PendingBan[], rethrow: boolean): void {
+    try {
+      if (bans.length === 1) this.store.recordBan(bans[0].row);
+      else this.store.recordBans(bans.map((b) => b.row));
+    } catch (err) {
+      this.log.error({ err: String(err), addresses: bans.map((b) => b.row.address) }, 'ban is in the kernel but could not be stored: it will not survive a restart');
+      if (rethrow) throw err;
+    }
+    for (const { row: b, banCount } of bans) {
+      this.log.info(
+        { address: b.address, reason: { kind: b.reasonKind, service: b.reasonService, account: b.reasonAccount }, failures: b.failures, count: banCount, duration: b.until === null ? 'permanent' : formatDuration(b.until - b.now), until: b.until === null ? null : new Date(b.until).toISOString(), source: b.source },
+        'ban',
+      );
+    }
+  }
+
   /** Lift one ban early (operator, or the address became allowed). */
   async unban(address: string, now: number, why: 'unban' | 'allowed'): Promise<boolean> {
+    this.flushWrites();
     const ip = canonicalIp(address);
     if (!ip) return false;
     const had = this.store.liftBan(ip.address, now, why);
@@ -151,6 +189,7 @@ export class Decisions {
 
   /** Lift every ban (operator `unban --all`): database first, then one kernel batch. Returns the addresses. */
   async unbanAll(now: number): Promise<string[]> {
+    this.flushWrites();
     const lifted = this.store.liftAllBans(now, 'unban');
     const gone = new Map<string, Family>();
     for (const b of lifted) gone.set(b.address, b.family as Family);
@@ -169,6 +208,7 @@ export class Decisions {
 
   /** Bans whose time is up: the database marks them, the kernel drops them (rules have no timeout). */
   async expire(now: number): Promise<number> {
+    this.flushWrites();
     const due = this.store.expireBans(now);
     if (due.length === 0) return 0;
     for (const b of due) {

@@ -100,6 +100,7 @@ export class Store {
   readonly checkpointer: Checkpointer | null;
   private readonly recordEventsTx: (batch: { event: SecurityEvent; at: number }[]) => void;
   private readonly recordBanTx: (b: NewBan) => { id: number; banCount: number };
+  private readonly recordBansTx: (list: NewBan[]) => void;
 
   constructor(path: string, private readonly historyPerHost = 20, opts: StoreOptions = {}) {
     this.db = openDatabase(path);
@@ -169,12 +170,14 @@ export class Store {
         for (const address of trim) this.trimEvents.run(address, address, keep);
       }
     });
-    this.recordBanTx = c.transaction((b: NewBan) => {
+    const writeBan = (b: NewBan) => {
       const banCount = this.banHost.get(b.address, b.family, b.now, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount) as number;
       this.supersedeBans.run(b.now, b.address);
       const id = this.insertBan.get(b.address, b.family, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount, b.failures, b.source) as number;
       return { id, banCount };
-    });
+    };
+    this.recordBanTx = c.transaction(writeBan);
+    this.recordBansTx = c.transaction((list: NewBan[]) => { for (const b of list) writeBan(b); });
     this.checkpointer = opts.checkpointer ? startCheckpointer(path, c, opts.checkpointer === true ? {} : opts.checkpointer) : null;
   }
 
@@ -195,6 +198,13 @@ export class Store {
     const r = this.recordBanTx(b);
     this.checkpointer?.noteCommit();
     return r;
+  }
+
+  /** Several bans in one transaction, in order (the daemon's automatic bans of one loop turn). */
+  recordBans(list: NewBan[]): void {
+    if (list.length === 0) return;
+    this.recordBansTx(list);
+    this.checkpointer?.noteCommit();
   }
 
   /** Bans in force at `now`: not lifted, and permanent (until null) or ending after now. */
