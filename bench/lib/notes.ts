@@ -106,7 +106,8 @@ bare number (251 → 147 bytes a host).
   not committed) put the median path at: event written → the daemon's socket read ~0.3 ms,
   ami-io's split and parse ~0.2-0.3 ms, decision and the ipset shell write ~0.2 ms, ipset's
   netlink add ~0.3-0.5 ms. What is left in the tail (p99 ${ct}; ${noct} with the conntrack
-  cleanup off, same runs) is scheduling on a shared two-core VM: the daemon, the ipset shell,
+  cleanup off, same runs; p99s of single runs straddle 5 ms) is scheduling on a shared two-core
+  VM: the daemon, the ipset shell,
   the Asterisk stand-in and the prober share two vCPUs, and a stalled wake-up of any of them
   shows directly. GC pauses were ruled out with --trace-gc (one 9 ms scavenge, at start).
 - **Attempts.** At scanner pace an attempt comes every 6.5 ms, longer than the reaction, so
@@ -119,10 +120,11 @@ bare number (251 → 147 bytes a host).
   manage ${v(rows, '5', 'ami-io')} on one core; everything of ours after it costs less
   (parse ${v(rows, '5', 'parse (toSecurityEvent)')}, scoring ${v(rows, '5', 'scoring')},
   history ${v(rows, '5', 'history')}). The whole daemon, socket and all, reaches
-  ${v(rows, '5', 'until it falls behind: scan, every source below loyalty')} on the no-ban mix;
-  a CPU profile of it puts ami-io's Message.parse alone at about a quarter of the busy time and
-  the history writes (one host upsert and one event row per failure) at about a fifth. An AMI
-  reader of our own would be needed for ≥ 50,000/s; the brief names ami-io, so it stays.
+  ${v(rows, '5', 'until it falls behind: scan, every source below loyalty')} on the no-ban mix,
+  close to the 50,000/s line, so runs on this shared VM fall on either side of it. A CPU
+  profile puts ami-io's Message.parse alone at about a quarter of the daemon's busy time and the
+  history writes (a host upsert and an event row per failure) at about a fifth. Clearly more
+  would need an AMI reader of our own; the brief names ami-io, so it stays.
 - **Restore** (100,000 bans: ${v(rows, '3', '100,000 bans: daemon start')} from spawn to a full
   kernel, ${v(rows, '3', "Node's own start")} of it before the daemon's code runs): the rest is
   \`ipset restore\` itself (${v(rows, '3', 'of which: ipset restore')} for the same elements from
