@@ -65,6 +65,8 @@ export interface DaemonStatus {
   ami: { state: string; connected: boolean; since: number; host: string; port: number; reconnects: number };
   events: { total: number; malformed: number; byKind: Record<string, number>; lastMinute: { total: number; byKind: Record<string, number> } };
   trackedHosts: number;
+  /** The WAL checkpointer thread (null: SQLite checkpoints inside commits). */
+  checkpointer: { running: boolean; failed: boolean; checkpoints: number; walFrames: number } | null;
   /** Bytes: the process's resident set, and V8's heap (used / reserved). */
   memory: { rss: number; heapUsed: number; heapTotal: number };
   bans: { active: { v4: number; v6: number; total: number }; made: number; lifted: number };
@@ -208,6 +210,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
       events: { total: stats.events, malformed: stats.malformed, byKind: { ...stats.byKind }, lastMinute: window.lastMinute(now) },
       trackedHosts: penalties.size,
       memory: (({ rss, heapUsed, heapTotal }) => ({ rss, heapUsed, heapTotal }))(process.memoryUsage()),
+      checkpointer: store.checkpointer ? (({ running, failed, ticks, lastLogFrames }) => ({ running, failed, checkpoints: ticks, walFrames: lastLogFrames }))(store.checkpointer.stats()) : null,
       bans: { active: { ...active, total: active.v4 + active.v6 }, made: stats.bans, lifted: stats.unbans },
       firewall: { backend: backend.name, chain: cfg.chain, target: cfg.target, inSync: firewall.healthy, lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches },
       backup: { ...backups.state },

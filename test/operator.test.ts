@@ -78,9 +78,11 @@ describe('ampere commands against a running daemon with a real kernel firewall',
     assert.match(text.stdout, /^firewall: +ipset, chain ampere, target DROP, in sync/m);
     assert.match(text.stdout, /^metrics: +http:\/\/127\.0\.0\.1:9327\/metrics/m);
     assert.match(text.stdout, /^memory: +\d+\.\d MB resident, heap \d+\.\d of \d+\.\d MB$/m);
+    assert.match(text.stdout, /^wal checkpoints: +worker thread running, \d+ passes, log at \d+ frames$/m);
     const s = json(js);
     assert.equal(s.running, true);
     // The daemon's own numbers: a Node process is tens of MB, its heap within its resident set.
+    assert.deepEqual([s.checkpointer.running, s.checkpointer.failed], [true, false], 'the daemon checkpoints on its worker thread');
     assert.ok(s.memory.rss > 20e6 && s.memory.heapUsed > 1e6 && s.memory.heapUsed <= s.memory.heapTotal && s.memory.heapTotal < s.memory.rss, JSON.stringify(s.memory));
     assert.equal(s.ami.connected, true);
     assert.equal(s.firewall.backend, 'ipset');

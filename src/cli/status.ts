@@ -44,7 +44,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     ['daemon', `running, pid ${s.pid}, version ${s.version}, up ${formatSpan(s.uptimeMs)} (since ${formatTime(s.startedAt)})`],
     ['ami', `${s.ami.state} since ${formatTime(s.ami.since)} (${ago(s.ami.since, now)}), ${s.ami.host}:${s.ami.port}, ${s.ami.reconnects} reconnects`],
     ['tracked hosts', String(s.trackedHosts)],
-    ['memory', `${mb(s.memory.rss)} MB resident, heap ${mb(s.memory.heapUsed)} of ${mb(s.memory.heapTotal)} MB`],
+    ['memory', s.memory ? `${mb(s.memory.rss)} MB resident, heap ${mb(s.memory.heapUsed)} of ${mb(s.memory.heapTotal)} MB` : '-'],
     ['active bans', `${s.bans.active.total} (IPv4 ${s.bans.active.v4}, IPv6 ${s.bans.active.v6}); since start ${s.bans.made} made, ${s.bans.lifted} lifted`],
     ['firewall', `${s.firewall.backend}, chain ${s.firewall.chain}, target ${s.firewall.target}, ${s.firewall.inSync ? 'in sync' : 'NOT IN SYNC'}`],
     ['last sync', s.firewall.lastSyncAt ? `${formatTime(s.firewall.lastSyncAt)} (${ago(s.firewall.lastSyncAt, now)})` : 'never'],
@@ -54,6 +54,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     ...(s.backup.lastError ? [['backup error', `${formatTime(s.backup.lastError.at)} ${s.backup.lastError.message}`] as [string, string]] : []),
     ['metrics', s.metrics ? `http://${s.metrics}/metrics` : 'off (AMPERE_METRICS)'],
     ['database', s.db],
+    ['wal checkpoints', !s.checkpointer ? 'inside commits (no checkpointer thread)' : s.checkpointer.failed ? 'checkpointer FAILED: SQLite checkpoints inside commits again' : `worker thread ${s.checkpointer.running ? 'running' : 'stopped'}, ${s.checkpointer.checkpoints} passes, log at ${s.checkpointer.walFrames} frames`],
     ['events', `${s.events.total} total, ${s.events.lastMinute.total} in the last minute, ${s.events.malformed} malformed`],
   ]));
   if (kinds.length) {
