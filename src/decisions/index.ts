@@ -33,10 +33,11 @@ export interface BanResult {
 }
 
 /**
- * Turns a decision into a ban that is real and remembered: the kernel command is sent, then
- * the database records the ban in the same synchronous step. A crash between the two can
- * leave at most a kernel ban the database does not know; the next start loads the kernel
- * from the database as a whole (a swap), so the database stays the truth.
+ * Turns a decision into a ban that is real and remembered: the kernel command is sent first,
+ * then the database records the ban (an operator's at once, automatic ones together at the
+ * end of the loop turn). A crash in between can leave at most kernel bans the database does
+ * not know; the next start loads the kernel from the database as a whole (a swap), so the
+ * database stays the truth.
  * Keeps the set of banned addresses in memory so events from them cost nothing.
  */
 export class Decisions {

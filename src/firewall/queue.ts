@@ -21,8 +21,8 @@ export interface QueueOptions {
 /**
  * Serialises calls into one backend. A call made while the queue is idle is sent at once,
  * synchronously; while a kernel command is in flight, further calls wait and are then sent
- * together: 1,000 simultaneous bans become a few batches. Its promises never reject: failures are logged with the command's stderr
- * and recorded for the health check (see `healthy`).
+ * together: 1,000 simultaneous bans become a few batches. Its promises never reject: failures
+ * are logged with the command's stderr and recorded for the health check (see `healthy`).
  */
 export class FirewallQueue {
   /** Message (with stderr) of the last failed batch; kept after recovery, for status. */
