@@ -2,10 +2,12 @@ import type { Statement } from 'better-sqlite3';
 import { and, desc, eq, gt, isNull, lte, or, sql } from 'drizzle-orm';
 import type { SecurityEvent } from '../events/types';
 import type { Family } from '../net/ip';
-import { openDatabase, startCheckpointer, type Checkpointer, type CheckpointerOptions, type Db } from './open';
+import { startCheckpointer, type Checkpointer, type CheckpointerOptions } from './checkpointer';
+import { openDatabase, type Db } from './open';
 import { allowed, bans, events, hosts } from './schema';
 
-export { openDatabase, MIGRATIONS, Checkpointer, type CheckpointerOptions, type CheckpointerStats, type Db } from './open';
+export { openDatabase, MIGRATIONS, type Db } from './open';
+export { Checkpointer, type CheckpointerOptions, type CheckpointerStats } from './checkpointer';
 export * as schema from './schema';
 
 export interface ActiveBan {
