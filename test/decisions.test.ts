@@ -131,3 +131,22 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('resync: the kernel gets the stored active bans the daemon knows, pending ones committed first', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
+  const store = new Store(join(dir, 'ampere.db'));
+  try {
+    const now = Date.now();
+    const loads: string[][] = [];
+    const kernel: KernelQueue = { add: async () => {}, remove: async () => {}, async setAll(bans) { loads.push([...bans].map((b) => b.address).sort()); } };
+    const d = new Decisions(store, kernel, bantime, captureLog().log);
+    d.ban('192.0.2.1', 4, reason, now, 'auto');
+    d.ban('2001:db8::1', 6, reason, now, 'auto'); // both still pending: resync must commit them first
+    d.ban('192.0.2.2', 4, reason, now, 'manual', 1); // ends 1 ms later: not active by resync time
+    await d.resync(now + 10);
+    assert.deepEqual(loads, [['192.0.2.1', '2001:db8::1']]);
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -4,7 +4,7 @@ import type { Logger } from '../log';
 import { formatDuration } from '../config/duration';
 import { canonicalIp, type Family } from '../net/ip';
 import { banDuration, type BantimeOptions } from '../scoring/bantime';
-import type { ActiveBan, NewBan, Store } from '../store';
+import type { NewBan, Store } from '../store';
 
 /** What Decisions needs of the firewall: the serialising queue in src/firewall. */
 export interface KernelQueue {
@@ -93,8 +93,7 @@ export class Decisions {
   /** Load the database's active bans into the kernel again (after a failed kernel command). */
   async resync(now: number): Promise<void> {
     this.flushWrites();
-    const active = this.store.activeBans(now).filter((b) => this.banned.has(b.address));
-    await this.kernel.setAll(active.map(toKernel), now);
+    await this.kernel.setAll(this.store.activeKernelBans(now).filter((b) => this.banned.has(b.address)), now);
   }
 
   isBanned(address: string): boolean {
@@ -220,8 +219,4 @@ export class Decisions {
     await this.kernel.remove(due.map((b) => ({ address: b.address, family: b.family as Family })));
     return due.length;
   }
-}
-
-function toKernel(b: ActiveBan): KernelBan {
-  return { address: b.address, family: b.family as Family, until: b.until };
 }

@@ -170,7 +170,7 @@ export class IpsetBackend implements FirewallBackend {
   async remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void> {
     this.fresh = false;
     checkBatch(bans);
-    const lines = bans.map((b) => `del ${this.setName(b.family)} ${checkedIp(b.address, b.family)}`);
+    const lines = bans.map((b) => `del ${this.setName(b.family)} ${b.address}`); // checked just above
     await this.apply(lines);
   }
 

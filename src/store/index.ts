@@ -80,7 +80,7 @@ function toBans(rows: Iterable<unknown[]>): ActiveBan[] {
 
 const active = (now: number) => and(isNull(bans.liftedAt), or(isNull(bans.until), gt(bans.until, now)));
 
-/** The daemon's queries. Synchronous (better-sqlite3): a ban is committed before the kernel hears of it. */
+/** The daemon's queries. Synchronous (better-sqlite3); Decisions decides when a ban is written (after its kernel command). */
 export class Store {
   readonly db: Db;
   // The two writes on the daemon's hot paths (every failure, every ban) are plain prepared
