@@ -36,11 +36,11 @@ async function until(what: string, cond: () => boolean, ms = 10_000): Promise<vo
 test('a Store without the option starts no worker and keeps SQLite automatic checkpoints; :memory: never starts one', () => {
   const s = new Store(file());
   assert.equal(s.checkpointer, null);
-  assert.equal(s.db.$client.pragma('wal_autocheckpoint', { simple: true }), 1000);
+  assert.equal(s.sqlite.pragma('wal_autocheckpoint', { simple: true }), 1000);
   s.close();
   const m = new Store(':memory:', 20, { checkpointer: true });
   assert.equal(m.checkpointer, null, 'no file, no WAL, no worker');
-  assert.equal(m.db.$client.pragma('wal_autocheckpoint', { simple: true }), 1000);
+  assert.equal(m.sqlite.pragma('wal_autocheckpoint', { simple: true }), 1000);
   m.close();
 });
 
@@ -49,7 +49,7 @@ test('with the checkpointer: automatic checkpoints off, the worker checkpoints; 
   const errors: Error[] = [];
   const s = new Store(path, 20, { checkpointer: { intervalMs: 50, onError: (e) => errors.push(e) } });
   assert.ok(s.checkpointer);
-  assert.equal(s.db.$client.pragma('wal_autocheckpoint', { simple: true }), 0);
+  assert.equal(s.sqlite.pragma('wal_autocheckpoint', { simple: true }), 0);
   const now = Date.now();
   for (let i = 0; i < 3000; i++) {
     s.recordEvents([event(i)]);
@@ -71,8 +71,8 @@ test('with the checkpointer: automatic checkpoints off, the worker checkpoints; 
   const active = again.activeBans(now);
   assert.equal(active.length, 3000);
   assert.deepEqual(new Set(active.map((b) => b.address)), new Set(Array.from({ length: 3000 }, (_, i) => addr(i))));
-  assert.equal((again.db.$client.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n, 3000);
-  assert.equal(again.db.$client.pragma('integrity_check', { simple: true }), 'ok');
+  assert.equal((again.sqlite.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n, 3000);
+  assert.equal(again.sqlite.pragma('integrity_check', { simple: true }), 'ok');
   again.close();
 });
 
@@ -92,8 +92,8 @@ test('the -wal file stays bounded under many thousands of writes (defaults); wit
     }
   }
   max = Math.max(max, walBytes(path));
-  const pages = s.db.$client.pragma('page_count', { simple: true }) as number;
-  const pageSize = s.db.$client.pragma('page_size', { simple: true }) as number;
+  const pages = s.sqlite.pragma('page_count', { simple: true }) as number;
+  const pageSize = s.sqlite.pragma('page_size', { simple: true }) as number;
   const stats = s.checkpointer!.stats();
   s.close();
   // 40,000 commits of ~8 pages each: ~1.3 GB of log if it never started over. The bound is
@@ -173,7 +173,7 @@ test('a worker that fails is reported and the connection checkpoints automatical
   assert.equal(errors[0].fatal, true);
   assert.match(errors[0].err.message, /WAL checkpointer/);
   assert.equal(s.checkpointer!.stats().failed, true);
-  assert.equal(s.db.$client.pragma('wal_autocheckpoint', { simple: true }), 1000);
+  assert.equal(s.sqlite.pragma('wal_autocheckpoint', { simple: true }), 1000);
   s.recordBan(ban(1, Date.now()));
   const t0 = Date.now();
   s.close();

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { and, gt, isNull, or } from 'drizzle-orm';
-import { Store, MIGRATIONS, openDatabase, schema } from '../src/store';
+import { Store, MIGRATIONS, openDatabase } from '../src/store';
+import * as schema from '../src/store/schema';
 import type { SecurityEvent } from '../src/events';
 
 const file = () => join(mkdtempSync(join(tmpdir(), 'ampere-store-')), 'sub', 'dir', 'ampere.db');
@@ -15,13 +16,13 @@ const ban = (address: string, now: number, until: number | null) => ({ address, 
 test('a real file: directory created, WAL mode, migrations applied once, data survives reopening', () => {
   const path = file();
   const s = new Store(path);
-  assert.equal(s.db.$client.pragma('journal_mode', { simple: true }), 'wal');
-  assert.equal(s.db.$client.pragma('foreign_keys', { simple: true }), 1);
+  assert.equal(s.sqlite.pragma('journal_mode', { simple: true }), 'wal');
+  assert.equal(s.sqlite.pragma('foreign_keys', { simple: true }), 1);
   s.recordBan(ban('192.0.2.1', 1000, 5000));
   s.close();
   const again = new Store(path);
   assert.deepEqual(again.activeBans(2000).map((b) => b.address), ['192.0.2.1']);
-  const applied = again.db.$client.prepare('SELECT count(*) AS n FROM __drizzle_migrations').get() as { n: number };
+  const applied = again.sqlite.prepare('SELECT count(*) AS n FROM __drizzle_migrations').get() as { n: number };
   const journal = JSON.parse(readFileSync(join(MIGRATIONS, 'meta', '_journal.json'), 'utf8'));
   assert.equal(applied.n, journal.entries.length);
   again.close();

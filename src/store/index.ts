@@ -1,14 +1,20 @@
+import type Database from 'better-sqlite3';
 import type { Statement } from 'better-sqlite3';
-import { and, desc, eq, gt, isNull, lte, or, sql } from 'drizzle-orm';
 import type { SecurityEvent } from '../events/types';
 import type { Family } from '../net/ip';
 import { startCheckpointer, type Checkpointer, type CheckpointerOptions } from './checkpointer';
-import { openDatabase, type Db } from './open';
-import { allowed, bans, events, hosts } from './schema';
+import { drizzleOf, openSqlite, type Db } from './open';
+// Types only (erased): src/store/schema.ts stays the schema's source for drizzle-kit and the
+// migrations, but the Store never loads Drizzle itself (see Store.db).
+import type { events, hosts } from './schema';
 
-export { openDatabase, MIGRATIONS, type Db } from './open';
+export { openDatabase, openSqlite, pendingMigrations, MIGRATIONS, type Db } from './open';
 export { Checkpointer, type CheckpointerOptions, type CheckpointerStats } from './checkpointer';
-export * as schema from './schema';
+
+/** A hosts row, as host() returns it (banned a boolean, as schema.ts's mode: 'boolean'). */
+export type HostRow = typeof hosts.$inferSelect;
+/** An events row, as recentEvents() returns it. */
+export type EventRow = typeof events.$inferSelect;
 
 export interface ActiveBan {
   id: number;
@@ -78,13 +84,29 @@ function toBans(rows: Iterable<unknown[]>): ActiveBan[] {
   return out;
 }
 
-const active = (now: number) => and(isNull(bans.liftedAt), or(isNull(bans.until), gt(bans.until, now)));
+/** A ban in force at the one `?` parameter (now): not lifted, and permanent or ending after now. */
+const ACTIVE = '(bans.lifted_at IS NULL AND (bans.until IS NULL OR bans.until > ?))';
 
-/** The daemon's queries. Synchronous (better-sqlite3); Decisions decides when a ban is written (after its kernel command). */
+/** A bans row as an object with the schema's (camelCase) field names: ActiveBan plus liftedAt, liftReason. */
+const BAN_FIELDS = `bans.id AS id, bans.address AS address, bans.family AS family, bans.started_at AS startedAt, bans.until AS until,
+  bans.reason_kind AS reasonKind, bans.reason_service AS reasonService, bans.reason_account AS reasonAccount, bans.failures AS failures,
+  bans.source AS source, bans.lifted_at AS liftedAt, bans.lift_reason AS liftReason`;
+
+/**
+ * The daemon's queries. Synchronous (better-sqlite3); Decisions decides when a ban is written (after its kernel command).
+ *
+ * Every query is plain SQL on better-sqlite3 (the SQL Drizzle generated for it, same rows and
+ * field names), none goes through Drizzle's query builder: loading drizzle-orm costs each start
+ * ~90 ms of CPU and ~8.6 MB of RSS for the process's life. schema.ts stays the schema's source
+ * (drizzle-kit makes the migrations from it) and test/store.test.ts compares these queries with
+ * the query builder's. Drizzle is loaded only to run a pending migration, or by `db`.
+ */
 export class Store {
-  readonly db: Db;
+  /** The connection. */
+  readonly sqlite: Database.Database;
+  private drizzleDb: Db | null = null;
   // The two writes on the daemon's hot paths (every failure, every ban) are plain prepared
-  // statements: the SQL Drizzle generates for them, built once instead of per call.
+  // statements, built once instead of per call.
   private readonly upsertHost: Statement;
   private readonly insertEvent: Statement;
   private readonly trimEvents: Statement;
@@ -103,10 +125,14 @@ export class Store {
   private readonly recordEventsTx: (batch: { event: SecurityEvent; at: number }[]) => void;
   private readonly recordBanTx: (b: NewBan) => { id: number; banCount: number };
   private readonly recordBansTx: (list: NewBan[]) => void;
+  private readonly liftBanTx: (address: string, now: number, reason: string) => boolean;
+  private readonly liftAllBansTx: (now: number, reason: string) => ActiveBan[];
+  /** The other statements, each prepared on its first use (operator commands, hourly prune). */
+  private readonly prepared = new Map<string, Statement>();
 
   constructor(path: string, private readonly historyPerHost = 20, opts: StoreOptions = {}) {
-    this.db = openDatabase(path);
-    const c = this.db.$client;
+    this.sqlite = openSqlite(path);
+    const c = this.sqlite;
     // One upsert per host and batch, carrying that host's failures in it (a flood from one
     // address is one row update per batch, not one per event): the row ends as it would after
     // one upsert per event. RETURNING failures: events are only ever inserted together with
@@ -180,7 +206,33 @@ export class Store {
     };
     this.recordBanTx = c.transaction(writeBan);
     this.recordBansTx = c.transaction((list: NewBan[]) => { for (const b of list) writeBan(b); });
+    this.liftBanTx = c.transaction((address: string, now: number, reason: string) => {
+      const lifted = this.sql(`UPDATE bans SET lifted_at = ?, lift_reason = ? WHERE bans.address = ? AND ${ACTIVE}`).run(now, reason, address, now).changes;
+      this.sql(`UPDATE hosts SET banned = 0, ban_until = NULL WHERE address = ?`).run(address);
+      return lifted > 0;
+    });
+    this.liftAllBansTx = c.transaction((now: number, reason: string) => {
+      const lifted = this.sql(`SELECT ${BAN_FIELDS} FROM bans WHERE ${ACTIVE}`).all(now) as ActiveBan[];
+      this.sql(`UPDATE bans SET lifted_at = ?, lift_reason = ? WHERE ${ACTIVE}`).run(now, reason, now);
+      this.sql(`UPDATE hosts SET banned = 0, ban_until = NULL WHERE banned = 1`).run();
+      return lifted;
+    });
     this.checkpointer = opts.checkpointer ? startCheckpointer(path, c, opts.checkpointer === true ? {} : opts.checkpointer) : null;
+  }
+
+  /**
+   * A Drizzle query builder (with the schema) over the same connection, for tools and tests:
+   * made, and drizzle-orm loaded, on first use. The daemon never uses it.
+   */
+  get db(): Db {
+    return (this.drizzleDb ??= drizzleOf(this.sqlite));
+  }
+
+  /** A statement prepared once, on its first use. */
+  private sql(text: string): Statement {
+    let s = this.prepared.get(text);
+    if (s === undefined) this.prepared.set(text, (s = this.sqlite.prepare(text)));
+    return s;
   }
 
   /** Offending events, written in one transaction per batch (the daemon batches them). */
@@ -226,7 +278,7 @@ export class Store {
   }
 
   isBanned(address: string, now: number): boolean {
-    return this.db.select({ id: bans.id }).from(bans).where(and(eq(bans.address, address), active(now))).get() !== undefined;
+    return this.sql(`SELECT 1 FROM bans WHERE bans.address = ? AND ${ACTIVE}`).get(address, now) !== undefined;
   }
 
   /** Mark bans whose time is up as lifted; returns them so the kernel and logs can follow. */
@@ -236,67 +288,60 @@ export class Store {
 
   /** End a host's active ban early; false when it had none. */
   liftBan(address: string, now: number, reason: 'unban' | 'allowed'): boolean {
-    return this.db.transaction((tx) => {
-      const res = tx.update(bans).set({ liftedAt: now, liftReason: reason }).where(and(eq(bans.address, address), active(now))).run();
-      tx.update(hosts).set({ banned: false, banUntil: null }).where(eq(hosts.address, address)).run();
-      return res.changes > 0;
-    });
+    return this.liftBanTx(address, now, reason);
   }
 
-  /** Forget hosts never banned and not seen since `before` (keeps the file bounded under floods). */
+  /** Forget hosts never banned and not seen since `before` (keeps the file bounded under floods); their events go with them (cascade). */
   pruneHosts(before: number): number {
-    return this.db.delete(hosts).where(and(eq(hosts.banCount, 0), lte(hosts.lastSeen, before))).run().changes;
+    return this.sql(`DELETE FROM hosts WHERE ban_count = 0 AND last_seen <= ?`).run(before).changes;
   }
 
-  recentEvents(address: string, limit = 100) {
-    return this.db.select().from(events).where(eq(events.address, address)).orderBy(desc(events.id)).limit(limit).all();
+  /** A host's newest events first. */
+  recentEvents(address: string, limit = 100): EventRow[] {
+    return this.sql(`SELECT id, address, at, kind, service, transport, account FROM events WHERE address = ? ORDER BY id DESC LIMIT ?`)
+      .all(address, limit) as EventRow[];
   }
 
-  host(address: string) {
-    return this.db.select().from(hosts).where(eq(hosts.address, address)).get();
+  host(address: string): HostRow | undefined {
+    const row = this.sql(
+      `SELECT address, family, first_seen AS firstSeen, last_seen AS lastSeen, failures, ban_count AS banCount, banned, ban_until AS banUntil,
+         last_kind AS lastKind, last_service AS lastService, last_account AS lastAccount FROM hosts WHERE address = ?`,
+    ).get(address) as (Omit<HostRow, 'banned'> & { banned: number }) | undefined;
+    // As Drizzle's boolean mode reads it.
+    return row && { ...row, banned: Number(row.banned) === 1 };
   }
 
   allowList(): { cidr: string; addedAt: number; note: string }[] {
-    return this.db.select().from(allowed).all();
+    return this.sql(`SELECT cidr, added_at AS addedAt, note FROM allowed`).all() as { cidr: string; addedAt: number; note: string }[];
   }
 
   addAllowed(cidr: string, now: number, note = ''): void {
-    this.db.insert(allowed).values({ cidr, addedAt: now, note }).onConflictDoNothing().run();
+    this.sql(`INSERT INTO allowed (cidr, added_at, note) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`).run(cidr, now, note);
   }
 
   removeAllowed(cidr: string): boolean {
-    return this.db.delete(allowed).where(eq(allowed.cidr, cidr)).run().changes > 0;
+    return this.sql(`DELETE FROM allowed WHERE cidr = ?`).run(cidr).changes > 0;
   }
 
   /** Bans for listings, newest first: active ones, or (all) every ban ever made; optionally one host's. */
   listBans(now: number, opts: { all?: boolean; address?: string } = {}): BanRow[] {
-    const conds = [opts.all ? undefined : active(now), opts.address !== undefined ? eq(bans.address, opts.address) : undefined].filter((c) => c !== undefined);
-    return this.db
-      .select({
-        id: bans.id, address: bans.address, family: bans.family, startedAt: bans.startedAt, until: bans.until,
-        reasonKind: bans.reasonKind, reasonService: bans.reasonService, reasonAccount: bans.reasonAccount,
-        failures: bans.failures, source: bans.source, liftedAt: bans.liftedAt, liftReason: bans.liftReason,
-        banCount: sql<number>`coalesce(${hosts.banCount}, 0)`,
-      })
-      .from(bans)
-      .leftJoin(hosts, eq(hosts.address, bans.address))
-      .where(conds.length ? and(...conds) : undefined)
-      .orderBy(desc(bans.startedAt), desc(bans.id))
-      .all() as BanRow[];
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (!opts.all) { where.push(ACTIVE); params.push(now); }
+    if (opts.address !== undefined) { where.push('bans.address = ?'); params.push(opts.address); }
+    return this.sql(
+      `SELECT ${BAN_FIELDS}, coalesce(hosts.ban_count, 0) AS banCount FROM bans LEFT JOIN hosts ON hosts.address = bans.address
+       ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY bans.started_at DESC, bans.id DESC`,
+    ).all(...params) as BanRow[];
   }
 
   /** End every active ban at once (operator `unban --all`); returns the bans lifted. */
   liftAllBans(now: number, reason: 'unban'): ActiveBan[] {
-    return this.db.transaction((tx) => {
-      const lifted = tx.select().from(bans).where(active(now)).all() as ActiveBan[];
-      tx.update(bans).set({ liftedAt: now, liftReason: reason }).where(active(now)).run();
-      tx.update(hosts).set({ banned: false, banUntil: null }).where(eq(hosts.banned, true)).run();
-      return lifted;
-    });
+    return this.liftAllBansTx(now, reason);
   }
 
   /** Stops the checkpointer (with a last checkpoint) first, then closes the connection. */
   close(): void {
-    try { this.checkpointer?.stop(); } finally { this.db.$client.close(); }
+    try { this.checkpointer?.stop(); } finally { this.sqlite.close(); }
   }
 }
