@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync, cpSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { and, gt, isNull, or } from 'drizzle-orm';
+import { and, desc, eq, gt, isNull, lte, or, sql } from 'drizzle-orm';
 import { Store, MIGRATIONS, openDatabase } from '../src/store';
 import * as schema from '../src/store/schema';
 import type { SecurityEvent } from '../src/events';
@@ -162,4 +162,108 @@ test('expireBans: marks the bans that are over (lifted at their until), frees th
   assert.deepEqual(s.expireBans(now), []);
   assert.deepEqual(s.activeBans(now).map((b) => b.address).sort(), ['192.0.2.51', '192.0.2.52']);
   s.close();
+});
+
+/**
+ * The Store's SQL against the Drizzle queries it replaced (the query builder over the same
+ * schema): same rows, field names, field order, types (hosts.banned a boolean) and effects.
+ */
+const viaDrizzle = (s: Store) => {
+  const { bans, hosts, events, allowed } = schema;
+  const active = (now: number) => and(isNull(bans.liftedAt), or(isNull(bans.until), gt(bans.until, now)));
+  const db = s.db;
+  return {
+    isBanned: (address: string, now: number) => db.select({ id: bans.id }).from(bans).where(and(eq(bans.address, address), active(now))).get() !== undefined,
+    liftBan: (address: string, now: number, reason: 'unban' | 'allowed') => db.transaction((tx) => {
+      const res = tx.update(bans).set({ liftedAt: now, liftReason: reason }).where(and(eq(bans.address, address), active(now))).run();
+      tx.update(hosts).set({ banned: false, banUntil: null }).where(eq(hosts.address, address)).run();
+      return res.changes > 0;
+    }),
+    pruneHosts: (before: number) => db.delete(hosts).where(and(eq(hosts.banCount, 0), lte(hosts.lastSeen, before))).run().changes,
+    recentEvents: (address: string, limit = 100) => db.select().from(events).where(eq(events.address, address)).orderBy(desc(events.id)).limit(limit).all(),
+    host: (address: string) => db.select().from(hosts).where(eq(hosts.address, address)).get(),
+    allowList: () => db.select().from(allowed).all(),
+    addAllowed: (cidr: string, now: number, note = '') => { db.insert(allowed).values({ cidr, addedAt: now, note }).onConflictDoNothing().run(); },
+    removeAllowed: (cidr: string) => db.delete(allowed).where(eq(allowed.cidr, cidr)).run().changes > 0,
+    listBans: (now: number, opts: { all?: boolean; address?: string } = {}) => {
+      const conds = [opts.all ? undefined : active(now), opts.address !== undefined ? eq(bans.address, opts.address) : undefined].filter((c) => c !== undefined);
+      return db.select({
+        id: bans.id, address: bans.address, family: bans.family, startedAt: bans.startedAt, until: bans.until,
+        reasonKind: bans.reasonKind, reasonService: bans.reasonService, reasonAccount: bans.reasonAccount,
+        failures: bans.failures, source: bans.source, liftedAt: bans.liftedAt, liftReason: bans.liftReason,
+        banCount: sql<number>`coalesce(${hosts.banCount}, 0)`,
+      }).from(bans).leftJoin(hosts, eq(hosts.address, bans.address)).where(conds.length ? and(...conds) : undefined).orderBy(desc(bans.startedAt), desc(bans.id)).all();
+    },
+    liftAllBans: (now: number, reason: 'unban') => db.transaction((tx) => {
+      const lifted = tx.select().from(bans).where(active(now)).all();
+      tx.update(bans).set({ liftedAt: now, liftReason: reason }).where(active(now)).run();
+      tx.update(hosts).set({ banned: false, banUntil: null }).where(eq(hosts.banned, true)).run();
+      return lifted;
+    }),
+  };
+};
+
+/** Same values and the same field order (JSON output follows it). */
+const same = (got: unknown, want: unknown, what: string) => {
+  assert.deepStrictEqual(got, want, what);
+  assert.equal(JSON.stringify(got), JSON.stringify(want), `${what}: field order`);
+};
+
+test('the operator queries return and change exactly what the Drizzle queries they replace did', () => {
+  const now = 1_800_000_000_000;
+  const fill = (s: Store) => {
+    s.recordEvents(Array.from({ length: 7 }, (_, i) => ({ event: ev(i % 2 ? '192.0.2.60' : '2001:db8::60'), at: now - 100 + i })));
+    s.recordEvents([{ event: { ...ev('192.0.2.61'), transport: undefined as unknown as string }, at: now - 50 }]); // null transport
+    s.recordEvents([{ event: ev('192.0.2.62'), at: now - 10_000 }]); // quiet, never banned
+    s.recordBan(ban('192.0.2.60', now - 5000, now + 60_000));
+    s.recordBan(ban('192.0.2.60', now - 4000, now + 90_000)); // supersedes
+    s.recordBan(ban('2001:db8::60', now - 3000, null));
+    s.recordBan(ban('192.0.2.63', now - 3000, now - 1)); // over, not marked
+    s.recordBan({ ...ban('192.0.2.64', now - 2000, now + 5), source: 'manual', reasonKind: 'manual', reasonService: '', reasonAccount: '', failures: 0 });
+    s.recordBan(ban('192.0.2.65', now - 2000, now - 5));
+    s.expireBans(now - 1);
+    s.addAllowed('198.51.100.0/24', now - 7, 'office');
+    s.addAllowed('2001:db8:1::/48', now - 6);
+  };
+  const a = new Store(file(), 5);
+  const b = new Store(file(), 5);
+  fill(a); fill(b);
+  const ref = viaDrizzle(b);
+  const addresses = ['192.0.2.60', '2001:db8::60', '192.0.2.61', '192.0.2.62', '192.0.2.63', '192.0.2.64', '192.0.2.65', '203.0.113.1'];
+  const compare = (when: string) => {
+    for (const t of [now - 6000, now - 1, now, now + 10]) {
+      for (const opts of [{}, { all: true }, ...addresses.flatMap((address) => [{ address }, { all: true, address }])]) {
+        same(a.listBans(t, opts), ref.listBans(t, opts), `${when}: listBans(${t}, ${JSON.stringify(opts)})`);
+      }
+      for (const x of addresses) assert.equal(a.isBanned(x, t), ref.isBanned(x, t), `${when}: isBanned(${x}, ${t})`);
+    }
+    for (const x of addresses) {
+      same(a.host(x), ref.host(x), `${when}: host(${x})`);
+      for (const limit of [1, 3, 100]) same(a.recentEvents(x, limit), ref.recentEvents(x, limit), `${when}: recentEvents(${x}, ${limit})`);
+      same(a.recentEvents(x), ref.recentEvents(x), `${when}: recentEvents(${x})`);
+    }
+    same(a.allowList(), ref.allowList(), `${when}: allowList`);
+  };
+  compare('filled');
+  assert.equal(typeof a.host('192.0.2.60')!.banned, 'boolean');
+  assert.equal(a.recentEvents('192.0.2.61')[0].transport, null);
+  // Writes: the same calls on both, compared by what they return and by what they leave.
+  assert.equal(a.liftBan('192.0.2.60', now - 1, 'unban'), ref.liftBan('192.0.2.60', now - 1, 'unban'));
+  assert.equal(a.liftBan('192.0.2.60', now - 1, 'unban'), ref.liftBan('192.0.2.60', now - 1, 'unban'));
+  assert.equal(a.liftBan('192.0.2.62', now - 1, 'allowed'), ref.liftBan('192.0.2.62', now - 1, 'allowed'));
+  compare('after liftBan');
+  a.addAllowed('198.51.100.0/24', now, 'again'); ref.addAllowed('198.51.100.0/24', now, 'again');
+  a.addAllowed('192.0.2.0/28', now); ref.addAllowed('192.0.2.0/28', now);
+  assert.equal(a.removeAllowed('2001:db8:1::/48'), ref.removeAllowed('2001:db8:1::/48'));
+  assert.equal(a.removeAllowed('2001:db8:1::/48'), ref.removeAllowed('2001:db8:1::/48'));
+  compare('after allow changes');
+  same(a.liftAllBans(now, 'unban'), ref.liftAllBans(now, 'unban'), 'liftAllBans');
+  assert.ok(a.listBans(now, { all: true }).some((r) => r.liftReason === 'unban'));
+  compare('after liftAllBans');
+  same(a.liftAllBans(now, 'unban'), ref.liftAllBans(now, 'unban'), 'liftAllBans again (nothing left)');
+  assert.equal(a.pruneHosts(now - 9000), ref.pruneHosts(now - 9000));
+  assert.equal(a.pruneHosts(now), ref.pruneHosts(now));
+  compare('after pruneHosts');
+  assert.equal(a.host('192.0.2.62'), undefined, 'pruned');
+  a.close(); b.close();
 });
