@@ -247,7 +247,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
       }));
   }
 
-  test('ipset: a big setAll (streamed in chunks, both families in one restore) loads every ban, once, with its timeout', () =>
+  test('ipset: a big setAll (streamed in chunks to two parallel restores) loads every ban, once, with its timeout', () =>
     withNetns(async (ns) => {
       const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
       await fw.init();
@@ -258,7 +258,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
       bans.push(v4('192.0.2.7', now - 1)); // already over: skipped
       const runs = execStats.runs;
       await fw.setAll(bans, now);
-      assert.equal(execStats.runs - runs, 1, 'right after init: one ipset restore, nothing else');
+      assert.equal(execStats.runs - runs, 2, 'right after init: the two loaders, nothing else (sets made and swapped through the live shell)');
       const count = async (set: string) => Number(/Number of entries: (\d+)/.exec(await ns.must('ipset', ['list', '-t', set]))?.[1]);
       assert.equal(await count(`${CHAIN}-v4`), 20_000);
       assert.equal(await count(`${CHAIN}-v6`), 3_000);
@@ -285,7 +285,8 @@ describe('an existing jump placed by the administrator', { skip }, () => {
       }
       await assert.rejects(fw.setAll(stream(), Date.now()), /refusing non-canonical address/);
       assert.deepEqual(await kernelBans(ns, 'ipset', 'nft'), ['192.0.2.1', '2001:db8::1'], 'no swap happened');
-      // The next full load works and clears the scratch set the failed one left.
+      assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/, 'the failed load removed its scratch sets');
+      // The next full load works.
       await fw.setAll([v4('192.0.2.2')], Date.now());
       assert.deepEqual(await kernelBans(ns, 'ipset', 'nft'), ['192.0.2.2']);
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/);
@@ -377,6 +378,27 @@ describe('missing binaries', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }
+
+  test('ipset without stdbuf (no live shell): a full load makes, loads and swaps its sets with processes', { skip }, () =>
+    withNetns((ns) => withPath(pathWithout([]), async () => {
+      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      await fw.init();
+      const now = Date.now();
+      const bans: KernelBan[] = [];
+      for (let i = 0; i < 9_000; i++) bans.push(v4(`198.18.${i >> 8}.${i & 255}`, now + 3_600_000));
+      bans.push(v6('2001:db8::1'));
+      const runs = execStats.runs;
+      await fw.setAll(bans, now);
+      assert.equal(execStats.runs - runs, 4, 'scratch sets made, two loaders, swap');
+      assert.equal((await kernelBans(ns, 'ipset', 'nft')).length, 9_001);
+      assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/);
+      // A failing load cleans up the same way.
+      await assert.rejects(fw.setAll([v4('192.0.2.1'), { address: '1.2.3.4; reboot', family: 4, until: null }], now), /refusing/);
+      function* bad(): Generator<KernelBan> { for (let i = 0; i < 9_000; i++) yield v4(`198.19.${i >> 8}.${i & 255}`); yield { address: 'x', family: 4, until: null }; }
+      await assert.rejects(fw.setAll(bad(), now), /refusing/);
+      assert.equal((await kernelBans(ns, 'ipset', 'nft')).length, 9_001, 'live sets untouched');
+      assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/);
+    })));
 
   test('no iptables at all', () =>
     withPath(pathWithout(['iptables-nft', 'iptables-legacy']), async () => {
