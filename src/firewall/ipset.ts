@@ -135,7 +135,9 @@ export class IpsetBackend implements FirewallBackend {
       // ~640 with two, ~660 with three, ~750 with four. One shared generator: a bad address throws in whichever loader pulled it, that
       // loader is killed, and the swap below never runs.
       const lines = this.addScript(bans, now);
-      await Promise.all(Array.from({ length: LOADERS }, () => this.ipset(['restore', '-exist'], lines)));
+      // Every loader settles (a failed one ends the stream for the others) before any cleanup.
+      const loads = await Promise.allSettled(Array.from({ length: LOADERS }, () => this.ipset(['restore', '-exist'], lines)));
+      for (const l of loads) if (l.status === 'rejected') throw l.reason;
     } catch (err) {
       await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});
       throw err;
