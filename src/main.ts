@@ -189,7 +189,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     writeStatus();
   });
 
-  const backups = new BackupScheduler(store.db.$client, cfg.backup_dir || null, cfg.backup_interval, cfg.backup_keep, log.child({ module: 'backup' }));
+  const backups = new BackupScheduler(store.sqlite, cfg.backup_dir || null, cfg.backup_interval, cfg.backup_keep, log.child({ module: 'backup' }));
   let control: ControlServer | null = null;
   let metricsServer: Server | null = null;
 

@@ -9,7 +9,7 @@
  */
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openDatabase } from '../../src/store/open';
+import { openSqlite } from '../../src/store/open';
 import { ROOT } from './build';
 
 export const V4_BULK = 131_072;
@@ -40,8 +40,7 @@ export function banList(n: number, v6Every = 10): BanSpec[] {
 
 /** A database (schema by the project's own migrations) holding these bans, all active for a day. */
 export function writeBanDb(path: string, bans: BanSpec[]): void {
-  const db = openDatabase(path);
-  const c = db.$client;
+  const c = openSqlite(path);
   const now = Date.now();
   const host = c.prepare(`INSERT INTO hosts (address, family, first_seen, last_seen, failures, ban_count, banned, ban_until, last_kind, last_service, last_account) VALUES (?, ?, ?, ?, 3, 1, 1, ?, 'ChallengeResponseFailed', 'PJSIP', '100')`);
   const ban = c.prepare(`INSERT INTO bans (address, family, started_at, until, reason_kind, reason_service, reason_account, failures, source) VALUES (?, ?, ?, ?, 'ChallengeResponseFailed', 'PJSIP', '100', 3, 'auto')`);

@@ -23,7 +23,7 @@ export async function backupCommand(args: string[]): Promise<number> {
     note('ampere: daemon not running; backing up the database directly');
     const { backupDatabase } = require('../backup') as typeof import('../backup');
     const store = openOffline(cfg);
-    try { r = await backupDatabase(store.db.$client, dir); } finally { store.close(); }
+    try { r = await backupDatabase(store.sqlite, dir); } finally { store.close(); }
   }
   if (values.json) printJson({ ...r, at: iso(r.at) });
   else process.stdout.write(`backup ${r.path}: ${r.bytes} bytes, ${r.activeBans} active bans, ${r.bans} bans in history, ${r.hosts} hosts; taken ${formatTime(r.at)} in ${r.ms} ms\n`);
