@@ -112,6 +112,17 @@ restore() {
   ' "$src" "$AMPERE_DB" "${force:+force}"
 }
 
+# Node's heap limit for the daemon, unless NODE_OPTIONS sets its own: 256 MB
+# holds the default penalty table with room to spare, and at or below 256 MB V8
+# grows its heap by 1.3x between collections instead of 4x (docs/operations.md,
+# "Memory"). `ampere run` refuses a max_hosts that the limit cannot hold.
+heap_option() {
+  case " ${NODE_OPTIONS:-} " in
+    *max-old-space-size*|*max_old_space_size*) ;;
+    *) printf '%s' '--max-old-space-size=256' ;;
+  esac
+}
+
 # ---------------------------------------------------------------- dispatch --
 [ "$#" -gt 0 ] || set -- run
 case "$1" in
@@ -121,7 +132,8 @@ esac
 case "$1" in
   run)
     preflight_run
-    exec node "$CLI" "$@"
+    # shellcheck disable=SC2046 # one word or none
+    exec node $(heap_option) "$CLI" "$@"
     ;;
   restore)
     shift

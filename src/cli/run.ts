@@ -1,6 +1,26 @@
-import { ConfigError, loadConfig } from '../config';
+import { getHeapStatistics } from 'node:v8';
+import { ConfigError, loadConfig, type Config } from '../config';
 import { createLogger } from '../log';
 import { startDaemon } from '../main';
+import { HEAP_RESERVE_BYTES, maxHostsFor, tableHeapBytes } from '../scoring';
+
+const MB = 1024 * 1024;
+
+/**
+ * A max_hosts whose full penalty table cannot fit Node's heap would let a flood of new sources
+ * crash the daemon (out of memory), then crash it again after every restart: refuse to start
+ * instead, naming the key, the limit and both ways out.
+ */
+export function heapProblem(cfg: Pick<Config, 'max_hosts' | 'loyalty'>, heapLimitBytes: number): string | null {
+  const need = HEAP_RESERVE_BYTES + tableHeapBytes(cfg.max_hosts, cfg.loyalty);
+  if (need <= heapLimitBytes) return null;
+  const fits = maxHostsFor(heapLimitBytes, cfg.loyalty);
+  const raise = Math.ceil(need / MB / 64) * 64;
+  return `max_hosts=${cfg.max_hosts} does not fit Node's heap: at loyalty=${cfg.loyalty} a full penalty table can take ` +
+    `${Math.ceil(tableHeapBytes(cfg.max_hosts, cfg.loyalty) / MB)} MB, and the heap limit is ${Math.floor(heapLimitBytes / MB)} MB ` +
+    `(${HEAP_RESERVE_BYTES / MB} MB of it kept for the rest). Lower max_hosts to ${fits} or less, ` +
+    `or raise the limit: NODE_OPTIONS=--max-old-space-size=${raise}`;
+}
 
 /** `ampere run`: the daemon. A bad config ends it at once with one line naming the key. */
 export async function runCommand(): Promise<number> {
@@ -11,6 +31,8 @@ export async function runCommand(): Promise<number> {
     if (err instanceof ConfigError) { console.error(`ampere: ${err.message}`); return 1; }
     throw err;
   }
+  const heap = heapProblem(loaded.config, getHeapStatistics().heap_size_limit);
+  if (heap) { console.error(`ampere: ${heap}`); return 1; }
   const log = createLogger(loaded.config.log_level);
   let daemon;
   try {
