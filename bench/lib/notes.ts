@@ -78,8 +78,8 @@ taken between measurements of the same run, because the machine is shared and it
 6. **Memory**: N events, one InvalidAccountID from each of N distinct sources, as fast as the
    socket takes them; VmRSS 1.5 s after the last one was decided, and VmHWM (the peak); then a
    new host, and the flood's last host, must be banned by their 3rd failure (kernel checked).
-   Two more runs with V8 options that trade speed for a smaller heap, as data for the start
-   command (the daemon's code is the same).
+   The daemon runs as its launchers start it (--max-old-space-size=256), on a database it has
+   run on before; one more run with Node's default heap limit, for comparison.
 `;
 
 export function targets(rows: Row[]): string {

@@ -45,6 +45,8 @@ export async function startRunning(opts: {
   sipPort?: number;
   dir?: string;
   nodeArgs?: string[];
+  /** false: Node's default heap limit instead of the launchers' (memory section's comparison). */
+  launchHeap?: boolean;
 }): Promise<Running> {
   const lab = await createLab(opts.attackers ?? 0);
   const ownDir = !opts.dir;
@@ -53,7 +55,7 @@ export async function startRunning(opts: {
   let daemon: Daemon | undefined;
   try {
     agent = await PbxAgent.start(lab.pbx, 5038, opts.sipPort ?? 0);
-    daemon = new Daemon(lab.pbx, daemonEnv(dir, { AMPERE_BACKEND: opts.backend, ...opts.env }), opts.nodeArgs);
+    daemon = new Daemon(lab.pbx, daemonEnv(dir, { AMPERE_BACKEND: opts.backend, ...opts.env }), opts.nodeArgs, opts.launchHeap);
     const started = daemon.waitFor((l) => l.msg === 'ampere started', 300_000);
     const [startedLine] = await Promise.all([started, agent.waitLogin(1, 300_000)]);
     const a = agent;
