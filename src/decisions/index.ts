@@ -62,15 +62,15 @@ export class Decisions {
   async restore(now: number, isExempt: (a: string, f: Family) => boolean): Promise<{ restored: number; lifted: number }> {
     this.flushWrites();
     this.store.expireBans(now);
-    const rows = this.store.activeKernelBans(now);
+    // Read as the kernel load pulls them: ipset parses the first lines while SQLite reads the rest.
+    const rows = this.store.streamActiveKernelBans(now);
     const allowed: string[] = [];
     const banned = this.banned;
     banned.clear();
-    let i = 0;
     /** The next ban to load, after the allow-list check; undefined at the end. */
     const next = (): KernelBan | undefined => {
-      while (i < rows.length) {
-        const b = rows[i++];
+      for (let r = rows.next(); !r.done; r = rows.next()) {
+        const b = r.value;
         if (isExempt(b.address, b.family)) { allowed.push(b.address); continue; }
         banned.set(b.address, b.until);
         return b;
@@ -79,10 +79,14 @@ export class Decisions {
     };
     // A plain iterator, not a generator: a load that stops early (a failed restore) cannot close it.
     const bans: Iterable<KernelBan> = { [Symbol.iterator]: () => ({ next: () => { const b = next(); return b ? { value: b, done: false } : { value: undefined, done: true }; } }) };
-    await this.kernel.setAll(bans, now);
-    // Whatever a failed load did not read: the in-memory set (and with it the resync that
-    // follows a failure) must still hold every stored ban.
-    while (next() !== undefined) { /* banned.set happens in next() */ }
+    try {
+      await this.kernel.setAll(bans, now);
+    } finally {
+      // Whatever a failed load did not read: the in-memory set (and with it the resync that
+      // follows a failure) must still hold every stored ban, and the read must end before
+      // the connection can serve anything else.
+      while (next() !== undefined) { /* banned.set happens in next() */ }
+    }
     for (const address of allowed) {
       this.store.liftBan(address, now, 'allowed');
       this.log.warn({ address }, 'stored ban lifted: address is allowed now');

@@ -56,6 +56,16 @@ export interface StoreOptions {
   checkpointer?: boolean | CheckpointerOptions;
 }
 
+/** What the kernel needs of a ban. */
+export interface KernelBanRow { address: string; family: Family; until: number | null }
+
+/** One selectActiveKernel text ("address until", until empty when permanent) to its fields. */
+function kernelBanRow(row: string): KernelBanRow {
+  const sp = row.indexOf(' ');
+  const address = row.slice(0, sp);
+  return { address, family: address.includes(':') ? 6 : 4, until: sp === row.length - 1 ? null : Number(row.slice(sp + 1)) };
+}
+
 /** An ActiveBan's columns, in the order toBans reads them. */
 const BAN_COLUMNS = 'id, address, family, started_at, until, reason_kind, reason_service, reason_account, failures, source';
 
@@ -267,14 +277,18 @@ export class Store {
   }
 
   /** The same bans as activeBans, with only what the kernel needs. */
-  activeKernelBans(now: number): { address: string; family: Family; until: number | null }[] {
-    const out: { address: string; family: Family; until: number | null }[] = [];
-    for (const row of this.selectActiveKernel.all(now) as string[]) {
-      const sp = row.indexOf(' ');
-      const address = row.slice(0, sp);
-      out.push({ address, family: address.includes(':') ? 6 : 4, until: sp === row.length - 1 ? null : Number(row.slice(sp + 1)) });
-    }
-    return out;
+  activeKernelBans(now: number): KernelBanRow[] {
+    return (this.selectActiveKernel.all(now) as string[]).map(kernelBanRow);
+  }
+
+  /**
+   * The same, one at a time as SQLite reads them, so a start streams the bans into the kernel
+   * while the rest are still being read. better-sqlite3 refuses every other statement on this
+   * connection until the iteration has ended: for the restore at start only (nothing else runs
+   * yet), and the caller must read it to the end.
+   */
+  *streamActiveKernelBans(now: number): Generator<KernelBanRow, void, undefined> {
+    for (const row of this.selectActiveKernel.iterate(now) as IterableIterator<string>) yield kernelBanRow(row);
   }
 
   isBanned(address: string, now: number): boolean {
