@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AllowList, cidrContains, ipv4ToUint, parseCidr } from '../src/net/cidr';
 import { checkedIp } from '../src/firewall/exec';
-import { canonicalIp } from '../src/net/ip';
+import { canonicalIp, isCanonicalIpv6 } from '../src/net/ip';
 
 // A small deterministic generator, so a failure can be replayed.
 function rng(seed: number): () => number {
@@ -81,4 +81,159 @@ test('checkedIp: the IPv4 fast path accepts exactly the canonical forms canonica
   }
   assert.throws(() => checkedIp('1.2.3.4', 6), /family 6/);
   assert.throws(() => checkedIp('2001:db8::1', 4), /family 4/);
+});
+
+// The definition isCanonicalIpv6 must agree with, on every input.
+function canonicalV6(t: string): boolean {
+  const c = canonicalIp(t);
+  return c !== null && c.address === t && c.family === 6;
+}
+
+// checkedIp as it was before any fast path: the reference for accept/refuse and the message.
+function slowCheckedIp(address: string, family?: 4 | 6): string {
+  const c = canonicalIp(address);
+  if (!c || c.address !== address || (family !== undefined && c.family !== family)) {
+    throw new Error(`refusing non-canonical address ${JSON.stringify(address)}${family ? ` (family ${family})` : ''}`);
+  }
+  return c.address;
+}
+
+function outcome(f: () => string): string {
+  try { return `ok ${f()}`; } catch (e) { return `throws ${(e as Error).message}`; }
+}
+
+const hex = (w: number) => w.toString(16);
+/** The words written with '::' in place of words [start, start + len) (len 0: no '::'). */
+function spell(words: number[], start: number, len: number, pad = false): string {
+  const h = words.map((w) => (pad ? hex(w).padStart(4, '0') : hex(w)));
+  if (len === 0) return h.join(':');
+  return `${h.slice(0, start).join(':')}::${h.slice(start + len).join(':')}`;
+}
+
+/** Random 8-word addresses, biased toward zero runs of every length and position and ties. */
+function* ipv6Words(r: () => number, count: number): Generator<number[]> {
+  // Every zero/non-zero pattern of the eight words (all run lengths, positions and ties).
+  const nonZero = [1, 0xa, 0x10, 0xff, 0x100, 0xabc, 0x1000, 0xffff];
+  for (let mask = 0; mask < 256; mask++) {
+    yield Array.from({ length: 8 }, (_, k) => ((mask >> k) & 1 ? nonZero[Math.floor(r() * nonZero.length)] : 0));
+  }
+  const word = () => (r() < 0.5 ? nonZero[Math.floor(r() * nonZero.length)] : 1 + Math.floor(r() * 0xffff));
+  for (let i = 0; i < count; i++) {
+    const w = Array.from({ length: 8 }, word);
+    const runs = Math.floor(r() * 4);
+    for (let k = 0; k < runs; k++) {
+      const len = 1 + Math.floor(r() * 8);
+      const at = Math.floor(r() * (9 - len));
+      w.fill(0, at, at + len);
+    }
+    if (r() < 0.05) w.splice(0, 6, 0, 0, 0, 0, 0, 0xffff); // IPv4-mapped
+    if (r() < 0.05) w.splice(0, 6, 0, 0, 0, 0, 0, 0); // IPv4-compatible (stays IPv6)
+    yield w;
+  }
+}
+
+const JUNK = [' ', '\t', '\n', '\r', '\u00a0', '\u0000', 'g', 'G', 'x', 'A', 'F', '.', '%', '[', ']', ':', '::', '0', '-', '/', '+', 'é', '\uff10', '\u{1d7ce}'];
+
+/** Spellings near a canonical one: most are not canonical, a few are (the reference decides). */
+function mutations(r: () => number, words: number[], s: string): string[] {
+  const out: string[] = [];
+  const at = () => Math.floor(r() * (s.length + 1));
+  const pick = <T>(a: T[]) => a[Math.floor(r() * a.length)];
+  // Every way to write the words: no '::', or '::' for any sub-run of zeros (a single zero,
+  // the shorter run, the other side of a tie), with and without leading zeros.
+  out.push(spell(words, 0, 0), spell(words, 0, 0, true));
+  for (let i = 0; i < 8; i++) {
+    for (let j = i + 1; j <= 8 && words[j - 1] === 0; j++) out.push(spell(words, i, j - i), spell(words, i, j - i, r() < 0.5));
+  }
+  const letters = [...s].map((ch, i) => (/[a-f]/.test(ch) ? i : -1)).filter((i) => i >= 0);
+  if (letters.length) {
+    const i = pick(letters);
+    out.push(s.slice(0, i) + s[i].toUpperCase() + s.slice(i + 1), s.toUpperCase());
+  }
+  // A leading zero on some word, a word replaced, dropped or added.
+  const groups = s.split(':');
+  const g = Math.floor(r() * groups.length);
+  const edit = (f: (a: string[]) => void) => { const a = [...groups]; f(a); return a.join(':'); };
+  out.push(edit((a) => { a[g] = `0${a[g]}`; }));
+  out.push(edit((a) => { a[g] = pick(['0', '00', '1', 'ffff', '10000', 'fffff', '0000', '', 'g', hex(Math.floor(r() * 0x10000))]); }));
+  out.push(edit((a) => { a.splice(g, 1); }));
+  out.push(edit((a) => { a.splice(g, 0, pick(['0', '1', 'abcd'])); }));
+  out.push(`${s}:1`, `1:${s}`, `${s}:0`, `0:${s}`, `${s}:`, `:${s}`, `${s}::`, `::${s}`, s.replace('::', ':::'), s.replace('::', ':'));
+  out.push(`${spell(words, 0, 0)}:1`, `${spell(words, 0, 0)}::`); // nine words; eight words and '::'
+  // Junk characters, whitespace, zone, brackets.
+  for (let k = 0; k < 3; k++) { const i = at(); out.push(s.slice(0, i) + pick(JUNK) + s.slice(i)); }
+  const i = Math.floor(r() * s.length);
+  out.push(s.slice(0, i) + s.slice(i + 1));
+  out.push(` ${s}`, `${s} `, `${s}\n`, `\t${s}`, `${s}%eth0`, `${s}%`, `${s}%1`, `[${s}]`, `[${s}`, `${s}]`, `[${s}%eth0]`, `[${s}]%eth0`);
+  // Dotted tails and IPv4-mapped spellings.
+  const q = `${words[6] >> 8}.${words[6] & 255}.${words[7] >> 8}.${words[7] & 255}`;
+  const six = canonicalIp(spell([...words.slice(0, 6), 0, 0], 0, 0))!.address;
+  out.push(six.endsWith('::') ? `${six}${q}` : `${six.replace(/:0:0$/, ':')}${q}`, `${spell(words.slice(0, 6), 0, 0)}:${q}`);
+  out.push(`::ffff:${q}`, `::ffff:${hex(words[6])}:${hex(words[7])}`, `0:0:0:0:0:ffff:${hex(words[6])}:${hex(words[7])}`,
+    `::ffff:0:${hex(words[6])}:${hex(words[7])}`, `::${hex(words[6])}:${hex(words[7])}`, `::${q}`);
+  return out;
+}
+
+const TRICKY = [
+  '::', '::0', '0::', ':::', '::::', ':', '', '0', '1', '::1', '1::', '::1:0', '0:0::1', '::0:1', '1:0::', '::ffff', '::ffff:0',
+  '::ffff:0:0', '::ffff:1:2', '::ffff:102:304', '::ffff:1.2.3.4', '::FFFF:102:304', '0:0:0:0:0:ffff:102:304', '::fffe:1:2',
+  '::1:ffff:1:2', '1::ffff:1:2', '::ffff:1:2:3', '::102:304', '::1.2.3.4', '::ffff:0:1.2.3.4', '64:ff9b::1.2.3.4', '64:ff9b::102:304',
+  '0:0:0:0:0:0:0:0', '0:0:0:0:0:0:0:1', '1:0:0:0:0:0:0:0', '1:0:1:0:1:0:1:0', '1:0:1::1:0:1', '1::1:0:0:1', '1:0:0:1::1',
+  '1:0:0:1::1:1', '1::1:0:0:1:1', '1:0:0::1:1:1', '1::1:1:0:0', '1:1::1:1:0:0', '1:1:0:0::1:1', '1:1:1:1:1:1:1:1', '1:1:1:1:1:1:1:1:1',
+  '1:1:1:1:1:1:1', '1:1:1:1:1:1:1::', '::1:1:1:1:1:1:1', '1::1:1:1:1:1:1', '1:1:1:1::1:1:1', '1::1::1', '2001:db8::1', '2001:DB8::1',
+  '2001:db8:0::1', '2001:0db8::1', '2001:db8::01', '2001:db8::0001', '2001:db8::1%eth0', '[2001:db8::1]', ' 2001:db8::1',
+  '2001:db8::1 ', '2001:db8::1\n', '2001:db8::g', '2001:db8:::1', '2001:db8::1:', ':2001:db8::1', 'fe80::1%', 'fe80::%eth0',
+  'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffff', 'fffff::1', '10000::1', '1:2:3:4:5:6:7:8',
+  '1:2:3:4:5:6:7:8%0', 'a:b:c:d:e:f:0:0', 'a:b:c:d:e:f::', 'a:b:c:d:e::f', 'a:b:c:d:e:f:0:1', 'a:b:c:d:e:0:0:1',
+  'abcd:ef01:2345:6789:abcd:ef01:2345:6789', 'fd33::1:2a', 'fd33:0:0:0:0:0:1:2a', 'fd33::1:2A', 'fd33::1:02a', '::1.2.3.4',
+  '1.2.3.4', '::ffff:1.2.3.4%eth0', '[::1]', '::1]', '[::1', '::1 ', '\u00a0::1', '::\uff11', '::1\u0000', 'x::1', '::-1', '::+1',
+];
+
+test('isCanonicalIpv6 answers exactly as canonicalIp(x) gives x back as IPv6, on random, mutated and tricky spellings', () => {
+  const r = rng(5952);
+  let positives = 0;
+  let total = 0;
+  const check = (t: string) => {
+    const want = canonicalV6(t);
+    assert.equal(isCanonicalIpv6(t), want, JSON.stringify(t));
+    total++;
+    if (want) positives++;
+  };
+  for (const words of ipv6Words(r, 4000)) {
+    const c = canonicalIp(spell(words, 0, 0))!;
+    const mapped = words.slice(0, 5).every((w) => w === 0) && words[5] === 0xffff;
+    assert.equal(c.family, mapped ? 4 : 6);
+    check(c.address);
+    if (mapped) continue;
+    assert.ok(isCanonicalIpv6(c.address), c.address);
+    for (const m of mutations(r, words, c.address)) check(m);
+  }
+  for (const t of TRICKY) check(t);
+  for (const t of ['::', '::1', '1::', '1:0:1::1:0:1', '1::1:0:0:1:1', '2001:db8::1', 'fd33::1:2a', '::ffff:1', '::102:304']) {
+    assert.ok(isCanonicalIpv6(t), t);
+  }
+  for (const t of ['::ffff:102:304', '::0', '1:0:0:1::1:1', '1::1:1:1:1:1:1', '2001:DB8::1', '[::1]', '::1%lo']) {
+    assert.ok(!isCanonicalIpv6(t), t);
+  }
+  // Not strings at all (the store is typed, the check is defence in depth).
+  for (const v of [undefined, null, 1, {}, ['::1']]) assert.equal(isCanonicalIpv6(v as unknown as string), false);
+  assert.ok(total > 100_000 && positives > 5_000 && total - positives > 80_000, `${positives} of ${total}`);
+});
+
+test('checkedIp: the IPv6 fast path accepts, refuses and words its errors exactly as the slow path', () => {
+  const r = rng(4291);
+  const inputs = [...TRICKY];
+  for (const words of ipv6Words(r, 150)) {
+    const a = canonicalIp(spell(words, 0, 0))!.address;
+    inputs.push(a, ...mutations(r, words, a));
+  }
+  let accepted = 0;
+  for (const t of inputs) {
+    for (const family of [6, undefined, 4] as const) {
+      const want = outcome(() => slowCheckedIp(t, family));
+      assert.equal(outcome(() => checkedIp(t, family)), want, `${JSON.stringify(t)} family ${family}`);
+      if (family === 6 && want.startsWith('ok')) accepted++;
+    }
+  }
+  assert.ok(accepted > 1_000, `${accepted} accepted`);
 });

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { canonicalIp, type Family } from '../net/ip';
+import { canonicalIp, isCanonicalIpv6, type Family } from '../net/ip';
 
 export interface RunOptions {
   /**
@@ -100,6 +100,8 @@ export function checkedIp(address: string, family?: Family): string {
   // Fast path for the common case (every restored ban goes through here more than once):
   // a canonical dotted quad is exactly what this pattern accepts, no allocation.
   if (family !== 6 && CANONICAL_V4.test(address)) return address;
+  // The same for IPv6: isCanonicalIpv6 answers exactly as the comparison below, by a scan.
+  if (family !== 4 && isCanonicalIpv6(address)) return address;
   const c = canonicalIp(address);
   if (!c || c.address !== address || (family !== undefined && c.family !== family)) {
     throw new Error(`refusing non-canonical address ${JSON.stringify(address)}${family ? ` (family ${family})` : ''}`);

@@ -70,3 +70,67 @@ function compressIpv6(words: number[]): string {
   if (bestStart < 0) return hex.join(':');
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
+
+/**
+ * True exactly when canonicalIp(text) would return { address: text, family: 6 }: the text
+ * is already the RFC 5952 form compressIpv6 prints (lower-case hex, no leading zeros, '::'
+ * for the longest run of two or more zero words, the leftmost on a tie, a lone zero word
+ * written '0') and not an IPv4-mapped address (canonicalIp turns those into IPv4). No
+ * whitespace, brackets, %zone or dotted tail: canonicalIp never prints them.
+ * One charCodeAt pass, nothing allocated: every restored IPv6 ban is checked here.
+ */
+export function isCanonicalIpv6(text: string): boolean {
+  if (typeof text !== 'string') return false;
+  const n = text.length;
+  if (n < 2 || n > 39) return false;
+  let words = 0; // words written out so far
+  let head = -1; // words before '::', -1 while there is none
+  let run = 0; // written zero words just before this point
+  let runBefore = 0; // longest run of written zero words before '::' (anywhere when there is none)
+  let runAfter = 0; // longest run of written zero words after '::'
+  let digits = 0; // hex digits of the word being read
+  let zero = false; // that word began with '0' (so it must be exactly '0')
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 58) {
+      if (digits === 0) {
+        // No word before this ':' (only at 0 or right after a ':'): '::'. At most one, and
+        // never next to a zero word (that word would belong to the run '::' stands for).
+        if (head >= 0 || run > 0) return false;
+        if (i === 0 && text.charCodeAt(++i) !== 58) return false;
+        head = words;
+        continue;
+      }
+      if (i === n - 1 || ++words === 8) return false; // a trailing ':', or a ninth word
+      if (zero) {
+        if (head === words - 1) return false; // right after '::'
+        run++;
+        if (head < 0) { if (run > runBefore) runBefore = run; } else if (run > runAfter) runAfter = run;
+      } else run = 0;
+      digits = 0;
+    } else if (digits === 0) {
+      if (c === 48) zero = true;
+      else if ((c >= 49 && c <= 57) || (c >= 97 && c <= 102)) zero = false;
+      else return false;
+      digits = 1;
+    } else {
+      if (zero || digits === 4 || !((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+      digits++;
+    }
+  }
+  if (digits > 0) {
+    words++;
+    if (zero) {
+      if (head === words - 1) return false;
+      run++;
+      if (head < 0) { if (run > runBefore) runBefore = run; } else if (run > runAfter) runAfter = run;
+    }
+  }
+  if (head < 0) return words === 8 && runBefore < 2;
+  // '::' must stand for two or more zero words, more than any written run to its left
+  // (the leftmost run wins a tie) and at least as many as any to its right.
+  const gap = 8 - words;
+  if (gap < 2 || runBefore >= gap || runAfter > gap) return false;
+  // ::ffff:x:y (words 0-4 zero, word 5 ffff) is IPv4-mapped: canonicalIp prints it as IPv4.
+  return !(head === 0 && words === 3 && text.charCodeAt(6) === 58 && text.startsWith('::ffff'));
+}
