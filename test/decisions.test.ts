@@ -21,7 +21,7 @@ class RecordingKernel implements KernelQueue {
     this.calls.push({ op: 'add', addresses: bans.map((b) => b.address), storedBefore: bans.map((b) => this.store().isBanned(b.address, now)) });
   }
   async remove(bans: { address: string }[]) { this.calls.push({ op: 'remove', addresses: bans.map((b) => b.address), storedBefore: [] }); }
-  async setAll(bans: KernelBan[]) { this.calls.push({ op: 'setAll', addresses: bans.map((b) => b.address), storedBefore: [] }); }
+  async setAll(bans: Iterable<KernelBan>) { this.calls.push({ op: 'setAll', addresses: [...bans].map((b) => b.address), storedBefore: [] }); }
 }
 
 const reason = { kind: 'InvalidPassword', service: 'PJSIP', account: '100', failures: 3 };
@@ -157,6 +157,38 @@ test('resync: the kernel gets the stored active bans the daemon knows, pending o
     d.ban('192.0.2.2', 4, reason, now, 'manual', 1); // ends 1 ms later: not active by resync time
     await d.resync(now + 10);
     assert.deepEqual(loads, [['192.0.2.1', '2001:db8::1']]);
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the counts by family follow every change (ban, ban again, unban, expiry, restore, unban all)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
+  const store = new Store(join(dir, 'ampere.db'));
+  try {
+    const kernel = new RecordingKernel(() => store);
+    const d = new Decisions(store, kernel, bantime, captureLog().log);
+    const now = Date.now();
+    const expect = (v4: number, v6: number, what: string) => assert.deepEqual(d.countByFamily(), { v4, v6 }, what);
+    expect(0, 0, 'empty');
+    d.ban('192.0.2.1', 4, reason, now, 'manual');
+    d.ban('2001:db8::1', 6, reason, now, 'manual');
+    d.ban('2001:db8::2', 6, reason, now - 3_600_000, 'manual'); // ends now
+    expect(1, 2, 'three bans');
+    d.ban('2001:db8::1', 6, reason, now, 'manual');
+    expect(1, 2, 'the same address banned again counts once');
+    assert.equal(await d.unban('2001:db8::1', now, 'unban'), true);
+    assert.equal(await d.unban('2001:db8::1', now, 'unban'), false);
+    expect(1, 1, 'unbanned (twice)');
+    assert.equal(await d.expire(now + 1), 1);
+    expect(1, 0, '2001:db8::2 expired');
+    d.ban('2001:db8::3', 6, reason, now, 'manual');
+    const restarted = new Decisions(store, kernel, bantime, captureLog().log);
+    await restarted.restore(now + 1, () => false);
+    assert.deepEqual(restarted.countByFamily(), { v4: 1, v6: 1 }, 'restored from the database');
+    await restarted.unbanAll(now + 2);
+    assert.deepEqual(restarted.countByFamily(), { v4: 0, v6: 0 }, 'all lifted');
   } finally {
     store.close();
     rmSync(dir, { recursive: true, force: true });

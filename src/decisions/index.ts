@@ -33,6 +33,38 @@ export interface BanResult {
 }
 
 /**
+ * The banned addresses (address -> until, null = permanent), counting the IPv6 ones as they
+ * come and go: the status asks every few seconds, and counting 100k keys took ~40 ms.
+ */
+class BannedSet {
+  private readonly map = new Map<string, number | null>();
+  private v6 = 0;
+
+  set(address: string, until: number | null): void {
+    const before = this.map.size;
+    this.map.set(address, until);
+    if (this.map.size > before && address.includes(':')) this.v6++;
+  }
+
+  delete(address: string): boolean {
+    const had = this.map.delete(address);
+    if (had && address.includes(':')) this.v6--;
+    return had;
+  }
+
+  clear(): void {
+    this.map.clear();
+    this.v6 = 0;
+  }
+
+  has(address: string): boolean { return this.map.has(address); }
+  get(address: string): number | null | undefined { return this.map.get(address); }
+  keys(): IterableIterator<string> { return this.map.keys(); }
+  get size(): number { return this.map.size; }
+  get byFamily(): { v4: number; v6: number } { return { v4: this.map.size - this.v6, v6: this.v6 }; }
+}
+
+/**
  * Turns a decision into a ban that is real and remembered: the kernel command is sent first,
  * then the database records the ban (an operator's at once, automatic ones together at the
  * end of the loop turn). A crash in between can leave at most kernel bans the database does
@@ -41,7 +73,7 @@ export interface BanResult {
  * Keeps the set of banned addresses in memory so events from them cost nothing.
  */
 export class Decisions {
-  private readonly banned = new Map<string, number | null>(); // address -> until (null = permanent)
+  private readonly banned = new BannedSet();
   /** Automatic bans sent to the kernel, committed at the end of the loop turn (flushWrites). */
   private pendingWrites: PendingBan[] = [];
 
@@ -109,9 +141,7 @@ export class Decisions {
   }
 
   countByFamily(): { v4: number; v6: number } {
-    let v6 = 0;
-    for (const a of this.banned.keys()) if (a.includes(':')) v6++;
-    return { v4: this.banned.size - v6, v6 };
+    return this.banned.byFamily;
   }
 
   /** An automatic ban from the scoring. */
