@@ -94,7 +94,7 @@ export class Decisions {
   async restore(now: number, isExempt: (a: string, f: Family) => boolean): Promise<{ restored: number; lifted: number }> {
     this.flushWrites();
     this.store.expireBans(now);
-    // Read as the kernel load pulls them: ipset parses the first lines while SQLite reads the rest.
+    // Made as the kernel load pulls them: ipset parses the first lines while the rest are made.
     const rows = this.store.streamActiveKernelBans(now);
     const allowed: string[] = [];
     const banned = this.banned;
@@ -115,8 +115,7 @@ export class Decisions {
       await this.kernel.setAll(bans, now);
     } finally {
       // Whatever a failed load did not read: the in-memory set (and with it the resync that
-      // follows a failure) must still hold every stored ban, and the read must end before
-      // the connection can serve anything else.
+      // follows a failure) must still hold every stored ban.
       while (next() !== undefined) { /* banned.set happens in next() */ }
     }
     for (const address of allowed) {
