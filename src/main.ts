@@ -125,6 +125,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const tRestore = performance.now();
   const { restored, lifted } = await decisions.restore(Date.now(), isExempt);
   const restoreMs = Math.round(performance.now() - tRestore);
+  // The kernel holds every stored ban from here on (unless the load failed: inSync false, and
+  // the resync below retries it); AMI and the control socket come next.
+  log.info({ bans: restored, lifted, ms: restoreMs, inSync: firewall.healthy, sinceStartMs: Math.round(performance.now() - t0) }, 'bans restored');
 
   const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: cfg.max_hosts, isExempt });
   const window = new EventWindow();

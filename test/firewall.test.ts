@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, type Logger } from '../src/log';
 import { createFirewall, detectIptables, FirewallQueue, ConntrackFlusher, type FirewallBackend, type KernelBan } from '../src/firewall';
+import { filterRulesOfSave } from '../src/firewall/detect';
 import { execStats, which } from '../src/firewall/exec';
 import { IpsetBackend } from '../src/firewall/ipset';
 import { addAttacker, Netns, removeStaleNamespaces, skipUnlessRoot, UdpSink, withNetns, type Attacker } from './helpers/netns';
@@ -211,15 +212,16 @@ describe('an existing jump placed by the administrator', { skip }, () => {
     ipset: { setup: [['-A', 'INPUT', '-p', 'udp', '--dport', '5060', '-j', CHAIN]], jump: `-A INPUT -p udp -m udp --dport 5060 -j ${CHAIN}` },
     rules: { setup: [['-N', 'sip'], ['-A', 'sip', '-j', CHAIN], ['-A', 'INPUT', '-p', 'udp', '-j', 'sip']], jump: `-A sip -j ${CHAIN}` },
   };
-  for (const kind of ['ipset', 'rules'] as const) {
-    test(`${kind}: is respected, no second jump is added (${placements[kind].jump})`, () =>
+  for (const [kind, iptables] of [['ipset', 'nft'], ['ipset', 'auto'], ['rules', 'nft']] as const) {
+    test(`${kind}, iptables=${iptables}: is respected, no second jump is added (${placements[kind].jump})`, () =>
       withNetns(async (ns) => {
         for (const tool of ['iptables-nft', 'ip6tables-nft']) {
           await ns.must(tool, ['-w', '-N', CHAIN]);
           for (const args of placements[kind].setup) await ns.must(tool, ['-w', ...args]);
         }
         const { log, lines } = captureLog();
-        const fw = await createFirewall(kind, { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, log);
+        // auto: init takes the filter tables flavour detection read instead of listing them.
+        const fw = await createFirewall(kind, { chain: CHAIN, target: 'DROP', iptables, netns: ns.name }, log);
         await fw.init();
         await fw.setAll([v4('192.0.2.1'), v6('2001:db8::1')], Date.now());
         await fw.init();
@@ -271,6 +273,19 @@ describe('an existing jump placed by the administrator', { skip }, () => {
       await fw.setAll([v4('192.0.2.9')], Date.now());
       assert.deepEqual(await kernelBans(ns, 'ipset', 'nft'), ['192.0.2.9']);
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/, 'scratch sets are gone');
+    }));
+
+  test('ipset: a live set left with other parameters (an older maxelem) is kept by init and replaced by the first full load', () =>
+    withNetns(async (ns) => {
+      await ns.must('ipset', ['create', `${CHAIN}-v4`, 'hash:ip', 'family', 'inet', 'maxelem', '65536', 'timeout', '0']);
+      await ns.must('ipset', ['add', `${CHAIN}-v4`, '192.0.2.50']);
+      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      await fw.init();
+      assert.match(await ns.must('ipset', ['list', '-t', `${CHAIN}-v4`]), /maxelem 65536/, 'init leaves it (rules may use it)');
+      assert.match(await ns.must('ipset', ['list', '-t', `${CHAIN}-v6`]), /maxelem 1048576/, 'the missing one is made');
+      await fw.setAll([v4('192.0.2.1'), v6('2001:db8::1')], Date.now());
+      assert.match(await ns.must('ipset', ['list', '-t', `${CHAIN}-v4`]), /maxelem 1048576/);
+      assert.deepEqual(await kernelBans(ns, 'ipset', 'nft'), ['192.0.2.1', '2001:db8::1']);
     }));
 
   test('ipset: a streamed setAll that meets a bad address half-way fails whole; the live set is untouched', () =>
@@ -444,4 +459,25 @@ describe('chain names', () => {
     assert.throws(() => new IpsetBackend({ chain: 'INPUT', target: 'DROP', iptables: 'nft' }, tools, log), /reserved/);
     assert.equal(new IpsetBackend({ chain: 'ampere-firewall', target: 'DROP', iptables: 'nft' }, tools, log).setName(6), 'ampere-firewall-v6');
   });
+});
+
+describe('the filter table as flavour detection reads it', { skip }, () => {
+  for (const flavour of ['nft', 'legacy'] as const) {
+    test(`${flavour}: filterRulesOfSave(iptables-save) holds exactly what iptables -S prints, both families`, () =>
+      withNetns(async (ns) => {
+        for (const fam of ['iptables', 'ip6tables']) {
+          const tool = `${fam}-${flavour}`;
+          await ns.must(tool, ['-w', '-N', CHAIN]);
+          await ns.must(tool, ['-w', '-N', 'sip']);
+          await ns.must(tool, ['-w', '-A', 'sip', '-j', CHAIN]);
+          await ns.must(tool, ['-w', '-A', 'INPUT', '-p', 'udp', '--dport', '5060', '-j', 'sip']);
+          await ns.must(tool, ['-w', '-P', 'FORWARD', 'DROP']);
+          await ns.must(tool, ['-w', '-t', 'nat', '-N', 'other']); // another table: not part of it
+          const save = await ns.must(`${tool}-save`, []);
+          const listed = (await ns.must(tool, ['-w', '-t', 'filter', '-S'])).split('\n').filter((l) => l.startsWith('-'));
+          assert.deepEqual(sorted(filterRulesOfSave(save)), sorted(listed), tool);
+          assert.ok(listed.includes(`-N ${CHAIN}`) && listed.includes('-P FORWARD DROP'));
+        }
+      }));
+  }
 });

@@ -124,6 +124,7 @@ export class Daemon {
     this.lp.onLine = (line) => {
       let l: LogLine;
       try { l = JSON.parse(line); } catch { l = { level: 0, msg: `(not json) ${line}` }; }
+      l.receivedAt = process.hrtime.bigint();
       this.recent.push(l);
       if (this.recent.length > 200) this.recent.shift();
       for (const h of this.handlers) h(l);

@@ -39,7 +39,7 @@ async function kernelCount(ns: Ns, backend: Backend): Promise<number> {
   return n;
 }
 
-interface Sample { backend: Backend; n: number; toStarted: number; restoreMs: number; startMs: number }
+interface Sample { backend: Backend; n: number; toKernel: number; toStarted: number; restoreMs: number; startMs: number }
 
 async function restoreOnce(backend: Backend, n: number, dbFile: string): Promise<Sample> {
   const dir = tempDir('restore');
@@ -48,10 +48,13 @@ async function restoreOnce(backend: Backend, n: number, dbFile: string): Promise
     const r = await startRunning({ backend, dir });
     try {
       const toStarted = Number(r.startedLine.at - r.daemon.startedAt) / 1e6;
+      const restored = r.daemon.recent.find((l) => l.msg === 'bans restored');
+      if (!restored || restored.bans !== n || restored.inSync !== true) throw new Error(`restore ${backend} ${n}: ${JSON.stringify(restored)}`);
+      const toKernel = Number((restored.receivedAt as bigint) - r.daemon.startedAt) / 1e6;
       const count = await kernelCount(r.lab.pbx, backend);
       if (count !== n) throw new Error(`restore ${backend} ${n}: the kernel holds ${count} bans`);
       if (r.startedLine.bansRestored !== n) throw new Error(`restore ${backend} ${n}: daemon says ${r.startedLine.bansRestored}`);
-      return { backend, n, toStarted, restoreMs: Number(r.startedLine.restoreMs), startMs: Number(r.startedLine.startMs) };
+      return { backend, n, toKernel, toStarted, restoreMs: Number(r.startedLine.restoreMs), startMs: Number(r.startedLine.startMs) };
     } finally {
       await r.close();
     }
@@ -161,12 +164,14 @@ export async function restoreSection(ctx: Ctx): Promise<Row[]> {
       for (const b of ['ipset', 'rules'] as Backend[]) {
         const mine = samples.filter((s) => s.backend === b);
         if (!mine.length) continue;
-        const to = mine.map((s) => s.toStarted);
+        const to = mine.map((s) => s.toKernel);
+        const ready = mine.map((s) => s.toStarted);
         const rm = mine.map((s) => s.restoreMs);
         if (b === 'ipset' && n === 1000) ipset1k.push(...to);
-        ctx.log(`  restore ${b} ${n}: start→kernel full ${to.map((x) => x.toFixed(0)).join(', ')} ms; restoreMs ${rm.join(', ')}`);
+        ctx.log(`  restore ${b} ${n}: start→kernel full ${to.map((x) => x.toFixed(0)).join(', ')} ms; →started ${ready.map((x) => x.toFixed(0)).join(', ')} ms; restoreMs ${rm.join(', ')}`);
         const target = b === 'ipset' && n === 100_000 ? { target: '≤ 1 s', met: median(to) <= 1000 } : {};
-        rows.push({ section: '3 Restore', measure: `${n.toLocaleString('en-US')} bans: daemon start → kernel holds all`, variant: b, value: median(to), unit: 'ms', spread: spread(to), runs: mine.length, digits: 0, how: 'process spawn to "ampere started", count checked in the kernel', ...target });
+        rows.push({ section: '3 Restore', measure: `${n.toLocaleString('en-US')} bans: daemon start → kernel holds all`, variant: b, value: median(to), unit: 'ms', spread: spread(to), runs: mine.length, digits: 0, how: 'process spawn to the daemon\'s "bans restored" line (written once the load is in the kernel, in sync), count checked in the kernel', ...target });
+        rows.push({ section: '3 Restore', measure: `${n.toLocaleString('en-US')} bans: daemon start → started (AMI connecting, control socket open)`, variant: b, value: median(ready), unit: 'ms', spread: spread(ready), runs: mine.length, digits: 0, how: 'process spawn to "ampere started"' });
         rows.push({ section: '3 Restore', measure: `${n.toLocaleString('en-US')} bans: restore step alone (DB read + kernel load)`, variant: b, value: median(rm), unit: 'ms', spread: spread(rm), runs: mine.length, digits: 0, how: "daemon's restoreMs" });
         if (n === sizes[sizes.length - 1].n) {
           const boot = mine.map((s) => s.toStarted - s.startMs);

@@ -62,15 +62,23 @@ export async function ensureChain(
   log: Logger,
   content: string[],
   rewrite: boolean,
+  /** The filter table as just read elsewhere (flavour detection): no listing of our own. */
+  known?: string[],
 ): Promise<void> {
   const { chain, netns } = opts;
-  // Cheap look first: INPUT is short, while the whole table may hold 100k per-host rules.
   let exists = true;
-  let jump = hasJumpTo(await listRules(ft, netns, 'INPUT'), chain);
-  if (!jump) {
-    const all = await listRules(ft, netns);
-    exists = all.includes(`-N ${chain}`);
-    jump = hasJumpTo(all, chain);
+  let jump: boolean;
+  if (known) {
+    exists = known.includes(`-N ${chain}`);
+    jump = hasJumpTo(known, chain);
+  } else {
+    // Cheap look first: INPUT is short, while the whole table may hold 100k per-host rules.
+    jump = hasJumpTo(await listRules(ft, netns, 'INPUT'), chain);
+    if (!jump) {
+      const all = await listRules(ft, netns);
+      exists = all.includes(`-N ${chain}`);
+      jump = hasJumpTo(all, chain);
+    }
   }
   const tx: string[] = [];
   if (!exists || rewrite) tx.push(`:${chain} - [0:0]`, ...content);

@@ -11,6 +11,11 @@ export interface IptablesTools {
   ip6tablesRestore: string;
   /** One line saying why this flavour was chosen (the daemon logs it). */
   reason: string;
+  /**
+   * The filter table of the chosen flavour as detection read it (`iptables -S` form), per
+   * family, when it was read at all (auto): init uses it instead of listing the table again.
+   */
+  filterRules?: { 4?: string[]; 6?: string[] };
 }
 
 export function toolsFor(flavour: Flavour, reason: string): IptablesTools {
@@ -33,21 +38,42 @@ function missingOf(flavour: Flavour): string[] {
   return binariesOf(flavour).filter((b) => !which(b));
 }
 
-/** Rule lines (`-A ...`) in the IPv4 + IPv6 save output of one flavour; 0 when a save fails. */
-async function ruleCount(flavour: Flavour, netns?: string): Promise<number> {
+/**
+ * The filter table of an `iptables-save` output in `iptables -S` form: `:name - [0:0]`
+ * becomes `-N name`, `:INPUT ACCEPT [0:0]` becomes `-P INPUT ACCEPT`, rules stay as they are.
+ */
+export function filterRulesOfSave(save: string): string[] {
+  const out: string[] = [];
+  let inFilter = false;
+  for (const line of save.split('\n')) {
+    if (line.startsWith('*')) { inFilter = line === '*filter'; continue; }
+    if (!inFilter) continue;
+    if (line === 'COMMIT') { inFilter = false; continue; }
+    if (line.startsWith(':')) {
+      const [name, policy] = line.slice(1).split(' ');
+      out.push(policy === '-' ? `-N ${name}` : `-P ${name} ${policy}`);
+    } else if (line.startsWith('-A ')) out.push(line);
+  }
+  return out;
+}
+
+interface FlavourLook { rules: number; filter: { 4?: string[]; 6?: string[] } }
+
+/** Rule lines (`-A ...`) in the IPv4 + IPv6 save output of one flavour (0 when a save fails), and its filter tables. */
+async function lookAt(flavour: Flavour, netns?: string): Promise<FlavourLook> {
   // Both families at once: each save is a process start, and they do not depend on each other.
-  const counts = await Promise.all([`iptables-${flavour}-save`, `ip6tables-${flavour}-save`].map(async (save) => {
+  const looks = await Promise.all([`iptables-${flavour}-save`, `ip6tables-${flavour}-save`].map(async (save) => {
     try {
       const { stdout } = await run(save, [], { netns, timeoutMs: 30_000 });
       let n = 0;
       for (const line of stdout.split('\n')) if (line.startsWith('-A')) n++;
-      return n;
+      return { n, filter: filterRulesOfSave(stdout) };
     } catch {
       // e.g. legacy modules not loadable in a container: that flavour holds no rules here.
-      return 0;
+      return { n: 0, filter: undefined };
     }
   }));
-  return counts[0] + counts[1];
+  return { rules: looks[0].n + looks[1].n, filter: { 4: looks[0].filter, 6: looks[1].filter } };
 }
 
 /**
@@ -69,8 +95,8 @@ export async function detectIptables(opts: Pick<FirewallOptions, 'iptables' | 'n
   }
   if (!haveLegacy) return toolsFor('nft', 'auto: only iptables-nft is installed');
   if (!haveNft) return toolsFor('legacy', 'auto: only iptables-legacy is installed');
-  const [legacy, nft] = await Promise.all([ruleCount('legacy', opts.netns), ruleCount('nft', opts.netns)]);
-  const counts = `legacy ${legacy} rules, nft ${nft} rules`;
-  if (legacy > nft) return toolsFor('legacy', `auto: ${counts}`);
-  return toolsFor('nft', `auto: ${counts}`);
+  const [legacy, nft] = await Promise.all([lookAt('legacy', opts.netns), lookAt('nft', opts.netns)]);
+  const counts = `legacy ${legacy.rules} rules, nft ${nft.rules} rules`;
+  if (legacy.rules > nft.rules) return { ...toolsFor('legacy', `auto: ${counts}`), filterRules: legacy.filter };
+  return { ...toolsFor('nft', `auto: ${counts}`), filterRules: nft.filter };
 }

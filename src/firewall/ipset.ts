@@ -44,6 +44,8 @@ export class IpsetBackend implements FirewallBackend {
   private readonly shell: IpsetShell | null;
   /** Set by init, cleared by the next call: sets and chains were made a moment ago. */
   private fresh = false;
+  /** The filter tables flavour detection read just before us, for the first init only. */
+  private detected: IptablesTools['filterRules'];
 
   constructor(
     private readonly opts: FirewallOptions,
@@ -53,6 +55,7 @@ export class IpsetBackend implements FirewallBackend {
     checkChainName(opts.chain);
     this.netns = opts.netns;
     this.fams = familyTools(tools);
+    this.detected = tools.filterRules;
     this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
     for (const f of [4, 6] as Family[]) {
       for (const name of [this.setName(f), this.tmpName(f)]) {
@@ -94,18 +97,30 @@ export class IpsetBackend implements FirewallBackend {
     // families' chains at once (separate tables, a process start each step).
     await this.createMissingSets();
     // The chain's content is fixed for this backend, so rewriting it (atomically) also repairs it.
-    await Promise.all(this.fams.map((ft) => ensureChain(ft, this.opts, this.log, this.chainContent(ft), true)));
+    // Flavour detection has just read the filter tables (auto): no second look, the first time.
+    const known = this.detected;
+    this.detected = undefined;
+    await Promise.all(this.fams.map((ft) => ensureChain(ft, this.opts, this.log, this.chainContent(ft), true, known?.[ft.family])));
     this.shell?.start();
     this.fresh = true;
   }
 
   /**
-   * Create only missing sets: an existing one may have other parameters (an older maxelem);
-   * setAll's swap replaces it with a correctly sized one without a gap.
+   * Make the live sets if they are missing. Usually one round trip through the live shell:
+   * `create -exist` leaves an identical set alone. An existing set with other parameters (an
+   * older maxelem) refuses it; then only the missing ones are made, and setAll's swap replaces
+   * the other one without a gap.
    */
   private async createMissingSets(): Promise<void> {
+    const fams = [4, 6] as Family[];
+    if (this.shell) {
+      try {
+        await this.shell.run(fams.map((f) => this.createLine(this.setName(f), f, 4096)));
+        return;
+      } catch { /* a set with other parameters: look first */ }
+    }
     const existing = await this.setNames();
-    const create = ([4, 6] as Family[]).filter((f) => !existing.has(this.setName(f)));
+    const create = fams.filter((f) => !existing.has(this.setName(f)));
     if (create.length) {
       await this.ipset(['restore', '-exist'], create.map((f) => this.createLine(this.setName(f), f, 4096)).join('\n') + '\n');
     }
