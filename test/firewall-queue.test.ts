@@ -33,6 +33,23 @@ class FakeBackend implements FirewallBackend {
   async shutdown() {}
 }
 
+/** Applies calls in the order written, several in flight at once (like the ipset shell). */
+class PipeBackend extends FakeBackend {
+  inFlight = 0;
+  maxInFlightAtSetAll = -1;
+  limit = 100;
+  pipelines(count: number) { return count <= this.limit; }
+  private async track(op: string, bans: { address: string }[]): Promise<void> {
+    this.calls.push({ op, addresses: bans.map((b) => b.address) });
+    this.inFlight++;
+    await new Promise((r) => setTimeout(r, 5));
+    this.inFlight--;
+  }
+  async setAll(bans: Iterable<KernelBan>) { this.maxInFlightAtSetAll = this.inFlight; await this.track('setAll', [...bans]); }
+  async add(bans: KernelBan[]) { await this.track('add', bans); }
+  async remove(bans: { address: string }[]) { await this.track('remove', bans); }
+}
+
 const ban = (address: string, until: number | null = null): KernelBan => ({ address, family: address.includes(':') ? 6 : 4, until });
 
 describe('FirewallQueue (fake backend)', () => {
@@ -44,6 +61,38 @@ describe('FirewallQueue (fake backend)', () => {
     const rest = Array.from({ length: 100 }, (_, i) => q.add([ban(`198.51.100.${i + 1}`)]));
     await Promise.all([first, ...rest]);
     assert.deepEqual(fake.calls.map((c) => [c.op, c.addresses.length]), [['add', 1], ['add', 100]]);
+  });
+
+  test('a backend that keeps order (pipelines): every add and remove goes out at once, even while others are in flight; setAll waits for them and whatever comes after it waits for setAll', async () => {
+    const fake = new PipeBackend();
+    const q = new FirewallQueue(fake, captureLog().log, { conntrack: null });
+    const burst = Array.from({ length: 12 }, (_, i) => q.add([ban(`192.0.2.${i + 1}`)]));
+    const unban = q.remove([ban('192.0.2.1')]);
+    assert.equal(fake.calls.length, 13, 'all thirteen written before any answer');
+    assert.equal(fake.inFlight, 13);
+    const all = q.setAll([ban('198.51.100.1')]);
+    const after = [q.add([ban('198.51.100.2')]), q.add([ban('198.51.100.3')])];
+    assert.equal(fake.calls.length, 13, 'setAll and what follows wait');
+    let idle = false;
+    const idleP = q.idle().then(() => { idle = true; });
+    await Promise.all([...burst, unban]);
+    await all;
+    assert.equal(fake.maxInFlightAtSetAll, 0, 'setAll started only once the pipelined ones were done');
+    await Promise.all(after);
+    await idleP;
+    assert.equal(idle, true);
+    assert.deepEqual(fake.calls.slice(13).map((c) => [c.op, c.addresses]), [['setAll', ['198.51.100.1']], ['add', ['198.51.100.2', '198.51.100.3']]], 'batched behind setAll, as before');
+    // Quiet again: the next add goes straight through.
+    void q.add([ban('198.51.100.4')]);
+    assert.equal(fake.calls.length, 16);
+    await q.idle();
+    // Too big a batch for the channel: one at a time, as before.
+    fake.limit = 1;
+    const big = q.add([ban('203.0.113.1'), ban('203.0.113.2')]);
+    const small = q.add([ban('203.0.113.3')]);
+    assert.equal(fake.calls.length, 17);
+    await Promise.all([big, small]);
+    assert.deepEqual(fake.calls.slice(16).map((c) => c.addresses), [['203.0.113.1', '203.0.113.2'], ['203.0.113.3']]);
   });
 
   test('the last call for an address wins within a batch; setAll keeps its place in the order', async () => {
@@ -126,6 +175,26 @@ describe('FirewallQueue (kernel, in a namespace)', { skip }, () => {
         assert.equal(q.healthy, true);
       }));
   }
+
+  test('ipset: a burst of bans and unbans written through the shell at once lands in the order written', () =>
+    withNetns(async (ns) => {
+      const fw = await createFirewall('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      await fw.init();
+      await fw.setAll([], Date.now());
+      const q = new FirewallQueue(fw, captureLog().log, { conntrack: null });
+      const runs = execStats.runs;
+      const calls: Promise<void>[] = [];
+      for (let i = 0; i < 40; i++) calls.push(q.add([ban(`10.8.0.${i + 1}`)]));
+      // The same address banned, unbanned and banned again, and one banned then unbanned.
+      calls.push(q.add([ban('10.8.1.1')]), q.remove([ban('10.8.1.1')]), q.add([ban('10.8.1.1')]));
+      calls.push(q.add([ban('2001:db8::7')]), q.remove([ban('2001:db8::7')]));
+      await Promise.all(calls);
+      assert.equal(execStats.runs - runs, 0, 'no process: all through the live shell');
+      const want = [...Array.from({ length: 40 }, (_, i) => `10.8.0.${i + 1}`), '10.8.1.1'];
+      assert.deepEqual((await fw.list()).sort(), want.sort());
+      assert.equal(q.healthy, true);
+      await fw.shutdown();
+    }));
 
   test('conntrack entries of a new ban are deleted after it is applied', () =>
     withNetns(async (host) => {

@@ -50,6 +50,11 @@ test('countingFailures: failed backend calls are counted and still rejected; nam
   await assert.rejects(b.remove([]), /gone/);
   assert.deepEqual(await b.list(), ['1.2.3.4']);
   assert.deepEqual(failed, ['setAll', 'remove']);
+  // Whether the queue may pipeline passes through too (it lost the daemon its pipelining once).
+  assert.equal(b.pipelines, undefined);
+  const piped = countingFailures({ ...backend, pipelines: (n: number) => n <= 2 }, () => {});
+  assert.equal(piped.pipelines?.(2), true);
+  assert.equal(piped.pipelines?.(3), false);
 });
 
 test('EventWindow: the last 60 seconds by kind, older seconds dropped', () => {

@@ -218,6 +218,10 @@ export class IpsetBackend implements FirewallBackend {
     await this.apply(lines);
   }
 
+  pipelines(count: number): boolean {
+    return this.shell !== null && count <= SHELL_MAX_LINES;
+  }
+
   /** Small batches (every ban as it happens) through the live shell; big ones in one restore. */
   private async apply(lines: string[]): Promise<void> {
     if (lines.length === 0) return;

@@ -21,7 +21,13 @@ export interface QueueOptions {
 /**
  * Serialises calls into one backend. A call made while the queue is idle is sent at once,
  * synchronously; while a kernel command is in flight, further calls wait and are then sent
- * together: 1,000 simultaneous bans become a few batches. Its promises never reject: failures
+ * together: 1,000 simultaneous bans become a few batches. A backend that applies small
+ * batches in the order they were written (the ipset shell: `pipelines`) gets every add and
+ * remove at once instead, even while earlier ones are in flight, as long as nothing waits
+ * ahead of it: a dozen bans decided in one burst are then all in the kernel within a
+ * millisecond or two, instead of the last eleven waiting for the first one's answer
+ * (measured: ~7 ms under load, one attempt more per attacker at scanner pace).
+ * Its promises never reject: failures
  * are logged with the command's stderr and recorded for the health check (see `healthy`).
  */
 export class FirewallQueue {
@@ -39,7 +45,10 @@ export class FirewallQueue {
   batches = 0;
   readonly conntrack: ConntrackFlusher | null;
   private pending: Item[] = [];
+  /** The one-at-a-time loop (drain) is running. */
   private busy = false;
+  /** Pipelined add/remove batches in flight; the loop waits for them. */
+  private pipelined = 0;
   private waiters: (() => void)[] = [];
   private readonly clock: () => number;
 
@@ -74,25 +83,53 @@ export class FirewallQueue {
 
   /** Resolves when no call is pending or in flight. */
   idle(): Promise<void> {
-    if (!this.busy) return Promise.resolve();
+    if (!this.busy && this.pipelined === 0) return Promise.resolve();
     return new Promise((r) => this.waiters.push(r));
   }
 
   private enqueue(kind: 'add' | 'remove', bans: Ban[], now?: number): Promise<void> {
     const valid = this.validOnly(bans);
     if (!valid.length) return Promise.resolve();
+    // Nothing waits ahead of it and the channel keeps order: straight through, synchronously.
+    if (!this.busy && this.pending.length === 0 && this.backend.pipelines?.(valid.length)) {
+      return this.sendPipelined(kind, valid, now);
+    }
     return new Promise((done) => this.push({ kind, bans: valid, now, done } as Item));
+  }
+
+  private async sendPipelined(kind: 'add' | 'remove', bans: Ban[], now?: number): Promise<void> {
+    this.pipelined++;
+    try {
+      if (kind === 'remove') {
+        await this.call('remove', () => this.backend.remove(bans), () => bans.length);
+      } else {
+        const adds = bans as KernelBan[];
+        const added = await this.call('add', () => this.backend.add(adds, now ?? this.clock()), () => adds.length);
+        if (added && this.conntrack) { const c = this.conntrack; setImmediate(() => c.flush(adds)); }
+      }
+    } finally {
+      this.pipelined--;
+      this.next();
+    }
   }
 
   private push(item: Item): void {
     this.pending.push(item);
-    if (!this.busy) {
+    this.next();
+  }
+
+  /** Start the one-at-a-time loop when calls wait and nothing is in flight; else tell idle() waiters. */
+  private next(): void {
+    if (this.busy || this.pipelined > 0) return;
+    if (this.pending.length) {
       this.busy = true;
       // At once, synchronously: the command is on its way to the kernel before the caller
       // goes on (Decisions writes the database meanwhile). Calls made while it is in
       // flight wait and then go out together as the next batch.
       void this.drain();
+      return;
     }
+    for (const w of this.waiters.splice(0)) w();
   }
 
   /** validOnly as the bans are read. */
@@ -146,7 +183,7 @@ export class FirewallQueue {
       if (added && this.conntrack) { const c = this.conntrack; setImmediate(() => c.flush(adds)); }
     }
     this.busy = false;
-    for (const w of this.waiters.splice(0)) w();
+    this.next();
   }
 
   private async call(op: string, fn: () => Promise<void>, count: () => number): Promise<boolean> {

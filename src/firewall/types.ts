@@ -39,6 +39,12 @@ export interface FirewallBackend {
   add(bans: KernelBan[], now: number): Promise<void>;
   /** Remove bans early (unban). Removing a ban that is not there is not an error. */
   remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void>;
+  /**
+   * True when an add or remove of this many bans goes through one ordered channel that applies
+   * batches in the order they were written (the ipset backend's live shell): the queue may then
+   * send it while an earlier one is still in flight. Absent or false: one batch at a time.
+   */
+  pipelines?(count: number): boolean;
   /** Addresses the kernel holds now (for checks, status and tests). */
   list(): Promise<string[]>;
   /** Leave bans in the kernel; only release resources. */

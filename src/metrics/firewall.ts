@@ -17,6 +17,8 @@ export function countingFailures(backend: FirewallBackend, onFailure: (op: strin
     setAll: wrap('setAll', (bans, now) => backend.setAll(bans, now)),
     add: wrap('add', (bans, now) => backend.add(bans, now)),
     remove: wrap('remove', (bans) => backend.remove(bans)),
+    // The queue asks whether it may send batches while others are in flight (ipset shell).
+    pipelines: backend.pipelines ? (count: number) => backend.pipelines!(count) : undefined,
     list: () => backend.list(),
     shutdown: () => backend.shutdown(),
   };
