@@ -194,3 +194,34 @@ test('the counts by family follow every change (ban, ban again, unban, expiry, r
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('with a commit delay, a burst of automatic bans is stored together once the delay has passed; an unban meanwhile stores them first', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
+  const store = new Store(join(dir, 'ampere.db'));
+  try {
+    const kernel = new RecordingKernel(() => store);
+    const { log, lines } = captureLog();
+    const d = new Decisions(store, kernel, bantime, log, () => {}, 40);
+    const now = Date.now();
+    const burst = ['192.0.2.1', '192.0.2.2', '192.0.2.3'];
+    for (const a of burst) d.ban(a, 4, reason, now, 'auto');
+    assert.equal(kernel.calls.length, 3, 'the kernel at once');
+    await nextTurn();
+    await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(burst.filter((a) => store.isBanned(a, now)), [], 'not stored yet');
+    assert.equal(lines.filter((l) => l.msg === 'ban').length, 0);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(burst.filter((a) => store.isBanned(a, now)), burst, 'stored together');
+    assert.equal(lines.filter((l) => l.msg === 'ban').length, 3);
+    // A second burst, cut short by an unban: the pending bans are stored first.
+    d.ban('192.0.2.4', 4, reason, now, 'auto');
+    d.ban('192.0.2.5', 4, reason, now, 'auto');
+    assert.equal(await d.unban('192.0.2.5', now, 'unban'), true);
+    assert.equal(store.isBanned('192.0.2.4', now), true);
+    assert.equal(store.isBanned('192.0.2.5', now), false);
+    assert.equal(store.banCount('192.0.2.5'), 1, 'the ban was stored before its unban');
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -84,6 +84,11 @@ export class Decisions {
     private readonly log: Logger,
     /** detail: the ban's source (auto, manual, legacy) or the unban's reason (unban, allowed, expired). */
     private readonly onChange: (what: 'ban' | 'unban', address: string, detail: string) => void = () => {},
+    /**
+     * How long automatic bans wait to be committed together, from the first of them: 0 (the
+     * default) commits at the end of the loop turn; the daemon waits for the burst to pass.
+     */
+    private readonly commitDelayMs = 0,
   ) {}
 
   /**
@@ -164,13 +169,16 @@ export class Decisions {
     };
     const pending = { row, banCount };
     if (source === 'auto') {
-      // Automatic bans are committed together once this loop turn's events are handled: under
-      // a burst (a dozen attackers banned within a few ms) each commit (~0.3-0.7 ms) would
-      // otherwise delay the next attacker's kernel command. A crash before the commit leaves
-      // at most kernel bans the database lacks, which the next start's full load removes.
-      // The "ban" line is logged once the ban is stored.
+      // Automatic bans are committed together, after this loop turn or commitDelayMs: under a
+      // burst (a dozen attackers banned within a few ms) each commit would otherwise hold up
+      // reading the next attacker's event, and with it that attacker's kernel command. A crash
+      // before the commit leaves at most kernel bans the database lacks, which the next
+      // start's full load removes. The "ban" line is logged once the ban is stored.
       this.pendingWrites.push(pending);
-      if (this.pendingWrites.length === 1) setImmediate(() => this.flushWrites());
+      if (this.pendingWrites.length === 1) {
+        if (this.commitDelayMs > 0) setTimeout(() => this.flushWrites(), this.commitDelayMs);
+        else setImmediate(() => this.flushWrites());
+      }
     } else {
       // An operator's ban (or an import) is in the database when the call returns.
       this.write([pending], true);
@@ -181,7 +189,8 @@ export class Decisions {
 
   /**
    * Commit the automatic bans not yet written. Runs by itself after the loop turn that made
-   * them; every other database change of Decisions runs it first, so the order is kept.
+   * them (or commitDelayMs); every other database change of Decisions runs it first, so the
+   * order is kept.
    */
   flushWrites(): void {
     if (this.pendingWrites.length === 0) return;
