@@ -54,8 +54,9 @@ taken between measurements of the same run, because the machine is shared and it
    attempts every 1-2 ms in the tcp capture); *scanner pace*: one attempt every 6.5 ms whatever
    comes back (svcrack against Asterisk 22: every 6-7 ms in the svcrack capture).
 3. **Restore**: a database holding N active bans (every 10th IPv6) and a fresh namespace
-   (an empty kernel, as after a reboot): from spawning the daemon to its "ampere started" line,
-   which it writes only after the kernel load is done; the kernel's count is checked after.
+   (an empty kernel, as after a reboot): from spawning the daemon to its "bans restored" line,
+   which it writes once the kernel load is done (and in sync); the kernel's count is checked
+   after. A second row runs on to "ampere started" (AMI connecting, control socket open).
    "restore step alone" is the daemon's own restoreMs. The "step alone" rows time each part
    of a restore in this process. The original's way: one \`iptables -w -A ampere -s <ip> -j
    REJECT\` process per host, sequentially (as its system() calls did), in a namespace; its
@@ -98,9 +99,13 @@ through one long-lived helper (a fixed \`sh\` script feeding \`conntrack -R -\` 
 batch) instead of one process per ban, which forked the daemon for 5-17 ms each time; the
 kernel command of a ban is written before its database commit, so the two overlap; WAL
 checkpoints run on a worker thread instead of inside whichever ban's commit crossed 1,000
-pages (recordBan p99.9 ~9 ms → ~1 ms); the restore streams the stored bans into one
-\`ipset restore\` as they are read and checked; the penalty table keeps a one-failure host as a
-bare number (251 → 147 bytes a host).
+pages (recordBan p99.9 ~9 ms → ~1 ms); the penalty table keeps a one-failure host as a bare
+number (251 → 147 bytes a host). Since the previous full run: bans decided in one burst all
+go to the ipset shell at once (the queue pipelines into a channel that keeps order) and are
+stored together 20 ms after the first; the restore runs two \`ipset restore\` loaders that
+each create the scratch sets themselves (ipset batches its netlink messages only for a set
+made in the same run); the daemon's start loads no drizzle-orm; the launchers give Node a
+256 MB heap limit.
 
 - **Reaction.** A trace inside the daemon (200 isolated bans, ipset, temporary instrumentation,
   not committed) put the median path at: event written → the daemon's socket read ~0.3 ms,
@@ -111,9 +116,15 @@ bare number (251 → 147 bytes a host).
   the Asterisk stand-in and the prober share two vCPUs, and a stalled wake-up of any of them
   shows directly. GC pauses were ruled out with --trace-gc (one 9 ms scavenge, at start).
 - **Attempts.** At scanner pace an attempt comes every 6.5 ms, longer than the reaction, so
-  one attacker gets exactly loyalty attempts in; with twelve at once, twelve bans fall within a
-  few ms and queue behind each other (daemon loop, ipset shell), and most attackers get one
-  more in. A flood answered at once (thousands of attempts a second) gets in what arrives
+  one attacker gets exactly loyalty attempts in. Twelve at once used to get one more each:
+  traced (temporary instrumentation, attempts' arrival at the stand-in against the daemon's
+  decisions and the shell's answers), the other eleven bans waited for the first one's answer
+  from the ipset shell, and the first ban's database commit held up reading the others'
+  events. Now every ban of a burst is written to the shell as it is decided and the burst is
+  committed 20 ms later; in targeted runs all twelve were held to loyalty in 14 of 15 runs.
+  What still lets one through now and then is scheduling on two vCPUs shared by the stand-in,
+  the senders, the daemon and ipset: the stand-in's events reach the daemon up to ~5 ms after
+  the attempt. A flood answered at once (thousands of attempts a second) gets in what arrives
   during the reaction. Only an in-kernel rate limit could stop those,
   which is not Ampere's job (it would also hit legitimate bursts).
 - **Events per second are bounded by ami-io.** In-process, ami-io's splitter and parser alone
@@ -125,20 +136,30 @@ bare number (251 → 147 bytes a host).
   profile puts ami-io's Message.parse alone at about a quarter of the daemon's busy time and the
   history writes (a host upsert and an event row per failure) at about a fifth. Clearly more
   would need an AMI reader of our own; the brief names ami-io, so it stays.
-- **Restore** (100,000 bans: ${v(rows, '3', '100,000 bans: daemon start')} from spawn to a full
-  kernel, ${v(rows, '3', "Node's own start")} of it before the daemon's code runs): the rest is
-  \`ipset restore\` itself (${v(rows, '3', 'of which: ipset restore')} for the same elements from
-  a file, here through \`ip netns exec\`), reading the bans (${v(rows, '3', 'step alone: read active bans')}
-  in-process) and the init's process starts (flavour detection, sets, chains: ~100 ms).
-  The 1 s target would need a start without Node's module loading (drizzle-orm alone is
-  ~70-90 ms to require) and a faster way into the kernel than ipset's own parser.
+- **Restore** (100,000 bans: ${v(rows, '3', '100,000 bans: daemon start → kernel')} from spawn to
+  a full kernel, ${v(rows, '3', "Node's own start")} of it before the daemon's code runs). Three
+  causes were found and fixed: \`ipset restore\` sends one netlink message per element into a
+  set another process made (~9 µs each) but batches them into a set made in the same run (the
+  daemon's loaders now create the scratch sets themselves: ${v(rows, '3', 'of which: ipset restore')}
+  for all elements from a file); two loaders share the stream (~420 → ~370 ms in-process); and
+  each process start costs the loop 8-18 ms here, so init reuses the filter tables flavour
+  detection read and makes its sets through the live shell. Drizzle is no longer loaded
+  (~90 ms). What is left is Node's own start (~100 ms of bootstrap on this VM, ~70 ms of
+  modules), the process starts that remain (flavour detection, chains, loaders: ~150 ms) and
+  the daemon's own work per ban as it streams them (split, allow-list check, the in-memory set,
+  the line: ~4 µs a ban, ~400 ms for 100k), which ipset waits on. Under 1 s would need a daemon
+  that does not keep its own copy of the bans, or a kernel interface without a text parser.
 - **Memory.** The table's compact form halved the live heap at 200,000 tracked hosts
-  (heap after GC, in-process: 47.9 → 28.1 MB). The RSS after the flood with Node's defaults
-  (${v(rows, '6', 'RSS after', 'ipset, node defaults')} here) swings by tens of MB between runs
-  with when V8 last ran a full collection (it lets garbage pile up to well above the live
-  heap), and the WAL checkpointer's worker thread costs ~10 MB of it (a second V8 isolate: a
-  bare daemon store 58 → 69 MB). The rows with V8 options show what a smaller heap costs in
-  speed. No cap is shipped: a daemon that dies of a heap limit under attack protects nothing,
-  and an operator who raised max_hosts would have to know to raise the cap too.
+  (heap after GC, in-process: 47.9 → 28.1 MB). With Node's default heap limit (~4 GB here) V8
+  lets the heap grow 4x between full collections, so the garbage of a 1M-source flood piles up
+  (RSS ${v(rows, '6', 'RSS after', "ipset, Node's default heap limit")}, peak
+  ${v(rows, '6', 'peak RSS', "ipset, Node's default heap limit")}); at or below 256 MB it grows
+  by 1.3x (V8's heap controller), which is why the launchers (npm start, the image) give the
+  daemon --max-old-space-size=256, and \`ampere run\` refuses a max_hosts whose worst-case table
+  (~450 bytes a host at loyalty 3, checked against a real table by a test) would not fit it.
+  A smaller young generation (--max-semi-space-size=4 or 8) cut the peak by ~10 MB more but
+  cost a third of the event rate, so it is not used. The rest of the RSS is Node itself
+  (~40 MB), the modules and SQLite, and the WAL checkpointer's worker thread (~13 MB: a second
+  V8 isolate).
 `;
 }

@@ -153,7 +153,8 @@ export class Daemon {
   }
 
   dump(): string {
-    return this.recent.slice(-15).map((l) => JSON.stringify(l).slice(0, 400)).join('\n');
+    // receivedAt is a bigint, which JSON cannot carry.
+    return this.recent.slice(-15).map((l) => JSON.stringify({ ...l, receivedAt: undefined }).slice(0, 400)).join('\n');
   }
 
   /** CPU seconds so far: the daemon's own threads, and its finished child processes. */
