@@ -82,7 +82,9 @@ export async function memorySection(ctx: Ctx): Promise<Row[]> {
       const correct = res.every((x) => x.fresh && x.last);
       const variant = cfg.launchHeap ? `ipset, as launched (--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB})` : "ipset, Node's default heap limit";
       const how = `daemon process on a migrated database, max_hosts 200,000 (default), ${n.toLocaleString('en-US')} events as fast as the socket takes them (${Math.round(median(rates)).toLocaleString('en-US')}/s); 1.5 s after the last`;
-      rows.push({ section: '6 Memory', measure: `RSS after ${n.toLocaleString('en-US')} distinct sources, one failure each`, variant, value: median(rss), unit: 'MB', spread: spread(rss), runs: res.length, digits: 1, how, target: '≤ 150 MB', met: median(rss) <= 150 && correct });
+      // The target is the daemon's as launched; the other row is there to compare.
+      const target = cfg.launchHeap ? { target: '≤ 150 MB', met: median(rss) <= 150 && correct } : {};
+      rows.push({ section: '6 Memory', measure: `RSS after ${n.toLocaleString('en-US')} distinct sources, one failure each`, variant, value: median(rss), unit: 'MB', spread: spread(rss), runs: res.length, digits: 1, how, ...target });
       rows.push({ section: '6 Memory', measure: 'peak RSS during that flood (VmHWM)', variant, value: median(peak), unit: 'MB', spread: spread(peak), runs: res.length, digits: 1, how: `RSS at start ${median(mb(res.map((x) => x.base))).toFixed(1)} MB` });
       rows.push({ section: '6 Memory', measure: "still deciding afterwards: a new host and the flood's last host banned by their 3rd failure (kernel checked)", variant, value: correct ? 1 : 0, text: correct ? 'yes' : '**no**', unit: '', runs: res.length, how: `the flood's first host ${res.every((x) => !x.first) ? 'forgotten (the table holds the 200,000 most recent), as designed' : 'still tracked'}` });
     }
