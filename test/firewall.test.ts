@@ -404,7 +404,7 @@ describe('missing binaries', () => {
       bans.push(v6('2001:db8::1'));
       const runs = execStats.runs;
       await fw.setAll(bans, now);
-      assert.equal(execStats.runs - runs, 4, 'scratch sets made, two loaders, swap');
+      assert.equal(execStats.runs - runs, 4, 'old scratch sets cleared, two loaders (each making them), swap');
       assert.equal((await kernelBans(ns, 'ipset', 'nft')).length, 9_001);
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/);
       // A failing load cleans up the same way.
