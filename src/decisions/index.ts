@@ -66,15 +66,15 @@ class BannedSet {
 
 /**
  * Turns a decision into a ban that is real and remembered: the kernel command is sent first,
- * then the database records the ban (an operator's at once, automatic ones together at the
- * end of the loop turn). A crash in between can leave at most kernel bans the database does
+ * then the database records the ban (an operator's at once, automatic ones together after
+ * the loop turn or commitDelayMs). A crash in between can leave at most kernel bans the database does
  * not know; the next start loads the kernel from the database as a whole (a swap), so the
  * database stays the truth.
  * Keeps the set of banned addresses in memory so events from them cost nothing.
  */
 export class Decisions {
   private readonly banned = new BannedSet();
-  /** Automatic bans sent to the kernel, committed at the end of the loop turn (flushWrites). */
+  /** Automatic bans sent to the kernel, committed together a little later (flushWrites). */
   private pendingWrites: PendingBan[] = [];
 
   constructor(
