@@ -14,10 +14,12 @@ export function tableHeapBytes(maxHosts: number, loyalty: number, challengeFacto
 const HOST_BASE_BYTES = 320;
 
 /**
- * Heap the daemon needs besides the table: its modules and buffers (~20 MB), a history
- * batch, a kernel batch in flight, and room for V8 to work in before a collection.
+ * Heap the daemon needs besides the table, out of V8's heap limit: the young generation, which
+ * the limit includes (48 MB with Node 20's defaults: --max-old-space-size=256 reports 304 MB),
+ * the daemon's modules and buffers (~20 MB), a history batch, a kernel batch in flight, and
+ * room for V8 to work in before a collection.
  */
-export const HEAP_RESERVE_BYTES = 64 * 1024 * 1024;
+export const HEAP_RESERVE_BYTES = 112 * 1024 * 1024;
 
 /** The largest max_hosts whose worst-case table fits a heap limit, next to the reserve. */
 export function maxHostsFor(heapLimitBytes: number, loyalty: number, challengeFactor = 5): number {
