@@ -29,199 +29,169 @@ const bantime = { bantimeMs: 3_600_000, factor: 2, maxMs: 86_400_000 };
 
 const nextTurn = () => new Promise((r) => setImmediate(r));
 
-test('a ban: the kernel command is sent before the database commit; automatic bans are committed together after the loop turn, an operator\'s at once', async () => {
+/** A Store on a fresh file for one test, closed and removed after it. */
+async function withStore(fn: (store: Store) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
   const store = new Store(join(dir, 'ampere.db'));
   try {
-    const kernel = new RecordingKernel(() => store);
-    const { log, lines } = captureLog();
-    const d = new Decisions(store, kernel, bantime, log);
-    const now = Date.now();
-    const committed = () => ['192.0.2.1', '192.0.2.2', '192.0.2.3'].filter((a) => store.isBanned(a, now));
-    const res = d.ban('192.0.2.1', 4, reason, now, 'auto');
-    d.ban('192.0.2.2', 4, reason, now, 'auto');
-    d.ban('192.0.2.3', 4, reason, now, 'auto');
-    assert.deepEqual(kernel.calls.map((c) => [c.op, c.addresses, c.storedBefore]), [['add', ['192.0.2.1'], [false]], ['add', ['192.0.2.2'], [false]], ['add', ['192.0.2.3'], [false]]]);
-    assert.deepEqual(committed(), [], 'not yet: the burst is still being handled');
-    assert.equal(lines.filter((l) => l.msg === 'ban').length, 0, '"ban" is logged once stored');
-    await nextTurn();
-    assert.deepEqual(committed(), ['192.0.2.1', '192.0.2.2', '192.0.2.3'], 'all three in one commit after the turn');
-    assert.deepEqual(lines.filter((l) => l.msg === 'ban').map((l) => [l.address, l.count]), [['192.0.2.1', 1], ['192.0.2.2', 1], ['192.0.2.3', 1]]);
-    assert.equal(res.banCount, 1);
-    assert.equal(res.until, now + 3_600_000);
-    assert.equal(d.isBanned('192.0.2.1'), true);
-    // Escalation reads the count of the stored bans, also one still pending in the same turn.
-    assert.equal(d.ban('192.0.2.1', 4, reason, now + 1, 'auto').until, now + 1 + 7_200_000);
-    const again = d.ban('192.0.2.1', 4, reason, now + 2, 'auto');
-    assert.equal(again.banCount, 3);
-    assert.equal(again.until, now + 2 + 14_400_000);
-    // An operator's ban is in the database when ban() returns, after the pending automatic ones.
-    d.ban('198.51.100.1', 4, { ...reason, kind: 'manual' }, now, 'manual');
-    assert.equal(store.isBanned('198.51.100.1', now), true);
-    assert.equal(store.banCount('192.0.2.1'), 3, 'the pending automatic ban went first');
-    // An unban cannot overtake a pending ban (the ban would come back on commit).
-    d.ban('192.0.2.9', 4, reason, now, 'auto');
-    assert.equal(await d.unban('192.0.2.9', now, 'unban'), true);
-    await nextTurn();
-    assert.equal(store.isBanned('192.0.2.9', now), false);
+    await fn(store);
   } finally {
     store.close();
     rmSync(dir, { recursive: true, force: true });
   }
-});
+}
 
-test('a database that fails: the kernel ban is still sent and the failure logged; an operator\'s ban reports it', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
-  const store = new Store(join(dir, 'ampere.db'));
-  try {
-    const kernel = new RecordingKernel(() => store);
-    const { log, lines } = captureLog();
-    const d = new Decisions(store, kernel, bantime, log);
-    const full = () => { throw new Error('SQLITE_FULL: database or disk is full'); };
-    store.recordBan = full;
-    store.recordBans = full;
-    d.ban('192.0.2.2', 4, reason, Date.now(), 'auto');
-    await nextTurn();
-    assert.throws(() => d.ban('192.0.2.3', 4, reason, Date.now(), 'manual'), /SQLITE_FULL/);
-    assert.deepEqual(kernel.calls.map((c) => [c.op, c.addresses]), [['add', ['192.0.2.2']], ['add', ['192.0.2.3']]], 'the attackers are blocked anyway');
-    const errs = lines.filter((l) => l.level === 50);
-    assert.equal(errs.length, 2);
-    for (const e of errs) assert.match(String(e.msg), /in the kernel but could not be stored/);
-    assert.deepEqual(errs.map((e) => e.addresses), [['192.0.2.2'], ['192.0.2.3']]);
-  } finally {
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+test('a ban: the kernel command is sent before the database commit; automatic bans are committed together after the loop turn, an operator\'s at once', () => withStore(async (store) => {
+  const kernel = new RecordingKernel(() => store);
+  const { log, lines } = captureLog();
+  const d = new Decisions(store, kernel, bantime, log);
+  const now = Date.now();
+  const committed = () => ['192.0.2.1', '192.0.2.2', '192.0.2.3'].filter((a) => store.isBanned(a, now));
+  const res = d.ban('192.0.2.1', 4, reason, now, 'auto');
+  d.ban('192.0.2.2', 4, reason, now, 'auto');
+  d.ban('192.0.2.3', 4, reason, now, 'auto');
+  assert.deepEqual(kernel.calls.map((c) => [c.op, c.addresses, c.storedBefore]), [['add', ['192.0.2.1'], [false]], ['add', ['192.0.2.2'], [false]], ['add', ['192.0.2.3'], [false]]]);
+  assert.deepEqual(committed(), [], 'not yet: the burst is still being handled');
+  assert.equal(lines.filter((l) => l.msg === 'ban').length, 0, '"ban" is logged once stored');
+  await nextTurn();
+  assert.deepEqual(committed(), ['192.0.2.1', '192.0.2.2', '192.0.2.3'], 'all three in one commit after the turn');
+  assert.deepEqual(lines.filter((l) => l.msg === 'ban').map((l) => [l.address, l.count]), [['192.0.2.1', 1], ['192.0.2.2', 1], ['192.0.2.3', 1]]);
+  assert.equal(res.banCount, 1);
+  assert.equal(res.until, now + 3_600_000);
+  assert.equal(d.isBanned('192.0.2.1'), true);
+  // Escalation reads the count of the stored bans, also one still pending in the same turn.
+  assert.equal(d.ban('192.0.2.1', 4, reason, now + 1, 'auto').until, now + 1 + 7_200_000);
+  const again = d.ban('192.0.2.1', 4, reason, now + 2, 'auto');
+  assert.equal(again.banCount, 3);
+  assert.equal(again.until, now + 2 + 14_400_000);
+  // An operator's ban is in the database when ban() returns, after the pending automatic ones.
+  d.ban('198.51.100.1', 4, { ...reason, kind: 'manual' }, now, 'manual');
+  assert.equal(store.isBanned('198.51.100.1', now), true);
+  assert.equal(store.banCount('192.0.2.1'), 3, 'the pending automatic ban went first');
+  // An unban cannot overtake a pending ban (the ban would come back on commit).
+  d.ban('192.0.2.9', 4, reason, now, 'auto');
+  assert.equal(await d.unban('192.0.2.9', now, 'unban'), true);
+  await nextTurn();
+  assert.equal(store.isBanned('192.0.2.9', now), false);
+}));
 
-test('restore: the kernel reads the stored bans as it loads; allowed ones are lifted; a load cut short still leaves every ban known', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
-  const store = new Store(join(dir, 'ampere.db'));
-  try {
-    const now = Date.now();
-    const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
-    for (const a of ['192.0.2.1', '192.0.2.2', '198.51.100.9', '2001:db8::1']) seed.ban(a, a.includes(':') ? 6 : 4, reason, now - 1000, 'auto');
-    seed.flushWrites();
-    const exempt = (a: string) => a.startsWith('198.51.100.');
-    for (const readAll of [true, false]) {
-      const loaded: string[] = [];
-      const kernel: KernelQueue = {
-        add: async () => {}, remove: async () => {},
-        async setAll(bans) {
-          for (const b of bans) { loaded.push(b.address); if (!readAll) break; } // a load that fails after the first line
-        },
-      };
-      const { log, lines } = captureLog();
-      const d = new Decisions(store, kernel, bantime, log);
-      const r = await d.restore(now, (a) => exempt(a));
-      assert.equal(d.activeCount, 3, `every non-allowed stored ban known (readAll ${readAll})`);
-      for (const a of ['192.0.2.1', '192.0.2.2', '2001:db8::1']) assert.equal(d.isBanned(a), true, a);
-      if (readAll) {
-        assert.deepEqual(loaded.sort(), ['192.0.2.1', '192.0.2.2', '2001:db8::1']);
-        assert.deepEqual(r, { restored: 3, lifted: 1 });
-        assert.equal(store.isBanned('198.51.100.9', now), false, 'the allowed one is lifted in the database');
-        assert.equal(lines.filter((l) => l.msg === 'stored ban lifted: address is allowed now').length, 1);
-      } else {
-        assert.equal(loaded.length, 1);
-        assert.deepEqual(r, { restored: 3, lifted: 0 });
-      }
-    }
-    // A load that throws half-way: restore fails, yet every ban is known, and the database
-    // still serves.
-    const failing: KernelQueue = {
+test('a database that fails: the kernel ban is still sent and the failure logged; an operator\'s ban reports it', () => withStore(async (store) => {
+  const kernel = new RecordingKernel(() => store);
+  const { log, lines } = captureLog();
+  const d = new Decisions(store, kernel, bantime, log);
+  const full = () => { throw new Error('SQLITE_FULL: database or disk is full'); };
+  store.recordBan = full;
+  store.recordBans = full;
+  d.ban('192.0.2.2', 4, reason, Date.now(), 'auto');
+  await nextTurn();
+  assert.throws(() => d.ban('192.0.2.3', 4, reason, Date.now(), 'manual'), /SQLITE_FULL/);
+  assert.deepEqual(kernel.calls.map((c) => [c.op, c.addresses]), [['add', ['192.0.2.2']], ['add', ['192.0.2.3']]], 'the attackers are blocked anyway');
+  const errs = lines.filter((l) => l.level === 50);
+  assert.equal(errs.length, 2);
+  for (const e of errs) assert.match(String(e.msg), /in the kernel but could not be stored/);
+  assert.deepEqual(errs.map((e) => e.addresses), [['192.0.2.2'], ['192.0.2.3']]);
+}));
+
+test('restore: the kernel reads the stored bans as it loads; allowed ones are lifted; a load cut short still leaves every ban known', () => withStore(async (store) => {
+  const now = Date.now();
+  const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  for (const a of ['192.0.2.1', '192.0.2.2', '198.51.100.9', '2001:db8::1']) seed.ban(a, a.includes(':') ? 6 : 4, reason, now - 1000, 'auto');
+  seed.flushWrites();
+  const exempt = (a: string) => a.startsWith('198.51.100.');
+  for (const readAll of [true, false]) {
+    const loaded: string[] = [];
+    const kernel: KernelQueue = {
       add: async () => {}, remove: async () => {},
-      async setAll(bans) { for (const b of bans) { void b; throw new Error('ipset restore failed'); } },
+      async setAll(bans) {
+        for (const b of bans) { loaded.push(b.address); if (!readAll) break; } // a load that fails after the first line
+      },
     };
-    const d = new Decisions(store, failing, bantime, captureLog().log);
-    await assert.rejects(d.restore(now, (a) => exempt(a)), /ipset restore failed/);
-    assert.equal(d.activeCount, 3);
-    assert.equal(store.isBanned('192.0.2.2', now), true);
-    d.ban('192.0.2.77', 4, reason, now, 'manual');
-    assert.equal(store.isBanned('192.0.2.77', now), true);
-  } finally {
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test('resync: the kernel gets the stored active bans the daemon knows, pending ones committed first', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
-  const store = new Store(join(dir, 'ampere.db'));
-  try {
-    const now = Date.now();
-    const loads: string[][] = [];
-    const kernel: KernelQueue = { add: async () => {}, remove: async () => {}, async setAll(bans) { loads.push([...bans].map((b) => b.address).sort()); } };
-    const d = new Decisions(store, kernel, bantime, captureLog().log);
-    d.ban('192.0.2.1', 4, reason, now, 'auto');
-    d.ban('2001:db8::1', 6, reason, now, 'auto'); // both still pending: resync must commit them first
-    d.ban('192.0.2.2', 4, reason, now, 'manual', 1); // ends 1 ms later: not active by resync time
-    await d.resync(now + 10);
-    assert.deepEqual(loads, [['192.0.2.1', '2001:db8::1']]);
-  } finally {
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test('the counts by family follow every change (ban, ban again, unban, expiry, restore, unban all)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
-  const store = new Store(join(dir, 'ampere.db'));
-  try {
-    const kernel = new RecordingKernel(() => store);
-    const d = new Decisions(store, kernel, bantime, captureLog().log);
-    const now = Date.now();
-    const expect = (v4: number, v6: number, what: string) => assert.deepEqual(d.countByFamily(), { v4, v6 }, what);
-    expect(0, 0, 'empty');
-    d.ban('192.0.2.1', 4, reason, now, 'manual');
-    d.ban('2001:db8::1', 6, reason, now, 'manual');
-    d.ban('2001:db8::2', 6, reason, now - 3_600_000, 'manual'); // ends now
-    expect(1, 2, 'three bans');
-    d.ban('2001:db8::1', 6, reason, now, 'manual');
-    expect(1, 2, 'the same address banned again counts once');
-    assert.equal(await d.unban('2001:db8::1', now, 'unban'), true);
-    assert.equal(await d.unban('2001:db8::1', now, 'unban'), false);
-    expect(1, 1, 'unbanned (twice)');
-    assert.equal(await d.expire(now + 1), 1);
-    expect(1, 0, '2001:db8::2 expired');
-    d.ban('2001:db8::3', 6, reason, now, 'manual');
-    const restarted = new Decisions(store, kernel, bantime, captureLog().log);
-    await restarted.restore(now + 1, () => false);
-    assert.deepEqual(restarted.countByFamily(), { v4: 1, v6: 1 }, 'restored from the database');
-    await restarted.unbanAll(now + 2);
-    assert.deepEqual(restarted.countByFamily(), { v4: 0, v6: 0 }, 'all lifted');
-  } finally {
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-test('with a commit delay, a burst of automatic bans is stored together once the delay has passed; an unban meanwhile stores them first', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ampere-decisions-'));
-  const store = new Store(join(dir, 'ampere.db'));
-  try {
-    const kernel = new RecordingKernel(() => store);
     const { log, lines } = captureLog();
-    const d = new Decisions(store, kernel, bantime, log, () => {}, 40);
-    const now = Date.now();
-    const burst = ['192.0.2.1', '192.0.2.2', '192.0.2.3'];
-    for (const a of burst) d.ban(a, 4, reason, now, 'auto');
-    assert.equal(kernel.calls.length, 3, 'the kernel at once');
-    await nextTurn();
-    await new Promise((r) => setTimeout(r, 10));
-    assert.deepEqual(burst.filter((a) => store.isBanned(a, now)), [], 'not stored yet');
-    assert.equal(lines.filter((l) => l.msg === 'ban').length, 0);
-    await new Promise((r) => setTimeout(r, 50));
-    assert.deepEqual(burst.filter((a) => store.isBanned(a, now)), burst, 'stored together');
-    assert.equal(lines.filter((l) => l.msg === 'ban').length, 3);
-    // A second burst, cut short by an unban: the pending bans are stored first.
-    d.ban('192.0.2.4', 4, reason, now, 'auto');
-    d.ban('192.0.2.5', 4, reason, now, 'auto');
-    assert.equal(await d.unban('192.0.2.5', now, 'unban'), true);
-    assert.equal(store.isBanned('192.0.2.4', now), true);
-    assert.equal(store.isBanned('192.0.2.5', now), false);
-    assert.equal(store.banCount('192.0.2.5'), 1, 'the ban was stored before its unban');
-  } finally {
-    store.close();
-    rmSync(dir, { recursive: true, force: true });
+    const d = new Decisions(store, kernel, bantime, log);
+    const r = await d.restore(now, (a) => exempt(a));
+    assert.equal(d.activeCount, 3, `every non-allowed stored ban known (readAll ${readAll})`);
+    for (const a of ['192.0.2.1', '192.0.2.2', '2001:db8::1']) assert.equal(d.isBanned(a), true, a);
+    if (readAll) {
+      assert.deepEqual(loaded.sort(), ['192.0.2.1', '192.0.2.2', '2001:db8::1']);
+      assert.deepEqual(r, { restored: 3, lifted: 1 });
+      assert.equal(store.isBanned('198.51.100.9', now), false, 'the allowed one is lifted in the database');
+      assert.equal(lines.filter((l) => l.msg === 'stored ban lifted: address is allowed now').length, 1);
+    } else {
+      assert.equal(loaded.length, 1);
+      assert.deepEqual(r, { restored: 3, lifted: 0 });
+    }
   }
-});
+  // A load that throws half-way: restore fails, yet every ban is known, and the database
+  // still serves.
+  const failing: KernelQueue = {
+    add: async () => {}, remove: async () => {},
+    async setAll(bans) { for (const b of bans) { void b; throw new Error('ipset restore failed'); } },
+  };
+  const d = new Decisions(store, failing, bantime, captureLog().log);
+  await assert.rejects(d.restore(now, (a) => exempt(a)), /ipset restore failed/);
+  assert.equal(d.activeCount, 3);
+  assert.equal(store.isBanned('192.0.2.2', now), true);
+  d.ban('192.0.2.77', 4, reason, now, 'manual');
+  assert.equal(store.isBanned('192.0.2.77', now), true);
+}));
+
+test('resync: the kernel gets the stored active bans the daemon knows, pending ones committed first', () => withStore(async (store) => {
+  const now = Date.now();
+  const loads: string[][] = [];
+  const kernel: KernelQueue = { add: async () => {}, remove: async () => {}, async setAll(bans) { loads.push([...bans].map((b) => b.address).sort()); } };
+  const d = new Decisions(store, kernel, bantime, captureLog().log);
+  d.ban('192.0.2.1', 4, reason, now, 'auto');
+  d.ban('2001:db8::1', 6, reason, now, 'auto'); // both still pending: resync must commit them first
+  d.ban('192.0.2.2', 4, reason, now, 'manual', 1); // ends 1 ms later: not active by resync time
+  await d.resync(now + 10);
+  assert.deepEqual(loads, [['192.0.2.1', '2001:db8::1']]);
+}));
+
+test('the counts by family follow every change (ban, ban again, unban, expiry, restore, unban all)', () => withStore(async (store) => {
+  const kernel = new RecordingKernel(() => store);
+  const d = new Decisions(store, kernel, bantime, captureLog().log);
+  const now = Date.now();
+  const expect = (v4: number, v6: number, what: string) => assert.deepEqual(d.countByFamily(), { v4, v6 }, what);
+  expect(0, 0, 'empty');
+  d.ban('192.0.2.1', 4, reason, now, 'manual');
+  d.ban('2001:db8::1', 6, reason, now, 'manual');
+  d.ban('2001:db8::2', 6, reason, now - 3_600_000, 'manual'); // ends now
+  expect(1, 2, 'three bans');
+  d.ban('2001:db8::1', 6, reason, now, 'manual');
+  expect(1, 2, 'the same address banned again counts once');
+  assert.equal(await d.unban('2001:db8::1', now, 'unban'), true);
+  assert.equal(await d.unban('2001:db8::1', now, 'unban'), false);
+  expect(1, 1, 'unbanned (twice)');
+  assert.equal(await d.expire(now + 1), 1);
+  expect(1, 0, '2001:db8::2 expired');
+  d.ban('2001:db8::3', 6, reason, now, 'manual');
+  const restarted = new Decisions(store, kernel, bantime, captureLog().log);
+  await restarted.restore(now + 1, () => false);
+  assert.deepEqual(restarted.countByFamily(), { v4: 1, v6: 1 }, 'restored from the database');
+  await restarted.unbanAll(now + 2);
+  assert.deepEqual(restarted.countByFamily(), { v4: 0, v6: 0 }, 'all lifted');
+}));
+
+test('with a commit delay, a burst of automatic bans is stored together once the delay has passed; an unban meanwhile stores them first', () => withStore(async (store) => {
+  const kernel = new RecordingKernel(() => store);
+  const { log, lines } = captureLog();
+  const d = new Decisions(store, kernel, bantime, log, () => {}, 40);
+  const now = Date.now();
+  const burst = ['192.0.2.1', '192.0.2.2', '192.0.2.3'];
+  for (const a of burst) d.ban(a, 4, reason, now, 'auto');
+  assert.equal(kernel.calls.length, 3, 'the kernel at once');
+  await nextTurn();
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(burst.filter((a) => store.isBanned(a, now)), [], 'not stored yet');
+  assert.equal(lines.filter((l) => l.msg === 'ban').length, 0);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(burst.filter((a) => store.isBanned(a, now)), burst, 'stored together');
+  assert.equal(lines.filter((l) => l.msg === 'ban').length, 3);
+  // A second burst, cut short by an unban: the pending bans are stored first.
+  d.ban('192.0.2.4', 4, reason, now, 'auto');
+  d.ban('192.0.2.5', 4, reason, now, 'auto');
+  assert.equal(await d.unban('192.0.2.5', now, 'unban'), true);
+  assert.equal(store.isBanned('192.0.2.4', now), true);
+  assert.equal(store.isBanned('192.0.2.5', now), false);
+  assert.equal(store.banCount('192.0.2.5'), 1, 'the ban was stored before its unban');
+}));
