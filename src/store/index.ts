@@ -59,7 +59,7 @@ export interface StoreOptions {
 /** What the kernel needs of a ban. */
 export interface KernelBanRow { address: string; family: Family; until: number | null }
 
-/** One selectActiveKernel text ("address until", until empty when permanent) to its fields. */
+/** One line of selectActiveKernelText ("address until", until empty when permanent) to its fields. */
 function kernelBanRow(row: string): KernelBanRow {
   const sp = row.indexOf(' ');
   const address = row.slice(0, sp);
@@ -125,7 +125,6 @@ export class Store {
   private readonly insertBan: Statement;
   private readonly selectBanCount: Statement;
   private readonly selectActive: Statement;
-  private readonly selectActiveKernel: Statement;
   private readonly selectActiveKernelText: Statement;
   private readonly selectDue: Statement;
   private readonly markExpired: Statement;
@@ -174,14 +173,13 @@ export class Store {
     ).pluck();
     // Asked on every ban (escalation): built by Drizzle per call it was half of the ban's path.
     this.selectBanCount = c.prepare(`SELECT ban_count FROM hosts WHERE address = ?`).pluck();
-    // Start (all active bans into the kernel) and every expiry tick: plain statements, rows as
-    // arrays. Both use the bans_active (lifted_at, until) index; same order as before.
-    this.selectActive = c.prepare(`SELECT ${BAN_COLUMNS} FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > ?)`).raw();
-    // What a start needs to load the kernel, one text per ban ("address until"): better-sqlite3
-    // makes a plain string far faster than a row object (100k bans, fresh process: ~110 ms
-    // against ~250 ms for {address, family, until}); the objects are then made here, in JS.
-    this.selectActiveKernel = c.prepare(`SELECT address || ' ' || ifnull(until, '') FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > ?)`).pluck();
-    this.selectActiveKernelText = c.prepare(`SELECT group_concat(address || ' ' || ifnull(until, ''), char(10)) FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > ?)`).pluck();
+    // Active bans and every expiry tick: plain statements, rows as arrays. Both use the
+    // bans_active (lifted_at, until) index; same order as before.
+    this.selectActive = c.prepare(`SELECT ${BAN_COLUMNS} FROM bans WHERE ${ACTIVE}`).raw();
+    // What the kernel needs of every active ban, as one text of lines "address until": SQLite
+    // builds it in one call, far faster than a row (let alone a row object) per ban; the
+    // objects are then made here, in JS (streamActiveKernelBans).
+    this.selectActiveKernelText = c.prepare(`SELECT group_concat(address || ' ' || ifnull(until, ''), char(10)) FROM bans WHERE ${ACTIVE}`).pluck();
     this.selectDue = c.prepare(`SELECT ${BAN_COLUMNS} FROM bans WHERE lifted_at IS NULL AND until <= ?`).raw();
     this.markExpired = c.prepare(`UPDATE bans SET lifted_at = until, lift_reason = 'expired' WHERE lifted_at IS NULL AND until <= ?`);
     this.unbanHost = c.prepare(`UPDATE hosts SET banned = 0, ban_until = NULL WHERE address = ?`);
@@ -220,7 +218,7 @@ export class Store {
     this.recordBansTx = c.transaction((list: NewBan[]) => { for (const b of list) writeBan(b); });
     this.liftBanTx = c.transaction((address: string, now: number, reason: string) => {
       const lifted = this.sql(`UPDATE bans SET lifted_at = ?, lift_reason = ? WHERE bans.address = ? AND ${ACTIVE}`).run(now, reason, address, now).changes;
-      this.sql(`UPDATE hosts SET banned = 0, ban_until = NULL WHERE address = ?`).run(address);
+      this.unbanHost.run(address);
       return lifted > 0;
     });
     this.liftAllBansTx = c.transaction((now: number, reason: string) => {
@@ -280,7 +278,7 @@ export class Store {
 
   /** The same bans as activeBans, with only what the kernel needs. */
   activeKernelBans(now: number): KernelBanRow[] {
-    return (this.selectActiveKernel.all(now) as string[]).map(kernelBanRow);
+    return Array.from(this.streamActiveKernelBans(now));
   }
 
   /**
