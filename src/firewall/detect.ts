@@ -57,7 +57,7 @@ export function filterRulesOfSave(save: string): string[] {
   return out;
 }
 
-interface FlavourLook { rules: number; filter: { 4?: string[]; 6?: string[] } }
+interface FlavourLook { rules: number; filter: NonNullable<IptablesTools['filterRules']> }
 
 /** Rule lines (`-A ...`) in the IPv4 + IPv6 save output of one flavour (0 when a save fails), and its filter tables. */
 async function lookAt(flavour: Flavour, netns?: string): Promise<FlavourLook> {

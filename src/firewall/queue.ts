@@ -26,9 +26,9 @@ export interface QueueOptions {
  * remove at once instead, even while earlier ones are in flight, as long as nothing waits
  * ahead of it: a dozen bans decided in one burst are then all in the kernel within a
  * millisecond or two, instead of the last eleven waiting for the first one's answer
- * (measured: ~7 ms under load, one attempt more per attacker at scanner pace).
- * Its promises never reject: failures
- * are logged with the command's stderr and recorded for the health check (see `healthy`).
+ * (measured: ~7 ms under load, one attempt more per attacker at scanner pace). Its promises
+ * never reject: failures are logged with the command's stderr and recorded for the health
+ * check (see `healthy`).
  */
 export class FirewallQueue {
   /** Message (with stderr) of the last failed batch; kept after recovery, for status. */
@@ -104,8 +104,7 @@ export class FirewallQueue {
         await this.call('remove', () => this.backend.remove(bans), () => bans.length);
       } else {
         const adds = bans as KernelBan[];
-        const added = await this.call('add', () => this.backend.add(adds, now ?? this.clock()), () => adds.length);
-        if (added && this.conntrack) { const c = this.conntrack; setImmediate(() => c.flush(adds)); }
+        if (await this.call('add', () => this.backend.add(adds, now ?? this.clock()), () => adds.length)) this.cutFlows(adds);
       }
     } finally {
       this.pipelined--;
@@ -178,12 +177,20 @@ export class FirewallQueue {
       if (removes.length) await this.call('remove', () => this.backend.remove(removes), () => removes.length);
       const added = adds.length > 0 && (await this.call('add', () => this.backend.add(adds, now ?? this.clock()), () => adds.length));
       for (const it of items) it.done();
-      // After the callers hear "applied", and off this tick: the conntrack cleanup is defence
-      // in depth (a long-lived helper, batched) and must never delay a ban or the next batch.
-      if (added && this.conntrack) { const c = this.conntrack; setImmediate(() => c.flush(adds)); }
+      if (added) this.cutFlows(adds);
     }
     this.busy = false;
     this.next();
+  }
+
+  /**
+   * Cut the established flows of newly banned hosts, after the callers hear "applied" and off
+   * this tick: the conntrack cleanup is defence in depth (a long-lived helper, batched) and
+   * must never delay a ban or the next batch.
+   */
+  private cutFlows(adds: KernelBan[]): void {
+    const c = this.conntrack;
+    if (c) setImmediate(() => c.flush(adds));
   }
 
   private async call(op: string, fn: () => Promise<void>, count: () => number): Promise<boolean> {
