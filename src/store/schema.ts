@@ -29,7 +29,7 @@ export const bans = sqliteTable('bans', {
   source: text('source').notNull().default('auto'), // auto, manual, legacy
   liftedAt: integer('lifted_at'), // set when it ended early or expired
   liftReason: text('lift_reason'), // expired, unban, allowed, superseded
-}, (t) => [index('bans_active').on(t.liftedAt, t.until), index('bans_address').on(t.address)]);
+}, (t) => [index('bans_active').on(t.liftedAt, t.until, t.address), index('bans_address').on(t.address)]);
 
 /** Recent offending events per host, trimmed to the configured `history`. */
 export const events = sqliteTable('events', {
