@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AllowList, cidrContains, ipv4ToUint, parseCidr } from '../src/net/cidr';
+import { AllowList, cidrContains, ipv4ToUint, parseCidr, textPrefix } from '../src/net/cidr';
 import { checkedIp } from '../src/firewall/exec';
 import { canonicalIp, isCanonicalIpv6 } from '../src/net/ip';
 
@@ -61,6 +61,35 @@ test('AllowList: the word-wise IPv6 match answers exactly as the BigInt referenc
     if (want) matched++;
   }
   assert.ok(matched > 2_000 && matched < 18_000, `probes matched ${matched} times`);
+});
+
+test('textPrefix: the canonical text of every address inside a network starts with it, for every prefix length', () => {
+  const r = rng(23);
+  const rand = (bits: number) => { let x = 0n; for (let i = 0; i < bits; i += 16) x = (x << 16n) | BigInt(r() < 0.3 ? 0 : Math.floor(r() * 0x10000)); return x & ((1n << BigInt(bits)) - 1n); };
+  const text4 = (x: bigint) => [24, 16, 8, 0].map((s) => Number((x >> BigInt(s)) & 255n)).join('.');
+  const text6 = (x: bigint) => Array.from({ length: 8 }, (_, k) => Number((x >> BigInt(16 * (7 - k))) & 0xffffn).toString(16)).join(':');
+  let checked = 0;
+  for (const [family, width, text] of [[4, 32, text4], [6, 128, text6]] as const) {
+    for (let bits = 0; bits <= width; bits++) {
+      for (let n = 0; n < 20; n++) {
+        const c = parseCidr(`${text(rand(width))}/${bits}`)!;
+        const prefix = textPrefix(c);
+        for (let k = 0; k < 20; k++) {
+          const host = rand(width) & ((1n << BigInt(width - bits)) - 1n);
+          const a = canonicalIp(text(c.base | host))!;
+          if (a.family !== family) continue; // ::ffff:a.b.c.d is IPv4 to everyone
+          assert.ok(cidrContains(c, a.address, family));
+          assert.ok(a.address.startsWith(prefix), `${a.address} in ${c.text}: prefix ${JSON.stringify(prefix)}`);
+          checked++;
+        }
+      }
+    }
+  }
+  assert.ok(checked > 60_000, `${checked} addresses checked`);
+  const examples: [string, string][] = [['10.0.0.0/8', '10.'], ['192.168.1.0/24', '192.168.1.'], ['192.168.1.0/23', '192.168.'], ['1.2.3.4', '1.2.3.4'], ['8.0.0.0/5', ''],
+    ['2001:db8::/32', '2001:db8:'], ['2001:0:1::/48', '2001:'], ['::1', '::1'], ['fd00::/8', ''], ['::/0', '']];
+  for (const [cidr, want] of examples) assert.equal(textPrefix(parseCidr(cidr)!), want, cidr);
+  assert.deepEqual(new AllowList([parseCidr('10.0.0.0/8')!, parseCidr('10.1.0.0/16')!]).textPrefixes(), ['127.', '::1', '10.', '10.1.']);
 });
 
 test('ipv4ToUint refuses what is not a dotted quad', () => {

@@ -31,6 +31,27 @@ export function parseCidr(text: string): Cidr | null {
   return { text: bits === width ? ip.address : `${ip.address}/${bits}`, family: ip.family, bits, base };
 }
 
+/**
+ * Text that the canonical form of every address in the network starts with ('' when nothing
+ * shorter than a whole address is sure): lets the store pick the few stored bans worth
+ * checking against the allow list. Canonical IPv6 writes a run of zero words as '::', so only
+ * the words before the first zero word are sure to appear as they are.
+ */
+export function textPrefix(c: Cidr): string {
+  if (c.bits === (c.family === 4 ? 32 : 128)) return c.text;
+  const words: string[] = [];
+  if (c.family === 4) {
+    for (let i = 0; i < Math.floor(c.bits / 8); i++) words.push(String(Number((c.base >> BigInt(8 * (3 - i))) & 255n)));
+    return words.length ? `${words.join('.')}.` : '';
+  }
+  for (let i = 0; i < Math.floor(c.bits / 16); i++) {
+    const w = Number((c.base >> BigInt(16 * (7 - i))) & 0xffffn);
+    if (w === 0) break;
+    words.push(w.toString(16));
+  }
+  return words.length ? `${words.join(':')}:` : '';
+}
+
 export function cidrContains(c: Cidr, address: string, family: Family): boolean {
   return c.family === family && (toBigInt(address, family) & mask(family, c.bits)) === c.base;
 }
@@ -122,5 +143,9 @@ export class AllowList {
   }
   list(): string[] {
     return this.entries.map((e) => e.text);
+  }
+  /** textPrefix of every entry, without repeats. */
+  textPrefixes(): string[] {
+    return [...new Set(this.entries.map(textPrefix))];
   }
 }

@@ -71,6 +71,18 @@ function compressIpv6(words: number[]): string {
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
+const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
+const CANONICAL_V4 = new RegExp(`^${OCTET}(?:\\.${OCTET}){3}$`);
+
+/**
+ * True exactly when canonicalIp(text) would return { address: text, family }: the one test
+ * every address bound for the kernel passes. Nothing allocated (a pattern for IPv4, one scan
+ * for IPv6): at start it runs once per stored ban.
+ */
+export function isCanonicalIp(text: string, family: Family): boolean {
+  return family === 4 ? typeof text === 'string' && CANONICAL_V4.test(text) : isCanonicalIpv6(text);
+}
+
 /**
  * True exactly when canonicalIp(text) would return { address: text, family: 6 }: the text
  * is already the RFC 5952 form compressIpv6 prints (lower-case hex, no leading zeros, '::'
