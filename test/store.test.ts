@@ -8,6 +8,7 @@ import { and, desc, eq, gt, isNull, lte, or, sql } from 'drizzle-orm';
 import { Store, MIGRATIONS, openDatabase } from '../src/store';
 import * as schema from '../src/store/schema';
 import type { SecurityEvent } from '../src/events';
+import { IPSET_MAX_TIMEOUT, ipsetTimeout } from '../src/firewall/ipset';
 
 const file = () => join(mkdtempSync(join(tmpdir(), 'ampere-store-')), 'sub', 'dir', 'ampere.db');
 const ev = (address: string, kind = 'ChallengeResponseFailed'): SecurityEvent => ({ kind, severity: 'Error', service: 'PJSIP', address, family: address.includes(':') ? 6 : 4, transport: 'UDP', port: 5060, account: '100', sessionId: '' });
@@ -147,6 +148,50 @@ test('the start\'s read of every active ban is served by the bans_active index a
   const source = (s as unknown as { selectActiveKernelText: { source: string } }).selectActiveKernelText.source;
   const plan = s.sqlite.prepare(`EXPLAIN QUERY PLAN ${source}`).all(0) as { detail: string }[];
   assert.ok(plan.some((p) => p.detail.includes('COVERING INDEX bans_active')), JSON.stringify(plan));
+  s.close();
+});
+
+test('renderActiveBans: the lines the bans make one by one (seconds rounded up; 0 for none or beyond the maximum), per family; only bans in force; only address characters', () => {
+  const s = new Store(file());
+  const now = 1_800_000_000_123;
+  const ends: [string, number | null][] = [['192.0.2.1', now + 1], ['192.0.2.2', now + 1000], ['192.0.2.3', now + 1001], ['192.0.2.4', null],
+    ['192.0.2.5', now + IPSET_MAX_TIMEOUT * 1000], ['192.0.2.6', now + IPSET_MAX_TIMEOUT * 1000 + 1], ['192.0.2.7', now], ['192.0.2.8', now + 60_000],
+    ['fd33::1:2', now + 86_400_000], ['2001:db8::9', null]];
+  for (const [a, until] of ends) s.recordBan(ban(a, now - 5000, until));
+  s.liftBan('192.0.2.8', now - 1, 'unban');
+  // Past the daemon's checks (a hand-edited file): letters and a space are never rendered.
+  s.sqlite.prepare('INSERT INTO hosts (address, family, first_seen, last_seen) VALUES (?, 4, 0, 0)').run('1.2.3.4 -j ACCEPT');
+  s.sqlite.prepare(`INSERT INTO bans (address, family, started_at, until, reason_kind) VALUES (?, 4, 0, NULL, 'manual')`).run('1.2.3.4 -j ACCEPT');
+  const format = { prefix: { 4: 'add s4 ', 6: 'add s6 ' }, infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT };
+  const lines = s.renderActiveBans(now, format);
+  const byAddress = (text: string) => Object.fromEntries(text.split('\n').map((l) => [l.split(' ')[2], l]));
+  assert.deepEqual(byAddress(lines[4]), {
+    '192.0.2.1': 'add s4 192.0.2.1 timeout 1', '192.0.2.2': 'add s4 192.0.2.2 timeout 1', '192.0.2.3': 'add s4 192.0.2.3 timeout 2',
+    '192.0.2.4': 'add s4 192.0.2.4 timeout 0', '192.0.2.5': `add s4 192.0.2.5 timeout ${IPSET_MAX_TIMEOUT}`, '192.0.2.6': 'add s4 192.0.2.6 timeout 0',
+  });
+  assert.deepEqual(byAddress(lines[6]), { 'fd33::1:2': 'add s6 fd33::1:2 timeout 86400', '2001:db8::9': 'add s6 2001:db8::9 timeout 0' });
+  assert.equal(lines.count, 8);
+  // The same as the one-by-one load makes them from activeKernelBans.
+  const oneByOne = s.activeKernelBans(now).filter((b) => !b.address.includes(' ')).map((b) => `add s${b.family} ${b.address} timeout ${ipsetTimeout(b.until, now)}`);
+  assert.deepEqual([...lines[4].split('\n'), ...lines[6].split('\n')].sort(), oneByOne.sort());
+  assert.deepEqual(s.renderActiveBans(now + 10 ** 12, format), { 4: 'add s4 192.0.2.4 timeout 0', 6: 'add s6 2001:db8::9 timeout 0', count: 2 }, 'much later: the permanent ones');
+  s.close();
+  const empty = new Store(file());
+  assert.deepEqual(empty.renderActiveBans(now, format), { 4: '', 6: '', count: 0 }, 'none: empty texts');
+  empty.close();
+});
+
+test('activeAddressesStartingWith: the bans in force whose address starts with a prefix, read from the address index', () => {
+  const s = new Store(file());
+  const now = 1_800_000_000_000;
+  for (const a of ['10.1.2.3', '10.10.0.1', '100.64.0.1', '192.0.2.1', 'fd33::1', '2001:db8::1']) s.recordBan(ban(a, now - 5000, now + 60_000));
+  s.recordBan(ban('10.1.9.9', now - 5000, now - 1)); // over
+  const got = (prefixes: string[]) => s.activeAddressesStartingWith(now, prefixes).sort();
+  assert.deepEqual(got(['10.']), ['10.1.2.3', '10.10.0.1']);
+  assert.deepEqual(got(['10.1.', 'fd33:']), ['10.1.2.3', 'fd33::1']);
+  assert.deepEqual(got(['10.1.2.3', '10.1.2.3']), ['10.1.2.3']);
+  assert.deepEqual(got(['']), ['10.1.2.3', '10.10.0.1', '100.64.0.1', '192.0.2.1', '2001:db8::1', 'fd33::1']);
+  assert.deepEqual(got([]), []);
   s.close();
 });
 

@@ -8,6 +8,31 @@ export interface KernelBan {
   until: number | null;
 }
 
+/**
+ * How a backend that loads text (ipset) wants a full load written, so the store can render
+ * every ban in one query, in SQLite, instead of the daemon making a string per ban (at 100k
+ * bans that work, not the kernel, was most of the start). A ban becomes the line
+ * `<prefix of its family><address><infix><seconds>`: seconds left, rounded up; 0 when the
+ * ban has no end or more than maxSeconds left (ipset: no timeout).
+ */
+export interface BanLineFormat {
+  prefix: Record<Family, string>;
+  infix: string;
+  maxSeconds: number;
+}
+
+/**
+ * Bans rendered in a backend's BanLineFormat, one text per family (lines joined by newlines,
+ * no newline at the end; '' for none), and how many lines in all. Only addresses made of
+ * hex digits, '.' and ':' are rendered, so no line can carry another command; the caller
+ * checks each address for canonical form (see Decisions.restore).
+ */
+export interface BanLines {
+  4: string;
+  6: string;
+  count: number;
+}
+
 /** What a backend needs to know; built from the config by the composition root. */
 export interface FirewallOptions {
   chain: string; // e.g. "ampere"
@@ -35,6 +60,10 @@ export interface FirewallBackend {
    * once, in order, as the load goes (the ipset backend streams them into \`ipset restore\`).
    */
   setAll(bans: Iterable<KernelBan>, now: number): Promise<void>;
+  /** Present when the backend can take a full load as rendered text (setAllLines). */
+  readonly lineFormat?: BanLineFormat;
+  /** setAll for bans rendered in lineFormat: the same replacement, without a string made per ban here. */
+  setAllLines?(lines: BanLines): Promise<void>;
   /** Apply a batch of new bans (one process per family at most). */
   add(bans: KernelBan[], now: number): Promise<void>;
   /** Remove bans early (unban). Removing a ban that is not there is not an error. */
