@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger, type Logger } from '../src/log';
-import { ConntrackFlusher, createFirewall, FirewallQueue, type FirewallBackend, type KernelBan } from '../src/firewall';
+import { ConntrackFlusher, createFirewall, FirewallQueue, type BanLines, type FirewallBackend, type KernelBan } from '../src/firewall';
 import { CommandError, execStats, run } from '../src/firewall/exec';
 import { addAttacker, skipUnlessRoot, UdpSink, withNetns } from './helpers/netns';
 
@@ -112,6 +112,30 @@ describe('FirewallQueue (fake backend)', () => {
       { op: 'setAll', addresses: ['192.0.2.9'] },
       { op: 'remove', addresses: ['192.0.2.9'] },
     ]);
+  });
+
+  test('setAllLines goes to a backend that loads lines, in its place in the order; the format shows only when the backend can take lines', async () => {
+    class LinesBackend extends FakeBackend {
+      readonly lineFormat = { prefix: { 4: 'add t4 ', 6: 'add t6 ' }, infix: ' timeout ', maxSeconds: 9 } as const;
+      async setAllLines(lines: BanLines) { this.calls.push({ op: 'setAllLines', addresses: [lines[4], lines[6], String(lines.count)] }); }
+    }
+    const fake = new LinesBackend();
+    const q = new FirewallQueue(fake, captureLog().log, { conntrack: null });
+    assert.equal(q.lineFormat, fake.lineFormat);
+    void q.add([ban('192.0.2.8')]);
+    const loaded = q.setAllLines({ 4: 'add t4 192.0.2.1 timeout 0', 6: '', count: 1 });
+    void q.add([ban('192.0.2.2')]);
+    await loaded;
+    await q.idle();
+    assert.deepEqual(fake.calls, [
+      { op: 'add', addresses: ['192.0.2.8'] },
+      { op: 'setAllLines', addresses: ['add t4 192.0.2.1 timeout 0', '', '1'] },
+      { op: 'add', addresses: ['192.0.2.2'] },
+    ]);
+    assert.equal(q.healthy, true);
+    // A format without the method is not offered (a backend could have one and not the other).
+    const plain = Object.assign(new FakeBackend(), { lineFormat: fake.lineFormat });
+    assert.equal(new FirewallQueue(plain, captureLog().log, { conntrack: null }).lineFormat, undefined);
   });
 
   test('a failing command never throws out of the queue; it is logged and shown to the health check', async () => {

@@ -8,6 +8,7 @@ import { createFirewall, detectIptables, FirewallQueue, ConntrackFlusher, type F
 import { filterRulesOfSave } from '../src/firewall/detect';
 import { execStats, which } from '../src/firewall/exec';
 import { IpsetBackend } from '../src/firewall/ipset';
+import { Store, type NewBan } from '../src/store';
 import { addAttacker, Netns, removeStaleNamespaces, skipUnlessRoot, UdpSink, withNetns, type Attacker } from './helpers/netns';
 
 const skip = skipUnlessRoot();
@@ -273,6 +274,57 @@ describe('an existing jump placed by the administrator', { skip }, () => {
       await fw.setAll([v4('192.0.2.9')], Date.now());
       assert.deepEqual(await kernelBans(ns, 'ipset', 'nft'), ['192.0.2.9']);
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/, 'scratch sets are gone');
+    }));
+
+  test('ipset: bans the store rendered (setAllLines) load as setAll loads the same bans; a bad line fails whole, the live set untouched', () =>
+    withNetns(async (ns) => {
+      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      await fw.init();
+      const dir = mkdtempSync(join(tmpdir(), 'ampere-lines-'));
+      const store = new Store(join(dir, 'ampere.db'));
+      try {
+        const now = Date.now();
+        const row = (address: string, until: number | null): NewBan => ({ address, family: address.includes(':') ? 6 : 4, now: now - 1000, until, reasonKind: 'InvalidPassword', reasonService: 'PJSIP', reasonAccount: '100', failures: 3, source: 'auto' });
+        const rows: NewBan[] = [];
+        for (let i = 0; i < 6_000; i++) rows.push(row(`198.18.${i >> 8}.${i & 255}`, i % 3 ? now + 3_600_000 + i : null));
+        for (let i = 0; i < 700; i++) rows.push(row(`fd33::${(i + 1).toString(16)}`, now + 7_200_000));
+        rows.push(row('192.0.2.5', now + 30 * 86_400_000)); // beyond ipset's maximum: no timeout, the daemon lifts it
+        store.recordBans(rows);
+        const saved = async () => {
+          const out = new Map<string, number>();
+          for (const set of [`${CHAIN}-v4`, `${CHAIN}-v6`]) {
+            for (const l of (await ns.must('ipset', ['save', set])).split('\n')) {
+              const m = /^add \S+ (\S+) timeout (\d+)$/.exec(l);
+              if (m) out.set(m[1], Number(m[2]));
+            }
+          }
+          return out;
+        };
+        const runs = execStats.runs;
+        const lines = store.renderActiveBans(now, fw.lineFormat!);
+        assert.equal(lines.count, 6_701);
+        await fw.setAllLines!(lines);
+        assert.equal(execStats.runs - runs, 2, 'right after init: the two loaders, nothing else');
+        const viaLines = await saved();
+        await fw.setAll(store.activeKernelBans(now), now);
+        const viaSetAll = await saved();
+        assert.equal(viaLines.size, 6_701);
+        assert.deepEqual([...viaLines.keys()].sort(), [...viaSetAll.keys()].sort());
+        for (const [address, t] of viaLines) {
+          const u = viaSetAll.get(address)!;
+          assert.ok(t === 0 ? u === 0 : Math.abs(t - u) <= 2, `${address}: ${t} by lines, ${u} by setAll`);
+        }
+        assert.equal(viaLines.get('192.0.2.5'), 0);
+        assert.equal(viaLines.get('198.18.0.0'), 0);
+        assert.ok(Math.abs(viaLines.get('fd33::1')! - 7200) <= 2);
+        // An address ipset cannot read fails the whole load; nothing is swapped in.
+        await assert.rejects(fw.setAllLines!({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nadd ampere-t4 192.0.2.300 timeout 0', 6: '', count: 2 }), /ipset restore/);
+        assert.equal((await saved()).size, 6_701, 'the live sets are untouched');
+        assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/, 'the failed load removed its scratch sets');
+      } finally {
+        store.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
     }));
 
   test('ipset: a live set left with other parameters (an older maxelem) is kept by init and replaced by the first full load', () =>

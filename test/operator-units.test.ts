@@ -55,6 +55,16 @@ test('countingFailures: failed backend calls are counted and still rejected; nam
   const piped = countingFailures({ ...backend, pipelines: (n: number) => n <= 2 }, () => {});
   assert.equal(piped.pipelines?.(2), true);
   assert.equal(piped.pipelines?.(3), false);
+  // So do the full load as lines and its format; a failed one counts as a failed setAll.
+  assert.equal(b.setAllLines, undefined);
+  const format = { prefix: { 4: 'add a ', 6: 'add b ' }, infix: ' timeout ', maxSeconds: 1 };
+  const loaded: unknown[] = [];
+  const texty = countingFailures({ ...backend, lineFormat: format, setAllLines: async (l: unknown) => { loaded.push(l); if (loaded.length > 1) throw new Error('bad line'); } }, (op) => failed.push(op));
+  assert.equal(texty.lineFormat, format);
+  await texty.setAllLines!({ 4: 'add a 192.0.2.1 timeout 0', 6: '', count: 1 });
+  await assert.rejects(texty.setAllLines!({ 4: '', 6: '', count: 0 }), /bad line/);
+  assert.deepEqual(loaded, [{ 4: 'add a 192.0.2.1 timeout 0', 6: '', count: 1 }, { 4: '', 6: '', count: 0 }]);
+  assert.deepEqual(failed, ['setAll', 'remove', 'setAll']);
 });
 
 test('EventWindow: the last 60 seconds by kind, older seconds dropped', () => {

@@ -4,7 +4,7 @@ import { ensureChain, familyTools, targetSpec, type FamilyTools } from './chain'
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
 import { IpsetShell } from './ipset-shell';
-import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
+import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
 
 /** The kernel refuses element timeouts above this (about 24.8 days). */
 export const IPSET_MAX_TIMEOUT = 2147483;
@@ -23,6 +23,22 @@ export function ipsetTimeout(until: number | null, now: number): number | null {
   const s = Math.ceil((until - now) / 1000);
   if (s <= 0) return null;
   return s > IPSET_MAX_TIMEOUT ? 0 : s;
+}
+
+/** A text of lines (no newline at its end) cut into n parts of about equal length, at line ends. */
+export function splitLines(text: string, n: number): string[] {
+  const parts: string[] = [];
+  let from = 0;
+  for (let k = 1; k < n; k++) {
+    const at = Math.max(from, Math.round((text.length * k) / n));
+    const nl = text.indexOf('\n', at);
+    if (nl < 0) break;
+    parts.push(text.slice(from, nl));
+    from = nl + 1;
+  }
+  parts.push(text.slice(from));
+  while (parts.length < n) parts.push('');
+  return parts;
 }
 
 const chunkOf = (v4: string[], v6: string[]) => (v4.length ? v4.join('\n') + '\n' : '') + (v6.length ? v6.join('\n') + '\n' : '');
@@ -132,30 +148,49 @@ export class IpsetBackend implements FirewallBackend {
     // An array is checked whole before anything runs; a stream (the queue's, already checked
     // there) is checked line by line as it is read.
     if (Array.isArray(bans)) checkBatch(bans);
+    // LOADERS loaders share one stream of chunks, each taking the next as soon as its pipe
+    // drains. A bad address throws in whichever loader pulled it, that loader is killed, the
+    // stream ends for the others, and no swap happens.
+    const adds = this.addScript(bans, now);
+    await this.replaceSets(() => adds);
+  }
+
+  /** The scratch sets' names in each ban's line: the store renders the adds of a full load. */
+  get lineFormat(): BanLineFormat {
+    return { prefix: { 4: `add ${this.tmpName(4)} `, 6: `add ${this.tmpName(6)} ` }, infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT };
+  }
+
+  /** setAll for lines the store rendered in lineFormat: each loader takes its share of each family's text. */
+  async setAllLines(lines: BanLines): Promise<void> {
+    const shares = ([4, 6] as Family[]).map((f) => splitLines(lines[f], LOADERS));
+    await this.replaceSets((i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`));
+  }
+
+  /**
+   * Load fresh scratch sets, then swap them in: the live sets (and the rules using them) never
+   * see a gap. `destroy` first clears a scratch set a crash may have left (-exist: absent is
+   * fine); if a live set is gone (a firewall wipe), the loaded one simply takes its name.
+   * inputFor(i) is what loader i writes after the create lines.
+   */
+  private async replaceSets(inputFor: (loader: number) => Iterable<string>): Promise<void> {
     // Right after init the sets and chains are known to be there: no second look (each
     // process start costs tens of ms once the daemon holds 100k bans in memory).
     const fresh = this.fresh;
     this.fresh = false;
     const existing = fresh ? new Set(this.fams.map((ft) => this.setName(ft.family))) : await this.setNames();
     const fams = [4, 6] as Family[];
-    // Load fresh scratch sets, then swap them in: the live sets (and the rules using them) never
-    // see a gap. `destroy` first clears a scratch set a crash may have left (-exist: absent is
-    // fine); if a live set is gone (a firewall wipe), the loaded one simply takes its name.
     await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`));
     try {
       // `ipset restore` sends its adds in batches only to a set it created itself in that run
       // (otherwise one netlink round trip per element): so every loader starts with the same
-      // create lines (-exist: whichever comes second keeps the set). LOADERS of them share one
-      // stream of chunks, each taking the next as soon as its pipe drains. Measured on 2 cores,
+      // create lines (-exist: whichever comes second keeps the set). Measured on 2 cores,
       // `ipset restore` of 100k adds: ~390 ms into a set it made, ~880 ms into one made before;
-      // split between two processes ~245 ms. A bad address throws in whichever loader pulled
-      // it, that loader is killed, the stream ends for the others, and no swap happens.
+      // split between two processes ~245 ms.
       // The hash grows by itself: a 100k load takes the same time from 1,024 buckets as from 131,072.
       const creates = fams.map((f) => this.createLine(this.tmpName(f), f, 1024)).join('\n') + '\n';
-      const adds = this.addScript(bans, now);
-      const input = function* (): Generator<string> { yield creates; yield* adds; };
-      // Every loader settles (a failed one ends the stream for the others) before any cleanup.
-      const loads = await Promise.allSettled(Array.from({ length: LOADERS }, () => this.ipset(['restore', '-exist'], input())));
+      const input = function* (rest: Iterable<string>): Generator<string> { yield creates; yield* rest; };
+      // Every loader settles (a failed one ends a shared stream for the others) before any cleanup.
+      const loads = await Promise.allSettled(Array.from({ length: LOADERS }, (_, i) => this.ipset(['restore', '-exist'], input(inputFor(i)))));
       for (const l of loads) if (l.status === 'rejected') throw l.reason;
     } catch (err) {
       await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});

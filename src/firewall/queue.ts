@@ -1,13 +1,15 @@
 import type { Logger } from '../log';
 import { ConntrackFlusher } from './conntrack';
 import { CommandError, checkedIp } from './exec';
-import type { FirewallBackend, KernelBan } from './types';
+import type { BanLineFormat, BanLines, FirewallBackend, KernelBan } from './types';
 
 type Ban = Pick<KernelBan, 'address' | 'family'>;
 type Item =
   | { kind: 'add'; bans: KernelBan[]; now?: number; done: () => void }
   | { kind: 'remove'; bans: Ban[]; now?: number; done: () => void }
-  | { kind: 'setAll'; bans: Iterable<KernelBan>; now?: number; done: () => void };
+  | { kind: 'setAll'; bans: Iterable<KernelBan> | BanLines; now?: number; done: () => void };
+
+const isBanLines = (b: Iterable<KernelBan> | BanLines): b is BanLines => typeof (b as BanLines).count === 'number';
 
 export interface QueueOptions {
   /**
@@ -79,6 +81,16 @@ export class FirewallQueue {
    */
   setAll(bans: Iterable<KernelBan>, now?: number): Promise<void> {
     return new Promise((done) => this.push({ kind: 'setAll', bans: this.validLazily(bans), now, done }));
+  }
+
+  /** The backend's format for setAllLines, when it has one. */
+  get lineFormat(): BanLineFormat | undefined {
+    return this.backend.setAllLines ? this.backend.lineFormat : undefined;
+  }
+
+  /** setAll for bans the store rendered in lineFormat; in order with add/remove like setAll. */
+  setAllLines(lines: BanLines): Promise<void> {
+    return new Promise((done) => this.push({ kind: 'setAll', bans: lines, done }));
   }
 
   /** Resolves when no call is pending or in flight. */
@@ -156,16 +168,21 @@ export class FirewallQueue {
       const first = this.pending[0];
       if (first.kind === 'setAll') {
         this.pending.shift();
-        let count = 0;
-        const counted = (function* (bans) { for (const b of bans) { count++; yield b; } })(first.bans);
-        await this.call('setAll', () => this.backend.setAll(counted, first.now ?? this.clock()), () => count);
+        const bans = first.bans;
+        if (isBanLines(bans)) {
+          await this.call('setAll', () => this.backend.setAllLines!(bans), () => bans.count);
+        } else {
+          let count = 0;
+          const counted = (function* () { for (const b of bans) { count++; yield b; } })();
+          await this.call('setAll', () => this.backend.setAll(counted, first.now ?? this.clock()), () => count);
+        }
         first.done();
         continue;
       }
       // Take the run of add/remove calls up to the next setAll and net them per address:
       // the last call for an address wins, so removes and adds touch disjoint addresses.
       const end = this.pending.findIndex((i) => i.kind === 'setAll');
-      const items = this.pending.splice(0, end < 0 ? this.pending.length : end);
+      const items = this.pending.splice(0, end < 0 ? this.pending.length : end) as Exclude<Item, { kind: 'setAll' }>[];
       const last = new Map<string, { add: KernelBan | null; ban: Ban }>();
       let now: number | undefined;
       for (const it of items) {

@@ -15,6 +15,9 @@ export function countingFailures(backend: FirewallBackend, onFailure: (op: strin
     get netns() { return backend.netns; },
     init: wrap('init', () => backend.init()),
     setAll: wrap('setAll', (bans, now) => backend.setAll(bans, now)),
+    // The full load as text the store rendered (ipset): its format, and the load itself.
+    get lineFormat() { return backend.lineFormat; },
+    setAllLines: backend.setAllLines ? wrap('setAll', (lines) => backend.setAllLines!(lines)) : undefined,
     add: wrap('add', (bans, now) => backend.add(bans, now)),
     remove: wrap('remove', (bans) => backend.remove(bans)),
     // The queue asks whether it may send batches while others are in flight (ipset shell).
