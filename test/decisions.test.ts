@@ -4,9 +4,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Decisions, type KernelQueue } from '../src/decisions';
-import type { KernelBan } from '../src/firewall';
+import type { BanLines, KernelBan } from '../src/firewall';
 import { createLogger, type Logger } from '../src/log';
 import { Store } from '../src/store';
+import { AllowList, parseCidr } from '../src/net/cidr';
 
 function captureLog(): { log: Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
@@ -97,7 +98,7 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
   const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
   for (const a of ['192.0.2.1', '192.0.2.2', '198.51.100.9', '2001:db8::1']) seed.ban(a, a.includes(':') ? 6 : 4, reason, now - 1000, 'auto');
   seed.flushWrites();
-  const exempt = (a: string) => a.startsWith('198.51.100.');
+  const exempt = new AllowList([parseCidr('198.51.100.0/24')!]);
   for (const readAll of [true, false]) {
     const loaded: string[] = [];
     const kernel: KernelQueue = {
@@ -108,7 +109,7 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
     };
     const { log, lines } = captureLog();
     const d = new Decisions(store, kernel, bantime, log);
-    const r = await d.restore(now, (a) => exempt(a));
+    const r = await d.restore(now, exempt);
     assert.equal(d.activeCount, 3, `every non-allowed stored ban known (readAll ${readAll})`);
     for (const a of ['192.0.2.1', '192.0.2.2', '2001:db8::1']) assert.equal(d.isBanned(a), true, a);
     if (readAll) {
@@ -128,11 +129,74 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
     async setAll(bans) { for (const b of bans) { void b; throw new Error('ipset restore failed'); } },
   };
   const d = new Decisions(store, failing, bantime, captureLog().log);
-  await assert.rejects(d.restore(now, (a) => exempt(a)), /ipset restore failed/);
+  await assert.rejects(d.restore(now, exempt), /ipset restore failed/);
   assert.equal(d.activeCount, 3);
   assert.equal(store.isBanned('192.0.2.2', now), true);
   d.ban('192.0.2.77', 4, reason, now, 'manual');
   assert.equal(store.isBanned('192.0.2.77', now), true);
+}));
+
+/** A kernel that takes a full load as lines (as the ipset backend does), recording the order of calls. */
+function linesKernel(calls: string[], loads: BanLines[]): KernelQueue {
+  return {
+    add: async () => {}, remove: async () => {},
+    async setAll(bans) { calls.push(`setAll ${[...bans].map((b) => b.address).sort().join(',')}`); },
+    lineFormat: { prefix: { 4: 'add t4 ', 6: 'add t6 ' }, infix: ' timeout ', maxSeconds: 2_147_483 },
+    async setAllLines(lines) { loads.push(lines); calls.push('setAllLines'); },
+  };
+}
+
+const fam = (a: string) => (a.includes(':') ? 6 : 4);
+
+test('restore into a backend that loads lines: allowed bans lifted first (also in a network with no text prefix), the rest rendered by the store and loaded before the in-memory set is made', () => withStore(async (store) => {
+  const now = Date.now();
+  const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  for (const a of ['192.0.2.1', '198.51.100.9', '2001:db8::1', '203.0.113.5', '10.1.2.3']) seed.ban(a, fam(a), reason, now - 1000, 'auto');
+  seed.ban('192.0.2.8', 4, reason, now - 1000, 'manual', null); // permanent
+  seed.flushWrites();
+  // 8.0.0.0/5 holds 10.1.2.3 but has no text prefix (''): every stored IPv4 ban is looked at.
+  const allow = new AllowList([parseCidr('198.51.100.0/24')!, parseCidr('8.0.0.0/5')!]);
+  const calls: string[] = [];
+  const loads: BanLines[] = [];
+  const { log, lines } = captureLog();
+  const d = new Decisions(store, linesKernel(calls, loads), bantime, log);
+  let knownAtLoad = -1;
+  const r = await d.restore(now, allow, (n) => { knownAtLoad = d.activeCount; calls.push(`loaded ${n}`); });
+  assert.deepEqual(calls, ['setAllLines', 'loaded 4'], 'one load, no second one');
+  assert.equal(knownAtLoad, 0, 'the kernel first, the in-memory set after');
+  assert.deepEqual(r, { restored: 4, lifted: 2 });
+  assert.equal(loads[0].count, 4);
+  assert.deepEqual(loads[0][4].split('\n').sort(), ['add t4 192.0.2.1 timeout 3599', 'add t4 192.0.2.8 timeout 0', 'add t4 203.0.113.5 timeout 3599']);
+  assert.equal(loads[0][6], 'add t6 2001:db8::1 timeout 3599');
+  for (const a of ['192.0.2.1', '192.0.2.8', '203.0.113.5', '2001:db8::1']) assert.equal(d.isBanned(a), true, a);
+  for (const a of ['198.51.100.9', '10.1.2.3']) {
+    assert.equal(d.isBanned(a), false, a);
+    assert.equal(store.isBanned(a, now), false, `${a} lifted in the database`);
+  }
+  assert.deepEqual(lines.filter((l) => l.msg === 'stored ban lifted: address is allowed now').map((l) => l.address).sort(), ['10.1.2.3', '198.51.100.9']);
+}));
+
+test('restore into a backend that loads lines: a malformed stored address (rendered or not) makes a second load of the checked bans', () => withStore(async (store) => {
+  const now = Date.now();
+  const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  seed.ban('192.0.2.1', 4, reason, now - 1000, 'auto');
+  seed.flushWrites();
+  // Written past the daemon's own checks (a hand-edited file): one with an address's
+  // characters only, one with a space and letters, which the store does not render.
+  for (const bad of ['192.0.2.01', '1.2.3.4 -j ACCEPT']) {
+    store.sqlite.prepare('INSERT INTO hosts (address, family, first_seen, last_seen) VALUES (?, 4, 0, 0)').run(bad);
+    store.sqlite.prepare(`INSERT INTO bans (address, family, started_at, until, reason_kind) VALUES (?, 4, 0, NULL, 'manual')`).run(bad);
+  }
+  const calls: string[] = [];
+  const loads: BanLines[] = [];
+  const { log, lines } = captureLog();
+  const d = new Decisions(store, linesKernel(calls, loads), bantime, log);
+  const r = await d.restore(now, new AllowList(), (n) => calls.push(`loaded ${n}`));
+  assert.deepEqual(loads[0][4].split('\n').sort(), ['add t4 192.0.2.01 timeout 0', 'add t4 192.0.2.1 timeout 3599'], 'the one with other characters is not rendered');
+  assert.deepEqual(calls, ['setAllLines', 'loaded 2', 'setAll 1.2.3.4 -j ACCEPT,192.0.2.01,192.0.2.1'], 'then every stored ban again, through the queue (which refuses the malformed ones)');
+  assert.deepEqual(r, { restored: 3, lifted: 0 });
+  const warn = lines.find((l) => l.msg === 'restore: loading the stored bans again, checked one by one');
+  assert.deepEqual([warn?.malformed, warn?.loaded, warn?.stored], [2, 2, 3]);
 }));
 
 test('resync: the kernel gets the stored active bans the daemon knows, pending ones committed first', () => withStore(async (store) => {
@@ -166,7 +230,7 @@ test('the counts by family follow every change (ban, ban again, unban, expiry, r
   expect(1, 0, '2001:db8::2 expired');
   d.ban('2001:db8::3', 6, reason, now, 'manual');
   const restarted = new Decisions(store, kernel, bantime, captureLog().log);
-  await restarted.restore(now + 1, () => false);
+  await restarted.restore(now + 1, new AllowList());
   assert.deepEqual(restarted.countByFamily(), { v4: 1, v6: 1 }, 'restored from the database');
   await restarted.unbanAll(now + 2);
   assert.deepEqual(restarted.countByFamily(), { v4: 0, v6: 0 }, 'all lifted');

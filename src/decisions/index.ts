@@ -1,8 +1,8 @@
 import type { SecurityEvent } from '../events/types';
-import type { KernelBan } from '../firewall/types';
+import type { BanLineFormat, BanLines, KernelBan } from '../firewall/types';
 import type { Logger } from '../log';
 import { formatDuration } from '../config/duration';
-import { canonicalIp, type Family } from '../net/ip';
+import { canonicalIp, isCanonicalIp, type Family } from '../net/ip';
 import { banDuration, type BantimeOptions } from '../scoring/bantime';
 import type { NewBan, Store } from '../store';
 
@@ -11,6 +11,19 @@ export interface KernelQueue {
   add(bans: KernelBan[], now: number): Promise<void>;
   remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void>;
   setAll(bans: Iterable<KernelBan>, now: number): Promise<void>;
+  /** Present when the backend loads rendered lines (then setAllLines is there too). */
+  readonly lineFormat?: BanLineFormat;
+  setAllLines?(lines: BanLines): Promise<void>;
+}
+
+
+
+/** The allow list as restore needs it (AllowList): a check, and where to look for candidates. */
+export interface Exemptions {
+  /** Defined (the matching network) when the address must never be banned. */
+  matches(address: string, family: Family): unknown;
+  /** Texts every allowed address starts with ('' for any): see textPrefix in src/net/cidr. */
+  textPrefixes(): string[];
 }
 
 export interface BanReason {
@@ -92,15 +105,62 @@ export class Decisions {
   ) {}
 
   /**
-   * At start: drop what expired while we were away, load the rest into the kernel in one batch.
-   * The allow-list check and the in-memory set are made as the kernel load reads the bans, so
-   * with 100k bans that work overlaps \`ipset restore\` parsing the lines before them.
+   * At start: drop what expired while we were away, lift the bans of addresses allowed since
+   * they were made, load the rest into the kernel in one batch. onLoaded(count) is called as
+   * soon as the kernel holds them (or the load failed: the queue knows).
+   * A backend that loads text (ipset) gets the bans as lines the store rendered, and the
+   * daemon's own in-memory set is made once the kernel holds them. Otherwise the checks and
+   * the set are made as the kernel load reads the bans, so that work overlaps the load.
    */
-  async restore(now: number, isExempt: (a: string, f: Family) => boolean): Promise<{ restored: number; lifted: number }> {
+  async restore(now: number, allow: Exemptions, onLoaded: (bans: number) => void = () => {}): Promise<{ restored: number; lifted: number }> {
     this.flushWrites();
     this.store.expireBans(now);
-    // Made as the kernel load pulls them: ipset parses the first lines while the rest are made.
-    const rows = this.store.streamActiveKernelBans(now);
+    const format = this.kernel.lineFormat;
+    if (format) {
+      // A text load checks nothing itself, so allowed addresses are lifted before it: only the
+      // stored addresses that could be in an allowed network (their text starts right) are
+      // looked at, not every ban.
+      const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.matches(a, a.includes(':') ? 6 : 4) !== undefined);
+      for (const address of allowed) this.liftAllowed(address, now);
+      await this.restoreLines(this.store.renderActiveBans(now, format), now, onLoaded);
+      return { restored: this.banned.size, lifted: allowed.length };
+    }
+    const allowed = await this.restoreStream(this.store.streamActiveKernelBans(now), now, allow, onLoaded);
+    for (const address of allowed) this.liftAllowed(address, now);
+    return { restored: this.banned.size, lifted: allowed.length };
+  }
+
+  private liftAllowed(address: string, now: number): void {
+    this.store.liftBan(address, now, 'allowed');
+    this.log.warn({ address }, 'stored ban lifted: address is allowed now');
+  }
+
+  /**
+   * restore for a backend that loads rendered lines. The kernel gets the bans first, and the
+   * in-memory set is made after: measured at 100k bans, making it while ipset loaded only
+   * slowed both (two cores). A malformed stored address (or a ban stored in between) found
+   * then makes a second load, from what was read here, through the queue's own checks.
+   */
+  private async restoreLines(lines: BanLines, now: number, onLoaded: (bans: number) => void): Promise<void> {
+    await this.kernel.setAllLines!(lines);
+    onLoaded(lines.count);
+    const banned = this.banned;
+    banned.clear();
+    let malformed = 0;
+    for (const b of this.store.streamActiveKernelBans(now)) {
+      // Kept, as the streamed load keeps it; the queue refuses (and logs) it in the second load.
+      if (!isCanonicalIp(b.address, b.family)) malformed++;
+      banned.set(b.address, b.until);
+    }
+    // Malformed addresses with other characters are not rendered: the count differs then too.
+    if (malformed > 0 || lines.count !== banned.size) {
+      this.log.warn({ malformed, loaded: lines.count, stored: banned.size }, 'restore: loading the stored bans again, checked one by one');
+      await this.kernel.setAll(this.bannedNow(), now);
+    }
+  }
+
+  /** restore for any other backend: the checks and the set are made as the load reads the bans. */
+  private async restoreStream(rows: Iterator<KernelBan>, now: number, allow: Exemptions, onLoaded: (bans: number) => void): Promise<string[]> {
     const allowed: string[] = [];
     const banned = this.banned;
     banned.clear();
@@ -108,7 +168,7 @@ export class Decisions {
     const next = (): KernelBan | undefined => {
       for (let r = rows.next(); !r.done; r = rows.next()) {
         const b = r.value;
-        if (isExempt(b.address, b.family)) { allowed.push(b.address); continue; }
+        if (allow.matches(b.address, b.family) !== undefined) { allowed.push(b.address); continue; }
         banned.set(b.address, b.until);
         return b;
       }
@@ -123,11 +183,15 @@ export class Decisions {
       // follows a failure) must still hold every stored ban.
       while (next() !== undefined) { /* banned.set happens in next() */ }
     }
-    for (const address of allowed) {
-      this.store.liftBan(address, now, 'allowed');
-      this.log.warn({ address }, 'stored ban lifted: address is allowed now');
-    }
-    return { restored: banned.size, lifted: allowed.length };
+    onLoaded(banned.size);
+    return allowed;
+  }
+
+  /** The in-memory bans as the kernel needs them. */
+  private bannedNow(): KernelBan[] {
+    const out: KernelBan[] = [];
+    for (const address of this.banned.keys()) out.push({ address, family: address.includes(':') ? 6 : 4, until: this.banned.get(address)! });
+    return out;
   }
 
   /** Load the database's active bans into the kernel again (after a failed kernel command). */
