@@ -132,6 +132,15 @@ for (const backend of ['ipset', 'rules'] as const) {
       assert.equal(await d2.stop(), 0);
       assert.deepEqual(await kernelBans(4), ['192.0.2.99', atk.v4[0]].sort());
       assert.equal(await sink.reaches(atk.ns, atk.v4[0], atk.hostV4), false, 'still dropped while the daemon is down');
+      // Allowed while the daemon was down: lifted at the start, gone from the kernel with the load.
+      const d3 = startDaemon({ AMPERE_ALLOW: `${atk.v4[1]},${atk.v6[1]},${atk.v4[0]}` });
+      const restarted = await d3.waitFor((l) => l.msg === 'ampere started', 15_000);
+      assert.deepEqual([restarted.bansRestored, restarted.bansLiftedAllowed], [2, 1]);
+      assert.equal(d3.count((l) => l.msg === 'stored ban lifted: address is allowed now' && l.address === atk.v4[0]), 1);
+      assert.equal(d3.count((l) => l.msg === 'bans restored' && l.bans === 2 && l.inSync === true), 1);
+      assert.deepEqual(await kernelBans(4), ['192.0.2.99']);
+      assert.equal(await sink.reaches(atk.ns, atk.v4[0], atk.hostV4), true, 'the allowed address passes');
+      assert.equal(await d3.stop(), 0);
     });
 
     test('a ban expires: it leaves the kernel and the database agrees', async () => {
