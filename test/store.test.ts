@@ -19,6 +19,7 @@ test('a real file: directory created, WAL mode, migrations applied once, data su
   const s = new Store(path);
   assert.equal(s.sqlite.pragma('journal_mode', { simple: true }), 'wal');
   assert.equal(s.sqlite.pragma('foreign_keys', { simple: true }), 1);
+  assert.equal(s.sqlite.pragma('cache_size', { simple: true }), -2000, "SQLite's 2 MB page cache, not better-sqlite3's 16 MB");
   s.recordBan(ban('192.0.2.1', 1000, 5000));
   s.close();
   const again = new Store(path);

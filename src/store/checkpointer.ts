@@ -2,7 +2,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
-import { isMemory } from './open';
+import { CACHE_SIZE, isMemory } from './open';
 
 /**
  * The daemon's WAL checkpointer: a worker thread with its own connection checkpoints, so
@@ -85,6 +85,7 @@ try {
   // Never wait: the daemon's commits come first; a busy checkpoint is tried again next tick.
   db.pragma('busy_timeout = 0');
   db.pragma('synchronous = NORMAL');
+  db.pragma('cache_size = ' + workerData.cacheSize);
   const mode = db.pragma('journal_mode', { simple: true });
   if (mode !== 'wal') throw new Error('database is not in WAL mode (' + mode + ')');
   const ckpt = (m) => db.pragma('wal_checkpoint(' + m + ')')[0];
@@ -219,7 +220,7 @@ export class Checkpointer {
       eval: true,
       // Plain JS: the parent's loaders (tsx under tests) are not needed in the thread.
       execArgv: [],
-      workerData: { path: resolve(path), module: require.resolve('better-sqlite3'), ctl: this.ctl.buffer, opts: this.opts },
+      workerData: { path: resolve(path), module: require.resolve('better-sqlite3'), ctl: this.ctl.buffer, opts: this.opts, cacheSize: CACHE_SIZE },
     });
     this.worker.on('message', (m: { type: string; fatal?: boolean; message?: string }) => {
       if (m.type === 'error') this.fail(new Error(`WAL checkpointer: ${m.message}`), m.fatal === true);

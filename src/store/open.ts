@@ -16,6 +16,9 @@ export const MIGRATIONS = resolve(__dirname, '..', '..', 'drizzle');
  * No Drizzle module is loaded unless a migration is pending: loading drizzle-orm costs a start
  * ~90 ms of CPU and ~8.6 MB of RSS, and the daemon's queries are plain prepared statements.
  */
+/** PRAGMA cache_size: negative is KiB. */
+export const CACHE_SIZE = -2000;
+
 export function openSqlite(path: string, migrationsFolder = MIGRATIONS): Database.Database {
   if (!isMemory(path)) mkdirSync(dirname(resolve(path)), { recursive: true });
   const sqlite = new Database(path);
@@ -24,6 +27,10 @@ export function openSqlite(path: string, migrationsFolder = MIGRATIONS): Databas
     // NORMAL in WAL survives a process crash (SIGKILL) with every commit; only power loss may lose the last ones.
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma('busy_timeout = 5000');
+    // SQLite's own default page cache (2 MB). better-sqlite3 builds with 16 MB, which a flood of
+    // new sources (the hosts table's pages) filled and never gave back: measured after 1M
+    // history writes, 22.7 MB of malloc heap against 6.4 MB, and no slower.
+    sqlite.pragma(`cache_size = ${CACHE_SIZE}`);
     sqlite.pragma('foreign_keys = OFF');
     if (pendingMigrations(sqlite, migrationsFolder) > 0) {
       const { drizzle } = require('drizzle-orm/better-sqlite3') as typeof import('drizzle-orm/better-sqlite3');
