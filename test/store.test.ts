@@ -152,6 +152,24 @@ test('the start\'s read of every active ban is served by the bans_active index a
   s.close();
 });
 
+test('one host\'s bans are read through the address index, not by scanning every active ban (SQLite preferred the covering bans_active)', () => {
+  const s = new Store(file());
+  const now = 1_800_000_000_000;
+  for (let i = 0; i < 50; i++) s.recordBan(ban(`192.0.2.${i}`, now - 5000, now + 60_000));
+  s.recordBan(ban('192.0.2.7', now - 4000, now + 90_000)); // supersedes
+  assert.equal(s.isBanned('192.0.2.8', now), true);
+  assert.equal(s.liftBan('192.0.2.9', now, 'unban'), true);
+  assert.equal(s.listBans(now, { address: '192.0.2.7' }).length, 1);
+  const inner = s as unknown as { supersedeBans: { source: string }; prepared: Map<string, { source: string }> };
+  const perHost = [inner.supersedeBans, ...inner.prepared.values()].map((st) => st.source).filter((q) => /(FROM|UPDATE) bans\b/.test(q) && /address = \?/.test(q));
+  assert.ok(perHost.length >= 4, `${perHost.length} statements`);
+  for (const q of perHost) {
+    const plan = (s.sqlite.prepare(`EXPLAIN QUERY PLAN ${q}`).all(...Array(q.split('?').length - 1).fill(0)) as { detail: string }[]).map((p) => p.detail).join(' / ');
+    assert.match(plan, /bans USING INDEX bans_address \(address=\?\)/, `${q}: ${plan}`);
+  }
+  s.close();
+});
+
 test('renderActiveBans: the lines the bans make one by one (seconds rounded up; 0 for none or beyond the maximum), per family; only bans in force; only address characters', () => {
   const s = new Store(file());
   const now = 1_800_000_000_123;

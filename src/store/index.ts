@@ -110,6 +110,9 @@ function toBans(rows: Iterable<unknown[]>): ActiveBan[] {
 
 /** A ban in force at the one `?` parameter (now): not lifted, and permanent or ending after now. */
 const ACTIVE = '(bans.lifted_at IS NULL AND (bans.until IS NULL OR bans.until > ?))';
+// One host's bans are read through bans_address, named (INDEXED BY): since bans_active holds
+// the address too (migration 0001), SQLite's planner preferred it for them, which scans every
+// active ban per ban made (the ban storm fell from ~5,600 to ~1,700 bans/s at 28k bans).
 
 /** A bans row as an object with the schema's (camelCase) field names: ActiveBan plus liftedAt, liftReason. */
 const BAN_FIELDS = `bans.id AS id, bans.address AS address, bans.family AS family, bans.started_at AS startedAt, bans.until AS until,
@@ -182,7 +185,7 @@ export class Store {
          banned = 1, ban_until = excluded.ban_until
        RETURNING ban_count`,
     ).pluck();
-    this.supersedeBans = c.prepare(`UPDATE bans SET lifted_at = ?, lift_reason = 'superseded' WHERE address = ? AND lifted_at IS NULL`);
+    this.supersedeBans = c.prepare(`UPDATE bans INDEXED BY bans_address SET lifted_at = ?, lift_reason = 'superseded' WHERE address = ? AND lifted_at IS NULL`);
     this.insertBan = c.prepare(
       `INSERT INTO bans (address, family, started_at, until, reason_kind, reason_service, reason_account, failures, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
     ).pluck();
@@ -242,7 +245,7 @@ export class Store {
     this.recordBanTx = c.transaction(writeBan);
     this.recordBansTx = c.transaction((list: NewBan[]) => { for (const b of list) writeBan(b); });
     this.liftBanTx = c.transaction((address: string, now: number, reason: string) => {
-      const lifted = this.sql(`UPDATE bans SET lifted_at = ?, lift_reason = ? WHERE bans.address = ? AND ${ACTIVE}`).run(now, reason, address, now).changes;
+      const lifted = this.sql(`UPDATE bans INDEXED BY bans_address SET lifted_at = ?, lift_reason = ? WHERE bans.address = ? AND ${ACTIVE}`).run(now, reason, address, now).changes;
       this.unbanHost.run(address);
       return lifted > 0;
     });
@@ -356,7 +359,7 @@ export class Store {
   }
 
   isBanned(address: string, now: number): boolean {
-    return this.sql(`SELECT 1 FROM bans WHERE bans.address = ? AND ${ACTIVE}`).get(address, now) !== undefined;
+    return this.sql(`SELECT 1 FROM bans INDEXED BY bans_address WHERE bans.address = ? AND ${ACTIVE}`).get(address, now) !== undefined;
   }
 
   /** Mark bans whose time is up as lifted; returns them so the kernel and logs can follow. */
@@ -408,7 +411,7 @@ export class Store {
     if (!opts.all) { where.push(ACTIVE); params.push(now); }
     if (opts.address !== undefined) { where.push('bans.address = ?'); params.push(opts.address); }
     return this.sql(
-      `SELECT ${BAN_FIELDS}, coalesce(hosts.ban_count, 0) AS banCount FROM bans LEFT JOIN hosts ON hosts.address = bans.address
+      `SELECT ${BAN_FIELDS}, coalesce(hosts.ban_count, 0) AS banCount FROM bans ${opts.address !== undefined ? 'INDEXED BY bans_address ' : ''}LEFT JOIN hosts ON hosts.address = bans.address
        ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY bans.started_at DESC, bans.id DESC`,
     ).all(...params) as BanRow[];
   }
