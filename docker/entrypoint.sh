@@ -132,8 +132,10 @@ esac
 case "$1" in
   run)
     preflight_run
+    # --no-lazy --no-flush-bytecode: the ban path compiled at load and kept, so the first
+    # ban (after a start or a quiet spell) does not compile it on the spot (src/cli/launch.ts).
     # shellcheck disable=SC2046 # one word or none
-    exec node $(heap_option) "$CLI" "$@"
+    exec node $(heap_option) --no-lazy --no-flush-bytecode "$CLI" "$@"
     ;;
   restore)
     shift

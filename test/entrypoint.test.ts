@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { REPO } from './e2e/deploy-files';
 import { LAUNCH_HEAP_LIMIT_MB } from '../src/scoring';
+import { LAUNCH_COMPILE_FLAGS, LAUNCH_NODE_FLAGS } from '../src/cli/launch';
 
 const ENTRYPOINT = join(REPO, 'docker/entrypoint.sh');
 let dir: string;
@@ -63,21 +64,23 @@ test('no argument runs `ampere run` with the app from AMPERE_APP_DIR', () => {
   const r = entry([]);
   assert.equal(r.code, 0, r.stderr);
   const out = json(r);
-  assert.deepEqual(out.argv, [`--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}`, join(fakeApp, 'dist/cli.js'), 'run']);
+  assert.deepEqual(out.argv, [...LAUNCH_NODE_FLAGS, join(fakeApp, 'dist/cli.js'), 'run']);
   assert.match(r.stderr, /starting ampere: database .*ampere\.db, configuration from environment/);
 });
 
-test("the daemon gets Ampere's heap limit, unless NODE_OPTIONS sets one; `npm start` gives the same", () => {
-  assert.deepEqual(json(entry(['run'], { NODE_OPTIONS: '--max-old-space-size=512' })).argv, [join(fakeApp, 'dist/cli.js'), 'run']);
-  assert.deepEqual(json(entry(['run'], { NODE_OPTIONS: '--enable-source-maps' })).argv[0], `--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}`);
+test("the daemon gets Ampere's heap limit, unless NODE_OPTIONS sets one, and its compile flags; `npm start` gives the same", () => {
+  assert.deepEqual(json(entry(['run'], { NODE_OPTIONS: '--max-old-space-size=512' })).argv, [...LAUNCH_COMPILE_FLAGS, join(fakeApp, 'dist/cli.js'), 'run']);
+  assert.deepEqual(json(entry(['run'], { NODE_OPTIONS: '--enable-source-maps' })).argv.slice(0, 3), LAUNCH_NODE_FLAGS);
+  assert.equal(LAUNCH_NODE_FLAGS[0], `--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}`);
   assert.deepEqual(json(entry(['health'])).argv, [join(fakeApp, 'dist/cli.js'), 'health'], 'short commands keep Node defaults');
   const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
-  assert.equal(pkg.scripts.start, `node --max-old-space-size=${LAUNCH_HEAP_LIMIT_MB} dist/cli.js run`);
+  assert.equal(pkg.scripts.start, `node ${LAUNCH_NODE_FLAGS.join(' ')} dist/cli.js run`);
 });
 
 test('options alone are options of `run`; other commands go to the CLI', () => {
-  assert.deepEqual(json(entry(['--verbose'])).argv.slice(2), ['run', '--verbose']);
-  assert.deepEqual(json(entry(['run', '-x'])).argv.slice(2), ['run', '-x']);
+  // After the launch flags and the CLI's path.
+  assert.deepEqual(json(entry(['--verbose'])).argv.slice(LAUNCH_NODE_FLAGS.length + 1), ['run', '--verbose']);
+  assert.deepEqual(json(entry(['run', '-x'])).argv.slice(LAUNCH_NODE_FLAGS.length + 1), ['run', '-x']);
   assert.deepEqual(json(entry(['health'])).argv.slice(1), ['health']);
   assert.deepEqual(json(entry(['unban', '10.0.0.1'])).argv.slice(1), ['unban', '10.0.0.1']);
   assert.deepEqual(json(entry(['bans', '--json'])).argv.slice(1), ['bans', '--json']);

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DAEMON_CLI, NETPROBE, PBX_AGENT } from './build';
 import { spawnTracked, type Ns } from './sys';
-import { LAUNCH_HEAP_LIMIT_MB } from '../../src/scoring/heap';
+import { LAUNCH_NODE_FLAGS } from '../../src/cli/launch';
 
 /** Splits a child's stdout into lines; lines nobody waited for are queued for a later next(). */
 export class LineProc {
@@ -107,7 +107,8 @@ export interface LogLine { level: number; msg: string; [k: string]: any }
 
 /**
  * The real daemon, `node cli.js run`, configured by environment only, inside a namespace;
- * with the heap limit its launchers give it (npm start, the image), unless launchHeap is false.
+ * with the Node flags its launchers give it (npm start, the image: heap limit, compile flags),
+ * unless launchHeap is false.
  */
 export class Daemon {
   readonly lp: LineProc;
@@ -116,7 +117,7 @@ export class Daemon {
   startedAt = process.hrtime.bigint();
 
   constructor(ns: Ns, env: Record<string, string>, nodeArgs: string[] = [], launchHeap = true) {
-    const heap = launchHeap ? [`--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}`] : [];
+    const heap = launchHeap ? LAUNCH_NODE_FLAGS : [];
     const p = ns.spawn(process.execPath, [...heap, ...nodeArgs, DAEMON_CLI, 'run'], {
       env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', AMPERE_ENV_FILE: '/nonexistent/.env', AMPERE_CONFIG: '', ...env },
     });

@@ -10,7 +10,7 @@ import { distinctSources } from '../lib/data';
 import { fmtBytes, median, spread, type Row } from '../lib/report';
 import { removeTempDir, sleep, tempDir } from '../lib/sys';
 import { join } from 'node:path';
-import { LAUNCH_HEAP_LIMIT_MB } from '../../src/scoring/heap';
+import { LAUNCH_NODE_FLAGS } from '../../src/cli/launch';
 import { openSqlite } from '../../src/store/open';
 import { startRunning, type Ctx, type Running } from './common';
 
@@ -50,7 +50,7 @@ async function flood(ctx: Ctx, file: string, n: number, src: { last: string[]; f
     const fresh = await failAndWait(r, '10.233.0.252', 3);
     const last = await failAndWait(r, src.last[0], 2);
     const first = await failAndWait(r, src.first[0], 2);
-    const flags = launchHeap ? `--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}, as launched` : "Node's default heap limit";
+    const flags = launchHeap ? `${LAUNCH_NODE_FLAGS.join(' ')}, as launched` : "Node's defaults";
     ctx.log(`  memory (${flags}): ${n} sources at ${Math.round(rate)}/s; RSS ${fmtBytes(m.rss)} MB (peak ${fmtBytes(m.peak)} MB, at start ${fmtBytes(base)} MB); new host banned ${fresh}, last flood host banned ${last}, first flood host banned ${first}`);
     return { rss: m.rss, peak: m.peak, base, rate, fresh, last, first };
   } finally {
@@ -80,7 +80,7 @@ export async function memorySection(ctx: Ctx): Promise<Row[]> {
       const peak = mb(res.map((x) => x.peak));
       const rates = res.map((x) => x.rate);
       const correct = res.every((x) => x.fresh && x.last);
-      const variant = cfg.launchHeap ? `ipset, as launched (--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB})` : "ipset, Node's default heap limit";
+      const variant = cfg.launchHeap ? `ipset, as launched (${LAUNCH_NODE_FLAGS.join(' ')})` : "ipset, Node's default heap limit";
       const how = `daemon process on a migrated database, max_hosts 200,000 (default), ${n.toLocaleString('en-US')} events as fast as the socket takes them (${Math.round(median(rates)).toLocaleString('en-US')}/s); 1.5 s after the last`;
       // The target is the daemon's as launched; the other row is there to compare.
       const target = cfg.launchHeap ? { target: '≤ 150 MB', met: median(rss) <= 150 && correct } : {};

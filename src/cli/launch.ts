@@ -1,0 +1,20 @@
+import { LAUNCH_HEAP_LIMIT_MB } from '../scoring/heap';
+
+/**
+ * How V8 compiles the daemon, given by its launchers (`npm start`, docker/entrypoint.sh for
+ * `run`): every function compiled when its module loads, and kept.
+ * - `--no-lazy`: V8 otherwise compiles a function on its first call. A ban's path (decision,
+ *   queue, ipset shell) first runs on the first ban, which then took 4.5-20 ms from the
+ *   deciding event to the drop instead of ~1 ms (five runs, measured in the bench's lab);
+ *   with the flag 1.6-5 ms. The start costs ~15-20 ms more, RSS ~1 MB.
+ * - `--no-flush-bytecode`: V8 otherwise drops the bytecode of functions not run for a while,
+ *   and the first ban after a quiet spell would compile its path again.
+ */
+export const LAUNCH_COMPILE_FLAGS = ['--no-lazy', '--no-flush-bytecode'];
+
+/**
+ * Every Node flag the launchers give the daemon: the heap limit (LAUNCH_HEAP_LIMIT_MB, which
+ * the entrypoint leaves to NODE_OPTIONS when those set one) and the compile flags. Tests hold
+ * package.json and the entrypoint to this list; the benchmark starts the daemon with it.
+ */
+export const LAUNCH_NODE_FLAGS = [`--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}`, ...LAUNCH_COMPILE_FLAGS];
