@@ -7,7 +7,7 @@ import { createLogger, type Logger } from '../src/log';
 import { createFirewall, detectIptables, FirewallQueue, ConntrackFlusher, type FirewallBackend, type KernelBan } from '../src/firewall';
 import { filterRulesOfSave } from '../src/firewall/detect';
 import { execStats, which } from '../src/firewall/exec';
-import { IpsetBackend } from '../src/firewall/ipset';
+import { IpsetBackend, splitLines } from '../src/firewall/ipset';
 import { Store, type NewBan } from '../src/store';
 import { addAttacker, Netns, removeStaleNamespaces, skipUnlessRoot, UdpSink, withNetns, type Attacker } from './helpers/netns';
 
@@ -500,6 +500,23 @@ describe('missing binaries', () => {
       assert.equal(lines.filter((l) => l.level === 40 && String(l.msg).includes('conntrack not found')).length, 1);
       assert.equal(c.starts, 0, 'no helper started');
     }));
+});
+
+describe('splitLines (a full load shared between the loaders)', () => {
+  test('every line in exactly one part, in order, none cut; parts of about equal length', () => {
+    assert.deepEqual(splitLines('', 2), ['', '']);
+    assert.deepEqual(splitLines('a', 2), ['a', '']);
+    assert.deepEqual(splitLines('a\nb', 2), ['a', 'b']);
+    assert.deepEqual(splitLines('a\nb\nc', 1), ['a\nb\nc']);
+    const lines = Array.from({ length: 1001 }, (_, i) => `add ampere-t4 198.18.${i >> 8}.${i & 255} timeout ${i}`);
+    for (const n of [2, 3, 7]) {
+      const parts = splitLines(lines.join('\n'), n);
+      assert.equal(parts.length, n);
+      assert.deepEqual(parts.flatMap((p) => p.split('\n')), lines);
+      const sizes = parts.map((p) => p.length);
+      assert.ok(Math.max(...sizes) - Math.min(...sizes) < 2 * 40, `${n}: ${sizes}`);
+    }
+  });
 });
 
 describe('chain names', () => {

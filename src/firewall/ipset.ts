@@ -31,8 +31,9 @@ export function splitLines(text: string, n: number): string[] {
   let from = 0;
   for (let k = 1; k < n; k++) {
     const at = Math.max(from, Math.round((text.length * k) / n));
-    const nl = text.indexOf('\n', at);
-    if (nl < 0) break;
+    let nl = text.indexOf('\n', at);
+    if (nl < 0) nl = text.lastIndexOf('\n', at); // the cut falls in the last line
+    if (nl < from) break;
     parts.push(text.slice(from, nl));
     from = nl + 1;
   }
