@@ -146,7 +146,7 @@ for (const backend of ['ipset', 'rules'] as const) {
     test('a ban expires: it leaves the kernel and the database agrees', async () => {
       const d = startDaemon({ AMPERE_BANTIME: '2s', AMPERE_BANTIME_MAX: '2s' });
       await d.waitFor((l) => l.msg === 'ampere started', 15_000);
-      await ami.waitForLogins(3);
+      await d.waitFor((l) => l.msg === 'ami connected', 15_000); // logged in: the events below reach it
       const target = backend === 'ipset' ? '192.0.2.150' : '192.0.2.151';
       await failures(target, 3);
       await d.waitFor((l) => l.msg === 'ban' && l.address === target);

@@ -16,8 +16,6 @@ export interface KernelQueue {
   setAllLines?(lines: BanLines): Promise<void>;
 }
 
-
-
 /** The allow list as restore needs it (AllowList): a check, and where to look for candidates. */
 export interface Exemptions {
   /** Defined (the matching network) when the address must never be banned. */
