@@ -25,7 +25,7 @@ stand-in, Asterisk's UDP port) and an "attacker" namespace, joined by a veth pai
 (the RFC 2544 benchmarking range) and fd33::/64; they exist only inside these namespaces.
 
 The daemon is the real \`ampere run\`: src/ compiled as it is in the working tree (esbuild, one
-CommonJS file per module, as \`tsc\` emits) and started as \`node cli.js run\` inside the pbx
+CommonJS file per module, as \`tsc\` emits) and started as \`node <the launchers' flags> cli.js run\` inside the pbx
 namespace, configured by environment only, so its iptables/ipset commands run there natively as
 in production. "Asterisk" is bench/agent/pbx.ts: an AMI server speaking the wire format of the
 Asterisk 22 captures in test/fixtures/ami (banner, Login, Ping; the events are the captures'
@@ -79,7 +79,8 @@ taken between measurements of the same run, because the machine is shared and it
 6. **Memory**: N events, one InvalidAccountID from each of N distinct sources, as fast as the
    socket takes them; VmRSS 1.5 s after the last one was decided, and VmHWM (the peak); then a
    new host, and the flood's last host, must be banned by their 3rd failure (kernel checked).
-   The daemon runs as its launchers start it (--max-old-space-size=256), on a database it has
+   The daemon runs as its launchers start it (--max-old-space-size=256 --no-lazy
+   --no-flush-bytecode, as in every section), on a database it has
    run on before; one more run with Node's default heap limit, for comparison.
 `;
 
@@ -100,12 +101,12 @@ batch) instead of one process per ban, which forked the daemon for 5-17 ms each 
 kernel command of a ban is written before its database commit, so the two overlap; WAL
 checkpoints run on a worker thread instead of inside whichever ban's commit crossed 1,000
 pages (recordBan p99.9 ~9 ms → ~1 ms); the penalty table keeps a one-failure host as a bare
-number (251 → 147 bytes a host). Since the previous full run: bans decided in one burst all
-go to the ipset shell at once (the queue pipelines into a channel that keeps order) and are
-stored together 20 ms after the first; the restore runs two \`ipset restore\` loaders that
-each create the scratch sets themselves (ipset batches its netlink messages only for a set
-made in the same run); the daemon's start loads no drizzle-orm; the launchers give Node a
-256 MB heap limit.
+number (251 → 147 bytes a host); bans decided in one burst all go to the ipset shell at once
+(the queue pipelines into a channel that keeps order) and are stored together 20 ms after the
+first; the launchers give Node a 256 MB heap limit. Since the previous full run: the restore
+loads lines SQLite rendered and makes the daemon's in-memory set after the kernel holds them;
+SQLite's page cache is its own 2 MB, not better-sqlite3's 16 MB; the launchers compile all
+JS at load and keep it (--no-lazy --no-flush-bytecode).
 
 - **Reaction.** A trace inside the daemon (200 isolated bans, ipset, temporary instrumentation,
   not committed) put the median path at: event written → the daemon's socket read ~0.3 ms,
@@ -114,7 +115,15 @@ made in the same run); the daemon's start loads no drizzle-orm; the launchers gi
   cleanup off, same runs; p99s of single runs straddle 5 ms) is scheduling on a shared two-core
   VM: the daemon, the ipset shell,
   the Asterisk stand-in and the prober share two vCPUs, and a stalled wake-up of any of them
-  shows directly. GC pauses were ruled out with --trace-gc (one 9 ms scavenge, at start).
+  shows directly. GC pauses were ruled out with --trace-gc (one 9 ms scavenge, at start), and
+  again in a later trace of 300 bans (PerformanceObserver: no collection inside a slow ban).
+  That trace split the tail between the daemon reading the deciding event late (p50 ~0.5 ms,
+  p99 ~3-3.7 ms after it was written) and the ipset shell answering late. The first ban after
+  a start was its run's slowest, 4.5-20 ms over five runs (marks inside the daemon: every step
+  of the ban path several times slower than on later bans). V8 compiled that path on its first
+  use; with --no-lazy (everything compiled at load) the first bans took 1.6-5 ms, so the
+  launchers now give it, with --no-flush-bytecode so that a ban after a quiet spell does not
+  compile it again (start ~15-20 ms longer, RSS ~1 MB).
 - **Attempts.** At scanner pace an attempt comes every 6.5 ms, longer than the reaction, so
   one attacker gets exactly loyalty attempts in. Twelve at once used to get one more each:
   traced (temporary instrumentation, attempts' arrival at the stand-in against the daemon's
@@ -137,18 +146,25 @@ made in the same run); the daemon's start loads no drizzle-orm; the launchers gi
   history writes (a host upsert and an event row per failure) at about a fifth. Clearly more
   would need an AMI reader of our own; the brief names ami-io, so it stays.
 - **Restore** (100,000 bans: ${v(rows, '3', '100,000 bans: daemon start → kernel')} from spawn to
-  a full kernel, ${v(rows, '3', "Node's own start")} of it before the daemon's code runs). Three
-  causes were found and fixed: \`ipset restore\` sends one netlink message per element into a
-  set another process made (~9 µs each) but batches them into a set made in the same run (the
-  daemon's loaders now create the scratch sets themselves: ${v(rows, '3', 'of which: ipset restore')}
-  for all elements from a file); two loaders share the stream (~420 → ~370 ms in-process); and
-  each process start costs the loop 8-18 ms here, so init reuses the filter tables flavour
-  detection read and makes its sets through the live shell. Drizzle is no longer loaded
-  (~90 ms). What is left is Node's own start (~100 ms of bootstrap on this VM, ~70 ms of
-  modules), the process starts that remain (flavour detection, chains, loaders: ~150 ms) and
-  the daemon's own work per ban as it streams them (split, allow-list check, the in-memory set,
-  the line: ~4 µs a ban, ~400 ms for 100k), which ipset waits on. Under 1 s would need a daemon
-  that does not keep its own copy of the bans, or a kernel interface without a text parser.
+  a full kernel, ${v(rows, '3', "Node's own start")} of it before the daemon's code runs). Causes
+  found and fixed, in order: \`ipset restore\` batches its netlink messages only into a set it
+  made in the same run (~9 µs an element otherwise), so the loaders create the scratch sets
+  themselves; each process start costs the loop 8-18 ms, so init reuses the filter tables
+  flavour detection read; Drizzle is no longer loaded at start (~90 ms); and the daemon's own
+  work per ban (split, allow-list check, in-memory set, the line: ~4-6 µs a ban inside the
+  daemon, ~1.06 s in all at the last full run), which ipset waited on. For that last one the
+  store now renders every ban as its load line in SQLite, one query per family (${v(rows, '3', 'load lines rendered')}
+  in-process; the bans_active index holds the address, so no table lookup per row), two
+  \`ipset restore\` processes load their halves (${v(rows, '3', 'kernel load (FirewallQueue.setAllLines')}
+  in-process, ${v(rows, '3', 'of which: ipset restore of the same lines')} for one process
+  alone), and the daemon makes its in-memory set once the kernel holds them
+  (${v(rows, '3', 'after the load: the in-memory set')}; it delays "ampere started", not the
+  kernel). Addresses allowed since their ban are lifted before the load, looked up by the allow
+  list's text prefixes in the address index (${v(rows, '3', 'allowed addresses')}), so the
+  load itself checks nothing and no allowed address reaches the kernel. The WAL checkpointer's
+  worker starts after the load: its start-up (a second V8 isolate, ~90 ms of CPU) took a core
+  from the loaders on two vCPUs. What is left: Node's start, the process starts (flavour
+  detection, chains, loaders), SQLite building the text, and ipset's own parser.
 - **Memory.** The table's compact form halved the live heap at 200,000 tracked hosts
   (heap after GC, in-process: 47.9 → 28.1 MB). With Node's default heap limit (~4 GB here) V8
   lets the heap grow 4x between full collections, so the garbage of a 1M-source flood piles up
@@ -158,8 +174,12 @@ made in the same run); the daemon's start loads no drizzle-orm; the launchers gi
   daemon --max-old-space-size=256, and \`ampere run\` refuses a max_hosts whose worst-case table
   (~450 bytes a host at loyalty 3, checked against a real table by a test) would not fit it.
   A smaller young generation (--max-semi-space-size=4 or 8) cut the peak by ~10 MB more but
-  cost a third of the event rate, so it is not used. The rest of the RSS is Node itself
-  (~40 MB), the modules and SQLite, and the WAL checkpointer's worker thread (~13 MB: a second
-  V8 isolate).
+  cost a third of the event rate, so it is not used. SQLite's page cache: better-sqlite3
+  builds with a 16 MB default, which the flood filled with the hosts table's pages (malloc heap
+  2 → 21 MB, /proc smaps); every connection now uses SQLite's own 2 MB (1M history writes
+  in-process no slower), and the malloc heap stays at ~6 MB. After the flood the RSS is V8's
+  heap (~80-95 MB of anonymous memory, varying with where the collector is when it is read),
+  the node binary's pages (~38 MB), the rest of malloc, and the WAL checkpointer's worker
+  thread (a second V8 isolate).
 `;
 }
