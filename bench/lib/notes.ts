@@ -66,7 +66,9 @@ taken between measurements of the same run, because the machine is shared and it
    Ampere's chain with 0, 10k and 100k IPv4 bans (none matching the sender), loaded by
    src/firewall's backends (no daemon running); sizes in rotation, short bursts, the ratio taken
    within each rotation. On a veth pair the receive path, netfilter included, runs in the
-   sender's softirq, so the sent and delivered rates both carry the chain's cost.
+   sender's softirq, so the sent and delivered rates both carry the chain's cost. Sender and
+   receiver are pinned to the first and last CPU (taskset): unpinned, the scheduler's
+   placement switched whole bursts between ~100k and ~300k datagrams/s whatever the bans.
 5. **Throughput and CPU**: the stand-in replays the captures' events with the attackers'
    addresses spread over many sources (bench/lib/data.ts mixStream). The rate comes from
    marker hosts: the stream is cut into segments, each followed by the failures that ban a

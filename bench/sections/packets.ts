@@ -8,9 +8,11 @@
  * included) runs in the sender's softirq, so both the sent and the delivered rates carry the
  * chain's cost. The chain is loaded by src/firewall's backends (init + setAll, commands via
  * `ip netns exec`); no daemon runs. Sizes are measured in rotation, several times, and each
- * ratio is taken within one rotation. Node's dgram is not used: it manages about a tenth of
- * these rates here, so it would measure itself.
+ * ratio is taken within one rotation; sender and receiver are pinned to fixed CPUs (pinned).
+ * Node's dgram is not used: it manages about a tenth of these rates here, so it would measure
+ * itself.
  */
+import { cpus } from 'node:os';
 import { createFirewall, type FirewallBackend, type KernelBan } from '../../src/firewall';
 import { createLogger } from '../../src/log';
 import { NETPROBE } from '../lib/build';
@@ -24,10 +26,20 @@ const PORT = 5099;
 
 interface Pps { delivered: number; sent: number }
 
+/**
+ * A command pinned to one CPU (taskset): the sender to the first, the receiver to the last.
+ * Unpinned, the scheduler's placement of the two (together or apart) switched whole bursts
+ * between ~100k and ~300k datagrams/s whatever the bans, and the per-rotation ratio of one
+ * full run spread over 0.32-2.8; pinned, over 0.80-1.06 and 0.95-1.04 (two runs each).
+ */
+function pinned(cpu: 'first' | 'last', cmd: string[]): [string, string[]] {
+  return ['taskset', ['-c', String(cpu === 'first' ? 0 : cpus().length - 1), ...cmd]];
+}
+
 async function blast(lab: Lab, seconds: number): Promise<Pps> {
-  const sink = new LineProc(lab.pbx.spawn(NETPROBE, ['sink', String(PORT), String(seconds + 5)]), 'sink');
+  const sink = new LineProc(lab.pbx.spawn(...pinned('last', [NETPROBE, 'sink', String(PORT), String(seconds + 5)])), 'sink');
   await sink.next((l) => l === 'ready');
-  const sent = await lab.atk.must(NETPROBE, ['blast', '10.233.0.2', lab.pbx4, String(PORT), String(seconds)]);
+  const sent = await lab.atk.must(...pinned('first', [NETPROBE, 'blast', '10.233.0.2', lab.pbx4, String(PORT), String(seconds)]));
   const got = await sink.next(() => true, (seconds + 10) * 1000);
   await sink.exited;
   const [count, first, last] = got.split(' ').map(Number);
