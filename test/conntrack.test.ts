@@ -132,6 +132,35 @@ describe('ConntrackFlusher (kernel, in a namespace)', { skip }, () => {
       }
     }));
 
+  test('the first ban after a quiet spell goes at once; bans within the interval after it wait and go together', () =>
+    withNetns(async (ns) => {
+      const [a, b, d] = ['10.232.3.1', '10.232.3.2', '10.232.3.3'];
+      await addFlows(ns, [a, b, d]);
+      const { log, lines } = captureLog();
+      const c = new ConntrackFlusher(log, ns.name, { minIntervalMs: 1000 });
+      try {
+        c.flush([ban(a)]);
+        const sent = performance.now();
+        assert.equal(c.batches, 1, 'sent at once');
+        await until('the first line answered', () => c.done === 1);
+        assert.equal((await flowsBySource(ns)).get(a), undefined);
+        assert.ok(performance.now() - sent < 1000, 'answered within the interval (else the rest of this test proves nothing)');
+        c.flush([ban(b)]);
+        c.flush([ban(d)]);
+        assert.equal(c.batches, 1, 'the helper is free, but the interval has not passed');
+        await c.idle();
+        assert.ok(performance.now() - sent >= 990, `second line ${Math.round(performance.now() - sent)} ms after the first`);
+        assert.equal(c.batches, 2, 'both waiting bans in one line');
+        assert.equal(c.done, 3);
+        const after = await flowsBySource(ns);
+        assert.equal(after.get(b), undefined);
+        assert.equal(after.get(d), undefined);
+        assert.deepEqual(warnings(lines), []);
+      } finally {
+        c.close();
+      }
+    }));
+
   test('an address without flows counts as done and logs no warning', () =>
     withNetns(async (ns) => {
       const { log, lines } = captureLog();

@@ -66,6 +66,11 @@ export interface ConntrackOptions {
   restartDelayMs?: number;
   /** Addresses per line (one `conntrack -R` run); more wait for the next line. */
   maxBatch?: number;
+  /**
+   * Least time from one line to the next: bans arriving sooner wait and go together. The first
+   * ban after a quiet spell goes at once.
+   */
+  minIntervalMs?: number;
 }
 
 type Batch = { items: [string, Family][]; attempts: number };
@@ -78,8 +83,11 @@ type Batch = { items: [string, Family][]; attempts: number };
  * Starting a process from the daemon forks the whole daemon (5-10 ms of blocked event loop
  * here), so no process is started per ban: one long-lived helper shell (see SCRIPT) is
  * started on first use, in the backend's namespace, and each batch is one line on its stdin.
- * While a line is in flight, further bans collect in `pending` and go out together as the
- * next line, so a burst costs a few `conntrack -R` runs inside the helper. Failures are
+ * While a line is in flight, and for minIntervalMs after one was sent, further bans collect in
+ * `pending` and go out together as the next line. Each line costs a `conntrack -R` run (~7 ms of
+ * CPU here for the process) and each address in it a walk of the kernel's whole conntrack hash
+ * table (~2.7 ms at 262,144 buckets: conntrack deletes through a filtered dump), so under a
+ * steady stream of bans the interval bounds the runs, not the walks. Failures are
  * logged, never thrown; a helper that dies is replaced on the next ban (after a delay if it
  * died without answering), and the batch it held is tried once more.
  */
@@ -97,11 +105,14 @@ export class ConntrackFlusher {
   private retry: Batch | null = null;
   private failures = 0; // helpers in a row that died without answering
   private restartAt = 0;
-  private restartTimer: NodeJS.Timeout | null = null;
+  private lastSentAt = -Infinity; // performance.now() of the last line sent
+  // Set while pump waits: for a dead helper's restart delay or for the interval between lines.
+  private wakeTimer: NodeJS.Timeout | null = null;
   private readonly binary: string;
   private readonly timeoutMs: number;
   private readonly restartDelayMs: number;
   private readonly maxBatch: number;
+  private readonly minIntervalMs: number;
   /** Addresses processed (deleted or found without entries); for tests and status. */
   done = 0;
   /** Addresses whose delete failed (logged). */
@@ -120,6 +131,7 @@ export class ConntrackFlusher {
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.restartDelayMs = opts.restartDelayMs ?? 1_000;
     this.maxBatch = opts.maxBatch ?? 512;
+    this.minIntervalMs = opts.minIntervalMs ?? 50;
   }
 
   /** Pid of the running helper, if one runs. */
@@ -156,7 +168,7 @@ export class ConntrackFlusher {
   idle(): Promise<void> {
     if (this.isIdle()) return Promise.resolve();
     // Someone waits for the restart: it must not be dropped because the loop looks empty.
-    this.restartTimer?.ref();
+    this.wakeTimer?.ref();
     return new Promise((r) => this.waiters.push(r));
   }
 
@@ -167,8 +179,8 @@ export class ConntrackFlusher {
     this.retry = null;
     if (this.inflight) clearTimeout(this.inflight.timer);
     this.inflight = null;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.restartTimer = null;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeTimer = null;
     const p = this.proc;
     this.proc = null;
     if (p) {
@@ -188,12 +200,12 @@ export class ConntrackFlusher {
 
   /** Send the next line if the helper is free and there is something to send. */
   private pump(): void {
-    if (this.closed || this.inflight || this.restartTimer) return;
+    if (this.closed || this.inflight || this.wakeTimer) return;
     if (!this.retry && !this.pending.size) return this.settle();
-    const wait = this.restartAt - Date.now();
-    if (!this.proc && wait > 0) {
-      this.restartTimer = setTimeout(() => { this.restartTimer = null; this.pump(); }, wait);
-      if (!this.waiters.length) this.restartTimer.unref();
+    const wait = Math.max(this.proc ? 0 : this.restartAt - Date.now(), this.lastSentAt + this.minIntervalMs - performance.now());
+    if (wait > 0) {
+      this.wakeTimer = setTimeout(() => { this.wakeTimer = null; this.pump(); }, Math.ceil(wait));
+      if (!this.waiters.length) this.wakeTimer.unref();
       return;
     }
     let batch: Batch;
@@ -220,7 +232,8 @@ export class ConntrackFlusher {
       // Holds the loop until its 'close' arrives (the helper is unref'd), and stands in for it.
       this.inflight.timer = setTimeout(() => this.died(p, 'no exit after SIGKILL'), 5_000);
     }, ms);
-    this.inflight = { ...batch, timer, t0: performance.now() };
+    this.lastSentAt = performance.now();
+    this.inflight = { ...batch, timer, t0: this.lastSentAt };
     this.batches++;
     p.stdin!.write(batch.items.map((i) => i[0]).join(' ') + '\n');
   }
