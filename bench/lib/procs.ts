@@ -3,11 +3,40 @@
  * stand-in (bench/agent/pbx.ts) and netprobe's reaction prober, each inside a namespace.
  */
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DAEMON_CLI, NETPROBE, PBX_AGENT } from './build';
 import { spawnTracked, type Ns } from './sys';
 import { LAUNCH_NODE_FLAGS } from '../../src/cli/launch';
+
+const TICK = 100; // USER_HZ
+
+/** A process's CPU seconds, its own (all threads) and its reaped children's; null once gone. */
+function procTimes(pid: number): { self: number; reaped: number } | null {
+  let stat: string;
+  try { stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return null; }
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { self: (Number(f[11]) + Number(f[12])) / TICK, reaped: (Number(f[13]) + Number(f[14])) / TICK };
+}
+
+/** Every live process below pid (/proc's parent links). */
+function descendants(pid: number): number[] {
+  const parent = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try { stat = readFileSync(`/proc/${name}/stat`, 'utf8'); } catch { continue; }
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const list = parent.get(ppid) ?? [];
+    list.push(Number(name));
+    parent.set(ppid, list);
+  }
+  const out: number[] = [];
+  for (let todo = [pid]; todo.length;) {
+    for (const c of parent.get(todo.pop()!) ?? []) { out.push(c); todo.push(c); }
+  }
+  return out;
+}
 
 /** Splits a child's stdout into lines; lines nobody waited for are queued for a later next(). */
 export class LineProc {
@@ -158,12 +187,20 @@ export class Daemon {
     return this.recent.slice(-15).map((l) => JSON.stringify({ ...l, receivedAt: undefined }).slice(0, 400)).join('\n');
   }
 
-  /** CPU seconds so far: the daemon's own threads, and its finished child processes. */
+  /**
+   * CPU seconds so far: the daemon's own threads, and its child processes: those that finished
+   * (the kernel adds them to the daemon's) and those still running, the long-lived ipset shell
+   * and conntrack helper with what they reaped themselves.
+   */
   cpu(): { self: number; children: number } {
-    const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const tick = 100; // USER_HZ
-    return { self: (Number(f[11]) + Number(f[12])) / tick, children: (Number(f[13]) + Number(f[14])) / tick };
+    const own = procTimes(this.pid);
+    if (!own) return { self: 0, children: 0 };
+    let children = own.reaped;
+    for (const pid of descendants(this.pid)) {
+      const t = procTimes(pid);
+      if (t) children += t.self + t.reaped;
+    }
+    return { self: own.self, children };
   }
 
   /** Resident memory in bytes: now, and the peak. */
