@@ -60,6 +60,7 @@ async function main(): Promise<number> {
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const ctx: Ctx = { quick, log, profileDir: profileDir && resolve(profileDir) };
   const rows: Row[] = [];
+  const failed: string[] = [];
   for (const [name, fn] of SECTIONS) {
     if (only && !only.includes(name)) continue;
     log(`${name}...`);
@@ -68,6 +69,7 @@ async function main(): Promise<number> {
     } catch (err) {
       // One broken section must not cost the others' figures.
       log(`${name} FAILED: ${err instanceof Error ? err.stack : String(err)}`);
+      failed.push(name);
       rows.push({ section: name, measure: `**failed**: ${String(err instanceof Error ? err.message : err).split('\n')[0].slice(0, 200)}`, variant: '', value: NaN, unit: '', runs: 0, text: '–' });
     }
   }
@@ -87,7 +89,9 @@ async function main(): Promise<number> {
     writeFileSync(out, [head.join('\n'), md, targets(rows), findings(rows), METHOD].join('\n\n'));
     log(`wrote ${out}`);
   }
-  return 0;
+  // The report keeps the other sections' figures; the exit status says it is incomplete.
+  if (failed.length) log(`failed: ${failed.join(', ')}`);
+  return failed.length ? 1 : 0;
 }
 
 main().then((code) => process.exit(code), (err) => {

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One setup command for a fresh Debian/Ubuntu machine with Node 20:
 # the kernel tools Ampere drives (iptables, ipset, conntrack), the tools its tests use
-# (iproute2, debootstrap, sipvicious), then npm ci and the TypeScript build.
+# (iproute2, debootstrap, sipvicious, and gcc for the benchmark's netprobe), then npm ci and the TypeScript build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(iptables ipset conntrack iproute2)
-[ "${1:-}" = "--with-test-tools" ] && pkgs+=(debootstrap sipvicious)
+[ "${1:-}" = "--with-test-tools" ] && pkgs+=(debootstrap sipvicious gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
