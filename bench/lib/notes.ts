@@ -76,7 +76,8 @@ taken between measurements of the same run, because the machine is shared and it
    than about a second queued: a deeper backlog would delay its AMI Ping answer past the
    timeout and it would reconnect); events between the first and last marker / the time
    between their "ban" lines. CPU: the stream paced at 5,000 events/s, CPU time of the daemon
-   process (/proc, all threads) and of its finished children over the window. The in-process
+   process (/proc, all threads) and of its child processes (the long-lived ipset shell and
+   conntrack helper, and any that finished) over the window. The in-process
    stage rows time each stage alone on the same events, one core, no sockets.
 6. **Memory**: N events, one InvalidAccountID from each of N distinct sources, as fast as the
    socket takes them; VmRSS 1.5 s after the last one was decided, and VmHWM (the peak); then a
@@ -105,10 +106,12 @@ checkpoints run on a worker thread instead of inside whichever ban's commit cros
 pages (recordBan p99.9 ~9 ms → ~1 ms); the penalty table keeps a one-failure host as a bare
 number (251 → 147 bytes a host); bans decided in one burst all go to the ipset shell at once
 (the queue pipelines into a channel that keeps order) and are stored together 20 ms after the
-first; the launchers give Node a 256 MB heap limit. Since the previous full run: the restore
-loads lines SQLite rendered and makes the daemon's in-memory set after the kernel holds them;
-SQLite's page cache is its own 2 MB, not better-sqlite3's 16 MB; the launchers compile all
-JS at load and keep it (--no-lazy --no-flush-bytecode).
+first; the launchers give Node a 256 MB heap limit; the restore loads lines SQLite rendered
+and makes the daemon's in-memory set after the kernel holds them; SQLite's page cache is its
+own 2 MB, not better-sqlite3's 16 MB; the launchers compile all JS at load and keep it
+(--no-lazy --no-flush-bytecode). Since the previous full run: the conntrack helper sends at
+most one line per 50 ms, and the CPU of the daemon's live helpers is counted (the row
+"daemon + its child processes" showed only the processes that had finished).
 
 - **Reaction.** A trace inside the daemon (200 isolated bans, ipset, temporary instrumentation,
   not committed) put the median path at: event written → the daemon's socket read ~0.3 ms,
@@ -147,6 +150,21 @@ JS at load and keep it (--no-lazy --no-flush-bytecode).
   profile puts ami-io's Message.parse alone at about a quarter of the daemon's busy time and the
   history writes (a host upsert and an event row per failure) at about a fifth. Clearly more
   would need an AMI reader of our own; the brief names ami-io, so it stays.
+- **CPU with bans.** At 5,000 events/s with a ban every 42 events (~120 bans/s, far more new
+  attackers a second than a real attack brings) the daemon used
+  ${v(rows, '5', 'CPU at a steady 5,000 events/s: scan + brute force', 'ipset, daemon process')}
+  (no bans: ${v(rows, '5', 'CPU at a steady 5,000 events/s: scan, every', 'ipset, daemon process')}), itself and its
+  helpers ${v(rows, '5', 'CPU at a steady 5,000 events/s: scan + brute force', 'ipset, daemon + its child processes')}.
+  Profiles of those runs against the no-ban runs put the daemon's extra ~0.8 ms a ban at the
+  writes into the ipset shell's and the conntrack helper's pipes (each wakes the other process:
+  about a third), SQLite (the ban count for escalation, the ban's three statements, its commit:
+  about a quarter) and the ban's log line (about a tenth). The helpers' share is conntrack's:
+  each \`conntrack -R\` run costs ~7.5 ms of CPU for the process, and each address in it ~2.7 ms
+  of kernel time, because conntrack deletes through a dump that walks the whole conntrack hash
+  table (262,144 buckets on this VM; the cost follows nf_conntrack_buckets). The helper now
+  sends at most one line per 50 ms (its processes: 77 % → 52-57 % of a core in targeted runs);
+  the walks remain, one per banned address: fewer would need deleting flows by their exact
+  tuple over netlink, which the conntrack tool does not do (strace: a dump even then).
 - **Restore** (100,000 bans: ${v(rows, '3', '100,000 bans: daemon start → kernel')} from spawn to
   a full kernel, ${v(rows, '3', "Node's own start")} of it before the daemon's code runs). Causes
   found and fixed, in order: \`ipset restore\` batches its netlink messages only into a set it
