@@ -11,7 +11,7 @@ import { claimSocket, ControlServer } from './control/server';
 import type { AllowView } from './control/views';
 import { Decisions } from './decisions';
 import { toSecurityEvent, type SecurityEvent } from './events';
-import { createFirewall, FirewallQueue } from './firewall';
+import { chooseIpv6, createFirewall, FirewallQueue } from './firewall';
 import type { Logger } from './log';
 import type { Metrics } from './metrics';
 import { countingFailures } from './metrics/firewall';
@@ -119,7 +119,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const isExempt = (address: string, family: 4 | 6) => allow.matches(address, family) !== undefined;
 
   let metrics: Metrics | null = null;
-  const rawBackend = await createFirewall(cfg.backend, { chain: cfg.chain, target: cfg.target, iptables: cfg.iptables }, log);
+  const ipv6 = chooseIpv6(cfg.ipv6);
+  if (!ipv6.on && cfg.backend !== 'dry-run') log.warn({ reason: ipv6.reason }, 'IPv6 is off: IPv4 only in the kernel, IPv6 bans are kept in the database only');
+  const rawBackend = await createFirewall(cfg.backend, { chain: cfg.chain, target: cfg.target, iptables: cfg.iptables, ipv6: ipv6.on }, log);
   const backend = countingFailures(rawBackend, (op) => metrics?.firewallFailure(op));
   await backend.init();
   const firewall = new FirewallQueue(backend, log);

@@ -1,10 +1,10 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, type Logger } from '../src/log';
-import { createFirewall, detectIptables, FirewallQueue, ConntrackFlusher, type FirewallBackend, type KernelBan } from '../src/firewall';
+import { chooseIpv6, createFirewall, detectIptables, FirewallQueue, ConntrackFlusher, type FirewallBackend, type KernelBan } from '../src/firewall';
 import { filterRulesOfSave } from '../src/firewall/detect';
 import { execStats, which } from '../src/firewall/exec';
 import { IpsetBackend, splitLines } from '../src/firewall/ipset';
@@ -500,6 +500,85 @@ describe('missing binaries', () => {
       assert.equal(lines.filter((l) => l.level === 40 && String(l.msg).includes('conntrack not found')).length, 1);
       assert.equal(c.starts, 0, 'no helper started');
     }));
+});
+
+describe('a kernel without IPv6 (ipv6.disable=1), played by ip6tables that fail as they do there', { skip }, () => {
+  /** PATH with every tool, but ip6tables* answering as on a kernel without IPv6. */
+  function pathWithoutIpv6(): string {
+    const dir = mkdtempSync(join(tmpdir(), 'ampt-noip6-'));
+    for (const t of ['ip', 'ipset', 'stdbuf', ...['', '-restore', '-save'].flatMap((sfx) => ['nft', 'legacy'].map((f) => `iptables-${f}${sfx}`))]) {
+      const p = which(t);
+      if (p) symlinkSync(p, join(dir, t));
+    }
+    for (const f of ['nft', 'legacy']) {
+      for (const sfx of ['', '-restore', '-save']) {
+        const name = `ip6tables-${f}${sfx}`;
+        writeFileSync(join(dir, name), `#!/bin/sh\necho "${name}: can't initialize ip6tables table \\\`filter': Address family not supported by protocol" >&2\nexit 3\n`);
+        chmodSync(join(dir, name), 0o755);
+      }
+    }
+    return dir;
+  }
+  async function withPath<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+    const saved = process.env.PATH;
+    process.env.PATH = dir;
+    try {
+      return await fn();
+    } finally {
+      process.env.PATH = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test('chooseIpv6: auto follows /proc/net/if_inet6; on and off are taken as said', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ampt-inet6-'));
+    try {
+      const probe = join(dir, 'if_inet6');
+      assert.deepEqual(chooseIpv6('auto', probe), { on: false, reason: `auto: the kernel has no IPv6 (${probe} missing)` });
+      writeFileSync(probe, '');
+      assert.equal(chooseIpv6('auto', probe).on, true);
+      assert.equal(chooseIpv6('off', probe).on, false);
+      assert.equal(chooseIpv6('on', join(dir, 'absent')).on, true);
+      assert.equal(chooseIpv6('auto').on, true, 'this machine has IPv6');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  for (const kind of ['ipset', 'rules'] as const) {
+    test(`${kind}: with IPv6 on, init fails on ip6tables; with IPv6 off it never runs ip6tables, IPv4 bans work, IPv6 bans stay out`, () =>
+      withNetns((ns) => withPath(pathWithoutIpv6(), async () => {
+        const opts = { chain: CHAIN, target: 'DROP' as const, iptables: 'nft' as const, netns: ns.name };
+        const { log, lines } = captureLog();
+        const fw = await createFirewall(kind, { ...opts, ipv6: false }, log);
+        assert.deepEqual(fw.families, [4]);
+        await fw.init();
+        const q = new FirewallQueue(fw, log, { conntrack: null });
+        const now = Date.now();
+        await q.setAll([v4('192.0.2.1', now + 60_000), v6('2001:db8::1', now + 60_000)], now);
+        await q.add([v4('192.0.2.2'), v6('2001:db8::2')], now);
+        await q.add([v6('2001:db8::3')], now);
+        await q.remove([v6('2001:db8::2')]);
+        await q.idle();
+        assert.equal(q.healthy, true, 'no kernel command failed');
+        assert.equal(q.v6LeftOut, 4, 'every IPv6 ban and unban left out');
+        assert.equal(lines.filter((l) => l.level === 40 && String(l.msg).startsWith('IPv6 is off')).length, 1, 'one warning');
+        assert.deepEqual(sorted(await fw.list()), ['192.0.2.1', '192.0.2.2']);
+        if (kind === 'ipset') {
+          assert.deepEqual((await ns.must('ipset', ['list', '-n'])).split('\n').filter((n) => n.startsWith(CHAIN)), [`${CHAIN}-v4`], 'no IPv6 set made');
+          // A full load the store rendered: its IPv6 lines are not loaded either.
+          await fw.setAllLines!({ 4: `add ${CHAIN}-t4 192.0.2.3 timeout 0`, 6: `add ${CHAIN}-t6 2001:db8::4 timeout 0`, count: 2 });
+          assert.deepEqual(await fw.list(), ['192.0.2.3']);
+        }
+        // IPv4 is really enforced: the chain is jumped to and matches.
+        assert.equal(jumpsTo(await rulesOf(ns, 'iptables-nft', 'INPUT'), CHAIN).length, 1);
+        await fw.shutdown();
+        // What IPv6 on does on such a kernel (before this setting existed: the daemon did not start).
+        const on = await createFirewall(kind, opts, captureLog().log);
+        await assert.rejects(on.init(), /Address family not supported/);
+        await on.shutdown();
+      })));
+  }
 });
 
 describe('splitLines (a full load shared between the loaders)', () => {

@@ -120,6 +120,10 @@ async function checkFirewall(cfg: Config, daemonRuns: boolean): Promise<Check[]>
   const { detectIptables } = require('../firewall/detect') as typeof import('../firewall/detect');
   const { familyTools, listRules, hasJumpTo } = require('../firewall/chain') as typeof import('../firewall/chain');
   const { run, which } = require('../firewall/exec') as typeof import('../firewall/exec');
+  const { chooseIpv6 } = require('../firewall/ipv6') as typeof import('../firewall/ipv6');
+  const ipv6 = chooseIpv6(cfg.ipv6);
+  const families = ipv6.on ? [4, 6] : [4];
+  if (!ipv6.on) out.push({ name: 'ipv6', result: 'note', detail: `IPv6 off (${ipv6.reason}): IPv4 only in the kernel, IPv6 bans kept in the database only` });
   let tools;
   try {
     tools = await detectIptables({ iptables: cfg.iptables });
@@ -133,16 +137,16 @@ async function checkFirewall(cfg: Config, daemonRuns: boolean): Promise<Check[]>
     else {
       try {
         const sets = (await run('ipset', ['list', '-n'])).stdout.split('\n');
-        const missing = [4, 6].map((f) => `${cfg.chain}-v${f}`).filter((s) => !sets.includes(s));
+        const missing = families.map((f) => `${cfg.chain}-v${f}`).filter((s) => !sets.includes(s));
         out.push(missing.length === 0
-          ? { name: 'ipset', result: 'ok', detail: `backend ipset, sets ${cfg.chain}-v4 and ${cfg.chain}-v6 present` }
+          ? { name: 'ipset', result: 'ok', detail: `backend ipset, ${families.length > 1 ? 'sets' : 'set'} ${families.map((f) => `${cfg.chain}-v${f}`).join(' and ')} present` }
           : { name: 'ipset', result: daemonRuns ? 'fail' : 'note', detail: `set${missing.length > 1 ? 's' : ''} ${missing.join(', ')} missing${daemonRuns ? ' while the daemon runs' : ' (created by ampere run)'}` });
       } catch (err) {
         out.push({ name: 'ipset', result: 'fail', detail: `ipset unusable: ${(err as Error).message} (root or CAP_NET_ADMIN needed)` });
       }
     }
   } else out.push({ name: 'backend', result: 'ok', detail: 'backend rules: one iptables rule per banned host' });
-  for (const ft of familyTools(tools)) {
+  for (const ft of familyTools(tools, ipv6.on)) {
     const label = `chain v${ft.family}`;
     try {
       const lines = await listRules(ft);

@@ -60,6 +60,7 @@ export const KEYS = {
   backend: { default: 'ipset', parse: oneOf('ipset', 'rules', 'dry-run') },
   target: { default: 'DROP', parse: upperOneOf('DROP', 'REJECT') },
   iptables: { default: 'auto', parse: oneOf('auto', 'nft', 'legacy') },
+  ipv6: { default: 'auto', parse: oneOf('auto', 'on', 'off') },
   ami_timeout: { default: '10s', parse: duration(200) },
   log_level: { default: 'info', parse: oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal') },
   max_hosts: { default: '200000', parse: int(100, 10_000_000) },

@@ -11,11 +11,15 @@ export interface FamilyTools {
   restore: string;
 }
 
-export function familyTools(t: IptablesTools): FamilyTools[] {
-  return [
-    { family: 4, iptables: t.iptables, restore: t.iptablesRestore },
-    { family: 6, iptables: t.ip6tables, restore: t.ip6tablesRestore },
-  ];
+/** The tools of each family a backend enforces: IPv4 alone when ipv6 is false. */
+export function familyTools(t: IptablesTools, ipv6 = true): FamilyTools[] {
+  const v4: FamilyTools = { family: 4, iptables: t.iptables, restore: t.iptablesRestore };
+  return ipv6 ? [v4, { family: 6, iptables: t.ip6tables, restore: t.ip6tablesRestore }] : [v4];
+}
+
+/** The binaries a backend needs for these families (ip too when it runs in a namespace). */
+export function familyBinaries(fams: FamilyTools[], netns?: string): string[] {
+  return [...fams.flatMap((ft) => [ft.iptables, ft.restore]), ...(netns ? ['ip'] : [])];
 }
 
 /** Target arguments as `iptables -S` prints them back (so -D lines match exactly). */

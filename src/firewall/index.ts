@@ -11,6 +11,7 @@ export { detectIptables } from './detect';
 export { FirewallQueue, type QueueOptions } from './queue';
 export { ConntrackFlusher } from './conntrack';
 export { CommandError } from './exec';
+export { chooseIpv6, type Ipv6Choice } from './ipv6';
 
 export type BackendKind = 'ipset' | 'rules' | 'dry-run';
 

@@ -1,6 +1,6 @@
 import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
-import { ensureChain, familyTools, targetSpec, type FamilyTools } from './chain';
+import { ensureChain, familyBinaries, familyTools, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
 import { IpsetShell } from './ipset-shell';
@@ -57,6 +57,7 @@ const SHELL_MAX_LINES = 2000;
 export class IpsetBackend implements FirewallBackend {
   readonly name = 'ipset';
   readonly netns?: string;
+  readonly families: readonly Family[];
   private readonly fams: FamilyTools[];
   private readonly shell: IpsetShell | null;
   /** Set by init, cleared by the next call: sets and chains were made a moment ago. */
@@ -71,7 +72,8 @@ export class IpsetBackend implements FirewallBackend {
   ) {
     checkChainName(opts.chain);
     this.netns = opts.netns;
-    this.fams = familyTools(tools);
+    this.fams = familyTools(tools, opts.ipv6 !== false);
+    this.families = this.fams.map((ft) => ft.family);
     this.detected = tools.filterRules;
     this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
     for (const f of [4, 6] as Family[]) {
@@ -108,8 +110,7 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   async init(): Promise<void> {
-    const t = this.tools;
-    requireBinaries(['ipset', t.iptables, t.ip6tables, t.iptablesRestore, t.ip6tablesRestore, ...(this.opts.netns ? ['ip'] : [])]);
+    requireBinaries(['ipset', ...familyBinaries(this.fams, this.opts.netns)]);
     // The sets, then the chains (their rule names the sets, so it needs them first); the two
     // families' chains at once (separate tables, a process start each step).
     await this.createMissingSets();
@@ -129,7 +130,7 @@ export class IpsetBackend implements FirewallBackend {
    * setAll's swap replaces the other one without a gap.
    */
   private async createMissingSets(): Promise<void> {
-    const fams = [4, 6] as Family[];
+    const fams = this.families;
     try {
       await this.command(fams.map((f) => this.createLine(this.setName(f), f, 4096)));
       return;
@@ -163,7 +164,7 @@ export class IpsetBackend implements FirewallBackend {
 
   /** setAll for lines the store rendered in lineFormat: each loader takes its share of each family's text. */
   async setAllLines(lines: BanLines): Promise<void> {
-    const shares = ([4, 6] as Family[]).map((f) => splitLines(lines[f], LOADERS));
+    const shares = this.families.map((f) => splitLines(lines[f], LOADERS));
     await this.replaceSets((i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`));
   }
 
@@ -179,7 +180,7 @@ export class IpsetBackend implements FirewallBackend {
     const fresh = this.fresh;
     this.fresh = false;
     const existing = fresh ? new Set(this.fams.map((ft) => this.setName(ft.family))) : await this.setNames();
-    const fams = [4, 6] as Family[];
+    const fams = this.families;
     await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`));
     try {
       // `ipset restore` sends its adds in batches only to a set it created itself in that run
@@ -212,9 +213,10 @@ export class IpsetBackend implements FirewallBackend {
     // Each chunk's lines grouped by family: ipset batches only consecutive adds to one set.
     let v4: string[] = [];
     let v6: string[] = [];
+    const v6Off = !this.families.includes(6);
     for (const b of bans) {
       const t = ipsetTimeout(b.until, now);
-      if (t === null) continue;
+      if (t === null || (b.family === 6 && v6Off)) continue;
       (b.family === 4 ? v4 : v6).push(`add ${this.tmpName(b.family)} ${checkedIp(b.address, b.family)} timeout ${t}`);
       if (v4.length + v6.length === STREAM_CHUNK) { yield chunkOf(v4, v6); v4 = []; v6 = []; }
     }
@@ -241,14 +243,14 @@ export class IpsetBackend implements FirewallBackend {
     this.fresh = false;
     checkBatch(bans);
     // -exist: adding a present address refreshes its timeout instead of failing.
-    const lines = ([4, 6] as Family[]).flatMap((f) => this.addLines(this.setName(f), bans.filter((b) => b.family === f), now));
+    const lines = this.families.flatMap((f) => this.addLines(this.setName(f), bans.filter((b) => b.family === f), now));
     await this.apply(lines);
   }
 
   async remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void> {
     this.fresh = false;
     checkBatch(bans);
-    const lines = bans.map((b) => `del ${this.setName(b.family)} ${b.address}`); // checked just above
+    const lines = bans.filter((b) => this.families.includes(b.family)).map((b) => `del ${this.setName(b.family)} ${b.address}`); // checked just above
     await this.apply(lines);
   }
 
@@ -265,7 +267,7 @@ export class IpsetBackend implements FirewallBackend {
 
   async list(): Promise<string[]> {
     const out: string[] = [];
-    for (const f of [4, 6] as Family[]) {
+    for (const f of this.families) {
       const { stdout } = await this.ipset(['save', this.setName(f)]);
       for (const line of stdout.split('\n')) {
         const w = line.split(' ');

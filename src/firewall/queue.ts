@@ -53,6 +53,10 @@ export class FirewallQueue {
   private pipelined = 0;
   private waiters: (() => void)[] = [];
   private readonly clock: () => number;
+  /** IPv6 bans are left out: the backend enforces IPv4 alone (a kernel without IPv6). */
+  private readonly v6Off: boolean;
+  /** IPv6 bans left out so far; the first one is logged as a warning, the others at debug. */
+  v6LeftOut = 0;
 
   constructor(
     readonly backend: FirewallBackend,
@@ -60,6 +64,7 @@ export class FirewallQueue {
     opts: QueueOptions = {},
   ) {
     this.clock = opts.clock ?? Date.now;
+    this.v6Off = backend.families !== undefined && !backend.families.includes(6);
     this.conntrack = opts.conntrack !== undefined ? opts.conntrack : backend.name === 'dry-run' ? null : new ConntrackFlusher(log, backend.netns);
   }
 
@@ -154,6 +159,12 @@ export class FirewallQueue {
   }
 
   private isValid(b: Ban): boolean {
+    if (b.family === 6 && this.v6Off) {
+      const msg = 'IPv6 is off: IPv6 bans are stored, not put in the kernel';
+      if (this.v6LeftOut++ === 0) this.log.warn({ address: b.address }, `${msg} (logged once; the others at debug)`);
+      else this.log.debug({ address: b.address }, msg);
+      return false;
+    }
     try {
       checkedIp(b.address, b.family);
       return true;

@@ -1,6 +1,6 @@
 import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
-import { ensureChain, familyTools, listRules, restoreFilter, targetSpec, type FamilyTools } from './chain';
+import { ensureChain, familyBinaries, familyTools, listRules, restoreFilter, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries } from './exec';
 import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
@@ -13,6 +13,7 @@ import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
 export class RulesBackend implements FirewallBackend {
   readonly name = 'rules';
   readonly netns?: string;
+  readonly families: readonly Family[];
   private readonly fams: FamilyTools[];
   /**
    * Mirror of the chain: address -> rule text after `-A <chain> ` (exactly as iptables prints
@@ -28,7 +29,8 @@ export class RulesBackend implements FirewallBackend {
   ) {
     checkChainName(opts.chain);
     this.netns = opts.netns;
-    this.fams = familyTools(tools);
+    this.fams = familyTools(tools, opts.ipv6 !== false);
+    this.families = this.fams.map((ft) => ft.family);
   }
 
   private spec(address: string, f: Family): string {
@@ -51,8 +53,7 @@ export class RulesBackend implements FirewallBackend {
   }
 
   async init(): Promise<void> {
-    const t = this.tools;
-    requireBinaries([t.iptables, t.ip6tables, t.iptablesRestore, t.ip6tablesRestore, ...(this.opts.netns ? ['ip'] : [])]);
+    requireBinaries(familyBinaries(this.fams, this.opts.netns));
     for (const ft of this.fams) {
       // Existing rules are bans from before a restart: keep them (setAll decides), and know them.
       await ensureChain(ft, this.opts, this.log, [`-A ${this.opts.chain} -j RETURN`], false);

@@ -41,6 +41,12 @@ export interface FirewallOptions {
   iptables: 'auto' | 'nft' | 'legacy';
   /** Run every command through `ip netns exec <ns>` (tests and benchmarks only). */
   netns?: string;
+  /**
+   * false: IPv4 only, for a kernel without IPv6 (booted with ipv6.disable=1), where every
+   * ip6tables command fails: no IPv6 chain or set is made, and IPv6 bans stay out of the kernel.
+   * Default true.
+   */
+  ipv6?: boolean;
 }
 
 /**
@@ -53,6 +59,8 @@ export interface FirewallBackend {
   readonly name: string;
   /** The namespace its commands run in, if any (so helpers like conntrack go to the same place). */
   readonly netns?: string;
+  /** The address families it enforces; absent: both. Bans of another family must not reach it. */
+  readonly families?: readonly Family[];
   /** Check binaries, create chain/sets, ensure the one jump rule. Idempotent. */
   init(): Promise<void>;
   /**

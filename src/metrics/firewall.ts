@@ -13,6 +13,7 @@ export function countingFailures(backend: FirewallBackend, onFailure: (op: strin
   return {
     get name() { return backend.name; },
     get netns() { return backend.netns; },
+    get families() { return backend.families; },
     init: wrap('init', () => backend.init()),
     setAll: wrap('setAll', (bans, now) => backend.setAll(bans, now)),
     // The full load as text the store rendered (ipset): its format, and the load itself.
