@@ -2,7 +2,7 @@ import type { SecurityEvent } from '../events/types';
 import type { BanLineFormat, BanLines, KernelBan } from '../firewall/types';
 import type { Logger } from '../log';
 import { formatDuration } from '../config/duration';
-import { canonicalIp, isCanonicalIp, type Family } from '../net/ip';
+import { canonicalIp, familyOf, isCanonicalIp, type Family } from '../net/ip';
 import { banDuration, type BantimeOptions } from '../scoring/bantime';
 import type { NewBan, Store } from '../store';
 
@@ -118,7 +118,7 @@ export class Decisions {
       // A text load checks nothing itself, so allowed addresses are lifted before it: only the
       // stored addresses that could be in an allowed network (their text starts right) are
       // looked at, not every ban.
-      const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.matches(a, a.includes(':') ? 6 : 4) !== undefined);
+      const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.matches(a, familyOf(a)) !== undefined);
       for (const address of allowed) this.liftAllowed(address, now);
       await this.restoreLines(this.store.renderActiveBans(now, format), now, onLoaded);
       return { restored: this.banned.size, lifted: allowed.length };
@@ -188,7 +188,7 @@ export class Decisions {
   /** The in-memory bans as the kernel needs them. */
   private bannedNow(): KernelBan[] {
     const out: KernelBan[] = [];
-    for (const address of this.banned.keys()) out.push({ address, family: address.includes(':') ? 6 : 4, until: this.banned.get(address)! });
+    for (const address of this.banned.keys()) out.push({ address, family: familyOf(address), until: this.banned.get(address)! });
     return out;
   }
 
@@ -297,7 +297,7 @@ export class Decisions {
     const lifted = this.store.liftAllBans(now, 'unban');
     const gone = new Map<string, Family>();
     for (const b of lifted) gone.set(b.address, b.family as Family);
-    for (const a of this.banned.keys()) gone.set(a, a.includes(':') ? 6 : 4);
+    for (const a of this.banned.keys()) gone.set(a, familyOf(a));
     this.banned.clear();
     await this.kernel.remove([...gone].map(([address, family]) => ({ address, family })));
     for (const address of gone.keys()) this.onChange('unban', address, 'unban');

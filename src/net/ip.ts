@@ -2,6 +2,11 @@ import { isIP } from 'node:net';
 
 export type Family = 4 | 6;
 
+/** The family of an address already in canonical form (only IPv6 text holds a ':'). */
+export function familyOf(canonical: string): Family {
+  return canonical.includes(':') ? 6 : 4;
+}
+
 /**
  * Canonical text form of an IP address, or null when the text is not one.
  * This is the only gate between hostile text and the firewall: nothing that fails

@@ -2,7 +2,7 @@ import type Database from 'better-sqlite3';
 import type { Statement } from 'better-sqlite3';
 import type { SecurityEvent } from '../events/types';
 import type { BanLineFormat, BanLines } from '../firewall/types';
-import type { Family } from '../net/ip';
+import { familyOf, type Family } from '../net/ip';
 import { startCheckpointer, type Checkpointer, type CheckpointerOptions } from './checkpointer';
 import { drizzleOf, openSqlite, type Db } from './open';
 // Types only (erased): src/store/schema.ts stays the schema's source for drizzle-kit and the
@@ -66,7 +66,7 @@ function kernelBanRow(row: string): KernelBanRow {
   // whole, so the checks after see it and refuse it.
   const sp = row.lastIndexOf(' ');
   const address = row.slice(0, sp);
-  return { address, family: address.includes(':') ? 6 : 4, until: sp === row.length - 1 ? null : Number(row.slice(sp + 1)) };
+  return { address, family: familyOf(address), until: sp === row.length - 1 ? null : Number(row.slice(sp + 1)) };
 }
 
 /** The lines of selectActiveKernelText as rows, made as the caller pulls them. */
