@@ -50,6 +50,18 @@ async function kernelBans(ns: Netns, kind: string, flavour: string): Promise<str
   return sorted(out);
 }
 
+/** Runs fn with PATH set to dir (a folder of tool links the test made), then removes dir. */
+async function withPath<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env.PATH;
+  process.env.PATH = dir;
+  try {
+    return await fn();
+  } finally {
+    process.env.PATH = saved;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Make things that are not Ampere's: they must survive every operation untouched. */
 async function makeOthers(ns: Netns, flavour: string): Promise<() => Promise<string>> {
   for (const tool of [`iptables-${flavour}`, `ip6tables-${flavour}`]) {
@@ -435,16 +447,6 @@ describe('missing binaries', () => {
     }
     return dir;
   }
-  async function withPath<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-    const saved = process.env.PATH;
-    process.env.PATH = dir;
-    try {
-      return await fn();
-    } finally {
-      process.env.PATH = saved;
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }
 
   test('ipset without stdbuf (no live shell): a full load makes, loads and swaps its sets with processes', { skip }, () =>
     withNetns((ns) => withPath(pathWithout([]), async () => {
@@ -518,16 +520,6 @@ describe('a kernel without IPv6 (ipv6.disable=1), played by ip6tables that fail 
       }
     }
     return dir;
-  }
-  async function withPath<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-    const saved = process.env.PATH;
-    process.env.PATH = dir;
-    try {
-      return await fn();
-    } finally {
-      process.env.PATH = saved;
-      rmSync(dir, { recursive: true, force: true });
-    }
   }
 
   test('chooseIpv6: auto follows /proc/net/if_inet6; on and off are taken as said', () => {
