@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createLogger, type Logger } from '../src/log';
 import { ConntrackFlusher } from '../src/firewall';
 import { execStats, which } from '../src/firewall/exec';
+import { HELPER_NICENESS } from '../src/firewall/conntrack';
 import type { Family } from '../src/net/ip';
 import { skipUnlessRoot, withNetns, type Netns } from './helpers/netns';
 
@@ -40,6 +41,12 @@ async function flowsBySource(ns: Netns): Promise<Map<string, number>> {
 }
 
 /** Pids of this test process's children whose command line names the helper. */
+/** A process's niceness (/proc/<pid>/stat, field 19). */
+function niceness(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
+
 function helperChildren(): number[] {
   const pids: number[] = [];
   for (const t of readdirSync(`/proc/${process.pid}/task`)) {
@@ -89,6 +96,7 @@ describe('ConntrackFlusher (kernel, in a namespace)', { skip }, () => {
           await new Promise((r) => setImmediate(r));
         }
         assert.deepEqual(helperChildren(), [c.pid], 'exactly one helper runs');
+        assert.equal(niceness(c.pid!), Math.min(19, niceness(process.pid) + HELPER_NICENESS), 'the helper runs niced');
         await c.idle();
         assert.equal(c.done, 50);
         assert.equal(c.failed, 0);

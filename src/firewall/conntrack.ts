@@ -58,6 +58,9 @@ while read -r line; do
 done
 `;
 
+/** Added to the daemon's niceness for the helper (and the conntrack runs it starts). */
+export const HELPER_NICENESS = 10;
+
 export interface ConntrackOptions {
   binary?: string;
   /** A batch may take this long, plus 100 ms per address, before the helper is killed. */
@@ -96,6 +99,7 @@ export class ConntrackFlusher {
   private disabled = false;
   private closed = false;
   private found: string | null | undefined; // conntrack's path, looked up once
+  private nice: boolean | undefined; // nice(1) is there, looked up once
   private waiters: (() => void)[] = [];
   private proc: ChildProcess | null = null;
   private stdout = '';
@@ -239,7 +243,10 @@ export class ConntrackFlusher {
   }
 
   private spawnHelper(): ChildProcess {
-    const argv = ['sh', '-c', SCRIPT, 'ampere-conntrack', this.found!];
+    // Niced: in a storm of bans its table walks can take a whole core, and Asterisk (and the
+    // daemon, and the ipset shell that makes each ban real) come first; the cleanup waits.
+    if (this.nice === undefined) this.nice = which('nice') !== null;
+    const argv = [...(this.nice ? ['nice', '-n', String(HELPER_NICENESS)] : []), 'sh', '-c', SCRIPT, 'ampere-conntrack', this.found!];
     const [file, args] = this.netns ? ['ip', ['netns', 'exec', this.netns, ...argv]] : [argv[0], argv.slice(1)];
     // Its own process group, so a hung batch is killed with the conntrack it waits for.
     const p = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
