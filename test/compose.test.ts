@@ -116,10 +116,10 @@ test('pjsip.conf: UDP and TCP on IPv4 and IPv6, and endpoints with passwords', (
   assert.ok(pjsipAuths(file).length >= 1, 'at least one endpoint with a password (the e2e phone uses the first)');
 });
 
-test('ampere service: host network, NET_ADMIN/NET_RAW, /data volume, backups bind mount, after asterisk', () => {
+test('ampere service: host network, NET_ADMIN/NET_RAW/SYS_NICE, /data volume, backups bind mount, after asterisk', () => {
   const svc = service(compose, 'ampere');
   assert.equal(svc.network_mode, 'host');
-  assert.deepEqual([...(svc.cap_add as string[])].sort(), ['NET_ADMIN', 'NET_RAW']);
+  assert.deepEqual([...(svc.cap_add as string[])].sort(), ['NET_ADMIN', 'NET_RAW', 'SYS_NICE']);
   assert.equal(svc.restart, 'unless-stopped');
   assert.equal((svc.build as { context: string }).context, '.');
   const deps = svc.depends_on as Record<string, unknown> | string[];

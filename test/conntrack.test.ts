@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, type Logger } from '../src/log';
@@ -9,6 +9,7 @@ import { execStats, which } from '../src/firewall/exec';
 import { HELPER_NICENESS } from '../src/firewall/conntrack';
 import type { Family } from '../src/net/ip';
 import { skipUnlessRoot, withNetns, type Netns } from './helpers/netns';
+import { childrenOf, niceness } from './helpers/proc';
 
 // Every conntrack call here, the helper's included, runs in a namespace made by the test.
 const skip = skipUnlessRoot() ?? (which('conntrack') ? undefined : 'conntrack not installed');
@@ -40,25 +41,9 @@ async function flowsBySource(ns: Netns): Promise<Map<string, number>> {
   return out;
 }
 
-/** Pids of this test process's children whose command line names the helper. */
-/** A process's niceness (/proc/<pid>/stat, field 19). */
-function niceness(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
-}
-
+/** The conntrack helpers this process started (their argv holds the name ampere-conntrack). */
 function helperChildren(): number[] {
-  const pids: number[] = [];
-  for (const t of readdirSync(`/proc/${process.pid}/task`)) {
-    let kids = '';
-    try { kids = readFileSync(`/proc/${process.pid}/task/${t}/children`, 'utf8'); } catch { continue; }
-    for (const pid of kids.trim().split(/\s+/).filter(Boolean).map(Number)) {
-      let cmd = '';
-      try { cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { continue; }
-      if (cmd.split('\0').includes('ampere-conntrack')) pids.push(pid);
-    }
-  }
-  return pids;
+  return childrenOf(process.pid).filter((c) => c.cmd.split(' ').includes('ampere-conntrack')).map((c) => c.pid);
 }
 
 async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {

