@@ -67,7 +67,7 @@ export class IpsetBackend implements FirewallBackend {
 
   constructor(
     private readonly opts: FirewallOptions,
-    private readonly tools: IptablesTools,
+    tools: IptablesTools,
     private readonly log: Logger,
   ) {
     checkChainName(opts.chain);

@@ -24,7 +24,7 @@ export class RulesBackend implements FirewallBackend {
 
   constructor(
     private readonly opts: FirewallOptions,
-    private readonly tools: IptablesTools,
+    tools: IptablesTools,
     private readonly log: Logger,
   ) {
     checkChainName(opts.chain);
