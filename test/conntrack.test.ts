@@ -80,6 +80,9 @@ describe('ConntrackFlusher (kernel, in a namespace)', { skip }, () => {
           c.flush([ban(a)]);
           await new Promise((r) => setImmediate(r));
         }
+        // Started as ip netns exec → nice → sh, each an exec: while one runs, the command line
+        // reads empty, so wait for the last one (the shell) before counting.
+        await until('the helper to be its shell', () => childrenOf(process.pid).some((k) => k.pid === c.pid && k.cmd.startsWith('sh ')));
         assert.deepEqual(helperChildren(), [c.pid], 'exactly one helper runs');
         assert.equal(niceness(c.pid!), Math.min(19, niceness(process.pid) + HELPER_NICENESS), 'the helper runs niced');
         await c.idle();
