@@ -150,7 +150,9 @@ finished); the reaction section starts with an unrecorded warm-up run.
   its stalls (3.0-5.4 ms) fell outside that window, and no collection took over 3.6 ms. Over
   ten sections that evening the misses came only in the third to fifth of the five runs (10 of
   30 such runs, 0 of 20 first and second runs), with the same daemon throughout; nice 0 or
-  -10 made no difference (166 and 163 of 180 attackers held to 3). A flood answered at once (thousands of attempts a second) gets in what arrives
+  -10 made no difference (166 and 163 of 180 attackers held to 3), nor did turning the WAL
+  checkpointer's worker off (three sections: misses in the fourth or fifth run of each). What
+  builds up over a section to cause it is not found yet. A flood answered at once (thousands of attempts a second) gets in what arrives
   during the reaction. Only an in-kernel rate limit could stop those,
   which is not Ampere's job (it would also hit legitimate bursts). Against the real thing, the
   end-to-end test (test/e2e.test.ts: Debian sid's Asterisk 22, sipvicious svcrack guessing a
