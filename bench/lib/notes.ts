@@ -148,11 +148,13 @@ finished); the reaction section starts with an unrecorded warm-up run.
   after the attack started, when the third attempts arrive: 3.5 and 3.3 ms where eleven of
   twelve got a fourth attempt in, 15.9 ms where four did; in the three that held all twelve,
   its stalls (3.0-5.4 ms) fell outside that window, and no collection took over 3.6 ms. Over
-  ten sections that evening the misses came only in the third to fifth of the five runs (10 of
-  30 such runs, 0 of 20 first and second runs), with the same daemon throughout; nice 0 or
+  ten full sections that evening 10 of 50 twelve-attacker runs let some through, all of them
+  3rd-5th runs; but in two sections of scanner-pace attacks alone (10 runs each, no flood
+  before) 5 of 20 did, first runs included, so it is not a build-up over a section. nice 0 or
   -10 made no difference (166 and 163 of 180 attackers held to 3), nor did turning the WAL
-  checkpointer's worker off (three sections: misses in the fourth or fifth run of each). What
-  builds up over a section to cause it is not found yet. A flood answered at once (thousands of attempts a second) gets in what arrives
+  checkpointer's worker off (three sections: misses in each). Why the stand-in stalls (its own
+  work, or the two vCPUs shared with twelve senders, the daemon and ipset) is not found yet.
+  A flood answered at once (thousands of attempts a second) gets in what arrives
   during the reaction. Only an in-kernel rate limit could stop those,
   which is not Ampere's job (it would also hit legitimate bursts). Against the real thing, the
   end-to-end test (test/e2e.test.ts: Debian sid's Asterisk 22, sipvicious svcrack guessing a
