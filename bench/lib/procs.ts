@@ -11,11 +11,17 @@ import { LAUNCH_NODE_FLAGS } from '../../src/cli/launch';
 
 const TICK = 100; // USER_HZ
 
-/** A process's CPU seconds, its own (all threads) and its reaped children's; null once gone. */
-function procTimes(pid: number): { self: number; reaped: number } | null {
+/** /proc/<pid>/stat's fields after the command name (f[0] is the state); null once gone. */
+function statFields(pid: number | string): string[] | null {
   let stat: string;
   try { stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return null; }
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+/** A process's CPU seconds, its own (all threads) and its reaped children's; null once gone. */
+function procTimes(pid: number): { self: number; reaped: number } | null {
+  const f = statFields(pid);
+  if (!f) return null;
   return { self: (Number(f[11]) + Number(f[12])) / TICK, reaped: (Number(f[13]) + Number(f[14])) / TICK };
 }
 
@@ -24,9 +30,9 @@ function descendants(pid: number): number[] {
   const parent = new Map<number, number[]>();
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
-    let stat: string;
-    try { stat = readFileSync(`/proc/${name}/stat`, 'utf8'); } catch { continue; }
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const f = statFields(name);
+    if (!f) continue;
+    const ppid = Number(f[1]);
     const list = parent.get(ppid) ?? [];
     list.push(Number(name));
     parent.set(ppid, list);
