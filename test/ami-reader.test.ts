@@ -219,6 +219,22 @@ describe('AMI session (real AmiConnection, fake AMI over TCP)', () => {
     assert.equal(ami.connections, 1);
   });
 
+  test('a SuccessfulAuth forged inside AccountID (riding on the genuine tail) is not believed; a real one is', async () => {
+    const { ami, conn, got } = await session();
+    const forgedHead = `x\r\nSessionID: 1\r\nLocalAddress: IPV4/UDP/192.0.2.1/5060\r\nRemoteAddress: ${FORGED}\r\n\r\n`;
+    const success = 'Event: SuccessfulAuth\r\nPrivilege: security,all\r\nSeverity: Informational\r\nService: PJSIP\r\nEventVersion: 1\r\nAccountID: 100';
+    ami.send(amiEvent('InvalidAccountID', '198.51.100.40', { AccountID: forgedHead + success }));
+    // the same with a cut: the forged success head is held and takes the genuine tail
+    ami.send(amiEvent('InvalidAccountID', '198.51.100.41', { AccountID: `x\r\n\r\nSet: 1\r\nRemoteAddress: ${FORGED}\r\n\r\n${success}\r\n\r\nSet: 2` }));
+    ami.send(amiEvent('SuccessfulAuth', '192.0.2.5'));
+    await until(() => addresses(got).some((e) => e.address === '192.0.2.5'));
+    const events = addresses(got).map((e) => `${e.kind} ${e.address}`);
+    assert.ok(!events.some((e) => e.startsWith('SuccessfulAuth 198.51.100.')), events.join(', '));
+    assert.ok(events.includes('SuccessfulAuth 192.0.2.5'));
+    assert.equal(conn.counts.distrusted, 2);
+    assert.equal(conn.reconnects, 0);
+  });
+
   test('a cut event whose tail never comes is emitted as it is, warned about, and the next event still counts', async () => {
     const { ami, conn, got } = await session();
     const head = amiEvent('InvalidAccountID', '198.51.100.20', { AccountID: 'x\r\n\r\n' });

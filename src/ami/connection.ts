@@ -45,8 +45,8 @@ export class AmiConnection extends EventEmitter {
   state: AmiState = 'idle';
   since = Date.now();
   reconnects = 0;
-  /** Over all connections: messages read, skipped as unreadable, blocks merged, events left without RemoteAddress. */
-  readonly counts: ReaderCounts = { messages: 0, malformed: 0, merged: 0, incomplete: 0 };
+  /** Over all connections: messages read, skipped as unreadable, blocks merged, events left without RemoteAddress, forged successes dropped. */
+  readonly counts: ReaderCounts = { messages: 0, malformed: 0, merged: 0, incomplete: 0, distrusted: 0 };
   private reader: AmiReader | null = null;
   private incompleteLogged = { at: 0, since: 0 };
   private client: amiio.Client | null = null;

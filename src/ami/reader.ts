@@ -17,7 +17,7 @@ export interface ReaderSink {
   incomplete(fields: AmiFields): void;
 }
 
-export interface ReaderCounts { messages: number; malformed: number; merged: number; incomplete: number }
+export interface ReaderCounts { messages: number; malformed: number; merged: number; incomplete: number; distrusted: number }
 
 export interface ReaderLimits {
   maxLine: number; // longer lines are cut to this many characters
@@ -40,6 +40,8 @@ interface Message {
   /** Names seen before the first AccountID line: Asterisk wrote them, so later copies are ignored. */
   head: string[];
   account: boolean;
+  /** UsingPassword came after the last RemoteAddress: text no attacker can place (see trusted()). */
+  proof: boolean;
   blocks: number;
   size: number;
 }
@@ -63,6 +65,16 @@ function firstKey(buf: string, from: number, to: number): string {
 }
 
 /**
+ * Attacker text ends where Asterisk's tail of the event begins, so a SuccessfulAuth forged inside
+ * another event's AccountID ends with that event's tail: Asterisk's own SuccessfulAuth carries
+ * UsingPassword after RemoteAddress, which no other event's tail does. Dropping a success only
+ * ever makes Ampere stricter.
+ */
+function trusted(m: Message): boolean {
+  return m.proof || m.fields.event !== 'SuccessfulAuth';
+}
+
+/**
  * Frames on CRLF CRLF, parses headers, and puts back together a security event that injected
  * blank lines cut in two (see docs/ami-input.md). One reader per connection.
  */
@@ -75,7 +87,7 @@ export class AmiReader {
   private closed = false;
   private readonly lim: ReaderLimits;
 
-  constructor(private readonly sink: ReaderSink, readonly counts: ReaderCounts = { messages: 0, malformed: 0, merged: 0, incomplete: 0 }, limits: Partial<ReaderLimits> = {}) {
+  constructor(private readonly sink: ReaderSink, readonly counts: ReaderCounts = { messages: 0, malformed: 0, merged: 0, incomplete: 0, distrusted: 0 }, limits: Partial<ReaderLimits> = {}) {
     this.lim = { ...DEFAULT_LIMITS, ...limits };
   }
 
@@ -152,7 +164,7 @@ export class AmiReader {
     }
     if (held) this.release();
     if (!isHead) { this.bad('a block without Event or Response header'); return; }
-    const m: Message = { fields: Object.create(null) as AmiFields, names: 0, head: [], account: false, blocks: 1, size: to - from };
+    const m: Message = { fields: Object.create(null) as AmiFields, names: 0, head: [], account: false, proof: false, blocks: 1, size: to - from };
     this.parse(m, buf, from, to);
     if (first === 'response') { this.counts.messages++; this.deliver(this.sink.response, m.fields); return; }
     const f = m.fields;
@@ -181,6 +193,8 @@ export class AmiReader {
    */
   private set(m: Message, key: string, value: string): void {
     if (key === '') return;
+    if (key === 'remoteaddress') m.proof = false;
+    else if (key === 'usingpassword') m.proof = m.fields.remoteaddress !== undefined;
     const f = m.fields;
     if (f[key] === undefined) {
       if (m.names >= this.lim.maxHeaders && !ESSENTIAL.has(key)) return;
@@ -214,6 +228,11 @@ export class AmiReader {
   }
 
   private emit(m: Message): void {
+    if (!trusted(m)) {
+      this.counts.distrusted++;
+      try { this.sink.malformed('SuccessfulAuth without UsingPassword after its RemoteAddress (forged inside another event?): not believed'); } catch { /* see bad() */ }
+      return;
+    }
     this.counts.messages++;
     this.deliver(this.sink.event, m.fields);
   }

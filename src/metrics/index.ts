@@ -11,6 +11,7 @@ export interface MetricsSources {
   amiReconnects(): number;
   amiMalformed(): number;
   amiMerged(): number;
+  amiDistrusted(): number;
   firewallInSync(): boolean;
 }
 
@@ -59,6 +60,7 @@ export class Metrics {
       collect() { const n = src.amiReconnects(); if (n > lastReconnects) { this.inc(n - lastReconnects); lastReconnects = n; } },
     });
     monotonic('ampere_ami_malformed_total', 'AMI messages skipped because they could not be read (the session goes on).', src.amiMalformed, registers);
+    monotonic('ampere_ami_distrusted_total', 'AMI SuccessfulAuth events dropped as forged inside another event (no UsingPassword after RemoteAddress).', src.amiDistrusted, registers);
     monotonic('ampere_ami_merged_total', 'AMI blocks merged back into a security event that injected blank lines had cut.', src.amiMerged, registers);
     new Gauge({ name: 'ampere_firewall_in_sync', help: '1 when every kernel command since the last full load succeeded.', registers, collect() { this.set(src.firewallInSync() ? 1 : 0); } });
     this.firewallFailures = new Counter({ name: 'ampere_firewall_command_failures_total', help: 'Failed firewall commands (batches), by operation.', labelNames: ['op'], registers });
