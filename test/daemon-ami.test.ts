@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { DaemonProcess } from './helpers/daemon';
 import { niceness } from './helpers/proc';
 import { FakeAmi, amiEvent, captureEvents } from './helpers/fake-ami';
+import { ampere, json } from './helpers/cli';
 import { fixtureBytes } from './helpers/fixtures';
 
 /** The real daemon against a real AMI byte stream; firewall in dry-run (the kernel is tested in firewall tests). */
@@ -152,14 +153,15 @@ describe('daemon against a replayed AMI stream', () => {
   });
 
   test('a jamming stream of crafted events (CR/LF in AccountID) never drops the session; the attacker is banned at its loyalty-th failure', async () => {
-    const { ami, d } = await start({}, { AMPERE_LOYALTY: '3' });
+    const { ami, d, dir } = await start({}, { AMPERE_LOYALTY: '3' });
     await ami.waitForLogins(1);
     await d.waitFor((l) => l.msg === 'ami connected');
     const scanner = '192.0.2.66';
     const forge = (address: string) => `x\r\n\r\nEvent: ChallengeResponseFailed\r\nPrivilege: security,all\r\nSeverity: Error\r\nRemoteAddress: IPV4/UDP/${address}/5060\r\n\r\n`;
     const jam = [
       { AccountID: 'x\r\nSet: x' }, { AccountID: '\r\nSet: x\r\nconstructor: y' }, { AccountID: '\r\n\r\n' }, { AccountID: 'x\r\n\r\nSet: x' },
-      { AccountID: forge(scanner) }, { AccountID: forge('203.0.113.9') }, { AccountID: '\r\n\r\n__proto__: z\r\n\r\n\r\nhasOwnProperty: 1' },
+      { AccountID: forge(scanner) }, { AccountID: forge('203.0.113.9') },
+      { AccountID: 'x\r\nRemoteAddress: IPV4/UDP/198.51.100.30/5060\r\n\r\nOrphan: 1' }, // its genuine tail is left without a head { AccountID: '\r\n\r\n__proto__: z\r\n\r\n\r\nhasOwnProperty: 1' },
     ].map((extra) => amiEvent('InvalidAccountID', '198.51.100.30', extra));
     let i = 0;
     const jammer = setInterval(() => { ami.send(jam[i++ % jam.length] + jam[i++ % jam.length]); }, 5);
@@ -191,6 +193,13 @@ describe('daemon against a replayed AMI stream', () => {
     assert.equal(d.count((l) => l.msg === 'ami disconnected'), 0);
     assert.equal(d.count((l) => l.msg === 'ami connected'), 1);
     assert.equal(ami.connections, 1);
+    const cliEnv = env(ami, dir, { AMPERE_LOYALTY: '3' });
+    const [text, js] = await Promise.all([ampere(['status'], cliEnv), ampere(['status', '--json'], cliEnv)]);
+    assert.equal(text.code, 0, text.stderr);
+    const s = json(js);
+    assert.equal(s.ami.reconnects, 0);
+    assert.ok(s.ami.malformed > 0 && s.ami.merged > 0, JSON.stringify(s.ami));
+    assert.match(text.stdout, new RegExp(`^ami: +connected .*, 0 reconnects, ${s.ami.malformed} unreadable messages skipped, ${s.ami.merged} split-event blocks merged, 0 forged successes dropped$`, 'm'));
   });
 
   test('flood capture (6,003 events) is taken whole; status file reflects it', async () => {
