@@ -47,6 +47,7 @@ function seedFrames(): string[] {
 function mutate(frame: string, r: Rng): string {
   const lines = frame.split('\r\n');
   for (let k = 1 + r.int(3); k > 0; k--) {
+    if (lines.length === 0) lines.push('');
     const i = r.int(lines.length);
     const colon = lines[i].indexOf(':');
     switch (r.int(7)) {
@@ -242,7 +243,11 @@ describe('AMI session (real AmiConnection, fake AMI over TCP)', () => {
     await until(() => conn.counts.incomplete === 1);
     ami.send(amiEvent('ChallengeResponseFailed', '192.0.2.3'));
     await until(() => addresses(got).some((e) => e.address === '192.0.2.3'));
-    assert.ok(logLines.some((l) => l.level === 40 && /without RemoteAddress/.test(l.msg)), 'a warning');
+    ami.send(head.slice(0, head.indexOf('SessionID')));
+    await until(() => conn.counts.incomplete === 2);
+    const warnings = logLines.filter((l) => l.level === 40 && /without RemoteAddress/.test(l.msg));
+    assert.equal(warnings.length, 1, 'one warning per 10 s, not one per event');
+    assert.equal(warnings[0].kind, 'InvalidAccountID');
     assert.equal(conn.reconnects, 0);
   });
 
@@ -265,6 +270,8 @@ describe('AMI session (real AmiConnection, fake AMI over TCP)', () => {
     assert.equal(ami.connections, 1);
     assert.ok(conn.counts.malformed > 0 && conn.counts.merged > 0, JSON.stringify(conn.counts));
     assert.ok(!logLines.some((l) => l.msg === 'ami event handler failed' || l.msg === 'ami response not handled'));
+    assert.ok(!logLines.some((l) => String(l.reason ?? '').startsWith('reader fault')), 'no internal fault of the reader');
+    assert.ok(logLines.some((l) => l.msg === 'unreadable AMI message skipped'), 'skipped messages are logged (debug)');
     noPollution();
   });
 });
