@@ -28,7 +28,6 @@ export type AmiMessage = AmiFields;
 
 /** Response headers passed back to ami-io, rebuilt one line each: nothing else of the stream reaches it. */
 const RESPONSE_KEYS: [string, string][] = [['response', 'Response'], ['actionid', 'ActionID'], ['message', 'Message'], ['ping', 'Ping'], ['timestamp', 'Timestamp']];
-// eslint-disable-next-line no-control-regex
 const LINE_BREAKING = /[\p{Cc}\p{Cf}\u2028\u2029]/gu;
 const WARN_EVERY_MS = 10_000;
 
