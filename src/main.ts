@@ -62,7 +62,8 @@ export interface DaemonStatus {
   db: string;
   socket: string | null;
   metrics: string | null;
-  ami: { state: string; connected: boolean; since: number; host: string; port: number; reconnects: number };
+  /** malformed: AMI messages skipped as unreadable; merged: blocks put back into a split event; distrusted: forged successes dropped. */
+  ami: { state: string; connected: boolean; since: number; host: string; port: number; reconnects: number; malformed: number; merged: number; distrusted: number };
   events: { total: number; malformed: number; byKind: Record<string, number>; lastMinute: { total: number; byKind: Record<string, number> } };
   trackedHosts: number;
   /** The WAL checkpointer thread (null: SQLite checkpoints inside commits). */
@@ -127,7 +128,8 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const firewall = new FirewallQueue(backend, log);
   // Its one process start (~10-20 ms) happens now, not on the first ban.
   firewall.conntrack?.start();
-  const stats: DaemonStats = { startedAt: Date.now(), events: 0, malformed: 0, byKind: {}, bans: 0, unbans: 0 };
+  // Null prototype: an event kind such as `constructor` or `__proto__` is only a key here.
+  const stats: DaemonStats = { startedAt: Date.now(), events: 0, malformed: 0, byKind: Object.create(null) as Record<string, number>, bans: 0, unbans: 0 };
   const decisions = new Decisions(store, firewall, { bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max }, log, (what, _address, detail) => {
     if (what === 'ban') { stats.bans++; metrics?.ban(detail); } else { stats.unbans++; metrics?.unban(detail); }
   }, BAN_COMMIT_DELAY_MS);
@@ -224,7 +226,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     return {
       pid: process.pid, version: VERSION, startedAt: stats.startedAt, uptimeMs: now - stats.startedAt,
       db: cfg.db, socket: control ? socketPath : null, metrics: metricsServer ? cfg.metrics : null,
-      ami: { state: ami.state, connected: ami.state === 'connected', since: ami.since, host: cfg.host, port: cfg.port, reconnects: ami.reconnects },
+      ami: { state: ami.state, connected: ami.state === 'connected', since: ami.since, host: cfg.host, port: cfg.port, reconnects: ami.reconnects, malformed: ami.counts.malformed, merged: ami.counts.merged, distrusted: ami.counts.distrusted },
       events: { total: stats.events, malformed: stats.malformed, byKind: { ...stats.byKind }, lastMinute: window.lastMinute(now) },
       trackedHosts: penalties.size,
       memory: (({ rss, heapUsed, heapTotal }) => ({ rss, heapUsed, heapTotal }))(process.memoryUsage()),
@@ -263,7 +265,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     const { Metrics, serveMetrics } = require('./metrics') as typeof import('./metrics');
     metrics = new Metrics({
       activeBans: () => decisions.countByFamily(), trackedHosts: () => penalties.size,
-      amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, firewallInSync: () => firewall.healthy,
+      amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, amiMalformed: () => ami.counts.malformed, amiMerged: () => ami.counts.merged, amiDistrusted: () => ami.counts.distrusted, firewallInSync: () => firewall.healthy,
     });
     try {
       metricsServer = await serveMetrics(cfg.metrics, metrics, health, log);

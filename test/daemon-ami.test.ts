@@ -8,6 +8,7 @@ import Database from 'better-sqlite3';
 import { DaemonProcess } from './helpers/daemon';
 import { niceness } from './helpers/proc';
 import { FakeAmi, amiEvent, captureEvents } from './helpers/fake-ami';
+import { ampere, json } from './helpers/cli';
 import { fixtureBytes } from './helpers/fixtures';
 
 /** The real daemon against a real AMI byte stream; firewall in dry-run (the kernel is tested in firewall tests). */
@@ -149,6 +150,56 @@ describe('daemon against a replayed AMI stream', () => {
     assert.equal(d.count(isBan()), 1);
     assert.ok(d.count((l) => l.msg === 'malformed security event skipped') >= 2);
     assert.equal(d.proc.exitCode, null);
+  });
+
+  test('a jamming stream of crafted events (CR/LF in AccountID) never drops the session; the attacker is banned at its loyalty-th failure', async () => {
+    const { ami, d, dir } = await start({}, { AMPERE_LOYALTY: '3' });
+    await ami.waitForLogins(1);
+    await d.waitFor((l) => l.msg === 'ami connected');
+    const scanner = '192.0.2.66';
+    const forge = (address: string) => `x\r\n\r\nEvent: ChallengeResponseFailed\r\nPrivilege: security,all\r\nSeverity: Error\r\nRemoteAddress: IPV4/UDP/${address}/5060\r\n\r\n`;
+    const jam = [
+      { AccountID: 'x\r\nSet: x' }, { AccountID: '\r\nSet: x\r\nconstructor: y' }, { AccountID: '\r\n\r\n' }, { AccountID: 'x\r\n\r\nSet: x' },
+      { AccountID: forge(scanner) }, { AccountID: forge('203.0.113.9') },
+      { AccountID: 'x\r\nRemoteAddress: IPV4/UDP/198.51.100.30/5060\r\n\r\nOrphan: 1' }, // its genuine tail is left without a head { AccountID: '\r\n\r\n__proto__: z\r\n\r\n\r\nhasOwnProperty: 1' },
+    ].map((extra) => amiEvent('InvalidAccountID', '198.51.100.30', extra));
+    let i = 0;
+    const jammer = setInterval(() => { ami.send(jam[i++ % jam.length] + jam[i++ % jam.length]); }, 5);
+    // The stream is in order: once a probe host's ban is logged, everything sent before it was read.
+    let probes = 0;
+    const barrier = async () => {
+      const probe = `192.0.2.${200 + probes++}`;
+      ami.send(amiEvent('ChallengeResponseFailed', probe).repeat(3));
+      await d.waitFor(isBan(probe));
+    };
+    try {
+      await barrier();
+      for (let k = 1; k <= 3; k++) {
+        ami.send(amiEvent('ChallengeResponseFailed', scanner));
+        if (k < 3) {
+          await barrier();
+          assert.equal(d.count(isBan(scanner)), 0, `not banned after ${k} failures (no forged failure counted)`);
+        }
+      }
+      const ban = await d.waitFor(isBan(scanner));
+      assert.equal(ban.failures, 3);
+      await barrier();
+    } finally {
+      clearInterval(jammer);
+    }
+    assert.ok(i > 20, `jam events sent: ${i}`);
+    assert.equal(d.count(isBan('203.0.113.9')), 0, 'a forged address is never banned');
+    assert.equal(d.count(isBan('198.51.100.30')), 1, "the jammer's own address is read from each event's genuine tail");
+    assert.equal(d.count((l) => l.msg === 'ami disconnected'), 0);
+    assert.equal(d.count((l) => l.msg === 'ami connected'), 1);
+    assert.equal(ami.connections, 1);
+    const cliEnv = env(ami, dir, { AMPERE_LOYALTY: '3' });
+    const [text, js] = await Promise.all([ampere(['status'], cliEnv), ampere(['status', '--json'], cliEnv)]);
+    assert.equal(text.code, 0, text.stderr);
+    const s = json(js);
+    assert.equal(s.ami.reconnects, 0);
+    assert.ok(s.ami.malformed > 0 && s.ami.merged > 0, JSON.stringify(s.ami));
+    assert.match(text.stdout, new RegExp(`^ami: +connected .*, 0 reconnects, ${s.ami.malformed} unreadable messages skipped, ${s.ami.merged} split-event blocks merged, 0 forged successes dropped$`, 'm'));
   });
 
   test('flood capture (6,003 events) is taken whole; status file reflects it', async () => {

@@ -32,6 +32,7 @@ import { Lab, PBX4, PBX6, PBX_NS, PREFIX, host, lockMachine, run, sh, sleep, wai
 const ROOT = process.env.AMPERE_E2E_ROOT ?? '/var/cache/ampere-e2e/sid';
 const IN_CI = Boolean(process.env.CI) && process.env.CI !== 'false' && process.env.CI !== '0';
 const SIP_CLIENT = join(REPO, 'test/e2e/sip-client.mjs');
+const SIP_JAM = join(REPO, 'test/e2e/sip-jam.mjs');
 const PBX_RUN = join(REPO, 'test/e2e/pbx-run.sh');
 const CONTAINER_RUN = join(REPO, 'test/e2e/container-run.sh');
 
@@ -94,7 +95,9 @@ const CHAIN = setting('chain');
 // ------------------------------------------------------------ the network --
 const phone = host('phone', 10);
 const atk = Array.from({ length: 8 }, (_, i) => host(`atk${i + 1}`, 21 + i));
-const HOSTS: Host[] = [phone, ...atk];
+const jam = host('jam', 31);
+const jamScan = [host('jscan1', 32), host('jscan2', 33)];
+const HOSTS: Host[] = [phone, ...atk, jam, ...jamScan];
 
 let lab: Lab;
 let runDir: string;
@@ -397,6 +400,64 @@ e2e('TCP attackers over IPv4 and IPv6 are banned, and then cannot even connect',
   assert.equal(u6.status, 'timeout', 'nor over UDP/IPv6');
   // only the attacker's family was banned: its IPv4 address was never seen
   assert.equal(await inKernel(a6.v4), false);
+});
+
+/** `ampere <args>` run like `docker compose exec ampere ampere ...`. */
+async function ampereCli(args: string[]) {
+  const r = await run('nsenter', ['-t', String(ampere!.pid), '-m', '-n', '--', 'node', '/app/dist/cli.js', ...args], { env: containerEnv(DOTENV), timeoutMs: 15_000 });
+  assert.equal(r.code, 0, `ampere ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+const ampereStatus = async () => JSON.parse(await ampereCli(['status', '--json'])) as { ami: { reconnects: number; malformed: number; merged: number; state: string } };
+
+e2e('a REGISTER every 10 ms with CR/LF in its From user (AMI jamming) does not blind Ampere: scanners banned at their loyalty-th failure, the session never drops', async () => {
+  // The jamming source is allowed, so its own (genuine) events do not ban it and it jams all along.
+  await ampereCli(['allow', 'add', jam.v4, '--note', 'e2e jammer']);
+  const disconnectsBefore = countMsg('ami disconnected');
+  const connectsBefore = countMsg('ami connected');
+  const before = await ampereStatus();
+  const jammer = lab.spawn('jam', 'ip', ['netns', 'exec', jam.ns, process.execPath, SIP_JAM, '--server', PBX4, '--interval', '10', '--seconds', '60']);
+  try {
+    // The attack gets through: Asterisk cuts the %0d%0a%0d%0a events in two, Ampere merges them back.
+    const hit = await waitFor(async () => (await ampereStatus()).ami.merged >= before.ami.merged + 20, 15_000, 250);
+    assert.ok(hit, `jam events cut and merged (status: ${JSON.stringify((await ampereStatus()).ami)}; jammer: ${jammer.lines.slice(-3).join(' | ')})`);
+    // Asterisk's own security log shows the CR/LF too: the AccountID spans lines there as well.
+    const crafted = readFileSync(join(runDir, 'asterisk-log', 'security'), 'utf8').split('\nSet:x",SessionID=').length - 1;
+    assert.ok(crafted >= 10, `Asterisk reports the crafted REGISTERs with an unescaped CR/LF (${crafted})`);
+    // One guess at a time: not banned before the loyalty-th failure, banned at it.
+    const s = jamScan[0];
+    for (let k = 1; k <= LOYALTY; k++) {
+      const [r] = await register(s, [`jam-guess-${k}`]);
+      assert.equal(r.status, 401, `failure ${k} is answered`);
+      if (k < LOYALTY) {
+        await sleep(600);
+        assert.equal(await inKernel(s.v4), false, `not banned after ${k} failures`);
+      } else assert.ok(await waitBanned(s.v4, 3000), `banned after failure ${k}, while jammed`);
+    }
+    // svcrack at full speed, jammed all along.
+    const c = jamScan[1];
+    const wordlist = join(runDir, 'wordlist-jam.txt');
+    writeFileSync(wordlist, `${wrong(300, 'jamcrack').join('\n')}\n`);
+    const svcrack = lab.spawn('svcrack-jam', 'ip', ['netns', 'exec', c.ns, 'svcrack', '-u', PHONE_AUTH.username, '-d', wordlist, '--maximumtime', '3', PBX4]);
+    assert.ok(await waitBanned(c.v4, 10_000), `svcrack banned while jammed: ${svcrack.lines.slice(-5).join(' | ')}`);
+    await Promise.race([svcrack.exited, sleep(1000)]);
+    await svcrack.stop('SIGTERM', 3000);
+    const ban = await waitLog((l) => l.msg === 'ban' && l.address === c.v4, 2000);
+    assert.equal(ban?.failures, LOYALTY, 'banned at its loyalty-th failure');
+    const failures = securityLog(c.v4, 'ChallengeResponseFailed');
+    timings.jammedSvcrackFailuresBeforeBan = failures;
+    assert.ok(failures >= LOYALTY && failures < 300, `Asterisk saw ${failures} of svcrack's guesses before the ban`);
+    assert.ok(jammer.running, 'the jammer ran all along');
+  } finally {
+    await jammer.stop('SIGTERM', 3000);
+  }
+  const after1 = await ampereStatus();
+  timings.jamMerged = after1.ami.merged - before.ami.merged;
+  assert.equal(after1.ami.reconnects, before.ami.reconnects, 'no AMI reconnect');
+  assert.equal(after1.ami.state, 'connected');
+  assert.equal(countMsg('ami disconnected'), disconnectsBefore, 'no "ami disconnected" line');
+  assert.equal(countMsg('ami connected'), connectsBefore);
+  await ampereCli(['allow', 'rm', jam.v4]);
 });
 
 e2e('SIGTERM: Ampere stops cleanly and leaves its bans in the kernel; on restart they are still there', async () => {

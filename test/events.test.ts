@@ -91,9 +91,28 @@ test('malformed security events are reported, not thrown; unknown events and fie
   assert.ok(!toSecurityEvent({}).ok);
 });
 
-test('AccountID is hostile text: control characters replaced, length cut', () => {
-  assert.equal(sanitizeAccount('a\r\nb\u0000c'), 'a??b?c');
+test('text from an event is hostile: control, format and separator characters stripped, length cut', () => {
+  assert.equal(sanitizeAccount('a\r\nb\u0000c'), 'abc');
   assert.equal(sanitizeAccount('x'.repeat(1000)).length, 255);
-  const r = toSecurityEvent({ event: 'InvalidAccountID', privilege: 'security,all', severity: 'Error', service: 'PJSIP', accountid: "'; DROP TABLE hosts; --\u001b[31m", remoteaddress: 'IPV4/UDP/192.0.2.9/5060' });
-  assert.ok(r.ok && r.event.account === "'; DROP TABLE hosts; --?[31m");
+  const base = { event: 'InvalidAccountID', privilege: 'security,all', severity: 'Error', remoteaddress: 'IPV4/UDP/192.0.2.9/5060' };
+  const r = toSecurityEvent({ ...base, service: 'PJ\u200bSIP\u2028', accountid: "'; DROP TABLE hosts; --\u001b[31m\u202egnp.exe\u2029", sessionid: 'a\u0085b\u00adc\u2066d' });
+  assert.ok(r.ok);
+  assert.equal(r.event.account, "'; DROP TABLE hosts; --[31mgnp.exe");
+  assert.equal(r.event.service, 'PJSIP');
+  assert.equal(r.event.sessionId, 'abcd');
+  const k = toSecurityEvent({ ...base, event: 'Evil\r\nKind\u202e', severity: 'Error' });
+  assert.ok(k.ok && k.event.kind === 'EvilKind');
+  const only = toSecurityEvent({ ...base, event: '\u200e\u0007' });
+  assert.ok(!only.ok && !only.ignored, 'a kind of unsafe characters only is refused');
+});
+
+test('event kinds are looked up in a Map: constructor, __proto__, toString are not known kinds', () => {
+  for (const kind of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf']) {
+    const r = toSecurityEvent({ event: kind, remoteaddress: 'IPV4/UDP/192.0.2.9/5060' });
+    assert.ok(!r.ok && r.ignored, `${kind} without the security privilege is not a security event`);
+    const s = toSecurityEvent({ event: kind, privilege: 'security,all', remoteaddress: 'IPV4/UDP/192.0.2.9/5060' });
+    assert.ok(!s.ok && !s.ignored, `${kind} has no known Severity of its own`);
+  }
+  const known = toSecurityEvent({ event: 'InvalidAccountID', remoteaddress: 'IPV4/UDP/192.0.2.9/5060' });
+  assert.ok(known.ok && known.event.severity === 'Error');
 });

@@ -15,8 +15,11 @@ declare module 'ami-io/lib/index.js' {
     disconnect(): void;
     send(action: object, cb: (err: unknown, res?: unknown) => void): void;
     splitMessages(data: string): void;
+    /** Pending actions by ActionID: the only responses handed back to ami-io. */
+    callbacks: Record<string, unknown>;
+    parseMessage(raw: string): void;
   }
   export function createClient(config: ClientConfig): Client;
-  export const Action: { Ping: new () => object };
+  export const Action: { Ping: new () => { ActionID: string | number } };
   export type { Client };
 }

@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { format } from 'node:util';
 // The lib entry, not the package main: the package's CLI branch calls process.exit under ESM loaders.
 import amiio from 'ami-io/lib/index.js';
 import type { Logger } from '../log';
+import { AmiReader, type AmiFields, type ReaderCounts } from './reader';
 
 export interface AmiOptions {
   host: string;
@@ -21,12 +23,19 @@ export interface AmiOptions {
 
 export type AmiState = 'idle' | 'connecting' | 'connected' | 'disconnected' | 'login-rejected' | 'stopped';
 
-/** Raw message fields, keys lower-cased; received = Date.now() when the bytes were parsed. */
-export type AmiMessage = Record<string, string>;
+/** Raw message fields, keys lower-cased, a null-prototype object; received = Date.now() when the bytes were parsed. */
+export type AmiMessage = AmiFields;
+
+/** Response headers passed back to ami-io, rebuilt one line each: nothing else of the stream reaches it. */
+const RESPONSE_KEYS: [string, string][] = [['response', 'Response'], ['actionid', 'ActionID'], ['message', 'Message'], ['ping', 'Ping'], ['timestamp', 'Timestamp']];
+const LINE_BREAKING = /[\p{Cc}\p{Cf}\u2028\u2029]/gu;
+const WARN_EVERY_MS = 10_000;
 
 /**
- * The only code that knows ami-io. A fresh client per connection (ami-io's leftover buffer and
- * its listeners do not survive a reconnect safely), our own reconnect loop with capped backoff
+ * The only code that knows ami-io. ami-io opens the socket, checks the banner, logs in and runs
+ * Ping; the stream after the banner goes to Ampere's own AmiReader (src/ami/reader.ts), which
+ * hands ami-io back only the responses to its own pending actions (docs/ami-input.md).
+ * A fresh client and reader per connection, our own reconnect loop with capped backoff
  * (ami-io's stops for good after a rejected login), TCP keepalive plus Action: Ping so a
  * half-open connection is noticed within pingInterval + pingTimeout.
  * Emits 'message' (fields, receivedAt) and 'state' (state, detail).
@@ -35,6 +44,10 @@ export class AmiConnection extends EventEmitter {
   state: AmiState = 'idle';
   since = Date.now();
   reconnects = 0;
+  /** Over all connections: messages read, skipped as unreadable, blocks merged, events left without RemoteAddress, forged successes dropped. */
+  readonly counts: ReaderCounts = { messages: 0, malformed: 0, merged: 0, incomplete: 0, distrusted: 0 };
+  private reader: AmiReader | null = null;
+  private incompleteLogged = { at: 0, since: 0 };
   private client: amiio.Client | null = null;
   private attempt = 0;
   private lastData = 0; // Date.now() of the last bytes received on the current connection
@@ -67,14 +80,10 @@ export class AmiConnection extends EventEmitter {
     this.client = client;
     let settled = false;
     const current = () => this.client === client;
-    // A throw inside ami-io's data handler must never reach the process: drop the connection instead.
-    const split = client.splitMessages.bind(client);
-    client.splitMessages = (data: string) => {
-      try { split(data); } catch (err) {
-        this.log.warn({ err: String(err) }, 'ami stream unreadable, reconnecting');
-        if (current()) this.lost('unreadable stream');
-      }
-    };
+    // ami-io reads the banner itself; every later chunk goes to our reader instead of its parser.
+    const reader = this.newReader(client);
+    this.reader = reader;
+    client.splitMessages = (data: string) => { if (current()) reader.push(data); };
     client.on('socketConnected', () => {
       client.tailInput = '';
       this.lastData = Date.now();
@@ -101,7 +110,6 @@ export class AmiConnection extends EventEmitter {
       settled = true;
       this.lost(`${this.o.host}:${this.o.port} is not an Asterisk manager (no AMI banner)`);
     });
-    client.on('event', (msg: AmiMessage) => this.emit('message', msg, Date.now()));
     client.on('socketError', (err: NodeJS.ErrnoException) => this.log.debug({ code: err.code }, 'ami socket error'));
     client.on('error', (err: unknown) => { if (current()) this.lost(`ami error: ${String(err)}`); });
     client.on('disconnected', () => { if (current()) this.lost('connection closed'); });
@@ -144,7 +152,10 @@ export class AmiConnection extends EventEmitter {
         });
       };
       arm(this.o.pingTimeoutMs);
-      client.send(new amiio.Action.Ping(), (err) => {
+      // An unguessable ActionID: a Response forged inside an event cannot answer (or fail) it.
+      const ping = new amiio.Action.Ping();
+      ping.ActionID = `ampere-${randomBytes(12).toString('hex')}`;
+      client.send(ping, (err) => {
         answered = true;
         clearTimeout(deadline);
         this.timers.delete(deadline);
@@ -155,7 +166,36 @@ export class AmiConnection extends EventEmitter {
     });
   }
 
+  private newReader(client: amiio.Client): AmiReader {
+    return new AmiReader({
+      event: (fields) => {
+        try { this.emit('message', fields, Date.now()); } catch (err) { this.log.error({ err: String(err) }, 'ami event handler failed'); }
+      },
+      response: (fields) => {
+        const id = fields.actionid;
+        if (id === undefined || !Object.hasOwn(client.callbacks, id)) return;
+        const raw = RESPONSE_KEYS.filter(([k]) => fields[k] !== undefined).map(([k, name]) => `${name}: ${fields[k].replace(LINE_BREAKING, '')}`).join('\r\n');
+        try { client.parseMessage(raw); } catch (err) { this.log.warn({ err: String(err) }, 'ami response not handled'); }
+      },
+      malformed: (reason) => this.log.debug({ reason }, 'unreadable AMI message skipped'),
+      incomplete: (fields) => this.warnIncomplete(fields),
+    }, this.counts);
+  }
+
+  /** Security events that end without RemoteAddress: one warning per WARN_EVERY_MS, with how many. */
+  private warnIncomplete(fields: AmiFields): void {
+    const now = Date.now();
+    const w = this.incompleteLogged;
+    w.since++;
+    if (now - w.at < WARN_EVERY_MS) return;
+    this.log.warn({ count: w.since, kind: String(fields.event ?? '').replace(LINE_BREAKING, '').slice(0, 40) }, 'ami security events without RemoteAddress (split by injected blank lines?)');
+    w.at = now;
+    w.since = 0;
+  }
+
   private drop(): void {
+    this.reader?.close();
+    this.reader = null;
     const client = this.client;
     this.client = null;
     if (!client) return;

@@ -42,7 +42,7 @@ export async function statusCommand(args: string[]): Promise<number> {
   const kinds = [...new Set([...Object.keys(s.events.byKind), ...Object.keys(s.events.lastMinute.byKind)])].sort();
   process.stdout.write(kv([
     ['daemon', `running, pid ${s.pid}, version ${s.version}, up ${formatSpan(s.uptimeMs)} (since ${formatTime(s.startedAt)})`],
-    ['ami', `${s.ami.state} since ${formatTime(s.ami.since)} (${ago(s.ami.since, now)}), ${s.ami.host}:${s.ami.port}, ${s.ami.reconnects} reconnects`],
+    ['ami', `${s.ami.state} since ${formatTime(s.ami.since)} (${ago(s.ami.since, now)}), ${s.ami.host}:${s.ami.port}, ${s.ami.reconnects} reconnects, ${s.ami.malformed ?? 0} unreadable messages skipped, ${s.ami.merged ?? 0} split-event blocks merged, ${s.ami.distrusted ?? 0} forged successes dropped`],
     ['tracked hosts', String(s.trackedHosts)],
     ['memory', s.memory ? `${mb(s.memory.rss)} MB resident, heap ${mb(s.memory.heapUsed)} of ${mb(s.memory.heapTotal)} MB` : '-'],
     ['active bans', `${s.bans.active.total} (IPv4 ${s.bans.active.v4}, IPv6 ${s.bans.active.v6}); since start ${s.bans.made} made, ${s.bans.lifted} lifted`],

@@ -23,6 +23,7 @@ export const KNOWN_SEVERITY: Record<string, 'Error' | 'Informational'> = {
 const SECURITY_PRIVILEGE = /(^|,)security(,|$)/;
 const TRANSPORTS = new Set(['UDP', 'TCP', 'TLS', 'WS', 'WSS', 'SCTP']);
 const MAX_ACCOUNT = 255;
+const MAX_KIND = 64;
 
 /** A dotted quad exactly as canonicalIp() would print it: no leading zeros, each part 0-255. */
 const CANONICAL_V4 = /^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -37,8 +38,9 @@ const PORT = /^\d{1,5}$/;
  */
 const own = (s: string) => (s.length < 13 ? s : (' ' + s).slice(1));
 
-/** Known event names as the module's own strings (no copy needed). */
+/** Known event names as the module's own strings (no copy needed); a Map, so `constructor` is not a kind. */
 const KINDS = new Map(Object.keys(KNOWN_SEVERITY).map((k) => [k, k]));
+const SEVERITY = new Map(Object.entries(KNOWN_SEVERITY));
 
 /** Upper case without a new string when it already is (Asterisk always sends IPV4, UDP, ...). */
 const upper = (s: string, a: string, b: string) => (s === a || s === b ? s : s.toUpperCase());
@@ -71,16 +73,20 @@ export function parseRemoteAddress(text: string): { address: string; family: Fam
   return { address: ip.address, family: ip.family, transport, port };
 }
 
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f]/;
-// eslint-disable-next-line no-control-regex
-const CONTROL_ALL = /[\u0000-\u001f\u007f]/g;
+/** Control, format (bidi overrides, zero-width) and line/paragraph separators: never in a log, a row or a terminal. */
+const UNSAFE = /[\p{Cc}\p{Cf}\u2028\u2029]/u;
+const UNSAFE_ALL = /[\p{Cc}\p{Cf}\u2028\u2029]/gu;
 
-/** AccountID is the attacker's own text: drop control characters and cut it short. */
-export function sanitizeAccount(text: string | undefined): string {
+/** Text from an event with every UNSAFE character removed, cut to max characters. */
+export function cleanText(text: string | undefined, max: number): string {
   if (!text) return '';
-  const clean = CONTROL.test(text) ? text.replace(CONTROL_ALL, '?') : text;
-  return clean.length > MAX_ACCOUNT ? clean.slice(0, MAX_ACCOUNT) : clean;
+  const clean = UNSAFE.test(text) ? text.replace(UNSAFE_ALL, '') : text;
+  return clean.length > max ? clean.slice(0, max) : clean;
+}
+
+/** AccountID is the attacker's own text: drop unsafe characters and cut it short. */
+export function sanitizeAccount(text: string | undefined): string {
+  return cleanText(text, MAX_ACCOUNT);
 }
 
 /**
@@ -90,26 +96,28 @@ export function sanitizeAccount(text: string | undefined): string {
 export function toSecurityEvent(fields: Record<string, string | undefined>): ParseResult {
   const kind = fields.event;
   if (!kind) return { ok: false, ignored: true, reason: 'no Event header' };
+  const name = KINDS.get(kind) ?? cleanText(kind, MAX_KIND);
   const privilege = fields.privilege ?? '';
-  const known = KNOWN_SEVERITY[kind];
-  if (!known && !SECURITY_PRIVILEGE.test(privilege)) return { ok: false, ignored: true, reason: `not a security event: ${kind.slice(0, 40)}` };
+  const known = SEVERITY.get(kind);
+  if (!known && !SECURITY_PRIVILEGE.test(privilege)) return { ok: false, ignored: true, reason: `not a security event: ${name.slice(0, 40)}` };
   const severity = fields.severity === 'Error' ? 'Error' : fields.severity === 'Informational' ? 'Informational' : known;
-  if (!severity) return { ok: false, ignored: false, reason: `security event ${kind.slice(0, 40)} without a known Severity` };
+  if (!name) return { ok: false, ignored: false, reason: 'security event whose Event header is only unsafe characters' };
+  if (!severity) return { ok: false, ignored: false, reason: `security event ${name.slice(0, 40)} without a known Severity` };
   const remote = fields.remoteaddress;
-  if (!remote) return { ok: false, ignored: false, reason: `${kind} without RemoteAddress` };
+  if (!remote) return { ok: false, ignored: false, reason: `${name.slice(0, 40)} without RemoteAddress` };
   const addr = parseRemoteAddress(remote);
-  if (!addr) return { ok: false, ignored: false, reason: `${kind} with unreadable RemoteAddress ${JSON.stringify(remote.slice(0, 80))}` };
+  if (!addr) return { ok: false, ignored: false, reason: `${name.slice(0, 40)} with unreadable RemoteAddress ${JSON.stringify(remote.slice(0, 80))}` };
   // Every string kept is its own copy (see own()): events wait in the history batch.
   const event: SecurityEvent = {
-    kind: KINDS.get(kind) ?? own(kind),
+    kind: KINDS.has(name) ? name : own(name),
     severity,
-    service: own((fields.service ?? '').slice(0, 16)),
+    service: own(cleanText(fields.service, 16)),
     address: addr.address,
     family: addr.family,
     transport: addr.transport,
     port: addr.port,
     account: own(sanitizeAccount(fields.accountid)),
-    sessionId: own((fields.sessionid ?? '').slice(0, 128)),
+    sessionId: own(cleanText(fields.sessionid, 128)),
   };
   return { ok: true, event };
 }

@@ -1,10 +1,10 @@
 /**
- * A minimal reader for raw AMI bytes: used by tests, fixtures replay and benchmarks, never by
- * the daemon's connection (that is ami-io's job, behind src/ami/). Keys are lower-cased as
- * ami-io does, so both paths feed toSecurityEvent() the same shape.
+ * A minimal reader for raw AMI bytes of trusted origin: used by tests, fixtures replay and
+ * benchmarks, never by the daemon (that is src/ami/reader.ts, built for hostile bytes). Keys
+ * are lower-cased as there, so both feed toSecurityEvent() the same shape.
  */
 export function parseAmiBlock(block: string): Record<string, string> {
-  const fields: Record<string, string> = {};
+  const fields = Object.create(null) as Record<string, string>;
   for (const line of block.split('\r\n')) {
     const colon = line.indexOf(':');
     if (colon <= 0) continue;

@@ -9,6 +9,9 @@ export interface MetricsSources {
   trackedHosts(): number;
   amiConnected(): boolean;
   amiReconnects(): number;
+  amiMalformed(): number;
+  amiMerged(): number;
+  amiDistrusted(): number;
   firewallInSync(): boolean;
 }
 
@@ -56,6 +59,9 @@ export class Metrics {
       name: 'ampere_ami_reconnects_total', help: 'Reconnection attempts to AMI.', registers,
       collect() { const n = src.amiReconnects(); if (n > lastReconnects) { this.inc(n - lastReconnects); lastReconnects = n; } },
     });
+    monotonic('ampere_ami_malformed_total', 'AMI messages skipped because they could not be read (the session goes on).', src.amiMalformed, registers);
+    monotonic('ampere_ami_distrusted_total', 'AMI SuccessfulAuth events dropped as forged inside another event (no UsingPassword after RemoteAddress).', src.amiDistrusted, registers);
+    monotonic('ampere_ami_merged_total', 'AMI blocks merged back into a security event that injected blank lines had cut.', src.amiMerged, registers);
     new Gauge({ name: 'ampere_firewall_in_sync', help: '1 when every kernel command since the last full load succeeded.', registers, collect() { this.set(src.firewallInSync() ? 1 : 0); } });
     this.firewallFailures = new Counter({ name: 'ampere_firewall_command_failures_total', help: 'Failed firewall commands (batches), by operation.', labelNames: ['op'], registers });
     this.reaction = new Histogram({
@@ -77,6 +83,12 @@ export class Metrics {
 
   render(): Promise<string> { return this.registry.metrics(); }
   get contentType(): string { return this.registry.contentType; }
+}
+
+/** A counter that follows a running total read when scraped. */
+function monotonic(name: string, help: string, read: () => number, registers: Registry[]): void {
+  let last = 0;
+  new Counter({ name, help, registers, collect() { const n = read(); if (n > last) { this.inc(n - last); last = n; } } });
 }
 
 /** "127.0.0.1:9327", "[::1]:9327", "localhost:9327" -> host and port. */

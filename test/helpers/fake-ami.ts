@@ -109,7 +109,9 @@ export function amiEvent(kind: string, address: string, extra: Record<string, st
   const fields: Record<string, string> = {
     Event: kind, Privilege: 'security,all', EventTV: new Date().toISOString(), Severity: severity, Service: 'PJSIP',
     EventVersion: '1', AccountID: '100', SessionID: '1', LocalAddress: `${fam}/UDP/192.0.2.1/5060`,
-    RemoteAddress: `${fam}/UDP/${address}/5060`, ...extra,
+    RemoteAddress: `${fam}/UDP/${address}/5060`,
+    // Asterisk's SuccessfulAuth ends with UsingPassword, after RemoteAddress (src/ami/reader.ts relies on it).
+    ...(kind === 'SuccessfulAuth' ? { UsingPassword: '1' } : {}), ...extra,
   };
   return Object.entries(fields).map(([k, v]) => `${k}: ${v}\r\n`).join('') + '\r\n';
 }
