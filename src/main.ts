@@ -11,6 +11,7 @@ import { claimSocket, ControlServer } from './control/server';
 import type { AllowView } from './control/views';
 import { Decisions } from './decisions';
 import { toSecurityEvent, type SecurityEvent } from './events';
+import { takeDaemonLocks } from './lock';
 import { chooseIpv6, createFirewall, FirewallQueue } from './firewall';
 import type { Logger } from './log';
 import type { Metrics } from './metrics';
@@ -94,9 +95,10 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const t0 = performance.now();
   for (const w of loaded.warnings) log.warn(w);
 
-  // Before anything touches the kernel: a second daemon on the same database must not start.
+  // Before anything else, held for life: one daemon per database and per chain.
+  const locks = await takeDaemonLocks(cfg.db, cfg.backend === 'dry-run' ? null : cfg.chain);
   const socketPath = controlSocketPath(cfg.db);
-  await claimSocket(socketPath);
+  try { await claimSocket(socketPath); } catch (err) { await locks.release(); throw err; }
 
   const store = new Store(cfg.db, cfg.history);
   const allow = new AllowList(cfg.allow);
@@ -273,22 +275,6 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     }
   }
 
-  ami.start();
-  const controlLog = log.child({ module: 'control' });
-  try {
-    control = await ControlServer.listen(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, fixedAllow, status, health }), controlLog);
-  } catch (err) {
-    // Protection goes on without it; only the `ampere` commands that steer the daemon are unavailable.
-    log.error({ err: (err as Error).message, socket: socketPath }, 'control socket not opened: ampere commands cannot reach this daemon');
-  }
-  backups.start();
-  writeStatus();
-  log.info({
-    config: describeConfig(cfg), configFile: loaded.file, sources: loaded.sources, backend: backend.name, chain: cfg.chain,
-    bansRestored: restored, bansLiftedAllowed: lifted, restoreMs, startMs: Math.round(performance.now() - t0),
-    socket: control ? socketPath : null, metrics: metricsServer ? cfg.metrics : null, backupDir: backups.state.dir,
-  }, 'ampere started');
-
   let stopping: Promise<void> | null = null;
   const stop = () => (stopping ??= (async () => {
     ami.stop();
@@ -303,8 +289,26 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     await backend.shutdown();
     writeStatus();
     store.close();
+    await locks.release();
     log.info({ bansInKernel: decisions.activeCount }, 'ampere stopped; bans stay in the kernel');
   })());
+
+  const controlLog = log.child({ module: 'control' });
+  try {
+    control = await ControlServer.listen(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, fixedAllow, status, health }), controlLog);
+  } catch (err) {
+    // Fatal: a daemon no command can reach (or a second one beside it) must not run.
+    await stop();
+    throw new Error(`control socket ${socketPath} not opened: ${(err as Error).message}`);
+  }
+  ami.start();
+  backups.start();
+  writeStatus();
+  log.info({
+    config: describeConfig(cfg), configFile: loaded.file, sources: loaded.sources, backend: backend.name, chain: cfg.chain,
+    bansRestored: restored, bansLiftedAllowed: lifted, restoreMs, startMs: Math.round(performance.now() - t0),
+    socket: control ? socketPath : null, metrics: metricsServer ? cfg.metrics : null, backupDir: backups.state.dir,
+  }, 'ampere started');
 
   return {
     store, decisions, penalties, allow, ami, firewall, stats, backups,
