@@ -24,7 +24,8 @@ export type ControlHandler = (req: ControlRequest) => Promise<{ status?: number;
 
 /** Longest path a Unix socket may have on Linux (sun_path is 108 bytes with the NUL). */
 const MAX_SOCKET_PATH = 107;
-const MAX_BODY = 64 * 1024 * 1024; // an import of a large legacy database
+/** The largest request body: a legacy import's chunk is far below it (the CLI splits larger imports). */
+export const MAX_BODY = 4 * 1024 * 1024;
 
 /**
  * Before the daemon touches the kernel: is another daemon already answering on this socket
@@ -94,6 +95,7 @@ async function serve(req: IncomingMessage, res: ServerResponse, handler: Control
     const url = new URL(req.url ?? '/', 'http://ampere');
     const chunks: Buffer[] = [];
     let size = 0;
+    if (Number(req.headers['content-length']) > MAX_BODY) throw new HttpError(413, `request body larger than ${MAX_BODY} bytes`);
     for await (const c of req) {
       size += (c as Buffer).length;
       if (size > MAX_BODY) throw new HttpError(413, `request body larger than ${MAX_BODY} bytes`);
@@ -107,7 +109,11 @@ async function serve(req: IncomingMessage, res: ServerResponse, handler: Control
     const out = await handler({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, body });
     send(out.status ?? 200, out.body);
   } catch (err) {
-    if (err instanceof HttpError) return send(err.status, { error: err.message });
+    if (err instanceof HttpError) {
+      // The rest of an oversized body is never read: the connection ends with the answer.
+      if (err.status === 413) res.shouldKeepAlive = false;
+      return send(err.status, { error: err.message });
+    }
     log.error({ err: err instanceof Error ? err.stack : String(err), method: req.method, url: req.url }, 'control request failed');
     send(500, { error: err instanceof Error ? err.message : String(err) });
   }

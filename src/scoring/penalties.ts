@@ -20,7 +20,8 @@ export interface ScoringOptions {
 }
 
 export type Verdict =
-  | { action: 'none' }
+  /** first: the first failure of a host not tracked (a spoofed flood is mostly these). */
+  | { action: 'none'; first?: true }
   | { action: 'exempt' }
   | { action: 'cleared'; failures: number }
   | { action: 'ban'; failures: number; challenges: number; event: SecurityEvent };
@@ -53,6 +54,7 @@ function appended(times: number[], t: number): number[] {
 type HostState = number | Entry;
 
 const NONE: Verdict = { action: 'none' };
+const FIRST: Verdict = { action: 'none', first: true };
 const EXEMPT: Verdict = { action: 'exempt' };
 
 /**
@@ -90,7 +92,7 @@ export class PenaltyTable {
       // A new host's first failure: its time is all there is to keep (unless it already bans).
       if (isFailure && this.opts.loyalty > 1) {
         this.hosts.set(address, now);
-        return NONE;
+        return FIRST;
       }
       entry = { fails: EMPTY, challenges: EMPTY, last: now, cleared: 0 };
     }

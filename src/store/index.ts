@@ -11,6 +11,7 @@ import type { events, hosts } from './schema';
 
 export { openDatabase, openSqlite, pendingMigrations, MIGRATIONS, type Db } from './open';
 export { Checkpointer, type CheckpointerOptions, type CheckpointerStats } from './checkpointer';
+export { Pruner, type PruneLimits, type PruneReport, type PrunerOptions } from './prune';
 
 /** A hosts row, as host() returns it (banned a boolean, as schema.ts's mode: 'boolean'). */
 export type HostRow = typeof hosts.$inferSelect;
@@ -414,6 +415,34 @@ export class Store {
       `SELECT ${BAN_FIELDS}, coalesce(hosts.ban_count, 0) AS banCount FROM bans ${opts.address !== undefined ? 'INDEXED BY bans_address ' : ''}LEFT JOIN hosts ON hosts.address = bans.address
        ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY bans.started_at DESC, bans.id DESC`,
     ).all(...params) as BanRow[];
+  }
+
+  /**
+   * One page of a listing, newest first (by id, the order bans were made): at most `limit`
+   * rows with ids below `before`. Without an address, one call reads at most `scan` ids, so a
+   * page may come back short with a `next` to go on from: no call walks the whole history.
+   * `next` is null at the end.
+   */
+  listBansPage(now: number, opts: { all?: boolean; address?: string; before?: number; limit: number; scan?: number }): { rows: BanRow[]; next: number | null } {
+    const active = opts.all ? '' : ` AND ${ACTIVE}`;
+    const cols = `SELECT ${BAN_FIELDS}, coalesce(hosts.ban_count, 0) AS banCount FROM bans`;
+    const join = 'LEFT JOIN hosts ON hosts.address = bans.address';
+    const hi = opts.before ?? Number.MAX_SAFE_INTEGER;
+    const params = (...p: (string | number)[]) => (opts.all ? p : [...p, now]);
+    if (opts.address !== undefined) {
+      const rows = this.sql(`${cols} INDEXED BY bans_address ${join} WHERE bans.address = ? AND bans.id < ?${active} ORDER BY bans.id DESC LIMIT ?`)
+        .all(...params(opts.address, hi), opts.limit) as BanRow[];
+      return { rows, next: rows.length === opts.limit ? rows[rows.length - 1].id : null };
+    }
+    const [minId, maxId] = this.sql(`SELECT min(id), max(id) FROM bans`).raw().get() as [number | null, number | null];
+    if (minId === null || maxId === null) return { rows: [], next: null };
+    const top = Math.min(hi, maxId + 1);
+    const lo = Math.max(minId, top - (opts.scan ?? 50_000));
+    // NOT INDEXED: the rowid range, never an index walk and a sort of everything active.
+    const rows = this.sql(`${cols} NOT INDEXED ${join} WHERE bans.id < ? AND bans.id >= ?${active} ORDER BY bans.id DESC LIMIT ?`)
+      .all(...params(top, lo), opts.limit) as BanRow[];
+    const next = rows.length === opts.limit ? rows[rows.length - 1].id : lo > minId ? lo : null;
+    return { rows, next };
   }
 
   /** End every active ban at once (operator `unban --all`); returns the bans lifted. */
