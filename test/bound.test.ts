@@ -11,6 +11,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { loadConfig } from '../src/config';
 import { controlRequest } from '../src/control/client';
+import { listBanPage, listBanPageJson, listBanViews } from '../src/control/views';
 import { encodeLegacyAddr } from '../src/legacy';
 import { createLogger } from '../src/log';
 import { startDaemon } from '../src/main';
@@ -120,6 +121,62 @@ test('the row cap keeps the newest hosts and never drops a banned one; ban histo
   } finally {
     s.close();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('listing pages: SQLite\'s JSON equals the views made in JS, and pages of any size chain into the whole listing', () => {
+  const s = new Store(':memory:');
+  try {
+    const now = 1_800_000_000_000;
+    const shapes = [
+      { source: 'auto' as const, reasonKind: 'ChallengeResponseFailed', reasonService: 'PJSIP', reasonAccount: '100', failures: 3 },
+      { source: 'auto' as const, reasonKind: 'InvalidAccountID', reasonService: '', reasonAccount: '', failures: 1 },
+      { source: 'auto' as const, reasonKind: 'ChallengeSent', reasonService: 'SIP', reasonAccount: 'a"b\\c\u0007', failures: 0 },
+      { source: 'manual' as const, reasonKind: 'seen in the CDRs', reasonService: '', reasonAccount: '', failures: 0 },
+      { source: 'legacy' as const, reasonKind: 'legacy', reasonService: '', reasonAccount: 'acct 7', failures: 0 },
+    ];
+    for (let i = 0; i < 40; i++) {
+      const address = i % 7 === 0 ? `2001:db8::${i}` : `192.0.2.${i % 13}`;
+      s.recordBan({ address, family: address.includes(':') ? 6 : 4, now: now - 100_000 + i, until: i % 5 === 0 ? null : now - 50_000 + i * 3000, ...shapes[i % shapes.length] });
+    }
+    s.liftBan('192.0.2.3', now, 'unban');
+    s.expireBans(now);
+    for (const all of [false, true]) {
+      for (const match of [undefined, '192.0.2.5', '2001:db8::/32', '192.0.2.0/28']) {
+        const whole = listBanViews(s, now, { all, match });
+        assert.ok(whole.length > 0 || (!all && match === '192.0.2.5'));
+        for (const limit of [1, 3, 1000]) {
+          const viaJson: unknown[] = [];
+          const viaJs: unknown[] = [];
+          for (let before: number | undefined, n = 0; n < 1000; n++) {
+            const page = JSON.parse(listBanPageJson(s, now, { all, match, limit, before })) as { bans: unknown[]; next: number | null };
+            viaJson.push(...page.bans);
+            if (page.next === null) break;
+            before = page.next;
+          }
+          for (let before: number | undefined, n = 0; n < 1000; n++) {
+            const page = listBanPage(s, now, { all, match, limit, before });
+            viaJs.push(...page.bans);
+            if (page.next === null) break;
+            before = page.next;
+          }
+          assert.deepEqual(viaJson, whole, `json, all ${all}, match ${match}, limit ${limit}`);
+          assert.deepEqual(viaJs, whole, `js, all ${all}, match ${match}, limit ${limit}`);
+        }
+      }
+    }
+    // A window smaller than the history: short pages, the same listing.
+    const small: unknown[] = [];
+    for (let before: number | undefined; ;) {
+      const page = s.listBansPage(now, { all: true, limit: 5, before, scan: 4 });
+      assert.ok(page.rows.length <= 4);
+      small.push(...page.rows.map((r) => r.id));
+      if (page.next === null) break;
+      before = page.next;
+    }
+    assert.deepEqual(small, s.listBans(now, { all: true }).map((r) => r.id));
+  } finally {
+    s.close();
   }
 });
 

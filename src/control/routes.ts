@@ -9,8 +9,8 @@ import { cidrContains, parseCidr, type AllowList, type Cidr } from '../net/cidr'
 import { canonicalIp, type Family } from '../net/ip';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
-import { HttpError, type ControlHandler, type ControlRequest } from './server';
-import { historyView, listBanPage, MAX_PAGE, type AllowView } from './views';
+import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
+import { historyView, listBanPageJson, MAX_PAGE, type AllowView } from './views';
 
 /** The running daemon's parts the control API steers. */
 export interface ControlDeps {
@@ -70,7 +70,7 @@ function pageNumber(value: string | null, name: string, max: number): number | u
 export function controlRoutes(d: ControlDeps): ControlHandler {
   const exemptBy = (address: string, family: Family) => d.allow.matches(address, family)?.text;
 
-  const routes: Record<string, (r: ControlRequest) => Promise<{ status?: number; body: unknown }> | { status?: number; body: unknown }> = {
+  const routes: Record<string, (r: ControlRequest) => Promise<ControlAnswer> | ControlAnswer> = {
     'GET /status': () => ({ body: d.status() }),
 
     'GET /healthz': () => {
@@ -83,7 +83,7 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       const limit = pageNumber(r.query.get('limit'), 'limit', MAX_PAGE);
       const before = pageNumber(r.query.get('before'), 'before', Number.MAX_SAFE_INTEGER);
       try {
-        return { body: listBanPage(d.store, Date.now(), { all: r.query.get('all') === '1', match: r.query.get('match') ?? undefined, limit, before }) };
+        return { body: null, json: listBanPageJson(d.store, Date.now(), { all: r.query.get('all') === '1', match: r.query.get('match') ?? undefined, limit, before }) };
       } catch (err) {
         throw new HttpError(400, (err as Error).message);
       }

@@ -20,7 +20,10 @@ export interface ControlRequest {
   body: Record<string, unknown>;
 }
 
-export type ControlHandler = (req: ControlRequest) => Promise<{ status?: number; body: unknown }>;
+/** An answer: body as JSON, or json, its text already made (a listing page rendered by SQLite). */
+export interface ControlAnswer { status?: number; body: unknown; json?: string }
+
+export type ControlHandler = (req: ControlRequest) => Promise<ControlAnswer>;
 
 /** Longest path a Unix socket may have on Linux (sun_path is 108 bytes with the NUL). */
 const MAX_SOCKET_PATH = 107;
@@ -86,9 +89,9 @@ export class ControlServer {
 }
 
 async function serve(req: IncomingMessage, res: ServerResponse, handler: ControlHandler, log: Logger): Promise<void> {
-  const send = (status: number, body: unknown) => {
+  const send = (status: number, body: unknown, json?: string) => {
     if (res.headersSent) return;
-    const text = JSON.stringify(body) + '\n';
+    const text = (json ?? JSON.stringify(body)) + '\n';
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
   };
   try {
@@ -107,7 +110,7 @@ async function serve(req: IncomingMessage, res: ServerResponse, handler: Control
       if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'request body must be a JSON object');
     }
     const out = await handler({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, body });
-    send(out.status ?? 200, out.body);
+    send(out.status ?? 200, out.body, out.json);
   } catch (err) {
     if (err instanceof HttpError) {
       // The rest of an oversized body is never read: the connection ends with the answer.

@@ -85,7 +85,7 @@ export function listBanViews(store: Store, now: number, opts: { all?: boolean; m
 
 /** Rows a listing page holds at most, and the default. */
 export const MAX_PAGE = 5000;
-export const DEFAULT_PAGE = 1000;
+export const DEFAULT_PAGE = 2000;
 
 /**
  * One page of listBanViews (newest first), for the daemon and the offline reader alike: a
@@ -104,6 +104,19 @@ export function listBanPage(store: Store, now: number, opts: { all?: boolean; ma
   const { rows, next } = store.listBansPage(now, { all: opts.all, address, before: opts.before, limit });
   const out = match && address === undefined ? rows.filter((r) => cidrContains(match!, r.address, r.family as Family)) : rows;
   return { bans: out.map((r) => banView(r, now)), next };
+}
+
+/**
+ * listBanPage as the JSON text of its answer ({"bans": [...], "next": ...}): made by SQLite for
+ * one address or none; a network filter goes through listBanPage (the match is made in JS).
+ */
+export function listBanPageJson(store: Store, now: number, opts: { all?: boolean; match?: string; before?: number; limit?: number }): string {
+  const match = opts.match ? parseMatch(opts.match) : null;
+  if (opts.match && !match) throw new Error(`not an IP address or CIDR: ${JSON.stringify(opts.match)}`);
+  if (match && match.bits !== (match.family === 4 ? 32 : 128)) return JSON.stringify(listBanPage(store, now, opts));
+  const limit = Math.min(MAX_PAGE, Math.max(1, opts.limit ?? DEFAULT_PAGE));
+  const { json, next } = store.listBansPageJson(now, { all: opts.all, address: match?.text, before: opts.before, limit });
+  return `{"bans":${json},"next":${next}}`;
 }
 
 export function historyView(store: Store, text: string, now: number, limit = 1000): HistoryView {
