@@ -242,7 +242,7 @@ test('`bans --all` over 1M ban rows (100k active): the daemon pages within its h
 
 test('a 100k-row legacy import through a running daemon, and a 57 MB request: the daemon stays up within its heap', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ampt-import-'));
-  const env = { AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s', AMPERE_LOG_LEVEL: 'warn' };
+  const env = { AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s' };
   const legacy = join(dir, 'old.db');
   const l = new Database(legacy);
   l.exec('CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT)');
