@@ -37,20 +37,25 @@ const MAX_BATCH = 8192;
 /**
  * The database's housekeeping, in small steps that yield: every statement deletes one batch
  * (its size adapted so that a step takes about targetStepMs), so no prune holds the event
- * loop, whatever is to be deleted. One run at a time; a run asked for during one joins it.
+ * loop, whatever is to be deleted. One run at a time; a run asked for during one follows it.
  */
 export class Pruner {
-  private readonly batch = { aged: 256, capped: 256, bans: 256, bannedHosts: 256 };
+  private readonly batch = { aged: 128, capped: 128, bans: 128, bannedHosts: 128 };
   private running: Promise<PruneReport> | null = null;
+  private queued: Promise<PruneReport> | null = null;
   private stopped = false;
+  private lastStepMs = 0;
   private readonly stmt: Record<'aged' | 'capped' | 'count' | 'bans' | 'candidates' | 'dropHost', Statement>;
   private readonly target: number;
   private readonly pause: () => Promise<void>;
   private readonly tx: <T>(fn: () => T) => T;
 
   constructor(sqlite: Database.Database, private readonly limits: PruneLimits, private readonly opts: PrunerOptions = {}) {
-    this.target = opts.targetStepMs ?? 15;
-    this.pause = opts.pause ?? (() => new Promise<void>((r) => setImmediate(r)));
+    this.target = opts.targetStepMs ?? 10;
+    // As long as the last step took: half of the time is the daemon's, and the WAL checkpointer
+    // can start the log over between two steps (back to back, the log grew past its bound and
+    // the daemon's thread had to checkpoint it).
+    this.pause = opts.pause ?? (() => new Promise<void>((r) => setTimeout(r, Math.max(1, Math.round(this.lastStepMs)))));
     this.tx = <T>(fn: () => T): T => sqlite.transaction(fn)();
     const unbanned = `SELECT address FROM hosts INDEXED BY hosts_unbanned_seen WHERE ban_count = 0`;
     this.stmt = {
@@ -69,12 +74,15 @@ export class Pruner {
   /** Run every rule until nothing is left to delete. */
   run(now: number): Promise<PruneReport> {
     if (this.stopped) return Promise.resolve({ aged: 0, capped: 0, bans: 0, bannedHosts: 0, steps: 0, maxStepMs: 0 });
-    return (this.running ??= this.runAll(now).finally(() => { this.running = null; }));
+    // Asked during a run: one more run after it (what was written meanwhile is pruned too).
+    if (this.running) return (this.queued ??= this.running.catch(() => {}).then(() => { this.queued = null; return this.run(now); }));
+    return (this.running = this.runAll(now).finally(() => { this.running = null; }));
   }
 
   /** No step after this; resolves once a run in progress has ended (before the connection closes). */
   async stop(): Promise<void> {
     this.stopped = true;
+    await this.queued?.catch(() => {});
     await this.running?.catch(() => {});
   }
 
@@ -85,18 +93,23 @@ export class Pruner {
       const t0 = performance.now();
       const n = fn(this.batch[kind]);
       const ms = performance.now() - t0;
+      this.lastStepMs = ms;
       r.steps++;
       r.maxStepMs = Math.max(r.maxStepMs, ms);
-      // Halve when a step took too long, double when it took under half the target.
+      // Halve when a step took too long; grow slowly (a quarter) when it took under half the target.
       if (ms > this.target) this.batch[kind] = Math.max(MIN_BATCH, this.batch[kind] >> 1);
-      else if (ms < this.target / 2) this.batch[kind] = Math.min(MAX_BATCH, this.batch[kind] << 1);
+      else if (ms < this.target / 2) this.batch[kind] = Math.min(MAX_BATCH, Math.ceil(this.batch[kind] * 1.25));
       if (n > 0) this.opts.onCommit?.();
       await this.pause();
       return n;
     };
     const agedBefore = now - this.limits.hostMaxAgeMs;
     for (let n = 1; n > 0;) r.aged += n = await step('aged', (limit) => this.stmt.aged.run(agedBefore, limit).changes);
-    for (let excess = (this.stmt.count.get() as number) - this.limits.maxHostRows; excess > 0;) {
+    const t0 = performance.now();
+    const unbanned = this.stmt.count.get() as number;
+    r.maxStepMs = Math.max(r.maxStepMs, performance.now() - t0);
+    await this.pause();
+    for (let excess = unbanned - this.limits.maxHostRows; excess > 0;) {
       const n = await step('capped', (limit) => this.stmt.capped.run(Math.min(limit, excess)).changes);
       if (n === 0) break;
       r.capped += n;
