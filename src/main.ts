@@ -43,7 +43,7 @@ export interface Daemon {
   readonly pruner: Pruner;
   /** Null when AMPERE_METRICS is empty. */
   readonly metrics: Metrics | null;
-  /** Null when the control socket could not be opened (logged). */
+  /** Set once the daemon runs: a control socket that cannot be opened stops the start. */
   readonly control: ControlServer | null;
   status(): DaemonStatus;
   health(): { healthy: boolean; problems: string[] };
