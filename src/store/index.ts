@@ -5,6 +5,8 @@ import type { BanLineFormat, BanLines } from '../firewall/types';
 import { familyOf, type Family } from '../net/ip';
 import { startCheckpointer, type Checkpointer, type CheckpointerOptions } from './checkpointer';
 import { drizzleOf, openSqlite, type Db } from './open';
+import { banPage, banPageJson, type PageOptions } from './pages';
+import { ACTIVE, BAN_FIELDS } from './sql';
 // Types only (erased): src/store/schema.ts stays the schema's source for drizzle-kit and the
 // migrations, but the Store never loads Drizzle itself (see Store.db).
 import type { events, hosts } from './schema';
@@ -12,6 +14,7 @@ import type { events, hosts } from './schema';
 export { openDatabase, openSqlite, pendingMigrations, MIGRATIONS, type Db } from './open';
 export { Checkpointer, type CheckpointerOptions, type CheckpointerStats } from './checkpointer';
 export { Pruner, type PruneLimits, type PruneReport, type PrunerOptions } from './prune';
+export type { PageOptions } from './pages';
 
 /** A hosts row, as host() returns it (banned a boolean, as schema.ts's mode: 'boolean'). */
 export type HostRow = typeof hosts.$inferSelect;
@@ -109,24 +112,10 @@ function toBans(rows: Iterable<unknown[]>): ActiveBan[] {
   return out;
 }
 
-/** A ban in force at the one `?` parameter (now): not lifted, and permanent or ending after now. */
-const ACTIVE = '(bans.lifted_at IS NULL AND (bans.until IS NULL OR bans.until > ?))';
 // One host's bans are read through bans_address, named (INDEXED BY): since bans_active holds
 // the address too (migration 0001), SQLite's planner preferred it for them, which scans every
 // active ban per ban made (the ban storm fell from ~5,600 to ~1,700 bans/s at 28k bans).
 
-/** Options of a listing page (Store.listBansPage). */
-export interface PageOptions { all?: boolean; address?: string; before?: number; limit: number; scan?: number }
-
-/** The reason text of src/control/views.ts reasonText, in SQL (test/bound.test.ts holds the two equal). */
-const REASON_SQL = `bans.reason_kind || iif(bans.source = 'auto' AND bans.reason_service != '', ' ' || bans.reason_service, '')
-  || iif(bans.reason_account != '', ' account ' || bans.reason_account, '')
-  || iif(bans.source = 'auto' AND bans.failures != 0, ' (' || bans.failures || ' failure' || iif(bans.failures = 1, '', 's') || ')', '')`;
-
-/** A bans row as an object with the schema's (camelCase) field names: ActiveBan plus liftedAt, liftReason. */
-const BAN_FIELDS = `bans.id AS id, bans.address AS address, bans.family AS family, bans.started_at AS startedAt, bans.until AS until,
-  bans.reason_kind AS reasonKind, bans.reason_service AS reasonService, bans.reason_account AS reasonAccount, bans.failures AS failures,
-  bans.source AS source, bans.lifted_at AS liftedAt, bans.lift_reason AS liftReason`;
 
 /**
  * The daemon's queries. Synchronous (better-sqlite3); Decisions decides when a ban is written (after its kernel command).
@@ -425,61 +414,14 @@ export class Store {
     ).all(...params) as BanRow[];
   }
 
-  /**
-   * One page of a listing, newest first (by id, the order bans were made): at most `limit`
-   * rows with ids below `before`. Without an address, one call reads at most `scan` ids, so a
-   * page may come back short with a `next` to go on from: no call walks the whole history.
-   * `next` is null at the end.
-   */
+  /** One page of a listing (see banPage in pages.ts). */
   listBansPage(now: number, opts: PageOptions): { rows: BanRow[]; next: number | null } {
-    const page = this.page(now, opts);
-    if (!page) return { rows: [], next: null };
-    const rows = this.sql(`SELECT ${BAN_FIELDS}, coalesce(hosts.ban_count, 0) AS banCount FROM (${page.inner}) AS bans LEFT JOIN hosts ON hosts.address = bans.address ORDER BY bans.id DESC`)
-      .all(...page.params) as BanRow[];
-    return { rows, next: page.next(rows.length, rows.length ? rows[rows.length - 1].id : 0) };
+    return banPage((t) => this.sql(t), now, opts);
   }
 
-  /**
-   * The same page as a JSON array of listing views (src/control/views.ts banView, the same
-   * fields and reason text), made by SQLite in one string: the daemon serves a long history
-   * without making an object, let alone a string, per ban.
-   */
+  /** The same page as a JSON array of listing views, made by SQLite (see banPageJson in pages.ts). */
   listBansPageJson(now: number, opts: PageOptions): { json: string; next: number | null } {
-    const page = this.page(now, opts);
-    if (!page) return { json: '[]', next: null };
-    const [json, count, lastId] = this.sql(`SELECT json_group_array(json_object('address', bans.address, 'family', bans.family, 'since', bans.started_at,
-        'until', bans.until, 'banCount', coalesce(hosts.ban_count, 0), 'source', bans.source, 'reason', ${REASON_SQL}, 'kind', bans.reason_kind,
-        'service', bans.reason_service, 'account', bans.reason_account, 'failures', bans.failures,
-        'active', json(iif(bans.lifted_at IS NULL AND (bans.until IS NULL OR bans.until > ?), 'true', 'false')), 'liftedAt', bans.lifted_at, 'liftReason', bans.lift_reason) ORDER BY bans.id DESC),
-        count(*), min(bans.id)
-      FROM (${page.inner}) AS bans LEFT JOIN hosts ON hosts.address = bans.address`).raw().get(now, ...page.params) as [string, number, number | null];
-    return { json, next: page.next(count, lastId ?? 0) };
-  }
-
-  /** The rows of one page (a subquery over bans) and how the next cursor follows from what it returned. */
-  private page(now: number, opts: PageOptions): { inner: string; params: (string | number)[]; next: (count: number, lastId: number) => number | null } | null {
-    const active = opts.all ? '' : ` AND ${ACTIVE}`;
-    const hi = opts.before ?? Number.MAX_SAFE_INTEGER;
-    const params = (...p: (string | number)[]) => [...(opts.all ? p : [...p, now]), opts.limit];
-    if (opts.address !== undefined) {
-      return {
-        inner: `SELECT * FROM bans INDEXED BY bans_address WHERE bans.address = ? AND bans.id < ?${active} ORDER BY bans.id DESC LIMIT ?`,
-        params: params(opts.address, hi),
-        next: (count, lastId) => (count === opts.limit ? lastId : null),
-      };
-    }
-    // Two queries: SQLite answers a lone min() or max() from the rowid tree, but both in one scan every row.
-    const minId = this.sql(`SELECT min(id) FROM bans`).pluck().get() as number | null;
-    const maxId = this.sql(`SELECT max(id) FROM bans`).pluck().get() as number | null;
-    if (minId === null || maxId === null) return null;
-    const top = Math.min(hi, maxId + 1);
-    const lo = Math.max(minId, top - (opts.scan ?? 50_000));
-    return {
-      // NOT INDEXED: the rowid range, never an index walk and a sort of everything active.
-      inner: `SELECT * FROM bans NOT INDEXED WHERE bans.id < ? AND bans.id >= ?${active} ORDER BY bans.id DESC LIMIT ?`,
-      params: params(top, lo),
-      next: (count, lastId) => (count === opts.limit ? lastId : lo > minId ? lo : null),
-    };
+    return banPageJson((t) => this.sql(t), now, opts);
   }
 
   /** End every active ban at once (operator `unban --all`); returns the bans lifted. */
