@@ -11,6 +11,7 @@ import { claimSocket, ControlServer } from './control/server';
 import type { AllowView } from './control/views';
 import { Decisions } from './decisions';
 import { toSecurityEvent, type SecurityEvent } from './events';
+import { takeDaemonLocks } from './lock';
 import { chooseIpv6, createFirewall, FirewallQueue } from './firewall';
 import type { Logger } from './log';
 import type { Metrics } from './metrics';
@@ -19,7 +20,7 @@ import { EventWindow } from './metrics/window';
 import { AllowList, parseCidr } from './net/cidr';
 import { canonicalIp } from './net/ip';
 import { PenaltyTable } from './scoring';
-import { Store } from './store';
+import { Pruner, Store } from './store';
 
 export interface DaemonStats {
   startedAt: number;
@@ -39,9 +40,10 @@ export interface Daemon {
   readonly firewall: FirewallQueue;
   readonly stats: DaemonStats;
   readonly backups: BackupScheduler;
+  readonly pruner: Pruner;
   /** Null when AMPERE_METRICS is empty. */
   readonly metrics: Metrics | null;
-  /** Null when the control socket could not be opened (logged). */
+  /** Set once the daemon runs: a control socket that cannot be opened stops the start. */
   readonly control: ControlServer | null;
   status(): DaemonStatus;
   health(): { healthy: boolean; problems: string[] };
@@ -89,15 +91,22 @@ const VERSION = (() => {
  */
 const BAN_COMMIT_DELAY_MS = 20;
 
+/** Never-banned hosts are forgotten after this long; the row cap and ban retention are config. */
+const HOST_MAX_AGE_MS = 7 * 86_400_000;
+/** How often the database is pruned (in small steps that yield): often enough that a flood of new hosts meets the cap soon. */
+const PRUNE_INTERVAL_MS = 10_000;
+const PRUNE_AFTER_EVENTS = 10_000;
+
 /** The composition root: AMI -> events -> scoring -> decisions -> store + firewall; control, metrics, backups beside. */
 export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Daemon> {
   const cfg = loaded.config;
   const t0 = performance.now();
   for (const w of loaded.warnings) log.warn(w);
 
-  // Before anything touches the kernel: a second daemon on the same database must not start.
+  // Before anything else, held for life: one daemon per database and per chain.
+  const locks = await takeDaemonLocks(cfg.db, cfg.backend === 'dry-run' ? null : cfg.chain);
   const socketPath = controlSocketPath(cfg.db);
-  await claimSocket(socketPath);
+  try { await claimSocket(socketPath); } catch (err) { await locks.release(); throw err; }
 
   const store = new Store(cfg.db, cfg.history);
   const allow = new AllowList(cfg.allow);
@@ -149,6 +158,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: cfg.max_hosts, isExempt });
   const window = new EventWindow();
 
+  const pruner = new Pruner(store.sqlite, { hostMaxAgeMs: HOST_MAX_AGE_MS, maxHostRows: cfg.max_host_rows, banHistoryKeepMs: cfg.ban_history_keep }, { onCommit: () => store.checkpointer?.noteCommit() });
+  const prune = () => pruner.run(Date.now()).catch((err) => { log.warn({ err: String(err) }, 'database prune failed'); });
+
   // Offending events go to the history in batches: one transaction per flush, off the ban path.
   let pending: { event: SecurityEvent; at: number }[] = [];
   const flush = () => {
@@ -156,7 +168,10 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     const batch = pending;
     pending = [];
     try { store.recordEvents(batch); } catch (err) { log.error({ err: String(err), lost: batch.length }, 'event history write failed'); }
+    // A flood of new hosts meets the row cap within PRUNE_AFTER_EVENTS, not a prune interval later.
+    if ((sincePrune += batch.length) >= PRUNE_AFTER_EVENTS) { sincePrune = 0; void prune(); }
   };
+  let sincePrune = 0;
 
   const handle = (msg: AmiMessage, receivedAt: number) => {
     const parsed = toSecurityEvent(msg);
@@ -172,7 +187,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     if (decisions.isBanned(e.address)) return;
     const verdict = penalties.observe(e, receivedAt);
     if (verdict.action === 'exempt') return;
-    if (e.severity === 'Error') {
+    // A host's history is written only once it matters: from its second failure within
+    // findtime, or its ban; a spoofed source's lone failure never reaches the disk.
+    if (e.severity === 'Error' && !(verdict.action === 'none' && verdict.first)) {
       pending.push({ event: e, at: receivedAt });
       if (pending.length >= 1000) flush();
     }
@@ -254,7 +271,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     setInterval(flush, 200),
     setInterval(() => { decisions.expire(Date.now()).catch((err) => log.error({ err: String(err) }, 'expiry failed')); }, 1000),
     setInterval(() => penalties.prune(Date.now()), 30_000),
-    setInterval(() => { try { store.pruneHosts(Date.now() - 7 * 86_400_000); } catch (err) { log.warn({ err: String(err) }, 'host prune failed'); } }, 3_600_000),
+    setInterval(prune, PRUNE_INTERVAL_MS),
     setInterval(writeStatus, 5_000),
     // A failed kernel batch leaves the kernel unsure: rebuild it from the database, which is the truth.
     setInterval(() => { if (!firewall.healthy) decisions.resync(Date.now()).catch((err) => log.error({ err: String(err) }, 'resync failed')); }, 10_000),
@@ -275,22 +292,6 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     }
   }
 
-  ami.start();
-  const controlLog = log.child({ module: 'control' });
-  try {
-    control = await ControlServer.listen(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, fixedAllow, status, health }), controlLog);
-  } catch (err) {
-    // Protection goes on without it; only the `ampere` commands that steer the daemon are unavailable.
-    log.error({ err: (err as Error).message, socket: socketPath }, 'control socket not opened: ampere commands cannot reach this daemon');
-  }
-  backups.start();
-  writeStatus();
-  log.info({
-    config: describeConfig(cfg), configFile: loaded.file, sources: loaded.sources, backend: backend.name, chain: cfg.chain,
-    bansRestored: restored, bansLiftedAllowed: lifted, restoreMs, startMs: Math.round(performance.now() - t0),
-    socket: control ? socketPath : null, metrics: metricsServer ? cfg.metrics : null, backupDir: backups.state.dir,
-  }, 'ampere started');
-
   let stopping: Promise<void> | null = null;
   const stop = () => (stopping ??= (async () => {
     ami.stop();
@@ -299,17 +300,36 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     if (metricsServer) { const srv = metricsServer; await new Promise<void>((r) => { srv.close(() => r()); srv.closeAllConnections(); }); }
     await backups.stop();
     flush();
+    await pruner.stop();
     await firewall.idle();
     decisions.flushWrites();
     firewall.conntrack?.close();
     await backend.shutdown();
     writeStatus();
     store.close();
+    await locks.release();
     log.info({ bansInKernel: decisions.activeCount }, 'ampere stopped; bans stay in the kernel');
   })());
 
+  const controlLog = log.child({ module: 'control' });
+  try {
+    control = await ControlServer.listen(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, fixedAllow, status, health }), controlLog);
+  } catch (err) {
+    // Fatal: a daemon no command can reach (or a second one beside it) must not run.
+    await stop();
+    throw new Error(`control socket ${socketPath} not opened: ${(err as Error).message}`);
+  }
+  ami.start();
+  backups.start();
+  writeStatus();
+  log.info({
+    config: describeConfig(cfg), configFile: loaded.file, sources: loaded.sources, backend: backend.name, chain: cfg.chain,
+    bansRestored: restored, bansLiftedAllowed: lifted, restoreMs, startMs: Math.round(performance.now() - t0),
+    socket: control ? socketPath : null, metrics: metricsServer ? cfg.metrics : null, backupDir: backups.state.dir,
+  }, 'ampere started');
+
   return {
-    store, decisions, penalties, allow, ami, firewall, stats, backups,
+    store, decisions, penalties, allow, ami, firewall, stats, backups, pruner,
     get metrics() { return metrics; },
     get control() { return control; },
     status, health, handle, stop,

@@ -494,7 +494,7 @@ describe('ampere commands with and without a daemon (dry-run firewall)', () => {
     const second = start(env);
     assert.equal(await second.exit, 1);
     const fatal = second.lines.find((l) => l.msg === 'ampere could not start');
-    assert.match(String(fatal?.err), /another Ampere daemon is running on this database \(its control socket .* answers\)/);
+    assert.match(String(fatal?.err), /another Ampere daemon is running on this database \(.*ampere\.db: its lock .*ampere\.db\.lock is held\)/);
     assert.equal(existsSync(sock), true, 'the first daemon keeps its socket');
     assert.equal((await ampere(['status'], env)).code, 0);
     assert.equal(await d.stop(), 0);

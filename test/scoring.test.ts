@@ -56,6 +56,7 @@ test('a phone that registers correctly and mistypes now and then is never banned
   const random = rng(42);
   let now = 0;
   for (let round = 0; round < 5000; round++) {
+    now += 60_000; // a registration a minute
     const mistakes = Math.floor(random() * 3); // 0..2 = up to loyalty-1
     for (let i = 0; i < mistakes; i++) {
       assert.equal(t.observe(ev('ChallengeSent'), (now += 100)).action, 'none');
@@ -63,8 +64,83 @@ test('a phone that registers correctly and mistypes now and then is never banned
     }
     assert.equal(t.observe(ev('ChallengeSent'), (now += 100)).action, 'none');
     assert.notEqual(t.observe(ev('SuccessfulAuth'), (now += 100)).action, 'ban');
+    assert.equal(t.failures('192.0.2.10', now), 0, 'a success clears the penalty');
   }
-  assert.equal(t.size, 0);
+  assert.ok(t.size <= 1);
+  t.prune(now + 10 * MIN);
+  assert.equal(t.size, 0, 'the cleared failures leave with the window');
+});
+
+test('an office NAT: many phones succeed, one mistypes its password between them, never banned', () => {
+  for (const loyalty of [1, 2, 3, 5]) {
+    const t = table({ loyalty });
+    let now = 0;
+    for (let minute = 0; minute < 24 * 60; minute++) {
+      now = minute * MIN;
+      // 20 phones re-register each minute (challenge then success), the broken one fails loyalty-1 times
+      // (at loyalty 1 a single failure between successes bans, as it always has: that case is not a NAT's).
+      for (let phone = 0; phone < 20; phone++) {
+        assert.equal(t.observe({ ...ev('ChallengeSent'), account: `2${phone}` }, (now += 10)).action, 'none');
+        if (phone === 7) {
+          for (let k = 0; k < loyalty - 1; k++) assert.equal(t.observe(ev('ChallengeResponseFailed'), (now += 10)).action, 'none', `loyalty ${loyalty} minute ${minute}`);
+        }
+        assert.notEqual(t.observe({ ...ev('SuccessfulAuth'), account: `2${phone}` }, (now += 10)).action, 'ban');
+        assert.equal(t.failures('192.0.2.10', now), 0);
+      }
+    }
+  }
+});
+
+test('one valid credential does not buy unlimited guesses: 10 x loyalty failures within findtime ban across successes', () => {
+  for (let loyalty = 1; loyalty <= 6; loyalty++) {
+    for (const every of [1, 2, 3]) {
+      if (every >= loyalty && loyalty > 1) continue; // every loyalty-th failure would ban by loyalty alone
+      const t = table({ loyalty });
+      const wrong = { ...ev('ChallengeResponseFailed'), account: '100' };
+      const right = { ...ev('SuccessfulAuth'), account: '199' };
+      let now = 0;
+      let bannedAt = 0;
+      for (let i = 1; i <= 100 && !bannedAt; i++) {
+        const v = t.observe(wrong, (now += 100));
+        if (v.action === 'ban') { bannedAt = i; assert.equal(v.failures, i, 'the ban counts every failure in the window'); }
+        else if (i % every === 0) t.observe(right, (now += 100));
+      }
+      assert.equal(bannedAt, loyalty === 1 ? 1 : 10 * loyalty, `loyalty ${loyalty}, a success after every ${every} failure(s)`);
+    }
+  }
+  // The 100 wrong passwords of the issue, each followed by a success for another account: the
+  // 30th bans (the daemon drops a banned host's events, so the rest never reach the table).
+  const t = table();
+  let guesses = 0;
+  for (let i = 0; i < 100; i++) {
+    guesses++;
+    if (t.observe({ ...ev('ChallengeResponseFailed'), account: '100' }, i * 1000).action === 'ban') break;
+    t.observe({ ...ev('SuccessfulAuth'), account: '199' }, i * 1000 + 500);
+  }
+  assert.equal(guesses, 30);
+});
+
+test('the bound across successes slides with findtime, and its own successFactor', () => {
+  // 29 failures per window with successes between never ban (loyalty 3: the bound is 30)...
+  const t = table({ findtimeMs: 10 * MIN });
+  let now = 0;
+  for (let i = 0; i < 3000; i++) {
+    now += Math.ceil((10 * MIN) / 29) + 1;
+    assert.equal(t.observe(ev('InvalidPassword'), now).action, 'none', `failure ${i}`);
+    assert.equal(t.observe(ev('SuccessfulAuth'), now + 1).action, 'cleared');
+  }
+  // ...and a smaller factor bans sooner.
+  const strict = table({ successFactor: 2 });
+  for (let i = 1; i <= 6; i++) {
+    assert.equal(strict.observe(ev('InvalidPassword'), i * 10).action, i === 6 ? 'ban' : 'none');
+    if (i < 6) strict.observe(ev('SuccessfulAuth'), i * 10 + 1);
+  }
+  // A success clears the challenges too: 14 challenges, a success, 14 more do not ban.
+  const ch = table();
+  for (let i = 0; i < 14; i++) ch.observe(ev('ChallengeSent'), i);
+  ch.observe(ev('ChallengeResponseFailed'), 20);
+  ch.observe(ev('SuccessfulAuth'), 21);
+  for (let i = 0; i < 14; i++) assert.equal(ch.observe(ev('ChallengeSent'), 30 + i).action, 'none');
 });
 
 test('failures older than findtime no longer count (sliding window)', () => {
@@ -121,8 +197,8 @@ test('property: matches a naive reference model on random mixed traffic', () => 
     const loyalty = 1 + Math.floor(random() * 5);
     const findtimeMs = 1000 * (1 + Math.floor(random() * 20));
     const t = table({ loyalty, findtimeMs });
-    const hist = new Map<string, { f: number[]; c: number[] }>(); // reference: every event kept
-    const kinds = ['ChallengeResponseFailed', 'InvalidAccountID', 'ChallengeSent', 'ChallengeSent', 'SuccessfulAuth', 'FailedACL', 'SomethingInformational'];
+    const hist = new Map<string, { f: number[]; c: number[]; cleared: number }>(); // reference: every event kept; cleared = f's length at the last success
+    const kinds = ['ChallengeResponseFailed', 'InvalidAccountID', 'ChallengeSent', 'ChallengeSent', 'SuccessfulAuth', 'SuccessfulAuth', 'FailedACL', 'SomethingInformational'];
     // Few hosts: long histories; many: mostly one-failure hosts (the table's compact form).
     const hostsInPlay = seed % 2 ? 6 : 60;
     let now = 0;
@@ -131,19 +207,22 @@ test('property: matches a naive reference model on random mixed traffic', () => 
       const address = `192.0.2.${Math.floor(random() * hostsInPlay)}`;
       const kind = kinds[Math.floor(random() * kinds.length)];
       const e = ev(kind, address, kind === 'SomethingInformational' ? 'Informational' : undefined);
-      const h = hist.get(address) ?? { f: [], c: [] };
+      const h = hist.get(address) ?? { f: [], c: [], cleared: 0 };
+      const inWindow = (x: number) => x >= now - findtimeMs;
       let expectBan = false;
-      if (kind === 'SuccessfulAuth') hist.delete(address);
+      if (kind === 'SuccessfulAuth') { h.cleared = h.f.length; h.c = []; hist.set(address, h); }
       else if (e.severity === 'Error' || kind === 'ChallengeSent') {
         (e.severity === 'Error' ? h.f : h.c).push(now);
-        const f = h.f.filter((x) => x >= now - findtimeMs).length;
-        const c = h.c.filter((x) => x >= now - findtimeMs).length;
-        expectBan = f >= loyalty || c >= 5 * loyalty;
+        const f = h.f.slice(h.cleared).filter(inWindow).length;
+        const all = h.f.filter(inWindow).length;
+        const c = h.c.filter(inWindow).length;
+        expectBan = f >= loyalty || all >= 10 * loyalty || c >= 5 * loyalty;
         if (expectBan) hist.delete(address); else hist.set(address, h);
       }
       const v = t.observe(e, now);
       assert.equal(v.action === 'ban', expectBan, `seed ${seed} step ${i} ${kind} ${address}`);
-      const counted = hist.get(address)?.f.filter((x) => x >= now - findtimeMs).length ?? 0;
+      const ref = hist.get(address);
+      const counted = ref ? ref.f.slice(ref.cleared).filter(inWindow).length : 0;
       assert.equal(t.failures(address, now), counted, `failures() seed ${seed} step ${i}`);
     }
   }

@@ -1,34 +1,63 @@
 import type { BanView } from '../control/views';
-import { listBanViews, parseMatch } from '../control/views';
-import { formatSpan, formatTable, formatTime, iso, printJson } from './table';
+import { DEFAULT_PAGE, listBanPage, parseMatch } from '../control/views';
+import { formatSpan, formatTable, formatTime, iso } from './table';
 import { askOrOffline, config, EXIT, note, openOffline, parse, refusal, usageError } from './common';
+import type { Store } from '../store';
 
-const USAGE = 'bans [<address-or-cidr>] [--all] [--json]';
+const USAGE = 'bans [<address-or-cidr>] [--all] [--limit <n>] [--json]';
 
-/** `ampere bans`: active bans (with --all the whole history), optionally only those in an address or network. */
+type Page = { bans: BanView[]; next: number | null };
+
+/**
+ * `ampere bans`: active bans (with --all the whole history), optionally only those in an
+ * address or network, newest first. Read page by page from the daemon (or the database) and
+ * printed as each page arrives, so neither side ever holds a whole history.
+ */
 export async function bansCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse('bans', args, { all: { type: 'boolean' }, json: { type: 'boolean' } }, { min: 0, max: 1, usage: USAGE });
+  const { values, positionals } = parse('bans', args, { all: { type: 'boolean' }, json: { type: 'boolean' }, limit: { type: 'string' } }, { min: 0, max: 1, usage: USAGE });
   const match = positionals[0];
   if (match !== undefined && !parseMatch(match)) throw usageError(`bans: ${JSON.stringify(match)} is not an IP address or CIDR`);
+  const limit = values.limit === undefined ? Infinity : Number(values.limit);
+  if (values.limit !== undefined && !(/^\d{1,9}$/.test(values.limit) && limit >= 1)) throw usageError(`bans: --limit must be a whole number from 1 (got ${JSON.stringify(values.limit)})`);
   const cfg = config();
-  const q = new URLSearchParams();
-  if (values.all) q.set('all', '1');
-  if (match) q.set('match', match);
-  const res = await askOrOffline<{ bans: BanView[] }>(cfg, 'GET', `/bans?${q}`);
-  if (res && res.status !== 200) throw refusal(res);
-  let bans: BanView[];
-  if (res) bans = res.body.bans;
-  else {
-    note('ampere: daemon not running; read from the database');
-    const store = openOffline(cfg);
-    try { bans = listBanViews(store, Date.now(), { all: values.all, match }); } finally { store.close(); }
+  let store: Store | null = null;
+  const fetchPage = async (before: number | null): Promise<Page> => {
+    const size = Math.min(DEFAULT_PAGE, limit - shown);
+    if (!store) {
+      const q = new URLSearchParams({ limit: String(size) });
+      if (values.all) q.set('all', '1');
+      if (match) q.set('match', match);
+      if (before !== null) q.set('before', String(before));
+      const res = await askOrOffline<Page>(cfg, 'GET', `/bans?${q}`);
+      if (res && res.status !== 200) throw refusal(res);
+      if (res) return res.body;
+      note('ampere: daemon not running; read from the database');
+      store = openOffline(cfg);
+    }
+    return listBanPage(store, Date.now(), { all: values.all, match, limit: size, before: before ?? undefined });
+  };
+  let shown = 0;
+  let before: number | null = null;
+  try {
+    if (values.json) process.stdout.write('[');
+    do {
+      const page = await fetchPage(before);
+      const bans = page.bans.slice(0, limit - shown);
+      if (values.json) {
+        for (const b of bans) process.stdout.write(`${shown++ ? ',' : ''}\n  ${JSON.stringify({ ...b, since: iso(b.since), until: iso(b.until), liftedAt: iso(b.liftedAt) })}`);
+      } else if (bans.length > 0 || (shown === 0 && page.next === null)) {
+        // Aligned page by page; the header once.
+        const text = formatBans(bans, !!values.all);
+        process.stdout.write(shown === 0 ? text : text.slice(text.indexOf('\n') + 1));
+        shown += bans.length;
+      }
+      before = page.next;
+    } while (before !== null && shown < limit);
+    if (values.json) process.stdout.write(shown ? '\n]\n' : ']\n');
+  } finally {
+    (store as Store | null)?.close();
   }
-  if (values.json) {
-    printJson(bans.map((b) => ({ ...b, since: iso(b.since), until: iso(b.until), liftedAt: iso(b.liftedAt) })));
-    return EXIT.ok;
-  }
-  process.stdout.write(formatBans(bans, !!values.all));
-  if (!values.json && process.stdout.isTTY) note(`${bans.length} ${values.all ? 'bans' : 'active bans'}`);
+  if (!values.json && process.stdout.isTTY) note(`${shown} ${values.all ? 'bans' : 'active bans'}${before !== null ? ' (more: raise --limit)' : ''}`);
   return EXIT.ok;
 }
 

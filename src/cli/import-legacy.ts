@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
-import { readLegacyDatabase, type LegacyRead } from '../legacy';
-import { applyLegacy, type ImportReport } from '../legacy/import';
+import { readLegacyDatabase, type LegacyEntry, type LegacyRead } from '../legacy';
+import { applyLegacy, MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
+import type { Config } from '../config';
 import { banFor } from './ban';
 import { formatTable, printJson } from './table';
 import { askOrOffline, CliError, config, EXIT, note, openOffline, parse, refusal } from './common';
@@ -29,12 +30,11 @@ export async function importLegacyCommand(args: string[]): Promise<number> {
     report = { imported: read.entries.map((e) => e.address), alreadyBanned: [], refused: [] };
     applied = 'dry run: nothing changed';
   } else {
-    const res = await askOrOffline<ImportReport & { kernel: string; error?: string }>(cfg, 'POST', '/import-legacy', { entries: read.entries, forMs }, 600_000);
+    const res = await importThroughDaemon(cfg, read.entries, forMs);
     if (res) {
-      if (res.status !== 200 && res.status !== 500) throw refusal(res);
-      report = res.body;
-      applied = res.status === 200 ? 'in the kernel now (through the running daemon)' : 'stored, but the kernel command failed (the daemon reloads the kernel from the database)';
-      if (res.status === 500) code = EXIT.fail;
+      report = res.report;
+      applied = res.ok ? 'in the kernel now (through the running daemon)' : 'stored, but the kernel command failed (the daemon reloads the kernel from the database)';
+      if (!res.ok) code = EXIT.fail;
     } else {
       note('ampere: daemon not running; importing into the database (the kernel gets the bans when "ampere run" starts)');
       const { AllowList, parseCidr } = require('../net/cidr') as typeof import('../net/cidr');
@@ -74,4 +74,24 @@ export async function importLegacyCommand(args: string[]): Promise<number> {
     }
   }
   return code;
+}
+
+/**
+ * The entries sent to the running daemon in requests of at most MAX_IMPORT_ENTRIES, one after
+ * the other, their reports merged. Null when no daemon runs (nothing was sent).
+ */
+async function importThroughDaemon(cfg: Config, entries: LegacyEntry[], forMs: number): Promise<{ report: ImportReport; ok: boolean } | null> {
+  const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
+  let ok = true;
+  for (let i = 0; i === 0 || i < entries.length; i += MAX_IMPORT_ENTRIES) {
+    const res = await askOrOffline<ImportReport & { kernel: string; error?: string }>(cfg, 'POST', '/import-legacy', { entries: entries.slice(i, i + MAX_IMPORT_ENTRIES), forMs }, 600_000);
+    if (!res) {
+      if (i === 0) return null;
+      throw new CliError(`import-legacy: the daemon stopped answering after ${i} of ${entries.length} entries (those are imported); run the import again for the rest`);
+    }
+    if (res.status !== 200 && res.status !== 500) throw refusal(res);
+    if (res.status === 500) ok = false;
+    for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of res.body[k]) (report[k] as unknown[]).push(x);
+  }
+  return { report, ok };
 }

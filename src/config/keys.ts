@@ -66,6 +66,8 @@ export const KEYS = {
   max_hosts: { default: '200000', parse: int(100, 10_000_000) },
   nice: { default: '-10', parse: int(-20, 19) },
   history: { default: '20', parse: int(0, 10_000) },
+  max_host_rows: { default: '100000', parse: int(1000, 10_000_000) },
+  ban_history_keep: { default: '365d', parse: duration(86_400_000) },
   metrics: { default: '', parse: listen },
   backup_dir: { default: '', parse: text(/^[^\0]*$/, 'a directory path, or empty for off') },
   backup_interval: { default: '24h', parse: duration(60_000) },

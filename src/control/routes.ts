@@ -2,15 +2,15 @@ import { isAbsolute } from 'node:path';
 import type { BackupScheduler } from '../backup';
 import type { Decisions } from '../decisions';
 import type { FirewallQueue } from '../firewall';
-import { applyLegacy } from '../legacy/import';
+import { applyLegacy, MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
 import type { LegacyEntry } from '../legacy';
 import type { Logger } from '../log';
 import { cidrContains, parseCidr, type AllowList, type Cidr } from '../net/cidr';
 import { canonicalIp, type Family } from '../net/ip';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
-import { HttpError, type ControlHandler, type ControlRequest } from './server';
-import { historyView, listBanViews, type AllowView } from './views';
+import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
+import { historyView, listBanPageJson, MAX_PAGE, type AllowView } from './views';
 
 /** The running daemon's parts the control API steers. */
 export interface ControlDeps {
@@ -26,6 +26,9 @@ export interface ControlDeps {
   status(): object;
   health(): { healthy: boolean; problems: string[] };
 }
+
+/** Legacy entries applied before yielding to the event loop. */
+const IMPORT_CHUNK = 500;
 
 /** Longest ban a person may ask for (a century): keeps `until` a safe integer. */
 const MAX_BAN_MS = 100 * 365 * 86_400_000;
@@ -56,10 +59,18 @@ function durationMs(value: unknown): number | null | undefined {
   return value;
 }
 
+/** A paging parameter: absent, or a whole number from 1 to max. */
+function pageNumber(value: string | null, name: string, max: number): number | undefined {
+  if (value === null) return undefined;
+  const n = /^\d{1,16}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= max)) throw new HttpError(400, `${name} must be a whole number from 1 to ${max}`);
+  return n;
+}
+
 export function controlRoutes(d: ControlDeps): ControlHandler {
   const exemptBy = (address: string, family: Family) => d.allow.matches(address, family)?.text;
 
-  const routes: Record<string, (r: ControlRequest) => Promise<{ status?: number; body: unknown }> | { status?: number; body: unknown }> = {
+  const routes: Record<string, (r: ControlRequest) => Promise<ControlAnswer> | ControlAnswer> = {
     'GET /status': () => ({ body: d.status() }),
 
     'GET /healthz': () => {
@@ -67,9 +78,12 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       return { status: h.healthy ? 200 : 503, body: h };
     },
 
+    // One page (limit, before = the previous page's next): the daemon never builds a whole listing.
     'GET /bans': (r) => {
+      const limit = pageNumber(r.query.get('limit'), 'limit', MAX_PAGE);
+      const before = pageNumber(r.query.get('before'), 'before', Number.MAX_SAFE_INTEGER);
       try {
-        return { body: { bans: listBanViews(d.store, Date.now(), { all: r.query.get('all') === '1', match: r.query.get('match') ?? undefined }) } };
+        return { body: null, json: listBanPageJson(d.store, Date.now(), { all: r.query.get('all') === '1', match: r.query.get('match') ?? undefined, limit, before }) };
       } catch (err) {
         throw new HttpError(400, (err as Error).message);
       }
@@ -166,19 +180,27 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       }
     },
 
+    // At most MAX_IMPORT_ENTRIES a request (the CLI sends a large import in several), applied
+    // in chunks that wait for the kernel and yield, so bans and events go on meanwhile.
     'POST /import-legacy': async (r) => {
       const entries = r.body.entries;
       if (!Array.isArray(entries)) throw new HttpError(400, 'entries must be a list of {address, account}');
+      if (entries.length > MAX_IMPORT_ENTRIES) throw new HttpError(413, `at most ${MAX_IMPORT_ENTRIES} entries a request: send a larger import in several`);
       const forMs = durationMs(r.body.forMs);
       const now = Date.now();
       const t0 = performance.now();
-      const applied: Promise<void>[] = [];
-      const report = applyLegacy(entries as LegacyEntry[], {
-        exempt: (a) => { const by = exemptBy(a, 4); return by ? `allowed (${by})` : undefined; },
-        isBanned: (a) => d.decisions.isBanned(a),
-        ban: (e) => { applied.push(d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null).applied); },
-      });
-      await Promise.all(applied);
+      const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
+      for (let i = 0; i < entries.length; i += IMPORT_CHUNK) {
+        const applied: Promise<void>[] = [];
+        const part = applyLegacy(entries.slice(i, i + IMPORT_CHUNK) as LegacyEntry[], {
+          exempt: (a) => { const by = exemptBy(a, 4); return by ? `allowed (${by})` : undefined; },
+          isBanned: (a) => d.decisions.isBanned(a),
+          ban: (e) => { applied.push(d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null).applied); },
+        });
+        for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of part[k]) (report[k] as unknown[]).push(x);
+        await Promise.all(applied);
+        await new Promise<void>((res) => setImmediate(res));
+      }
       d.log.info({ imported: report.imported.length, alreadyBanned: report.alreadyBanned.length, refused: report.refused.length }, 'legacy bans imported');
       return { status: d.firewall.healthy ? 200 : 500, body: { ...report, appliedMs: Math.round(performance.now() - t0), kernel: d.firewall.healthy ? 'applied' : 'failed' } };
     },

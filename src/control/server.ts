@@ -20,11 +20,15 @@ export interface ControlRequest {
   body: Record<string, unknown>;
 }
 
-export type ControlHandler = (req: ControlRequest) => Promise<{ status?: number; body: unknown }>;
+/** An answer: body as JSON, or json, its text already made (a listing page rendered by SQLite). */
+export interface ControlAnswer { status?: number; body: unknown; json?: string }
+
+export type ControlHandler = (req: ControlRequest) => Promise<ControlAnswer>;
 
 /** Longest path a Unix socket may have on Linux (sun_path is 108 bytes with the NUL). */
 const MAX_SOCKET_PATH = 107;
-const MAX_BODY = 64 * 1024 * 1024; // an import of a large legacy database
+/** The largest request body: a legacy import's chunk is far below it (the CLI splits larger imports). */
+export const MAX_BODY = 4 * 1024 * 1024;
 
 /**
  * Before the daemon touches the kernel: is another daemon already answering on this socket
@@ -85,15 +89,16 @@ export class ControlServer {
 }
 
 async function serve(req: IncomingMessage, res: ServerResponse, handler: ControlHandler, log: Logger): Promise<void> {
-  const send = (status: number, body: unknown) => {
+  const send = (status: number, body: unknown, json?: string) => {
     if (res.headersSent) return;
-    const text = JSON.stringify(body) + '\n';
+    const text = (json ?? JSON.stringify(body)) + '\n';
     res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
   };
   try {
     const url = new URL(req.url ?? '/', 'http://ampere');
     const chunks: Buffer[] = [];
     let size = 0;
+    if (Number(req.headers['content-length']) > MAX_BODY) throw new HttpError(413, `request body larger than ${MAX_BODY} bytes`);
     for await (const c of req) {
       size += (c as Buffer).length;
       if (size > MAX_BODY) throw new HttpError(413, `request body larger than ${MAX_BODY} bytes`);
@@ -105,9 +110,13 @@ async function serve(req: IncomingMessage, res: ServerResponse, handler: Control
       if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'request body must be a JSON object');
     }
     const out = await handler({ method: req.method ?? 'GET', path: url.pathname, query: url.searchParams, body });
-    send(out.status ?? 200, out.body);
+    send(out.status ?? 200, out.body, out.json);
   } catch (err) {
-    if (err instanceof HttpError) return send(err.status, { error: err.message });
+    if (err instanceof HttpError) {
+      // The rest of an oversized body is never read: the connection ends with the answer.
+      if (err.status === 413) res.shouldKeepAlive = false;
+      return send(err.status, { error: err.message });
+    }
     log.error({ err: err instanceof Error ? err.stack : String(err), method: req.method, url: req.url }, 'control request failed');
     send(500, { error: err instanceof Error ? err.message : String(err) });
   }

@@ -83,6 +83,42 @@ export function listBanViews(store: Store, now: number, opts: { all?: boolean; m
   return out.map((r) => banView(r, now));
 }
 
+/** Rows a listing page holds at most, and the default. */
+export const MAX_PAGE = 5000;
+export const DEFAULT_PAGE = 2000;
+
+/**
+ * One page of listBanViews (newest first), for the daemon and the offline reader alike: a
+ * listing of any length is read page by page, never whole. Continue with before = next until
+ * next is null; a page may be short (even empty) before the end.
+ */
+export function listBanPage(store: Store, now: number, opts: { all?: boolean; match?: string; before?: number; limit?: number }): { bans: BanView[]; next: number | null } {
+  let match: Cidr | null = null;
+  let address: string | undefined;
+  if (opts.match) {
+    match = parseMatch(opts.match);
+    if (!match) throw new Error(`not an IP address or CIDR: ${JSON.stringify(opts.match)}`);
+    if (match.bits === (match.family === 4 ? 32 : 128)) address = match.text;
+  }
+  const limit = Math.min(MAX_PAGE, Math.max(1, opts.limit ?? DEFAULT_PAGE));
+  const { rows, next } = store.listBansPage(now, { all: opts.all, address, before: opts.before, limit });
+  const out = match && address === undefined ? rows.filter((r) => cidrContains(match!, r.address, r.family as Family)) : rows;
+  return { bans: out.map((r) => banView(r, now)), next };
+}
+
+/**
+ * listBanPage as the JSON text of its answer ({"bans": [...], "next": ...}): made by SQLite for
+ * one address or none; a network filter goes through listBanPage (the match is made in JS).
+ */
+export function listBanPageJson(store: Store, now: number, opts: { all?: boolean; match?: string; before?: number; limit?: number }): string {
+  const match = opts.match ? parseMatch(opts.match) : null;
+  if (opts.match && !match) throw new Error(`not an IP address or CIDR: ${JSON.stringify(opts.match)}`);
+  if (match && match.bits !== (match.family === 4 ? 32 : 128)) return JSON.stringify(listBanPage(store, now, opts));
+  const limit = Math.min(MAX_PAGE, Math.max(1, opts.limit ?? DEFAULT_PAGE));
+  const { json, next } = store.listBansPageJson(now, { all: opts.all, address: match?.text, before: opts.before, limit });
+  return `{"bans":${json},"next":${next}}`;
+}
+
 export function historyView(store: Store, text: string, now: number, limit = 1000): HistoryView {
   const ip = canonicalIp(text);
   if (!ip) throw new Error(`not an IP address: ${JSON.stringify(text)}`);

@@ -1,6 +1,9 @@
 import { canonicalIp } from '../net/ip';
 import type { LegacyEntry } from './index';
 
+/** Entries one import request to the daemon may carry, well inside its body limit: the CLI sends more in several. */
+export const MAX_IMPORT_ENTRIES = 10_000;
+
 export interface ImportTarget {
   /** Why the address must not be banned (allow list), or undefined. */
   exempt(address: string): string | undefined;

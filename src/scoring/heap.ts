@@ -4,7 +4,8 @@
  * challenge times), under the longest key (a full-length IPv6 address). Measured on Node 20,
  * 200,000 such hosts: 274 B a host at loyalty 1, 417 at 3, 752 at 10; so a host costs ~300
  * bytes plus 8 per time kept, rounded up here. test/scoring-heap.test.ts measures a real table
- * against it.
+ * against it. A host that authenticated may keep up to successFactor x loyalty - 1 failure
+ * times instead: not counted here, since each such host needs a valid credential.
  */
 export function tableHeapBytes(maxHosts: number, loyalty: number, challengeFactor = 5): number {
   const times = loyalty - 1 + (challengeFactor * loyalty - 1);

@@ -9,12 +9,19 @@ export interface ScoringOptions {
   maxHosts: number;
   /** Unanswered challenges weigh less: this many times loyalty of them ban. */
   challengeFactor?: number;
+  /**
+   * Failures that a SuccessfulAuth cleared still count here: this many times loyalty of them
+   * within findtime ban, whatever successes came between (one valid credential must not buy
+   * unlimited guesses at other accounts).
+   */
+  successFactor?: number;
   /** Hosts never banned whatever arrives (loopback, AMI host, allow list). */
   isExempt?: (address: string, family: Family) => boolean;
 }
 
 export type Verdict =
-  | { action: 'none' }
+  /** first: the first failure of a host not tracked (a spoofed flood is mostly these). */
+  | { action: 'none'; first?: true }
   | { action: 'exempt' }
   | { action: 'cleared'; failures: number }
   | { action: 'ban'; failures: number; challenges: number; event: SecurityEvent };
@@ -23,11 +30,12 @@ interface Entry {
   fails: number[]; // receive times (ms) of failures inside the window, oldest first
   challenges: number[];
   last: number;
+  cleared: number; // how many of the oldest fails came before a success: they no longer count toward loyalty
 }
 
 /**
  * The lists are replaced, never grown in place: a list holds at most loyalty-1 (or
- * challengeFactor x loyalty - 1) times, and an array grown by push() reserves room for 17
+ * challengeFactor x loyalty - 1) times (a host that authenticated: successFactor x loyalty - 1), and an array grown by push() reserves room for 17
  * more, which for 200,000 tracked hosts is ~30 MB of empty slots. The unused list of an
  * entry is this shared, frozen empty one.
  */
@@ -46,59 +54,80 @@ function appended(times: number[], t: number): number[] {
 type HostState = number | Entry;
 
 const NONE: Verdict = { action: 'none' };
+const FIRST: Verdict = { action: 'none', first: true };
 const EXEMPT: Verdict = { action: 'exempt' };
 
 /**
  * The penalty table, after fail2ban's failmanager: pure, no I/O, time passed in.
  * A failure is any Error-severity event; a ChallengeSent counts separately and only bans
- * after challengeFactor x loyalty of them; a SuccessfulAuth forgets the host (as the original did).
+ * after challengeFactor x loyalty of them. A SuccessfulAuth clears the host's penalty (as the
+ * original did: an office NAT where one phone mistypes is never banned), but the cleared failures
+ * still count toward a second limit, successFactor x loyalty, which no success clears.
  * Windows slide: only events newer than findtime count.
  */
 export class PenaltyTable {
   private readonly hosts = new Map<string, HostState>(); // insertion order = least recently seen first
   private readonly challengeLimit: number;
+  private readonly failureLimit: number;
   private cursor: IterableIterator<string> | null = null; // see evictOldest()
 
   constructor(private readonly opts: ScoringOptions) {
     this.challengeLimit = opts.loyalty * (opts.challengeFactor ?? 5);
+    this.failureLimit = opts.loyalty * (opts.successFactor ?? 10);
   }
 
   observe(event: SecurityEvent, now: number): Verdict {
     const { address } = event;
-    if (event.kind === 'SuccessfulAuth') {
-      const state = this.hosts.get(address);
-      if (state === undefined) return NONE;
-      this.hosts.delete(address);
-      return { action: 'cleared', failures: typeof state === 'number' ? 1 : state.fails.length };
-    }
+    if (event.kind === 'SuccessfulAuth') return this.succeeded(address, now);
     const isFailure = event.severity === 'Error';
     if (!isFailure && event.kind !== 'ChallengeSent') return NONE;
     const state = this.hosts.get(address);
     let entry: Entry;
     if (state !== undefined) {
       this.hosts.delete(address); // re-inserted below: most recent last
-      entry = typeof state === 'number' ? { fails: [state], challenges: EMPTY, last: state } : state;
+      entry = typeof state === 'number' ? { fails: [state], challenges: EMPTY, last: state, cleared: 0 } : state;
     } else {
       if (this.opts.isExempt?.(address, event.family)) return EXEMPT;
       while (this.hosts.size >= this.opts.maxHosts) this.evictOldest();
       // A new host's first failure: its time is all there is to keep (unless it already bans).
       if (isFailure && this.opts.loyalty > 1) {
         this.hosts.set(address, now);
-        return NONE;
+        return FIRST;
       }
-      entry = { fails: EMPTY, challenges: EMPTY, last: now };
+      entry = { fails: EMPTY, challenges: EMPTY, last: now, cleared: 0 };
     }
     entry.last = now;
     if (isFailure) entry.fails = appended(entry.fails, now);
     else entry.challenges = appended(entry.challenges, now);
-    const since = now - this.opts.findtimeMs;
-    entry.fails = trimBefore(entry.fails, since);
-    entry.challenges = trimBefore(entry.challenges, since);
-    if (entry.fails.length >= this.opts.loyalty || entry.challenges.length >= this.challengeLimit) {
-      return { action: 'ban', failures: entry.fails.length, challenges: entry.challenges.length, event };
+    trim(entry, now - this.opts.findtimeMs);
+    const counted = entry.fails.length - entry.cleared;
+    if (counted >= this.opts.loyalty || entry.fails.length >= this.failureLimit || entry.challenges.length >= this.challengeLimit) {
+      const failures = counted >= this.opts.loyalty ? counted : entry.fails.length;
+      return { action: 'ban', failures, challenges: entry.challenges.length, event };
     }
     this.hosts.set(address, entry);
     return NONE;
+  }
+
+  /**
+   * A SuccessfulAuth: the host's failures stop counting toward loyalty and its challenges are
+   * forgotten, but the failures stay (for successFactor x loyalty) until they leave the window.
+   * The host keeps its place in the table (its last failure decides when prune drops it).
+   */
+  private succeeded(address: string, now: number): Verdict {
+    const state = this.hosts.get(address);
+    if (state === undefined) return NONE;
+    const since = now - this.opts.findtimeMs;
+    if (typeof state === 'number') {
+      if (state < since) { this.hosts.delete(address); return { action: 'cleared', failures: 0 }; }
+      this.hosts.set(address, { fails: [state], challenges: EMPTY, last: state, cleared: 1 });
+      return { action: 'cleared', failures: 1 };
+    }
+    trim(state, since);
+    const counted = state.fails.length - state.cleared;
+    if (state.fails.length === 0) this.hosts.delete(address);
+    else { state.cleared = state.fails.length; state.challenges = EMPTY; }
+    return { action: 'cleared', failures: counted };
   }
 
   /**
@@ -144,8 +173,16 @@ export class PenaltyTable {
     const s = this.hosts.get(address);
     const since = now - this.opts.findtimeMs;
     if (s === undefined) return 0;
-    return typeof s === 'number' ? (s >= since ? 1 : 0) : s.fails.filter((t) => t >= since).length;
+    return typeof s === 'number' ? (s >= since ? 1 : 0) : s.fails.slice(s.cleared).filter((t) => t >= since).length;
   }
+}
+
+/** Drop an entry's times before `since`, keeping `cleared` pointing past the same failures. */
+function trim(entry: Entry, since: number): void {
+  const n = entry.fails.length;
+  entry.fails = trimBefore(entry.fails, since);
+  entry.cleared = Math.max(0, entry.cleared - (n - entry.fails.length));
+  entry.challenges = trimBefore(entry.challenges, since);
 }
 
 /** The times from `since` on (the same array when none is older). */

@@ -5,12 +5,16 @@ import type { BanLineFormat, BanLines } from '../firewall/types';
 import { familyOf, type Family } from '../net/ip';
 import { startCheckpointer, type Checkpointer, type CheckpointerOptions } from './checkpointer';
 import { drizzleOf, openSqlite, type Db } from './open';
+import { banPage, banPageJson, type PageOptions } from './pages';
+import { ACTIVE, BAN_FIELDS } from './sql';
 // Types only (erased): src/store/schema.ts stays the schema's source for drizzle-kit and the
 // migrations, but the Store never loads Drizzle itself (see Store.db).
 import type { events, hosts } from './schema';
 
 export { openDatabase, openSqlite, pendingMigrations, MIGRATIONS, type Db } from './open';
 export { Checkpointer, type CheckpointerOptions, type CheckpointerStats } from './checkpointer';
+export { Pruner, type PruneLimits, type PruneReport, type PrunerOptions } from './prune';
+export type { PageOptions } from './pages';
 
 /** A hosts row, as host() returns it (banned a boolean, as schema.ts's mode: 'boolean'). */
 export type HostRow = typeof hosts.$inferSelect;
@@ -108,16 +112,10 @@ function toBans(rows: Iterable<unknown[]>): ActiveBan[] {
   return out;
 }
 
-/** A ban in force at the one `?` parameter (now): not lifted, and permanent or ending after now. */
-const ACTIVE = '(bans.lifted_at IS NULL AND (bans.until IS NULL OR bans.until > ?))';
 // One host's bans are read through bans_address, named (INDEXED BY): since bans_active holds
 // the address too (migration 0001), SQLite's planner preferred it for them, which scans every
 // active ban per ban made (the ban storm fell from ~5,600 to ~1,700 bans/s at 28k bans).
 
-/** A bans row as an object with the schema's (camelCase) field names: ActiveBan plus liftedAt, liftReason. */
-const BAN_FIELDS = `bans.id AS id, bans.address AS address, bans.family AS family, bans.started_at AS startedAt, bans.until AS until,
-  bans.reason_kind AS reasonKind, bans.reason_service AS reasonService, bans.reason_account AS reasonAccount, bans.failures AS failures,
-  bans.source AS source, bans.lifted_at AS liftedAt, bans.lift_reason AS liftReason`;
 
 /**
  * The daemon's queries. Synchronous (better-sqlite3); Decisions decides when a ban is written (after its kernel command).
@@ -414,6 +412,16 @@ export class Store {
       `SELECT ${BAN_FIELDS}, coalesce(hosts.ban_count, 0) AS banCount FROM bans ${opts.address !== undefined ? 'INDEXED BY bans_address ' : ''}LEFT JOIN hosts ON hosts.address = bans.address
        ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY bans.started_at DESC, bans.id DESC`,
     ).all(...params) as BanRow[];
+  }
+
+  /** One page of a listing (see banPage in pages.ts). */
+  listBansPage(now: number, opts: PageOptions): { rows: BanRow[]; next: number | null } {
+    return banPage((t) => this.sql(t), now, opts);
+  }
+
+  /** The same page as a JSON array of listing views, made by SQLite (see banPageJson in pages.ts). */
+  listBansPageJson(now: number, opts: PageOptions): { json: string; next: number | null } {
+    return banPageJson((t) => this.sql(t), now, opts);
   }
 
   /** End every active ban at once (operator `unban --all`); returns the bans lifted. */

@@ -13,7 +13,11 @@ export const hosts = sqliteTable('hosts', {
   lastKind: text('last_kind'),
   lastService: text('last_service'),
   lastAccount: text('last_account'),
-}, (t) => [index('hosts_banned').on(t.banned), index('hosts_last_seen').on(t.lastSeen)]);
+}, (t) => [
+  index('hosts_banned').on(t.banned), index('hosts_last_seen').on(t.lastSeen),
+  // The never-banned hosts, oldest first: counted and trimmed to max_host_rows (prune.ts).
+  index('hosts_unbanned_seen').on(t.banCount, t.lastSeen),
+]);
 
 /** Every ban ever made: the active ones rebuild the kernel at start; the rest is history. */
 export const bans = sqliteTable('bans', {
@@ -30,6 +34,7 @@ export const bans = sqliteTable('bans', {
   liftedAt: integer('lifted_at'), // set when it ended early or expired
   liftReason: text('lift_reason'), // expired, unban, allowed, superseded
 }, (t) => [index('bans_active').on(t.liftedAt, t.until, t.address), index('bans_address').on(t.address)]);
+// Listings page by id (newest first) and the history retention deletes by lifted_at (bans_active): no more index needed.
 
 /** Recent offending events per host, trimmed to the configured `history`. */
 export const events = sqliteTable('events', {

@@ -1,0 +1,1 @@
+CREATE INDEX `hosts_unbanned_seen` ON `hosts` (`ban_count`,`last_seen`);
