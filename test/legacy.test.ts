@@ -42,14 +42,14 @@ test('rows that do not decode are refused with a reason', () => {
 });
 
 test('encode is the inverse of decode over a spread of addresses', () => {
-  for (const a of ['1.2.3.4', '10.0.0.1', '203.0.113.250', '255.254.253.252', '0.0.0.1', '128.0.0.0']) {
+  for (const a of ['1.2.3.4', '10.0.0.1', '203.0.113.250', '223.254.253.252', '1.0.0.0', '128.0.0.0']) {
     assert.equal(ok(encodeLegacyAddr(a)), a);
   }
   let x = 12345;
   for (let i = 0; i < 2000; i++) {
     x = (x * 1103515245 + 12345) >>> 0;
     const a = [x & 255, (x >>> 8) & 255, (x >>> 16) & 255, x >>> 24].join('.');
-    if (a === '0.0.0.0' || a === '255.255.255.255') continue;
+    if (notSingleHost(a, 4)) { assert.match(bad(encodeLegacyAddr(a)), /not a single host/); continue; }
     assert.equal(ok(encodeLegacyAddr(a)), a);
     assert.equal(ok(encodeLegacyAddr(a) | 0), a, 'signed reading too');
   }

@@ -2,7 +2,7 @@ import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
 import { ensureChain, familyBinaries, familyTools, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
-import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
+import { checkBatch, checkChainName, CommandError, requireBinaries, run, SkipLog } from './exec';
 import { IpsetShell } from './ipset-shell';
 import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
 
@@ -49,6 +49,12 @@ const STREAM_CHUNK = 4096;
 
 /** `ipset restore` processes filling the scratch sets at once during a full load (see setAll). */
 const LOADERS = 2;
+
+/** Lines the kernel may refuse in one full load before it fails after all. */
+const MAX_REFUSED = 64;
+
+/** A line `ipset restore` refused (`Error in line N`) in one loader's input. */
+interface RefusedLine { loader: number; line: number; message: string; err: unknown }
 
 /** Above this many lines a batch goes through `ipset restore` rather than the interactive shell. */
 const SHELL_MAX_LINES = 2000;
@@ -147,14 +153,11 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   async setAll(bans: Iterable<KernelBan>, now: number): Promise<void> {
-    // An array is checked whole before anything runs; a stream (the queue's, already checked
-    // there) is checked line by line as it is read.
-    if (Array.isArray(bans)) checkBatch(bans);
     // LOADERS loaders share one stream of chunks, each taking the next as soon as its pipe
-    // drains. A bad address throws in whichever loader pulled it, that loader is killed, the
-    // stream ends for the others, and no swap happens.
+    // drains. An address that may not be banned is left out (and logged) as the stream is made.
     const adds = this.addScript(bans, now);
-    await this.replaceSets(() => adds);
+    const shared: Iterator<string> = { next: () => adds.next() };
+    await this.load(Array.from({ length: LOADERS }, () => shared));
   }
 
   /** The scratch sets' names in each ban's line: the store renders the adds of a full load. */
@@ -165,7 +168,46 @@ export class IpsetBackend implements FirewallBackend {
   /** setAll for lines the store rendered in lineFormat: each loader takes its share of each family's text. */
   async setAllLines(lines: BanLines): Promise<void> {
     const shares = this.families.map((f) => splitLines(lines[f], LOADERS));
-    await this.replaceSets((i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`));
+    await this.load(Array.from({ length: LOADERS }, (_, i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`)[Symbol.iterator]()));
+  }
+
+  /**
+   * A full load that survives lines the kernel refuses: `ipset restore` stops at the first bad
+   * line (`Error in line N`) and the load is all-or-nothing, so one such line would keep every
+   * other ban out of the kernel. The refused lines are dropped (and logged) and the rest loaded
+   * again, at most MAX_REFUSED times. sources[i] is loader i's input (they may be one shared
+   * iterator); every chunk pulled is kept so that a retry has them all.
+   */
+  private async load(sources: Iterator<string>[]): Promise<void> {
+    for (let dropped = 0; ;) {
+      const taken: string[][] = sources.map(() => []);
+      const recorded = (i: number): Iterable<string> => ({
+        // A plain iterator (no return()): a loader that dies cannot close the shared stream.
+        [Symbol.iterator]: () => ({ next: () => { const r = sources[i].next(); if (!r.done) taken[i].push(r.value); return r; } }),
+      });
+      const refused = await this.replaceSets(recorded);
+      if (refused.length === 0) return;
+      const lines: string[] = [];
+      for (const [i, chunks] of taken.entries()) {
+        for (let r = sources[i].next(); !r.done; r = sources[i].next()) chunks.push(r.value);
+        lines.push(...chunks.join('').split('\n').filter((l) => l.length > 0));
+      }
+      for (const { loader, line, message, err } of refused) {
+        // Line N of what that loader wrote: its create lines, then the chunks it took.
+        const text = (this.createsText() + taken[loader].join('')).split('\n')[line - 1];
+        const at = text === undefined || !text.startsWith('add ') ? -1 : lines.indexOf(text);
+        if (at < 0 || ++dropped > MAX_REFUSED) throw err;
+        lines.splice(at, 1);
+        this.log.error({ line: text, refused: message }, 'full load: the kernel refused a line; loading the other bans without it');
+      }
+      const parts = splitLines(lines.join('\n'), LOADERS).filter((t) => t.length > 0).map((t) => `${t}\n`);
+      sources = Array.from({ length: LOADERS }, (_, i) => (parts[i] === undefined ? [] : [parts[i]])[Symbol.iterator]());
+    }
+  }
+
+  /** The scratch sets' create lines every loader starts with. */
+  private createsText(): string {
+    return this.families.map((f) => this.createLine(this.tmpName(f), f, 1024)).join('\n') + '\n';
   }
 
   /**
@@ -174,7 +216,7 @@ export class IpsetBackend implements FirewallBackend {
    * fine); if a live set is gone (a firewall wipe), the loaded one simply takes its name.
    * inputFor(i) is what loader i writes after the create lines.
    */
-  private async replaceSets(inputFor: (loader: number) => Iterable<string>): Promise<void> {
+  private async replaceSets(inputFor: (loader: number) => Iterable<string>): Promise<RefusedLine[]> {
     // Right after init the sets and chains are known to be there: no second look (each
     // process start costs tens of ms once the daemon holds 100k bans in memory).
     const fresh = this.fresh;
@@ -189,11 +231,21 @@ export class IpsetBackend implements FirewallBackend {
       // `ipset restore` of 100k adds: ~390 ms into a set it made, ~880 ms into one made before;
       // split between two processes ~245 ms.
       // The hash grows by itself: a 100k load takes the same time from 1,024 buckets as from 131,072.
-      const creates = fams.map((f) => this.createLine(this.tmpName(f), f, 1024)).join('\n') + '\n';
+      const creates = this.createsText();
       const input = function* (rest: Iterable<string>): Generator<string> { yield creates; yield* rest; };
       // Every loader settles (a failed one ends a shared stream for the others) before any cleanup.
       const loads = await Promise.allSettled(Array.from({ length: LOADERS }, (_, i) => this.ipset(['restore', '-exist'], input(inputFor(i)))));
-      for (const l of loads) if (l.status === 'rejected') throw l.reason;
+      const refused: RefusedLine[] = [];
+      for (const [loader, l] of loads.entries()) {
+        if (l.status === 'fulfilled') continue;
+        const m = l.reason instanceof CommandError ? /Error in line (\d+): ([^\n]*)/.exec(l.reason.stderr) : null;
+        if (!m) throw l.reason;
+        refused.push({ loader, line: Number(m[1]), message: m[2].trim(), err: l.reason });
+      }
+      if (refused.length) {
+        await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});
+        return refused;
+      }
     } catch (err) {
       await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});
       throw err;
@@ -202,25 +254,30 @@ export class IpsetBackend implements FirewallBackend {
       ? [`swap ${this.tmpName(f)} ${this.setName(f)}`, `destroy ${this.tmpName(f)}`]
       : [`rename ${this.tmpName(f)} ${this.setName(f)}`])));
     if (!fresh) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
+    return [];
   }
 
   /**
    * The scratch sets' add lines, in chunks, as the bans are read: ipset parses while the rest
    * is built (and, at start, while the bans are still checked). Every address is checked
-   * before its line is made; a bad one throws, which fails the whole load.
+   * before its line is made; a bad one is left out and logged, never loaded.
    */
   private *addScript(bans: Iterable<KernelBan>, now: number): Generator<string> {
     // Each chunk's lines grouped by family: ipset batches only consecutive adds to one set.
     let v4: string[] = [];
     let v6: string[] = [];
     const v6Off = !this.families.includes(6);
+    const skipped = new SkipLog(this.log);
     for (const b of bans) {
       const t = ipsetTimeout(b.until, now);
       if (t === null || (b.family === 6 && v6Off)) continue;
-      (b.family === 4 ? v4 : v6).push(`add ${this.tmpName(b.family)} ${checkedIp(b.address, b.family)} timeout ${t}`);
+      const address = skipped.check(b);
+      if (address === null) continue;
+      (b.family === 4 ? v4 : v6).push(`add ${this.tmpName(b.family)} ${address} timeout ${t}`);
       if (v4.length + v6.length === STREAM_CHUNK) { yield chunkOf(v4, v6); v4 = []; v6 = []; }
     }
     if (v4.length + v6.length) yield chunkOf(v4, v6);
+    skipped.done();
   }
 
   /** A few lines of our own (sets made, swapped, destroyed): through the live shell, no process start. */
