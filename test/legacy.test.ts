@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { decodeLegacyAddr, encodeLegacyAddr, readLegacyDatabase } from '../src/legacy';
 import { applyLegacy } from '../src/legacy/import';
+import { notSingleHost } from '../src/net/ip';
 
 const ok = (v: unknown) => { const d = decodeLegacyAddr(v); assert.ok(d.ok, `${String(v)}: ${!d.ok ? d.reason : ''}`); return d.address; };
 const bad = (v: unknown) => { const d = decodeLegacyAddr(v); assert.equal(d.ok, false, `${String(v)} should be refused`); return d.ok ? '' : d.reason; };
@@ -25,7 +26,8 @@ test('negative values: the signed 32-bit reading (last octet 128 or more)', () =
   assert.equal(ok(-939326975), '1.2.3.200');
   assert.equal(ok(0xc8030201), '1.2.3.200');
   assert.equal(ok(-16777215), '1.0.0.255'); // 0xFF000001
-  assert.equal(ok(-(2 ** 31)), '0.0.0.128');
+  assert.equal(ok(-(2 ** 31) + 1), '1.0.0.128'); // 0x80000001
+  assert.match(bad(-(2 ** 31)), /0\.0\.0\.128, not a single host/);
 });
 
 test('rows that do not decode are refused with a reason', () => {

@@ -152,6 +152,9 @@ export function isCanonicalIpv6(text: string): boolean {
   return !(head === 0 && words === 3 && text.charCodeAt(6) === 58 && text.startsWith('::ffff'));
 }
 
+/** ff00::/8 in canonical text: a first word of four hex digits starting "ff" (no leading zeros). */
+const MULTICAST_V6 = /^ff[0-9a-f]{2}:/;
+
 /**
  * Why a canonical address cannot be one remote host, or null when it can: no such source
  * may ever be banned (ipset refuses 0.0.0.0 and ::, which would sink a whole load, and a
@@ -168,8 +171,7 @@ export function notSingleHost(address: string, family: Family): string | null {
     return null;
   }
   if (address === '::') return 'unspecified (::)';
-  // ff00::/8: a first word of four hex digits starting "ff" (canonical text has no leading zeros).
-  if (address.length > 4 && address.startsWith('ff') && address.charCodeAt(4) === 58) return 'multicast (ff00::/8)';
+  if (MULTICAST_V6.test(address)) return 'multicast (ff00::/8)';
   return null;
 }
 
