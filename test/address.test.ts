@@ -73,7 +73,7 @@ test('ampere ban (the control route) refuses them with the reason; unban takes a
   assert.throws(() => hostAddress('192.0.2.0/24'), /is a network/);
   assert.deepEqual(hostAddress('::ffff:192.0.2.9'), { address: '192.0.2.9', family: 4 });
   for (const t of ['0.0.0.0', '::', '192.0.2.010', 'ff02::1']) assert.equal(storedAddress(` ${t} `), t);
-  for (const bad of ['', '  ', 'a\nb', 'x'.repeat(101), 7]) assert.throws(() => storedAddress(bad), HttpError, String(bad));
+  for (const bad of ['', '  ', 'a\nb', 'nonsense', '1.2.3.4 -j ACCEPT', '1'.repeat(65), 7]) assert.throws(() => storedAddress(bad), HttpError, String(bad));
 });
 
 test('legacy import: decoding and applying refuse what cannot be one host, with the reason', () => {

@@ -19,17 +19,17 @@ describe('full loads with a line the kernel refuses', { skip }, () => {
       const { log, lines } = captureLog();
       const fw = await createFirewall('rules', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name, ipv6: false }, log);
       await fw.init();
-      // A rule the kernel cannot take, for two addresses (no address that passes the checks makes
-      // one): the spec is replaced from outside, as a stand-in for any refusal.
+      // A rule iptables-restore refuses, for two addresses (no address that passes the checks makes
+      // one): the spec is replaced from outside, as a stand-in for any refusal it reports by line.
       const inner = fw as unknown as { spec: (a: string, f: 4 | 6) => string };
       const spec = inner.spec.bind(fw);
-      inner.spec = (a, f) => (a === '192.0.2.5' || a === '192.0.2.8' ? `-s ${a}/32 -j NO-SUCH-TARGET` : spec(a, f));
+      inner.spec = (a, f) => (a === '192.0.2.5' || a === '192.0.2.8' ? `-s ${a}/33 -j DROP` : spec(a, f));
       const all = Array.from({ length: 10 }, (_, i) => `192.0.2.${i + 1}`);
       await fw.setAll(all.map(v4), Date.now());
       const held = (await ns.must('iptables-nft', ['-w', '-S', 'ampere'])).split('\n').filter((l) => l.includes(' -s ')).map((l) => l.split(' ')[3].replace('/32', ''));
       assert.deepEqual(held.sort(), all.filter((a) => a !== '192.0.2.5' && a !== '192.0.2.8').sort());
       assert.deepEqual(lines.filter((l) => l.msg === 'full load: the kernel refused a rule; loading the other bans without it').map((l) => l.rule), [
-        '-A ampere -s 192.0.2.5/32 -j NO-SUCH-TARGET', '-A ampere -s 192.0.2.8/32 -j NO-SUCH-TARGET',
+        '-A ampere -s 192.0.2.5/33 -j DROP', '-A ampere -s 192.0.2.8/33 -j DROP',
       ]);
       assert.match((await ns.must('iptables-nft', ['-w', '-S', 'ampere'])).trim().split('\n').at(-1)!, /-A ampere -j RETURN/);
     }));

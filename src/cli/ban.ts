@@ -16,12 +16,13 @@ export function hostArg(command: string, text: string): string {
 }
 
 /**
- * What `unban` may lift: any text a ban may have been stored under (a hand-edited or older
- * database can hold 0.0.0.0 or a non-canonical form), one line; the daemon decides.
+ * What `unban` may lift: any address text a ban may have been stored under, even one that is
+ * not canonical or not a single host (an older or hand-edited database: 0.0.0.0, 192.0.2.010);
+ * the daemon decides. Only an address's characters: a typo is not sent as an unban.
  */
 export function storedArg(command: string, text: string): string {
   const t = text.trim();
-  if (t === '' || t.length > 100 || /[\u0000-\u001f\u007f]/.test(t)) throw usageError(`${command}: give the address as listed by "ampere bans"`);
+  if (!/^[0-9A-Fa-f.:]{1,64}$/.test(t)) throw usageError(`${command}: ${JSON.stringify(text)} is not a valid IP address`);
   return t;
 }
 

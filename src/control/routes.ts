@@ -39,11 +39,14 @@ export function hostAddress(value: unknown): { address: string; family: Family }
   return { address: ip.address, family: ip.family };
 }
 
-/** The text a ban may be stored under (unban lifts any, even one that is no valid host): one line, bounded. */
+/**
+ * The text a ban may be stored under: unban lifts any, even one that is not canonical or not a
+ * single host. Only an address's characters (hex digits, '.', ':'), bounded.
+ */
 export function storedAddress(value: unknown): string {
   if (typeof value !== 'string' || value.trim() === '') throw new HttpError(400, 'an IP address is required');
   const t = value.trim();
-  if (t.length > 100 || /[\u0000-\u001f\u007f]/.test(t)) throw new HttpError(400, 'not an address as stored: one line of at most 100 characters');
+  if (!/^[0-9A-Fa-f.:]{1,64}$/.test(t)) throw new HttpError(400, `${JSON.stringify(t.slice(0, 80))} is not a valid IP address`);
   return t;
 }
 

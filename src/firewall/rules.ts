@@ -83,7 +83,8 @@ export class RulesBackend implements FirewallBackend {
    * One transaction: `:chain` (with --noflush) creates or flushes the chain, then all rules and
    * the final RETURN; the jump is re-made too if a firewall reload removed it. A rule the kernel
    * refuses (`Error occurred at line: N`) would fail them all: it is dropped (logged) and the
-   * rest loaded again, at most MAX_REFUSED times. specs loses the dropped rules.
+   * rest loaded again, at most MAX_REFUSED times. specs loses the dropped rules. A refusal
+   * iptables-nft reports only at COMMIT (a missing jump target) names no rule: the load fails.
    */
   private async loadChain(ft: FamilyTools, specs: (readonly [string, string])[]): Promise<void> {
     const c = this.opts.chain;
