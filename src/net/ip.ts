@@ -162,8 +162,9 @@ const MULTICAST_V6 = /^ff[0-9a-f]{2}:/;
  */
 export function notSingleHost(address: string, family: Family): string | null {
   if (family === 4) {
-    const dot = address.indexOf('.');
-    const first = Number(address.slice(0, dot));
+    // The first octet from its digits, nothing allocated: this runs for every event.
+    let first = 0;
+    for (let i = 0, c = address.charCodeAt(0); c >= 48 && c <= 57; c = address.charCodeAt(++i)) first = first * 10 + (c - 48);
     if (first === 0) return 'unspecified ("this network", 0.0.0.0/8)';
     if (first >= 224 && first <= 239) return 'multicast (224.0.0.0/4)';
     if (address === '255.255.255.255') return 'broadcast (255.255.255.255)';
