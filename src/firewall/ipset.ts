@@ -2,7 +2,10 @@ import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
 import { ensureChain, familyBinaries, familyTools, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
-import { checkBatch, checkChainName, CommandError, requireBinaries, run, SkipLog } from './exec';
+import { checkBatch, checkChainName, requireBinaries, run, SkipLog } from './exec';
+import { loadDroppingRefused, refusedLine, splitLines, type RefusedLine } from './ipset-load';
+
+export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
 import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
 
@@ -25,23 +28,6 @@ export function ipsetTimeout(until: number | null, now: number): number | null {
   return s > IPSET_MAX_TIMEOUT ? 0 : s;
 }
 
-/** A text of lines (no newline at its end) cut into n parts of about equal length, at line ends. */
-export function splitLines(text: string, n: number): string[] {
-  const parts: string[] = [];
-  let from = 0;
-  for (let k = 1; k < n; k++) {
-    const at = Math.max(from, Math.round((text.length * k) / n));
-    let nl = text.indexOf('\n', at);
-    if (nl < 0) nl = text.lastIndexOf('\n', at); // the cut falls in the last line
-    if (nl < from) break;
-    parts.push(text.slice(from, nl));
-    from = nl + 1;
-  }
-  parts.push(text.slice(from));
-  while (parts.length < n) parts.push('');
-  return parts;
-}
-
 const chunkOf = (v4: string[], v6: string[]) => (v4.length ? v4.join('\n') + '\n' : '') + (v6.length ? v6.join('\n') + '\n' : '');
 
 /** Lines per chunk written to `ipset restore` during a full load. */
@@ -49,12 +35,6 @@ const STREAM_CHUNK = 4096;
 
 /** `ipset restore` processes filling the scratch sets at once during a full load (see setAll). */
 const LOADERS = 2;
-
-/** Lines the kernel may refuse in one full load before it fails after all. */
-const MAX_REFUSED = 64;
-
-/** A line `ipset restore` refused (`Error in line N`) in one loader's input. */
-interface RefusedLine { loader: number; line: number; message: string; err: unknown }
 
 /** Above this many lines a batch goes through `ipset restore` rather than the interactive shell. */
 const SHELL_MAX_LINES = 2000;
@@ -160,6 +140,11 @@ export class IpsetBackend implements FirewallBackend {
     await this.load(Array.from({ length: LOADERS }, () => shared));
   }
 
+  /** A full load that drops the lines the kernel refuses (see loadDroppingRefused). */
+  private load(sources: Iterator<string>[]): Promise<void> {
+    return loadDroppingRefused(sources, LOADERS, () => this.createsText(), (inputFor) => this.replaceSets(inputFor), this.log);
+  }
+
   /** The scratch sets' names in each ban's line: the store renders the adds of a full load. */
   get lineFormat(): BanLineFormat {
     return { prefix: { 4: `add ${this.tmpName(4)} `, 6: `add ${this.tmpName(6)} ` }, infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT };
@@ -169,40 +154,6 @@ export class IpsetBackend implements FirewallBackend {
   async setAllLines(lines: BanLines): Promise<void> {
     const shares = this.families.map((f) => splitLines(lines[f], LOADERS));
     await this.load(Array.from({ length: LOADERS }, (_, i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`)[Symbol.iterator]()));
-  }
-
-  /**
-   * A full load that survives lines the kernel refuses: `ipset restore` stops at the first bad
-   * line (`Error in line N`) and the load is all-or-nothing, so one such line would keep every
-   * other ban out of the kernel. The refused lines are dropped (and logged) and the rest loaded
-   * again, at most MAX_REFUSED times. sources[i] is loader i's input (they may be one shared
-   * iterator); every chunk pulled is kept so that a retry has them all.
-   */
-  private async load(sources: Iterator<string>[]): Promise<void> {
-    for (let dropped = 0; ;) {
-      const taken: string[][] = sources.map(() => []);
-      const recorded = (i: number): Iterable<string> => ({
-        // A plain iterator (no return()): a loader that dies cannot close the shared stream.
-        [Symbol.iterator]: () => ({ next: () => { const r = sources[i].next(); if (!r.done) taken[i].push(r.value); return r; } }),
-      });
-      const refused = await this.replaceSets(recorded);
-      if (refused.length === 0) return;
-      const lines: string[] = [];
-      for (const [i, chunks] of taken.entries()) {
-        for (let r = sources[i].next(); !r.done; r = sources[i].next()) chunks.push(r.value);
-        lines.push(...chunks.join('').split('\n').filter((l) => l.length > 0));
-      }
-      for (const { loader, line, message, err } of refused) {
-        // Line N of what that loader wrote: its create lines, then the chunks it took.
-        const text = (this.createsText() + taken[loader].join('')).split('\n')[line - 1];
-        const at = text === undefined || !text.startsWith('add ') ? -1 : lines.indexOf(text);
-        if (at < 0 || ++dropped > MAX_REFUSED) throw err;
-        lines.splice(at, 1);
-        this.log.error({ line: text, refused: message }, 'full load: the kernel refused a line; loading the other bans without it');
-      }
-      const parts = splitLines(lines.join('\n'), LOADERS).filter((t) => t.length > 0).map((t) => `${t}\n`);
-      sources = Array.from({ length: LOADERS }, (_, i) => (parts[i] === undefined ? [] : [parts[i]])[Symbol.iterator]());
-    }
   }
 
   /** The scratch sets' create lines every loader starts with. */
@@ -238,9 +189,9 @@ export class IpsetBackend implements FirewallBackend {
       const refused: RefusedLine[] = [];
       for (const [loader, l] of loads.entries()) {
         if (l.status === 'fulfilled') continue;
-        const m = l.reason instanceof CommandError ? /Error in line (\d+): ([^\n]*)/.exec(l.reason.stderr) : null;
-        if (!m) throw l.reason;
-        refused.push({ loader, line: Number(m[1]), message: m[2].trim(), err: l.reason });
+        const r = refusedLine(loader, l.reason);
+        if (!r) throw l.reason;
+        refused.push(r);
       }
       if (refused.length) {
         await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});
