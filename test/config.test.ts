@@ -129,3 +129,85 @@ test('durations', () => {
   assert.equal(formatDuration(90_000), '90s');
   assert.equal(formatDuration(4 * 3_600_000), '4h');
 });
+
+/** The ConfigError of loading this environment (and the config file, if given), asserted to be one line naming the key. */
+function refused(env: Record<string, string>, key: string, re: RegExp, file?: string): void {
+  const d = dir();
+  const extra: Record<string, string> = {};
+  if (file !== undefined) { extra.AMPERE_CONFIG = join(d, 'a.cfg'); writeFileSync(extra.AMPERE_CONFIG, file); }
+  assert.throws(() => loadConfig({ ...noFile(d), ...extra, ...env }, d), (e: unknown) => {
+    assert.ok(e instanceof ConfigError, `${key}: ConfigError`);
+    assert.equal(e.key, key);
+    assert.match(e.message, new RegExp(`^invalid ${key}: `));
+    assert.match(e.message, re);
+    assert.ok(!e.message.includes('\n'), 'one line');
+    return true;
+  }, `${JSON.stringify(env)} ${file ?? ''}`);
+}
+const accepted = (env: Record<string, string>) => { const d = dir(); return loadConfig({ ...noFile(d), ...env }, d); };
+
+test('ami_timeout is bounded by what a Node timer holds (24d); the bound is accepted', () => {
+  refused({ AMPERE_AMI_TIMEOUT: '25d' }, 'ami_timeout', /to 24d \(the longest wait a Node timer holds\)/);
+  refused({ AMPERE_AMI_TIMEOUT: '4w' }, 'ami_timeout', /24d/);
+  assert.equal(accepted({ AMPERE_AMI_TIMEOUT: '24d' }).config.ami_timeout, 24 * 86_400_000);
+  assert.ok(accepted({ AMPERE_AMI_TIMEOUT: '24d' }).config.ami_timeout < 2 ** 31);
+});
+
+test('every duration is bounded (100 years) so a ban end stays a valid date; bantime 0 stays permanent', () => {
+  for (const key of ['bantime', 'bantime_max', 'findtime', 'backup_interval']) {
+    refused({ [`AMPERE_${key.toUpperCase()}`]: '36501d' }, key, /to 36500d \(100 years\)/);
+    refused({ [`AMPERE_${key.toUpperCase()}`]: '999999999999w' }, key, /36500d/);
+  }
+  const { config } = accepted({ AMPERE_BANTIME: '36500d', AMPERE_BANTIME_MAX: '36500d', AMPERE_FINDTIME: '36500d', AMPERE_BACKUP_INTERVAL: '36500d' });
+  assert.equal(config.bantime_max, 36_500 * 86_400_000);
+  // The longest ban, from now, is a date.
+  assert.doesNotThrow(() => new Date(Date.now() + config.bantime_max).toISOString());
+  assert.equal(accepted({ AMPERE_BANTIME: '0' }).config.bantime, 0);
+});
+
+test('chain names iptables or ipset refuse are refused at config, naming the key', () => {
+  for (const name of ['INPUT', 'OUTPUT', 'FORWARD', 'PREROUTING', 'POSTROUTING', 'input', 'ACCEPT', 'DROP', 'RETURN', 'LOG', 'MASQUERADE']) {
+    refused({ AMPERE_CHAIN: name }, 'chain', /built-in chain or target/);
+  }
+  for (const name of ['-x', '.x', 'a b', 'a!b', 'a/b', 'a:b', 'é']) refused({ AMPERE_CHAIN: name }, 'chain', /letters, digits/);
+  // 29 characters: iptables refuses it, and its set <chain>-v4 would be 32 (ipset takes 31).
+  refused({ AMPERE_CHAIN: 'a'.repeat(29) }, 'chain', /at most 28 characters/);
+  refused({}, 'chain', /built-in/, 'chain = INPUT\n');
+  // What both iptables flavours and ipset take (test/config-kernel.test.ts checks the kernel).
+  for (const name of ['1abc', 'amp.ere', 'ampere-firewall', 'a_b', 'a'.repeat(28), 'accept_list']) {
+    assert.equal(accepted({ AMPERE_CHAIN: name }).config.chain, name);
+  }
+});
+
+test('metrics: a real address and port; every interface is accepted with a warning', () => {
+  for (const bad of ['999.1.1.1:9327', '1.2.3:9327', '127.0.0.1:0', '127.0.0.1:65536', '127.0.0.1', ':9327', '::1:9327', '[::1]', '[1.2.3.4]:9327', '[fe80::1%eth0]:9327', 'example.com:9327', '[::g]:9327']) {
+    refused({ AMPERE_METRICS: bad }, 'metrics', /port 1-65535/);
+  }
+  for (const good of ['127.0.0.1:9327', '[::1]:9327', 'localhost:9327', '192.0.2.1:1', '[2001:db8::1]:65535']) {
+    const { config, warnings } = accepted({ AMPERE_METRICS: good });
+    assert.equal(config.metrics, good);
+    assert.deepEqual(warnings.filter((w) => w.startsWith('metrics')), []);
+  }
+  for (const open of ['0.0.0.0:9327', '[::]:9327']) {
+    const { config, warnings } = accepted({ AMPERE_METRICS: open });
+    assert.equal(config.metrics, open);
+    assert.equal(warnings.filter((w) => w.startsWith('metrics') && /reachable from the network/.test(w)).length, 1);
+  }
+});
+
+test('allow: every address (/0) is refused; a very wide network is accepted with a warning', () => {
+  refused({ AMPERE_ALLOW: '0.0.0.0/0' }, 'allow', /0\.0\.0\.0\/0 allows every IPv4 address and would switch protection off/);
+  refused({ AMPERE_ALLOW: '192.0.2.0/24, ::/0' }, 'allow', /::\/0 allows every IPv6 address/);
+  refused({ AMPERE_ALLOW: '10.1.2.3/0' }, 'allow', /switch protection off/);
+  const wide = accepted({ AMPERE_ALLOW: '10.0.0.0/7, 2001::/15' });
+  assert.deepEqual(wide.config.allow.map((c) => c.text), ['10.0.0.0/7', '2001::/15']);
+  assert.equal(wide.warnings.filter((w) => /^allow: 10\.0\.0\.0\/7, 2001::\/15 are very wide networks/.test(w)).length, 1);
+  const fine = accepted({ AMPERE_ALLOW: '10.0.0.0/8, 2001:db8::/16' });
+  assert.deepEqual(fine.warnings.filter((w) => w.startsWith('allow')), []);
+});
+
+test('an empty pass is refused (ami-io would send "admin"), naming the key and never a password', () => {
+  refused({}, 'pass', /not empty/, 'pass =\n');
+  refused({}, 'pass', /not empty/, 'pass =    \n');
+  assert.equal(accepted({ AMPERE_PASS: 'x' }).config.pass, 'x');
+});

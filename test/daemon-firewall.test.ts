@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { DaemonProcess } from './helpers/daemon';
 import { childrenOf, niceness } from './helpers/proc';
+import { ampere } from './helpers/cli';
 import { amiEvent } from './helpers/fake-ami';
 import { FakeAmiProcess } from './helpers/fake-ami-proc';
 import { Netns, UdpSink, addAttacker, removeStaleNamespaces, skipUnlessRoot, type Attacker } from './helpers/netns';
@@ -191,6 +192,56 @@ for (const backend of ['ipset', 'rules'] as const) {
       const row = db.prepare('SELECT lifted_at FROM bans WHERE address = ? ORDER BY id DESC').get(a6) as { lifted_at: number | null };
       db.close();
       assert.equal(row.lifted_at, null, 'the IPv6 ban is active in the database (enforced once IPv6 is on again)');
+    });
+
+    test('no address that cannot be one host is banned; one stored anyway is left out of the load (in sync), and unban lifts it', async () => {
+      // Rows written straight into SQLite, past every check (an older Ampere, a hand edit).
+      const bad: [string, 4 | 6][] = [['0.0.0.0', 4], ['::', 6], ['224.0.0.1', 4], ['::0', 6]];
+      const db = new Database(join(dir, 'ampere.db'));
+      for (const [a, f] of bad) {
+        db.prepare(`INSERT INTO hosts (address, family, first_seen, last_seen, ban_count, banned) VALUES (?, ?, 0, 0, 1, 1) ON CONFLICT DO NOTHING`).run(a, f);
+        db.prepare(`INSERT INTO bans (address, family, started_at, until, reason_kind) VALUES (?, ?, 0, NULL, 'auto')`).run(a, f);
+      }
+      const now = Date.now();
+      const good = (db.prepare(`SELECT address FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > ?)`).all(now + 60_000) as { address: string }[])
+        .map((r) => r.address).filter((a) => !bad.some(([b]) => b === a));
+      db.close();
+      // The kernel forgets Ampere's state (a reboot): only the full load can bring the bans back.
+      for (const fam of [4, 6] as const) { await ipt(fam, '-F', 'ampere'); await ipt(fam, '-D', 'INPUT', '-j', 'ampere'); await ipt(fam, '-X', 'ampere'); }
+      if (backend === 'ipset') for (const set of ['ampere-v4', 'ampere-v6']) await pbx.must('ipset', ['destroy', set]);
+      const d = startDaemon();
+      await d.waitFor((l) => l.msg === 'ampere started', 15_000);
+      await d.waitFor((l) => l.msg === 'ami connected', 15_000);
+      assert.equal(d.count((l) => l.msg === 'bans restored' && l.inSync === true), 1, 'the load succeeded');
+      assert.equal(d.count((l) => /^firewall .* failed$/.test(String(l.msg))), 0);
+      assert.deepEqual(d.lines.filter((l) => l.msg === 'full load: stored ban left out, its address may not be banned').map((l) => l.address).sort(), bad.map(([a]) => a).sort());
+      const held = [...(await kernelBans(4)), ...(await kernelBans(6))];
+      for (const a of good) assert.ok(held.includes(a), `${a} (a good stored ban) is in the kernel`);
+      for (const [a] of bad) assert.ok(!held.includes(a), `${a} is not`);
+      // Events from such sources never lead to a ban; the events around them still count.
+      const notHosts = ['0.0.0.0', '::', '224.0.0.1', '239.255.255.250', '255.255.255.255', '240.0.0.1', 'ff02::1'];
+      for (const a of notHosts) await failures(a, 5);
+      await ami.send(amiEvent('ChallengeResponseFailed', '192.0.2.7', { RemoteAddress: 'IPV4/UDP/2001:db8::66/5060' }).repeat(5));
+      await ami.send(amiEvent('ChallengeResponseFailed', '2001:db8::7', { RemoteAddress: 'IPV6/UDP/192.0.2.66/5060' }).repeat(5));
+      // A dual-stack socket's view of an IPv4 peer: banned as IPv4, where its packets arrive.
+      const mapped = backend === 'ipset' ? '192.0.2.201' : '192.0.2.202';
+      await ami.send(amiEvent('ChallengeResponseFailed', '2001:db8::9', { RemoteAddress: `IPV6/UDP/::ffff:${mapped}/5060` }).repeat(3));
+      await d.waitFor((l) => l.msg === 'ban' && l.address === mapped);
+      await eventually('the mapped address banned as IPv4', async () => (await kernelBans(4)).includes(mapped));
+      assert.deepEqual(d.lines.filter((l) => l.msg === 'ban').map((l) => l.address), [mapped], 'nothing else banned');
+      assert.equal(d.count((l) => /^firewall .* failed$/.test(String(l.msg))), 0);
+      // ampere unban lifts every one of them by its stored text.
+      const env = { AMPERE_DB: join(dir, 'ampere.db') };
+      for (const [a] of bad) {
+        const r = await ampere(['unban', a], env, { netns: pbx.name });
+        assert.equal(r.code, 0, `unban ${a}: ${r.stdout}${r.stderr}`);
+        assert.match(r.stdout, /^unbanned /);
+      }
+      await d.stop();
+      const after = new Database(join(dir, 'ampere.db'), { readonly: true });
+      const left = after.prepare(`SELECT count(*) AS n FROM bans WHERE lifted_at IS NULL AND address IN ('0.0.0.0', '::', '224.0.0.1', '::0')`).get() as { n: number };
+      after.close();
+      assert.equal(left.n, 0);
     });
   });
 }

@@ -176,7 +176,7 @@ test('restore into a backend that loads lines: allowed bans lifted first (also i
   assert.deepEqual(lines.filter((l) => l.msg === 'stored ban lifted: address is allowed now').map((l) => l.address).sort(), ['10.1.2.3', '198.51.100.9']);
 }));
 
-test('restore into a backend that loads lines: a malformed stored address (rendered or not) makes a second load of the checked bans', () => withStore(async (store) => {
+test('restore into a backend that loads lines: a malformed stored address is left out; if rendered, a second load of the checked bans', () => withStore(async (store) => {
   const now = Date.now();
   const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
   seed.ban('192.0.2.1', 4, reason, now - 1000, 'auto');
@@ -193,10 +193,58 @@ test('restore into a backend that loads lines: a malformed stored address (rende
   const d = new Decisions(store, linesKernel(calls, loads), bantime, log);
   const r = await d.restore(now, new AllowList(), (n) => calls.push(`loaded ${n}`));
   assert.deepEqual(loads[0][4].split('\n').sort(), ['add t4 192.0.2.01 timeout 0', 'add t4 192.0.2.1 timeout 3599'], 'the one with other characters is not rendered');
-  assert.deepEqual(calls, ['setAllLines', 'loaded 2', 'setAll 1.2.3.4 -j ACCEPT,192.0.2.01,192.0.2.1'], 'then every stored ban again, through the queue (which refuses the malformed ones)');
-  assert.deepEqual(r, { restored: 3, lifted: 0 });
+  assert.deepEqual(calls, ['setAllLines', 'loaded 2', 'setAll 192.0.2.1'], 'then the checked bans again, without the malformed ones');
+  assert.deepEqual(r, { restored: 1, lifted: 0 });
+  assert.equal(d.isBanned('192.0.2.01'), false);
   const warn = lines.find((l) => l.msg === 'restore: loading the stored bans again, checked one by one');
-  assert.deepEqual([warn?.malformed, warn?.loaded, warn?.stored], [2, 2, 3]);
+  assert.deepEqual([warn?.loaded, warn?.stored], [2, 1]);
+  assert.deepEqual(lines.filter((l) => l.msg === 'full load: stored ban left out, its address may not be banned').map((l) => l.address).sort(), ['1.2.3.4 -j ACCEPT', '192.0.2.01']);
+}));
+
+test('restore: stored addresses that cannot be one host are neither rendered nor loaded, and need no second load', () => withStore(async (store) => {
+  const now = Date.now();
+  const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  seed.ban('192.0.2.1', 4, reason, now - 1000, 'auto');
+  seed.ban('2001:db8::1', 6, reason, now - 1000, 'auto');
+  seed.flushWrites();
+  /** A ban row written straight into SQLite, past every check of the daemon. */
+  const insert = (address: string) => {
+    const f = address.includes(':') ? 6 : 4;
+    store.sqlite.prepare(`INSERT INTO hosts (address, family, first_seen, last_seen) VALUES (?, ${f}, 0, 0)`).run(address);
+    store.sqlite.prepare(`INSERT INTO bans (address, family, started_at, until, reason_kind) VALUES (?, ${f}, 0, NULL, 'auto')`).run(address);
+  };
+  const notHosts = ['0.0.0.0', '0.1.2.3', '224.0.0.1', '239.255.255.250', '240.0.0.1', '255.255.255.255', '::', 'ff02::1', 'ff00::'];
+  for (const bad of notHosts) insert(bad);
+  insert('ff:1::1'); // not multicast: a first word of 00ff is written "ff".
+  const calls: string[] = [];
+  const loads: BanLines[] = [];
+  const { log, lines } = captureLog();
+  const d = new Decisions(store, linesKernel(calls, loads), bantime, log);
+  const r = await d.restore(now, new AllowList(), (n) => calls.push(`loaded ${n}`));
+  assert.deepEqual(loads[0][4].split('\n'), ['add t4 192.0.2.1 timeout 3599']);
+  assert.deepEqual(loads[0][6].split('\n').sort(), ['add t6 2001:db8::1 timeout 3599', 'add t6 ff:1::1 timeout 0']);
+  assert.deepEqual(calls, ['setAllLines', 'loaded 3'], 'no second load');
+  assert.deepEqual(r, { restored: 3, lifted: 0 });
+  assert.deepEqual(lines.filter((l) => l.msg === 'full load: stored ban left out, its address may not be banned').map((l) => l.address).sort(), [...notHosts].sort());
+  // The streamed restore (other backends) leaves them out the same way.
+  const streamed: string[] = [];
+  const kernel: KernelQueue = { add: async () => {}, remove: async () => {}, async setAll(bans) { for (const b of bans) streamed.push(b.address); } };
+  const d2 = new Decisions(store, kernel, bantime, captureLog().log);
+  assert.deepEqual(await d2.restore(now, new AllowList()), { restored: 3, lifted: 0 });
+  assert.deepEqual(streamed.sort(), ['192.0.2.1', '2001:db8::1', 'ff:1::1']);
+  // unban lifts such a row by its exact text; nothing goes to the kernel for it.
+  const removed: string[] = [];
+  const k3: KernelQueue = { ...kernel, remove: async (bans) => { for (const b of bans) removed.push(b.address); } };
+  const d3 = new Decisions(store, k3, bantime, captureLog().log);
+  assert.equal(await d3.unban('0.0.0.0', now, 'unban'), true);
+  assert.equal(await d3.unban('ff02::1', now, 'unban'), true);
+  assert.equal(store.isBanned('0.0.0.0', now), false);
+  assert.equal(store.isBanned('ff02::1', now), false);
+  assert.deepEqual(removed, []);
+  // A non-canonical stored text, lifted as given.
+  insert('192.0.2.010');
+  assert.equal(await d3.unban('192.0.2.010', now, 'unban'), true);
+  assert.equal(store.isBanned('192.0.2.010', now), false);
 }));
 
 test('resync: the kernel gets the stored active bans the daemon knows, pending ones committed first', () => withStore(async (store) => {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AllowList, cidrContains, ipv4ToUint, parseCidr, textPrefix } from '../src/net/cidr';
 import { checkedIp } from '../src/firewall/exec';
-import { canonicalIp, isCanonicalIpv6 } from '../src/net/ip';
+import { canonicalIp, isCanonicalIpv6, notSingleHost } from '../src/net/ip';
 
 // A small deterministic generator, so a failure can be replayed.
 function rng(seed: number): () => number {
@@ -103,7 +103,7 @@ test('checkedIp: the IPv4 fast path accepts exactly the canonical forms canonica
     '1..2.3', ' 1.2.3.4', '1.2.3.4\n', '::ffff:1.2.3.4', '2001:DB8::1', '2001:db8::1', '[2001:db8::1]', '1.2.3.4%eth0'];
   for (const t of cases) {
     const c = canonicalIp(t);
-    const canonical = c !== null && c.address === t;
+    const canonical = c !== null && c.address === t && notSingleHost(c.address, c.family) === null;
     let ok = true;
     try { assert.equal(checkedIp(t), t); } catch { ok = false; }
     assert.equal(ok, canonical, JSON.stringify(t));
@@ -124,6 +124,8 @@ function slowCheckedIp(address: string, family?: 4 | 6): string {
   if (!c || c.address !== address || (family !== undefined && c.family !== family)) {
     throw new Error(`refusing non-canonical address ${JSON.stringify(address)}${family ? ` (family ${family})` : ''}`);
   }
+  const why = notSingleHost(c.address, c.family);
+  if (why) throw new Error(`refusing ${address}: not a single host, ${why}`);
   return c.address;
 }
 

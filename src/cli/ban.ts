@@ -1,6 +1,6 @@
 import { parseDuration } from '../config/duration';
 import { parseCidr } from '../net/cidr';
-import { canonicalIp } from '../net/ip';
+import { parseHost } from '../net/ip';
 import { formatSpan, formatTime, iso, printJson } from './table';
 import { config, EXIT, mustAsk, parse, refusal, usageError } from './common';
 
@@ -10,10 +10,20 @@ const UNBAN_USAGE = 'unban <ip> | --all [--json]';
 /** One host address, or a usage error saying what is wrong with it. */
 export function hostArg(command: string, text: string): string {
   if (text.includes('/') && parseCidr(text)) throw usageError(`${command}: ${JSON.stringify(text)} is a network; give one IP address`);
-  const ip = canonicalIp(text);
-  if (!ip) throw usageError(`${command}: ${JSON.stringify(text)} is not a valid IP address`);
-  if (ip.address === '0.0.0.0' || ip.address === '::') throw usageError(`${command}: ${ip.address} is not a host address`);
+  const ip = parseHost(text);
+  if (!ip.ok) throw usageError(`${command}: ${ip.reason === 'not an IP address' ? `${JSON.stringify(text)} is not a valid IP address` : ip.reason}`);
   return ip.address;
+}
+
+/**
+ * What `unban` may lift: any address text a ban may have been stored under, even one that is
+ * not canonical or not a single host (an older or hand-edited database: 0.0.0.0, 192.0.2.010);
+ * the daemon decides. Only an address's characters: a typo is not sent as an unban.
+ */
+export function storedArg(command: string, text: string): string {
+  const t = text.trim();
+  if (!/^[0-9A-Fa-f.:]{1,64}$/.test(t)) throw usageError(`${command}: ${JSON.stringify(text)} is not a valid IP address`);
+  return t;
 }
 
 /** "1h", "7d", "90" (seconds), "permanent" or "0" -> ms (0 = permanent). */
@@ -49,7 +59,7 @@ export async function unbanCommand(args: string[]): Promise<number> {
   const { values, positionals } = parse('unban', args, { all: { type: 'boolean' }, json: { type: 'boolean' } }, { min: 0, max: 1, usage: UNBAN_USAGE });
   if (!!values.all === (positionals.length === 1)) throw usageError(`unban: give one IP address or --all\nusage: ampere ${UNBAN_USAGE}`);
   const cfg = config();
-  const body = values.all ? { all: true } : { address: hostArg('unban', positionals[0]) };
+  const body = values.all ? { all: true } : { address: storedArg('unban', positionals[0]) };
   const res = await mustAsk<{ address?: string; wasBanned?: boolean; unbanned?: string[]; count?: number; appliedMs: number }>(cfg, 'POST', '/unban', body);
   if (res.status !== 200) {
     if (values.json && res.status === 500) printJson(res.body);

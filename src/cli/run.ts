@@ -1,7 +1,7 @@
 import { setPriority } from 'node:os';
 import { getHeapStatistics } from 'node:v8';
 import { ConfigError, loadConfig, type Config } from '../config';
-import { createLogger, type Logger } from '../log';
+import { createLogger, flushLogSync, type Logger } from '../log';
 import { startDaemon } from '../main';
 import { HEAP_RESERVE_BYTES, maxHostsFor, tableHeapBytes } from '../scoring';
 
@@ -40,6 +40,21 @@ export function applyNice(nice: number, log: Pick<Logger, 'info' | 'warn'>): voi
   }
 }
 
+/**
+ * An uncaught exception or unhandled rejection ends the daemon (its state is unknown; the
+ * supervisor restarts it and the bans stay in the kernel), but never silently: the reason is
+ * logged and every buffered log line written out before the exit.
+ */
+export function exitOnFault(log: Logger): void {
+  const fatal = (what: string) => (err: unknown) => {
+    log.fatal({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, what);
+    flushLogSync(log);
+    process.exit(1);
+  };
+  process.on('uncaughtException', fatal('uncaught exception: ampere stops'));
+  process.on('unhandledRejection', fatal('unhandled promise rejection: ampere stops'));
+}
+
 /** `ampere run`: the daemon. A bad config ends it at once with one line naming the key. */
 export async function runCommand(): Promise<number> {
   let loaded;
@@ -52,19 +67,21 @@ export async function runCommand(): Promise<number> {
   const heap = heapProblem(loaded.config, getHeapStatistics().heap_size_limit);
   if (heap) { console.error(`ampere: ${heap}`); return 1; }
   const log = createLogger(loaded.config.log_level);
+  exitOnFault(log);
   applyNice(loaded.config.nice, log);
   let daemon;
   try {
     daemon = await startDaemon(loaded, log);
   } catch (err) {
     log.fatal({ err: err instanceof Error ? err.message : String(err) }, 'ampere could not start');
-    log.flush();
-    return 1;
+    flushLogSync(log);
+    // What the failed start left open (a timer, a socket) must not keep a daemon that does nothing alive.
+    process.exit(1);
   }
   return new Promise<number>((resolve) => {
     const shutdown = (signal: string) => {
       log.info({ signal }, 'stopping');
-      daemon.stop().then(() => { log.flush(); resolve(0); }, (err) => { log.error({ err: String(err) }, 'unclean stop'); log.flush(); resolve(1); });
+      daemon.stop().then(() => { flushLogSync(log); resolve(0); }, (err) => { log.error({ err: String(err) }, 'unclean stop'); flushLogSync(log); resolve(1); });
     };
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));

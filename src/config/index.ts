@@ -66,13 +66,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
     else if (dotEnv[envName(key)]) { raw = dotEnv[envName(key)]; sources[key] = '.env'; }
     else if (fileValues[key] !== undefined) { raw = fileValues[key]; sources[key] = 'file'; }
     else { raw = KEYS[key].default; sources[key] = 'default'; }
-    const result = KEYS[key].parse(raw.trim()) as { ok: unknown } | { allowed: string };
+    const result = KEYS[key].parse(raw.trim()) as { ok: unknown; warning?: string } | { allowed: string };
     if ('allowed' in result) {
       const shown = key === 'pass' ? '(hidden)' : JSON.stringify(raw);
       const where = sources[key] === 'env' || sources[key] === '.env' ? `${envName(key)} (${sources[key]})` : sources[key] === 'file' ? `${key} in ${file}` : key;
       throw new ConfigError(`invalid ${key}: ${shown} from ${where}; expected ${result.allowed}`, key);
     }
     config[key] = result.ok;
+    if (result.warning) warnings.push(result.warning);
   }
   const cfg = config as Config;
   if (cfg.bantime !== 0 && cfg.bantime > cfg.bantime_max) {

@@ -1,8 +1,21 @@
-import { parseDuration } from './duration';
+import { formatDuration, parseDuration } from './duration';
+import { chainNameProblem } from '../firewall/names';
 import { parseCidr, type Cidr } from '../net/cidr';
+import { canonicalIp } from '../net/ip';
 
-/** A value parser returns the value, or a string saying what is allowed. */
-type Parse<T> = (raw: string) => { ok: T } | { allowed: string };
+/** A value parser returns the value (and perhaps a warning to log), or a string saying what is allowed. */
+type Parse<T> = (raw: string) => { ok: T; warning?: string } | { allowed: string };
+
+/**
+ * Longest duration used as a timer's wait: a Node timer holds at most 2^31-1 ms (24.8 days),
+ * and a longer one fires at once, in a loop (the daemon would never connect).
+ */
+export const TIMER_DURATION_MAX_MS = 24 * 86_400_000;
+/**
+ * Longest of every other duration (100 years): a ban's end (now + bantime_max) must stay a
+ * valid Date and a safe integer, which it is with room to spare.
+ */
+export const DURATION_MAX_MS = 36_500 * 86_400_000;
 
 const text = (re: RegExp, allowed: string): Parse<string> => (raw) => (re.test(raw) ? { ok: raw } : { allowed });
 const oneOf = <T extends string>(...values: T[]): Parse<T> => (raw) => {
@@ -21,24 +34,46 @@ const number = (min: number, max: number): Parse<number> => (raw) => {
   const n = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : NaN;
   return n >= min && n <= max ? { ok: n } : { allowed: `a number from ${min} to ${max}` };
 };
-const duration = (minMs: number, allowZero = false): Parse<number> => (raw) => {
+const duration = (minMs: number, opts: { allowZero?: boolean; maxMs?: number } = {}): Parse<number> => (raw) => {
+  const maxMs = opts.maxMs ?? DURATION_MAX_MS;
   const ms = parseDuration(raw);
-  if (ms !== null && (ms >= minMs || (allowZero && ms === 0))) return { ok: ms };
-  return { allowed: `a duration such as 90s, 10m, 1h, 7d${allowZero ? ' (0 = permanent)' : ''}, at least ${minMs / 1000}s` };
+  if (ms !== null && ((ms >= minMs && ms <= maxMs) || (opts.allowZero && ms === 0))) return { ok: ms };
+  const why = maxMs === DURATION_MAX_MS ? '100 years' : 'the longest wait a Node timer holds';
+  return { allowed: `a duration such as 90s, 10m, 1h, 7d${opts.allowZero ? ' (0 = permanent)' : ''}, from ${minMs / 1000}s to ${formatDuration(maxMs)} (${why})` };
 };
 const cidrList: Parse<Cidr[]> = (raw) => {
   const out: Cidr[] = [];
+  const wide: string[] = [];
   for (const part of raw.split(/[\s,]+/).filter(Boolean)) {
     const c = parseCidr(part);
     if (!c) return { allowed: `comma-separated IP addresses or CIDRs (bad entry "${part}")` };
+    // Every address allowed would switch protection off without a word.
+    if (c.bits === 0) return { allowed: `networks narrower than /0 (${part} allows every IPv${c.family} address and would switch protection off)` };
+    if (c.bits < (c.family === 4 ? 8 : 16)) wide.push(c.text);
     out.push(c);
   }
-  return { ok: out };
+  const warning = wide.length ? `allow: ${wide.join(', ')} ${wide.length === 1 ? 'is a very wide network' : 'are very wide networks'} (wider than /8 for IPv4, /16 for IPv6): no address in it is ever banned` : undefined;
+  return warning ? { ok: out, warning } : { ok: out };
 };
-const listen: Parse<string> = (raw) =>
-  raw === '' || /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):\d{1,5}$/.test(raw)
-    ? { ok: raw }
-    : { allowed: 'host:port such as 127.0.0.1:9327, or empty for off' };
+/** `host:port` for the metrics endpoint: an IPv4 address, [IPv6] or localhost; port 1-65535. */
+const listen: Parse<string> = (raw) => {
+  const allowed = 'host:port such as 127.0.0.1:9327 or [::1]:9327 (an IPv4 address, an IPv6 address in brackets, or localhost; port 1-65535), or empty for off';
+  if (raw === '') return { ok: raw };
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|(localhost)|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(raw);
+  const port = m ? Number(m[4]) : 0;
+  if (!m || port < 1 || port > 65535) return { allowed };
+  if (m[2]) return { ok: raw };
+  const ip = canonicalIp(m[1] ?? m[3]);
+  if (!ip || ip.family !== (m[1] ? 6 : 4)) return { allowed };
+  if (ip.address === '0.0.0.0' || ip.address === '::') {
+    return { ok: raw, warning: `metrics: ${raw} listens on every interface: the metrics and health endpoint is reachable from the network (use 127.0.0.1 or a firewall)` };
+  }
+  return { ok: raw };
+};
+const chainName: Parse<string> = (raw) => {
+  const why = chainNameProblem(raw);
+  return why ? { allowed: `a chain name of 1-28 letters, digits, _ . - (not starting with - or .), not a built-in chain or target of iptables: ${why}` } : { ok: raw };
+};
 
 /**
  * Every configuration key: its default (as text, parsed like any other source) and parser.
@@ -48,12 +83,13 @@ export const KEYS = {
   host: { default: '127.0.0.1', parse: text(/^[A-Za-z0-9.:_-]{1,253}$/, 'a host name or IP address') },
   port: { default: '5038', parse: int(1, 65535) },
   user: { default: 'ampere', parse: text(/^[^\r\n]{1,80}$/, 'a user name of 1-80 characters, no line breaks') },
-  pass: { default: 'ampere', parse: text(/^[^\r\n]{0,200}$/, 'a password without line breaks') },
+  // Empty would be sent as ami-io's default password ("admin").
+  pass: { default: 'ampere', parse: text(/^[^\r\n]{1,200}$/, 'a password of 1-200 characters without line breaks (not empty: AMI would get the library default)') },
   loyalty: { default: '3', parse: int(1, 1000) },
-  chain: { default: 'ampere', parse: text(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,27}$/, 'a chain name of 1-28 letters, digits, _ . - (not starting with -)') },
+  chain: { default: 'ampere', parse: chainName },
   db: { default: '/var/lib/ampere/ampere.db', parse: text(/^[^\0]+$/, 'a file path') },
   findtime: { default: '10m', parse: duration(1000) },
-  bantime: { default: '1h', parse: duration(1000, true) },
+  bantime: { default: '1h', parse: duration(1000, { allowZero: true }) },
   bantime_factor: { default: '4', parse: number(1, 1000) },
   bantime_max: { default: '30d', parse: duration(1000) },
   allow: { default: '', parse: cidrList },
@@ -61,7 +97,7 @@ export const KEYS = {
   target: { default: 'DROP', parse: upperOneOf('DROP', 'REJECT') },
   iptables: { default: 'auto', parse: oneOf('auto', 'nft', 'legacy') },
   ipv6: { default: 'auto', parse: oneOf('auto', 'on', 'off') },
-  ami_timeout: { default: '10s', parse: duration(200) },
+  ami_timeout: { default: '10s', parse: duration(200, { maxMs: TIMER_DURATION_MAX_MS }) },
   log_level: { default: 'info', parse: oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal') },
   max_hosts: { default: '200000', parse: int(100, 10_000_000) },
   nice: { default: '-10', parse: int(-20, 19) },

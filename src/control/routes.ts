@@ -6,7 +6,7 @@ import { applyLegacy, MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/im
 import type { LegacyEntry } from '../legacy';
 import type { Logger } from '../log';
 import { cidrContains, parseCidr, type AllowList, type Cidr } from '../net/cidr';
-import { canonicalIp, type Family } from '../net/ip';
+import { canonicalIp, parseHost, type Family } from '../net/ip';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
 import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
@@ -37,10 +37,20 @@ const MAX_BAN_MS = 100 * 365 * 86_400_000;
 export function hostAddress(value: unknown): { address: string; family: Family } {
   if (typeof value !== 'string' || value.trim() === '') throw new HttpError(400, 'an IP address is required');
   if (value.includes('/') && parseCidr(value)) throw new HttpError(400, `${JSON.stringify(value)} is a network; give one IP address`);
-  const ip = canonicalIp(value);
-  if (!ip) throw new HttpError(400, `${JSON.stringify(value.slice(0, 80))} is not a valid IP address`);
-  if (ip.address === '0.0.0.0' || ip.address === '::') throw new HttpError(400, `${ip.address} is not a host address`);
-  return ip;
+  const ip = parseHost(value);
+  if (!ip.ok) throw new HttpError(400, ip.reason === 'not an IP address' ? `${JSON.stringify(value.slice(0, 80))} is not a valid IP address` : ip.reason);
+  return { address: ip.address, family: ip.family };
+}
+
+/**
+ * The text a ban may be stored under: unban lifts any, even one that is not canonical or not a
+ * single host. Only an address's characters (hex digits, '.', ':'), bounded.
+ */
+export function storedAddress(value: unknown): string {
+  if (typeof value !== 'string' || value.trim() === '') throw new HttpError(400, 'an IP address is required');
+  const t = value.trim();
+  if (!/^[0-9A-Fa-f.:]{1,64}$/.test(t)) throw new HttpError(400, `${JSON.stringify(t.slice(0, 80))} is not a valid IP address`);
+  return t;
 }
 
 /** Operator text: one line, no control characters, bounded. */
@@ -117,10 +127,11 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
         for (const a of lifted) d.penalties.forget(a);
         return { status: d.firewall.healthy ? 200 : 500, body: { unbanned: lifted, count: lifted.length, appliedMs: Math.round((performance.now() - t0) * 100) / 100, kernel: d.firewall.healthy ? 'applied' : 'failed' } };
       }
-      const ip = hostAddress(r.body.address);
-      const was = await d.decisions.unban(ip.address, Date.now(), 'unban');
-      const forgot = d.penalties.forget(ip.address);
-      return { status: d.firewall.healthy ? 200 : 500, body: { address: ip.address, wasBanned: was, penaltyForgotten: forgot, appliedMs: Math.round((performance.now() - t0) * 100) / 100, kernel: d.firewall.healthy ? 'applied' : 'failed' } };
+      const text = storedAddress(r.body.address);
+      const address = canonicalIp(text)?.address ?? text;
+      const was = await d.decisions.unban(text, Date.now(), 'unban');
+      const forgot = d.penalties.forget(address);
+      return { status: d.firewall.healthy ? 200 : 500, body: { address, wasBanned: was, penaltyForgotten: forgot, appliedMs: Math.round((performance.now() - t0) * 100) / 100, kernel: d.firewall.healthy ? 'applied' : 'failed' } };
     },
 
     'GET /allow': () => ({ body: { entries: allowEntries(d) } }),

@@ -2,7 +2,8 @@ import type { SecurityEvent } from '../events/types';
 import type { BanLineFormat, BanLines, KernelBan } from '../firewall/types';
 import type { Logger } from '../log';
 import { formatDuration } from '../config/duration';
-import { canonicalIp, familyOf, isCanonicalIp, type Family } from '../net/ip';
+import { SkipLog } from '../firewall/exec';
+import { canonicalIp, familyOf, isBannable, type Family } from '../net/ip';
 import { banDuration, type BantimeOptions } from '../scoring/bantime';
 import type { NewBan, Store } from '../store';
 
@@ -144,15 +145,17 @@ export class Decisions {
     onLoaded(lines.count);
     const banned = this.banned;
     banned.clear();
-    let malformed = 0;
+    const skipped = new SkipLog(this.log);
     for (const b of this.store.streamActiveKernelBans(now)) {
-      // Kept, as the streamed load keeps it; the queue refuses (and logs) it in the second load.
-      if (!isCanonicalIp(b.address, b.family)) malformed++;
-      banned.set(b.address, b.until);
+      // A stored address that may not be banned stays out of the kernel and of the set (logged);
+      // `ampere unban` still lifts its row.
+      if (isBannable(b.address, b.family) || skipped.check(b) !== null) banned.set(b.address, b.until);
     }
-    // Malformed addresses with other characters are not rendered: the count differs then too.
-    if (malformed > 0 || lines.count !== banned.size) {
-      this.log.warn({ malformed, loaded: lines.count, stored: banned.size }, 'restore: loading the stored bans again, checked one by one');
+    skipped.done();
+    // The store renders no canonical address that is not a single host; a count that differs
+    // means a malformed address was rendered (or a ban stored in between): load again, checked.
+    if (lines.count !== banned.size) {
+      this.log.warn({ loaded: lines.count, stored: banned.size }, 'restore: loading the stored bans again, checked one by one');
       await this.kernel.setAll(this.bannedNow(), now);
     }
   }
@@ -162,10 +165,12 @@ export class Decisions {
     const allowed: string[] = [];
     const banned = this.banned;
     banned.clear();
+    const skipped = new SkipLog(this.log);
     /** The next ban to load, after the allow-list check; undefined at the end. */
     const next = (): KernelBan | undefined => {
       for (let r = rows.next(); !r.done; r = rows.next()) {
         const b = r.value;
+        if (!isBannable(b.address, b.family) && skipped.check(b) === null) continue;
         if (allow.matches(b.address, b.family) !== undefined) { allowed.push(b.address); continue; }
         banned.set(b.address, b.until);
         return b;
@@ -180,6 +185,7 @@ export class Decisions {
       // Whatever a failed load did not read: the in-memory set (and with it the resync that
       // follows a failure) must still hold every stored ban.
       while (next() !== undefined) { /* banned.set happens in next() */ }
+      skipped.done();
     }
     onLoaded(banned.size);
     return allowed;
@@ -278,15 +284,19 @@ export class Decisions {
   /** Lift one ban early (operator, or the address became allowed). */
   async unban(address: string, now: number, why: 'unban' | 'allowed'): Promise<boolean> {
     this.flushWrites();
+    // The exact stored text is lifted too: a row that is not canonical or not a single host
+    // (an older or hand-edited database) must still be removable.
     const ip = canonicalIp(address);
-    if (!ip) return false;
-    const had = this.store.liftBan(ip.address, now, why);
-    const inMemory = this.banned.delete(ip.address);
-    // Remove from the kernel even when the database had nothing: never leave a stray ban behind.
-    await this.kernel.remove([{ address: ip.address, family: ip.family }]);
+    const key = ip?.address ?? address;
+    const exact = key !== address && this.store.liftBan(address, now, why);
+    const had = this.store.liftBan(key, now, why) || exact;
+    const inMemory = [this.banned.delete(address), this.banned.delete(key)].includes(true);
+    // Remove from the kernel even when the database had nothing: never leave a stray ban
+    // behind. Only a bannable address can be in the kernel (and reach a command line).
+    if (ip && isBannable(ip.address, ip.family)) await this.kernel.remove([{ address: ip.address, family: ip.family }]);
     if (had || inMemory) {
-      this.log.info({ address: ip.address, reason: why }, 'unban');
-      this.onChange('unban', ip.address, why);
+      this.log.info({ address: key, reason: why }, 'unban');
+      this.onChange('unban', key, why);
     }
     return had || inMemory;
   }

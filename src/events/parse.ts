@@ -1,4 +1,4 @@
-import { canonicalIp, type Family } from '../net/ip';
+import { notSingleHost, parseHost, type Family } from '../net/ip';
 import type { ParseResult, SecurityEvent } from './types';
 
 /** Severity of each known security event, from Asterisk's security_events_defs.h. */
@@ -49,7 +49,8 @@ const upper = (s: string, a: string, b: string) => (s === a || s === b ? s : s.t
  * `IPV4/UDP/10.0.0.1/5060`, `IPV6/TCP/fd99::2/5060`, `IPV4/10.0.0.1/5060` (transport left out
  * when unknown), IPv6 with or without brackets or %scope. Null when the address is not an IP.
  * Runs for every event: an already canonical IPv4 address (what Asterisk sends) skips the
- * general canonicalIp(), which would return it unchanged.
+ * general parseHost(), which would return it unchanged. An address that cannot be a single
+ * host (0.0.0.0, ::, multicast, broadcast, class E) or whose text is of the other family gives null.
  */
 export function parseRemoteAddress(text: string): { address: string; family: Family; transport: string | null; port: number | null } | null {
   const parts = text.trim().split('/');
@@ -61,8 +62,16 @@ export function parseRemoteAddress(text: string): { address: string; family: Fam
   const t = upper(parts[1], 'UDP', 'TCP');
   if (TRANSPORTS.has(t)) { transport = t; i++; }
   const raw = parts[i++] ?? '';
-  const ip = CANONICAL_V4.test(raw) ? { address: own(raw), family: 4 as Family } : canonicalIp(raw);
-  if (!ip) return null;
+  // Only a single remote host of the claimed family may come out (see parseHost).
+  let ip: { address: string; family: Family };
+  if (fam === 'IPV4' && CANONICAL_V4.test(raw)) {
+    if (notSingleHost(raw, 4) !== null) return null;
+    ip = { address: own(raw), family: 4 };
+  } else {
+    const h = parseHost(raw, fam === 'IPV4' ? 4 : 6);
+    if (!h.ok) return null;
+    ip = h;
+  }
   let port: number | null = null;
   if (i < parts.length) {
     port = PORT.test(parts[i]) ? Number(parts[i]) : NaN;

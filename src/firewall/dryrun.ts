@@ -1,5 +1,5 @@
 import type { Logger } from '../log';
-import { checkBatch } from './exec';
+import { checkBatch, SkipLog } from './exec';
 import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
 
 /** Touches no kernel state: logs what it would do and keeps the bans in memory (development). */
@@ -18,7 +18,10 @@ export class DryRunBackend implements FirewallBackend {
   }
 
   async setAll(input: Iterable<KernelBan>, now: number): Promise<void> {
-    const bans = checkBatch([...input]);
+    // As the kernel backends: what may not be banned is left out and logged.
+    const skipped = new SkipLog(this.log);
+    const bans = [...input].filter((b) => skipped.check(b) !== null);
+    skipped.done();
     this.bans.clear();
     for (const b of bans) if (b.until === null || b.until > now) this.bans.set(b.address, b.until);
     this.log.info({ count: this.bans.size }, 'dry-run: would load bans');

@@ -1,7 +1,9 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { canonicalIp, isCanonicalIp, type Family } from '../net/ip';
+import type { Logger } from '../log';
+import { chainNameProblem } from './names';
+import { canonicalIp, isCanonicalIp, notSingleHost, type Family } from '../net/ip';
 
 export interface RunOptions {
   /**
@@ -96,19 +98,50 @@ async function feed(stdin: NodeJS.WritableStream & { destroyed?: boolean }, chun
 export function checkedIp(address: string, family?: Family): string {
   // Fast path for the common case, nothing allocated: isCanonicalIp answers exactly as the
   // comparison below.
-  if (family !== 6 && isCanonicalIp(address, 4)) return address;
-  if (family !== 4 && isCanonicalIp(address, 6)) return address;
-  const c = canonicalIp(address);
-  if (!c || c.address !== address || (family !== undefined && c.family !== family)) {
-    throw new Error(`refusing non-canonical address ${JSON.stringify(address)}${family ? ` (family ${family})` : ''}`);
+  let f: Family | null = null;
+  if (family !== 6 && isCanonicalIp(address, 4)) f = 4;
+  else if (family !== 4 && isCanonicalIp(address, 6)) f = 6;
+  else {
+    const c = canonicalIp(address);
+    if (!c || c.address !== address || (family !== undefined && c.family !== family)) {
+      throw new Error(`refusing non-canonical address ${JSON.stringify(address)}${family ? ` (family ${family})` : ''}`);
+    }
+    f = c.family;
   }
-  return c.address;
+  // No ban of what cannot be one host: ipset refuses 0.0.0.0 and ::, failing the whole batch.
+  const why = notSingleHost(address, f);
+  if (why) throw new Error(`refusing ${address}: not a single host, ${why}`);
+  return address;
 }
 
 /** Check every ban of a batch before anything runs: one bad entry refuses the batch. */
 export function checkBatch<T extends { address: string; family: Family }>(bans: T[]): T[] {
   for (const b of bans) checkedIp(b.address, b.family);
   return bans;
+}
+
+/**
+ * A full load's check of each ban: what may not reach the kernel (not canonical, not a single
+ * host) is left out and logged, so one bad stored row cannot keep every other ban out.
+ * The first few are logged one by one, then only counted (a hand-edited file may hold many).
+ */
+export class SkipLog {
+  private count = 0;
+  constructor(private readonly log: Pick<Logger, 'error'>, private readonly shown = 10) {}
+
+  /** The address when it may be loaded, else null (logged). */
+  check(b: { address: string; family: Family }): string | null {
+    try {
+      return checkedIp(b.address, b.family);
+    } catch (err) {
+      if (this.count++ < this.shown) this.log.error({ address: String(b.address).slice(0, 80), err: (err as Error).message }, 'full load: stored ban left out, its address may not be banned');
+      return null;
+    }
+  }
+
+  done(): void {
+    if (this.count > this.shown) this.log.error({ skipped: this.count }, 'full load: stored bans left out, their addresses may not be banned');
+  }
 }
 
 /** Absolute path of a binary found in PATH, or null (also used to decide flavours). */
@@ -145,12 +178,9 @@ function packageOf(bin: string): string {
   return 'iptables';
 }
 
-/** iptables chain names: at most 28 characters; not a built-in chain or a target. */
+/** A chain name the backends (and iptables and ipset) take: the rule is chainNameProblem's. */
 export function checkChainName(chain: string): string {
-  if (!/^[A-Za-z][A-Za-z0-9_-]{0,27}$/.test(chain)) {
-    throw new Error(`invalid chain name ${JSON.stringify(chain)}: 1-28 characters, letters, digits, '_' or '-', starting with a letter`);
-  }
-  const reserved = ['INPUT', 'OUTPUT', 'FORWARD', 'PREROUTING', 'POSTROUTING', 'ACCEPT', 'DROP', 'REJECT', 'RETURN', 'LOG'];
-  if (reserved.includes(chain.toUpperCase())) throw new Error(`invalid chain name ${chain}: reserved by iptables`);
+  const why = chainNameProblem(chain);
+  if (why) throw new Error(`invalid chain name ${JSON.stringify(chain)}: ${why}`);
   return chain;
 }

@@ -2,7 +2,10 @@ import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
 import { ensureChain, familyBinaries, familyTools, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
-import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
+import { checkBatch, checkChainName, requireBinaries, run, SkipLog } from './exec';
+import { loadDroppingRefused, refusedLine, splitLines, type RefusedLine } from './ipset-load';
+
+export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
 import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
 
@@ -23,23 +26,6 @@ export function ipsetTimeout(until: number | null, now: number): number | null {
   const s = Math.ceil((until - now) / 1000);
   if (s <= 0) return null;
   return s > IPSET_MAX_TIMEOUT ? 0 : s;
-}
-
-/** A text of lines (no newline at its end) cut into n parts of about equal length, at line ends. */
-export function splitLines(text: string, n: number): string[] {
-  const parts: string[] = [];
-  let from = 0;
-  for (let k = 1; k < n; k++) {
-    const at = Math.max(from, Math.round((text.length * k) / n));
-    let nl = text.indexOf('\n', at);
-    if (nl < 0) nl = text.lastIndexOf('\n', at); // the cut falls in the last line
-    if (nl < from) break;
-    parts.push(text.slice(from, nl));
-    from = nl + 1;
-  }
-  parts.push(text.slice(from));
-  while (parts.length < n) parts.push('');
-  return parts;
 }
 
 const chunkOf = (v4: string[], v6: string[]) => (v4.length ? v4.join('\n') + '\n' : '') + (v6.length ? v6.join('\n') + '\n' : '');
@@ -147,14 +133,16 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   async setAll(bans: Iterable<KernelBan>, now: number): Promise<void> {
-    // An array is checked whole before anything runs; a stream (the queue's, already checked
-    // there) is checked line by line as it is read.
-    if (Array.isArray(bans)) checkBatch(bans);
     // LOADERS loaders share one stream of chunks, each taking the next as soon as its pipe
-    // drains. A bad address throws in whichever loader pulled it, that loader is killed, the
-    // stream ends for the others, and no swap happens.
+    // drains. An address that may not be banned is left out (and logged) as the stream is made.
     const adds = this.addScript(bans, now);
-    await this.replaceSets(() => adds);
+    const shared: Iterator<string> = { next: () => adds.next() };
+    await this.load(Array.from({ length: LOADERS }, () => shared));
+  }
+
+  /** A full load that drops the lines the kernel refuses (see loadDroppingRefused). */
+  private load(sources: Iterator<string>[]): Promise<void> {
+    return loadDroppingRefused(sources, LOADERS, () => this.createsText(), (inputFor) => this.replaceSets(inputFor), this.log);
   }
 
   /** The scratch sets' names in each ban's line: the store renders the adds of a full load. */
@@ -165,7 +153,12 @@ export class IpsetBackend implements FirewallBackend {
   /** setAll for lines the store rendered in lineFormat: each loader takes its share of each family's text. */
   async setAllLines(lines: BanLines): Promise<void> {
     const shares = this.families.map((f) => splitLines(lines[f], LOADERS));
-    await this.replaceSets((i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`));
+    await this.load(Array.from({ length: LOADERS }, (_, i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`)[Symbol.iterator]()));
+  }
+
+  /** The scratch sets' create lines every loader starts with. */
+  private createsText(): string {
+    return this.families.map((f) => this.createLine(this.tmpName(f), f, 1024)).join('\n') + '\n';
   }
 
   /**
@@ -174,7 +167,7 @@ export class IpsetBackend implements FirewallBackend {
    * fine); if a live set is gone (a firewall wipe), the loaded one simply takes its name.
    * inputFor(i) is what loader i writes after the create lines.
    */
-  private async replaceSets(inputFor: (loader: number) => Iterable<string>): Promise<void> {
+  private async replaceSets(inputFor: (loader: number) => Iterable<string>): Promise<RefusedLine[]> {
     // Right after init the sets and chains are known to be there: no second look (each
     // process start costs tens of ms once the daemon holds 100k bans in memory).
     const fresh = this.fresh;
@@ -189,11 +182,21 @@ export class IpsetBackend implements FirewallBackend {
       // `ipset restore` of 100k adds: ~390 ms into a set it made, ~880 ms into one made before;
       // split between two processes ~245 ms.
       // The hash grows by itself: a 100k load takes the same time from 1,024 buckets as from 131,072.
-      const creates = fams.map((f) => this.createLine(this.tmpName(f), f, 1024)).join('\n') + '\n';
+      const creates = this.createsText();
       const input = function* (rest: Iterable<string>): Generator<string> { yield creates; yield* rest; };
       // Every loader settles (a failed one ends a shared stream for the others) before any cleanup.
       const loads = await Promise.allSettled(Array.from({ length: LOADERS }, (_, i) => this.ipset(['restore', '-exist'], input(inputFor(i)))));
-      for (const l of loads) if (l.status === 'rejected') throw l.reason;
+      const refused: RefusedLine[] = [];
+      for (const [loader, l] of loads.entries()) {
+        if (l.status === 'fulfilled') continue;
+        const r = refusedLine(loader, l.reason);
+        if (!r) throw l.reason;
+        refused.push(r);
+      }
+      if (refused.length) {
+        await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});
+        return refused;
+      }
     } catch (err) {
       await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});
       throw err;
@@ -202,25 +205,30 @@ export class IpsetBackend implements FirewallBackend {
       ? [`swap ${this.tmpName(f)} ${this.setName(f)}`, `destroy ${this.tmpName(f)}`]
       : [`rename ${this.tmpName(f)} ${this.setName(f)}`])));
     if (!fresh) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
+    return [];
   }
 
   /**
    * The scratch sets' add lines, in chunks, as the bans are read: ipset parses while the rest
    * is built (and, at start, while the bans are still checked). Every address is checked
-   * before its line is made; a bad one throws, which fails the whole load.
+   * before its line is made; a bad one is left out and logged, never loaded.
    */
   private *addScript(bans: Iterable<KernelBan>, now: number): Generator<string> {
     // Each chunk's lines grouped by family: ipset batches only consecutive adds to one set.
     let v4: string[] = [];
     let v6: string[] = [];
     const v6Off = !this.families.includes(6);
+    const skipped = new SkipLog(this.log);
     for (const b of bans) {
       const t = ipsetTimeout(b.until, now);
       if (t === null || (b.family === 6 && v6Off)) continue;
-      (b.family === 4 ? v4 : v6).push(`add ${this.tmpName(b.family)} ${checkedIp(b.address, b.family)} timeout ${t}`);
+      const address = skipped.check(b);
+      if (address === null) continue;
+      (b.family === 4 ? v4 : v6).push(`add ${this.tmpName(b.family)} ${address} timeout ${t}`);
       if (v4.length + v6.length === STREAM_CHUNK) { yield chunkOf(v4, v6); v4 = []; v6 = []; }
     }
     if (v4.length + v6.length) yield chunkOf(v4, v6);
+    skipped.done();
   }
 
   /** A few lines of our own (sets made, swapped, destroyed): through the live shell, no process start. */

@@ -2,8 +2,11 @@ import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
 import { ensureChain, familyBinaries, familyTools, listRules, restoreFilter, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
-import { checkBatch, checkChainName, checkedIp, requireBinaries } from './exec';
+import { checkBatch, checkChainName, checkedIp, CommandError, requireBinaries, SkipLog } from './exec';
 import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
+
+/** Rules the kernel may refuse in one full load before it fails after all. */
+const MAX_REFUSED = 64;
 
 /**
  * The original Ampere's way: one `-s <ip>/32 -j <target>` rule per host in the chain, before
@@ -62,17 +65,41 @@ export class RulesBackend implements FirewallBackend {
   }
 
   async setAll(input: Iterable<KernelBan>, now: number): Promise<void> {
-    const bans = checkBatch([...input]);
-    const c = this.opts.chain;
+    // What may not be banned is left out and logged: one bad stored row must not sink the load.
+    const skipped = new SkipLog(this.log);
+    const bans = [...input].filter((b) => skipped.check(b) !== null);
+    skipped.done();
     for (const ft of this.fams) {
       const f = ft.family;
       const live = unique(bans.filter((b) => b.family === f && (b.until === null || b.until > now)));
       const specs = live.map((b) => [b.address, this.spec(b.address, f)] as const);
-      // One transaction: `:chain` (with --noflush) creates or flushes the chain, then all rules
-      // and the final RETURN; the jump is re-made too if a firewall reload removed it.
-      await ensureChain(ft, this.opts, this.log, [...specs.map(([, s]) => `-A ${c} ${s}`), `-A ${c} -j RETURN`], true);
+      await this.loadChain(ft, specs);
       this.mirror(f, []);
       for (const [a, s] of specs) this.present.set(a, s);
+    }
+  }
+
+  /**
+   * One transaction: `:chain` (with --noflush) creates or flushes the chain, then all rules and
+   * the final RETURN; the jump is re-made too if a firewall reload removed it. A rule the kernel
+   * refuses (`Error occurred at line: N`) would fail them all: it is dropped (logged) and the
+   * rest loaded again, at most MAX_REFUSED times. specs loses the dropped rules. A refusal
+   * iptables-nft reports only at COMMIT (a missing jump target) names no rule: the load fails.
+   */
+  private async loadChain(ft: FamilyTools, specs: (readonly [string, string])[]): Promise<void> {
+    const c = this.opts.chain;
+    for (let dropped = 0; ;) {
+      try {
+        await ensureChain(ft, this.opts, this.log, [...specs.map(([, s]) => `-A ${c} ${s}`), `-A ${c} -j RETURN`], true);
+        return;
+      } catch (err) {
+        const m = err instanceof CommandError ? /Error occurred at line: (\d+)/.exec(err.stderr) : null;
+        // Line 1 is `*filter`, line 2 `:chain`, then the rules in order.
+        const k = m ? Number(m[1]) - 3 : -1;
+        if (k < 0 || k >= specs.length || ++dropped > MAX_REFUSED) throw err;
+        this.log.error({ rule: `-A ${c} ${specs[k][1]}`, refused: (err as CommandError).stderr.split('\n')[0] }, 'full load: the kernel refused a rule; loading the other bans without it');
+        specs.splice(k, 1);
+      }
     }
   }
 

@@ -1,4 +1,4 @@
-import { canonicalIp } from '../net/ip';
+import { parseHost } from '../net/ip';
 import type { LegacyEntry } from './index';
 
 /** Entries one import request to the daemon may carry, well inside its body limit: the CLI sends more in several. */
@@ -25,8 +25,12 @@ export interface ImportReport {
 export function applyLegacy(entries: LegacyEntry[], target: ImportTarget): ImportReport {
   const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
   for (const e of entries) {
-    const ip = canonicalIp(String(e.address));
-    if (!ip || ip.family !== 4 || ip.address !== e.address) { report.refused.push({ address: String(e.address).slice(0, 64), reason: 'not an IPv4 address' }); continue; }
+    // The same check as every other way in: canonical IPv4, and a single host.
+    const ip = parseHost(String(e.address), 4);
+    if (!ip.ok || ip.address !== e.address) {
+      report.refused.push({ address: String(e.address).slice(0, 64), reason: ip.ok || ip.reason === 'not an IP address' || ip.reason.startsWith('IPv6') ? 'not an IPv4 address' : ip.reason });
+      continue;
+    }
     const why = target.exempt(ip.address);
     if (why) { report.refused.push({ address: ip.address, reason: why }); continue; }
     if (target.isBanned(ip.address)) { report.alreadyBanned.push(ip.address); continue; }

@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import { notSingleHost } from '../net/ip';
 
 /**
  * The original C Ampere kept its bans in `CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT)`,
@@ -14,8 +15,8 @@ const U32 = 2 ** 32;
 /**
  * One stored `addr` to dotted IPv4 text. Accepts the unsigned value (0..2^32-1) and the signed
  * 32-bit one (-2^31..-1, how a C `int` holding a high first byte reads back). Anything else:
- * not an integer, out of 32-bit range, 0.0.0.0 (unspecified) or 255.255.255.255 (broadcast)
- * is refused with the reason.
+ * not an integer, out of 32-bit range, 0.0.0.0 (unspecified), 255.255.255.255 (broadcast) or
+ * any other address that cannot be a single host (src/net/ip.ts notSingleHost) is refused with the reason.
  */
 export function decodeLegacyAddr(value: unknown): LegacyDecode {
   let n: number;
@@ -36,6 +37,8 @@ export function decodeLegacyAddr(value: unknown): LegacyDecode {
   if (u === U32 - 1) return { ok: false, reason: 'decodes to 255.255.255.255 (broadcast)' };
   // Little-endian memory order: the lowest byte is the first octet.
   const address = [u & 0xff, (u >>> 8) & 0xff, (u >>> 16) & 0xff, (u >>> 24) & 0xff].join('.');
+  const why = notSingleHost(address, 4);
+  if (why) return { ok: false, reason: `decodes to ${address}, not a single host: ${why}` };
   return { ok: true, address };
 }
 

@@ -151,3 +151,52 @@ export function isCanonicalIpv6(text: string): boolean {
   // ::ffff:x:y (words 0-4 zero, word 5 ffff) is IPv4-mapped: canonicalIp prints it as IPv4.
   return !(head === 0 && words === 3 && text.charCodeAt(6) === 58 && text.startsWith('::ffff'));
 }
+
+/** ff00::/8 in canonical text: a first word of four hex digits starting "ff" (no leading zeros). */
+const MULTICAST_V6 = /^ff[0-9a-f]{2}:/;
+
+/**
+ * Why a canonical address cannot be one remote host, or null when it can: no such source
+ * may ever be banned (ipset refuses 0.0.0.0 and ::, which would sink a whole load, and a
+ * multicast or broadcast "ban" blocks no attacker). Cheap: one look at the first octet or word.
+ */
+export function notSingleHost(address: string, family: Family): string | null {
+  if (family === 4) {
+    // The first octet from its digits, nothing allocated: this runs for every event.
+    let first = 0;
+    for (let i = 0, c = address.charCodeAt(0); c >= 48 && c <= 57; c = address.charCodeAt(++i)) first = first * 10 + (c - 48);
+    if (first === 0) return 'unspecified ("this network", 0.0.0.0/8)';
+    if (first >= 224 && first <= 239) return 'multicast (224.0.0.0/4)';
+    if (address === '255.255.255.255') return 'broadcast (255.255.255.255)';
+    if (first >= 240) return 'reserved (class E, 240.0.0.0/4)';
+    return null;
+  }
+  if (address === '::') return 'unspecified (::)';
+  if (MULTICAST_V6.test(address)) return 'multicast (ff00::/8)';
+  return null;
+}
+
+/** The one checked parse of an address that is to be banned: canonical and a single host, or why not. */
+export type HostParse = { ok: true; address: string; family: Family } | { ok: false; reason: string };
+
+/**
+ * Text to a bannable address. `written` is the family the source claims (an event's IPV4/IPV6):
+ * IPv6 text under IPV4 or a dotted quad under IPV6 is refused. An IPv4-mapped IPv6 address
+ * (::ffff:a.b.c.d, what a dual-stack socket reports) becomes its IPv4 address, under either
+ * claim being IPv6: its packets reach the kernel as IPv4, so only an IPv4 ban stops them.
+ */
+export function parseHost(text: string, written?: Family): HostParse {
+  const ip = canonicalIp(text);
+  if (!ip) return { ok: false, reason: 'not an IP address' };
+  if (written !== undefined) {
+    const textFamily: Family = text.includes(':') ? 6 : 4;
+    if (textFamily !== written) return { ok: false, reason: `IPv${textFamily} address given as IPv${written}` };
+  }
+  const why = notSingleHost(ip.address, ip.family);
+  return why ? { ok: false, reason: `${ip.address} is not a single host: ${why}` } : { ok: true, address: ip.address, family: ip.family };
+}
+
+/** True when a stored address may go to the kernel: canonical for its family and a single host. */
+export function isBannable(address: string, family: Family): boolean {
+  return isCanonicalIp(address, family) && notSingleHost(address, family) === null;
+}

@@ -205,7 +205,12 @@ export class Store {
       SELECT count(*), group_concat(@prefix || address || @infix ||
         iif(until IS NULL OR until - CAST(@now AS INTEGER) > @max * 1000, 0, (until - CAST(@now AS INTEGER) + 999) / 1000), char(10))
       FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > @now) AND ${family} AND address NOT GLOB '*[^0-9a-f.:]*'`).raw();
-    this.renderActive = { 4: render(`instr(address, ':') = 0`), 6: render(`instr(address, ':') > 0`) };
+    // An address that cannot be a single host is never rendered (notSingleHost in src/net/ip.ts,
+    // for canonical text): ipset refuses 0.0.0.0 and ::, which would fail the whole load.
+    this.renderActive = {
+      4: render(`instr(address, ':') = 0 AND NOT (address GLOB '0.*' OR address GLOB '22[4-9].*' OR address GLOB '2[3-5][0-9].*')`),
+      6: render(`instr(address, ':') > 0 AND address <> '::' AND address NOT GLOB 'ff[0-9a-f][0-9a-f]:*'`),
+    };
     this.selectDue = c.prepare(`SELECT ${BAN_COLUMNS} FROM bans WHERE lifted_at IS NULL AND until <= ?`).raw();
     this.markExpired = c.prepare(`UPDATE bans SET lifted_at = until, lift_reason = 'expired' WHERE lifted_at IS NULL AND until <= ?`);
     this.unbanHost = c.prepare(`UPDATE hosts SET banned = 0, ban_until = NULL WHERE address = ?`);
@@ -334,7 +339,8 @@ export class Store {
   /**
    * The active bans rendered as a backend's load lines, in SQLite: ~45 ms for 100k, where the
    * daemon making those strings itself took hundreds. Addresses with other characters than
-   * an address has are left out (a caller that reads the bans too sees the count differ).
+   * an address has, and canonical ones that cannot be a single host, are left out (a caller
+   * that reads the bans too sees the count differ for the former).
    */
   renderActiveBans(now: number, format: BanLineFormat): BanLines {
     const lines: BanLines = { 4: '', 6: '', count: 0 };

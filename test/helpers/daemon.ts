@@ -17,8 +17,9 @@ export class DaemonProcess {
   private waiters: (() => void)[] = [];
 
   /** opts.wrap: a command that runs the daemon (e.g. setpriv with fewer capabilities). */
-  constructor(env: Record<string, string>, opts: { netns?: string; wrap?: string[] } = {}) {
-    const args = [...(opts.wrap ? [process.execPath] : []), '--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'run'];
+  /** opts.nodeArgs: options for node itself (e.g. another --import), before tsx. */
+  constructor(env: Record<string, string>, opts: { netns?: string; wrap?: string[]; nodeArgs?: string[] } = {}) {
+    const args = [...(opts.wrap ? [process.execPath] : []), ...(opts.nodeArgs ?? []), '--import', 'tsx', join(ROOT, 'src', 'cli.ts'), 'run'];
     const node = opts.wrap ? opts.wrap[0] : process.execPath;
     const nodeArgs = [...(opts.wrap?.slice(1) ?? []), ...args];
     const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, node, ...nodeArgs]] : [node, nodeArgs];
