@@ -165,12 +165,15 @@ test('.env.example lists every key with its default, all commented out', () => {
   assert.ok(!example.has('AMPERE_DB'), 'the database path is fixed by the compose file');
 });
 
-test('Dockerfile: two stages on one Node 20 Debian slim base, runtime tools, health check, tini entrypoint', () => {
+test('Dockerfile: two stages on one pinned Node 24 Debian slim base, runtime tools, health check, tini entrypoint', () => {
   const df = parseDockerfile(join(REPO, 'Dockerfile'));
   assert.equal(df.stages.length, 2);
   const [build, runtime] = df.stages;
   assert.equal(build.from, runtime.from, 'same base for build and run (better-sqlite3 ABI)');
-  assert.match(build.from, /^node:20-[a-z]+-slim$/);
+  assert.match(build.from, /^node:24\.\d+\.\d+-[a-z]+-slim$/, 'a pinned Node 24 LTS release');
+  // the image's Node is the one scripts/test-node24.sh runs the suite on
+  const pinned = /^NODE24_VERSION=(\S+)/m.exec(readFileSync(join(REPO, 'scripts/test-node24.sh'), 'utf8'))?.[1];
+  assert.equal(build.from.split('-')[0], `node:${pinned}`);
   const buildRuns = build.instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
   assert.match(buildRuns, /npm ci/);
   assert.match(buildRuns, /npm run build/);
