@@ -24,8 +24,12 @@ COPY package.json package-lock.json ./
 RUN npm ci
 COPY tsconfig.json ./
 COPY src ./src
+COPY docker/prune-native.sh /usr/local/bin/prune-native
+# Only what runs goes on: dev dependencies and better-sqlite3's build leftovers
+# (sources, object files) are removed, and the addon must still load.
 RUN npm run build \
  && npm prune --omit=dev \
+ && prune-native node_modules \
  && node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"
 
 # -------------------------------------------------------------- runtime ----
