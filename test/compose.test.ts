@@ -145,6 +145,19 @@ test('manager.conf: AMI on loopback, an ampere account with read = security and 
   assert.deepEqual(users.map((s) => s.name), [KEYS.user.default], 'no other AMI account');
 });
 
+test('one manager.conf block everywhere: README, docs/deploy.md and the demo PBX say the same (but the secret)', () => {
+  const blocks = (file: string) => [...readFileSync(join(REPO, file), 'utf8').matchAll(/```ini\n[ \t]*(\[ampere\]\n[\s\S]*?)```/g)]
+    .map((m) => m[1].split('\n').map((l) => l.trim()).filter(Boolean));
+  const readme = blocks('README.md');
+  const docs = blocks('docs/deploy.md');
+  assert.equal(readme.length, 1, 'one [ampere] block in README.md');
+  assert.deepEqual(docs, readme, 'docs/deploy.md shows the same block');
+  const demo = parseAsteriskConf(join(REPO, 'deploy/asterisk/manager.conf')).find((x) => x.name === 'ampere')!;
+  const withoutSecret = (lines: string[]) => lines.filter((l) => !l.startsWith('secret'));
+  assert.deepEqual(withoutSecret(readme[0]), ['[ampere]', ...withoutSecret(demo.values.map(([k, v]) => `${k} = ${v}`))]);
+  assert.ok(readme[0].includes('secret = change-me-to-a-long-random-secret'));
+});
+
 test('pjsip.conf: UDP and TCP on IPv4 and IPv6, and endpoints with passwords', () => {
   const file = join(REPO, 'deploy/asterisk/pjsip.conf');
   const sections = parseAsteriskConf(file);
