@@ -1,10 +1,11 @@
 # syntax=docker/dockerfile:1
 # Ampere container image.
 #
-# Build and runtime stages use the same Debian slim Node 20 base, so the
+# Build and runtime stages use the same Debian slim Node 24 (LTS) base, so the
 # better-sqlite3 addon compiled in the build stage matches the runtime's Node
-# ABI and glibc exactly.
-ARG NODE_IMAGE=node:20-bookworm-slim
+# ABI and glibc exactly. Pinned to the Node release the suite runs on in CI
+# (scripts/test-node24.sh): a rebuild next month gets the same Node.
+ARG NODE_IMAGE=node:24.22.3-trixie-slim
 
 # ---------------------------------------------------------------- build ----
 FROM ${NODE_IMAGE} AS build
@@ -23,8 +24,12 @@ COPY package.json package-lock.json ./
 RUN npm ci
 COPY tsconfig.json ./
 COPY src ./src
+COPY docker/prune-native.sh /usr/local/bin/prune-native
+# Only what runs goes on: dev dependencies and better-sqlite3's build leftovers
+# (sources, object files) are removed, and the addon must still load.
 RUN npm run build \
  && npm prune --omit=dev \
+ && prune-native node_modules \
  && node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"
 
 # -------------------------------------------------------------- runtime ----

@@ -3,7 +3,7 @@
 #   * a Debian sid root file system (debootstrap --variant=minbase) in
 #     $AMPERE_E2E_ROOT (default /var/cache/ampere-e2e/sid), with Debian's
 #     asterisk, asterisk-modules and asterisk-config installed inside: the
-#     same packages that docker/asterisk/Dockerfile installs;
+#     same packages and version that docker/asterisk/Dockerfile installs;
 #   * sipvicious (svwar, svcrack) on this host, from the host's own Debian.
 # A second run finds everything in place and returns in a second.
 # Needs root. Prints how long each step took.
@@ -12,8 +12,19 @@ set -euo pipefail
 ROOT="${AMPERE_E2E_ROOT:-/var/cache/ampere-e2e/sid}"
 MIRROR="${AMPERE_E2E_MIRROR:-http://deb.debian.org/debian}"
 SUITE="${AMPERE_E2E_SUITE:-sid}"
-PKGS=(asterisk asterisk-modules asterisk-config)
 STAMP="$ROOT/.ampere-e2e-ready"
+# The Asterisk the demo image installs (docker/asterisk/Dockerfile): the same version from
+# the same dated snapshot of the archive, so the test runs what a build of the image gets.
+# AMPERE_E2E_UNPINNED=1 takes sid's newest instead (to move the pin on).
+dockerfile_arg() { sed -n "s/^ARG $1=//p" "$(dirname "$0")/../docker/asterisk/Dockerfile"; }
+SNAPSHOT=$(dockerfile_arg DEBIAN_SNAPSHOT)
+ASTERISK_VERSION=$(dockerfile_arg ASTERISK_VERSION)
+[ -n "$SNAPSHOT" ] && [ -n "$ASTERISK_VERSION" ] || { echo "[e2e-setup] no DEBIAN_SNAPSHOT/ASTERISK_VERSION in docker/asterisk/Dockerfile" >&2; exit 1; }
+if [ -n "${AMPERE_E2E_UNPINNED:-}" ]; then
+  PKGS=(asterisk asterisk-modules asterisk-config)
+else
+  PKGS=("asterisk=$ASTERISK_VERSION" "asterisk-modules=$ASTERISK_VERSION" "asterisk-config=$ASTERISK_VERSION")
+fi
 
 log() { printf '[e2e-setup] %s\n' "$*"; }
 now() { date +%s.%N; }
@@ -78,6 +89,9 @@ t=$(now)
 printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
 chmod 755 "$ROOT/usr/sbin/policy-rc.d"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
+# The snapshot beside the live mirror: the pinned version comes from it, whatever sid holds now.
+echo "deb [check-valid-until=no] http://snapshot.debian.org/archive/debian/$SNAPSHOT sid main" \
+  >"$ROOT/etc/apt/sources.list.d/ampere-snapshot.list"
 in_root apt-get -o Acquire::Check-Valid-Until=false -q update >"$ROOT.apt.log" 2>&1 \
   || { tail -n 30 "$ROOT.apt.log"; log "apt-get update failed"; exit 1; }
 in_root apt-get -q -y --no-install-recommends install "${PKGS[@]}" >>"$ROOT.apt.log" 2>&1 \

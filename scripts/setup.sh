@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One setup command for a fresh Debian/Ubuntu machine with Node 20:
+# One setup command for a fresh Debian/Ubuntu machine with Node 20 or newer (20 and 24 are tested):
 # the kernel tools Ampere drives (iptables, ipset, conntrack), the tools its tests use
 # (iproute2, debootstrap, sipvicious, and gcc for the benchmark's netprobe), then npm ci and the TypeScript build.
 set -euo pipefail
@@ -21,6 +21,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 node -e 'const [maj]=process.versions.node.split(".");if(+maj<20){console.error("setup: Node 20 or newer is needed, found "+process.version);process.exit(1)}'
+# better-sqlite3 builds its native module in an install script; npm 12 runs only the
+# scripts package.json's "allowScripts" allows, and says so without failing: check it loads.
 npm ci --no-audit --no-fund
+node scripts/check-native.cjs
 npm run build
-echo "setup: done. Start with: sudo npm start   (config: /etc/ampere/ampere.cfg or AMPERE_* variables)"
+# A plain host: ampere on PATH, an example /etc/ampere/ampere.cfg, the systemd unit.
+if [ "$(id -u)" -eq 0 ] && [ -z "${AMPERE_NO_INSTALL:-}" ]; then
+  bash scripts/install.sh
+else
+  echo "setup: not root (or AMPERE_NO_INSTALL set): skipped scripts/install.sh (ampere on PATH, /etc/ampere, the unit)"
+fi
+echo "setup: done. Start with: sudo npm start, or systemctl enable --now ampere   (config: /etc/ampere/ampere.cfg or AMPERE_* variables)"

@@ -34,7 +34,8 @@ commands:
   allow add|rm <ip-or-cidr> [--note <text>]
   allow list                the allow list: built in, configured and runtime entries
   history <ip>              a host's recorded events and bans
-  check                     validate the configuration and the environment
+  check [--config-only]     validate the configuration and the environment
+                            (--config-only: the configuration alone, as before a service start)
   backup [--to <dir>]       an online, consistent copy of the database
   import-legacy <file> [--for <duration>] [--dry-run]
                             import the bans of the original Ampere's database
@@ -44,7 +45,9 @@ running daemon (control socket ampere.sock beside the database).
 Exit codes: 0 ok, 1 failure, 2 usage.`;
 
 async function main(argv: string[]): Promise<number> {
-  const [name = 'run', ...args] = argv;
+  const [name, ...args] = argv;
+  // A bare `ampere` explains itself rather than starting a daemon: `ampere run` starts it.
+  if (name === undefined) { console.error(USAGE); return 2; }
   if (name === '-h' || name === '--help' || name === 'help') { console.log(USAGE); return 0; }
   const load = COMMANDS[name];
   if (!load) { console.error(`ampere: unknown command "${name}"\n${USAGE}`); return 2; }

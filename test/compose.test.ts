@@ -8,13 +8,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KEYS } from '../src/config/keys';
 import {
   REPO, confValue, execForm, healthcheckCommand, interpolate, lastOp, loadCompose, parseAsteriskConf,
-  parseDockerfile, parseEnvExample, pjsipAuths, service, serviceEnvironment, serviceMounts, stageEnv,
+  parseDockerfile, parseEnvExample, pjsipAuths, service, serviceEnvironment, serviceLongMounts, serviceMounts, stageEnv,
 } from './e2e/deploy-files';
 import { parseYaml } from './e2e/yaml';
 
@@ -42,6 +42,7 @@ function stringify(v: unknown): unknown {
 
 test('docker-compose.yml parses, and PyYAML (where installed) reads the same document', (t) => {
   assert.deepEqual(Object.keys(compose.services as object).sort(), ['ampere', 'asterisk']);
+  assert.deepEqual(Object.keys(compose.volumes as object).sort(), ['ampere-data', 'asterisk-lib']);
   const py = pyYaml(join(REPO, 'docker-compose.yml'));
   if (py === undefined) { t.diagnostic('PyYAML not available: cross-check skipped'); return; }
   assert.deepEqual(compose, stringify(py));
@@ -62,8 +63,19 @@ test('compose variable interpolation', () => {
   assert.throws(() => interpolate('${A:?need A}', {}), /need A/);
 });
 
+test('docker compose up -d starts Ampere alone; the demo Asterisk only with --profile pbx', () => {
+  // what `docker compose up` starts: the services without profiles, and those of the given profiles
+  const started = (profiles: string[]) => Object.entries(compose.services as Record<string, { profiles?: string[] }>)
+    .filter(([, svc]) => !svc.profiles || svc.profiles.some((p) => profiles.includes(p))).map(([name]) => name).sort();
+  assert.deepEqual(started([]), ['ampere'], 'the sidecar of the Asterisk already on this host');
+  assert.deepEqual(started(['pbx']), ['ampere', 'asterisk']);
+  // nothing ties the sidecar to the demo PBX: it reconnects to whatever Asterisk answers on AMI
+  assert.equal(service(compose, 'ampere').depends_on, undefined);
+});
+
 test('asterisk service: Debian Asterisk image, host network, the repo config folder mounted', () => {
   const svc = service(compose, 'asterisk');
+  assert.deepEqual(svc.profiles, ['pbx']);
   assert.equal(svc.network_mode, 'host');
   assert.equal(svc.restart, 'unless-stopped');
   const build = svc.build as { context: string };
@@ -72,7 +84,7 @@ test('asterisk service: Debian Asterisk image, host network, the repo config fol
   assert.equal(df.stages.length, 1);
   assert.match(df.stages[0].from, /^debian:/);
   const run = df.stages[0].instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
-  for (const pkg of ['asterisk', 'asterisk-modules', 'asterisk-config']) assert.match(run, new RegExp(`\\s${pkg}(\\s|$)`), pkg);
+  for (const pkg of ['asterisk', 'asterisk-modules', 'asterisk-config']) assert.match(run, new RegExp(`\\s${pkg}(=\\S+)?(\\s|$)`), pkg);
   // the compose health check is the image's, and the e2e test waits on the same command
   const hc = svc.healthcheck as { test: string[] };
   assert.deepEqual(hc.test, ['CMD', ...healthcheckCommand(df.stages[0])]);
@@ -88,6 +100,32 @@ test('asterisk service: Debian Asterisk image, host network, the repo config fol
   for (const f of ['manager.conf', 'pjsip.conf', 'modules.conf', 'asterisk.conf', 'logger.conf', 'extensions.conf']) {
     assert.ok(existsSync(join(conf.source, f)), `deploy/asterisk/${f}`);
   }
+  // logs go to the console only, which docker rotates: no log file grows in a volume
+  const logfiles = parseAsteriskConf(join(conf.source, 'logger.conf')).find((s) => s.name === 'logfiles');
+  assert.deepEqual(logfiles?.values.map(([k]) => k), ['console']);
+  assert.ok(!serviceMounts(compose, 'asterisk').some((m) => m.target === '/var/log/asterisk'));
+  const logging = svc.logging as { driver: string; options: Record<string, string> };
+  assert.equal(logging.driver, 'json-file');
+  assert.ok(logging.options['max-size'] && logging.options['max-file'], 'rotated');
+});
+
+test('the demo Asterisk image installs the Asterisk version that was tested', (t) => {
+  const df = parseDockerfile(join(REPO, 'docker/asterisk/Dockerfile'));
+  // a dated snapshot of the Debian archive and exact versions: a build next month installs the same
+  assert.match(df.args.DEBIAN_SNAPSHOT ?? '', /^\d{8}T\d{6}Z$/);
+  const version = df.args.ASTERISK_VERSION ?? '';
+  assert.match(version, /^1:\d+\.\d+\.\d+\S*-\d+$/);
+  const run = df.stages[0].instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
+  assert.match(run, /snapshot\.debian\.org\/archive\/debian\/%s/);
+  for (const pkg of ['asterisk', 'asterisk-modules', 'asterisk-config']) {
+    assert.ok(run.includes(` ${pkg}=\${ASTERISK_VERSION} `), `${pkg} pinned to ASTERISK_VERSION`);
+  }
+  const declared = df.stages[0].instructions.filter((i) => i.op === 'ARG').map((i) => i.args.trim());
+  assert.deepEqual(declared.sort(), ['ASTERISK_VERSION', 'DEBIAN_SNAPSHOT'], 'both ARGs reach the stage');
+  // the version the end-to-end test's Asterisk runs (scripts/e2e-setup.sh's stamp), where it was set up
+  const stamp = join(process.env.AMPERE_E2E_ROOT ?? '/var/cache/ampere-e2e/sid', '.ampere-e2e-ready');
+  if (!existsSync(stamp)) { t.diagnostic(`no e2e Asterisk here (${stamp}): version not compared`); return; }
+  assert.equal(/^asterisk (\S+),/.exec(readFileSync(stamp, 'utf8'))?.[1], version, 'the pinned version is the one the e2e test ran');
 });
 
 test('manager.conf: AMI on loopback, an ampere account with read = security and write = no', () => {
@@ -107,6 +145,19 @@ test('manager.conf: AMI on loopback, an ampere account with read = security and 
   assert.deepEqual(users.map((s) => s.name), [KEYS.user.default], 'no other AMI account');
 });
 
+test('one manager.conf block everywhere: README, docs/deploy.md and the demo PBX say the same (but the secret)', () => {
+  const blocks = (file: string) => [...readFileSync(join(REPO, file), 'utf8').matchAll(/```ini\n[ \t]*(\[ampere\]\n[\s\S]*?)```/g)]
+    .map((m) => m[1].split('\n').map((l) => l.trim()).filter(Boolean));
+  const readme = blocks('README.md');
+  const docs = blocks('docs/deploy.md');
+  assert.equal(readme.length, 1, 'one [ampere] block in README.md');
+  assert.deepEqual(docs, readme, 'docs/deploy.md shows the same block');
+  const demo = parseAsteriskConf(join(REPO, 'deploy/asterisk/manager.conf')).find((x) => x.name === 'ampere')!;
+  const withoutSecret = (lines: string[]) => lines.filter((l) => !l.startsWith('secret'));
+  assert.deepEqual(withoutSecret(readme[0]), ['[ampere]', ...withoutSecret(demo.values.map(([k, v]) => `${k} = ${v}`))]);
+  assert.ok(readme[0].includes('secret = change-me-to-a-long-random-secret'));
+});
+
 test('pjsip.conf: UDP and TCP on IPv4 and IPv6, and endpoints with passwords', () => {
   const file = join(REPO, 'deploy/asterisk/pjsip.conf');
   const sections = parseAsteriskConf(file);
@@ -116,15 +167,27 @@ test('pjsip.conf: UDP and TCP on IPv4 and IPv6, and endpoints with passwords', (
   assert.ok(pjsipAuths(file).length >= 1, 'at least one endpoint with a password (the e2e phone uses the first)');
 });
 
-test('ampere service: host network, NET_ADMIN/NET_RAW/SYS_NICE, /data volume, backups bind mount, after asterisk', () => {
+test('ampere service: host network, all capabilities dropped but NET_ADMIN/NET_RAW/SYS_NICE, hardened, /data volume, backups bind mount', () => {
   const svc = service(compose, 'ampere');
   assert.equal(svc.network_mode, 'host');
+  assert.deepEqual(svc.cap_drop, ['ALL']);
   assert.deepEqual([...(svc.cap_add as string[])].sort(), ['NET_ADMIN', 'NET_RAW', 'SYS_NICE']);
+  assert.deepEqual(svc.security_opt, ['no-new-privileges:true']);
+  assert.equal(svc.read_only, 'true', 'read-only root file system');
+  assert.ok((svc.tmpfs as string[]).some((t) => t.split(':')[0] === '/tmp'), 'a tmpfs /tmp');
   assert.equal(svc.restart, 'unless-stopped');
   assert.equal((svc.build as { context: string }).context, '.');
-  const deps = svc.depends_on as Record<string, unknown> | string[];
-  assert.ok(Array.isArray(deps) ? deps.includes('asterisk') : 'asterisk' in deps, 'depends_on asterisk');
   assert.equal(svc.privileged, undefined, 'capabilities, not privileged');
+  // every path the container writes is a volume or a tmpfs: the database, the backups
+  const writable = [...serviceMounts(compose, 'ampere').filter((m) => !m.readOnly).map((m) => m.target), '/tmp'];
+  for (const p of ['/data', '/backups']) assert.ok(writable.includes(p), `${p} writable`);
+  // the host's iptables lock, never created by docker (as a directory) when missing
+  const lock = serviceLongMounts(compose, 'ampere').find((m) => m.target === '/run/xtables.lock');
+  assert.ok(lock, '/run/xtables.lock mounted');
+  assert.equal(lock.type, 'bind');
+  assert.equal(lock.source, '/run/xtables.lock');
+  assert.deepEqual(lock.bind, { create_host_path: 'false' });
+  assert.notEqual(lock.read_only, 'true', 'iptables takes the lock (flock on a writable file)');
   const mounts = serviceMounts(compose, 'ampere');
   const data = mounts.find((m) => m.target === '/data');
   assert.ok(data && !data.bind, '/data is a named volume');
@@ -159,22 +222,27 @@ test('.env.example lists every key with its default, all commented out', () => {
     if (line.value !== '') assert.ok('ok' in (spec.parse as (raw: string) => object)(line.value), `${name}=${line.value} parses`);
   }
   assert.ok(example.has('AMPERE_CONFIG'));
+  assert.deepEqual(example.get('TZ'), { value: 'Etc/UTC', commented: true }, 'TZ documented');
   for (const name of example.keys()) {
-    assert.ok(name === 'AMPERE_CONFIG' || (name.startsWith('AMPERE_') && name.slice(7).toLowerCase() in KEYS), `${name} is a real key`);
+    assert.ok(name === 'AMPERE_CONFIG' || name === 'TZ' || (name.startsWith('AMPERE_') && name.slice(7).toLowerCase() in KEYS), `${name} is a real key`);
   }
   assert.ok(!example.has('AMPERE_DB'), 'the database path is fixed by the compose file');
 });
 
-test('Dockerfile: two stages on one Node 20 Debian slim base, runtime tools, health check, tini entrypoint', () => {
+test('Dockerfile: two stages on one pinned Node 24 Debian slim base, runtime tools, health check, tini entrypoint', () => {
   const df = parseDockerfile(join(REPO, 'Dockerfile'));
   assert.equal(df.stages.length, 2);
   const [build, runtime] = df.stages;
   assert.equal(build.from, runtime.from, 'same base for build and run (better-sqlite3 ABI)');
-  assert.match(build.from, /^node:20-[a-z]+-slim$/);
+  assert.match(build.from, /^node:24\.\d+\.\d+-[a-z]+-slim$/, 'a pinned Node 24 LTS release');
+  // the image's Node is the one scripts/test-node24.sh runs the suite on
+  const pinned = /^NODE24_VERSION=(\S+)/m.exec(readFileSync(join(REPO, 'scripts/test-node24.sh'), 'utf8'))?.[1];
+  assert.equal(build.from.split('-')[0], `node:${pinned}`);
   const buildRuns = build.instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
   assert.match(buildRuns, /npm ci/);
   assert.match(buildRuns, /npm run build/);
-  assert.match(buildRuns, /npm prune --omit=dev/);
+  assert.match(buildRuns, /npm prune --omit=dev && prune-native node_modules && node -e "require\('better-sqlite3'\)/);
+  assert.ok(build.instructions.some((i) => i.op === 'COPY' && i.args === 'docker/prune-native.sh /usr/local/bin/prune-native'));
   assert.match(buildRuns, /python3/); // node-gyp toolchain for better-sqlite3
   assert.equal(stageEnv(build).npm_config_build_from_source, 'true');
 
@@ -206,7 +274,7 @@ test('Dockerfile: two stages on one Node 20 Debian slim base, runtime tools, hea
 test('.dockerignore keeps secrets, databases and build output out of the context', () => {
   const lines = readFileSync(join(REPO, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
   for (const want of ['.git', 'node_modules', 'dist', '.env*', '*.db', '*.db-wal', 'test']) assert.ok(lines.includes(want), want);
-  for (const needed of ['src', 'drizzle', 'docker/entrypoint.sh', 'package.json', 'package-lock.json', 'tsconfig.json']) {
+  for (const needed of ['src', 'drizzle', 'docker/entrypoint.sh', 'docker/prune-native.sh', 'docker', 'package.json', 'package-lock.json', 'tsconfig.json']) {
     assert.ok(!lines.includes(needed), `${needed} must stay in the context`);
   }
 });
@@ -217,9 +285,15 @@ test('the runtime stage\'s /app (dist, drizzle, package.json, node_modules prune
   const app = mkdtempSync(join(tmpdir(), 'ampere-image-app-'));
   try {
     for (const f of ['package.json', 'package-lock.json']) cpSync(join(REPO, f), join(app, f));
-    for (const d of ['dist', 'drizzle', 'node_modules']) cpSync(join(REPO, d), join(app, d), { recursive: true, verbatimSymlinks: true });
+    // realpath: a node_modules that is itself a symlink is copied, never linked (prune works on the copy)
+    for (const d of ['dist', 'drizzle', 'node_modules']) cpSync(realpathSync(join(REPO, d)), join(app, d), { recursive: true, verbatimSymlinks: true });
     const prune = spawnSync('npm', ['prune', '--omit=dev', '--offline', '--no-audit', '--no-fund'], { cwd: app, encoding: 'utf8', timeout: 120_000 });
     assert.equal(prune.status, 0, prune.stderr);
+    assert.equal(realpathSync(join(app, 'node_modules')), realpathSync(app) + '/node_modules', 'the copy, not the tree the tests run on');
+    const native = spawnSync('sh', [join(REPO, 'docker/prune-native.sh'), join(app, 'node_modules')], { encoding: 'utf8' });
+    assert.equal(native.status, 0, native.stderr);
+    const bs3 = join(app, 'node_modules/better-sqlite3');
+    for (const gone of ['deps', 'src', 'build/Release/obj.target', 'build/Release/test_extension.node', 'build/Makefile']) assert.ok(!existsSync(join(bs3, gone)), `${gone} pruned`);
     // dev-only packages (package-lock's "dev": true) are gone: typescript, tsx, drizzle-kit, ...
     const lock = JSON.parse(readFileSync(join(REPO, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean }> };
     const devOnly = Object.entries(lock.packages).filter(([p, v]) => v.dev && /^node_modules\/(@[^/]+\/)?[^/]+$/.test(p)).map(([p]) => p);

@@ -7,7 +7,7 @@ import { controlSocketPath } from '../control/paths';
 import { formatTable, printJson } from './table';
 import { EXIT, parse } from './common';
 
-const USAGE = 'check [--json]';
+const USAGE = 'check [--config-only] [--json]';
 
 export interface Check {
   name: string;
@@ -21,8 +21,9 @@ export interface Check {
  * Names every problem and exits 1 when there is any.
  */
 export async function checkCommand(args: string[]): Promise<number> {
-  const { values } = parse('check', args, { json: { type: 'boolean' } }, { min: 0, max: 0, usage: USAGE });
-  const checks = await runChecks();
+  const { values } = parse('check', args, { json: { type: 'boolean' }, 'config-only': { type: 'boolean' } }, { min: 0, max: 0, usage: USAGE });
+  // --config-only: what a service manager runs before each start, when AMI may not be up yet.
+  const checks = values['config-only'] ? configChecks().checks : await runChecks();
   const problems = checks.filter((c) => c.result === 'fail');
   if (values.json) printJson({ ok: problems.length === 0, checks, problems: problems.map((p) => `${p.name}: ${p.detail}`) });
   else {
@@ -36,18 +37,20 @@ export async function checkCommand(args: string[]): Promise<number> {
   return problems.length ? EXIT.fail : EXIT.ok;
 }
 
-export async function runChecks(): Promise<Check[]> {
-  const out: Check[] = [];
-  let cfg: Config;
+function configChecks(): { checks: Check[]; cfg?: Config } {
   try {
     const loaded = loadConfig();
-    cfg = loaded.config;
-    out.push({ name: 'config', result: 'ok', detail: loaded.file ? `valid (file ${loaded.file}, environment over it)` : 'valid (environment and defaults; no config file)' });
-    for (const w of loaded.warnings) out.push({ name: 'config', result: 'note', detail: w });
+    const checks: Check[] = [{ name: 'config', result: 'ok', detail: loaded.file ? `valid (file ${loaded.file}, environment over it)` : 'valid (environment and defaults; no config file)' }];
+    for (const w of loaded.warnings) checks.push({ name: 'config', result: 'note', detail: w });
+    return { checks, cfg: loaded.config };
   } catch (err) {
-    out.push({ name: 'config', result: 'fail', detail: err instanceof ConfigError ? err.message : String(err) });
-    return out; // nothing else can be checked without it
+    return { checks: [{ name: 'config', result: 'fail', detail: err instanceof ConfigError ? err.message : String(err) }] };
   }
+}
+
+export async function runChecks(): Promise<Check[]> {
+  const { checks: out, cfg } = configChecks();
+  if (!cfg) return out; // nothing else can be checked without it
 
   const running = await daemonRunning(cfg);
   out.push(running.check);

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import dotenv from 'dotenv';
 import { KEYS, type ConfigValues, type Key } from './keys';
 
@@ -7,6 +7,8 @@ export type Config = ConfigValues;
 export { parseDuration, formatDuration } from './duration';
 
 export const DEFAULT_CONFIG_PATH = '/etc/ampere/ampere.cfg';
+/** Ampere's own directory (the checkout or /app): the only place a default .env is read from. */
+const APP_DIR = resolve(__dirname, '..', '..');
 
 /** A bad value: the message names the key, the value and what is allowed (never the password). */
 export class ConfigError extends Error {
@@ -31,10 +33,13 @@ const META_ENV = new Set(['AMPERE_CONFIG', 'AMPERE_ENV_FILE']);
  * Sources, highest first: environment, a .env file (dotenv, quiet), the config file
  * (AMPERE_CONFIG, default /etc/ampere/ampere.cfg: missing is fine unless given), defaults.
  * The original ampere.cfg format (`key = value`, # comments) is what dotenv.parse reads.
+ * The .env is AMPERE_ENV_FILE, else the one in Ampere's own directory (or in `dir` when
+ * given), never one in whatever directory a command or service happens to start in.
  */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): LoadedConfig {
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, dir?: string): LoadedConfig {
   const warnings: string[] = [];
-  const dotEnvPath = resolve(cwd, env.AMPERE_ENV_FILE ?? '.env');
+  const cwd = dir ?? process.cwd();
+  const dotEnvPath = env.AMPERE_ENV_FILE !== undefined ? resolve(cwd, env.AMPERE_ENV_FILE) : join(dir ?? APP_DIR, '.env');
   const dotEnv = existsSync(dotEnvPath) ? dotenv.parse(readFileSync(dotEnvPath)) : {};
   const lookup = (name: string) => env[name] ?? dotEnv[name];
 

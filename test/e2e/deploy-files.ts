@@ -66,16 +66,26 @@ export function serviceEnvironment(compose: Compose, name: string, vars: Record<
 
 export interface Mount { source: string; target: string; readOnly: boolean; bind: boolean }
 
-/** A service's `volumes` in short syntax: bind mounts (./path, /path) resolved against the repo. */
+/**
+ * A service's `volumes` in short syntax: bind mounts (./path, /path) resolved against the repo.
+ * Long-syntax entries (the host's files, such as /run/xtables.lock) are serviceLongMounts'.
+ */
 export function serviceMounts(compose: Compose, name: string): Mount[] {
   const vols = service(compose, name).volumes;
   if (!Array.isArray(vols)) return [];
-  return vols.map((v) => {
+  return vols.filter((v) => typeof v !== 'object').map((v) => {
     const parts = String(v).split(':');
     const [source, target, mode = 'rw'] = parts;
     const bind = source.startsWith('.') || source.startsWith('/');
     return { source: bind ? resolve(REPO, source) : source, target, readOnly: mode.split(',').includes('ro'), bind };
   });
+}
+
+/** A service's long-syntax `volumes` entries (mappings: type, source, target, bind options). */
+export function serviceLongMounts(compose: Compose, name: string): { [key: string]: YamlValue }[] {
+  const vols = service(compose, name).volumes;
+  if (!Array.isArray(vols)) return [];
+  return vols.filter((v): v is { [key: string]: YamlValue } => typeof v === 'object' && v !== null && !Array.isArray(v));
 }
 
 // ------------------------------------------------------------- Dockerfile --
