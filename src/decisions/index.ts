@@ -210,6 +210,16 @@ export class Decisions {
     return this.banned.byFamily;
   }
 
+  /** How many of a family's bans end by `at` (the firewall check asks only when counts differ). */
+  countEndedBy(family: Family, at: number): number {
+    let n = 0;
+    for (const address of this.banned.keys()) {
+      const until = this.banned.get(address);
+      if (until != null && until <= at && familyOf(address) === family) n++;
+    }
+    return n;
+  }
+
   /** An automatic ban from the scoring. */
   banFromEvent(event: SecurityEvent, failures: number, now: number): BanResult {
     return this.ban(event.address, event.family, { kind: event.kind, service: event.service, account: event.account, failures }, now, 'auto');

@@ -1,10 +1,11 @@
 import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
-import { ensureChain, familyBinaries, familyTools, targetSpec, type FamilyTools } from './chain';
+import { ensureChain, familyBinaries, familyTools, listRules, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
 import { IpsetShell } from './ipset-shell';
 import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
+import { chainView, parseSetHeaders, setView, type KernelView } from './verify';
 
 /** The kernel refuses element timeouts above this (about 24.8 days). */
 export const IPSET_MAX_TIMEOUT = 2147483;
@@ -276,6 +277,25 @@ export class IpsetBackend implements FirewallBackend {
       }
     }
     return out;
+  }
+
+  /** Every set's header through the live shell (no process start), and each family's filter table. */
+  async inspect(): Promise<KernelView> {
+    const [headers, ...tables] = await Promise.all([
+      this.shell ? this.shell.query('list -t') : this.ipset(['list', '-t']).then((r) => r.stdout),
+      ...this.fams.map((ft) => listRules(ft, this.opts.netns)),
+    ]);
+    const sets = parseSetHeaders(headers);
+    const view: KernelView = { drifts: [], counts: [] };
+    this.fams.forEach((ft, i) => {
+      const want = this.chainContent(ft).map((l) => l.slice(`-A ${this.opts.chain} `.length));
+      // Exactly the set's rule, then RETURN.
+      view.drifts.push(...chainView(tables[i], this.opts.chain, ft.family, (r, last) => r === want[last ? 1 : 0], 2).drifts);
+      const set = setView(sets, this.setName(ft.family), ft.family);
+      if (set.drift) view.drifts.push(set.drift);
+      if (set.count) view.counts.push(set.count);
+    });
+    return view;
   }
 
   async shutdown(): Promise<void> {

@@ -25,6 +25,7 @@ export class Metrics {
   private readonly bans: Counter<'source'>;
   private readonly unbans: Counter<'reason'>;
   private readonly firewallFailures: Counter<'op'>;
+  private readonly firewallRepairs: Counter<'what'>;
   readonly reaction: Histogram;
 
   constructor(src: MetricsSources) {
@@ -56,8 +57,11 @@ export class Metrics {
       name: 'ampere_ami_reconnects_total', help: 'Reconnection attempts to AMI.', registers,
       collect() { const n = src.amiReconnects(); if (n > lastReconnects) { this.inc(n - lastReconnects); lastReconnects = n; } },
     });
-    new Gauge({ name: 'ampere_firewall_in_sync', help: '1 when every kernel command since the last full load succeeded.', registers, collect() { this.set(src.firewallInSync() ? 1 : 0); } });
+    new Gauge({ name: 'ampere_firewall_in_sync', help: '1 when every kernel command since the last full load succeeded and the last check found the kernel as Ampere made it.', registers, collect() { this.set(src.firewallInSync() ? 1 : 0); } });
     this.firewallFailures = new Counter({ name: 'ampere_firewall_command_failures_total', help: 'Failed firewall commands (batches), by operation.', labelNames: ['op'], registers });
+    this.firewallRepairs = new Counter({
+      name: 'ampere_firewall_repairs_total', help: 'Kernel reloads after the check found drift, by what drifted (jump, chain, rules, set, entries, failed-batch).', labelNames: ['what'], registers,
+    });
     this.reaction = new Histogram({
       name: 'ampere_ban_reaction_seconds', help: "Time from the deciding AMI event's arrival to the ban being in the kernel.", buckets: REACTION_BUCKETS, registers,
     });
@@ -73,6 +77,7 @@ export class Metrics {
   ban(source: string): void { this.bans.inc({ source }); }
   unban(reason: string): void { this.unbans.inc({ reason }); }
   firewallFailure(op: string): void { this.firewallFailures.inc({ op }); }
+  firewallRepair(what: string): void { this.firewallRepairs.inc({ what }); }
   observeReaction(seconds: number): void { this.reaction.observe(seconds); }
 
   render(): Promise<string> { return this.registry.metrics(); }

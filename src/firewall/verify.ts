@@ -1,0 +1,104 @@
+import type { Family } from '../net/ip';
+import { hasJumpTo } from './chain';
+
+/** What drifted, as the log line and the repairs metric (`what`) name it. */
+export type DriftKind = 'jump' | 'chain' | 'rules' | 'set' | 'entries';
+
+/** One way the kernel differs from what Ampere made. */
+export interface Drift {
+  what: DriftKind;
+  family: Family;
+  /** For the log line, e.g. "jump missing from INPUT". */
+  detail: string;
+}
+
+/** How many bans one family's set (or chain) holds in the kernel. */
+export interface KernelCount {
+  family: Family;
+  count: number;
+  /** Where they are: the set's or the chain's name. */
+  where: string;
+}
+
+/** A backend's look at the kernel: what is out of shape, and the members it could count. */
+export interface KernelView {
+  drifts: Drift[];
+  counts: KernelCount[];
+}
+
+/**
+ * The chain, a jump to it and its rules, from one `iptables -S` listing of the whole filter
+ * table (so an operator's own jump from any chain counts). ruleOk(rule, last) judges each
+ * `-A <chain> ...` line in order; `size`, when given, is how many rules there must be. The
+ * chain's rules are returned for counting.
+ */
+export function chainView(lines: string[], chain: string, family: Family, ruleOk: (rule: string, last: boolean) => boolean, size?: number): { drifts: Drift[]; rules: string[] } {
+  const drifts: Drift[] = [];
+  if (!lines.includes(`-N ${chain}`)) {
+    drifts.push({ what: 'chain', family, detail: `chain ${chain} missing` });
+    drifts.push({ what: 'jump', family, detail: 'jump missing from INPUT' });
+    return { drifts, rules: [] };
+  }
+  if (!hasJumpTo(lines, chain)) drifts.push({ what: 'jump', family, detail: 'jump missing from INPUT' });
+  const head = `-A ${chain} `;
+  const rules = lines.filter((l) => l.startsWith(head)).map((l) => l.slice(head.length));
+  if (rules.length === 0) drifts.push({ what: 'rules', family, detail: `chain ${chain} flushed` });
+  else if ((size !== undefined && rules.length !== size) || !rules.every((r, i) => ruleOk(r, i === rules.length - 1))) drifts.push({ what: 'rules', family, detail: `rules of chain ${chain} changed` });
+  return { drifts, rules };
+}
+
+/** One set's header as `ipset list -t` prints it. */
+export interface SetHeader {
+  type: string;
+  header: string;
+  entries: number;
+}
+
+/** `ipset list -t` (every set, headers only) to name -> header. */
+export function parseSetHeaders(text: string): Map<string, SetHeader> {
+  const out = new Map<string, SetHeader>();
+  let cur: (SetHeader & { name: string }) | null = null;
+  for (const line of text.split('\n')) {
+    const c = line.indexOf(': ');
+    if (c < 0) continue;
+    const [key, value] = [line.slice(0, c), line.slice(c + 2).trim()];
+    if (key === 'Name') { cur = { name: value, type: '', header: '', entries: NaN }; out.set(value, cur); }
+    else if (!cur) continue;
+    else if (key === 'Type') cur.type = value;
+    else if (key === 'Header') cur.header = value;
+    else if (key === 'Number of entries') cur.entries = Number(value);
+  }
+  return out;
+}
+
+/** A live set must exist as a `hash:ip` of its family with timeouts (else every ban fails or never matches). */
+export function setView(headers: Map<string, SetHeader>, name: string, family: Family): { drift?: Drift; count?: KernelCount } {
+  const h = headers.get(name);
+  if (!h) return { drift: { what: 'set', family, detail: `set ${name} missing` } };
+  const words = h.header.split(/\s+/);
+  const fam = words[words.indexOf('family') + 1];
+  if (h.type !== 'hash:ip' || fam !== (family === 4 ? 'inet' : 'inet6') || !words.includes('timeout')) {
+    return { drift: { what: 'set', family, detail: `set ${name} has the wrong type (${h.type} ${h.header.split(' hashsize')[0]})` } };
+  }
+  return Number.isFinite(h.entries) ? { count: { family, count: h.entries, where: name } } : {};
+}
+
+/**
+ * Compare the kernel's members with the daemon's bans, family by family. The kernel may hold
+ * fewer by bans whose time is over (its own timeouts can take them before the daemon's expiry
+ * tick): `ended(family)` says how many of those the daemon still counts.
+ */
+export function countDrifts(counts: KernelCount[], banned: Record<Family, number>, ended: (family: Family) => number): Drift[] {
+  const out: Drift[] = [];
+  for (const { family, count, where } of counts) {
+    const want = banned[family];
+    if (count > want) out.push({ what: 'entries', family, detail: `${count - want} entries in ${where} that are not bans` });
+    else if (count < want && count < want - ended(family)) out.push({ what: 'entries', family, detail: `${want - count} of ${want} bans missing from ${where}` });
+  }
+  return out;
+}
+
+/** "jump missing from INPUT (v4), set ampere-v6 missing (v6)" */
+export function describeDrifts(drifts: Drift[]): string {
+  return drifts.map((d) => `${d.detail} (v${d.family})`).join(', ');
+}
