@@ -1,11 +1,11 @@
 import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
-import { ensureChain, familyBinaries, familyTools, listRules, targetSpec, type FamilyTools } from './chain';
+import { ensureChain, familyBinaries, familyTools, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
 import { IpsetShell } from './ipset-shell';
 import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
-import { chainView, parseSetHeaders, setView, type KernelView } from './verify';
+import { inspectIpset, parseSetHeaders, setView, type KernelView } from './verify';
 
 /** The kernel refuses element timeouts above this (about 24.8 days). */
 export const IPSET_MAX_TIMEOUT = 2147483;
@@ -143,6 +143,14 @@ export class IpsetBackend implements FirewallBackend {
     }
   }
 
+  /** Each live set that exists: true when it is of the type this backend makes (a swap needs that). */
+  private async liveSets(): Promise<Map<string, boolean>> {
+    const headers = parseSetHeaders(this.shell ? await this.shell.query('list -t') : (await this.ipset(['list', '-t'])).stdout);
+    const out = new Map<string, boolean>();
+    for (const f of this.families) if (headers.has(this.setName(f))) out.set(this.setName(f), !setView(headers, this.setName(f), f).drift);
+    return out;
+  }
+
   private async setNames(): Promise<Set<string>> {
     return new Set((await this.ipset(['list', '-n'])).stdout.split('\n'));
   }
@@ -180,7 +188,7 @@ export class IpsetBackend implements FirewallBackend {
     // process start costs tens of ms once the daemon holds 100k bans in memory).
     const fresh = this.fresh;
     this.fresh = false;
-    const existing = fresh ? new Set(this.fams.map((ft) => this.setName(ft.family))) : await this.setNames();
+    const existing = fresh ? new Map(this.fams.map((ft) => [this.setName(ft.family), true])) : await this.liveSets();
     const fams = this.families;
     await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`));
     try {
@@ -199,9 +207,20 @@ export class IpsetBackend implements FirewallBackend {
       await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});
       throw err;
     }
-    await this.command(fams.flatMap((f) => (existing.has(this.setName(f))
-      ? [`swap ${this.tmpName(f)} ${this.setName(f)}`, `destroy ${this.tmpName(f)}`]
-      : [`rename ${this.tmpName(f)} ${this.setName(f)}`])));
+    await this.command(fams.flatMap((f) => {
+      const [tmp, live] = [this.tmpName(f), this.setName(f)];
+      const fit = existing.get(live);
+      return fit === undefined ? [`rename ${tmp} ${live}`] : fit ? [`swap ${tmp} ${live}`, `destroy ${tmp}`] : [];
+    }));
+    // A live set of another type (made by someone after a wipe) cannot be swapped: it is
+    // destroyed, which the kernel allows only when no rule uses it, and the loaded one renamed.
+    for (const f of fams.filter((x) => existing.get(this.setName(x)) === false)) {
+      const [tmp, live] = [this.tmpName(f), this.setName(f)];
+      await this.ipset(['restore'], `destroy ${live}\nrename ${tmp} ${live}\n`).catch(async (err: unknown) => {
+        await this.command([`destroy ${tmp}`]).catch(() => {});
+        throw err;
+      });
+    }
     if (!fresh) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
   }
 
@@ -280,22 +299,11 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   /** Every set's header through the live shell (no process start), and each family's filter table. */
-  async inspect(): Promise<KernelView> {
-    const [headers, ...tables] = await Promise.all([
-      this.shell ? this.shell.query('list -t') : this.ipset(['list', '-t']).then((r) => r.stdout),
-      ...this.fams.map((ft) => listRules(ft, this.opts.netns)),
-    ]);
-    const sets = parseSetHeaders(headers);
-    const view: KernelView = { drifts: [], counts: [] };
-    this.fams.forEach((ft, i) => {
-      const want = this.chainContent(ft).map((l) => l.slice(`-A ${this.opts.chain} `.length));
-      // Exactly the set's rule, then RETURN.
-      view.drifts.push(...chainView(tables[i], this.opts.chain, ft.family, (r, last) => r === want[last ? 1 : 0], 2).drifts);
-      const set = setView(sets, this.setName(ft.family), ft.family);
-      if (set.drift) view.drifts.push(set.drift);
-      if (set.count) view.counts.push(set.count);
+  inspect(): Promise<KernelView> {
+    return inspectIpset({
+      fams: this.fams, chain: this.opts.chain, netns: this.opts.netns, setName: (f) => this.setName(f),
+      rules: (ft) => this.chainContent(ft), headers: () => (this.shell ? this.shell.query('list -t') : this.ipset(['list', '-t']).then((r) => r.stdout)),
     });
-    return view;
   }
 
   async shutdown(): Promise<void> {

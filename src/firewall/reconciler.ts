@@ -84,13 +84,16 @@ export class Reconciler {
 
   private async round(): Promise<void> {
     this.state.checks++;
-    const found = await this.look();
+    let found = await this.look();
     const failed = !this.d.queue.healthy;
+    // Drift is confirmed by a second look before the repair: one look may meet a change half
+    // made (a reload's rules going in one by one), and the warning names what is really there.
+    if (found?.length && !failed) found = await this.look();
     if (found === null || (found.length === 0 && !failed)) {
       if (found !== null) { this.drifting = false; this.lastUnrepaired = null; this.retryMs = RETRY_MIN_MS; }
       return;
     }
-    this.drifting = found.length > 0 || failed;
+    this.drifting = true;
     if (Date.now() < this.retryAt) return;
     await this.repair(found, failed);
   }

@@ -4,7 +4,7 @@ import { ensureChain, familyBinaries, familyTools, listRules, restoreFilter, tar
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries } from './exec';
 import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
-import { chainView, type KernelView } from './verify';
+import { inspectRules, type KernelView } from './verify';
 
 /**
  * The original Ampere's way: one `-s <ip>/32 -j <target>` rule per host in the chain, before
@@ -119,17 +119,8 @@ export class RulesBackend implements FirewallBackend {
   }
 
   /** Each family's filter table: the chain holds one ban rule per host, then RETURN. */
-  async inspect(): Promise<KernelView> {
-    const tables = await Promise.all(this.fams.map((ft) => listRules(ft, this.opts.netns)));
-    const view: KernelView = { drifts: [], counts: [] };
-    this.fams.forEach((ft, i) => {
-      const target = ` -j ${targetSpec(this.opts.target, ft.family)}`;
-      const ban = (r: string) => /^-s \S+\/(32|128) -j /.test(r) && r.endsWith(target);
-      const { drifts, rules } = chainView(tables[i], this.opts.chain, ft.family, (r, last) => (last ? r === '-j RETURN' : ban(r)));
-      view.drifts.push(...drifts);
-      if (!drifts.some((d) => d.what === 'chain')) view.counts.push({ family: ft.family, count: rules.filter(ban).length, where: `chain ${this.opts.chain}` });
-    });
-    return view;
+  inspect(): Promise<KernelView> {
+    return inspectRules({ fams: this.fams, chain: this.opts.chain, netns: this.opts.netns, target: this.opts.target });
   }
 
   async shutdown(): Promise<void> {

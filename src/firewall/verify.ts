@@ -1,5 +1,6 @@
 import type { Family } from '../net/ip';
-import { hasJumpTo } from './chain';
+import { hasJumpTo, listRules, targetSpec, type FamilyTools } from './chain';
+import type { FirewallOptions } from './types';
 
 /** What drifted, as the log line and the repairs metric (`what`) name it. */
 export type DriftKind = 'jump' | 'chain' | 'rules' | 'set' | 'entries';
@@ -101,4 +102,45 @@ export function countDrifts(counts: KernelCount[], banned: Record<Family, number
 /** "jump missing from INPUT (v4), set ampere-v6 missing (v6)" */
 export function describeDrifts(drifts: Drift[]): string {
   return drifts.map((d) => `${d.detail} (v${d.family})`).join(', ');
+}
+
+/** What a look at an ipset backend's kernel state needs. */
+export interface IpsetLook {
+  fams: FamilyTools[];
+  chain: string;
+  netns?: string;
+  setName(f: Family): string;
+  /** The chain's content as written: the set's rule, then RETURN. */
+  rules(ft: FamilyTools): string[];
+  /** `ipset list -t` of every set. */
+  headers(): Promise<string>;
+}
+
+/** The ipset backend: exactly its two rules, each live set of the right type, and its members. */
+export async function inspectIpset(x: IpsetLook): Promise<KernelView> {
+  const [headers, ...tables] = await Promise.all([x.headers(), ...x.fams.map((ft) => listRules(ft, x.netns))]);
+  const sets = parseSetHeaders(headers);
+  const view: KernelView = { drifts: [], counts: [] };
+  x.fams.forEach((ft, i) => {
+    const want = x.rules(ft).map((l) => l.slice(`-A ${x.chain} `.length));
+    view.drifts.push(...chainView(tables[i], x.chain, ft.family, (r, last) => r === want[last ? 1 : 0], 2).drifts);
+    const set = setView(sets, x.setName(ft.family), ft.family);
+    if (set.drift) view.drifts.push(set.drift);
+    if (set.count) view.counts.push(set.count);
+  });
+  return view;
+}
+
+/** The rules backend: one ban rule per host with the configured target, RETURN last; the rules counted. */
+export async function inspectRules(x: { fams: FamilyTools[]; chain: string; netns?: string; target: FirewallOptions['target'] }): Promise<KernelView> {
+  const tables = await Promise.all(x.fams.map((ft) => listRules(ft, x.netns)));
+  const view: KernelView = { drifts: [], counts: [] };
+  x.fams.forEach((ft, i) => {
+    const target = ` -j ${targetSpec(x.target, ft.family)}`;
+    const ban = (r: string) => /^-s \S+\/(32|128) -j /.test(r) && r.endsWith(target);
+    const { drifts, rules } = chainView(tables[i], x.chain, ft.family, (r, last) => (last ? r === '-j RETURN' : ban(r)));
+    view.drifts.push(...drifts);
+    if (!drifts.some((d) => d.what === 'chain')) view.counts.push({ family: ft.family, count: rules.filter(ban).length, where: `chain ${x.chain}` });
+  });
+  return view;
 }
