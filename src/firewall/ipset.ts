@@ -4,6 +4,7 @@ import { ensureChain, familyBinaries, familyTools, targetSpec, type FamilyTools 
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
 import { IpsetShell } from './ipset-shell';
+import { RulesetCache } from './monitor';
 import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
 import { inspectIpset, parseSetHeaders, setView, type KernelView } from './verify';
 
@@ -61,6 +62,8 @@ export class IpsetBackend implements FirewallBackend {
   readonly families: readonly Family[];
   private readonly fams: FamilyTools[];
   private readonly shell: IpsetShell | null;
+  /** The filter tables for the firewall check, listed again only when they changed. */
+  private readonly ruleset: RulesetCache;
   /** Set by init, cleared by the next call: sets and chains were made a moment ago. */
   private fresh = false;
   /** The filter tables flavour detection read just before us, for the first init only. */
@@ -77,6 +80,7 @@ export class IpsetBackend implements FirewallBackend {
     this.families = this.fams.map((ft) => ft.family);
     this.detected = tools.filterRules;
     this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
+    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft');
     for (const f of [4, 6] as Family[]) {
       for (const name of [this.setName(f), this.tmpName(f)]) {
         if (name.length > IPSET_NAME_MAX) {
@@ -301,7 +305,7 @@ export class IpsetBackend implements FirewallBackend {
   /** Every set's header through the live shell (no process start), and each family's filter table. */
   inspect(): Promise<KernelView> {
     return inspectIpset({
-      fams: this.fams, chain: this.opts.chain, netns: this.opts.netns, setName: (f) => this.setName(f),
+      fams: this.fams, chain: this.opts.chain, tables: () => this.ruleset.tables(), setName: (f) => this.setName(f),
       rules: (ft) => this.chainContent(ft), headers: () => (this.shell ? this.shell.query('list -t') : this.ipset(['list', '-t']).then((r) => r.stdout)),
     });
   }
@@ -309,5 +313,6 @@ export class IpsetBackend implements FirewallBackend {
   async shutdown(): Promise<void> {
     // Bans stay in the kernel (with their timeouts) while the daemon is down.
     this.shell?.close();
+    this.ruleset.close();
   }
 }

@@ -4,6 +4,7 @@ import { ensureChain, familyBinaries, familyTools, listRules, restoreFilter, tar
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries } from './exec';
 import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
+import { RulesetCache } from './monitor';
 import { inspectRules, type KernelView } from './verify';
 
 /**
@@ -22,6 +23,8 @@ export class RulesBackend implements FirewallBackend {
    * host from getting two rules, the original's defect.
    */
   private readonly present = new Map<string, string>();
+  /** The filter tables for the firewall check, listed again only when they changed. */
+  private readonly ruleset: RulesetCache;
 
   constructor(
     private readonly opts: FirewallOptions,
@@ -32,6 +35,7 @@ export class RulesBackend implements FirewallBackend {
     this.netns = opts.netns;
     this.fams = familyTools(tools, opts.ipv6 !== false);
     this.families = this.fams.map((ft) => ft.family);
+    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft');
   }
 
   private spec(address: string, f: Family): string {
@@ -120,11 +124,12 @@ export class RulesBackend implements FirewallBackend {
 
   /** Each family's filter table: the chain holds one ban rule per host, then RETURN. */
   inspect(): Promise<KernelView> {
-    return inspectRules({ fams: this.fams, chain: this.opts.chain, netns: this.opts.netns, target: this.opts.target });
+    return inspectRules({ fams: this.fams, chain: this.opts.chain, tables: () => this.ruleset.tables(), target: this.opts.target });
   }
 
   async shutdown(): Promise<void> {
     // Rules stay in the kernel while the daemon is down.
+    this.ruleset.close();
   }
 }
 

@@ -1,5 +1,5 @@
 import type { Family } from '../net/ip';
-import { hasJumpTo, listRules, targetSpec, type FamilyTools } from './chain';
+import { hasJumpTo, targetSpec, type FamilyTools } from './chain';
 import type { FirewallOptions } from './types';
 
 /** What drifted, as the log line and the repairs metric (`what`) name it. */
@@ -108,7 +108,8 @@ export function describeDrifts(drifts: Drift[]): string {
 export interface IpsetLook {
   fams: FamilyTools[];
   chain: string;
-  netns?: string;
+  /** Each family's `iptables -S` of the filter table, in the order of fams. */
+  tables(): Promise<string[][]>;
   setName(f: Family): string;
   /** The chain's content as written: the set's rule, then RETURN. */
   rules(ft: FamilyTools): string[];
@@ -118,7 +119,7 @@ export interface IpsetLook {
 
 /** The ipset backend: exactly its two rules, each live set of the right type, and its members. */
 export async function inspectIpset(x: IpsetLook): Promise<KernelView> {
-  const [headers, ...tables] = await Promise.all([x.headers(), ...x.fams.map((ft) => listRules(ft, x.netns))]);
+  const [headers, tables] = await Promise.all([x.headers(), x.tables()]);
   const sets = parseSetHeaders(headers);
   const view: KernelView = { drifts: [], counts: [] };
   x.fams.forEach((ft, i) => {
@@ -132,8 +133,8 @@ export async function inspectIpset(x: IpsetLook): Promise<KernelView> {
 }
 
 /** The rules backend: one ban rule per host with the configured target, RETURN last; the rules counted. */
-export async function inspectRules(x: { fams: FamilyTools[]; chain: string; netns?: string; target: FirewallOptions['target'] }): Promise<KernelView> {
-  const tables = await Promise.all(x.fams.map((ft) => listRules(ft, x.netns)));
+export async function inspectRules(x: { fams: FamilyTools[]; chain: string; tables(): Promise<string[][]>; target: FirewallOptions['target'] }): Promise<KernelView> {
+  const tables = await x.tables();
   const view: KernelView = { drifts: [], counts: [] };
   x.fams.forEach((ft, i) => {
     const target = ` -j ${targetSpec(x.target, ft.family)}`;

@@ -1,0 +1,82 @@
+/**
+ * Reconciler cost: the real daemon, idle, with 100,000 bans (every 10th IPv6) in the kernel of
+ * a fresh namespace. Its CPU (own threads, the processes it started and reaped: iptables -S,
+ * and the live ipset shell) over a window, with `verify_interval` at its default (2s) and off
+ * (0), alternating; the difference is what the checks cost. Not part of `npm run bench`:
+ *
+ *   node --import tsx bench/reconciler-cost.ts [--seconds=60] [--runs=2] [--bans=100000] [--backend=ipset]
+ *
+ * Needs root (namespaces, iptables, ipset).
+ */
+import { controlRequest } from '../src/control/client';
+import { build } from './lib/build';
+import { banList, writeBanDb } from './lib/data';
+import { installCleanup, removeTempDir, sleep, tempDir } from './lib/sys';
+import { startRunning, type Backend } from './sections/common';
+
+function arg(name: string, dflt: string): string {
+  const a = process.argv.slice(2).find((x) => x.startsWith(`--${name}=`));
+  return a ? a.slice(name.length + 3) : dflt;
+}
+
+interface Run { interval: string; cpuPct: number; selfPct: number; childPct: number; checks: number; drifts: number }
+
+async function measure(backend: Backend, db: string, interval: string, seconds: number, log: (s: string) => void): Promise<Run> {
+  const dir = tempDir('verify-cost');
+  try {
+    const { copyFileSync } = await import('node:fs');
+    copyFileSync(db, `${dir}/ampere.db`);
+    const r = await startRunning({ backend, dir, env: { AMPERE_VERIFY_INTERVAL: interval, AMPERE_BACKUP_DIR: '' } });
+    try {
+      // The start's own work (the load, the checkpointer thread, the first collections) settles first.
+      await sleep(10_000);
+      const status = () => controlRequest<any>(`${dir}/ampere.sock`, 'GET', '/status').then((x) => x.body);
+      const s0 = await status();
+      const c0 = r.daemon.cpu();
+      const t0 = performance.now();
+      await sleep(seconds * 1000);
+      const c1 = r.daemon.cpu();
+      const wall = (performance.now() - t0) / 1000;
+      const s1 = await status();
+      if (s1.bans.active.total !== s0.bans.active.total) throw new Error('bans changed during the window');
+      const self = (c1.self - c0.self) / wall;
+      const child = (c1.children - c0.children) / wall;
+      const run = {
+        interval, cpuPct: (self + child) * 100, selfPct: self * 100, childPct: child * 100,
+        checks: s1.firewall.verify.checks - s0.firewall.verify.checks, drifts: r.daemon.recent.filter((l) => String(l.msg).startsWith('firewall drift')).length,
+      };
+      log(`verify_interval=${interval}: ${run.cpuPct.toFixed(2)} % of a core (daemon ${run.selfPct.toFixed(2)} %, children ${run.childPct.toFixed(2)} %), ${run.checks} checks, ${run.drifts} drift lines, ${s1.bans.active.total} bans`);
+      return run;
+    } finally {
+      await r.close();
+    }
+  } finally {
+    removeTempDir(dir);
+  }
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('needs root');
+  installCleanup();
+  const log = (s: string) => process.stderr.write(`${new Date().toISOString()} ${s}\n`);
+  const seconds = Number(arg('seconds', '60'));
+  const runs = Number(arg('runs', '2'));
+  const n = Number(arg('bans', '100000'));
+  const backend = arg('backend', 'ipset') as Backend;
+  await build(log);
+  const dir = tempDir('verify-cost-db');
+  try {
+    const db = `${dir}/bans.db`;
+    writeBanDb(db, banList(n));
+    const results: Run[] = [];
+    for (let i = 0; i < runs; i++) for (const interval of ['0', '2s']) results.push(await measure(backend, db, interval, seconds, log));
+    const mean = (iv: string) => { const x = results.filter((r) => r.interval === iv); return x.reduce((a, r) => a + r.cpuPct, 0) / x.length; };
+    const off = mean('0');
+    const on = mean('2s');
+    process.stdout.write(JSON.stringify({ backend, bans: n, seconds, runs, offPct: off, onPct: on, costPct: on - off, results }, null, 2) + '\n');
+  } finally {
+    removeTempDir(dir);
+  }
+}
+
+main().catch((err) => { console.error(err); process.exit(1); });
