@@ -19,7 +19,7 @@ function arg(name: string, dflt: string): string {
   return a ? a.slice(name.length + 3) : dflt;
 }
 
-interface Run { interval: string; cpuPct: number; selfPct: number; childPct: number; checks: number; drifts: number }
+interface Run { interval: string; cpuPct: number; selfPct: number; childPct: number; checks: number; drifts: number; repairMs?: number; flushToRepairedMs?: number }
 
 async function measure(backend: Backend, db: string, interval: string, seconds: number, log: (s: string) => void): Promise<Run> {
   const dir = tempDir('verify-cost');
@@ -46,6 +46,7 @@ async function measure(backend: Backend, db: string, interval: string, seconds: 
         checks: s1.firewall.verify.checks - s0.firewall.verify.checks, drifts: r.daemon.recent.filter((l) => String(l.msg).startsWith('firewall drift')).length,
       };
       log(`verify_interval=${interval}: ${run.cpuPct.toFixed(2)} % of a core (daemon ${run.selfPct.toFixed(2)} %, children ${run.childPct.toFixed(2)} %), ${run.checks} checks, ${run.drifts} drift lines, ${s1.bans.active.total} bans`);
+      if (interval !== '0') Object.assign(run, await flushAndRepair(r, log));
       return run;
     } finally {
       await r.close();
@@ -53,6 +54,17 @@ async function measure(backend: Backend, db: string, interval: string, seconds: 
   } finally {
     removeTempDir(dir);
   }
+}
+
+/** The IPv4 set flushed under the daemon: how long until it is whole again, and the daemon's repair time. */
+async function flushAndRepair(r: Awaited<ReturnType<typeof startRunning>>, log: (s: string) => void): Promise<{ repairMs: number; flushToRepairedMs: number }> {
+  const line = r.daemon.waitFor((l) => String(l.msg).startsWith('firewall drift:'), 30_000);
+  const t0 = performance.now();
+  await r.lab.pbx.must('ipset', ['flush', 'ampere-v4']);
+  const l = await line;
+  const flushToRepairedMs = performance.now() - t0;
+  log(`ipset flush ampere-v4 -> ${l.msg} (${Math.round(flushToRepairedMs)} ms after the flush)`);
+  return { repairMs: Number(l.repairMs), flushToRepairedMs };
 }
 
 async function main(): Promise<void> {

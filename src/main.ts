@@ -259,6 +259,8 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
       activeBans: decisions.countByFamily(), trackedHosts: penalties.size, events: stats.events,
       backend: cfg.backend, chain: cfg.chain, socket: control ? socketPath : null,
       lastBackup: backups.state.last,
+      // What the status file alone cannot tell (`ampere health` without the socket).
+      amiDeaf: hearing.problem(Date.now(), cfg.user, ami.state === 'connected'),
     });
     try { writeFileSync(`${statusFile}.tmp`, body); renameSync(`${statusFile}.tmp`, statusFile); } catch (err) { log.warn({ err: String(err) }, 'status file not written'); }
   };

@@ -1,6 +1,6 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { controlRequest } from '../src/control/client';
@@ -39,11 +39,11 @@ describe('an AMI user that receives no security events', () => {
       const since = (await status()).ami.since as number;
       while (Date.now() < since + SECURITY_EVENT_GRACE_MS + 300) await new Promise((r) => setTimeout(r, 100));
     };
-    return { ami, d, env, status, graceOver };
+    return { ami, d, dir, env, status, graceOver };
   };
 
   test('without read = security: health fails once the grace is over, check names the fix', async () => {
-    const { env, status, graceOver } = await setup(false);
+    const { dir, env, status, graceOver } = await setup(false);
     const early = await ampere(['health'], env);
     const s0 = await status();
     if (Date.now() - s0.ami.since < SECURITY_EVENT_GRACE_MS - 1000) assert.equal(early.code, 0, `within the grace: ${early.stderr}`);
@@ -57,6 +57,10 @@ describe('an AMI user that receives no security events', () => {
     assert.match(check.stdout, /^FAIL +ami +127\.0\.0\.1:\d+ reachable .*login as "ampere" accepted, but no security event arrived within 3 s \(Asterisk sends one for every login\): give the user "read = security" in manager\.conf$/m);
     assert.match(check.stdout, /^FAIL +daemon health +no security event heard since the AMI login/m);
     assert.match(check.stderr, /ampere check: 2 problems/);
+    // The status file (what `ampere health` reads when the socket is out of reach) says it too.
+    const file = () => { try { return JSON.parse(readFileSync(join(dir, 'ampere.status.json'), 'utf8')); } catch { return {}; } };
+    for (let i = 0; i < 150 && !file().amiDeaf; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(String(file().amiDeaf), /read = security/);
   });
 
   test('with read = security: the login event is heard, health and check are content', async () => {
