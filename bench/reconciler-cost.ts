@@ -4,7 +4,7 @@
  * and the live ipset shell) over a window, with `verify_interval` at its default (2s) and off
  * (0), alternating; the difference is what the checks cost. Not part of `npm run bench`:
  *
- *   node --import tsx bench/reconciler-cost.ts [--seconds=60] [--runs=2] [--bans=100000] [--backend=ipset]
+ *   node --import tsx bench/reconciler-cost.ts [--seconds=60] [--runs=2] [--bans=100000] [--backend=ipset] [--iptables=auto|nft|legacy]
  *
  * Needs root (namespaces, iptables, ipset).
  */
@@ -21,12 +21,12 @@ function arg(name: string, dflt: string): string {
 
 interface Run { interval: string; cpuPct: number; selfPct: number; childPct: number; checks: number; drifts: number; repairMs?: number; flushToRepairedMs?: number }
 
-async function measure(backend: Backend, db: string, interval: string, seconds: number, log: (s: string) => void): Promise<Run> {
+async function measure(backend: Backend, db: string, interval: string, seconds: number, iptables: string, log: (s: string) => void): Promise<Run> {
   const dir = tempDir('verify-cost');
   try {
     const { copyFileSync } = await import('node:fs');
     copyFileSync(db, `${dir}/ampere.db`);
-    const r = await startRunning({ backend, dir, env: { AMPERE_VERIFY_INTERVAL: interval, AMPERE_BACKUP_DIR: '' } });
+    const r = await startRunning({ backend, dir, env: { AMPERE_VERIFY_INTERVAL: interval, AMPERE_BACKUP_DIR: '', AMPERE_IPTABLES: iptables } });
     try {
       // The start's own work (the load, the checkpointer thread, the first collections) settles first.
       await sleep(10_000);
@@ -75,17 +75,18 @@ async function main(): Promise<void> {
   const runs = Number(arg('runs', '2'));
   const n = Number(arg('bans', '100000'));
   const backend = arg('backend', 'ipset') as Backend;
+  const iptables = arg('iptables', 'auto');
   await build(log);
   const dir = tempDir('verify-cost-db');
   try {
     const db = `${dir}/bans.db`;
     writeBanDb(db, banList(n));
     const results: Run[] = [];
-    for (let i = 0; i < runs; i++) for (const interval of ['0', '2s']) results.push(await measure(backend, db, interval, seconds, log));
+    for (let i = 0; i < runs; i++) for (const interval of ['0', '2s']) results.push(await measure(backend, db, interval, seconds, iptables, log));
     const mean = (iv: string) => { const x = results.filter((r) => r.interval === iv); return x.reduce((a, r) => a + r.cpuPct, 0) / x.length; };
     const off = mean('0');
     const on = mean('2s');
-    process.stdout.write(JSON.stringify({ backend, bans: n, seconds, runs, offPct: off, onPct: on, costPct: on - off, results }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ backend, iptables, bans: n, seconds, runs, offPct: off, onPct: on, costPct: on - off, results }, null, 2) + '\n');
   } finally {
     removeTempDir(dir);
   }

@@ -198,6 +198,11 @@ for (const backend of ['ipset', 'rules'] as const) {
       }
       t.diagnostic(`jump deleted -> protected again: ${times.map((x) => Math.round(x)).join(', ')} ms`);
       assert.equal(await sink.reaches(atk.ns, atk.v4[0], atk.hostV4), false);
+      const text = await ampere(['status'], env);
+      assert.equal(text.code, 0, text.stderr);
+      assert.match(text.stdout, /^firewall: +\S+, chain ampere, target DROP, in sync$/m);
+      assert.match(text.stdout, /^firewall check: +drift repaired within 2s; \d+ checks, 3 repairs$/m);
+      assert.match(text.stdout, /^last drift: +jump missing from INPUT \(v4\) at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(\d+s ago\), repaired in \d+ ms$/m);
     });
   });
 }

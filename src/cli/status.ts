@@ -71,7 +71,7 @@ export async function statusCommand(args: string[]): Promise<number> {
 
 /** The kernel checks: how often, how many repairs, the last drift found. */
 function verifyRows(v: DaemonStatus['firewall']['verify'], now: number): [string, string][] {
-  if (v.intervalMs <= 0) return [['firewall check', 'off (AMPERE_VERIFY_INTERVAL=0)']];
+  if (!v.running) return [['firewall check', v.intervalMs <= 0 ? 'off (AMPERE_VERIFY_INTERVAL=0)' : 'off (nothing to check with this backend)']];
   const d = v.lastDrift;
   return [
     ['firewall check', `drift repaired within ${formatDuration(v.intervalMs)}; ${v.checks} checks, ${v.repairs} repairs`],

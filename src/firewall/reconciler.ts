@@ -20,6 +20,8 @@ export interface ReconcilerDeps {
 /** What `ampere status` shows of the checks. */
 export interface ReconcilerState {
   intervalMs: number;
+  /** False when off: verify_interval 0, or a backend with nothing to check (dry-run). */
+  running: boolean;
   checks: number;
   repairs: number;
   lastDrift: { what: string; at: number; repairMs: number | null } | null;
@@ -51,18 +53,20 @@ export class Reconciler {
   private lastUnrepaired: string | null = null;
 
   constructor(private readonly d: ReconcilerDeps, intervalMs: number) {
-    this.state = { intervalMs, checks: 0, repairs: 0, lastDrift: null };
+    this.state = { intervalMs, running: false, checks: 0, repairs: 0, lastDrift: null };
   }
 
   start(): void {
     if (this.state.intervalMs <= 0 || !this.d.backend.inspect || this.timer) return;
     this.timer = setInterval(() => void this.check(), Math.max(50, Math.round((this.state.intervalMs * 3) / 4)));
+    this.state.running = true;
   }
 
   /** Stops the timer and waits for a check under way. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.state.running = false;
     this.again = false;
     await this.running;
   }
