@@ -19,7 +19,7 @@ function arg(name: string, dflt: string): string {
   return a ? a.slice(name.length + 3) : dflt;
 }
 
-interface Run { interval: string; cpuPct: number; selfPct: number; childPct: number; checks: number; drifts: number; repairMs?: number; flushToRepairedMs?: number }
+interface Run { interval: string; cpuPct: number; selfPct: number; childPct: number; checks: number; drifts: number; repairMs?: number; flushToRepairedMs?: number; jumpBackMs?: number }
 
 async function measure(backend: Backend, db: string, interval: string, seconds: number, iptables: string, log: (s: string) => void): Promise<Run> {
   const dir = tempDir('verify-cost');
@@ -57,14 +57,22 @@ async function measure(backend: Backend, db: string, interval: string, seconds: 
 }
 
 /** The IPv4 set flushed under the daemon: how long until it is whole again, and the daemon's repair time. */
-async function flushAndRepair(r: Awaited<ReturnType<typeof startRunning>>, log: (s: string) => void): Promise<{ repairMs: number; flushToRepairedMs: number }> {
+async function flushAndRepair(r: Awaited<ReturnType<typeof startRunning>>, log: (s: string) => void): Promise<{ repairMs: number; flushToRepairedMs: number; jumpBackMs: number }> {
   const line = r.daemon.waitFor((l) => String(l.msg).startsWith('firewall drift:'), 30_000);
   const t0 = performance.now();
   await r.lab.pbx.must('ipset', ['flush', 'ampere-v4']);
   const l = await line;
   const flushToRepairedMs = performance.now() - t0;
   log(`ipset flush ampere-v4 -> ${l.msg} (${Math.round(flushToRepairedMs)} ms after the flush)`);
-  return { repairMs: Number(l.repairMs), flushToRepairedMs };
+  // A firewalld-style reload: the jump deleted; polled until it is back.
+  await sleep(3000);
+  const next = r.daemon.waitFor((x) => String(x.msg).startsWith('firewall drift: jump'), 30_000);
+  const t1 = performance.now();
+  await r.lab.pbx.must('iptables', ['-w', '-D', 'INPUT', '-j', 'ampere']);
+  while ((await r.lab.pbx.exec('iptables', ['-w', '-C', 'INPUT', '-j', 'ampere'])).code !== 0) await sleep(5);
+  const jumpBackMs = performance.now() - t1;
+  log(`iptables -D INPUT -j ampere -> jump back after ${Math.round(jumpBackMs)} ms; ${(await next).msg}`);
+  return { repairMs: Number(l.repairMs), flushToRepairedMs, jumpBackMs };
 }
 
 async function main(): Promise<void> {

@@ -192,9 +192,15 @@ export class Decisions {
     return out;
   }
 
-  /** Load the database's active bans into the kernel again (after a failed kernel command). */
+  /** Load the database's active bans into the kernel again (a failed kernel command, drift found). */
   async resync(now: number): Promise<void> {
     this.flushWrites();
+    const format = this.kernel.lineFormat;
+    if (format) {
+      // The start's load (lines SQLite renders), when the database holds exactly the bans in memory.
+      const lines = this.store.renderActiveBans(now, format);
+      if (lines.count === this.banned.size) return this.kernel.setAllLines!(lines);
+    }
     await this.kernel.setAll(this.store.activeKernelBans(now).filter((b) => this.banned.has(b.address)), now);
   }
 

@@ -194,6 +194,10 @@ export class IpsetBackend implements FirewallBackend {
     this.fresh = false;
     const existing = fresh ? new Map(this.fams.map((ft) => [this.setName(ft.family), true])) : await this.liveSets();
     const fams = this.families;
+    // When the live sets are there, the chain and the jump (a reload may have removed them) are
+    // made again before the load, so the bans the sets still hold drop packets meanwhile.
+    const early = !fresh && fams.every((f) => existing.get(this.setName(f)) === true);
+    if (early) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
     await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`));
     try {
       // `ipset restore` sends its adds in batches only to a set it created itself in that run
@@ -225,7 +229,7 @@ export class IpsetBackend implements FirewallBackend {
         throw err;
       });
     }
-    if (!fresh) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
+    if (!fresh && !early) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
   }
 
   /**

@@ -90,9 +90,10 @@ export class Reconciler {
     this.state.checks++;
     let found = await this.look();
     const failed = !this.d.queue.healthy;
-    // Drift is confirmed by a second look before the repair: one look may meet a change half
-    // made (a reload's rules going in one by one), and the warning names what is really there.
-    if (found?.length && !failed) found = await this.look();
+    // Drift in the rules or sets is confirmed by a second look before the repair: one look may
+    // meet a change half made (a reload's rules going in one by one), and the warning names
+    // what is really there. Counts need none: they are compared only over a still queue.
+    if (found?.some((x) => x.what !== 'entries') && !failed) found = await this.look();
     if (found === null || (found.length === 0 && !failed)) {
       if (found !== null) { this.drifting = false; this.lastUnrepaired = null; this.retryMs = RETRY_MIN_MS; }
       return;
