@@ -273,7 +273,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     setInterval(writeStatus, 5_000),
     // A failed kernel batch leaves the kernel unsure: rebuild it from the database, which is the
     // truth (the reconciler does it at once when it runs).
-    setInterval(() => { if (!firewall.healthy && cfg.verify_interval === 0) decisions.resync(Date.now()).catch((err) => log.error({ err: String(err) }, 'resync failed')); }, 10_000),
+    setInterval(() => { if (!firewall.healthy && !verifier.state.running) decisions.resync(Date.now()).catch((err) => log.error({ err: String(err) }, 'resync failed')); }, 10_000),
   ];
 
   if (cfg.metrics) {

@@ -36,7 +36,7 @@ const RETRY_MAX_MS = 60_000;
 /**
  * Compares the kernel with what Ampere believes, every so often and whenever kicked (a failed
  * batch), and reloads the kernel from the database when they differ. Checks run so that drift
- * is repaired within the configured interval: they start every 3/4 of it. A count is compared
+ * is repaired within the configured interval, looks and repair included: twice per interval. A count is compared
  * only when no kernel command ran during the look, and the chain only when no full load did,
  * so neither a ban in flight nor Ampere's own rebuild is ever taken for drift.
  */
@@ -58,7 +58,7 @@ export class Reconciler {
 
   start(): void {
     if (this.state.intervalMs <= 0 || !this.d.backend.inspect || this.timer) return;
-    this.timer = setInterval(() => void this.check(), Math.max(50, Math.round((this.state.intervalMs * 3) / 4)));
+    this.timer = setInterval(() => void this.check(), Math.max(50, Math.round(this.state.intervalMs / 2)));
     this.state.running = true;
   }
 
