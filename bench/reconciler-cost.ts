@@ -46,7 +46,7 @@ async function measure(backend: Backend, db: string, interval: string, seconds: 
         checks: s1.firewall.verify.checks - s0.firewall.verify.checks, drifts: r.daemon.recent.filter((l) => String(l.msg).startsWith('firewall drift')).length,
       };
       log(`verify_interval=${interval}: ${run.cpuPct.toFixed(2)} % of a core (daemon ${run.selfPct.toFixed(2)} %, children ${run.childPct.toFixed(2)} %), ${run.checks} checks, ${run.drifts} drift lines, ${s1.bans.active.total} bans`);
-      if (interval !== '0') Object.assign(run, await flushAndRepair(r, log));
+      if (interval !== '0') Object.assign(run, await flushAndRepair(r, iptables === 'legacy' ? 'iptables-legacy' : 'iptables', log));
       return run;
     } finally {
       await r.close();
@@ -57,7 +57,7 @@ async function measure(backend: Backend, db: string, interval: string, seconds: 
 }
 
 /** The IPv4 set flushed under the daemon: how long until it is whole again, and the daemon's repair time. */
-async function flushAndRepair(r: Awaited<ReturnType<typeof startRunning>>, log: (s: string) => void): Promise<{ repairMs: number; flushToRepairedMs: number; jumpBackMs: number }> {
+async function flushAndRepair(r: Awaited<ReturnType<typeof startRunning>>, ipt: string, log: (s: string) => void): Promise<{ repairMs: number; flushToRepairedMs: number; jumpBackMs: number }> {
   const line = r.daemon.waitFor((l) => String(l.msg).startsWith('firewall drift:'), 30_000);
   const t0 = performance.now();
   await r.lab.pbx.must('ipset', ['flush', 'ampere-v4']);
@@ -68,8 +68,8 @@ async function flushAndRepair(r: Awaited<ReturnType<typeof startRunning>>, log: 
   await sleep(3000);
   const next = r.daemon.waitFor((x) => String(x.msg).startsWith('firewall drift: jump'), 30_000);
   const t1 = performance.now();
-  await r.lab.pbx.must('iptables', ['-w', '-D', 'INPUT', '-j', 'ampere']);
-  while ((await r.lab.pbx.exec('iptables', ['-w', '-C', 'INPUT', '-j', 'ampere'])).code !== 0) await sleep(5);
+  await r.lab.pbx.must(ipt, ['-w', '-D', 'INPUT', '-j', 'ampere']);
+  while ((await r.lab.pbx.exec(ipt, ['-w', '-C', 'INPUT', '-j', 'ampere'])).code !== 0) await sleep(5);
   const jumpBackMs = performance.now() - t1;
   log(`iptables -D INPUT -j ampere -> jump back after ${Math.round(jumpBackMs)} ms; ${(await next).msg}`);
   return { repairMs: Number(l.repairMs), flushToRepairedMs, jumpBackMs };
