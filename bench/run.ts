@@ -12,7 +12,7 @@ import { cpus, totalmem, release } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { build, ROOT } from './lib/build';
-import { findings, METHOD, targets } from './lib/notes';
+import { findings, METHOD, RECONCILER_COST, targets } from './lib/notes';
 import { table, type Row } from './lib/report';
 import { installCleanup } from './lib/sys';
 import type { Ctx, Section } from './sections/common';
@@ -86,7 +86,7 @@ async function main(): Promise<number> {
       `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${Math.round(totalmem() / 2 ** 30)} GB, Linux ${release()}, Node ${process.version}, ${sh('iptables', ['-V'])}, ${sh('ipset', ['-v']).split('\n')[0]}.`,
       `Date: ${new Date().toISOString()}. Command: \`npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}\` (${seconds} s). Code: ${sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}${sh('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src']) ? ' with uncommitted changes in src/' : ''}.`,
     ];
-    writeFileSync(out, [head.join('\n'), md, targets(rows), findings(rows), METHOD].join('\n\n'));
+    writeFileSync(out, [head.join('\n'), md, targets(rows), findings(rows), RECONCILER_COST, METHOD].join('\n\n'));
     log(`wrote ${out}`);
   }
   // The report keeps the other sections' figures; the exit status says it is incomplete.

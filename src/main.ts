@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { AmiConnection, type AmiMessage } from './ami';
+import { SecurityHearing } from './ami/heard';
 import { BackupScheduler } from './backup';
 import { describeConfig, type LoadedConfig } from './config';
 import { controlSocketPath, statusPath } from './control/paths';
@@ -13,6 +14,7 @@ import { Decisions } from './decisions';
 import { toSecurityEvent, type SecurityEvent } from './events';
 import { takeDaemonLocks } from './lock';
 import { chooseIpv6, createFirewall, FirewallQueue } from './firewall';
+import { Reconciler, type ReconcilerState } from './firewall/reconciler';
 import type { Logger } from './log';
 import type { Metrics } from './metrics';
 import { countingFailures } from './metrics/firewall';
@@ -65,7 +67,7 @@ export interface DaemonStatus {
   socket: string | null;
   metrics: string | null;
   /** malformed: AMI messages skipped as unreadable; merged: blocks put back into a split event; distrusted: forged successes dropped. */
-  ami: { state: string; connected: boolean; since: number; host: string; port: number; reconnects: number; malformed: number; merged: number; distrusted: number };
+  ami: { state: string; connected: boolean; since: number; host: string; port: number; reconnects: number; malformed: number; merged: number; distrusted: number; securityEventSince: number | null };
   events: { total: number; malformed: number; byKind: Record<string, number>; lastMinute: { total: number; byKind: Record<string, number> } };
   trackedHosts: number;
   /** The WAL checkpointer thread (null: SQLite checkpoints inside commits). */
@@ -73,7 +75,7 @@ export interface DaemonStatus {
   /** Bytes: the process's resident set, and V8's heap (used / reserved). */
   memory: { rss: number; heapUsed: number; heapTotal: number };
   bans: { active: { v4: number; v6: number; total: number }; made: number; lifted: number };
-  firewall: { backend: string; chain: string; target: string; inSync: boolean; lastSyncAt: number | null; lastError: string | null; batches: number };
+  firewall: { backend: string; chain: string; target: string; inSync: boolean; lastSyncAt: number | null; lastError: string | null; batches: number; verify: ReconcilerState };
   backup: BackupScheduler['state'];
 }
 
@@ -131,8 +133,10 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   let metrics: Metrics | null = null;
   const ipv6 = chooseIpv6(cfg.ipv6);
   if (!ipv6.on && cfg.backend !== 'dry-run') log.warn({ reason: ipv6.reason }, 'IPv6 is off: IPv4 only in the kernel, IPv6 bans are kept in the database only');
+  // Kicked by a failed kernel command: repairs the kernel at once instead of at the next check.
+  let reconciler: Reconciler | undefined;
   const rawBackend = await createFirewall(cfg.backend, { chain: cfg.chain, target: cfg.target, iptables: cfg.iptables, ipv6: ipv6.on }, log);
-  const backend = countingFailures(rawBackend, (op) => metrics?.firewallFailure(op));
+  const backend = countingFailures(rawBackend, (op) => { metrics?.firewallFailure(op); reconciler?.kick(); });
   await backend.init();
   const firewall = new FirewallQueue(backend, log);
   // Its one process start (~10-20 ms) happens now, not on the first ban.
@@ -150,6 +154,13 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     log.info({ bans, ms: Math.round(performance.now() - tRestore), inSync: firewall.healthy, sinceStartMs: Math.round(performance.now() - t0) }, 'bans restored');
   });
   const restoreMs = Math.round(performance.now() - tRestore);
+  reconciler = new Reconciler({
+    backend, queue: firewall, banned: () => decisions.countByFamily(), endedBy: (f, at) => decisions.countEndedBy(f, at),
+    repair: () => decisions.resync(Date.now()), log, onRepair: (what) => metrics?.firewallRepair(what),
+  }, cfg.verify_interval);
+  const verifier = reconciler;
+  const inSync = () => firewall.healthy && !verifier.drifting;
+  const hearing = new SecurityHearing();
   // WAL checkpoints (an fsync each) run on a worker thread, never inside a ban's commit. Its
   // start (a second isolate, ~90 ms of CPU) waits until the bans are loaded: on two cores it
   // took a core from ipset's loaders.
@@ -175,6 +186,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
 
   const handle = (msg: AmiMessage, receivedAt: number) => {
     const parsed = toSecurityEvent(msg);
+    if (parsed.ok || !parsed.ignored) hearing.heard(receivedAt);
     if (!parsed.ok) {
       if (!parsed.ignored) { stats.malformed++; log.debug({ reason: parsed.reason }, 'malformed security event skipped'); }
       return;
@@ -214,7 +226,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   ami.on('message', handle);
   let amiDown = false;
   ami.on('state', (state: string, detail?: string) => {
-    if (state === 'connected') { amiDown = false; log.info({ ami: detail }, 'ami connected'); }
+    if (state === 'connected') { amiDown = false; hearing.loggedIn(Date.now()); log.info({ ami: detail }, 'ami connected'); }
     else if (state === 'disconnected') {
       // One warning per outage; the retries behind it only at debug.
       if (!amiDown) log.warn({ reason: detail }, 'ami disconnected');
@@ -234,6 +246,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     const problems: string[] = [];
     if (ami.state !== 'connected') problems.push(`not connected to AMI (${ami.state} since ${new Date(ami.since).toISOString()})`);
     if (!firewall.healthy) problems.push(`firewall not in sync${firewall.lastError ? `: ${firewall.lastError}` : ''}`);
+    else if (verifier.drifting) problems.push('firewall not in sync: the kernel differs from the database (drift found, repair under way)');
+    const deaf = hearing.problem(Date.now(), cfg.user, ami.state === 'connected');
+    if (deaf) problems.push(deaf);
     return { healthy: problems.length === 0, problems };
   };
 
@@ -243,13 +258,13 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     return {
       pid: process.pid, version: VERSION, startedAt: stats.startedAt, uptimeMs: now - stats.startedAt,
       db: cfg.db, socket: control ? socketPath : null, metrics: metricsServer ? cfg.metrics : null,
-      ami: { state: ami.state, connected: ami.state === 'connected', since: ami.since, host: cfg.host, port: cfg.port, reconnects: ami.reconnects, malformed: ami.counts.malformed, merged: ami.counts.merged, distrusted: ami.counts.distrusted },
+      ami: { state: ami.state, connected: ami.state === 'connected', since: ami.since, host: cfg.host, port: cfg.port, reconnects: ami.reconnects, malformed: ami.counts.malformed, merged: ami.counts.merged, distrusted: ami.counts.distrusted, securityEventSince: hearing.firstHeardAt },
       events: { total: stats.events, malformed: stats.malformed, byKind: { ...stats.byKind }, lastMinute: window.lastMinute(now) },
       trackedHosts: penalties.size,
       memory: (({ rss, heapUsed, heapTotal }) => ({ rss, heapUsed, heapTotal }))(process.memoryUsage()),
       checkpointer: store.checkpointer ? (({ running, failed, ticks, lastLogFrames }) => ({ running, failed, checkpoints: ticks, walFrames: lastLogFrames }))(store.checkpointer.stats()) : null,
       bans: { active: { ...active, total: active.v4 + active.v6 }, made: stats.bans, lifted: stats.unbans },
-      firewall: { backend: backend.name, chain: cfg.chain, target: cfg.target, inSync: firewall.healthy, lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches },
+      firewall: { backend: backend.name, chain: cfg.chain, target: cfg.target, inSync: inSync(), lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches, verify: { ...verifier.state } },
       backup: { ...backups.state },
     };
   };
@@ -259,10 +274,12 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     const body = JSON.stringify({
       pid: process.pid, updatedAt: Date.now(), startedAt: stats.startedAt,
       amiConnected: ami.state === 'connected', amiState: ami.state, amiSince: ami.since,
-      firewallInSync: firewall.healthy, lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError,
+      firewallInSync: inSync(), lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError,
       activeBans: decisions.countByFamily(), trackedHosts: penalties.size, events: stats.events,
       backend: cfg.backend, chain: cfg.chain, socket: control ? socketPath : null,
       lastBackup: backups.state.last,
+      // What the status file alone cannot tell (`ampere health` without the socket).
+      amiDeaf: hearing.problem(Date.now(), cfg.user, ami.state === 'connected'),
     });
     try { writeFileSync(`${statusFile}.tmp`, body); renameSync(`${statusFile}.tmp`, statusFile); } catch (err) { log.warn({ err: String(err) }, 'status file not written'); }
   };
@@ -273,8 +290,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     setInterval(() => penalties.prune(Date.now()), 30_000),
     setInterval(prune, PRUNE_INTERVAL_MS),
     setInterval(writeStatus, 5_000),
-    // A failed kernel batch leaves the kernel unsure: rebuild it from the database, which is the truth.
-    setInterval(() => { if (!firewall.healthy) decisions.resync(Date.now()).catch((err) => log.error({ err: String(err) }, 'resync failed')); }, 10_000),
+    // A failed kernel batch leaves the kernel unsure: rebuild it from the database, which is the
+    // truth (the reconciler does it at once when it runs).
+    setInterval(() => { if (!firewall.healthy && !verifier.state.running) decisions.resync(Date.now()).catch((err) => log.error({ err: String(err) }, 'resync failed')); }, 10_000),
   ];
 
   if (cfg.metrics) {
@@ -282,7 +300,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     const { Metrics, serveMetrics } = require('./metrics') as typeof import('./metrics');
     metrics = new Metrics({
       activeBans: () => decisions.countByFamily(), trackedHosts: () => penalties.size,
-      amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, amiMalformed: () => ami.counts.malformed, amiMerged: () => ami.counts.merged, amiDistrusted: () => ami.counts.distrusted, firewallInSync: () => firewall.healthy,
+      amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, amiMalformed: () => ami.counts.malformed, amiMerged: () => ami.counts.merged, amiDistrusted: () => ami.counts.distrusted, firewallInSync: inSync,
     });
     try {
       metricsServer = await serveMetrics(cfg.metrics, metrics, health, log);
@@ -296,6 +314,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const stop = () => (stopping ??= (async () => {
     ami.stop();
     for (const t of timers) clearInterval(t);
+    await verifier.stop();
     await control?.close().catch(() => {});
     if (metricsServer) { const srv = metricsServer; await new Promise<void>((r) => { srv.close(() => r()); srv.closeAllConnections(); }); }
     await backups.stop();
@@ -321,6 +340,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   }
   ami.start();
   backups.start();
+  verifier.start();
   writeStatus();
   log.info({
     config: describeConfig(cfg), configFile: loaded.file, sources: loaded.sources, backend: backend.name, chain: cfg.chain,

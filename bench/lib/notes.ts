@@ -223,3 +223,26 @@ finished); the reaction section starts with an unrecorded warm-up run.
   thread (a second V8 isolate).
 `;
 }
+
+/** The reconciler's cost, measured by bench/reconciler-cost.ts (a separate script): kept in the report. */
+export const RECONCILER_COST = `## Reconciler cost
+
+\`node --import tsx bench/reconciler-cost.ts\` (not part of \`npm run bench\`): the real daemon,
+idle, 100,000 bans in the kernel (every 10th IPv6), ipset backend, its CPU over 60 s (its own
+threads, the processes it started, the live ipset shell and the xtables-monitor) with
+\`verify_interval\` at its default (2s: a check every second) and off, alternating, two runs
+each (2026-12-04, 2 vCPUs shared with other work, iptables-nft):
+
+- off: 0.58 and 0.53 % of a core; on: 0.98 and 0.97 %: **the checks cost 0.42 % of a core**
+  (target ≤ 1 %: met), 60 checks a minute, no drift found. Per check: \`ipset list -t\`
+  through the live shell; \`iptables -S\` of both families only when \`xtables-monitor\` reported
+  a change of the ruleset. Before that (both tables listed at every check, a check every
+  1.5 s) the cost was 2.0 % of a core: two process starts a check, about half of it the fork of
+  a daemon holding 100k bans.
+- With legacy iptables (\`--iptables=legacy\`, no change events: both tables listed at every
+  check) one 30 s run: 0.63 % off, 3.67 % on, **3.0 % of a core: the target is missed there**.
+- Repair with 100,000 bans: \`ipset flush ampere-v4\` (90,000 members) → reloaded 1,548 and
+  1,749 ms after the flush (the repair itself 467 and 722 ms: the start's load of lines SQLite
+  renders); \`iptables -D INPUT -j ampere\` → the jump back 460 and 651 ms after the deletion
+  (the chain and the jump are made again before the sets are reloaded).
+`;

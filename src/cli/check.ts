@@ -54,6 +54,7 @@ export async function runChecks(): Promise<Check[]> {
 
   const running = await daemonRunning(cfg);
   out.push(running.check);
+  if (running.running) out.push(await daemonHealth(cfg));
   out.push(await checkAmi(cfg));
   out.push(...(await checkFirewall(cfg, running.running)));
   out.push(checkDatabase(cfg));
@@ -72,7 +73,25 @@ async function daemonRunning(cfg: Config): Promise<{ running: boolean; check: Ch
   }
 }
 
-/** Connect, read the banner, log in (events off), log off. */
+/** The running daemon's own verdict (AMI, firewall drift, security events heard). */
+async function daemonHealth(cfg: Config): Promise<Check> {
+  try {
+    const res = await controlRequest<{ healthy: boolean; problems: string[] }>(controlSocketPath(cfg.db), 'GET', '/healthz', undefined, 5000);
+    if (res.body.healthy) return { name: 'daemon health', result: 'ok', detail: 'healthy' };
+    return { name: 'daemon health', result: 'fail', detail: (res.body.problems ?? [`control socket answered ${res.status}`]).join('; ') };
+  } catch (err) {
+    return { name: 'daemon health', result: 'fail', detail: (err as Error).message };
+  }
+}
+
+/** How long `check` waits for the security event its own login makes (Asterisk sends it at once). */
+const SECURITY_EVENT_WAIT_MS = 3_000;
+
+/**
+ * Connect, read the banner, log in (security events only), wait for the SuccessfulAuth of
+ * that login, log off. No security event means the user lacks `read = security`: Ampere
+ * would run blind.
+ */
 export function checkAmi(cfg: Pick<Config, 'host' | 'port' | 'user' | 'pass' | 'ami_timeout'>): Promise<Check> {
   const where = `${cfg.host}:${cfg.port}`;
   const timeoutMs = Math.min(cfg.ami_timeout, 10_000);
@@ -80,6 +99,8 @@ export function checkAmi(cfg: Pick<Config, 'host' | 'port' | 'user' | 'pass' | '
     let buf = '';
     let banner = '';
     let done = false;
+    let accepted = '';
+    let heard = false;
     const sock = connect({ host: cfg.host, port: cfg.port });
     const finish = (result: Check['result'], detail: string) => {
       if (done) return;
@@ -89,7 +110,7 @@ export function checkAmi(cfg: Pick<Config, 'host' | 'port' | 'user' | 'pass' | '
       sock.destroy();
       resolvePromise({ name: 'ami', result, detail });
     };
-    const timer = setTimeout(() => finish('fail', `${where}: no ${banner ? 'answer to Login' : 'AMI banner'} within ${timeoutMs / 1000} s`), timeoutMs);
+    let timer = setTimeout(() => finish('fail', `${where}: no ${banner ? 'answer to Login' : 'AMI banner'} within ${timeoutMs / 1000} s`), timeoutMs);
     sock.setEncoding('utf8');
     sock.on('error', (err: NodeJS.ErrnoException) => finish('fail', `${where} unreachable: ${err.code === 'ECONNREFUSED' ? 'connection refused (is Asterisk running, manager.conf enabled?)' : err.message}`));
     sock.on('close', () => finish('fail', `${where} closed the connection${banner ? ' after the banner' : ''}`));
@@ -101,7 +122,7 @@ export function checkAmi(cfg: Pick<Config, 'host' | 'port' | 'user' | 'pass' | '
         banner = buf.slice(0, i);
         buf = buf.slice(i + 2);
         if (!/Asterisk Call Manager/i.test(banner)) return finish('fail', `${where} is not AMI (it said ${JSON.stringify(banner.slice(0, 60))})`);
-        sock.write(`Action: Login\r\nUsername: ${cfg.user}\r\nSecret: ${cfg.pass}\r\nEvents: off\r\nActionID: ampere-check-1\r\n\r\n`);
+        sock.write(`Action: Login\r\nUsername: ${cfg.user}\r\nSecret: ${cfg.pass}\r\nEvents: security\r\nActionID: ampere-check-1\r\n\r\n`);
       }
       let end;
       while ((end = buf.indexOf('\r\n\r\n')) >= 0) {
@@ -109,8 +130,16 @@ export function checkAmi(cfg: Pick<Config, 'host' | 'port' | 'user' | 'pass' | '
         buf = buf.slice(end + 4);
         const f: Record<string, string> = {};
         for (const line of block.split('\r\n')) { const c = line.indexOf(':'); if (c > 0) f[line.slice(0, c).trim().toLowerCase()] = line.slice(c + 1).trim(); }
+        if (f.event && /(^|,)security(,|$)/.test(f.privilege ?? '')) heard = true;
+        if (accepted && heard) return finish('ok', `${accepted}, security events arrive`);
         if (f.actionid !== 'ampere-check-1' || !f.response) continue;
-        if (f.response.toLowerCase() === 'success') return finish('ok', `${where} reachable (${banner}), login as "${cfg.user}" accepted`);
+        if (f.response.toLowerCase() === 'success') {
+          accepted = `${where} reachable (${banner}), login as "${cfg.user}" accepted`;
+          if (heard) return finish('ok', `${accepted}, security events arrive`);
+          clearTimeout(timer);
+          timer = setTimeout(() => finish('fail', `${accepted}, but no security event arrived within ${SECURITY_EVENT_WAIT_MS / 1000} s (Asterisk sends one for every login): give the user "read = security" in manager.conf`), SECURITY_EVENT_WAIT_MS);
+          continue;
+        }
         return finish('fail', `${where} rejected the login of user "${cfg.user}": ${f.message ?? f.response} (check user/pass against manager.conf)`);
       }
     });

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { listBackups } from '../backup';
 import { statusPath } from '../control/paths';
 import type { Config } from '../config';
+import { formatDuration } from '../config/duration';
 import type { DaemonStatus } from '../main';
 import { ago, formatSpan, formatTable, formatTime, iso, printJson } from './table';
 import { askOrOffline, config, EXIT, note, openOffline, parse, refusal } from './common';
@@ -33,7 +34,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     printJson({
       running: true, ...s, startedAt: iso(s.startedAt),
       ami: { ...s.ami, since: iso(s.ami.since) },
-      firewall: { ...s.firewall, lastSyncAt: iso(s.firewall.lastSyncAt) },
+      firewall: { ...s.firewall, lastSyncAt: iso(s.firewall.lastSyncAt), verify: s.firewall.verify && { ...s.firewall.verify, lastDrift: s.firewall.verify.lastDrift && { ...s.firewall.verify.lastDrift, at: iso(s.firewall.verify.lastDrift.at) } } },
       backup: { ...s.backup, last: s.backup.last ? { ...s.backup.last, at: iso(s.backup.last.at) } : null, nextAt: iso(s.backup.nextAt), lastError: s.backup.lastError ? { ...s.backup.lastError, at: iso(s.backup.lastError.at) } : null },
     });
     return EXIT.ok;
@@ -49,6 +50,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     ['firewall', `${s.firewall.backend}, chain ${s.firewall.chain}, target ${s.firewall.target}, ${s.firewall.inSync ? 'in sync' : 'NOT IN SYNC'}`],
     ['last sync', s.firewall.lastSyncAt ? `${formatTime(s.firewall.lastSyncAt)} (${ago(s.firewall.lastSyncAt, now)})` : 'never'],
     ...(s.firewall.lastError ? [['last error', s.firewall.lastError] as [string, string]] : []),
+    ...(s.firewall.verify ? verifyRows(s.firewall.verify, now) : []),
     ['last backup', s.backup.last ? `${formatTime(s.backup.last.at)} (${ago(s.backup.last.at, now)}) ${s.backup.last.path}` : 'none'],
     ['backups', s.backup.dir ? `every ${formatSpan(s.backup.intervalMs)} into ${s.backup.dir}, keep ${s.backup.keep}${s.backup.nextAt ? `, next ${formatTime(s.backup.nextAt)}` : ''}` : 'off (AMPERE_BACKUP_DIR)'],
     ...(s.backup.lastError ? [['backup error', `${formatTime(s.backup.lastError.at)} ${s.backup.lastError.message}`] as [string, string]] : []),
@@ -65,6 +67,16 @@ export async function statusCommand(args: string[]): Promise<number> {
     ]));
   }
   return EXIT.ok;
+}
+
+/** The kernel checks: how often, how many repairs, the last drift found. */
+function verifyRows(v: DaemonStatus['firewall']['verify'], now: number): [string, string][] {
+  if (!v.running) return [['firewall check', v.intervalMs <= 0 ? 'off (AMPERE_VERIFY_INTERVAL=0)' : 'off (nothing to check with this backend)']];
+  const d = v.lastDrift;
+  return [
+    ['firewall check', `drift repaired within ${formatDuration(v.intervalMs)}; ${v.checks} checks, ${v.repairs} repairs`],
+    ['last drift', d ? `${d.what} at ${formatTime(d.at)} (${ago(d.at, now)}), ${d.repairMs === null ? 'NOT repaired' : `repaired in ${d.repairMs} ms`}` : 'none'],
+  ];
 }
 
 /** Aligned "key: value" lines. */

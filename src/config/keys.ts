@@ -108,6 +108,7 @@ export const KEYS = {
   backup_dir: { default: '', parse: text(/^[^\0]*$/, 'a directory path, or empty for off') },
   backup_interval: { default: '24h', parse: duration(60_000) },
   backup_keep: { default: '7', parse: int(1, 1000) },
+  verify_interval: { default: '2s', parse: ((raw) => { const ms = parseDuration(raw); return ms !== null && (ms === 0 || ms >= 100) ? { ok: ms } : { allowed: 'a duration such as 2s or 500ms (at least 100ms), or 0 for off' }; }) as Parse<number> },
 } as const;
 
 export type Key = keyof typeof KEYS;

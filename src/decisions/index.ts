@@ -198,9 +198,15 @@ export class Decisions {
     return out;
   }
 
-  /** Load the database's active bans into the kernel again (after a failed kernel command). */
+  /** Load the database's active bans into the kernel again (a failed kernel command, drift found). */
   async resync(now: number): Promise<void> {
     this.flushWrites();
+    const format = this.kernel.lineFormat;
+    if (format) {
+      // The start's load (lines SQLite renders), when the database holds exactly the bans in memory.
+      const lines = this.store.renderActiveBans(now, format);
+      if (lines.count === this.banned.size) return this.kernel.setAllLines!(lines);
+    }
     await this.kernel.setAll(this.store.activeKernelBans(now).filter((b) => this.banned.has(b.address)), now);
   }
 
@@ -214,6 +220,16 @@ export class Decisions {
 
   countByFamily(): { v4: number; v6: number } {
     return this.banned.byFamily;
+  }
+
+  /** How many of a family's bans end by `at` (the firewall check asks only when counts differ). */
+  countEndedBy(family: Family, at: number): number {
+    let n = 0;
+    for (const address of this.banned.keys()) {
+      const until = this.banned.get(address);
+      if (until != null && until <= at && familyOf(address) === family) n++;
+    }
+    return n;
   }
 
   /** An automatic ban from the scoring. */

@@ -16,8 +16,11 @@ export class IpsetShell {
   private proc: ChildProcess | null = null;
   private prompts = 0; // prompts seen (the first one comes before any command)
   private sent = 0; // lines written
-  private waiting: { until: number; resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
+  private waiting: { until: number; resolve: (out: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
   private stderr = '';
+  /** What ipset printed since the last prompt, and the text before each prompt a waiter still needs. */
+  private output = '';
+  private answers = new Map<number, string>();
 
   constructor(private readonly netns?: string, private readonly timeoutMs = 5_000) {}
 
@@ -26,7 +29,19 @@ export class IpsetShell {
   }
 
   run(lines: string[]): Promise<void> {
-    if (lines.length === 0) return Promise.resolve();
+    return this.send(lines).then(() => {});
+  }
+
+  /**
+   * One command whose output is wanted (`list -t`): resolves with what ipset printed for it.
+   * It goes in order with the batches written before it, so its answer sees them applied.
+   */
+  query(line: string): Promise<string> {
+    return this.send([line]);
+  }
+
+  private send(lines: string[]): Promise<string> {
+    if (lines.length === 0) return Promise.resolve('');
     const p = this.ensure();
     this.sent += lines.length;
     const until = this.sent + 1;
@@ -61,10 +76,21 @@ export class IpsetShell {
     this.prompts = 0;
     this.sent = 0;
     this.stderr = '';
+    this.output = '';
+    this.answers.clear();
     p.stdout!.setEncoding('utf8');
     p.stdout!.on('data', (d: string) => {
-      let i = -1;
-      while ((i = d.indexOf(PROMPT, i + 1)) >= 0) this.prompts++;
+      let from = 0;
+      let i;
+      while ((i = d.indexOf(PROMPT, from)) >= 0) {
+        this.output += d.slice(from, i);
+        this.prompts++;
+        // Kept only for the prompt a waiter ends on: a ban's batch prints nothing anyway.
+        if (this.waiting.some((w) => w.until === this.prompts)) this.answers.set(this.prompts, this.output);
+        this.output = '';
+        from = i + PROMPT.length;
+      }
+      this.output += d.slice(from);
       // Settle after stderr of the same poll round is read: ipset writes an error before the prompt.
       setImmediate(() => this.settle(p));
     });
@@ -81,7 +107,9 @@ export class IpsetShell {
     while (this.waiting.length && this.waiting[0].until <= this.prompts) {
       const w = this.waiting.shift()!;
       clearTimeout(w.timer);
-      w.resolve();
+      const out = this.answers.get(w.until) ?? '';
+      this.answers.delete(w.until);
+      w.resolve(out);
     }
   }
 

@@ -7,7 +7,9 @@ import { loadDroppingRefused, refusedLine, splitLines, type RefusedLine } from '
 
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
+import { RulesetCache } from './monitor';
 import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
+import { inspectIpset, parseSetHeaders, setView, type KernelView } from './verify';
 
 /** The kernel refuses element timeouts above this (about 24.8 days). */
 export const IPSET_MAX_TIMEOUT = 2147483;
@@ -46,6 +48,8 @@ export class IpsetBackend implements FirewallBackend {
   readonly families: readonly Family[];
   private readonly fams: FamilyTools[];
   private readonly shell: IpsetShell | null;
+  /** The filter tables for the firewall check, listed again only when they changed. */
+  private readonly ruleset: RulesetCache;
   /** Set by init, cleared by the next call: sets and chains were made a moment ago. */
   private fresh = false;
   /** The filter tables flavour detection read just before us, for the first init only. */
@@ -62,6 +66,7 @@ export class IpsetBackend implements FirewallBackend {
     this.families = this.fams.map((ft) => ft.family);
     this.detected = tools.filterRules;
     this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
+    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft');
     for (const f of [4, 6] as Family[]) {
       for (const name of [this.setName(f), this.tmpName(f)]) {
         if (name.length > IPSET_NAME_MAX) {
@@ -128,6 +133,14 @@ export class IpsetBackend implements FirewallBackend {
     }
   }
 
+  /** Each live set that exists: true when it is of the type this backend makes (a swap needs that). */
+  private async liveSets(): Promise<Map<string, boolean>> {
+    const headers = parseSetHeaders(this.shell ? await this.shell.query('list -t') : (await this.ipset(['list', '-t'])).stdout);
+    const out = new Map<string, boolean>();
+    for (const f of this.families) if (headers.has(this.setName(f))) out.set(this.setName(f), !setView(headers, this.setName(f), f).drift);
+    return out;
+  }
+
   private async setNames(): Promise<Set<string>> {
     return new Set((await this.ipset(['list', '-n'])).stdout.split('\n'));
   }
@@ -172,8 +185,12 @@ export class IpsetBackend implements FirewallBackend {
     // process start costs tens of ms once the daemon holds 100k bans in memory).
     const fresh = this.fresh;
     this.fresh = false;
-    const existing = fresh ? new Set(this.fams.map((ft) => this.setName(ft.family))) : await this.setNames();
+    const existing = fresh ? new Map(this.fams.map((ft) => [this.setName(ft.family), true])) : await this.liveSets();
     const fams = this.families;
+    // When the live sets are there, the chain and the jump (a reload may have removed them) are
+    // made again before the load, so the bans the sets still hold drop packets meanwhile.
+    const early = !fresh && fams.every((f) => existing.get(this.setName(f)) === true);
+    if (early) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
     await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`));
     try {
       // `ipset restore` sends its adds in batches only to a set it created itself in that run
@@ -201,10 +218,21 @@ export class IpsetBackend implements FirewallBackend {
       await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});
       throw err;
     }
-    await this.command(fams.flatMap((f) => (existing.has(this.setName(f))
-      ? [`swap ${this.tmpName(f)} ${this.setName(f)}`, `destroy ${this.tmpName(f)}`]
-      : [`rename ${this.tmpName(f)} ${this.setName(f)}`])));
-    if (!fresh) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
+    await this.command(fams.flatMap((f) => {
+      const [tmp, live] = [this.tmpName(f), this.setName(f)];
+      const fit = existing.get(live);
+      return fit === undefined ? [`rename ${tmp} ${live}`] : fit ? [`swap ${tmp} ${live}`, `destroy ${tmp}`] : [];
+    }));
+    // A live set of another type (made by someone after a wipe) cannot be swapped: it is
+    // destroyed, which the kernel allows only when no rule uses it, and the loaded one renamed.
+    for (const f of fams.filter((x) => existing.get(this.setName(x)) === false)) {
+      const [tmp, live] = [this.tmpName(f), this.setName(f)];
+      await this.ipset(['restore'], `destroy ${live}\nrename ${tmp} ${live}\n`).catch(async (err: unknown) => {
+        await this.command([`destroy ${tmp}`]).catch(() => {});
+        throw err;
+      });
+    }
+    if (!fresh && !early) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
     return [];
   }
 
@@ -286,8 +314,17 @@ export class IpsetBackend implements FirewallBackend {
     return out;
   }
 
+  /** Every set's header through the live shell (no process start), and each family's filter table. */
+  inspect(): Promise<KernelView> {
+    return inspectIpset({
+      fams: this.fams, chain: this.opts.chain, tables: () => this.ruleset.tables(), setName: (f) => this.setName(f),
+      rules: (ft) => this.chainContent(ft), headers: () => (this.shell ? this.shell.query('list -t') : this.ipset(['list', '-t']).then((r) => r.stdout)),
+    });
+  }
+
   async shutdown(): Promise<void> {
     // Bans stay in the kernel (with their timeouts) while the daemon is down.
     this.shell?.close();
+    this.ruleset.close();
   }
 }

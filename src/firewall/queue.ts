@@ -45,6 +45,11 @@ export class FirewallQueue {
   healthy = true;
   /** Backend calls made (batches); for tests and status. */
   batches = 0;
+  /** Calls taken (add, remove, setAll): a look at the kernel saw them all only if this did not move meanwhile. */
+  generation = 0;
+  /** Full loads taken so far, and those waiting or running (the chain and sets are being rebuilt). */
+  loads = 0;
+  loading = 0;
   readonly conntrack: ConntrackFlusher | null;
   private pending: Item[] = [];
   /** The one-at-a-time loop (drain) is running. */
@@ -88,6 +93,11 @@ export class FirewallQueue {
     return new Promise((done) => this.push({ kind: 'setAll', bans: this.validLazily(bans), now, done }));
   }
 
+  /** Nothing waits and nothing is in flight: the kernel holds every call made so far. */
+  get quiet(): boolean {
+    return !this.busy && this.pipelined === 0 && this.pending.length === 0;
+  }
+
   /** The backend's format for setAllLines, when it has one. */
   get lineFormat(): BanLineFormat | undefined {
     return this.backend.setAllLines ? this.backend.lineFormat : undefined;
@@ -115,6 +125,7 @@ export class FirewallQueue {
   }
 
   private async sendPipelined(kind: 'add' | 'remove', bans: Ban[], now?: number): Promise<void> {
+    this.generation++;
     this.pipelined++;
     try {
       if (kind === 'remove') {
@@ -130,6 +141,8 @@ export class FirewallQueue {
   }
 
   private push(item: Item): void {
+    this.generation++;
+    if (item.kind === 'setAll') { this.loads++; this.loading++; }
     this.pending.push(item);
     this.next();
   }
@@ -187,6 +200,7 @@ export class FirewallQueue {
           const counted = (function* () { for (const b of bans) { count++; yield b; } })();
           await this.call('setAll', () => this.backend.setAll(counted, first.now ?? this.clock()), () => count);
         }
+        this.loading--;
         first.done();
         continue;
       }

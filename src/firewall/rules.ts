@@ -4,6 +4,8 @@ import { ensureChain, familyBinaries, familyTools, listRules, restoreFilter, tar
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, CommandError, requireBinaries, SkipLog } from './exec';
 import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
+import { RulesetCache } from './monitor';
+import { inspectRules, type KernelView } from './verify';
 
 /** Rules the kernel may refuse in one full load before it fails after all. */
 const MAX_REFUSED = 64;
@@ -24,6 +26,8 @@ export class RulesBackend implements FirewallBackend {
    * host from getting two rules, the original's defect.
    */
   private readonly present = new Map<string, string>();
+  /** The filter tables for the firewall check, listed again only when they changed. */
+  private readonly ruleset: RulesetCache;
 
   constructor(
     private readonly opts: FirewallOptions,
@@ -34,6 +38,7 @@ export class RulesBackend implements FirewallBackend {
     this.netns = opts.netns;
     this.fams = familyTools(tools, opts.ipv6 !== false);
     this.families = this.fams.map((ft) => ft.family);
+    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft');
   }
 
   private spec(address: string, f: Family): string {
@@ -144,8 +149,14 @@ export class RulesBackend implements FirewallBackend {
     return [...this.present.keys()];
   }
 
+  /** Each family's filter table: the chain holds one ban rule per host, then RETURN. */
+  inspect(): Promise<KernelView> {
+    return inspectRules({ fams: this.fams, chain: this.opts.chain, tables: () => this.ruleset.tables(), target: this.opts.target });
+  }
+
   async shutdown(): Promise<void> {
     // Rules stay in the kernel while the daemon is down.
+    this.ruleset.close();
   }
 }
 

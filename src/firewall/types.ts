@@ -1,4 +1,5 @@
 import type { Family } from '../net/ip';
+import type { KernelView } from './verify';
 
 /** One ban as the kernel should hold it. */
 export interface KernelBan {
@@ -84,6 +85,11 @@ export interface FirewallBackend {
   pipelines?(count: number): boolean;
   /** Addresses the kernel holds now (for checks, status and tests). */
   list(): Promise<string[]>;
+  /**
+   * Look at the kernel without changing it: the jump, the chain and its rules, the sets, and
+   * the members per family (see verify.ts). Absent: nothing to check (dry-run).
+   */
+  inspect?(): Promise<KernelView>;
   /** Leave bans in the kernel; only release resources. */
   shutdown(): Promise<void>;
 }

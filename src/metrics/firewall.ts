@@ -24,6 +24,8 @@ export function countingFailures(backend: FirewallBackend, onFailure: (op: strin
     // The queue asks whether it may send batches while others are in flight (ipset shell).
     pipelines: backend.pipelines ? (count: number) => backend.pipelines!(count) : undefined,
     list: () => backend.list(),
+    // The reconciler's look at the kernel (not a change: its failures are not counted here).
+    inspect: backend.inspect ? () => backend.inspect!() : undefined,
     shutdown: () => backend.shutdown(),
   };
 }

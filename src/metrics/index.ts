@@ -28,6 +28,7 @@ export class Metrics {
   private readonly bans: Counter<'source'>;
   private readonly unbans: Counter<'reason'>;
   private readonly firewallFailures: Counter<'op'>;
+  private readonly firewallRepairs: Counter<'what'>;
   readonly reaction: Histogram;
 
   constructor(src: MetricsSources) {
@@ -62,8 +63,11 @@ export class Metrics {
     monotonic('ampere_ami_malformed_total', 'AMI messages skipped because they could not be read (the session goes on).', src.amiMalformed, registers);
     monotonic('ampere_ami_distrusted_total', 'AMI SuccessfulAuth events dropped as forged inside another event (no UsingPassword after RemoteAddress).', src.amiDistrusted, registers);
     monotonic('ampere_ami_merged_total', 'AMI blocks merged back into a security event that injected blank lines had cut.', src.amiMerged, registers);
-    new Gauge({ name: 'ampere_firewall_in_sync', help: '1 when every kernel command since the last full load succeeded.', registers, collect() { this.set(src.firewallInSync() ? 1 : 0); } });
+    new Gauge({ name: 'ampere_firewall_in_sync', help: '1 when every kernel command since the last full load succeeded and the last check found the kernel as Ampere made it.', registers, collect() { this.set(src.firewallInSync() ? 1 : 0); } });
     this.firewallFailures = new Counter({ name: 'ampere_firewall_command_failures_total', help: 'Failed firewall commands (batches), by operation.', labelNames: ['op'], registers });
+    this.firewallRepairs = new Counter({
+      name: 'ampere_firewall_repairs_total', help: 'Kernel reloads after the check found drift, by what drifted (jump, chain, rules, set, entries, failed-batch).', labelNames: ['what'], registers,
+    });
     this.reaction = new Histogram({
       name: 'ampere_ban_reaction_seconds', help: "Time from the deciding AMI event's arrival to the ban being in the kernel.", buckets: REACTION_BUCKETS, registers,
     });
@@ -79,6 +83,7 @@ export class Metrics {
   ban(source: string): void { this.bans.inc({ source }); }
   unban(reason: string): void { this.unbans.inc({ reason }); }
   firewallFailure(op: string): void { this.firewallFailures.inc({ op }); }
+  firewallRepair(what: string): void { this.firewallRepairs.inc({ what }); }
   observeReaction(seconds: number): void { this.reaction.observe(seconds); }
 
   render(): Promise<string> { return this.registry.metrics(); }

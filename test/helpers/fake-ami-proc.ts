@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { FakeAmi } from './fake-ami';
+import { FakeAmi, type FakeAmiOptions } from './fake-ami';
 
 type Msg = { port?: number; logins?: number; sent?: number };
 
@@ -15,9 +15,9 @@ export class FakeAmiProcess {
   private waiters: (() => void)[] = [];
   port = 0;
 
-  static async start(netns: string | undefined, port = 0): Promise<FakeAmiProcess> {
+  static async start(netns: string | undefined, port = 0, opts: FakeAmiOptions = {}): Promise<FakeAmiProcess> {
     const p = new FakeAmiProcess();
-    const args = ['--import', 'tsx', __filename, String(port)];
+    const args = ['--import', 'tsx', __filename, String(port), JSON.stringify(opts)];
     p.proc = netns ? spawn('ip', ['netns', 'exec', netns, process.execPath, ...args], { stdio: ['pipe', 'pipe', 'inherit'] }) : spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] });
     createInterface({ input: p.proc.stdout! }).on('line', (line) => {
       Object.assign(p.last, JSON.parse(line));
@@ -66,7 +66,7 @@ export class FakeAmiProcess {
 
 // Child side.
 if (require.main === module) {
-  const ami = new FakeAmi();
+  const ami = new FakeAmi(JSON.parse(process.argv[3] ?? '{}') as FakeAmiOptions);
   let sent = 0;
   const out = (m: Msg) => process.stdout.write(JSON.stringify(m) + '\n');
   ami.listen(Number(process.argv[2] ?? 0)).then((port) => out({ port }));

@@ -9,6 +9,12 @@ export interface FakeAmiOptions {
   rejectLogin?: boolean;
   /** Never answer Ping (a half-open, silent peer). */
   silent?: boolean;
+  /**
+   * The user has `read = security` (default): like Asterisk, each accepted login is followed
+   * at once by a SuccessfulAuth (Service AMI) for that login. false: no event ever reaches
+   * the client, as for a user without it.
+   */
+  readSecurity?: boolean;
 }
 
 /**
@@ -26,7 +32,7 @@ export class FakeAmi {
   private loggedIn = new Set<Socket>();
 
   constructor(opts: FakeAmiOptions = {}) {
-    this.opts = { user: 'ampere', secret: 'ampere', rejectLogin: false, silent: false, ...opts };
+    this.opts = { user: 'ampere', secret: 'ampere', rejectLogin: false, silent: false, readSecurity: true, ...opts };
     this.server = createServer((s) => this.accept(s));
   }
 
@@ -57,8 +63,10 @@ export class FakeAmi {
         const id = f.actionid ?? '';
         if (f.action?.toLowerCase() === 'login') {
           const ok = !this.opts.rejectLogin && f.username === this.opts.user && f.secret === this.opts.secret;
-          if (ok) { this.logins++; this.loggedIn.add(s); } else this.rejected++;
+          const events = this.opts.readSecurity && f.events?.toLowerCase() !== 'off';
+          if (ok) { this.logins++; if (events) this.loggedIn.add(s); } else this.rejected++;
           s.write(ok ? `Response: Success\r\nActionID: ${id}\r\nMessage: Authentication accepted\r\n\r\n` : `Response: Error\r\nActionID: ${id}\r\nMessage: Authentication failed\r\n\r\n`);
+          if (ok && events) s.write(amiEvent('SuccessfulAuth', '127.0.0.1', { Service: 'AMI', AccountID: f.username ?? '', RemoteAddress: `IPV4/TCP/127.0.0.1/${s.remotePort ?? 0}`, LocalAddress: 'IPV4/TCP/127.0.0.1/5038', UsingPassword: '0' }));
           if (!ok) s.end();
         } else if (f.action?.toLowerCase() === 'ping') {
           this.pings++;
@@ -79,7 +87,7 @@ export class FakeAmi {
     }
   }
 
-  /** Write raw bytes to every logged-in client. */
+  /** Write raw bytes to every logged-in client that may read events. */
   send(bytes: string | Buffer): void {
     for (const s of this.loggedIn) s.write(bytes);
   }
