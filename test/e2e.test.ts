@@ -20,7 +20,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { KEYS } from '../src/config/keys';
@@ -205,8 +205,20 @@ async function stopAmpere() {
 }
 
 // -------------------------------------------------------------- Asterisk --
+/**
+ * The demo's configuration with Asterisk's own security log added: the demo logs to the console
+ * only, and the tests count the guesses that reached Asterisk from that file.
+ */
+function asteriskConfWithSecurityLog(): string {
+  const dir = join(runDir, 'asterisk-conf');
+  if (existsSync(dir)) return dir;
+  cpSync(asteriskConf.source, dir, { recursive: true });
+  appendFileSync(join(dir, 'logger.conf'), '; added by the e2e test: one line per security event\nsecurity => security\n');
+  return dir;
+}
+
 function startAsterisk(): Proc {
-  asterisk = lab.spawn('asterisk', 'ip', ['netns', 'exec', PBX_NS, PBX_RUN, ROOT, asteriskConf.source, join(runDir, 'asterisk-log'), '--', ...ASTERISK_CMD]);
+  asterisk = lab.spawn('asterisk', 'ip', ['netns', 'exec', PBX_NS, PBX_RUN, ROOT, asteriskConfWithSecurityLog(), join(runDir, 'asterisk-log'), '--', ...ASTERISK_CMD]);
   return asterisk;
 }
 /** The image's HEALTHCHECK, run like `docker exec`: in the Asterisk process's namespaces and chroot. */

@@ -40,7 +40,8 @@ export class DaemonProcess {
       }
     });
     this.proc.stderr!.on('data', (d) => { this.stderr += d.toString(); });
-    this.exit = new Promise((resolve) => this.proc.on('exit', (code) => { for (const w of this.waiters.splice(0)) w(); resolve(code); }));
+    // 'close', not 'exit': the exit can be seen before the last of stdout is read.
+    this.exit = new Promise((resolve) => this.proc.on('close', (code) => { for (const w of this.waiters.splice(0)) w(); resolve(code); }));
   }
 
   /** Waits for the n-th log line matching pred (1-based), failing after timeoutMs with the log so far. */
