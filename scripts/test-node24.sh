@@ -59,6 +59,7 @@ for old in "$CACHE"/modules-*; do [ "$old" = "$MODS" ] || rm -rf "$old"; done
 # ------------------------------------------------------- the tree and the run --
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ampere-node24.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+chmod 0755 "$WORK" # the permission tests run commands as an unprivileged user from this tree
 # The files git knows (tracked, and new ones not ignored), as a clean clone would have them.
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
   [ -e "$f" ] && printf '%s\0' "$f"

@@ -21,7 +21,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { KEYS } from '../src/config/keys';
 import {
@@ -78,7 +78,8 @@ const envFiles = (service(compose, 'ampere').env_file as { path: string }[] | un
  */
 function containerEnv(dotenv: Record<string, string>): NodeJS.ProcessEnv {
   return {
-    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    // The Node running the tests comes first, as the image's own Node does there (Node 24 runs).
+    PATH: `${dirname(process.execPath)}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
     HOME: '/root',
     ...stageEnv(runtime),
     ...(envFiles.includes('.env') ? dotenv : {}),

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 
@@ -37,7 +37,9 @@ function builtCli(): string | null {
     };
     walk(join(ROOT, 'src'));
     esbuild.buildSync({ entryPoints: files, outdir: join(out, 'dist'), outbase: join(ROOT, 'src'), format: 'cjs', platform: 'node', target: 'node20', bundle: false, logLevel: 'silent' });
-    for (const name of ['node_modules', 'drizzle', 'package.json']) symlinkSync(join(ROOT, name), join(out, name));
+    for (const name of ['node_modules', 'drizzle']) symlinkSync(join(ROOT, name), join(out, name));
+    // A copy: Node 24 reads it for the unprivileged user too, who may not reach the tree's own.
+    copyFileSync(join(ROOT, 'package.json'), join(out, 'package.json'));
     process.on('exit', () => rmSync(out, { recursive: true, force: true }));
     built = join(out, 'dist', relative(join(ROOT, 'src'), CLI).replace(/\.ts$/, '.js'));
   } catch {
