@@ -21,6 +21,7 @@ const COMMANDS: Record<string, () => Command> = {
   backup: () => (require('./cli/backup') as typeof import('./cli/backup')).backupCommand,
   'import-legacy': () => (require('./cli/import-legacy') as typeof import('./cli/import-legacy')).importLegacyCommand,
   config: () => (require('./cli/config') as typeof import('./cli/config')).configCommand,
+  top: () => (require('./cli/top') as typeof import('./cli/top')).topCommand,
   help: () => (require('./cli/help') as typeof import('./cli/help')).helpCommand,
   completion: () => (require('./cli/help') as typeof import('./cli/help')).completionCommand,
 };
@@ -38,6 +39,8 @@ commands:
   allow list                the allow list: built in, configured and runtime entries
   history <ip>              a host's recorded events and bans
   config [--json]           the effective configuration and where each value came from
+  top [--by address|network|account] [--since <duration>] [--limit <n>]
+                            the worst offenders from the history, banned now or not
   check                     validate the configuration and the environment
   backup [--to <dir>]       an online, consistent copy of the database
   import-legacy <file> [--for <duration>] [--dry-run]

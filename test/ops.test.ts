@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ampere, json } from './helpers/cli';
 import { DaemonProcess } from './helpers/daemon';
-import { FakeAmi } from './helpers/fake-ami';
+import { amiEvent, FakeAmi } from './helpers/fake-ami';
 
 /** Operator commands of issue 17: help, completion, config, several addresses, top, import-fail2ban. */
 const dirs: string[] = [];
@@ -93,5 +93,89 @@ describe('ampere config', () => {
     assert.equal(pass.code, 1);
     assert.ok(!pass.stderr.includes('SECRETTAIL'));
     assert.equal((await ampere(['config', 'extra'], {})).code, 2);
+  });
+});
+
+describe('with a daemon (dry-run firewall): several addresses, top', () => {
+  let ami: FakeAmi;
+  let d: DaemonProcess;
+  let env: Record<string, string>;
+  after(async () => { await d?.stop('SIGKILL'); await ami?.close(); });
+
+  /** Poll a read until it shows what the daemon promised to write (its writes are batched). */
+  async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const v = await read();
+      if (ok(v) || Date.now() > end) return v;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  test('start', async () => {
+    ami = new FakeAmi();
+    await ami.listen();
+    const dir = tmp();
+    env = { AMPERE_PORT: String(ami.port), AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_AMI_TIMEOUT: '1s' };
+    d = new DaemonProcess(env);
+    await d.waitFor((l) => l.msg === 'ampere started', 15_000);
+    await ami.waitForLogins(1);
+  });
+
+  test('ban and unban several: each reported, a refused one does not stop the others, exit 1', async () => {
+    const ban = await ampere(['ban', '192.0.2.50', '127.0.0.1', 'junk', '2001:db8::50', '--for', '1h'], env);
+    assert.equal(ban.code, 1, ban.stderr);
+    assert.match(ban.stdout, /^banned 192\.0\.2\.50 until .*\nbanned 2001:db8::50 until /);
+    assert.match(ban.stderr, /127\.0\.0\.1/);
+    assert.match(ban.stderr, /"junk" is not a valid IP address/);
+    assert.match(ban.stderr, /2 of 4 failed/);
+    const bans = json(await ampere(['bans', '--json'], env)).map((b: { address: string }) => b.address).sort();
+    assert.deepEqual(bans, ['192.0.2.50', '2001:db8::50']);
+    const all = await ampere(['ban', '192.0.2.51', '192.0.2.52', '--json'], env);
+    assert.equal(all.code, 0, all.stderr);
+    assert.deepEqual(json(all).map((r: { address: string; ok: boolean }) => [r.address, r.ok]), [['192.0.2.51', true], ['192.0.2.52', true]]);
+    assert.match(json(all)[0].until, /^\d{4}-\d\d-\d\dT/);
+    const un = await ampere(['unban', '192.0.2.50', '192.0.2.51', 'x!y', '--json'], env);
+    assert.equal(un.code, 1);
+    assert.deepEqual(json(un).map((r: { address: string; ok: boolean }) => [r.address, r.ok]), [['192.0.2.50', true], ['192.0.2.51', true], ['x!y', false]]);
+    assert.deepEqual(json(await ampere(['bans', '--json'], env)).map((b: { address: string }) => b.address).sort(), ['192.0.2.52', '2001:db8::50']);
+    // One address keeps its former output and exit codes.
+    const one = await ampere(['unban', '192.0.2.52'], env);
+    assert.equal(one.stdout, 'unbanned 192.0.2.52; its penalty is forgotten\n');
+    assert.equal((await ampere(['ban', 'junk'], env)).code, 2);
+  });
+
+  test('top: by address, network and account, with counts and whether banned now; hostile text defused', async () => {
+    const fail = (addr: string, account: string, n: number) => amiEvent('ChallengeResponseFailed', addr, { AccountID: account }).repeat(n);
+    await ami.send(fail('203.0.113.9', '200', 2) + fail('2001:db8:1:2::5', 'admin', 2) + fail('2001:db8:1:2::6', 'admin\x1b[2J', 2) + fail('203.0.113.5', '100', 3));
+    await d.waitFor((l) => l.msg === 'ban' && l.address === '203.0.113.5');
+    const top = await until(() => ampere(['top', '--json'], env), (r) => r.code === 0 && json(r).some((x: { address: string; failures: number }) => x.address === '203.0.113.5' && x.failures === 2) && json(r).some((x: { address: string }) => x.address === '2001:db8:1:2::6'));
+    assert.equal(top.code, 0, top.stderr);
+    // Failures as recorded: a host is written from its second failure on (README), so one less than sent.
+    const rows = json(top);
+    assert.deepEqual(rows[0], { address: '203.0.113.5', bannedNow: true, failures: 2, bans: 1, lastSeen: rows[0].lastSeen });
+    const byAddr = Object.fromEntries(rows.map((r: { address: string; failures: number; bannedNow: boolean }) => [r.address, [r.failures, r.bannedNow]]));
+    assert.deepEqual(byAddr['203.0.113.9'], [1, false]);
+    assert.deepEqual(byAddr['2001:db8:1:2::5'], [1, false]);
+    assert.deepEqual(byAddr['2001:db8::50'], [0, true], 'a manual ban counts as banned, no failures');
+
+    const net = json(await ampere(['top', '--by', 'network', '--json'], env));
+    const v6 = net.find((r: { network: string }) => r.network === '2001:db8:1:2::/64');
+    assert.deepEqual([v6.hosts, v6.failures, v6.bannedNow], [2, 2, 0]);
+    const v4 = net.find((r: { network: string }) => r.network === '203.0.113.0/24');
+    assert.deepEqual([v4.hosts, v4.failures, v4.bans, v4.bannedNow], [2, 3, 1, 1]);
+
+    const acc = json(await ampere(['top', '--by', 'account', '--json'], env));
+    assert.deepEqual(acc.map((r: { account: string; attempts: number; hosts: number }) => [r.account, r.attempts, r.hosts]).slice(0, 2), [['100', 2, 1], ['200', 1, 1]]);
+    const table = await ampere(['top', '--by', 'account'], env);
+    assert.ok(!table.stdout.includes('\x1b'), 'no terminal escape reaches the operator');
+    assert.match(table.stdout, /^admin\??\[2J +1 +1 /m);
+    const text = await ampere(['top', '--limit', '1'], env);
+    assert.match(text.stdout, /^ADDRESS +FAILURES +BANS +BANNED +LAST SEEN\n203\.0\.113\.5 +2 +1 +yes +\d{4}-/);
+    assert.equal(text.stdout.trimEnd().split('\n').length, 2);
+    // --since: hosts seen in the window only.
+    assert.deepEqual(json(await ampere(['top', '--since', '1h', '--json'], env)).length, rows.length);
+    for (const bad of [['--by', 'country'], ['--since', 'soon'], ['--limit', '0'], ['x']]) assert.equal((await ampere(['top', ...bad], env)).code, 2, bad.join(' '));
+    assert.equal((await ampere(['top'], { AMPERE_DB: '/nonexistent/a.db' })).code, 1);
   });
 });
