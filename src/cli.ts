@@ -22,6 +22,7 @@ const COMMANDS: Record<string, () => Command> = {
   'import-legacy': () => (require('./cli/import-legacy') as typeof import('./cli/import-legacy')).importLegacyCommand,
   config: () => (require('./cli/config') as typeof import('./cli/config')).configCommand,
   top: () => (require('./cli/top') as typeof import('./cli/top')).topCommand,
+  'import-fail2ban': () => (require('./cli/import-fail2ban') as typeof import('./cli/import-fail2ban')).importFail2banCommand,
   help: () => (require('./cli/help') as typeof import('./cli/help')).helpCommand,
   completion: () => (require('./cli/help') as typeof import('./cli/help')).completionCommand,
 };
@@ -45,6 +46,8 @@ commands:
   backup [--to <dir>]       an online, consistent copy of the database
   import-legacy <file> [--for <duration>] [--dry-run]
                             import the bans of the original Ampere's database
+  import-fail2ban <fail2ban.sqlite3> [--jail <name>|--all-jails] [--dry-run]
+                            import fail2ban's bans still in force (default jail asterisk)
   health                    exit 0 when the daemon is connected to AMI and its firewall in sync
   help <command>            that command's usage (so does ampere <command> --help)
   completion bash|zsh       a shell completion script: eval "$(ampere completion bash)"

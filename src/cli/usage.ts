@@ -16,7 +16,7 @@ export const USAGE_OF: Record<string, string> = {
   check: 'check [--json]',
   backup: 'backup [--to <dir>] [--json]',
   'import-legacy': 'import-legacy <file> [--for <duration>|permanent] [--dry-run] [--json]',
-  'import-fail2ban': 'import-fail2ban <fail2ban.sqlite3> [--jail <name>] [--dry-run] [--json]',
+  'import-fail2ban': 'import-fail2ban <fail2ban.sqlite3> [--jail <name>|--all-jails] [--dry-run] [--json]',
   health: 'health',
   help: 'help [<command>]',
   completion: 'completion bash|zsh',
