@@ -1,10 +1,12 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ampere, json } from './helpers/cli';
+import { USAGE_OF } from '../src/cli/usage';
 import { DaemonProcess } from './helpers/daemon';
 import { amiEvent, FakeAmi } from './helpers/fake-ami';
 
@@ -32,7 +34,6 @@ describe('help and completion', () => {
   });
 
   test('every command in the main usage has its own usage, and each answers --help with it', async () => {
-    const { USAGE_OF } = await import('../src/cli/usage');
     const results = await Promise.all(Object.keys(USAGE_OF).filter((c) => c !== 'help').map(async (c) => [c, await ampere([c, '--help'], {})] as const));
     for (const [c, r] of results) {
       assert.equal(r.code, 0, `${c}: ${r.stderr}`);
@@ -177,5 +178,105 @@ describe('with a daemon (dry-run firewall): several addresses, top', () => {
     assert.deepEqual(json(await ampere(['top', '--since', '1h', '--json'], env)).length, rows.length);
     for (const bad of [['--by', 'country'], ['--since', 'soon'], ['--limit', '0'], ['x']]) assert.equal((await ampere(['top', ...bad], env)).code, 2, bad.join(' '));
     assert.equal((await ampere(['top'], { AMPERE_DB: '/nonexistent/a.db' })).code, 1);
+  });
+});
+
+/** A fail2ban (Debian's package) in a temporary config dir whose only action is `dummy`, writing to a file there. */
+async function fail2banDb(bans: Record<string, string[]>): Promise<{ file: string; acted: string; stop: () => void }> {
+  const dir = tmp();
+  mkdirSync(join(dir, 'action.d'));
+  mkdirSync(join(dir, 'filter.d'));
+  copyFileSync('/etc/fail2ban/action.d/dummy.conf', join(dir, 'action.d', 'dummy.conf'));
+  writeFileSync(join(dir, 'fail2ban.conf'), `[Definition]\nloglevel = INFO\nlogtarget = ${dir}/fail2ban.log\nsocket = ${dir}/f2b.sock\npidfile = ${dir}/f2b.pid\ndbfile = ${dir}/fail2ban.sqlite3\n`);
+  writeFileSync(join(dir, 'filter.d', 'none.conf'), '[Definition]\nfailregex = ^never matches <HOST>$\n');
+  writeFileSync(join(dir, 'asterisk.log'), '');
+  const jail = (name: string, bantime: string) => `[${name}]\nenabled = true\nfilter = none\nlogpath = ${dir}/asterisk.log\nbantime = ${bantime}\n`;
+  writeFileSync(join(dir, 'jail.conf'), `[DEFAULT]\nbackend = polling\nbanaction = dummy\naction = %(banaction)s[target=${dir}/dummy.out]\n` +
+    jail('asterisk', '1h') + jail('forever', '-1') + jail('short', '1') + jail('sshd', '1h'));
+  const client = (...args: string[]) => execFileSync('fail2ban-client', ['-c', dir, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const stop = () => { try { client('stop'); } catch { /* not running */ } };
+  client('start');
+  let acted = '';
+  try {
+    for (const [j, ips] of Object.entries(bans)) client('set', j, 'banip', ...ips);
+    // Its actions run after banip answers, and `dummy` deletes its file at the stop: read it before.
+    const want = Object.values(bans).flat().length;
+    const until = Date.now() + 20_000;
+    while ((acted.match(/^\+/gm) ?? []).length < want && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 100));
+      acted = existsSync(join(dir, 'dummy.out')) ? readFileSync(join(dir, 'dummy.out'), 'utf8') : '';
+    }
+  } finally { stop(); }
+  return { file: join(dir, 'fail2ban.sqlite3'), acted, stop };
+}
+
+const haveFail2ban = (() => { try { execFileSync('fail2ban-client', ['-V'], { stdio: 'ignore' }); return true; } catch { return false; } })();
+
+describe('import-fail2ban from a database written by the real fail2ban', { skip: haveFail2ban ? false : 'fail2ban not installed (scripts/setup.sh --with-test-tools)' }, () => {
+  let f2b: Awaited<ReturnType<typeof fail2banDb>>;
+  let ami: FakeAmi;
+  let d: DaemonProcess | undefined;
+  after(async () => { await d?.stop('SIGKILL'); await ami?.close(); f2b?.stop(); });
+
+  test('fail2ban writes its bans (the dummy action only writes its file)', async () => {
+    f2b = await fail2banDb({ asterisk: ['203.0.113.7', '198.51.100.8', '2001:db8::7', '127.0.0.1', '192.0.2.0/24', '0.0.0.0'], forever: ['203.0.113.99'], short: ['192.0.2.77'], sshd: ['198.51.100.200'] });
+    const acted = f2b.acted;
+    for (const ip of ['203.0.113.7', '2001:db8::7', '198.51.100.200']) assert.ok(acted.includes(`+${ip}\n`), `dummy action saw ${ip}`);
+  });
+
+  test('dry run and no daemon: the jail asterisk by default; expired, networks and allowed skipped with reasons', async () => {
+    const dir = tmp();
+    const env = { AMPERE_DB: join(dir, 'ampere.db') };
+    const dry = await ampere(['import-fail2ban', f2b.file, '--dry-run', '--json'], env);
+    assert.equal(dry.code, 0, dry.stderr);
+    const r = json(dry);
+    assert.equal(r.table, 'bips');
+    assert.deepEqual(r.imported.sort(), ['198.51.100.8', '2001:db8::7', '203.0.113.7']);
+    const reasons = Object.fromEntries(r.skipped.map((s: { address: string; reason: string }) => [s.address, s.reason]));
+    assert.match(reasons['192.0.2.0/24'], /not a single host/);
+    assert.match(reasons['0.0.0.0'], /not a single host/);
+    assert.match(reasons['127.0.0.1'], /^allowed \(127\.0\.0\.0\/8\)$/);
+    assert.equal(existsSync(env.AMPERE_DB), false, 'a dry run writes nothing');
+
+    // The jail "short" has a bantime of 1 s: wait until fail2ban's own end of it has passed.
+    const end = (() => { const db = new Database(f2b.file, { readonly: true }); try { return (db.prepare(`SELECT timeofban + bantime AS e FROM bips WHERE jail = 'short'`).get() as { e: number }).e * 1000; } finally { db.close(); } })();
+    while (Date.now() < end + 1000) await new Promise((res) => setTimeout(res, 200));
+    const all = await ampere(['import-fail2ban', f2b.file, '--all-jails', '--json'], env);
+    assert.equal(all.code, 0, all.stderr);
+    assert.match(all.stderr, /daemon not running; importing into the database/);
+    const a = json(all);
+    assert.deepEqual(a.imported.sort(), ['198.51.100.200', '198.51.100.8', '2001:db8::7', '203.0.113.7', '203.0.113.99']);
+    assert.equal(a.skipped.find((s: { address: string }) => s.address === '192.0.2.77').reason, 'expired');
+    const bans = json(await ampere(['bans', '--json'], env));
+    const by = Object.fromEntries(bans.map((b: { address: string; until: string | null; source: string }) => [b.address, b]));
+    assert.equal(by['203.0.113.99'].until, null, 'bantime -1 stays permanent');
+    assert.equal(by['203.0.113.7'].source, 'fail2ban');
+    const left = Date.parse(by['203.0.113.7'].until) - Date.now();
+    assert.ok(left > 3_500_000 && left <= 3_600_000, `what is left of fail2ban's 1h: ${left}`);
+    // Run twice: nothing doubled.
+    const again = json(await ampere(['import-fail2ban', f2b.file, '--json'], env));
+    assert.deepEqual([again.imported.length, again.alreadyBanned.length], [0, 3]);
+  });
+
+  test('through the running daemon: in force when the command returns; errors are clear', async () => {
+    ami = new FakeAmi();
+    await ami.listen();
+    const dir = tmp();
+    const env = { AMPERE_PORT: String(ami.port), AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_AMI_TIMEOUT: '1s', AMPERE_ALLOW: '198.51.100.0/24' };
+    d = new DaemonProcess(env);
+    await d.waitFor((l) => l.msg === 'ampere started', 15_000);
+    const res = await ampere(['import-fail2ban', f2b.file, '--jail', 'asterisk'], env);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /\(jail asterisk, table bips\): 6 rows; 2 imported, 0 already banned, 4 skipped\nin the kernel now/);
+    assert.match(res.stdout, /198\.51\.100\.8 +allowed \(198\.51\.100\.0\/24\)/);
+    await d.waitFor((l) => l.msg === 'fail2ban bans imported');
+    assert.deepEqual(json(await ampere(['bans', '--json'], env)).map((b: { address: string }) => b.address).sort(), ['2001:db8::7', '203.0.113.7']);
+    const noJail = await ampere(['import-fail2ban', f2b.file, '--jail', 'nope'], env);
+    assert.equal(noJail.code, 1);
+    assert.match(noJail.stderr, /has no jail "nope" \(its jails: asterisk, forever, short, sshd\)/);
+    const notDb = join(dir, 'x.sqlite3');
+    writeFileSync(notDb, 'not sqlite at all'.repeat(100));
+    assert.match((await ampere(['import-fail2ban', notDb], env)).stderr, /not an SQLite database|cannot open/);
+    assert.equal((await ampere(['import-fail2ban'], env)).code, 2);
   });
 });
