@@ -21,7 +21,7 @@ export function applyImportBans(entries: ImportBan[], target: BanTarget, now: nu
   for (const e of entries) {
     const text = String(e?.address ?? '').slice(0, 64);
     const ip = parseHost(text);
-    if (!ip.ok) { report.refused.push({ address: text, reason: ip.reason === 'not an IP address' ? 'not an IP address' : `not a single host (${ip.reason})` }); continue; }
+    if (!ip.ok) { report.refused.push({ address: text, reason: ip.reason }); continue; }
     const until = e.until;
     if (until !== null && (typeof until !== 'number' || !Number.isSafeInteger(until))) { report.refused.push({ address: ip.address, reason: 'until must be epoch ms or null' }); continue; }
     if (until !== null && until - now < 1000) { report.refused.push({ address: ip.address, reason: 'expired' }); continue; }

@@ -52,7 +52,7 @@ export function readFail2banDatabase(path: string, jail: string | null, now: num
       const ip = String(r.ip ?? '').slice(0, 64);
       const j = String(r.jail ?? '').slice(0, 80);
       const host = parseHost(ip);
-      if (!host.ok) { skipped.push({ ip, jail: j, reason: ip.includes('/') ? 'not a single host (a network)' : host.reason === 'not an IP address' ? 'not an IP address' : `not a single host (${host.reason})` }); continue; }
+      if (!host.ok) { skipped.push({ ip, jail: j, reason: ip.includes('/') ? 'not a single host (a network)' : host.reason === 'not an IP address' ? 'not an IP address' : host.reason }); continue; }
       const until = endOf(r);
       if (typeof until === 'string') { skipped.push({ ip, jail: j, reason: until }); continue; }
       if (until !== null && until - now < 1000) { skipped.push({ ip: host.address, jail: j, reason: 'expired' }); continue; }
