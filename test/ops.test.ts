@@ -9,6 +9,8 @@ import { ampere, json } from './helpers/cli';
 import { USAGE_OF } from '../src/cli/usage';
 import { DaemonProcess } from './helpers/daemon';
 import { amiEvent, FakeAmi } from './helpers/fake-ami';
+import { FakeAmiProcess } from './helpers/fake-ami-proc';
+import { Netns, removeStaleNamespaces, skipUnlessRoot } from './helpers/netns';
 
 /** Operator commands of issue 17: help, completion, config, several addresses, top, import-fail2ban. */
 const dirs: string[] = [];
@@ -278,5 +280,45 @@ describe('import-fail2ban from a database written by the real fail2ban', { skip:
     writeFileSync(notDb, 'not sqlite at all'.repeat(100));
     assert.match((await ampere(['import-fail2ban', notDb], env)).stderr, /not an SQLite database|cannot open/);
     assert.equal((await ampere(['import-fail2ban'], env)).code, 2);
+  });
+});
+
+describe('several addresses and import-fail2ban against a daemon with a real kernel firewall', { skip: skipUnlessRoot() || (haveFail2ban ? false : 'fail2ban not installed') }, () => {
+  let pbx: Netns;
+  let ami: FakeAmiProcess;
+  let d: DaemonProcess;
+  let env: Record<string, string>;
+  const inKernel = async (address: string) => (await pbx.exec('ipset', ['test', address.includes(':') ? 'ampere-v6' : 'ampere-v4', address])).code === 0;
+  after(async () => { await d?.stop('SIGKILL'); await ami?.stop(); await pbx?.destroy(); });
+
+  test('in the kernel when the command returns; a refused address does not stop the others', async () => {
+    await removeStaleNamespaces();
+    pbx = await Netns.create();
+    ami = await FakeAmiProcess.start(pbx.name);
+    env = { AMPERE_PORT: String(ami.port), AMPERE_DB: join(tmp(), 'ampere.db'), AMPERE_BACKEND: 'ipset', AMPERE_ALLOW: '203.0.113.0/24' };
+    d = new DaemonProcess(env, { netns: pbx.name });
+    await ami.waitForLogins(1);
+    await d.waitFor((l) => l.msg === 'ampere started', 15_000);
+
+    const ban = await ampere(['ban', '192.0.2.61', '203.0.113.61', '2001:db8::61', '192.0.2.62'], env);
+    assert.equal(ban.code, 1);
+    assert.match(ban.stderr, /203\.0\.113\.61 is on the allow list/);
+    for (const a of ['192.0.2.61', '2001:db8::61', '192.0.2.62']) assert.equal(await inKernel(a), true, a);
+    assert.equal(await inKernel('203.0.113.61'), false);
+    const unban = await ampere(['unban', '192.0.2.61', '2001:db8::61'], env);
+    assert.equal(unban.code, 0, unban.stderr);
+    assert.equal(await inKernel('192.0.2.61'), false);
+    assert.equal(await inKernel('2001:db8::61'), false);
+    assert.equal(await inKernel('192.0.2.62'), true);
+
+    const f2b = await fail2banDb({ asterisk: ['198.51.100.71', '2001:db8::71', '203.0.113.71', '192.0.2.62'] });
+    const imp = await ampere(['import-fail2ban', f2b.file, '--json'], env);
+    assert.equal(imp.code, 0, imp.stderr);
+    const r = json(imp);
+    assert.deepEqual(r.imported.sort(), ['198.51.100.71', '2001:db8::71']);
+    assert.deepEqual(r.alreadyBanned, ['192.0.2.62']);
+    assert.match(r.skipped[0].reason, /^allowed \(203\.0\.113\.0\/24\)/);
+    for (const a of ['198.51.100.71', '2001:db8::71']) assert.equal(await inKernel(a), true, a);
+    assert.equal(await inKernel('203.0.113.71'), false);
   });
 });
