@@ -99,6 +99,12 @@ describe('ampere config', () => {
   });
 });
 
+test('several addresses and no daemon: one message, not one per address; exit 1', async () => {
+  const r = await ampere(['ban', '192.0.2.1', '192.0.2.2', '192.0.2.3'], { AMPERE_DB: join(tmp(), 'a.db') });
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr.match(/the daemon is not running/g)?.length, 1, r.stderr);
+});
+
 describe('with a daemon (dry-run firewall): several addresses, top', () => {
   let ami: FakeAmi;
   let d: DaemonProcess;

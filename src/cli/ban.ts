@@ -38,6 +38,10 @@ export function banFor(text: string): number {
 type BanBody = { address: string; until: number | null; banCount: number; appliedMs: number; kernel: string; error?: string };
 type UnbanBody = { address?: string; wasBanned?: boolean; unbanned?: string[]; count?: number; appliedMs: number };
 
+/** Errors that end the whole command (no daemon to ask): not repeated once per address. */
+const unreachable = new WeakSet<Error>();
+const asked = <T>(p: Promise<T>) => p.catch((err: Error) => { unreachable.add(err); throw err; });
+
 /** One address's outcome when several are given: done, or why not (never stops the others). */
 interface Outcome<T> { address: string; ok: boolean; result?: T; error?: string }
 
@@ -53,7 +57,7 @@ async function each<T>(texts: string[], json: boolean, one: (text: string) => Pr
       outcomes.push({ address: text, ok: true, result });
       if (!json) process.stdout.write(line(result));
     } catch (err) {
-      if (!(err instanceof CliError) || !err.message) throw err;
+      if (!(err instanceof CliError) || !err.message || unreachable.has(err)) throw err;
       outcomes.push({ address: text, ok: false, error: err.message });
       if (!json) process.stderr.write(`ampere: ${err.message}\n`);
     }
@@ -75,7 +79,8 @@ export async function banCommand(args: string[]): Promise<number> {
   const forMs = values.for === undefined ? undefined : banFor(values.for);
   const cfg = config();
   const one = async (text: string) => {
-    const res = await mustAsk<BanBody>(cfg, 'POST', '/ban', { address: hostArg('ban', text), forMs, reason: values.reason });
+    const address = hostArg('ban', text);
+    const res = await asked(mustAsk<BanBody>(cfg, 'POST', '/ban', { address, forMs, reason: values.reason }));
     if (res.status !== 200) {
       if (values.json && res.status === 500 && positionals.length === 1) printJson(res.body);
       throw refusal(res);
@@ -97,7 +102,7 @@ export async function unbanCommand(args: string[]): Promise<number> {
   if (!!values.all === (positionals.length > 0)) throw usageError(`unban: give IP addresses or --all\nusage: ampere ${UNBAN_USAGE}`);
   const cfg = config();
   const ask = async (body: object) => {
-    const res = await mustAsk<UnbanBody>(cfg, 'POST', '/unban', body);
+    const res = await asked(mustAsk<UnbanBody>(cfg, 'POST', '/unban', body));
     if (res.status !== 200) {
       if (values.json && res.status === 500 && positionals.length <= 1) printJson(res.body);
       throw refusal(res);
