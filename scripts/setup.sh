@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One setup command for a fresh Debian/Ubuntu machine with Node 20 or newer (20 and 24 are tested):
 # the kernel tools Ampere drives (iptables, ipset, conntrack), the tools its tests use
-# (iproute2, debootstrap, sipvicious, and gcc for the benchmark's netprobe), then npm ci and the TypeScript build.
+# (iproute2, debootstrap, sipvicious, fail2ban for import-fail2ban, and gcc for the benchmark's netprobe), then npm ci and the TypeScript build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(iptables ipset conntrack iproute2)
-[ "${1:-}" = "--with-test-tools" ] && pkgs+=(debootstrap sipvicious gcc libc6-dev)
+[ "${1:-}" = "--with-test-tools" ] && pkgs+=(debootstrap sipvicious gcc libc6-dev fail2ban)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -17,7 +17,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # The tests need fail2ban's programs only: its service (an sshd jail with iptables) must never
+  # start here, so package scripts may start no service during this install (policy-rc.d 101).
+  guard=""
+  if [[ " ${missing[*]} " == *" fail2ban "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    guard=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$guard" && chmod 0755 "$guard"
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -n "$guard" ] && rm -f "$guard"
+  if [[ " ${missing[*]} " == *" fail2ban "* ]] && command -v systemctl >/dev/null; then systemctl disable --now fail2ban >/dev/null 2>&1 || true; fi
 fi
 
 node -e 'const [maj]=process.versions.node.split(".");if(+maj<20){console.error("setup: Node 20 or newer is needed, found "+process.version);process.exit(1)}'

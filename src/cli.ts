@@ -9,8 +9,8 @@ type Command = (args: string[]) => Promise<number>;
  */
 /* eslint-disable @typescript-eslint/no-require-imports */
 const COMMANDS: Record<string, () => Command> = {
-  run: () => (require('./cli/run') as typeof import('./cli/run')).runCommand,
-  health: () => (require('./cli/health') as typeof import('./cli/health')).healthCommand,
+  run: () => (require('./cli/help') as typeof import('./cli/help')).withHelp('run', (require('./cli/run') as typeof import('./cli/run')).runCommand),
+  health: () => (require('./cli/help') as typeof import('./cli/help')).withHelp('health', (require('./cli/health') as typeof import('./cli/health')).healthCommand),
   status: () => (require('./cli/status') as typeof import('./cli/status')).statusCommand,
   bans: () => (require('./cli/bans') as typeof import('./cli/bans')).bansCommand,
   ban: () => (require('./cli/ban') as typeof import('./cli/ban')).banCommand,
@@ -20,6 +20,11 @@ const COMMANDS: Record<string, () => Command> = {
   check: () => (require('./cli/check') as typeof import('./cli/check')).checkCommand,
   backup: () => (require('./cli/backup') as typeof import('./cli/backup')).backupCommand,
   'import-legacy': () => (require('./cli/import-legacy') as typeof import('./cli/import-legacy')).importLegacyCommand,
+  config: () => (require('./cli/config') as typeof import('./cli/config')).configCommand,
+  top: () => (require('./cli/top') as typeof import('./cli/top')).topCommand,
+  'import-fail2ban': () => (require('./cli/import-fail2ban') as typeof import('./cli/import-fail2ban')).importFail2banCommand,
+  help: () => (require('./cli/help') as typeof import('./cli/help')).helpCommand,
+  completion: () => (require('./cli/help') as typeof import('./cli/help')).completionCommand,
 };
 
 const USAGE = `usage: ampere <command> [options]
@@ -28,18 +33,25 @@ commands:
   status                    AMI connection, events, tracked hosts, bans, firewall, backups
   bans [<ip-or-cidr>] [--all]
                             active bans (--all: with the expired and lifted ones)
-  ban <ip> [--for <duration>|permanent] [--reason <text>]
+  ban <ip>... [--for <duration>|permanent] [--reason <text>]
                             ban now, in the database and the kernel
-  unban <ip> | --all        lift a ban (and forget the host's penalty)
+  unban <ip>... | --all     lift bans (and forget the host's penalty)
   allow add|rm <ip-or-cidr> [--note <text>]
   allow list                the allow list: built in, configured and runtime entries
   history <ip>              a host's recorded events and bans
+  config [--json]           the effective configuration and where each value came from
+  top [--by address|network|account] [--since <duration>] [--limit <n>]
+                            the worst offenders from the history, banned now or not
   check [--config-only]     validate the configuration and the environment
                             (--config-only: the configuration alone, as before a service start)
   backup [--to <dir>]       an online, consistent copy of the database
   import-legacy <file> [--for <duration>] [--dry-run]
                             import the bans of the original Ampere's database
+  import-fail2ban <fail2ban.sqlite3> [--jail <name>|--all-jails] [--dry-run]
+                            import fail2ban's bans still in force (default jail asterisk)
   health                    exit 0 when the daemon is connected to AMI and its firewall in sync
+  help <command>            that command's usage (so does ampere <command> --help)
+  completion bash|zsh       a shell completion script: eval "$(ampere completion bash)"
 Listings print a table, or JSON with --json. Commands that change state go through the
 running daemon (control socket ampere.sock beside the database).
 Exit codes: 0 ok, 1 failure, 2 usage.`;
@@ -48,7 +60,7 @@ async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;
   // A bare `ampere` explains itself rather than starting a daemon: `ampere run` starts it.
   if (name === undefined) { console.error(USAGE); return 2; }
-  if (name === '-h' || name === '--help' || name === 'help') { console.log(USAGE); return 0; }
+  if (name === '-h' || name === '--help' || (name === 'help' && args.length === 0)) { console.log(USAGE); return 0; }
   const load = COMMANDS[name];
   if (!load) { console.error(`ampere: unknown command "${name}"\n${USAGE}`); return 2; }
   try {

@@ -1,3 +1,4 @@
+import { USAGE_OF } from './usage';
 import type { Config } from '../config';
 import type { AllowView } from '../control/views';
 import { allowEntries, networkOf } from '../control/routes';
@@ -5,7 +6,7 @@ import { canonicalIp } from '../net/ip';
 import { formatTable, formatTime, iso, printJson } from './table';
 import { askOrOffline, config, EXIT, mustAsk, note, openOffline, parse, refusal, usageError } from './common';
 
-const USAGE = 'allow add <ip-or-cidr> [--note <text>] | allow rm <ip-or-cidr> | allow list [--json]';
+const USAGE = USAGE_OF['allow'];
 
 /** `ampere allow`: the runtime allow list (database), shown merged with the configured one. */
 export async function allowCommand(args: string[]): Promise<number> {

@@ -1,9 +1,10 @@
+import { USAGE_OF } from './usage';
 import { dirname, join, resolve } from 'node:path';
 import type { BackupResult } from '../backup';
 import { formatTime, iso, printJson } from './table';
 import { askOrOffline, config, EXIT, note, openOffline, parse, refusal } from './common';
 
-const USAGE = 'backup [--to <dir>] [--json]';
+const USAGE = USAGE_OF['backup'];
 
 /**
  * `ampere backup`: an online, consistent copy of the live database (SQLite's backup API) named

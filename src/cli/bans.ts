@@ -1,10 +1,11 @@
+import { USAGE_OF } from './usage';
 import type { BanView } from '../control/views';
 import { DEFAULT_PAGE, listBanPage, parseMatch } from '../control/views';
 import { formatSpan, formatTable, formatTime, iso } from './table';
 import { askOrOffline, config, EXIT, note, openOffline, parse, refusal, usageError } from './common';
 import type { Store } from '../store';
 
-const USAGE = 'bans [<address-or-cidr>] [--all] [--limit <n>] [--json]';
+const USAGE = USAGE_OF['bans'];
 
 type Page = { bans: BanView[]; next: number | null };
 

@@ -1,3 +1,4 @@
+import { USAGE_OF } from './usage';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, resolve } from 'node:path';
@@ -7,7 +8,7 @@ import { controlSocketPath } from '../control/paths';
 import { formatTable, printJson } from './table';
 import { EXIT, parse } from './common';
 
-const USAGE = 'check [--config-only] [--json]';
+const USAGE = USAGE_OF['check'];
 
 export interface Check {
   name: string;

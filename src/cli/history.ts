@@ -1,10 +1,11 @@
+import { USAGE_OF } from './usage';
 import { historyView, type HistoryView } from '../control/views';
 import { formatBans } from './bans';
 import { hostArg } from './ban';
 import { formatTable, formatTime, iso, printJson } from './table';
 import { askOrOffline, config, EXIT, note, openOffline, parse, refusal } from './common';
 
-const USAGE = 'history <ip> [--json]';
+const USAGE = USAGE_OF['history'];
 
 /** `ampere history <ip>`: what Ampere knows of one host: its record, its bans, its recent events. */
 export async function historyCommand(args: string[]): Promise<number> {

@@ -1,3 +1,4 @@
+import { USAGE_OF } from './usage';
 import { resolve } from 'node:path';
 import { readLegacyDatabase, type LegacyEntry, type LegacyRead } from '../legacy';
 import { applyLegacy, MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
@@ -6,7 +7,7 @@ import { banFor } from './ban';
 import { formatTable, printJson } from './table';
 import { askOrOffline, CliError, config, EXIT, note, openOffline, parse, refusal } from './common';
 
-const USAGE = 'import-legacy <file> [--for <duration>|permanent] [--dry-run] [--json]';
+const USAGE = USAGE_OF['import-legacy'];
 
 /**
  * `ampere import-legacy <file>`: the bans of the original C Ampere's database (table filter,

@@ -1,3 +1,4 @@
+import { USAGE_OF } from './usage';
 import { readFileSync } from 'node:fs';
 import { listBackups } from '../backup';
 import { statusPath } from '../control/paths';
@@ -7,7 +8,7 @@ import type { DaemonStatus } from '../main';
 import { ago, formatSpan, formatTable, formatTime, iso, printJson } from './table';
 import { askOrOffline, config, EXIT, note, openOffline, parse, refusal } from './common';
 
-const USAGE = 'status [--json]';
+const USAGE = USAGE_OF['status'];
 
 /** `ampere status`: the running daemon at a glance. Without a daemon: what the database says, exit 1. */
 export async function statusCommand(args: string[]): Promise<number> {

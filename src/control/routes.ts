@@ -10,6 +10,7 @@ import { canonicalIp, parseHost, type Family } from '../net/ip';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
 import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
+import { importRoutes } from './import-routes';
 import { historyView, listBanPageJson, MAX_PAGE, type AllowView } from './views';
 
 /** The running daemon's parts the control API steers. */
@@ -215,6 +216,7 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       d.log.info({ imported: report.imported.length, alreadyBanned: report.alreadyBanned.length, refused: report.refused.length }, 'legacy bans imported');
       return { status: d.firewall.healthy ? 200 : 500, body: { ...report, appliedMs: Math.round(performance.now() - t0), kernel: d.firewall.healthy ? 'applied' : 'failed' } };
     },
+    ...importRoutes(d, exemptBy),
   };
 
   return async (r) => {

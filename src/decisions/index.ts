@@ -237,7 +237,7 @@ export class Decisions {
     return this.ban(event.address, event.family, { kind: event.kind, service: event.service, account: event.account, failures }, now, 'auto');
   }
 
-  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy', forMs?: number | null): BanResult {
+  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy' | 'fail2ban', forMs?: number | null): BanResult {
     // An operator's ban goes after the pending ones; so does a host's second ban (its count).
     if (source !== 'auto' || this.pendingWrites.some((w) => w.row.address === address)) this.flushWrites();
     const banCount = this.store.banCount(address) + 1;

@@ -50,7 +50,7 @@ export interface NewBan {
   reasonService: string;
   reasonAccount: string;
   failures: number;
-  source: 'auto' | 'manual' | 'legacy';
+  source: 'auto' | 'manual' | 'legacy' | 'fail2ban';
 }
 
 export interface StoreOptions {

@@ -1,0 +1,87 @@
+import { resolve } from 'node:path';
+import type { Config } from '../config';
+import { applyImportBans, type ImportBan } from '../fail2ban/apply';
+import { readFail2banDatabase, type Fail2banRead } from '../fail2ban';
+import { MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
+import { askOrOffline, CliError, config, EXIT, note, openOffline, parse, refusal } from './common';
+import { formatTable, iso, printJson } from './table';
+import { USAGE_OF } from './usage';
+
+/**
+ * `ampere import-fail2ban <db>`: fail2ban's bans still in force in a jail (default asterisk)
+ * become Ampere bans (source "fail2ban") for what is left of each. Through the running daemon
+ * (in the kernel when the command returns), else into the database for the next start.
+ */
+export async function importFail2banCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parse('import-fail2ban', args, { jail: { type: 'string' }, 'all-jails': { type: 'boolean' }, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' } }, { min: 1, max: 1, usage: USAGE_OF['import-fail2ban'] });
+  const file = resolve(positionals[0]);
+  const jail = values['all-jails'] ? null : values.jail ?? 'asterisk';
+  const now = Date.now();
+  let read: Fail2banRead;
+  try { read = readFail2banDatabase(file, jail, now); } catch (err) { throw new CliError(`import-fail2ban: ${(err as Error).message}`); }
+  const entries: ImportBan[] = read.entries.map((e) => ({ address: e.address, until: e.until, jail: e.jail }));
+  const cfg = config();
+  let report: ImportReport;
+  let applied: string;
+  let code: number = EXIT.ok;
+  if (values['dry-run']) {
+    report = offline(cfg, entries, now, true);
+    applied = 'dry run: nothing changed';
+  } else {
+    const res = await throughDaemon(cfg, entries);
+    if (res) {
+      report = res.report;
+      applied = res.ok ? 'in the kernel now (through the running daemon)' : 'stored, but the kernel command failed (the daemon reloads the kernel from the database)';
+      if (!res.ok) code = EXIT.fail;
+    } else {
+      note('ampere: daemon not running; importing into the database (the kernel gets the bans when "ampere run" starts)');
+      report = offline(cfg, entries, now);
+      applied = 'in the database; applied to the kernel when the daemon starts';
+    }
+  }
+  const skipped = [...read.skipped.map((s) => ({ address: s.ip, jail: s.jail, reason: s.reason })), ...report.refused.map((r) => ({ ...r, jail: '' }))];
+  if (values.json) {
+    printJson({ file, table: read.table, jail: jail ?? 'all', rows: read.rows, imported: report.imported, alreadyBanned: report.alreadyBanned, skipped, dryRun: !!values['dry-run'], applied,
+      bans: read.entries.map((e) => ({ address: e.address, jail: e.jail, until: iso(e.until), bancount: e.bancount })) });
+    return code;
+  }
+  process.stdout.write(`${file} (jail ${jail ?? 'all'}, table ${read.table}): ${read.rows} rows; ${report.imported.length} imported, ${report.alreadyBanned.length} already banned, ${skipped.length} skipped\n${applied}\n`);
+  if (skipped.length) process.stdout.write('\nskipped\n' + formatTable(skipped, [{ header: 'ADDRESS', get: (s) => s.address }, { header: 'REASON', get: (s) => s.reason }]));
+  return code;
+}
+
+/** No daemon (or a dry run): into the database, checked against the same allow list the daemon would use. */
+function offline(cfg: Config, entries: ImportBan[], now: number, dryRun = false): ImportReport {
+  const { AllowList, parseCidr } = require('../net/cidr') as typeof import('../net/cidr');
+  const allow = new AllowList(cfg.allow);
+  const ami = parseCidr(cfg.host);
+  if (ami) allow.add(ami);
+  // A dry run checks the configured allow list only and opens no database.
+  if (dryRun) return applyImportBans(entries, { exempt: (a, f) => { const by = allow.matches(a, f); return by ? `allowed (${by.text})` : undefined; }, isBanned: () => false, ban: () => {} }, now);
+  const store = openOffline(cfg, { create: true });
+  try {
+    for (const row of store.allowList()) { const c = parseCidr(row.cidr); if (c) allow.add(c); }
+    return applyImportBans(entries, {
+      exempt: (a, f) => { const by = allow.matches(a, f); return by ? `allowed (${by.text})` : undefined; },
+      isBanned: (a) => store.isBanned(a, now),
+      ban: (address, family, forMs, jail) => { store.recordBan({ address, family, now, until: forMs === null ? null : now + forMs, source: 'fail2ban', reasonKind: 'fail2ban', reasonService: jail, reasonAccount: '', failures: 0 }); },
+    }, now);
+  } finally { store.close(); }
+}
+
+/** Sent in requests of at most MAX_IMPORT_ENTRIES; null when no daemon runs (nothing sent). */
+async function throughDaemon(cfg: Config, entries: ImportBan[]): Promise<{ report: ImportReport; ok: boolean } | null> {
+  const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
+  let ok = true;
+  for (let i = 0; i === 0 || i < entries.length; i += MAX_IMPORT_ENTRIES) {
+    const res = await askOrOffline<ImportReport>(cfg, 'POST', '/import-fail2ban', { entries: entries.slice(i, i + MAX_IMPORT_ENTRIES) }, 600_000);
+    if (!res) {
+      if (i === 0) return null;
+      throw new CliError(`import-fail2ban: the daemon stopped answering after ${i} of ${entries.length} entries (those are imported); run the import again for the rest`);
+    }
+    if (res.status !== 200 && res.status !== 500) throw refusal(res);
+    if (res.status === 500) ok = false;
+    for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of res.body[k]) (report[k] as unknown[]).push(x);
+  }
+  return { report, ok };
+}

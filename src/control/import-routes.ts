@@ -1,0 +1,35 @@
+import { applyImportBans, type ImportBan } from '../fail2ban/apply';
+import { MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
+import type { Family } from '../net/ip';
+import type { ControlDeps } from './routes';
+import { HttpError, type ControlAnswer, type ControlRequest } from './server';
+
+/** Entries applied before yielding to the event loop (bans and events go on meanwhile). */
+const CHUNK = 500;
+
+/** `POST /import-fail2ban`: bans from fail2ban's database, in force in the kernel when answered. */
+export function importRoutes(d: ControlDeps, exemptBy: (address: string, family: Family) => string | undefined): Record<string, (r: ControlRequest) => Promise<ControlAnswer>> {
+  return {
+    'POST /import-fail2ban': async (r) => {
+      const entries = r.body.entries;
+      if (!Array.isArray(entries)) throw new HttpError(400, 'entries must be a list of {address, until, jail}');
+      if (entries.length > MAX_IMPORT_ENTRIES) throw new HttpError(413, `at most ${MAX_IMPORT_ENTRIES} entries a request: send a larger import in several`);
+      const t0 = performance.now();
+      const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
+      for (let i = 0; i < entries.length; i += CHUNK) {
+        const now = Date.now();
+        const applied: Promise<void>[] = [];
+        const part = applyImportBans(entries.slice(i, i + CHUNK) as ImportBan[], {
+          exempt: (a, f) => { const by = exemptBy(a, f); return by ? `allowed (${by})` : undefined; },
+          isBanned: (a) => d.decisions.isBanned(a),
+          ban: (a, f, forMs, jail) => { applied.push(d.decisions.ban(a, f, { kind: 'fail2ban', service: jail, account: '', failures: 0 }, now, 'fail2ban', forMs).applied); },
+        }, now);
+        for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of part[k]) (report[k] as unknown[]).push(x);
+        await Promise.all(applied);
+        await new Promise<void>((res) => setImmediate(res));
+      }
+      d.log.info({ imported: report.imported.length, alreadyBanned: report.alreadyBanned.length, refused: report.refused.length }, 'fail2ban bans imported');
+      return { status: d.firewall.healthy ? 200 : 500, body: { ...report, appliedMs: Math.round(performance.now() - t0), kernel: d.firewall.healthy ? 'applied' : 'failed' } };
+    },
+  };
+}
