@@ -5,6 +5,10 @@ import { formatDuration } from '../config/duration';
 import { canonicalIp, familyOf, isCanonicalIp, type Family } from '../net/ip';
 import { banDuration, type BantimeOptions } from '../scoring/bantime';
 import type { NewBan, Store } from '../store';
+import { BannedSet, CountCache } from './banned';
+import { PendingWrites, StoreHealth, type PendingBan, type StorageState } from './pending';
+
+export type { StorageState } from './pending';
 
 /** What Decisions needs of the firewall: the serialising queue in src/firewall. */
 export interface KernelQueue {
@@ -31,9 +35,6 @@ export interface BanReason {
   failures: number;
 }
 
-/** A ban sent to the kernel whose database row is still to be written. */
-interface PendingBan { row: NewBan; banCount: number }
-
 export interface BanResult {
   address: string;
   family: Family;
@@ -44,49 +45,22 @@ export interface BanResult {
 }
 
 /**
- * The banned addresses (address -> until, null = permanent), counting the IPv6 ones as they
- * come and go: the status asks every few seconds, and counting 100k keys took ~40 ms.
- */
-class BannedSet {
-  private readonly map = new Map<string, number | null>();
-  private v6 = 0;
-
-  set(address: string, until: number | null): void {
-    const before = this.map.size;
-    this.map.set(address, until);
-    if (this.map.size > before && address.includes(':')) this.v6++;
-  }
-
-  delete(address: string): boolean {
-    const had = this.map.delete(address);
-    if (had && address.includes(':')) this.v6--;
-    return had;
-  }
-
-  clear(): void {
-    this.map.clear();
-    this.v6 = 0;
-  }
-
-  has(address: string): boolean { return this.map.has(address); }
-  get(address: string): number | null | undefined { return this.map.get(address); }
-  keys(): IterableIterator<string> { return this.map.keys(); }
-  get size(): number { return this.map.size; }
-  get byFamily(): { v4: number; v6: number } { return { v4: this.map.size - this.v6, v6: this.v6 }; }
-}
-
-/**
- * Turns a decision into a ban that is real and remembered: the kernel command is sent first,
- * then the database records the ban (an operator's at once, automatic ones together after
- * the loop turn or commitDelayMs). A crash in between can leave at most kernel bans the database does
- * not know; the next start loads the kernel from the database as a whole (a swap), so the
- * database stays the truth.
- * Keeps the set of banned addresses in memory so events from them cost nothing.
+ * Turns a decision into a ban that is real and remembered. The kernel command is sent first,
+ * before anything touches the database, so a slow, locked, full or broken database can never
+ * delay or prevent a drop. The row is written after (an operator's at once, automatic ones
+ * together after the loop turn or commitDelayMs); a row that cannot be written stays pending
+ * in memory and is retried with backoff until it is stored (PendingWrites). A crash before
+ * the write leaves a kernel ban the database lacks: the next start adopts it (adopt) before
+ * loading the kernel from the database, so nothing the kernel held is lost.
+ * Keeps the set of banned addresses in memory so events from them cost nothing; each ends by
+ * its own time even when the database cannot say so.
  */
 export class Decisions {
   private readonly banned = new BannedSet();
-  /** Automatic bans sent to the kernel, committed together a little later (flushWrites). */
-  private pendingWrites: PendingBan[] = [];
+  private readonly counts = new CountCache();
+  readonly storeHealth: StoreHealth;
+  /** Bans sent to the kernel whose rows are still to be written (retried until they are). */
+  private readonly pending: PendingWrites;
 
   constructor(
     private readonly store: Store,
@@ -100,7 +74,17 @@ export class Decisions {
      * default) commits at the end of the loop turn; the daemon waits for the burst to pass.
      */
     private readonly commitDelayMs = 0,
-  ) {}
+    clock: () => number = Date.now,
+  ) {
+    this.storeHealth = new StoreHealth(log, clock);
+    this.pending = new PendingWrites(store, this.storeHealth, (bans) => this.logStored(bans), clock);
+  }
+
+  /** The database side as status, metrics and health show it. */
+  storage(): StorageState {
+    const h = this.storeHealth;
+    return { pending: this.pending.count, oldestPendingSince: this.pending.oldestSince, failingSince: h.failingSince, lastError: h.lastError, failures: h.failures };
+  }
 
   /**
    * At start: drop what expired while we were away, lift the bans of addresses allowed since
@@ -192,10 +176,14 @@ export class Decisions {
     return out;
   }
 
-  /** Load the database's active bans into the kernel again (after a failed kernel command). */
+  /**
+   * Load the active bans into the kernel again (after a failed kernel command, or drift). From
+   * the in-memory set: restore made it from the database, and it also holds the bans whose
+   * rows are still pending, which a load from the database alone would drop.
+   */
   async resync(now: number): Promise<void> {
     this.flushWrites();
-    await this.kernel.setAll(this.store.activeKernelBans(now).filter((b) => this.banned.has(b.address)), now);
+    await this.kernel.setAll(this.bannedNow().filter((b) => b.until === null || b.until > now), now);
   }
 
   isBanned(address: string): boolean {
@@ -216,57 +204,68 @@ export class Decisions {
   }
 
   ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy', forMs?: number | null): BanResult {
-    // An operator's ban goes after the pending ones; so does a host's second ban (its count).
-    if (source !== 'auto' || this.pendingWrites.some((w) => w.row.address === address)) this.flushWrites();
-    const banCount = this.store.banCount(address) + 1;
-    const duration = forMs !== undefined ? forMs : banDuration(banCount - 1, this.bantime);
-    const until = duration === null || duration === 0 ? null : now + duration;
-    // The kernel command leaves first (written synchronously by the queue), so nothing on
-    // the database side can delay the drop, and a failing disk cannot keep an attacker in.
+    // The kernel command leaves first (written synchronously by the queue), with the ban time
+    // the cached count gives (a first ban's when unknown), so nothing on the database side can
+    // delay the drop, and a failing disk cannot keep an attacker in.
+    const cached = this.counts.get(address);
+    const untilFor = (count: number): number | null => {
+      const duration = forMs !== undefined ? forMs : banDuration(count - 1, this.bantime);
+      return duration === null || duration === 0 ? null : now + duration;
+    };
+    let banCount = (cached ?? 0) + 1;
+    let until = untilFor(banCount);
     this.banned.set(address, until);
-    const applied = this.kernel.add([{ address, family, until }], now);
+    let applied = this.kernel.add([{ address, family, until }], now);
+    if (cached === undefined) {
+      // Read after the kernel command: a repeat offender's longer ban replaces the first
+      // one (an ipset add refreshes the timeout); unreadable, the first ban's time stays.
+      try {
+        banCount = this.store.banCount(address) + 1;
+      } catch (err) {
+        this.storeHealth.failed('ban count not read: first ban duration used', err, { address });
+      }
+      const longer = untilFor(banCount);
+      if (longer !== until) {
+        until = longer;
+        this.banned.set(address, until);
+        applied = this.kernel.add([{ address, family, until }], now);
+      }
+    }
+    this.counts.set(address, banCount);
     const row: NewBan = {
       address, family, now, until, source,
       reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures,
     };
-    const pending = { row, banCount };
-    if (source === 'auto') {
-      // Automatic bans are committed together, after this loop turn or commitDelayMs: under a
-      // burst (a dozen attackers banned within a few ms) each commit would otherwise hold up
-      // reading the next attacker's event, and with it that attacker's kernel command. A crash
-      // before the commit leaves at most kernel bans the database lacks, which the next
-      // start's full load removes. The "ban" line is logged once the ban is stored.
-      this.pendingWrites.push(pending);
-      if (this.pendingWrites.length === 1) {
-        if (this.commitDelayMs > 0) setTimeout(() => this.flushWrites(), this.commitDelayMs);
-        else setImmediate(() => this.flushWrites());
-      }
-    } else {
-      // An operator's ban (or an import) is in the database when the call returns.
-      this.write([pending], true);
-    }
+    // Automatic bans are committed together, after this loop turn or commitDelayMs: under a
+    // burst each commit would otherwise hold up reading the next attacker's event. The "ban"
+    // line is logged once the ban is stored.
+    this.pending.push({ row, banCount, since: now }, source === 'auto' ? this.commitDelayMs : 0);
     this.onChange('ban', address, source);
+    // An operator's ban (or an import) is in the database when the call returns, or the
+    // caller hears why not (the kernel holds it, and the row is retried).
+    if (source !== 'auto' && !this.pending.flush(true)) {
+      throw new Error(`ban of ${address} is in the kernel, but not stored yet (retried): ${this.storeHealth.lastError ?? 'database write failed'}`);
+    }
     return { address, family, until, banCount, applied };
   }
 
   /**
-   * Commit the automatic bans not yet written. Runs by itself after the loop turn that made
-   * them (or commitDelayMs); every other database change of Decisions runs it first, so the
-   * order is kept.
+   * Commit the bans not yet written, now. Runs by itself after the loop turn that made them
+   * (or commitDelayMs, or the retry backoff); every other database change of Decisions runs
+   * it first, so the order is kept. false when rows are still pending (the write failed).
    */
-  flushWrites(): void {
-    if (this.pendingWrites.length === 0) return;
-    this.write(this.pendingWrites.splice(0), false);
+  flushWrites(force = false): boolean {
+    return this.pending.flush(force);
   }
 
-  private write(bans: PendingBan[], rethrow: boolean): void {
-    try {
-      if (bans.length === 1) this.store.recordBan(bans[0].row);
-      else this.store.recordBans(bans.map((b) => b.row));
-    } catch (err) {
-      this.log.error({ err: String(err), addresses: bans.map((b) => b.row.address) }, 'ban is in the kernel but could not be stored: it will not survive a restart');
-      if (rethrow) throw err;
-    }
+  /** Stop retrying (shutdown) after a last attempt; returns how many rows stay unwritten. */
+  close(): number {
+    this.pending.flush(true);
+    this.pending.stop();
+    return this.pending.count;
+  }
+
+  private logStored(bans: PendingBan[]): void {
     for (const { row: b, banCount } of bans) {
       this.log.info(
         { address: b.address, reason: { kind: b.reasonKind, service: b.reasonService, account: b.reasonAccount }, failures: b.failures, count: banCount, duration: b.until === null ? 'permanent' : formatDuration(b.until - b.now), until: b.until === null ? null : new Date(b.until).toISOString(), source: b.source },
@@ -280,23 +279,36 @@ export class Decisions {
     this.flushWrites();
     const ip = canonicalIp(address);
     if (!ip) return false;
-    const had = this.store.liftBan(ip.address, now, why);
+    // A row not stored yet must not be written after the lift (it would come back at start).
+    const unstored = this.pending.drop(ip.address) > 0;
+    let had = false;
+    try {
+      had = this.store.liftBan(ip.address, now, why);
+    } catch (err) {
+      this.storeHealth.failed('unban not stored: the stored ban comes back at the next start', err, { address: ip.address });
+    }
     const inMemory = this.banned.delete(ip.address);
     // Remove from the kernel even when the database had nothing: never leave a stray ban behind.
     await this.kernel.remove([{ address: ip.address, family: ip.family }]);
-    if (had || inMemory) {
+    const lifted = had || inMemory || unstored;
+    if (lifted) {
       this.log.info({ address: ip.address, reason: why }, 'unban');
       this.onChange('unban', ip.address, why);
     }
-    return had || inMemory;
+    return lifted;
   }
 
   /** Lift every ban (operator `unban --all`): database first, then one kernel batch. Returns the addresses. */
   async unbanAll(now: number): Promise<string[]> {
     this.flushWrites();
-    const lifted = this.store.liftAllBans(now, 'unban');
     const gone = new Map<string, Family>();
-    for (const b of lifted) gone.set(b.address, b.family as Family);
+    for (const p of this.pending.list()) gone.set(p.row.address, p.row.family);
+    this.pending.drop();
+    try {
+      for (const b of this.store.liftAllBans(now, 'unban')) gone.set(b.address, b.family as Family);
+    } catch (err) {
+      this.storeHealth.failed('unban of all not stored: the stored bans come back at the next start', err);
+    }
     for (const a of this.banned.keys()) gone.set(a, familyOf(a));
     this.banned.clear();
     await this.kernel.remove([...gone].map(([address, family]) => ({ address, family })));
@@ -310,17 +322,40 @@ export class Decisions {
     return this.banned.get(address);
   }
 
-  /** Bans whose time is up: the database marks them, the kernel drops them (rules have no timeout). */
+  /**
+   * Bans whose time is up: the database marks them, the kernel drops them (rules have no
+   * timeout). A ban also ends by its in-memory time when the database cannot be updated or
+   * its row is still pending; the database catches up on a later tick.
+   */
   async expire(now: number): Promise<number> {
     this.flushWrites();
-    const due = this.store.expireBans(now);
-    if (due.length === 0) return 0;
+    let due: { address: string; family: number; until: number; startedAt: number }[] = [];
+    let dbFailed = false;
+    try {
+      due = this.store.expireBans(now);
+    } catch (err) {
+      dbFailed = true;
+      this.storeHealth.failed('expiry not stored: bans end by their in-memory time', err);
+    }
+    const gone: { address: string; family: Family; startedAt: number | null; until: number }[] = [];
     for (const b of due) {
-      this.banned.delete(b.address);
-      this.log.info({ address: b.address, reason: 'expired', banned_for: b.until === null ? null : formatDuration(Math.max(0, b.until - b.startedAt)) }, 'unban');
+      const u = this.banned.get(b.address);
+      // A newer ban of the host (its row still pending) is not ended by the old row.
+      if (u !== undefined && (u === null || u > now)) continue;
+      gone.push({ address: b.address, family: b.family as Family, startedAt: b.startedAt, until: b.until });
+    }
+    if (dbFailed || this.pending.count > 0) {
+      for (const [address, until] of this.banned.entries()) {
+        if (until !== null && until <= now && !gone.some((g) => g.address === address)) gone.push({ address, family: familyOf(address), startedAt: null, until });
+      }
+    }
+    if (gone.length === 0) return 0;
+    for (const b of gone) {
+      if (!this.banned.delete(b.address)) continue;
+      this.log.info({ address: b.address, reason: 'expired', banned_for: b.startedAt === null ? null : formatDuration(Math.max(0, b.until - b.startedAt)) }, 'unban');
       this.onChange('unban', b.address, 'expired');
     }
-    await this.kernel.remove(due.map((b) => ({ address: b.address, family: b.family as Family })));
-    return due.length;
+    await this.kernel.remove(gone.map((b) => ({ address: b.address, family: b.family })));
+    return gone.length;
   }
 }

@@ -1,0 +1,141 @@
+import type { Logger } from '../log';
+import type { NewBan, Store } from '../store';
+
+/** A ban the kernel holds whose database row is still to be written. */
+export interface PendingBan { row: NewBan; banCount: number; since: number }
+
+/** First wait after a failed write, and the longest: doubled after each failure. */
+export const RETRY_FIRST_MS = 50;
+export const RETRY_MAX_MS = 5000;
+
+/** What status, metrics and health show of the database's state. */
+export interface StorageState {
+  /** Bans in the kernel whose row is not written yet. */
+  pending: number;
+  /** Epoch ms since when the oldest pending row waits; null when none. */
+  oldestPendingSince: number | null;
+  /** Epoch ms since when database writes fail; null while they succeed. */
+  failingSince: number | null;
+  lastError: string | null;
+  /** Failed writes (bans, expiry, history) since start. */
+  failures: number;
+}
+
+/**
+ * Whether database writes succeed, as every writer reports it: a failure is logged (the first
+ * at once, repeats at most once per logEveryMs, with a count) so a failing disk cannot flood
+ * the log, and health reads the state.
+ */
+export class StoreHealth {
+  failingSince: number | null = null;
+  lastError: string | null = null;
+  failures = 0;
+  private lastLogAt = -Infinity;
+  private unlogged = 0;
+
+  constructor(private readonly log: Logger, private readonly clock: () => number = Date.now, private readonly logEveryMs = 10_000) {}
+
+  ok(): void {
+    if (this.failingSince !== null) this.log.info({ failedFor: this.clock() - this.failingSince, failures: this.unlogged }, 'database writes succeed again');
+    this.failingSince = null;
+    this.unlogged = 0;
+  }
+
+  failed(what: string, err: unknown, fields: Record<string, unknown> = {}): void {
+    const now = this.clock();
+    this.failures++;
+    this.lastError = `${what}: ${err instanceof Error ? err.message : String(err)}`;
+    if (this.failingSince === null) this.failingSince = now;
+    if (now - this.lastLogAt >= this.logEveryMs || this.unlogged === 0 && this.lastLogAt === -Infinity) {
+      this.log.error({ ...fields, err: String(err), repeats: this.unlogged }, `database write failed: ${what}`);
+      this.lastLogAt = now;
+      this.unlogged = 0;
+    } else {
+      this.unlogged++;
+    }
+  }
+}
+
+/**
+ * The ban rows still to be written, in order. A write that fails keeps every row and tries
+ * again after a backoff (RETRY_FIRST_MS doubling to RETRY_MAX_MS) until it succeeds: a ban the
+ * kernel holds is never dropped from here except by its own unban.
+ */
+export class PendingWrites {
+  private items: PendingBan[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private delay = RETRY_FIRST_MS;
+  private backingOff = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly health: StoreHealth,
+    private readonly onStored: (bans: PendingBan[]) => void,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  get count(): number { return this.items.length; }
+  get oldestSince(): number | null { return this.items.length ? this.items[0].since : null; }
+  has(address: string): boolean { return this.items.some((p) => p.row.address === address); }
+  /** The pending bans of these addresses (for a start that must load them too). */
+  list(): readonly PendingBan[] { return this.items; }
+
+  /** Queue a row; it is written after delayMs (0: after this loop turn) unless a retry is waiting. */
+  push(p: PendingBan, delayMs: number): void {
+    this.items.push(p);
+    if (this.timer !== null) return;
+    if (delayMs > 0) this.timer = setTimeout(() => this.tick(), delayMs);
+    else this.timer = setImmediate(() => this.tick()) as unknown as NodeJS.Timeout;
+  }
+
+  private tick(): void {
+    this.timer = null;
+    this.backingOff = false;
+    this.flush();
+  }
+
+  /**
+   * Write every pending row in one transaction now. true when nothing is left; false when the
+   * write failed (logged, retry scheduled) or a backoff is still running (force: try anyway).
+   */
+  flush(force = false): boolean {
+    if (this.items.length === 0) return true;
+    if (this.backingOff && !force) return false;
+    const batch = this.items;
+    try {
+      if (batch.length === 1) this.store.recordBan(batch[0].row);
+      else this.store.recordBans(batch.map((b) => b.row));
+    } catch (err) {
+      this.health.failed('ban rows kept in memory and retried', err, { pending: batch.length, retryInMs: this.delay, addresses: batch.slice(0, 20).map((b) => b.row.address) });
+      this.schedule();
+      return false;
+    }
+    this.items = [];
+    this.delay = RETRY_FIRST_MS;
+    this.health.ok();
+    this.onStored(batch);
+    return true;
+  }
+
+  private schedule(): void {
+    if (this.timer !== null) { clearTimeout(this.timer); clearImmediate(this.timer as unknown as NodeJS.Immediate); }
+    this.backingOff = true;
+    this.timer = setTimeout(() => this.tick(), this.delay);
+    this.timer.unref?.();
+    this.delay = Math.min(this.delay * 2, RETRY_MAX_MS);
+  }
+
+  /** Forget the rows of an address whose ban was lifted before it could be stored. */
+  drop(address?: string): number {
+    const before = this.items.length;
+    this.items = address === undefined ? [] : this.items.filter((p) => p.row.address !== address);
+    return before - this.items.length;
+  }
+
+  /** Stop the retry timer (shutdown); the rows stay for a last flush. */
+  stop(): void {
+    if (this.timer !== null) { clearTimeout(this.timer); clearImmediate(this.timer as unknown as NodeJS.Immediate); }
+    this.timer = null;
+    this.backingOff = false;
+  }
+}
