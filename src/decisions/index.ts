@@ -1,5 +1,6 @@
 import type { SecurityEvent } from '../events/types';
-import type { BanLineFormat, BanLines, KernelBan } from '../firewall/types';
+import type { BanLineFormat, BanLines, KernelBan, ListedBan } from '../firewall/types';
+import { bansToAdopt } from './adopt';
 import type { Logger } from '../log';
 import { formatDuration } from '../config/duration';
 import { canonicalIp, familyOf, isCanonicalIp, type Family } from '../net/ip';
@@ -96,7 +97,8 @@ export class Decisions {
    */
   async restore(now: number, allow: Exemptions, onLoaded: (bans: number) => void = () => {}): Promise<{ restored: number; lifted: number }> {
     this.flushWrites();
-    this.store.expireBans(now);
+    // Expired rows are only marked: the loads below take active bans alone either way.
+    try { this.store.expireBans(now); } catch (err) { this.storeHealth.failed('expiry at start not stored', err); }
     const format = this.kernel.lineFormat;
     if (format) {
       // A text load checks nothing itself, so allowed addresses are lifted before it: only the
@@ -105,15 +107,45 @@ export class Decisions {
       const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.matches(a, familyOf(a)) !== undefined);
       for (const address of allowed) this.liftAllowed(address, now);
       await this.restoreLines(this.store.renderActiveBans(now, format), now, onLoaded);
+      await this.reloadPending(now);
       return { restored: this.banned.size, lifted: allowed.length };
     }
     const allowed = await this.restoreStream(this.store.streamActiveKernelBans(now), now, allow, onLoaded);
     for (const address of allowed) this.liftAllowed(address, now);
+    await this.reloadPending(now);
     return { restored: this.banned.size, lifted: allowed.length };
   }
 
+  /**
+   * At start, before restore: store the bans the kernel holds in Ampere's own sets or chain
+   * that the database lacks (see bansToAdopt). Rows that cannot be written stay pending, and
+   * restore puts them back into the kernel after its load. Returns how many were adopted.
+   */
+  adopt(listed: ListedBan[], now: number, allow: Exemptions): number {
+    if (listed.length === 0) return 0;
+    const stored = new Set(this.store.activeKernelBans(now).map((b) => b.address));
+    const rows = bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime));
+    if (rows.length === 0) return 0;
+    for (const row of rows) this.pending.push({ row, banCount: 1, since: now }, 0);
+    this.pending.flush(true);
+    this.log.warn({ count: rows.length, inKernel: listed.length, stored: this.pending.count === 0 }, `adopted ${rows.length} bans from the kernel`);
+    return rows.length;
+  }
+
+  /** The pending rows' bans, back into the kernel and the in-memory set after a full load. */
+  private async reloadPending(now: number): Promise<void> {
+    const live = this.pending.list().map((p) => p.row).filter((r) => r.until === null || r.until > now);
+    if (live.length === 0) return;
+    for (const r of live) this.banned.set(r.address, r.until);
+    await this.kernel.add(live.map((r) => ({ address: r.address, family: r.family, until: r.until })), now);
+  }
+
   private liftAllowed(address: string, now: number): void {
-    this.store.liftBan(address, now, 'allowed');
+    try {
+      this.store.liftBan(address, now, 'allowed');
+    } catch (err) {
+      this.storeHealth.failed('lift of an allowed ban not stored', err, { address });
+    }
     this.log.warn({ address }, 'stored ban lifted: address is allowed now');
   }
 
@@ -333,6 +365,7 @@ export class Decisions {
     let dbFailed = false;
     try {
       due = this.store.expireBans(now);
+      this.storeHealth.ok();
     } catch (err) {
       dbFailed = true;
       this.storeHealth.failed('expiry not stored: bans end by their in-memory time', err);

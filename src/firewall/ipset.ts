@@ -4,7 +4,7 @@ import { ensureChain, familyBinaries, familyTools, targetSpec, type FamilyTools 
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries, run } from './exec';
 import { IpsetShell } from './ipset-shell';
-import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
+import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 
 /** The kernel refuses element timeouts above this (about 24.8 days). */
 export const IPSET_MAX_TIMEOUT = 2147483;
@@ -266,14 +266,15 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   async list(): Promise<string[]> {
-    const out: string[] = [];
+    return (await this.listBans()).map((b) => b.address);
+  }
+
+  /** `ipset save` of each set: `add <set> <address> timeout <seconds>` per member. */
+  async listBans(): Promise<ListedBan[]> {
+    const out: ListedBan[] = [];
     for (const f of this.families) {
       const { stdout } = await this.ipset(['save', this.setName(f)]);
-      for (const line of stdout.split('\n')) {
-        const w = line.split(' ');
-        const c = w[0] === 'add' ? canonicalIp(w[2] ?? '') : null;
-        if (c) out.push(c.address);
-      }
+      out.push(...parseIpsetSave(stdout, this.setName(f), f));
     }
     return out;
   }
@@ -282,4 +283,22 @@ export class IpsetBackend implements FirewallBackend {
     // Bans stay in the kernel (with their timeouts) while the daemon is down.
     this.shell?.close();
   }
+}
+
+/**
+ * The members of one set in `ipset save` output: only `add` lines of that set whose address is
+ * canonical and of the family; a timeout that is not a whole number reads as none (0).
+ */
+export function parseIpsetSave(text: string, set: string, family: Family): ListedBan[] {
+  const out: ListedBan[] = [];
+  for (const line of text.split('\n')) {
+    const w = line.trim().split(/\s+/);
+    if (w[0] !== 'add' || w[1] !== set) continue;
+    const c = canonicalIp(w[2] ?? '');
+    if (!c || c.address !== w[2] || c.family !== family) continue;
+    const t = w.indexOf('timeout');
+    const sec = t > 0 && /^\d{1,10}$/.test(w[t + 1] ?? '') ? Number(w[t + 1]) : 0;
+    out.push({ address: c.address, family, timeoutSec: sec });
+  }
+  return out;
 }

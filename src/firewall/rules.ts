@@ -3,7 +3,7 @@ import { canonicalIp, type Family } from '../net/ip';
 import { ensureChain, familyBinaries, familyTools, listRules, restoreFilter, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, requireBinaries } from './exec';
-import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
+import type { FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 
 /**
  * The original Ampere's way: one `-s <ip>/32 -j <target>` rule per host in the chain, before
@@ -115,6 +115,16 @@ export class RulesBackend implements FirewallBackend {
   async list(): Promise<string[]> {
     for (const ft of this.fams) await this.reread(ft);
     return [...this.present.keys()];
+  }
+
+  /** The chain's ban rules; a rule keeps no time (timeoutSec null). */
+  async listBans(): Promise<ListedBan[]> {
+    const out: ListedBan[] = [];
+    for (const address of await this.list()) {
+      const c = canonicalIp(address);
+      if (c && c.address === address) out.push({ address, family: c.family, timeoutSec: null });
+    }
+    return out;
   }
 
   async shutdown(): Promise<void> {

@@ -24,6 +24,7 @@ export function countingFailures(backend: FirewallBackend, onFailure: (op: strin
     // The queue asks whether it may send batches while others are in flight (ipset shell).
     pipelines: backend.pipelines ? (count: number) => backend.pipelines!(count) : undefined,
     list: () => backend.list(),
+    listBans: backend.listBans ? () => backend.listBans!() : undefined,
     shutdown: () => backend.shutdown(),
   };
 }

@@ -50,7 +50,8 @@ export interface NewBan {
   reasonService: string;
   reasonAccount: string;
   failures: number;
-  source: 'auto' | 'manual' | 'legacy';
+  /** kernel: adopted at start from a kernel ban the database lacked. */
+  source: 'auto' | 'manual' | 'legacy' | 'kernel';
 }
 
 export interface StoreOptions {
@@ -290,6 +291,11 @@ export class Store {
     if (batch.length === 0) return;
     this.recordEventsTx(batch);
     this.checkpointer?.noteCommit();
+  }
+
+  /** How long a statement waits for another connection's lock before SQLITE_BUSY. */
+  setBusyTimeout(ms: number): void {
+    this.sqlite.pragma(`busy_timeout = ${Math.max(0, Math.floor(ms))}`);
   }
 
   /** How many bans this host had before (for escalating ban times). */

@@ -1,0 +1,46 @@
+import type { ListedBan } from '../firewall/types';
+import { canonicalIp } from '../net/ip';
+import type { NewBan } from '../store';
+import type { Exemptions } from './index';
+
+/**
+ * The rows for kernel bans the database lacks: a SIGKILL between a kernel command and its
+ * commit, or a database lost or emptied, must not cost a ban the kernel still holds. Only
+ * canonical addresses of their own family, never an allowed one, each once. An ipset member
+ * keeps the time it has left (0: none, permanent); a rule keeps none, so it gets
+ * firstBanMs from now (null: permanent).
+ */
+export function bansToAdopt(listed: Iterable<ListedBan>, stored: Set<string>, allow: Exemptions, now: number, firstBanMs: number | null): NewBan[] {
+  const rows: NewBan[] = [];
+  const seen = new Set<string>();
+  for (const b of listed) {
+    const c = canonicalIp(b.address);
+    if (!c || c.address !== b.address || c.family !== b.family) continue;
+    if (!singleHost(c.address)) continue;
+    if (stored.has(b.address) || seen.has(b.address)) continue;
+    if (allow.matches(b.address, b.family) !== undefined) continue;
+    seen.add(b.address);
+    const until = b.timeoutSec === null
+      ? (firstBanMs === null || firstBanMs === 0 ? null : now + firstBanMs)
+      : b.timeoutSec === 0 ? null : now + b.timeoutSec * 1000;
+    rows.push({
+      address: b.address, family: b.family, now, until, source: 'kernel',
+      reasonKind: 'Adopted', reasonService: '', reasonAccount: '', failures: 0,
+    });
+  }
+  return rows;
+}
+
+/**
+ * False for an address that cannot be one remote host (unspecified, multicast, broadcast,
+ * IPv4 written as IPv6): such a member is nobody's ban to keep. The address validation of
+ * issue 12 item 2 may replace this with its shared check.
+ */
+function singleHost(address: string): boolean {
+  if (address.includes(':')) {
+    const a = address.toLowerCase();
+    return a !== '::' && !a.startsWith('ff') && !a.startsWith('::ffff:');
+  }
+  const first = Number(address.split('.')[0]);
+  return address !== '0.0.0.0' && address !== '255.255.255.255' && !(first >= 224 && first <= 239);
+}
