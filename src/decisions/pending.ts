@@ -6,7 +6,7 @@ export interface PendingBan { row: NewBan; banCount: number; since: number }
 
 /** First wait after a failed write, and the longest: doubled after each failure. */
 export const RETRY_FIRST_MS = 50;
-export const RETRY_MAX_MS = 5000;
+export const RETRY_MAX_MS = 2000;
 
 /** What status, metrics and health show of the database's state. */
 export interface StorageState {
