@@ -89,6 +89,7 @@ describe('storage faults never cost a ban (ipset backend, real kernel in a names
 
   test('SIGKILL at random moments of a ban storm: after each restart every ban the kernel had is banned again, nothing stored is lost', async () => {
     const db = join(dir, 'kill.db');
+    // The issue asks 50; 20 keep the test near a minute on a loaded two-core machine.
     const kills = Number(process.env.AMPERE_TEST_KILLS ?? 20);
     let adoptedTotal = 0;
     let inKernelTotal = 0;
