@@ -428,3 +428,25 @@ test('with a commit delay, a burst of automatic bans is stored together once the
   assert.equal(store.isBanned('192.0.2.5', now), false);
   assert.equal(store.banCount('192.0.2.5'), 1, 'the ban was stored before its unban');
 }));
+
+test('parseIpsetSave: members of the named set with their timeouts; anything else in the output is ignored', async () => {
+  const { parseIpsetSave } = await import('../src/firewall/ipset');
+  const text = [
+    'create ampere-v4 hash:ip family inet hashsize 1024 maxelem 1048576 timeout 0 bucketsize 12 initval 0x1',
+    'add ampere-v4 192.0.2.1 timeout 3599',
+    'add ampere-v4 192.0.2.2 timeout 0',
+    'add ampere-v4 192.0.2.3',
+    'add other-set 192.0.2.4 timeout 10',
+    'add ampere-v4 192.0.2.005 timeout 10',
+    'add ampere-v4 2001:db8::1 timeout 10',
+    'add ampere-v4 192.0.2.6 timeout -5',
+    'add ampere-v4 192.0.2.7;rm timeout 5',
+    '',
+  ].join('\n');
+  assert.deepEqual(parseIpsetSave(text, 'ampere-v4', 4), [
+    { address: '192.0.2.1', family: 4, timeoutSec: 3599 },
+    { address: '192.0.2.2', family: 4, timeoutSec: 0 },
+    { address: '192.0.2.3', family: 4, timeoutSec: 0 },
+    { address: '192.0.2.6', family: 4, timeoutSec: null },
+  ]);
+});

@@ -287,7 +287,8 @@ export class IpsetBackend implements FirewallBackend {
 
 /**
  * The members of one set in `ipset save` output: only `add` lines of that set whose address is
- * canonical and of the family; a timeout that is not a whole number reads as none (0).
+ * canonical and of the family. No timeout: 0 (permanent); one that is not a whole number:
+ * null (unknown, as for a rule).
  */
 export function parseIpsetSave(text: string, set: string, family: Family): ListedBan[] {
   const out: ListedBan[] = [];
@@ -297,7 +298,7 @@ export function parseIpsetSave(text: string, set: string, family: Family): Liste
     const c = canonicalIp(w[2] ?? '');
     if (!c || c.address !== w[2] || c.family !== family) continue;
     const t = w.indexOf('timeout');
-    const sec = t > 0 && /^\d{1,10}$/.test(w[t + 1] ?? '') ? Number(w[t + 1]) : 0;
+    const sec = t < 0 ? 0 : /^\d{1,10}$/.test(w[t + 1] ?? '') ? Number(w[t + 1]) : null;
     out.push({ address: c.address, family, timeoutSec: sec });
   }
   return out;
