@@ -7,6 +7,7 @@ import { Decisions, type KernelQueue } from '../src/decisions';
 import type { BanLines, KernelBan } from '../src/firewall';
 import { createLogger, type Logger } from '../src/log';
 import { Store } from '../src/store';
+import { parseIpsetSave } from '../src/firewall/ipset';
 import { AllowList, parseCidr } from '../src/net/cidr';
 
 function captureLog(): { log: Logger; lines: Record<string, unknown>[] } {
@@ -429,8 +430,7 @@ test('with a commit delay, a burst of automatic bans is stored together once the
   assert.equal(store.banCount('192.0.2.5'), 1, 'the ban was stored before its unban');
 }));
 
-test('parseIpsetSave: members of the named set with their timeouts; anything else in the output is ignored', async () => {
-  const { parseIpsetSave } = await import('../src/firewall/ipset');
+test('parseIpsetSave: members of the named set with their timeouts; anything else in the output is ignored', () => {
   const text = [
     'create ampere-v4 hash:ip family inet hashsize 1024 maxelem 1048576 timeout 0 bucketsize 12 initval 0x1',
     'add ampere-v4 192.0.2.1 timeout 3599',

@@ -1,9 +1,10 @@
 import type { SecurityEvent } from '../events/types';
 import type { BanLineFormat, BanLines, KernelBan, ListedBan } from '../firewall/types';
 import { bansToAdopt } from './adopt';
+import { restoreLines, restoreStream } from './restore';
 import type { Logger } from '../log';
 import { formatDuration } from '../config/duration';
-import { canonicalIp, familyOf, isCanonicalIp, type Family } from '../net/ip';
+import { canonicalIp, familyOf, type Family } from '../net/ip';
 import { banDuration, type BantimeOptions } from '../scoring/bantime';
 import type { NewBan, Store } from '../store';
 import { BannedSet, CountCache } from './banned';
@@ -106,11 +107,11 @@ export class Decisions {
       // looked at, not every ban.
       const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.matches(a, familyOf(a)) !== undefined);
       for (const address of allowed) this.liftAllowed(address, now);
-      await this.restoreLines(this.store.renderActiveBans(now, format), now, onLoaded);
+      await restoreLines({ kernel: this.kernel, store: this.store, log: this.log, banned: this.banned }, this.store.renderActiveBans(now, format), now, onLoaded);
       await this.reloadPending(now);
       return { restored: this.banned.size, lifted: allowed.length };
     }
-    const allowed = await this.restoreStream(this.store.streamActiveKernelBans(now), now, allow, onLoaded);
+    const allowed = await restoreStream(this.kernel, this.banned, this.store.streamActiveKernelBans(now), now, allow, onLoaded);
     for (const address of allowed) this.liftAllowed(address, now);
     await this.reloadPending(now);
     return { restored: this.banned.size, lifted: allowed.length };
@@ -147,58 +148,6 @@ export class Decisions {
       this.storeHealth.failed('lift of an allowed ban not stored', err, { address });
     }
     this.log.warn({ address }, 'stored ban lifted: address is allowed now');
-  }
-
-  /**
-   * restore for a backend that loads rendered lines. The kernel gets the bans first, and the
-   * in-memory set is made after: measured at 100k bans, making it while ipset loaded only
-   * slowed both (two cores). A malformed stored address (or a ban stored in between) found
-   * then makes a second load, from what was read here, through the queue's own checks.
-   */
-  private async restoreLines(lines: BanLines, now: number, onLoaded: (bans: number) => void): Promise<void> {
-    await this.kernel.setAllLines!(lines);
-    onLoaded(lines.count);
-    const banned = this.banned;
-    banned.clear();
-    let malformed = 0;
-    for (const b of this.store.streamActiveKernelBans(now)) {
-      // Kept, as the streamed load keeps it; the queue refuses (and logs) it in the second load.
-      if (!isCanonicalIp(b.address, b.family)) malformed++;
-      banned.set(b.address, b.until);
-    }
-    // Malformed addresses with other characters are not rendered: the count differs then too.
-    if (malformed > 0 || lines.count !== banned.size) {
-      this.log.warn({ malformed, loaded: lines.count, stored: banned.size }, 'restore: loading the stored bans again, checked one by one');
-      await this.kernel.setAll(this.bannedNow(), now);
-    }
-  }
-
-  /** restore for any other backend: the checks and the set are made as the load reads the bans. */
-  private async restoreStream(rows: Iterator<KernelBan>, now: number, allow: Exemptions, onLoaded: (bans: number) => void): Promise<string[]> {
-    const allowed: string[] = [];
-    const banned = this.banned;
-    banned.clear();
-    /** The next ban to load, after the allow-list check; undefined at the end. */
-    const next = (): KernelBan | undefined => {
-      for (let r = rows.next(); !r.done; r = rows.next()) {
-        const b = r.value;
-        if (allow.matches(b.address, b.family) !== undefined) { allowed.push(b.address); continue; }
-        banned.set(b.address, b.until);
-        return b;
-      }
-      return undefined;
-    };
-    // A plain iterator, not a generator: a load that stops early (a failed restore) cannot close it.
-    const bans: Iterable<KernelBan> = { [Symbol.iterator]: () => ({ next: () => { const b = next(); return b ? { value: b, done: false } : { value: undefined, done: true }; } }) };
-    try {
-      await this.kernel.setAll(bans, now);
-    } finally {
-      // Whatever a failed load did not read: the in-memory set (and with it the resync that
-      // follows a failure) must still hold every stored ban.
-      while (next() !== undefined) { /* banned.set happens in next() */ }
-    }
-    onLoaded(banned.size);
-    return allowed;
   }
 
   /** The in-memory bans as the kernel needs them. */
