@@ -198,12 +198,12 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     pending = [];
     try {
       store.recordEvents(batch);
-      decisions.storeHealth.ok();
+      decisions.storeHealth.ok('history');
     } catch (err) {
       // Kept for the next flush, up to a bound: history is worth less than the memory.
       const kept = Math.min(batch.length, Math.max(0, MAX_UNWRITTEN_EVENTS - pending.length));
       pending = batch.slice(batch.length - kept).concat(pending);
-      decisions.storeHealth.failed('event history kept for the next flush', err, { kept, lost: batch.length - kept });
+      decisions.storeHealth.failed('history', 'event history kept for the next flush', err, { kept, lost: batch.length - kept });
       return;
     }
     // A flood of new hosts meets the row cap within PRUNE_AFTER_EVENTS, not a prune interval later.

@@ -99,7 +99,7 @@ export class Decisions {
   async restore(now: number, allow: Exemptions, onLoaded: (bans: number) => void = () => {}): Promise<{ restored: number; lifted: number }> {
     this.flushWrites();
     // Expired rows are only marked: the loads below take active bans alone either way.
-    try { this.store.expireBans(now); } catch (err) { this.storeHealth.failed('expiry at start not stored', err); }
+    try { this.store.expireBans(now); } catch (err) { this.storeHealth.failed('expiry', 'expiry at start not stored', err); }
     const format = this.kernel.lineFormat;
     if (format) {
       // A text load checks nothing itself, so allowed addresses are lifted before it: only the
@@ -145,7 +145,7 @@ export class Decisions {
     try {
       this.store.liftBan(address, now, 'allowed');
     } catch (err) {
-      this.storeHealth.failed('lift of an allowed ban not stored', err, { address });
+      this.storeHealth.failed('other', 'lift of an allowed ban not stored', err, { address });
     }
     this.log.warn({ address }, 'stored ban lifted: address is allowed now');
   }
@@ -203,7 +203,7 @@ export class Decisions {
       try {
         banCount = this.store.banCount(address) + 1;
       } catch (err) {
-        this.storeHealth.failed('ban count not read: first ban duration used', err, { address });
+        this.storeHealth.failed('other', 'ban count not read: first ban duration used', err, { address });
       }
       const longer = untilFor(banCount);
       if (longer !== until) {
@@ -266,7 +266,7 @@ export class Decisions {
     try {
       had = this.store.liftBan(ip.address, now, why);
     } catch (err) {
-      this.storeHealth.failed('unban not stored: the stored ban comes back at the next start', err, { address: ip.address });
+      this.storeHealth.failed('other', 'unban not stored: the stored ban comes back at the next start', err, { address: ip.address });
     }
     const inMemory = this.banned.delete(ip.address);
     // Remove from the kernel even when the database had nothing: never leave a stray ban behind.
@@ -288,7 +288,7 @@ export class Decisions {
     try {
       for (const b of this.store.liftAllBans(now, 'unban')) gone.set(b.address, b.family as Family);
     } catch (err) {
-      this.storeHealth.failed('unban of all not stored: the stored bans come back at the next start', err);
+      this.storeHealth.failed('other', 'unban of all not stored: the stored bans come back at the next start', err);
     }
     for (const a of this.banned.keys()) gone.set(a, familyOf(a));
     this.banned.clear();
@@ -314,10 +314,10 @@ export class Decisions {
     let dbFailed = false;
     try {
       due = this.store.expireBans(now);
-      this.storeHealth.ok();
+      this.storeHealth.ok('expiry');
     } catch (err) {
       dbFailed = true;
-      this.storeHealth.failed('expiry not stored: bans end by their in-memory time', err);
+      this.storeHealth.failed('expiry', 'expiry not stored: bans end by their in-memory time', err);
     }
     const gone: { address: string; family: Family; startedAt: number | null; until: number }[] = [];
     for (const b of due) {

@@ -22,36 +22,52 @@ export interface StorageState {
 }
 
 /**
- * Whether database writes succeed, as every writer reports it: a failure is logged (the first
- * at once, repeats at most once per logEveryMs, with a count) so a failing disk cannot flood
- * the log, and health reads the state.
+ * What a database operation was for: a channel with a retry clears its failure when it
+ * succeeds; a one-shot failure ('other': an unban, a read) is cleared by any success.
+ */
+export type StoreChannel = 'bans' | 'expiry' | 'history' | 'other';
+
+/**
+ * Whether database writes succeed, as every writer reports it: a failure is logged (per
+ * message, the first at once, repeats at most once per logEveryMs with a count) so a failing
+ * disk cannot flood the log, and health reads the state.
  */
 export class StoreHealth {
-  failingSince: number | null = null;
   lastError: string | null = null;
   failures = 0;
-  private lastLogAt = -Infinity;
-  private unlogged = 0;
+  private readonly failing = new Map<StoreChannel, number>();
+  private readonly logged = new Map<string, { at: number; unlogged: number }>();
 
   constructor(private readonly log: Logger, private readonly clock: () => number = Date.now, private readonly logEveryMs = 10_000) {}
 
-  ok(): void {
-    if (this.failingSince !== null) this.log.info({ failedFor: this.clock() - this.failingSince, failures: this.unlogged }, 'database writes succeed again');
-    this.failingSince = null;
-    this.unlogged = 0;
+  /** Epoch ms since when some channel fails; null when none does. */
+  get failingSince(): number | null {
+    let min: number | null = null;
+    for (const t of this.failing.values()) if (min === null || t < min) min = t;
+    return min;
   }
 
-  failed(what: string, err: unknown, fields: Record<string, unknown> = {}): void {
+  ok(channel: StoreChannel): void {
+    const before = this.failingSince;
+    this.failing.delete(channel);
+    this.failing.delete('other');
+    if (before !== null && this.failingSince === null) {
+      this.log.info({ failedFor: this.clock() - before }, 'database writes succeed again');
+      this.logged.clear();
+    }
+  }
+
+  failed(channel: StoreChannel, what: string, err: unknown, fields: Record<string, unknown> = {}): void {
     const now = this.clock();
     this.failures++;
     this.lastError = `${what}: ${err instanceof Error ? err.message : String(err)}`;
-    if (this.failingSince === null) this.failingSince = now;
-    if (now - this.lastLogAt >= this.logEveryMs || this.unlogged === 0 && this.lastLogAt === -Infinity) {
-      this.log.error({ ...fields, err: String(err), repeats: this.unlogged }, `database write failed: ${what}`);
-      this.lastLogAt = now;
-      this.unlogged = 0;
+    if (!this.failing.has(channel)) this.failing.set(channel, now);
+    const l = this.logged.get(what);
+    if (!l || now - l.at >= this.logEveryMs) {
+      this.log.error({ ...fields, err: String(err), repeats: l?.unlogged ?? 0 }, `database write failed: ${what}`);
+      this.logged.set(what, { at: now, unlogged: 0 });
     } else {
-      this.unlogged++;
+      l.unlogged++;
     }
   }
 }
@@ -106,13 +122,13 @@ export class PendingWrites {
       if (batch.length === 1) this.store.recordBan(batch[0].row);
       else this.store.recordBans(batch.map((b) => b.row));
     } catch (err) {
-      this.health.failed('ban rows kept in memory and retried', err, { pending: batch.length, retryInMs: this.delay, addresses: batch.slice(0, 20).map((b) => b.row.address) });
+      this.health.failed('bans', 'ban rows kept in memory and retried', err, { pending: batch.length, retryInMs: this.delay, addresses: batch.slice(0, 20).map((b) => b.row.address) });
       this.schedule();
       return false;
     }
     this.items = [];
     this.delay = RETRY_FIRST_MS;
-    this.health.ok();
+    this.health.ok('bans');
     this.onStored(batch);
     return true;
   }
