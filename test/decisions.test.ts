@@ -450,3 +450,23 @@ test('parseIpsetSave: members of the named set with their timeouts; anything els
     { address: '192.0.2.6', family: 4, timeoutSec: null },
   ]);
 });
+
+test('adopt: a kernel member whose ban the database already ended (a crash between an unban or expiry and its kernel command) is not brought back', () => withStore(async (store) => {
+  const now = Date.now();
+  const d0 = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  d0.ban('192.0.2.40', 4, reason, now - 1000, 'auto'); // until now + 3599 s, then unbanned
+  d0.ban('192.0.2.41', 4, reason, now - 1000, 'auto'); // unbanned; the kernel holds a newer ban
+  d0.ban('192.0.2.42', 4, reason, now - 3_700_000, 'auto'); // expired (rules: its rule stayed)
+  d0.flushWrites();
+  await d0.unban('192.0.2.40', now - 500, 'unban');
+  await d0.unban('192.0.2.41', now - 500, 'unban');
+  await d0.expire(now);
+  const d = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  const n = d.adopt([
+    { address: '192.0.2.40', family: 4, timeoutSec: 3599 }, // the unbanned ban itself: not adopted
+    { address: '192.0.2.41', family: 4, timeoutSec: 7000 }, // another ban (its row lost): adopted
+    { address: '192.0.2.42', family: 4, timeoutSec: null }, // a rule of an expired ban: not adopted
+  ], now, new AllowList());
+  assert.equal(n, 1);
+  assert.deepEqual(store.activeKernelBans(now).map((b) => b.address), ['192.0.2.41']);
+}));

@@ -125,7 +125,7 @@ export class Decisions {
   adopt(listed: ListedBan[], now: number, allow: Exemptions): number {
     if (listed.length === 0) return 0;
     const stored = new Set(this.store.activeKernelBans(now).map((b) => b.address));
-    const rows = bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime));
+    const rows = bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime), (address) => this.store.latestBan(address));
     if (rows.length === 0) return 0;
     for (const row of rows) this.pending.push({ row, banCount: 1, since: now }, 0);
     this.pending.flush(true);

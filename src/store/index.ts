@@ -362,6 +362,11 @@ export class Store {
     return [...found];
   }
 
+  /** A host's most recent ban row (undefined: never banned). */
+  latestBan(address: string): { until: number | null; liftedAt: number | null } | undefined {
+    return this.sql('SELECT until, lifted_at AS liftedAt FROM bans INDEXED BY bans_address WHERE address = ? ORDER BY started_at DESC, id DESC LIMIT 1').get(address) as { until: number | null; liftedAt: number | null } | undefined;
+  }
+
   isBanned(address: string, now: number): boolean {
     return this.sql(`SELECT 1 FROM bans INDEXED BY bans_address WHERE bans.address = ? AND ${ACTIVE}`).get(address, now) !== undefined;
   }
