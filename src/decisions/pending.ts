@@ -79,7 +79,8 @@ export class StoreHealth {
  */
 export class PendingWrites {
   private items: PendingBan[] = [];
-  private timer: NodeJS.Timeout | null = null;
+  /** The write waiting to run (after the loop turn, commitDelayMs or a backoff), if any. */
+  private timer: { cancel(): void } | null = null;
   private delay = RETRY_FIRST_MS;
   private backingOff = false;
 
@@ -99,9 +100,7 @@ export class PendingWrites {
   /** Queue a row; it is written after delayMs (0: after this loop turn) unless a retry is waiting. */
   push(p: PendingBan, delayMs: number): void {
     this.items.push(p);
-    if (this.timer !== null) return;
-    if (delayMs > 0) this.timer = setTimeout(() => this.tick(), delayMs);
-    else this.timer = setImmediate(() => this.tick()) as unknown as NodeJS.Timeout;
+    if (this.timer === null) this.timer = later(() => this.tick(), delayMs);
   }
 
   private tick(): void {
@@ -134,10 +133,10 @@ export class PendingWrites {
   }
 
   private schedule(): void {
-    if (this.timer !== null) { clearTimeout(this.timer); clearImmediate(this.timer as unknown as NodeJS.Immediate); }
+    this.timer?.cancel();
     this.backingOff = true;
-    this.timer = setTimeout(() => this.tick(), this.delay);
-    this.timer.unref?.();
+    // Unref'd: a retry alone does not keep a process alive (the daemon's own timers do).
+    this.timer = later(() => this.tick(), this.delay, true);
     this.delay = Math.min(this.delay * 2, RETRY_MAX_MS);
   }
 
@@ -150,8 +149,16 @@ export class PendingWrites {
 
   /** Stop the retry timer (shutdown); the rows stay for a last flush. */
   stop(): void {
-    if (this.timer !== null) { clearTimeout(this.timer); clearImmediate(this.timer as unknown as NodeJS.Immediate); }
+    this.timer?.cancel();
     this.timer = null;
     this.backingOff = false;
   }
+}
+
+/** fn after ms (0: after this loop turn), cancellable. */
+function later(fn: () => void, ms: number, unref = false): { cancel(): void } {
+  if (ms <= 0) { const i = setImmediate(fn); return { cancel: () => clearImmediate(i) }; }
+  const t = setTimeout(fn, ms);
+  if (unref) t.unref();
+  return { cancel: () => clearTimeout(t) };
 }
