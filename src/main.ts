@@ -11,6 +11,7 @@ import { controlRoutes } from './control/routes';
 import { claimSocket, ControlServer } from './control/server';
 import type { AllowView } from './control/views';
 import { Decisions, type StorageState } from './decisions';
+import { storageProblems } from './decisions/pending';
 import { toSecurityEvent, type SecurityEvent } from './events';
 import { takeDaemonLocks } from './lock';
 import { chooseIpv6, createFirewall, FirewallQueue } from './firewall';
@@ -104,16 +105,6 @@ const PRUNE_INTERVAL_MS = 10_000;
 const PRUNE_AFTER_EVENTS = 10_000;
 /** Offending events kept in memory while the history cannot be written. */
 const MAX_UNWRITTEN_EVENTS = 100_000;
-/** A ban row pending longer than this, or any failing write, is a health problem. */
-const PENDING_HEALTH_MS = 60_000;
-
-/** Health problems of the database side. */
-export function storageProblems(s: StorageState, now: number): string[] {
-  const out: string[] = [];
-  if (s.failingSince !== null) out.push(`database writes failing since ${new Date(s.failingSince).toISOString()}: ${s.lastError ?? ''}`);
-  if (s.oldestPendingSince !== null && now - s.oldestPendingSince > PENDING_HEALTH_MS) out.push(`${s.pending} bans in the kernel not stored for more than ${PENDING_HEALTH_MS / 1000} s`);
-  return out;
-}
 
 /** The composition root: AMI -> events -> scoring -> decisions -> store + firewall; control, metrics, backups beside. */
 export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Daemon> {

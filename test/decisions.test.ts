@@ -470,3 +470,13 @@ test('adopt: a kernel member whose ban the database already ended (a crash betwe
   assert.equal(n, 1);
   assert.deepEqual(store.activeKernelBans(now).map((b) => b.address), ['192.0.2.41']);
 }));
+
+test('health: failing writes, and a ban row pending more than 60 s, are problems; a short wait is not', async () => {
+  const { storageProblems } = await import('../src/decisions/pending.js');
+  const now = 1_000_000_000;
+  const base = { pending: 0, oldestPendingSince: null, failingSince: null, lastError: null, failures: 0 };
+  assert.deepEqual(storageProblems(base, now), []);
+  assert.deepEqual(storageProblems({ ...base, pending: 3, oldestPendingSince: now - 59_000 }, now), []);
+  assert.match(storageProblems({ ...base, pending: 3, oldestPendingSince: now - 61_000 }, now).join(), /3 bans in the kernel not stored for more than 60 s/);
+  assert.match(storageProblems({ ...base, failingSince: now - 10, lastError: 'expiry: SQLITE_READONLY' }, now).join(), /database writes failing since .*SQLITE_READONLY/);
+});

@@ -21,6 +21,17 @@ export interface StorageState {
   failures: number;
 }
 
+/** A ban row pending longer than this, or any failing write, is a health problem. */
+export const PENDING_HEALTH_MS = 60_000;
+
+/** Health problems of the database side. */
+export function storageProblems(s: StorageState, now: number): string[] {
+  const out: string[] = [];
+  if (s.failingSince !== null) out.push(`database writes failing since ${new Date(s.failingSince).toISOString()}: ${s.lastError ?? ''}`);
+  if (s.oldestPendingSince !== null && now - s.oldestPendingSince > PENDING_HEALTH_MS) out.push(`${s.pending} bans in the kernel not stored for more than ${PENDING_HEALTH_MS / 1000} s`);
+  return out;
+}
+
 /**
  * What a database operation was for: a channel with a retry clears its failure when it
  * succeeds; a one-shot failure ('other': an unban, a read) is cleared by any success.
