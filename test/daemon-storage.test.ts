@@ -187,11 +187,13 @@ describe('storage faults never cost a ban (ipset backend, real kernel in a names
       assert.equal(d.proc.exitCode, null, 'the daemon stays up');
       assert.notEqual((await health(db)).code, 0, 'health fails while the disk is full');
       rmSync(fill);
-      const ms = await eventually('every ban stored', () => { const s = storedBans(db); return banned.every((a) => s.has(a)); }, 10_000);
+      const ms = await eventually('every ban stored', () => { const s = storedBans(db); return banned.every((a) => s.has(a)); }, 10_000)
+        .catch((err) => { throw new Error(`${(err as Error).message}\n${d.lines.filter((l) => l.level >= 40).slice(-15).map((l) => JSON.stringify(l)).join('\n')}`); });
       console.log(`# full disk: ${banned.length} bans in the kernel meanwhile, stored ${ms} ms after space was freed`);
       await d.stop();
       assert.equal(integrity(db), 'ok');
     } finally {
+      await Promise.all(daemons.map((x) => x.stop()));
       await sh('umount', [mnt]);
       rmSync(mnt, { recursive: true, force: true });
     }
