@@ -1,7 +1,8 @@
 import { lookup } from 'node:dns/promises';
-import { readFileSync, writeFileSync, renameSync } from 'node:fs';
+import { readFileSync, writeFileSync, renameSync, statSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { AmiConnection, type AmiMessage } from './ami';
 import { SecurityHearing } from './ami/heard';
 import { BackupScheduler } from './backup';
@@ -10,7 +11,8 @@ import { controlSocketPath, statusPath } from './control/paths';
 import { controlRoutes } from './control/routes';
 import { claimSocket, ControlServer } from './control/server';
 import type { AllowView } from './control/views';
-import { Decisions } from './decisions';
+import { Decisions, type StorageState } from './decisions';
+import { storageProblems } from './decisions/pending';
 import { toSecurityEvent, type SecurityEvent } from './events';
 import { takeDaemonLocks } from './lock';
 import { chooseIpv6, createFirewall, FirewallQueue } from './firewall';
@@ -23,6 +25,7 @@ import { AllowList, parseCidr } from './net/cidr';
 import { canonicalIp } from './net/ip';
 import { PenaltyTable } from './scoring';
 import { Pruner, Store } from './store';
+import { DAEMON_BUSY_TIMEOUT_MS } from './store/open';
 
 export interface DaemonStats {
   startedAt: number;
@@ -77,6 +80,10 @@ export interface DaemonStatus {
   bans: { active: { v4: number; v6: number; total: number }; made: number; lifted: number };
   firewall: { backend: string; chain: string; target: string; inSync: boolean; lastSyncAt: number | null; lastError: string | null; batches: number; verify: ReconcilerState };
   backup: BackupScheduler['state'];
+  /** Ban rows not stored yet (retried), and whether database writes fail. */
+  storage: StorageState;
+  /** The event loop's delay over the last minute (perf_hooks): how long an event can wait. */
+  eventLoop: { delayP99Ms: number; delayMaxMs: number };
 }
 
 const VERSION = (() => {
@@ -98,6 +105,8 @@ const HOST_MAX_AGE_MS = 7 * 86_400_000;
 /** How often the database is pruned (in small steps that yield): often enough that a flood of new hosts meets the cap soon. */
 const PRUNE_INTERVAL_MS = 10_000;
 const PRUNE_AFTER_EVENTS = 10_000;
+/** Offending events kept in memory while the history cannot be written. */
+const MAX_UNWRITTEN_EVENTS = 100_000;
 
 /** The composition root: AMI -> events -> scoring -> decisions -> store + firewall; control, metrics, backups beside. */
 export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Daemon> {
@@ -110,6 +119,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const socketPath = controlSocketPath(cfg.db);
   try { await claimSocket(socketPath); } catch (err) { await locks.release(); throw err; }
 
+  // A database file truncated to nothing opens as a new, empty one: said loudly, and the
+  // kernel's bans are adopted below instead of being replaced by nothing.
+  const emptyDb = (() => { try { return statSync(cfg.db).size === 0; } catch { return false; } })();
   const store = new Store(cfg.db, cfg.history);
   const allow = new AllowList(cfg.allow);
   const fixedAllow: AllowView[] = [
@@ -146,6 +158,11 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const decisions = new Decisions(store, firewall, { bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max }, log, (what, _address, detail) => {
     if (what === 'ban') { stats.bans++; metrics?.ban(detail); } else { stats.unbans++; metrics?.unban(detail); }
   }, BAN_COMMIT_DELAY_MS);
+  // Before the kernel is loaded from the database: what the kernel holds that the database
+  // lacks (a kill before a commit, a lost database) is stored first, so the load keeps it.
+  const inKernel = backend.listBans ? await backend.listBans().catch((err) => { log.error({ err: String(err) }, 'kernel bans not listed: none adopted'); return []; }) : [];
+  const adopted = decisions.adopt(inKernel, Date.now(), allow);
+  if (emptyDb) log.warn({ db: cfg.db, adopted, inKernel: inKernel.length }, `database ${cfg.db} was empty (0 bytes): started from an empty database, keeping the ${adopted} bans the kernel held`);
   const tRestore = performance.now();
   // Logged the moment the kernel holds every stored ban (unless the load failed: inSync false,
   // and the resync below retries it); the daemon's own set of them, AMI and the control
@@ -161,6 +178,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const verifier = reconciler;
   const inSync = () => firewall.healthy && !verifier.drifting;
   const hearing = new SecurityHearing();
+  // From now on SQLite never holds the event loop for another process's lock: writes that
+  // meet one fail at once and are retried (bans, history, expiry).
+  store.setBusyTimeout(DAEMON_BUSY_TIMEOUT_MS);
   // WAL checkpoints (an fsync each) run on a worker thread, never inside a ban's commit. Its
   // start (a second isolate, ~90 ms of CPU) waits until the bans are loaded: on two cores it
   // took a core from ipset's loaders.
@@ -178,7 +198,16 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     if (pending.length === 0) return;
     const batch = pending;
     pending = [];
-    try { store.recordEvents(batch); } catch (err) { log.error({ err: String(err), lost: batch.length }, 'event history write failed'); }
+    try {
+      store.recordEvents(batch);
+      decisions.storeHealth.ok('history');
+    } catch (err) {
+      // Kept for the next flush, up to a bound: history is worth less than the memory.
+      const kept = Math.min(batch.length, Math.max(0, MAX_UNWRITTEN_EVENTS - pending.length));
+      pending = batch.slice(batch.length - kept).concat(pending);
+      decisions.storeHealth.failed('history', 'event history kept for the next flush', err, { kept, lost: batch.length - kept });
+      return;
+    }
     // A flood of new hosts meets the row cap within PRUNE_AFTER_EVENTS, not a prune interval later.
     if ((sincePrune += batch.length) >= PRUNE_AFTER_EVENTS) { sincePrune = 0; void prune(); }
   };
@@ -249,6 +278,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     else if (verifier.drifting) problems.push('firewall not in sync: the kernel differs from the database (drift found, repair under way)');
     const deaf = hearing.problem(Date.now(), cfg.user, ami.state === 'connected');
     if (deaf) problems.push(deaf);
+    problems.push(...storageProblems(decisions.storage(), Date.now()));
     return { healthy: problems.length === 0, problems };
   };
 
@@ -266,6 +296,8 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
       bans: { active: { ...active, total: active.v4 + active.v6 }, made: stats.bans, lifted: stats.unbans },
       firewall: { backend: backend.name, chain: cfg.chain, target: cfg.target, inSync: inSync(), lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches, verify: { ...verifier.state } },
       backup: { ...backups.state },
+      storage: decisions.storage(),
+      eventLoop: { delayP99Ms: Math.round(loopDelay.percentile(99) / 1e4) / 100, delayMaxMs: Math.round(loopDelay.max / 1e4) / 100 },
     };
   };
 
@@ -284,7 +316,11 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     try { writeFileSync(`${statusFile}.tmp`, body); renameSync(`${statusFile}.tmp`, statusFile); } catch (err) { log.warn({ err: String(err) }, 'status file not written'); }
   };
 
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
   const timers = [
+    // The event loop's delay as status shows it: over the last minute or so.
+    setInterval(() => loopDelay.reset(), 60_000),
     setInterval(flush, 200),
     setInterval(() => { decisions.expire(Date.now()).catch((err) => log.error({ err: String(err) }, 'expiry failed')); }, 1000),
     setInterval(() => penalties.prune(Date.now()), 30_000),
@@ -301,6 +337,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     metrics = new Metrics({
       activeBans: () => decisions.countByFamily(), trackedHosts: () => penalties.size,
       amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, amiMalformed: () => ami.counts.malformed, amiMerged: () => ami.counts.merged, amiDistrusted: () => ami.counts.distrusted, firewallInSync: inSync,
+      pendingBanWrites: () => decisions.storage().pending, storeWriteFailures: () => decisions.storage().failures,
     });
     try {
       metricsServer = await serveMetrics(cfg.metrics, metrics, health, log);
@@ -321,7 +358,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     flush();
     await pruner.stop();
     await firewall.idle();
-    decisions.flushWrites();
+    const unstored = decisions.close();
+    if (unstored > 0) log.error({ unstored }, 'bans not stored at stop: the kernel keeps them, and the next start adopts them');
+    loopDelay.disable();
     firewall.conntrack?.close();
     await backend.shutdown();
     writeStatus();

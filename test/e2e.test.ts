@@ -157,6 +157,19 @@ function dbRows(address: string): { bans: BanRow[]; host: { banned: number; ban_
   }
 }
 const activeBan = (address: string) => dbRows(address).bans.find((b) => b.lifted_at === null && (b.until === null || b.until > Date.now()));
+/**
+ * The ban's row once it is stored: the kernel gets a ban first and the row follows (automatic
+ * bans are committed together a little later), so a row read right after the kernel showed the
+ * ban may not be there yet. Polls up to boundMs.
+ */
+async function storedBan(address: string, boundMs = 5000): Promise<ReturnType<typeof activeBan>> {
+  const end = Date.now() + boundMs;
+  for (;;) {
+    const b = activeBan(address);
+    if (b || Date.now() > end) return b;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 // ---------------------------------------------------------------- Ampere --
 type LogLine = { msg?: string; level?: number; address?: string; [k: string]: unknown };
@@ -404,7 +417,7 @@ e2e('TCP attackers over IPv4 and IPv6 are banned, and then cannot even connect',
   assert.deepEqual(r6.map((x) => x.status), Array(LOYALTY).fill(401));
   assert.ok(await waitBanned(a4.v4), 'IPv4 TCP attacker banned');
   assert.ok(await waitBanned(a6.v6), 'IPv6 TCP attacker banned');
-  assert.ok(activeBan(a6.v6), 'IPv6 ban in the database');
+  assert.ok(await storedBan(a6.v6), 'IPv6 ban in the database');
   const [c4] = await register(a4, ['x'], { transport: 'tcp', timeout: 1500 });
   assert.deepEqual([c4.status, c4.stage], ['timeout', 'connect']);
   const [c6] = await register(a6, ['x'], { transport: 'tcp', server: PBX6, timeout: 1500 });
@@ -577,7 +590,7 @@ e2e('after bantime the ban is gone from the kernel and the database', async () =
   await register(a, wrong(LOYALTY, 'expiry'));
   const t0 = Date.now();
   assert.ok(await waitBanned(a.v4, 3000), 'banned');
-  const ban = activeBan(a.v4);
+  const ban = await storedBan(a.v4);
   assert.ok(ban && ban.until !== null, 'a timed ban in the database');
   assert.ok(ban.until! - ban.started_at <= 5_000 + 1_000, `ban length ${ban.until! - ban.started_at} ms`);
   assert.ok(await waitUnbanned(a.v4, 15_000), 'gone from the kernel after bantime');

@@ -57,6 +57,8 @@ export async function statusCommand(args: string[]): Promise<number> {
     ...(s.backup.lastError ? [['backup error', `${formatTime(s.backup.lastError.at)} ${s.backup.lastError.message}`] as [string, string]] : []),
     ['metrics', s.metrics ? `http://${s.metrics}/metrics` : 'off (AMPERE_METRICS)'],
     ['database', s.db],
+    ['ban rows', !s.storage ? '-' : `${s.storage.pending} pending${s.storage.oldestPendingSince !== null ? ` (oldest since ${formatTime(s.storage.oldestPendingSince)})` : ''}; writes ${s.storage.failingSince !== null ? `FAILING since ${formatTime(s.storage.failingSince)}: ${s.storage.lastError}` : 'ok'}, ${s.storage.failures} failed since start`],
+    ['event loop', s.eventLoop ? `delay p99 ${s.eventLoop.delayP99Ms} ms, max ${s.eventLoop.delayMaxMs} ms (last minute)` : '-'],
     ['wal checkpoints', !s.checkpointer ? 'inside commits (no checkpointer thread)' : s.checkpointer.failed ? 'checkpointer FAILED: SQLite checkpoints inside commits again' : `worker thread ${s.checkpointer.running ? 'running' : 'stopped'}, ${s.checkpointer.checkpoints} passes, log at ${s.checkpointer.walFrames} frames`],
     ['events', `${s.events.total} total, ${s.events.lastMinute.total} in the last minute, ${s.events.malformed} malformed`],
   ]));

@@ -1,6 +1,7 @@
 import type { Logger } from '../log';
 import { checkBatch, SkipLog } from './exec';
-import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
+import { familyOf } from '../net/ip';
+import type { FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 
 /** Touches no kernel state: logs what it would do and keeps the bans in memory (development). */
 export class DryRunBackend implements FirewallBackend {
@@ -44,6 +45,12 @@ export class DryRunBackend implements FirewallBackend {
   async list(): Promise<string[]> {
     const now = this.clock();
     return [...this.bans].filter(([, until]) => until === null || until > now).map(([a]) => a);
+  }
+
+  async listBans(): Promise<ListedBan[]> {
+    const now = this.clock();
+    return [...this.bans].filter(([, until]) => until === null || until > now)
+      .map(([address, until]) => ({ address, family: familyOf(address), timeoutSec: until === null ? 0 : Math.ceil((until - now) / 1000) }));
   }
 
   async shutdown(): Promise<void> {}

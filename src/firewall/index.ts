@@ -5,7 +5,7 @@ import { IpsetBackend } from './ipset';
 import { RulesBackend } from './rules';
 import type { FirewallBackend, FirewallOptions } from './types';
 
-export type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
+export type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 export type { IptablesTools, Flavour } from './detect';
 export { detectIptables } from './detect';
 export { FirewallQueue, type QueueOptions } from './queue';

@@ -8,7 +8,7 @@ import { loadDroppingRefused, refusedLine, splitLines, type RefusedLine } from '
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
 import { RulesetCache } from './monitor';
-import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan } from './types';
+import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 import { inspectIpset, parseSetHeaders, setView, type KernelView } from './verify';
 
 /** The kernel refuses element timeouts above this (about 24.8 days). */
@@ -302,14 +302,15 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   async list(): Promise<string[]> {
-    const out: string[] = [];
+    return (await this.listBans()).map((b) => b.address);
+  }
+
+  /** `ipset save` of each set: `add <set> <address> timeout <seconds>` per member. */
+  async listBans(): Promise<ListedBan[]> {
+    const out: ListedBan[] = [];
     for (const f of this.families) {
       const { stdout } = await this.ipset(['save', this.setName(f)]);
-      for (const line of stdout.split('\n')) {
-        const w = line.split(' ');
-        const c = w[0] === 'add' ? canonicalIp(w[2] ?? '') : null;
-        if (c) out.push(c.address);
-      }
+      out.push(...parseIpsetSave(stdout, this.setName(f), f));
     }
     return out;
   }
@@ -327,4 +328,23 @@ export class IpsetBackend implements FirewallBackend {
     this.shell?.close();
     this.ruleset.close();
   }
+}
+
+/**
+ * The members of one set in `ipset save` output: only `add` lines of that set whose address is
+ * canonical and of the family. No timeout: 0 (permanent); one that is not a whole number:
+ * null (unknown, as for a rule).
+ */
+export function parseIpsetSave(text: string, set: string, family: Family): ListedBan[] {
+  const out: ListedBan[] = [];
+  for (const line of text.split('\n')) {
+    const w = line.trim().split(/\s+/);
+    if (w[0] !== 'add' || w[1] !== set) continue;
+    const c = canonicalIp(w[2] ?? '');
+    if (!c || c.address !== w[2] || c.family !== family) continue;
+    const t = w.indexOf('timeout');
+    const sec = t < 0 ? 0 : /^\d{1,10}$/.test(w[t + 1] ?? '') ? Number(w[t + 1]) : null;
+    out.push({ address: c.address, family, timeoutSec: sec });
+  }
+  return out;
 }

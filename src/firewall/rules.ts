@@ -3,7 +3,7 @@ import { canonicalIp, type Family } from '../net/ip';
 import { ensureChain, familyBinaries, familyTools, listRules, restoreFilter, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
 import { checkBatch, checkChainName, checkedIp, CommandError, requireBinaries, SkipLog } from './exec';
-import type { FirewallBackend, FirewallOptions, KernelBan } from './types';
+import type { FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 import { RulesetCache } from './monitor';
 import { inspectRules, type KernelView } from './verify';
 
@@ -152,6 +152,16 @@ export class RulesBackend implements FirewallBackend {
   /** Each family's filter table: the chain holds one ban rule per host, then RETURN. */
   inspect(): Promise<KernelView> {
     return inspectRules({ fams: this.fams, chain: this.opts.chain, tables: () => this.ruleset.tables(), target: this.opts.target });
+  }
+
+  /** The chain's ban rules; a rule keeps no time (timeoutSec null). */
+  async listBans(): Promise<ListedBan[]> {
+    const out: ListedBan[] = [];
+    for (const address of await this.list()) {
+      const c = canonicalIp(address);
+      if (c && c.address === address) out.push({ address, family: c.family, timeoutSec: null });
+    }
+    return out;
   }
 
   async shutdown(): Promise<void> {

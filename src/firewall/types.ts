@@ -34,6 +34,17 @@ export interface BanLines {
   count: number;
 }
 
+/**
+ * A ban as the kernel holds it in Ampere's own sets or chain, read back at start.
+ * timeoutSec: seconds left (0: no timeout, a permanent ipset member); null when the backend
+ * keeps no time (rules).
+ */
+export interface ListedBan {
+  address: string;
+  family: Family;
+  timeoutSec: number | null;
+}
+
 /** What a backend needs to know; built from the config by the composition root. */
 export interface FirewallOptions {
   chain: string; // e.g. "ampere"
@@ -90,6 +101,11 @@ export interface FirewallBackend {
    * the members per family (see verify.ts). Absent: nothing to check (dry-run).
    */
   inspect?(): Promise<KernelView>;
+  /**
+   * The bans in Ampere's own sets or chain with the time they have left, canonical addresses
+   * only (a start adopts those the database lacks). Absent: the backend cannot tell.
+   */
+  listBans?(): Promise<ListedBan[]>;
   /** Leave bans in the kernel; only release resources. */
   shutdown(): Promise<void>;
 }

@@ -26,6 +26,7 @@ export function countingFailures(backend: FirewallBackend, onFailure: (op: strin
     list: () => backend.list(),
     // The reconciler's look at the kernel (not a change: its failures are not counted here).
     inspect: backend.inspect ? () => backend.inspect!() : undefined,
+    listBans: backend.listBans ? () => backend.listBans!() : undefined,
     shutdown: () => backend.shutdown(),
   };
 }

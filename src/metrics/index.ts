@@ -13,6 +13,9 @@ export interface MetricsSources {
   amiMerged(): number;
   amiDistrusted(): number;
   firewallInSync(): boolean;
+  /** Ban rows not stored yet, and failed database writes since start (optional: older callers). */
+  pendingBanWrites?(): number;
+  storeWriteFailures?(): number;
 }
 
 /** Seconds from the deciding AMI event's arrival to the ban being in the kernel. */
@@ -52,6 +55,12 @@ export class Metrics {
     new Gauge({
       name: 'ampere_active_bans', help: 'Bans in force, by address family.', labelNames: ['family'], registers,
       collect() { const b = src.activeBans(); this.set({ family: 'ipv4' }, b.v4); this.set({ family: 'ipv6' }, b.v6); },
+    });
+    new Gauge({ name: 'ampere_pending_ban_writes', help: 'Bans in the kernel whose database row is not written yet (retried).', registers, collect() { this.set(src.pendingBanWrites?.() ?? 0); } });
+    let lastStoreFailures = 0;
+    new Counter({
+      name: 'ampere_store_write_failures_total', help: 'Database writes that failed (bans, expiry, history); each is retried.', registers,
+      collect() { const n = src.storeWriteFailures?.() ?? 0; if (n > lastStoreFailures) { this.inc(n - lastStoreFailures); lastStoreFailures = n; } },
     });
     new Gauge({ name: 'ampere_tracked_hosts', help: 'Hosts with a penalty being tracked in memory.', registers, collect() { this.set(src.trackedHosts()); } });
     new Gauge({ name: 'ampere_ami_connected', help: '1 when logged in to the Asterisk Manager Interface.', registers, collect() { this.set(src.amiConnected() ? 1 : 0); } });

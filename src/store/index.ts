@@ -50,7 +50,8 @@ export interface NewBan {
   reasonService: string;
   reasonAccount: string;
   failures: number;
-  source: 'auto' | 'manual' | 'legacy' | 'fail2ban';
+  /** kernel: adopted at start from a kernel ban the database lacked. */
+  source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'kernel';
 }
 
 export interface StoreOptions {
@@ -297,6 +298,11 @@ export class Store {
     this.checkpointer?.noteCommit();
   }
 
+  /** How long a statement waits for another connection's lock before SQLITE_BUSY. */
+  setBusyTimeout(ms: number): void {
+    this.sqlite.pragma(`busy_timeout = ${Math.max(0, Math.floor(ms))}`);
+  }
+
   /** How many bans this host had before (for escalating ban times). */
   banCount(address: string): number {
     return (this.selectBanCount.get(address) as number | undefined) ?? 0;
@@ -360,6 +366,11 @@ export class Store {
     const found = new Set<string>();
     for (const p of new Set(prefixes)) for (const row of select.all(p, `${p}~`, now) as { address: string }[]) found.add(row.address);
     return [...found];
+  }
+
+  /** A host's most recent ban row (undefined: never banned). */
+  latestBan(address: string): { until: number | null; liftedAt: number | null } | undefined {
+    return this.sql('SELECT until, lifted_at AS liftedAt FROM bans INDEXED BY bans_address WHERE address = ? ORDER BY started_at DESC, id DESC LIMIT 1').get(address) as { until: number | null; liftedAt: number | null } | undefined;
   }
 
   isBanned(address: string, now: number): boolean {

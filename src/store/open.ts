@@ -16,6 +16,14 @@ export const MIGRATIONS = resolve(__dirname, '..', '..', 'drizzle');
  * No Drizzle module is loaded unless a migration is pending: loading drizzle-orm costs a start
  * ~90 ms of CPU and ~8.6 MB of RSS, and the daemon's queries are plain prepared statements.
  */
+/**
+ * The daemon's busy timeout once it runs: SQLite waits for another process's lock on the event
+ * loop, so it waits only this long and the write is retried later (bans, history, expiry);
+ * the start and the CLI keep BUSY_TIMEOUT_MS.
+ */
+export const DAEMON_BUSY_TIMEOUT_MS = 5;
+export const BUSY_TIMEOUT_MS = 5000;
+
 /** PRAGMA cache_size: negative is KiB. */
 export const CACHE_SIZE = -2000;
 
@@ -26,7 +34,7 @@ export function openSqlite(path: string, migrationsFolder = MIGRATIONS): Databas
     sqlite.pragma('journal_mode = WAL');
     // NORMAL in WAL survives a process crash (SIGKILL) with every commit; only power loss may lose the last ones.
     sqlite.pragma('synchronous = NORMAL');
-    sqlite.pragma('busy_timeout = 5000');
+    sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     // SQLite's own default page cache (2 MB). better-sqlite3 builds with 16 MB, which a flood of
     // new sources (the hosts table's pages) filled and never gave back: measured after 1M
     // history writes, 22.7 MB of malloc heap against 6.4 MB, and no slower.

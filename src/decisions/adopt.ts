@@ -1,0 +1,50 @@
+import type { ListedBan } from '../firewall/types';
+import { canonicalIp, isBannable } from '../net/ip';
+import type { NewBan } from '../store';
+import type { Exemptions } from './index';
+
+/**
+ * The rows for kernel bans the database lacks: a SIGKILL between a kernel command and its
+ * commit, or a database lost or emptied, must not cost a ban the kernel still holds. Only
+ * canonical addresses of their own family, never an allowed one, each once. An ipset member
+ * keeps the time it has left (0: none, permanent); a rule keeps none, so it gets
+ * firstBanMs from now (null: permanent).
+ */
+export function bansToAdopt(listed: Iterable<ListedBan>, stored: Set<string>, allow: Exemptions, now: number, firstBanMs: number | null, latest: (address: string) => LatestBan | undefined = () => undefined): NewBan[] {
+  const rows: NewBan[] = [];
+  const seen = new Set<string>();
+  for (const b of listed) {
+    const c = canonicalIp(b.address);
+    if (!c || c.address !== b.address || c.family !== b.family) continue;
+    if (!isBannable(c.address, c.family)) continue;
+    if (stored.has(b.address) || seen.has(b.address)) continue;
+    if (allow.matches(b.address, b.family) !== undefined) continue;
+    seen.add(b.address);
+    const until = b.timeoutSec === null
+      ? (firstBanMs === null || firstBanMs === 0 ? null : now + firstBanMs)
+      : b.timeoutSec === 0 ? null : now + b.timeoutSec * 1000;
+    if (endedInDatabase(latest(b.address), b.timeoutSec === null ? undefined : until, now)) continue;
+    rows.push({
+      address: b.address, family: b.family, now, until, source: 'kernel',
+      reasonKind: 'Adopted', reasonService: '', reasonAccount: '', failures: 0,
+    });
+  }
+  return rows;
+}
+
+export interface LatestBan { until: number | null; liftedAt: number | null }
+
+/**
+ * True when the kernel member is a ban the database has already ended (a crash between an
+ * unban or expiry's commit and its kernel command): adopting it would bring it back. With
+ * a known end (ipset), the same ban is the latest row ending at that time (ipset keeps whole
+ * seconds); without one (rules), any ended latest row counts.
+ */
+function endedInDatabase(row: LatestBan | undefined, kernelUntil: number | null | undefined, now: number): boolean {
+  if (!row) return false;
+  const ended = row.liftedAt !== null || (row.until !== null && row.until <= now);
+  if (!ended) return false;
+  if (kernelUntil === undefined) return true;
+  if (kernelUntil === null || row.until === null) return kernelUntil === row.until;
+  return Math.abs(kernelUntil - row.until) <= 2000;
+}
