@@ -107,6 +107,8 @@ restore() {
       }
       for (const suffix of ["-wal", "-shm"]) fs.rmSync(target + suffix, { force: true });
       fs.renameSync(target + ".restore", target);
+      // The next start lets the kernel follow this database (no adoption of kernel bans it lacks).
+      fs.writeFileSync(target + ".restored", JSON.stringify({ from: src, at: new Date().toISOString() }) + "\n");
       console.log(JSON.stringify({ restored: target, from: src }));
     })().catch((err) => { console.error("restore failed: " + err.message); process.exit(1); });
   ' "$src" "$AMPERE_DB" "${force:+force}"

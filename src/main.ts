@@ -1,5 +1,5 @@
 import { lookup } from 'node:dns/promises';
-import { readFileSync, writeFileSync, renameSync, statSync } from 'node:fs';
+import { readFileSync, writeFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -7,7 +7,7 @@ import { AmiConnection, type AmiMessage } from './ami';
 import { SecurityHearing } from './ami/heard';
 import { BackupScheduler } from './backup';
 import { describeConfig, type LoadedConfig } from './config';
-import { controlSocketPath, statusPath } from './control/paths';
+import { controlSocketPath, restoredMarkerPath, statusPath } from './control/paths';
 import { controlRoutes } from './control/routes';
 import { claimSocket, ControlServer } from './control/server';
 import type { AllowView } from './control/views';
@@ -160,7 +160,10 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   }, BAN_COMMIT_DELAY_MS);
   // Before the kernel is loaded from the database: what the kernel holds that the database
   // lacks (a kill before a commit, a lost database) is stored first, so the load keeps it.
-  const inKernel = backend.listBans ? await backend.listBans().catch((err) => { log.error({ err: String(err) }, 'kernel bans not listed: none adopted'); return []; }) : [];
+  // After a restore from a backup the kernel follows the restored database: nothing is adopted.
+  const restoredFromBackup = takeMarker(restoredMarkerPath(cfg.db));
+  if (restoredFromBackup) log.info({ db: cfg.db }, 'database restored from a backup: the kernel follows it, no kernel bans adopted');
+  const inKernel = !restoredFromBackup && backend.listBans ? await backend.listBans().catch((err) => { log.error({ err: String(err) }, 'kernel bans not listed: none adopted'); return []; }) : [];
   const adopted = decisions.adopt(inKernel, Date.now(), allow);
   if (emptyDb) log.warn({ db: cfg.db, adopted, inKernel: inKernel.length }, `database ${cfg.db} was empty (0 bytes): started from an empty database, keeping the ${adopted} bans the kernel held`);
   const tRestore = performance.now();
@@ -393,4 +396,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     get control() { return control; },
     status, health, handle, stop,
   };
+}
+
+/** True when the file was there; it is removed, so it counts for one start only. */
+function takeMarker(path: string): boolean {
+  try { unlinkSync(path); return true; } catch { return false; }
 }
