@@ -56,7 +56,7 @@ test('1M spoofed sources through the daemon: only repeating hosts are written, r
   const db = join(dir, 'ampere.db');
   const lines: string[] = [];
   const log = createLogger('info', new Writable({ write(c, _e, cb) { lines.push(String(c)); cb(); } }));
-  const loaded = loadConfig({ AMPERE_DB: db, AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s', AMPERE_ENV_FILE: '/nonexistent', AMPERE_CONFIG: '', AMPERE_NICE: '0' });
+  const loaded = loadConfig({ AMPERE_DB: db, AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s', AMPERE_ENV_FILE: '/nonexistent', AMPERE_CONFIG: '/dev/null', AMPERE_NICE: '0' });
   const d = await startDaemon(loaded, log);
   try {
     // 1,000,000 sources with one failure each, 200,000 of them with a second one (the table's
@@ -192,7 +192,7 @@ test('listing pages: SQLite\'s JSON equals the views made in JS, and pages of an
 });
 
 test('max_host_rows and ban_history_keep: defaults, and bad values refused naming the key', () => {
-  const load = (extra: Record<string, string>) => loadConfig({ AMPERE_ENV_FILE: '/nonexistent', AMPERE_CONFIG: '', ...extra });
+  const load = (extra: Record<string, string>) => loadConfig({ AMPERE_ENV_FILE: '/nonexistent', AMPERE_CONFIG: '/dev/null', ...extra });
   const c = load({}).config;
   assert.equal(c.max_host_rows, 100_000);
   assert.equal(c.ban_history_keep, 365 * DAY);
@@ -256,7 +256,7 @@ test('`bans --all` over 1M ban rows (100k active): the daemon pages within its h
     assert.equal(started.bansRestored, 100_000);
     // The CLI's output is counted as it streams (1M lines are not kept here either).
     const cli = spawn(process.execPath, ['--import', 'tsx', CLI, 'bans', '--all', '--json'], {
-      env: { PATH: process.env.PATH, AMPERE_ENV_FILE: '/nonexistent/.env', AMPERE_CONFIG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH, AMPERE_ENV_FILE: '/nonexistent/.env', AMPERE_CONFIG: '/dev/null', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
     });
     let rows = 0;
     let active = 0;

@@ -17,7 +17,7 @@ const REPO = join(__dirname, '..');
 const CLI = join(REPO, 'dist', 'cli.js');
 const UNIT = join(REPO, 'deploy', 'ampere.service');
 const built = existsSync(CLI) ? undefined : 'dist/ not built (npm run build)';
-const env0 = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', AMPERE_CONFIG: '' };
+const env0 = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', AMPERE_CONFIG: '/dev/null' };
 
 function tmp(prefix: string): string {
   return mkdtempSync(join(tmpdir(), prefix));

@@ -61,7 +61,8 @@ export function ampere(args: string[], env: Record<string, string>, opts: { netn
   return new Promise((resolve) => {
     execFile(argv[0], argv.slice(1), {
       cwd: ROOT, timeout: 60_000, maxBuffer: 64 * 1024 * 1024,
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', AMPERE_ENV_FILE: '/nonexistent/.env', AMPERE_CONFIG: '', ...env },
+      // /dev/null: no config file, not even an installed /etc/ampere/ampere.cfg (root-only on a set-up machine).
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', AMPERE_ENV_FILE: '/nonexistent/.env', AMPERE_CONFIG: '/dev/null', ...env },
     }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 255) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr), ms: performance.now() - t0 });

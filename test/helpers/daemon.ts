@@ -25,7 +25,8 @@ export class DaemonProcess {
     const [cmd, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, node, ...nodeArgs]] : [node, nodeArgs];
     this.proc = spawn(cmd, argv, {
       cwd: ROOT,
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', AMPERE_ENV_FILE: '/nonexistent/.env', AMPERE_CONFIG: '', ...env },
+      // /dev/null: no config file, not even an installed /etc/ampere/ampere.cfg (root-only on a set-up machine).
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', AMPERE_ENV_FILE: '/nonexistent/.env', AMPERE_CONFIG: '/dev/null', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let buf = '';
