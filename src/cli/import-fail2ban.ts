@@ -2,8 +2,9 @@ import { resolve } from 'node:path';
 import type { Config } from '../config';
 import { applyImportBans, type ImportBan } from '../fail2ban/apply';
 import { readFail2banDatabase, type Fail2banRead } from '../fail2ban';
-import { MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
-import { askOrOffline, CliError, config, EXIT, note, openOffline, parse, refusal } from './common';
+import type { ImportReport } from '../legacy/import';
+import { importThroughDaemon } from './import-chunks';
+import { CliError, config, EXIT, note, openOffline, parse } from './common';
 import { formatTable, iso, printJson } from './table';
 import { USAGE_OF } from './usage';
 
@@ -28,7 +29,7 @@ export async function importFail2banCommand(args: string[]): Promise<number> {
     report = offline(cfg, entries, now, true);
     applied = 'dry run: nothing changed';
   } else {
-    const res = await throughDaemon(cfg, entries);
+    const res = await importThroughDaemon(cfg, 'import-fail2ban', entries);
     if (res) {
       report = res.report;
       applied = res.ok ? 'in the kernel now (through the running daemon)' : 'stored, but the kernel command failed (the daemon reloads the kernel from the database)';
@@ -67,21 +68,4 @@ function offline(cfg: Config, entries: ImportBan[], now: number, dryRun = false)
       ban: (address, family, forMs, jail) => { store.recordBan({ address, family, now, until: forMs === null ? null : now + forMs, source: 'fail2ban', reasonKind: 'fail2ban', reasonService: jail, reasonAccount: '', failures: 0 }); },
     }, now);
   } finally { store.close(); }
-}
-
-/** Sent in requests of at most MAX_IMPORT_ENTRIES; null when no daemon runs (nothing sent). */
-async function throughDaemon(cfg: Config, entries: ImportBan[]): Promise<{ report: ImportReport; ok: boolean } | null> {
-  const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
-  let ok = true;
-  for (let i = 0; i === 0 || i < entries.length; i += MAX_IMPORT_ENTRIES) {
-    const res = await askOrOffline<ImportReport>(cfg, 'POST', '/import-fail2ban', { entries: entries.slice(i, i + MAX_IMPORT_ENTRIES) }, 600_000);
-    if (!res) {
-      if (i === 0) return null;
-      throw new CliError(`import-fail2ban: the daemon stopped answering after ${i} of ${entries.length} entries (those are imported); run the import again for the rest`);
-    }
-    if (res.status !== 200 && res.status !== 500) throw refusal(res);
-    if (res.status === 500) ok = false;
-    for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of res.body[k]) (report[k] as unknown[]).push(x);
-  }
-  return { report, ok };
 }

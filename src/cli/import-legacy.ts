@@ -1,11 +1,11 @@
 import { USAGE_OF } from './usage';
 import { resolve } from 'node:path';
-import { readLegacyDatabase, type LegacyEntry, type LegacyRead } from '../legacy';
-import { applyLegacy, MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
-import type { Config } from '../config';
+import { readLegacyDatabase, type LegacyRead } from '../legacy';
+import { applyLegacy, type ImportReport } from '../legacy/import';
 import { banFor } from './ban';
 import { formatTable, printJson } from './table';
-import { askOrOffline, CliError, config, EXIT, note, openOffline, parse, refusal } from './common';
+import { importThroughDaemon } from './import-chunks';
+import { CliError, config, EXIT, note, openOffline, parse } from './common';
 
 const USAGE = USAGE_OF['import-legacy'];
 
@@ -31,7 +31,7 @@ export async function importLegacyCommand(args: string[]): Promise<number> {
     report = { imported: read.entries.map((e) => e.address), alreadyBanned: [], refused: [] };
     applied = 'dry run: nothing changed';
   } else {
-    const res = await importThroughDaemon(cfg, read.entries, forMs);
+    const res = await importThroughDaemon(cfg, 'import-legacy', read.entries, { forMs });
     if (res) {
       report = res.report;
       applied = res.ok ? 'in the kernel now (through the running daemon)' : 'stored, but the kernel command failed (the daemon reloads the kernel from the database)';
@@ -75,24 +75,4 @@ export async function importLegacyCommand(args: string[]): Promise<number> {
     }
   }
   return code;
-}
-
-/**
- * The entries sent to the running daemon in requests of at most MAX_IMPORT_ENTRIES, one after
- * the other, their reports merged. Null when no daemon runs (nothing was sent).
- */
-async function importThroughDaemon(cfg: Config, entries: LegacyEntry[], forMs: number): Promise<{ report: ImportReport; ok: boolean } | null> {
-  const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
-  let ok = true;
-  for (let i = 0; i === 0 || i < entries.length; i += MAX_IMPORT_ENTRIES) {
-    const res = await askOrOffline<ImportReport & { kernel: string; error?: string }>(cfg, 'POST', '/import-legacy', { entries: entries.slice(i, i + MAX_IMPORT_ENTRIES), forMs }, 600_000);
-    if (!res) {
-      if (i === 0) return null;
-      throw new CliError(`import-legacy: the daemon stopped answering after ${i} of ${entries.length} entries (those are imported); run the import again for the rest`);
-    }
-    if (res.status !== 200 && res.status !== 500) throw refusal(res);
-    if (res.status === 500) ok = false;
-    for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of res.body[k]) (report[k] as unknown[]).push(x);
-  }
-  return { report, ok };
 }

@@ -1,0 +1,24 @@
+import type { Config } from '../config';
+import { MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
+import { askOrOffline, CliError, refusal } from './common';
+
+/**
+ * An import's entries sent to the running daemon (POST /<command>) in requests of at most
+ * MAX_IMPORT_ENTRIES, one after the other, their reports merged: the daemon never holds a
+ * whole large import at once. Null when no daemon runs (nothing was sent).
+ */
+export async function importThroughDaemon<E>(cfg: Config, command: string, entries: E[], extra: Record<string, unknown> = {}): Promise<{ report: ImportReport; ok: boolean } | null> {
+  const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
+  let ok = true;
+  for (let i = 0; i === 0 || i < entries.length; i += MAX_IMPORT_ENTRIES) {
+    const res = await askOrOffline<ImportReport>(cfg, 'POST', `/${command}`, { entries: entries.slice(i, i + MAX_IMPORT_ENTRIES), ...extra }, 600_000);
+    if (!res) {
+      if (i === 0) return null;
+      throw new CliError(`${command}: the daemon stopped answering after ${i} of ${entries.length} entries (those are imported); run the import again for the rest`);
+    }
+    if (res.status !== 200 && res.status !== 500) throw refusal(res);
+    if (res.status === 500) ok = false;
+    for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of res.body[k]) (report[k] as unknown[]).push(x);
+  }
+  return { report, ok };
+}
