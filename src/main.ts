@@ -315,6 +315,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
       lastBackup: backups.state.last,
       // What the status file alone cannot tell (`ampere health` without the socket).
       amiDeaf: hearing.problem(Date.now(), cfg.user, ami.state === 'connected'),
+      storage: decisions.storage(),
     });
     try { writeFileSync(`${statusFile}.tmp`, body); renameSync(`${statusFile}.tmp`, statusFile); } catch (err) { log.warn({ err: String(err) }, 'status file not written'); }
   };
