@@ -177,6 +177,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   reconciler = new Reconciler({
     backend, queue: firewall, banned: () => decisions.countByFamily(), endedBy: (f, at) => decisions.countEndedBy(f, at),
     repair: () => decisions.resync(Date.now()), log, onRepair: (what) => metrics?.firewallRepair(what),
+    // What health says the moment drift is found, before the repair: an operator (and the
+    // drift tests) can see that it failed for as long as the kernel was known wrong.
+    onDrift: (found) => { const h = health(); log.info({ drift: found, inSync: inSync(), healthy: h.healthy, problems: h.problems }, 'firewall drift found; repairing'); },
   }, cfg.verify_interval);
   const verifier = reconciler;
   const inSync = () => firewall.healthy && !verifier.drifting;
