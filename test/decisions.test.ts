@@ -8,7 +8,7 @@ import type { BanLines, KernelBan } from '../src/firewall';
 import { createLogger, type Logger } from '../src/log';
 import { Store } from '../src/store';
 import { parseIpsetSave } from '../src/firewall/ipset';
-import { AllowList, parseCidr } from '../src/net/cidr';
+import { AllowList } from '../src/allow';
 
 function captureLog(): { log: Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
@@ -230,7 +230,7 @@ test('adopt: kernel bans the database lacks are stored before restore (canonical
   const { log, lines } = captureLog();
   const kernel = new RecordingKernel(() => store);
   const d = new Decisions({ store, kernel, bantime, log });
-  const allow = new AllowList([parseCidr('198.51.100.0/24')!]);
+  const allow = AllowList.of(['198.51.100.0/24']);
   const n = d.adopt([
     { address: '192.0.2.1', family: 4, timeoutSec: 99 }, // stored already
     { address: '192.0.2.2', family: 4, timeoutSec: 600 },
@@ -268,7 +268,7 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
   const seed = new Decisions({ store, kernel: new RecordingKernel(() => store), bantime, log: captureLog().log });
   for (const a of ['192.0.2.1', '192.0.2.2', '198.51.100.9', '2001:db8::1']) seed.ban(a, a.includes(':') ? 6 : 4, reason, now - 1000, 'auto');
   seed.flushWrites();
-  const exempt = new AllowList([parseCidr('198.51.100.0/24')!]);
+  const exempt = AllowList.of(['198.51.100.0/24']);
   for (const readAll of [true, false]) {
     const loaded: string[] = [];
     const kernel: KernelQueue = {
@@ -325,7 +325,7 @@ test('restore into a backend that loads lines: allowed bans lifted first (also i
   seed.ban('192.0.2.8', 4, reason, now - 1000, 'manual', null); // permanent
   seed.flushWrites();
   // 8.0.0.0/5 holds 10.1.2.3 but has no text prefix (''): every stored IPv4 ban is looked at.
-  const allow = new AllowList([parseCidr('198.51.100.0/24')!, parseCidr('8.0.0.0/5')!]);
+  const allow = AllowList.of(['198.51.100.0/24', '8.0.0.0/5']);
   const calls: string[] = [];
   const loads: BanLines[] = [];
   const { log, lines } = captureLog();
@@ -361,7 +361,7 @@ test('restore into a backend that loads lines: a malformed stored address is lef
   const loads: BanLines[] = [];
   const { log, lines } = captureLog();
   const d = new Decisions({ store, kernel: linesKernel(calls, loads), bantime, log });
-  const r = await d.restore(now, new AllowList(), (n) => calls.push(`loaded ${n}`));
+  const r = await d.restore(now, AllowList.of([]), (n) => calls.push(`loaded ${n}`));
   assert.deepEqual(loads[0][4].split('\n').sort(), ['add t4 192.0.2.01 timeout 0', 'add t4 192.0.2.1 timeout 3599'], 'the one with other characters is not rendered');
   assert.deepEqual(calls, ['setAllLines', 'loaded 2', 'setAll 192.0.2.1'], 'then the checked bans again, without the malformed ones');
   assert.deepEqual(r, { restored: 1, lifted: 0 });
@@ -390,7 +390,7 @@ test('restore: stored addresses that cannot be one host are neither rendered nor
   const loads: BanLines[] = [];
   const { log, lines } = captureLog();
   const d = new Decisions({ store, kernel: linesKernel(calls, loads), bantime, log });
-  const r = await d.restore(now, new AllowList(), (n) => calls.push(`loaded ${n}`));
+  const r = await d.restore(now, AllowList.of([]), (n) => calls.push(`loaded ${n}`));
   assert.deepEqual(loads[0][4].split('\n'), ['add t4 192.0.2.1 timeout 3599']);
   assert.deepEqual(loads[0][6].split('\n').sort(), ['add t6 2001:db8::1 timeout 3599', 'add t6 ff:1::1 timeout 0']);
   assert.deepEqual(calls, ['setAllLines', 'loaded 3'], 'no second load');
@@ -400,7 +400,7 @@ test('restore: stored addresses that cannot be one host are neither rendered nor
   const streamed: string[] = [];
   const kernel: KernelQueue = { add: async () => {}, remove: async () => {}, async setAll(bans) { for (const b of bans) streamed.push(b.address); } };
   const d2 = new Decisions({ store, kernel, bantime, log: captureLog().log });
-  assert.deepEqual(await d2.restore(now, new AllowList()), { restored: 3, lifted: 0 });
+  assert.deepEqual(await d2.restore(now, AllowList.of([])), { restored: 3, lifted: 0 });
   assert.deepEqual(streamed.sort(), ['192.0.2.1', '2001:db8::1', 'ff:1::1']);
   // unban lifts such a row by its exact text; nothing goes to the kernel for it.
   const removed: string[] = [];
@@ -448,7 +448,7 @@ test('the counts by family follow every change (ban, ban again, unban, expiry, r
   expect(1, 0, '2001:db8::2 expired');
   d.ban('2001:db8::3', 6, reason, now, 'manual');
   const restarted = new Decisions({ store, kernel, bantime, log: captureLog().log });
-  await restarted.restore(now + 1, new AllowList());
+  await restarted.restore(now + 1, AllowList.of([]));
   assert.deepEqual(restarted.countByFamily(), { v4: 1, v6: 1 }, 'restored from the database');
   await restarted.unbanAll(now + 2);
   assert.deepEqual(restarted.countByFamily(), { v4: 0, v6: 0 }, 'all lifted');
@@ -514,7 +514,7 @@ test('adopt: a kernel member whose ban the database already ended (a crash betwe
     { address: '192.0.2.40', family: 4, timeoutSec: 3599 }, // the unbanned ban itself: not adopted
     { address: '192.0.2.41', family: 4, timeoutSec: 7000 }, // another ban (its row lost): adopted
     { address: '192.0.2.42', family: 4, timeoutSec: null }, // a rule of an expired ban: not adopted
-  ], now, new AllowList());
+  ], now, AllowList.of([]));
   assert.equal(n, 1);
   assert.deepEqual(store.activeKernelBans(now).map((b) => b.address), ['192.0.2.41']);
 }));

@@ -17,7 +17,7 @@ const success = (address: string) => ({
 });
 
 /** A pipeline over the real (pure) penalty table and fakes for everything with a side effect. */
-function rig(opts: { allowed?: string[]; failWrites?: boolean; banThrows?: boolean } = {}) {
+function rig(opts: { failWrites?: boolean; banThrows?: boolean } = {}) {
   const banned = new Set<string>();
   const bans: { address: string; failures: number }[] = [];
   const written: { event: SecurityEvent; at: number }[][] = [];
@@ -25,7 +25,6 @@ function rig(opts: { allowed?: string[]; failWrites?: boolean; banThrows?: boole
   const reactions: number[] = [];
   const events: string[] = [];
   const historyCounts: number[] = [];
-  const allowed = new Set(opts.allowed ?? []);
   let applied!: () => void;
   const penalties = new PenaltyTable({ loyalty: 3, findtimeMs: 600_000, maxHosts: 1000 });
   const parts: PipelineParts = {
@@ -43,7 +42,6 @@ function rig(opts: { allowed?: string[]; failWrites?: boolean; banThrows?: boole
       },
       storeHealth: { ok: (what) => health.push(`ok ${what}`), failed: (what) => health.push(`failed ${what}`) },
     },
-    allow: { allows: (a) => allowed.has(a) },
     history: { recordEvents: (batch) => { if (opts.failWrites) throw new Error('disk full'); written.push(batch); } },
     firewall: { healthy: true },
     log: { debug: () => {} },
@@ -51,7 +49,7 @@ function rig(opts: { allowed?: string[]; failWrites?: boolean; banThrows?: boole
     onHistoryWritten: (n) => historyCounts.push(n),
   };
   const pipeline = new EventPipeline(parts);
-  return { pipeline, parts, penalties, banned, bans, written, health, reactions, events, historyCounts, allowed, apply: () => applied() };
+  return { pipeline, parts, penalties, banned, bans, written, health, reactions, events, historyCounts, apply: () => applied() };
 }
 
 test('the third failure within findtime bans the host once; its later events cost nothing', async () => {
@@ -102,16 +100,6 @@ test('a history that cannot be written keeps the newest events, bounded, and say
   assert.equal(r.pipeline.unwrittenCount, 2, 'kept for the next flush');
   assert.deepEqual(r.health, ['failed history']);
   assert.ok(MAX_UNWRITTEN_EVENTS >= HISTORY_BATCH);
-});
-
-test('a host allowed at runtime after it was tracked is forgotten, not banned', () => {
-  const r = rig();
-  r.pipeline.handle(failure('192.0.2.50'), 1);
-  r.pipeline.handle(failure('192.0.2.50'), 2);
-  r.allowed.add('192.0.2.50');
-  r.pipeline.handle(failure('192.0.2.50'), 3);
-  assert.equal(r.bans.length, 0);
-  assert.equal(r.penalties.size, 0, 'its penalty is gone');
 });
 
 test('malformed and ignored messages are skipped; only malformed security events are counted', () => {

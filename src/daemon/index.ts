@@ -15,13 +15,13 @@ import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { countingFailures } from '../metrics/firewall';
 import { EventWindow } from '../metrics/window';
-import type { AllowList } from '../net/cidr';
+import { AllowList, amiHostAddresses, fixedEntries } from '../allow';
 import { PenaltyTable } from '../scoring';
 import { Pruner, Store } from '../store';
 import { DAEMON_BUSY_TIMEOUT_MS } from '../store/open';
 import { Jobs, PruneTrigger } from './jobs';
 import { EventPipeline } from './pipeline';
-import { buildAllow, closeServer, followAmi, isEmptyFile, loadBans, startMetrics } from './startup';
+import { closeServer, followAmi, isEmptyFile, loadBans, startMetrics } from './startup';
 import { health, inSync, newStats, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
 
 export type { DaemonStats, DaemonStatus } from './status';
@@ -67,7 +67,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
 
   const emptyDb = isEmptyFile(cfg.db);
   const store = new Store(cfg.db, cfg.history);
-  const { allow, fixed: fixedAllow } = await buildAllow(cfg, store, log);
+  const allow = new AllowList(fixedEntries(cfg, await amiHostAddresses(cfg.host, log)), store);
   const ipv6 = chooseIpv6(cfg.ipv6);
   if (!ipv6.on && cfg.backend !== 'dry-run') log.warn({ reason: ipv6.reason }, 'IPv6 is off: IPv4 only in the kernel, IPv6 bans are kept in the database only');
   // Subscribers to failed kernel commands and to repairs of drift: the reconciler, then metrics.
@@ -90,7 +90,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   store.setBusyTimeout(DAEMON_BUSY_TIMEOUT_MS);
   // WAL checkpoints run on a worker thread; its start waits until the bans are loaded (it would take a core from the load).
   store.startCheckpointer({ onError: (err, fatal) => log.error({ err: err.message, fatal }, fatal ? 'WAL checkpointer stopped: SQLite checkpoints inside commits again' : 'WAL checkpoint failed') });
-  const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: cfg.max_hosts, isExempt: (a, f) => allow.matches(a, f) !== undefined });
+  const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: cfg.max_hosts, isAllowed: (a, f) => allow.allows(a, f) });
   const pruner = new Pruner(store.sqlite, { hostMaxAgeMs: HOST_MAX_AGE_MS, maxHostRows: cfg.max_host_rows, banHistoryKeepMs: cfg.ban_history_keep }, { onCommit: () => store.checkpointer?.noteCommit() });
   const ami = new AmiConnection({ host: cfg.host, port: cfg.port, user: cfg.user, pass: cfg.pass, pingIntervalMs: cfg.ami_timeout, pingTimeoutMs: cfg.ami_timeout, connectTimeoutMs: cfg.ami_timeout }, log.child({ module: 'ami' }));
   const backups = new BackupScheduler(store.sqlite, cfg.backup_dir || null, cfg.backup_interval, cfg.backup_keep, log.child({ module: 'backup' }));
@@ -121,8 +121,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
 
   const prune = new PruneTrigger((now) => pruner.run(now), log);
   const pipeline = new EventPipeline({
-    stats, hearing, window, penalties, decisions, firewall, history: store, telemetry: metrics, log,
-    allow: { allows: (a, f) => allow.matches(a, f) !== undefined }, onHistoryWritten: (n) => prune.written(n),
+    stats, hearing, window, penalties, decisions, firewall, history: store, telemetry: metrics, log, onHistoryWritten: (n) => prune.written(n),
   });
   const jobs = new Jobs({
     log, writeStatus, resetLoopDelay: () => loopDelay.reset(), flushHistory: () => pipeline.flush(),
@@ -157,7 +156,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const status = () => snapshot(parts, Date.now());
   const controlLog = log.child({ module: 'control' });
   try {
-    control = await ControlServer.listen(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, fixedAllow, status, health: () => health(parts, Date.now()) }), controlLog);
+    control = await ControlServer.listen(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, status, health: () => health(parts, Date.now()) }), controlLog);
   } catch (err) {
     // Fatal: a daemon no command can reach (or a second one beside it) must not run.
     await stop();

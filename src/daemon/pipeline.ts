@@ -3,7 +3,6 @@ import type { BanResult } from '../decisions';
 import type { StoreHealth } from '../decisions/pending';
 import { toSecurityEvent, type SecurityEvent } from '../events';
 import type { Logger } from '../log';
-import type { Family } from '../net/ip';
 import type { Verdict } from '../scoring';
 import type { DaemonStats } from './status';
 
@@ -17,13 +16,13 @@ export interface PipelineParts {
   stats: DaemonStats;
   hearing: { heard(at: number): void };
   window: { add(kind: string, at: number): void };
-  penalties: { observe(e: SecurityEvent, at: number): Verdict; forget(address: string): void };
+  /** Checks the allow list (the one check on this path); `ampere allow add` forgets the penalties it covers. */
+  penalties: { observe(e: SecurityEvent, at: number): Verdict };
   decisions: {
     isBanned(address: string): boolean;
     banFromEvent(e: SecurityEvent, failures: number, now: number): BanResult;
     readonly storeHealth: Pick<StoreHealth, 'ok' | 'failed'>;
   };
-  allow: { allows(address: string, family: Family): boolean };
   history: { recordEvents(batch: { event: SecurityEvent; at: number }[]): void };
   firewall: { readonly healthy: boolean };
   log: Pick<Logger, 'debug'>;
@@ -70,7 +69,7 @@ export class EventPipeline {
     this.count(e, receivedAt);
     if (p.decisions.isBanned(e.address)) return;
     const verdict = p.penalties.observe(e, receivedAt);
-    if (verdict.action === 'exempt') return;
+    if (verdict.action === 'allowed') return;
     // A host's history is written only once it matters: from its second failure within
     // findtime, or its ban; a spoofed source's lone failure never reaches the disk.
     if (e.severity === 'Error' && !(verdict.action === 'none' && verdict.first)) {
@@ -93,8 +92,6 @@ export class EventPipeline {
 
   private ban(e: SecurityEvent, failures: number, receivedAt: number): void {
     const { p, clock } = this;
-    // A host tracked before it was allowed at runtime (`ampere allow add`) is not banned.
-    if (p.allow.allows(e.address, e.family)) { p.penalties.forget(e.address); return; }
     // The arrival on the monotonic clock (receivedAt is wall time, taken when the bytes were parsed).
     const arrived = clock.mono() - Math.max(0, clock.wall() - receivedAt);
     let res: BanResult;

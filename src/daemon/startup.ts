@@ -1,18 +1,14 @@
-import { lookup } from 'node:dns/promises';
 import { statSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AmiConnection } from '../ami';
 import type { SecurityHearing } from '../ami/heard';
 import type { LoadedConfig } from '../config';
 import { restoredMarkerPath } from '../control/paths';
+import type { AllowCheck } from '../allow';
 import type { Decisions } from '../decisions';
 import type { FirewallBackend, FirewallQueue } from '../firewall';
 import type { Logger } from '../log';
 import type { Metrics, MetricsSources } from '../metrics';
-import type { AllowView } from '../control/views';
-import { AllowList, parseCidr } from '../net/cidr';
-import { canonicalIp } from '../net/ip';
-import type { Store } from '../store';
 
 /** A database file truncated to nothing opens as a new, empty one: said loudly at start. */
 export function isEmptyFile(path: string): boolean {
@@ -30,7 +26,7 @@ export interface LoadParts {
   backend: FirewallBackend;
   firewall: FirewallQueue;
   decisions: Decisions;
-  allow: Parameters<Decisions['restore']>[1];
+  allow: AllowCheck;
   log: Logger;
   /** performance.now() when the start began. */
   t0: number;
@@ -100,28 +96,4 @@ export async function startMetrics(
 export function closeServer(srv: Server | null): Promise<void> {
   if (!srv) return Promise.resolve();
   return new Promise<void>((r) => { srv.close(() => r()); srv.closeAllConnections(); });
-}
-
-/**
- * The allow list at start: loopback, the configured networks, the Asterisk host (a name is
- * resolved once, here) and the entries stored at runtime. fixed: the entries not in the database.
- */
-export async function buildAllow(cfg: LoadedConfig['config'], store: Store, log: Logger): Promise<{ allow: AllowList; fixed: AllowView[] }> {
-  const allow = new AllowList(cfg.allow);
-  const fixed: AllowView[] = [
-    ...allow.list().map((cidr) => ({ cidr, source: 'builtin' as const, addedAt: null, note: 'loopback' })).slice(0, 2),
-    ...cfg.allow.map((c) => ({ cidr: c.text, source: 'config' as const, addedAt: null, note: '' })),
-  ];
-  const amiHosts = canonicalIp(cfg.host)
-    ? [canonicalIp(cfg.host)!.address]
-    : await lookup(cfg.host, { all: true }).then((r) => r.map((a) => canonicalIp(a.address)?.address).filter((a): a is string => !!a), (err) => {
-      log.warn({ host: cfg.host, err: String(err) }, 'AMI host name did not resolve: not added to the allow list');
-      return [] as string[];
-    });
-  for (const address of amiHosts) {
-    allow.add(parseCidr(address)!);
-    fixed.push({ cidr: address, source: 'ami-host', addedAt: null, note: `the Asterisk host${address === cfg.host ? '' : ` (${cfg.host})`}` });
-  }
-  for (const row of store.allowList()) { const c = parseCidr(row.cidr); if (c) allow.add(c); }
-  return { allow, fixed };
 }

@@ -1,3 +1,4 @@
+import type { AllowCheck } from '../allow';
 import type { SecurityEvent } from '../events/types';
 import type { BanLineFormat, BanLines, KernelBan, ListedBan } from '../firewall/types';
 import { bansToAdopt } from './adopt';
@@ -22,13 +23,6 @@ export interface KernelQueue {
   setAllLines?(lines: BanLines): Promise<void>;
 }
 
-/** The allow list as restore needs it (AllowList): a check, and where to look for candidates. */
-export interface Exemptions {
-  /** Defined (the matching network) when the address must never be banned. */
-  matches(address: string, family: Family): unknown;
-  /** Texts every allowed address starts with ('' for any): see textPrefix in src/net/cidr. */
-  textPrefixes(): string[];
-}
 
 /** detail: the ban's source (auto, manual, legacy, fail2ban) or the unban's reason (unban, allowed, expired). */
 export type ChangeListener = (what: 'ban' | 'unban', address: string, detail: string) => void;
@@ -119,7 +113,7 @@ export class Decisions {
    * daemon's own in-memory set is made once the kernel holds them. Otherwise the checks and
    * the set are made as the kernel load reads the bans, so that work overlaps the load.
    */
-  async restore(now: number, allow: Exemptions, onLoaded: (bans: number) => void = () => {}): Promise<{ restored: number; lifted: number }> {
+  async restore(now: number, allow: AllowCheck, onLoaded: (bans: number) => void = () => {}): Promise<{ restored: number; lifted: number }> {
     this.flushWrites();
     // Expired rows are only marked: the loads below take active bans alone either way.
     try { this.store.expireBans(now); } catch (err) { this.storeHealth.failed('expiry', 'expiry at start not stored', err); }
@@ -128,7 +122,7 @@ export class Decisions {
       // A text load checks nothing itself, so allowed addresses are lifted before it: only the
       // stored addresses that could be in an allowed network (their text starts right) are
       // looked at, not every ban.
-      const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.matches(a, familyOf(a)) !== undefined);
+      const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, familyOf(a)));
       for (const address of allowed) this.liftAllowed(address, now);
       await restoreLines({ kernel: this.kernel, store: this.store, log: this.log, banned: this.banned }, this.store.renderActiveBans(now, format), now, onLoaded);
       await this.reloadPending(now);
@@ -145,7 +139,7 @@ export class Decisions {
    * that the database lacks (see bansToAdopt). Rows that cannot be written stay pending, and
    * restore puts them back into the kernel after its load. Returns how many were adopted.
    */
-  adopt(listed: ListedBan[], now: number, allow: Exemptions): number {
+  adopt(listed: ListedBan[], now: number, allow: AllowCheck): number {
     if (listed.length === 0) return 0;
     const stored = new Set(this.store.activeKernelBans(now).map((b) => b.address));
     const rows = bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime), (address) => this.store.latestBan(address));
