@@ -170,6 +170,8 @@ describe('storage faults never cost a ban (ipset backend, real kernel in a names
   });
 
   test('a full disk (a small tmpfs filled during the attack): bans reach the kernel, the daemon stays up, rows stored once space is freed', async () => {
+    // A daemon an earlier failed test left running would hold the chain: this test starts alone.
+    await Promise.all(daemons.map((x) => x.stop('SIGKILL')));
     // The earlier tests' bans would be adopted into this small disk and fill it alone.
     for (const set of ['ampere-v4', 'ampere-v6']) await pbx.must('ipset', ['flush', set]);
     const mnt = mkdtempSync(join(tmpdir(), 'ampere-tmpfs-'));
