@@ -1,11 +1,12 @@
 import { ConfigError, formatDuration, loadConfig, type Config } from '../config';
 import { KEYS, type Key } from '../config/keys';
+import { redactUrl } from '../notify/url';
 import { CliError, EXIT, parse } from './common';
 import { printJson, printTable } from './table';
 import { USAGE_OF } from './usage';
 
 /** Keys whose value is a duration in ms (shown as the text a config file would hold). */
-const DURATIONS = new Set<Key>(['findtime', 'bantime', 'bantime_max', 'ami_timeout', 'ban_history_keep', 'backup_interval']);
+const DURATIONS = new Set<Key>(['findtime', 'bantime', 'bantime_max', 'ami_timeout', 'ban_history_keep', 'backup_interval', 'notify_timeout']);
 
 export interface ConfigRow { key: Key; value: string; source: string; env: string }
 
@@ -13,6 +14,7 @@ export interface ConfigRow { key: Key; value: string; source: string; env: strin
 export function shownValue(cfg: Config, key: Key, source: string): string {
   if (key === 'pass') return source === 'default' ? 'not set (the default)' : 'set';
   const v = cfg[key];
+  if (key === 'notify_url') return cfg.notify_url ? redactUrl(cfg.notify_url) : '';
   if (key === 'allow') return cfg.allow.map((c) => c.text).join(',');
   if (key === 'bantime' && v === 0) return '0 (permanent)';
   if (DURATIONS.has(key)) return formatDuration(v as number);

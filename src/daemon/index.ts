@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { hostname } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { AmiConnection } from '../ami';
 import { SecurityHearing } from '../ami/heard';
@@ -16,6 +17,7 @@ import type { Metrics } from '../metrics';
 import { countingFailures } from '../metrics/firewall';
 import { EventWindow } from '../metrics/window';
 import { AllowList, amiHostAddresses, fixedEntries } from '../allow';
+import { notifyChanges } from '../notify';
 import { PenaltyTable } from '../scoring';
 import { Pruner, Store } from '../store';
 import { DAEMON_BUSY_TIMEOUT_MS } from '../store/open';
@@ -81,6 +83,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const stats = newStats(Date.now());
   const decisions = new Decisions({ store, kernel: firewall, bantime: { bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max }, log, commitDelayMs: BAN_COMMIT_DELAY_MS });
   decisions.onChange((what) => { if (what === 'ban') stats.bans++; else stats.unbans++; });
+  const notifier = notifyChanges(cfg, decisions, hostname(), log.child({ module: 'notify' }));
   const { restored, lifted, restoreMs } = await loadBans({ db: cfg.db, emptyDb, backend, firewall, decisions, allow, log, t0 });
 
   // A failed kernel command kicks the reconciler: it repairs the kernel at once, not at the next check.
@@ -137,6 +140,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const stop = () => (stopping ??= (async () => {
     ami.stop();
     jobs.stop();
+    notifier?.stop();
     await verifier.stop();
     await control?.close().catch(() => {});
     await closeServer(metricsServer);

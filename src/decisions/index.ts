@@ -24,8 +24,11 @@ export interface KernelQueue {
 }
 
 
-/** detail: the ban's source (auto, manual, legacy, fail2ban) or the unban's reason (unban, allowed, expired). */
-export type ChangeListener = (what: 'ban' | 'unban', address: string, detail: string) => void;
+/** detail: the ban's source (auto, manual, legacy, fail2ban) or the unban's reason (unban, allowed, expired); ban: what a ban is (bans only). */
+export type ChangeListener = (what: 'ban' | 'unban', address: string, detail: string, ban?: BanFacts) => void;
+
+/** What a new ban is, for listeners that report it (notifications). */
+export interface BanFacts { reason: BanReason; until: number | null; banCount: number; now: number }
 
 export interface DecisionsOptions {
   store: Store;
@@ -100,8 +103,8 @@ export class Decisions {
   /** Subscribes to every ban made and lifted (the daemon's counts, metrics). */
   onChange(listener: ChangeListener): void { this.listeners.push(listener); }
 
-  private changed(what: 'ban' | 'unban', address: string, detail: string): void {
-    for (const l of this.listeners) l(what, address, detail);
+  private changed(what: 'ban' | 'unban', address: string, detail: string, ban?: BanFacts): void {
+    for (const l of this.listeners) l(what, address, detail, ban);
   }
 
   /** The database side as status, metrics and health show it. */
@@ -259,7 +262,7 @@ export class Decisions {
     // burst each commit would otherwise hold up reading the next attacker's event. The "ban"
     // line is logged once the ban is stored.
     this.pending.push({ row, banCount, since: now }, source === 'auto' ? this.commitDelayMs : 0);
-    this.changed('ban', address, source);
+    this.changed('ban', address, source, { reason, until, banCount, now });
     // An operator's ban (or an import) is in the database when the call returns, or the
     // caller hears why not (the kernel holds it, and the row is retried).
     const result = { address, family, until, banCount, applied };
