@@ -111,6 +111,7 @@ export const KEYS = {
   ipv6: { default: 'auto', parse: oneOf('auto', 'on', 'off') },
   ami_timeout: { default: '10s', parse: duration(200, { maxMs: TIMER_DURATION_MAX_MS }) },
   log_level: { default: 'info', parse: oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal') },
+  log_format: { default: 'json', parse: oneOf('json', 'pretty') },
   max_hosts: { default: '200000', parse: int(100, 10_000_000) },
   nice: { default: '-10', parse: int(-20, 19) },
   history: { default: '20', parse: int(0, 10_000) },
