@@ -11,7 +11,7 @@ export const USAGE_OF: Record<string, string> = {
   unban: 'unban <ip>... | --all [--json]',
   allow: 'allow add <ip-or-cidr> [--note <text>] | allow rm <ip-or-cidr> | allow list [--json]',
   history: 'history <ip> [--json]',
-  top: 'top [--by address|network|account] [--since <duration>] [--limit <n>] [--json]',
+  top: 'top [--by address|network|account|country] [--since <duration>] [--limit <n>] [--json]',
   config: 'config [--json]',
   check: 'check [--config-only] [--json]',
   backup: 'backup [--to <dir>] [--json]',

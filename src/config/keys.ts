@@ -82,6 +82,13 @@ const notifyTemplate: Parse<string> = (raw) => {
   const why = raw === '' ? null : checkTemplate(raw);
   return why ? { allowed: `a JSON body with {placeholders} inside its strings, or empty: ${why}` } : { ok: raw };
 };
+/** geoip_db: empty (the bundled database), off, or a MaxMind-format file that opens and answers. */
+const geoipDb: Parse<string> = (raw) => {
+  if (raw === '' || raw === 'off') return { ok: raw };
+  // Loaded only when a file is named: every other command starts without the reader.
+  try { (require('../geoip') as typeof import('../geoip')).openCountryDb(raw); } catch (err) { return { allowed: `a MaxMind-format .mmdb file, off, or empty for the bundled one (${(err as Error).message})` }; }
+  return { ok: raw };
+};
 const chainName: Parse<string> = (raw) => {
   const why = chainNameProblem(raw);
   return why ? { allowed: `a chain name of 1-28 letters, digits, _ . - (not starting with - or .), not a built-in chain or target of iptables: ${why}` } : { ok: raw };
@@ -122,6 +129,7 @@ export const KEYS = {
   backup_interval: { default: '24h', parse: duration(60_000) },
   backup_keep: { default: '7', parse: int(1, 1000) },
   verify_interval: { default: '2s', parse: ((raw) => { const ms = parseDuration(raw); return ms !== null && (ms === 0 || ms >= 100) ? { ok: ms } : { allowed: 'a duration such as 2s or 500ms (at least 100ms), or 0 for off' }; }) as Parse<number> },
+  geoip_db: { default: '', parse: geoipDb },
   notify_url: { default: '', parse: notifyUrl },
   notify_format: { default: 'json', parse: oneOf('json', 'slack') },
   notify_template: { default: '', parse: notifyTemplate },
