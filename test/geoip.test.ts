@@ -36,6 +36,17 @@ test('bundled database: --by country groups hosts by country, unknown as "-"; --
   assert.match((await ampere(['top', '--limit', '1'], base)).stdout, /^ADDRESS +COUNTRY +FAILURES/);
 });
 
+test('history shows the host\'s country, or none when geoip_db is off', async () => {
+  const text = await ampere(['history', '193.99.144.80'], base);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /^host 193\.99\.144\.80 \(country DE\)\n/);
+  assert.equal(json(await ampere(['history', '8.8.8.8', '--json'], base)).country, 'US');
+  assert.equal(json(await ampere(['history', '192.0.2.1', '--json'], base)).country, '-');
+  const off = await ampere(['history', '8.8.8.8', '--json'], { ...base, AMPERE_GEOIP_DB: 'off' });
+  assert.ok(!('country' in json(off)));
+  assert.match((await ampere(['history', '8.8.8.8'], { ...base, AMPERE_GEOIP_DB: 'off' })).stdout, /^host 8\.8\.8\.8\n/);
+});
+
 test('geoip_db = off: no country column, and --by country says why (exit 1)', async () => {
   const env = { ...base, AMPERE_GEOIP_DB: 'off' };
   const addr = json(await ampere(['top', '--json'], env));

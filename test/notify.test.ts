@@ -190,6 +190,11 @@ describe('notify: the running daemon', () => {
       assert.equal((await ampere(['unban', '198.51.100.7'], env)).code, 0);
       await hook.until(2);
       assert.deepEqual(JSON.parse(hook.hits[1].body).action, 'unban');
+      // The count follows the webhook's answer: read until it does.
+      let status = await ampere(['status'], env);
+      for (let i = 0; i < 50 && !/2 delivered/.test(status.stdout); i++) status = await ampere(['status'], env);
+      assert.match(status.stdout, /^notifications: +http:\/\/127\.0\.0\.1:\d+\/\[redacted\]: 2 delivered, 0 given up, 0 dropped, 0 queued$/m);
+      assert.ok(!status.stdout.includes(SECRET));
       const cfg = await ampere(['config', '--json'], env);
       assert.ok(!cfg.stdout.includes(SECRET));
       assert.match(cfg.stdout, /"http:\/\/127\.0\.0\.1:\d+\/\[redacted\]"/);

@@ -107,7 +107,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   let metricsServer: Server | null = null;
   const parts: StatusParts = {
     cfg, stats, ami, hearing, window, penalties, store, decisions, firewall, backendName: backend.name, verifier, backups, loopDelay,
-    socket: () => (control ? socketPath : null), metricsListen: () => (metricsServer ? cfg.metrics : null),
+    socket: () => (control ? socketPath : null), metricsListen: () => (metricsServer ? cfg.metrics : null), notifier,
   };
   const writeStatus = () => writeStatusFile(statusPath(cfg.db), parts, log);
 

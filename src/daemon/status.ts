@@ -13,6 +13,7 @@ import type { Logger } from '../log';
 import type { EventWindow } from '../metrics/window';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
+import type { NotifyState } from '../notify';
 
 /** The daemon's own tallies since start. byKind has a null prototype: an event kind is only a key. */
 export interface DaemonStats {
@@ -58,6 +59,8 @@ export interface DaemonStatus {
   storage: StorageState;
   /** The event loop's delay over the last minute (perf_hooks): how long an event can wait. */
   eventLoop: { delayP99Ms: number; delayMaxMs: number };
+  /** The webhook (its URL without secrets) and its counts since start; null when notify_url is empty. */
+  notify?: ({ url: string } & NotifyState) | null;
 }
 
 /** What the status file adds: when it was written (a stale file means a dead daemon). */
@@ -85,6 +88,7 @@ export interface StatusParts {
   /** Null until the control socket (or the metrics endpoint) listens. */
   socket(): string | null;
   metricsListen(): string | null;
+  notifier?: { shownUrl: string; state: NotifyState } | null;
 }
 
 /** The firewall is in sync when no batch failed since the last load and the last check found no drift. */
@@ -112,6 +116,7 @@ export function snapshot(p: StatusParts, now: number): DaemonStatus {
     firewall: { backend: p.backendName, chain: cfg.chain, target: cfg.target, inSync: inSync(p), lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches, verify: { ...p.verifier.state } },
     backup: { ...p.backups.state },
     storage: p.decisions.storage(),
+    notify: p.notifier ? { url: p.notifier.shownUrl, ...p.notifier.state } : null,
     eventLoop: { delayP99Ms: Math.round(p.loopDelay.percentile(99) / 1e4) / 100, delayMaxMs: Math.round(p.loopDelay.max / 1e4) / 100 },
   };
 }
