@@ -13,7 +13,6 @@ CREATE TABLE "fleet_decisions" (
 	"operator" boolean DEFAULT false NOT NULL,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
 	"txid" "xid8" DEFAULT pg_current_xact_id() NOT NULL,
-	CONSTRAINT "fleet_decisions_origin_seq" UNIQUE("origin","seq","action"),
 	CONSTRAINT "fleet_decisions_action" CHECK ("fleet_decisions"."action" IN ('ban', 'unban')),
 	CONSTRAINT "fleet_decisions_texts" CHECK (length("fleet_decisions"."origin") BETWEEN 1 AND 63 AND length("fleet_decisions"."reason_kind") <= 200 AND length("fleet_decisions"."reason_service") <= 64 AND length("fleet_decisions"."reason_account") <= 200 AND length("fleet_decisions"."source") <= 16)
 );

@@ -84,6 +84,8 @@ export interface DaemonStatus {
   storage: StorageState;
   /** The event loop's delay over the last minute (perf_hooks): how long an event can wait. */
   eventLoop: { delayP99Ms: number; delayMaxMs: number };
+  /** Fleet mode (null: fleet_url empty). */
+  fleet: import('./fleet').FleetStatus | null;
 }
 
 const VERSION = (() => {
@@ -154,9 +156,12 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   // Its one process start (~10-20 ms) happens now, not on the first ban.
   firewall.conntrack?.start();
   // Null prototype: an event kind such as `constructor` or `__proto__` is only a key here.
+  // Fleet mode, started below when fleet_url is set: it hears of each local decision (never awaited).
+  let fleet: import('./fleet').Fleet | null = null;
   const stats: DaemonStats = { startedAt: Date.now(), events: 0, malformed: 0, byKind: Object.create(null) as Record<string, number>, bans: 0, unbans: 0 };
   const decisions = new Decisions(store, firewall, { bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max }, log, (what, _address, detail) => {
     if (what === 'ban') { stats.bans++; metrics?.ban(detail); } else { stats.unbans++; metrics?.unban(detail); }
+    if (fleet && detail !== 'fleet' && detail !== 'expired') fleet.noteLocal();
   }, BAN_COMMIT_DELAY_MS);
   // Before the kernel is loaded from the database: what the kernel holds that the database
   // lacks (a kill before a commit, a lost database) is stored first, so the load keeps it.
@@ -301,6 +306,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
       backup: { ...backups.state },
       storage: decisions.storage(),
       eventLoop: { delayP99Ms: Math.round(loopDelay.percentile(99) / 1e4) / 100, delayMaxMs: Math.round(loopDelay.max / 1e4) / 100 },
+      fleet: fleet?.status() ?? null,
     };
   };
 
@@ -350,9 +356,18 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     }
   }
 
+  if (cfg.fleet_url) {
+    // Loaded only in fleet mode: without fleet_url no fleet code and no pg driver is loaded.
+    const { startFleet } = require('./fleet') as typeof import('./fleet');
+    const started = startFleet({ cfg, store, decisions, isExempt, log: log.child({ module: 'fleet' }) });
+    if (metrics) started.registerMetrics(metrics.registry);
+    fleet = started;
+  }
+
   let stopping: Promise<void> | null = null;
   const stop = () => (stopping ??= (async () => {
     ami.stop();
+    await fleet?.stop();
     for (const t of timers) clearInterval(t);
     await verifier.stop();
     await control?.close().catch(() => {});

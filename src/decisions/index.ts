@@ -200,7 +200,7 @@ export class Decisions {
     return this.ban(event.address, event.family, { kind: event.kind, service: event.service, account: event.account, failures }, now, 'auto');
   }
 
-  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy' | 'fail2ban', forMs?: number | null): BanResult {
+  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'fleet', forMs?: number | null, origin?: string): BanResult {
     // The kernel command leaves first (written synchronously by the queue), with the ban time
     // the cached count gives (a first ban's when unknown), so nothing on the database side can
     // delay the drop, and a failing disk cannot keep an attacker in.
@@ -231,16 +231,18 @@ export class Decisions {
     this.counts.set(address, banCount);
     const row: NewBan = {
       address, family, now, until, source,
-      reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures,
+      reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures, origin,
     };
     // Automatic bans are committed together, after this loop turn or commitDelayMs: under a
     // burst each commit would otherwise hold up reading the next attacker's event. The "ban"
     // line is logged once the ban is stored.
-    this.pending.push({ row, banCount, since: now }, source === 'auto' ? this.commitDelayMs : 0);
+    // A peer's bans come in bursts too (a catch-up): committed together like automatic ones.
+    const batched = source === 'auto' || source === 'fleet';
+    this.pending.push({ row, banCount, since: now }, batched ? this.commitDelayMs : 0);
     this.onChange('ban', address, source);
     // An operator's ban (or an import) is in the database when the call returns, or the
     // caller hears why not (the kernel holds it, and the row is retried).
-    if (source !== 'auto' && !this.pending.flush(true)) {
+    if (!batched && !this.pending.flush(true)) {
       throw new Error(`ban of ${address} is in the kernel, but not stored yet (retried): ${this.storeHealth.lastError ?? 'database write failed'}`);
     }
     return { address, family, until, banCount, applied };
@@ -272,7 +274,7 @@ export class Decisions {
   }
 
   /** Lift one ban early (operator, or the address became allowed). */
-  async unban(address: string, now: number, why: 'unban' | 'allowed'): Promise<boolean> {
+  async unban(address: string, now: number, why: 'unban' | 'allowed' | 'fleet'): Promise<boolean> {
     this.flushWrites();
     // The exact stored text is lifted too: a row that is not canonical or not a single host
     // (an older or hand-edited database) must still be removable.

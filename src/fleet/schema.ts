@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { bigint, boolean, check, customType, index, inet, integer, pgTable, text, timestamp, unique } from 'drizzle-orm/pg-core';
+import { bigint, boolean, check, customType, index, inet, integer, pgTable, text, timestamp } from 'drizzle-orm/pg-core';
 
 /** PostgreSQL's 64-bit transaction id (xid8): the catch-up cursor compares it, as text here. */
 const xid8 = customType<{ data: string }>({ dataType: () => 'xid8' });
@@ -12,7 +12,7 @@ const xid8 = customType<{ data: string }>({ dataType: () => 'xid8' });
 export const fleetDecisions = pgTable('fleet_decisions', {
   id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
   origin: text('origin').notNull(),
-  /** The publisher's own outbox number: a publish repeated after a lost answer inserts nothing twice. */
+  /** The publisher's outbox number, for tracing (a publish repeated after a lost answer makes a duplicate, which applies harmlessly). */
   seq: bigint('seq', { mode: 'number' }).notNull(),
   action: text('action').notNull(),
   address: inet('address').notNull(),
@@ -28,7 +28,6 @@ export const fleetDecisions = pgTable('fleet_decisions', {
   createdAt: timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow(),
   txid: xid8('txid').notNull().default(sql`pg_current_xact_id()`),
 }, (t) => [
-  unique('fleet_decisions_origin_seq').on(t.origin, t.seq, t.action),
   index('fleet_decisions_txid').on(t.txid, t.id),
   // Peers read these texts: bounded here, and checked again by every receiver.
   check('fleet_decisions_action', sql`${t.action} IN ('ban', 'unban')`),

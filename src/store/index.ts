@@ -36,6 +36,8 @@ export interface ActiveBan {
 
 /** A ban as listings show it: active or past, with the host's ban count. */
 export interface BanRow extends ActiveBan {
+  /** The fleet node that made it; null: this node. */
+  origin: string | null;
   liftedAt: number | null;
   liftReason: string | null;
   banCount: number;
@@ -50,8 +52,10 @@ export interface NewBan {
   reasonService: string;
   reasonAccount: string;
   failures: number;
-  /** kernel: adopted at start from a kernel ban the database lacked. */
-  source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'kernel';
+  /** kernel: adopted at start from a kernel ban the database lacked; fleet: a peer's (src/fleet). */
+  source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'kernel' | 'fleet';
+  /** The fleet node that made it (fleet bans only). */
+  origin?: string | null;
 }
 
 export interface StoreOptions {
@@ -186,7 +190,7 @@ export class Store {
     ).pluck();
     this.supersedeBans = c.prepare(`UPDATE bans INDEXED BY bans_address SET lifted_at = ?, lift_reason = 'superseded' WHERE address = ? AND lifted_at IS NULL`);
     this.insertBan = c.prepare(
-      `INSERT INTO bans (address, family, started_at, until, reason_kind, reason_service, reason_account, failures, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+      `INSERT INTO bans (address, family, started_at, until, reason_kind, reason_service, reason_account, failures, source, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
     ).pluck();
     // Asked on every ban (escalation): built by Drizzle per call it was half of the ban's path.
     this.selectBanCount = c.prepare(`SELECT ban_count FROM hosts WHERE address = ?`).pluck();
@@ -243,7 +247,7 @@ export class Store {
     const writeBan = (b: NewBan) => {
       const banCount = this.banHost.get(b.address, b.family, b.now, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount) as number;
       this.supersedeBans.run(b.now, b.address);
-      const id = this.insertBan.get(b.address, b.family, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount, b.failures, b.source) as number;
+      const id = this.insertBan.get(b.address, b.family, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount, b.failures, b.source, b.origin ?? null) as number;
       return { id, banCount };
     };
     this.recordBanTx = c.transaction(writeBan);
@@ -383,7 +387,7 @@ export class Store {
   }
 
   /** End a host's active ban early; false when it had none. */
-  liftBan(address: string, now: number, reason: 'unban' | 'allowed'): boolean {
+  liftBan(address: string, now: number, reason: 'unban' | 'allowed' | 'fleet'): boolean {
     return this.liftBanTx(address, now, reason);
   }
 

@@ -1,0 +1,78 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Client } from 'pg';
+import { ampere } from './helpers/cli';
+import { PgCluster, skipUnlessPg } from './helpers/pg';
+
+/** The fleet's database side alone: fleet init, roles, row-level security, append-only history. */
+const skip = skipUnlessPg();
+
+describe('fleet database (ampere fleet init)', { skip }, () => {
+  let pg: PgCluster;
+  before(async () => {
+    pg = await PgCluster.start();
+    await pg.createDb();
+  });
+  after(async () => { await pg?.stop(); });
+
+  const connect = async (user: string, password: string) => {
+    const c = new Client({ connectionString: pg.url(user, password) });
+    await c.connect();
+    return c;
+  };
+  const insert = (c: Client, origin: string, address = '203.0.113.9', operator = false) =>
+    c.query(`INSERT INTO fleet_decisions (origin, seq, action, address, operator) VALUES ($1, 1, 'ban', $2, $3)`, [origin, address, operator]);
+
+  test('init creates schema, roles and policies; a second run changes nothing; the password is never printed', async () => {
+    const first = await ampere(['fleet', 'init', '--url', pg.url(), '--node', 'pbx1:pbx1-secret', '--node', 'pbx2:pbx2-secret', '--operator', 'noc:noc-secret-1'], {});
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /2 migration\(s\) applied/);
+    assert.doesNotMatch(first.stdout + first.stderr, /throwaway-super|pbx1-secret/);
+    const again = await ampere(['fleet', 'init', '--url', pg.url(), '--node', 'pbx1:pbx1-secret'], {});
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /0 migration\(s\) applied \(already up to date\)/);
+    assert.equal(await pg.psql(`SELECT count(*) FROM pg_policies WHERE tablename = 'fleet_decisions'`), '3');
+    assert.equal(await pg.psql(`SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE NOT tgisinternal`), 'fleet_decisions_no_update,fleet_decisions_notify');
+  });
+
+  test('--print shows the SQL without touching a database', async () => {
+    const r = await ampere(['fleet', 'init', '--print', '--node', 'pbx9:pbx9-secret'], {});
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /CREATE TABLE "fleet_decisions"/);
+    assert.match(r.stdout, /CREATE POLICY fleet_node_insert/);
+    assert.match(r.stdout, /GRANT ampere_node TO "pbx9"/);
+    assert.equal(await pg.psql(`SELECT count(*) FROM pg_roles WHERE rolname = 'pbx9'`), '0');
+  });
+
+  test('a node inserts only rows of its own origin, never an operator row; nobody updates or deletes', async () => {
+    const pbx1 = await connect('pbx1', 'pbx1-secret');
+    try {
+      await insert(pbx1, 'pbx1');
+      // The attack: a compromised pbx1 forging pbx2's decisions, or an operator's.
+      await assert.rejects(insert(pbx1, 'pbx2'), /row-level security/);
+      await assert.rejects(insert(pbx1, 'pbx1', '203.0.113.10', true), /row-level security/);
+      await assert.rejects(pbx1.query(`UPDATE fleet_decisions SET origin = 'pbx2'`), /permission denied/);
+      await assert.rejects(pbx1.query(`DELETE FROM fleet_decisions`), /permission denied/);
+      await assert.rejects(pbx1.query(`TRUNCATE fleet_decisions`), /permission denied/);
+    } finally { await pbx1.end(); }
+    const noc = await connect('noc', 'noc-secret-1');
+    try {
+      await insert(noc, 'noc', '203.0.113.11', true);
+      await assert.rejects(insert(noc, 'pbx1'), /row-level security/);
+    } finally { await noc.end(); }
+    // Append only for the owner too.
+    await assert.rejects(pg.psql(`UPDATE fleet_decisions SET address = '198.51.100.1'`), /append only/);
+    assert.equal(await pg.psql(`SELECT string_agg(origin, ',' ORDER BY id) FROM fleet_decisions`), 'pbx1,noc');
+  });
+
+  test('an insert notifies the channel', async () => {
+    const listener = await connect('pbx2', 'pbx2-secret');
+    const pbx1 = await connect('pbx1', 'pbx1-secret');
+    try {
+      await listener.query('LISTEN ampere_fleet');
+      const heard = new Promise<string>((resolve) => listener.on('notification', (n) => resolve(n.channel)));
+      await insert(pbx1, 'pbx1', '203.0.113.12');
+      assert.equal(await heard, 'ampere_fleet');
+    } finally { await Promise.all([listener.end(), pbx1.end()]); }
+  });
+});
