@@ -6,7 +6,7 @@
 export const USAGE_OF: Record<string, string> = {
   run: 'run',
   status: 'status [--json]',
-  bans: 'bans [<address-or-cidr>] [--all] [--limit <n>] [--json]',
+  bans: 'bans [<address-or-cidr>] [--all] [--origin <node>|local] [--limit <n>] [--json]',
   ban: 'ban <ip>... [--for <duration>|permanent] [--reason <text>] [--json]',
   unban: 'unban <ip>... | --all [--json]',
   allow: 'allow add <ip-or-cidr> [--note <text>] | allow rm <ip-or-cidr> | allow list [--json]',

@@ -267,7 +267,7 @@ export class Decisions {
   private logStored(bans: PendingBan[]): void {
     for (const { row: b, banCount } of bans) {
       this.log.info(
-        { address: b.address, reason: { kind: b.reasonKind, service: b.reasonService, account: b.reasonAccount }, failures: b.failures, count: banCount, duration: b.until === null ? 'permanent' : formatDuration(b.until - b.now), until: b.until === null ? null : new Date(b.until).toISOString(), source: b.source },
+        { address: b.address, reason: { kind: b.reasonKind, service: b.reasonService, account: b.reasonAccount }, failures: b.failures, count: banCount, duration: b.until === null ? 'permanent' : formatDuration(b.until - b.now), until: b.until === null ? null : new Date(b.until).toISOString(), source: b.source, ...(b.origin ? { origin: b.origin } : {}) },
         'ban',
       );
     }

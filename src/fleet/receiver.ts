@@ -12,7 +12,9 @@ const PAGE = 5000;
  * Peers' decisions after (txid, id), oldest transaction first. Decisions older than
  * fleet_ban_max are left out: none of them can still be in force here.
  */
-const FETCH = `SELECT id::text AS id, txid::text AS txid, origin, action, address::text AS address,
+// A network (a mask shorter than a host's) keeps its mask in the text, so the address check refuses it.
+const FETCH = `SELECT id::text AS id, txid::text AS txid, origin, action,
+    CASE WHEN masklen(address) = CASE family(address) WHEN 4 THEN 32 ELSE 128 END THEN host(address) ELSE address::text END AS address,
     (extract(epoch FROM until) * 1000)::float8 AS until, reason_kind AS "reasonKind", reason_service AS "reasonService",
     reason_account AS "reasonAccount", failures, operator, (extract(epoch FROM created_at) * 1000)::float8 AS "createdAt"
   FROM fleet_decisions
