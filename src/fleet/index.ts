@@ -27,7 +27,7 @@ export interface FleetDeps {
 /** How long after a local decision the outbox is read: the daemon commits automatic bans 20 ms after the first of a burst. */
 const PUBLISH_DELAY_MS = 25;
 const RECONNECT_MIN_MS = 500;
-const RECONNECT_MAX_MS = 30_000;
+const RECONNECT_MAX_MS = 10_000;
 /** Seconds of its rate a bucket holds: a burst of bans (a replayed attack) goes out at once. */
 const BURST_SECONDS = 2;
 
