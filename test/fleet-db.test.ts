@@ -65,6 +65,23 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
     assert.equal(await pg.psql(`SELECT string_agg(origin, ',' ORDER BY id) FROM fleet_decisions`), 'pbx1,noc');
   });
 
+  test('ampere check: connection, schema, role and rights of this node; never the password', async () => {
+    const checks = async (env: Record<string, string>) => {
+      const r = await ampere(['check', '--json'], { AMPERE_DB: '/nonexistent/ampere.db', AMPERE_BACKEND: 'dry-run', AMPERE_PORT: '1', AMPERE_AMI_TIMEOUT: '1s', ...env });
+      assert.doesNotMatch(r.stdout + r.stderr, /pbx1-secret|wrong-secret/);
+      return (JSON.parse(r.stdout).checks as { name: string; result: string; detail: string }[]).filter((c) => c.name.startsWith('fleet'));
+    };
+    const good = await checks({ AMPERE_FLEET_URL: pg.url('pbx1', 'pbx1-secret'), AMPERE_FLEET_ORIGIN: 'pbx1' });
+    assert.deepEqual(good.map((c) => `${c.name} ${c.result}`), ['fleet ok', 'fleet rights ok'], JSON.stringify(good));
+    const forged = await checks({ AMPERE_FLEET_URL: pg.url('pbx1', 'pbx1-secret'), AMPERE_FLEET_ORIGIN: 'pbx2' });
+    assert.deepEqual(forged.map((c) => `${c.name} ${c.result}`), ['fleet ok', 'fleet origin fail', 'fleet rights fail'], JSON.stringify(forged));
+    const denied = await checks({ AMPERE_FLEET_URL: pg.url('pbx1', 'wrong-secret'), AMPERE_FLEET_ORIGIN: 'pbx1' });
+    assert.equal(denied[0].result, 'fail');
+    assert.match(denied[0].detail, /password authentication failed/);
+    assert.match(denied[0].detail, /pbx1:\*{5}@/);
+    assert.equal(await pg.psql(`SELECT count(*) FROM fleet_decisions WHERE address = '192.0.2.1'`), '0');
+  });
+
   test('an insert notifies the channel', async () => {
     const listener = await connect('pbx2', 'pbx2-secret');
     const pbx1 = await connect('pbx1', 'pbx1-secret');

@@ -24,7 +24,7 @@ describe('fleet: three daemons, one PostgreSQL', { skip }, () => {
     pg = await PgCluster.start();
     await initFleet(pg, ['pbx1', 'pbx2', 'pbx3']);
     pbx1 = await FleetNode.create('pbx1', pg);
-    pbx2 = await FleetNode.create('pbx2', pg, { AMPERE_ALLOW: TRUNK, AMPERE_FLEET_BAN_MAX: '2h' });
+    pbx2 = await FleetNode.create('pbx2', pg, { AMPERE_ALLOW: TRUNK, AMPERE_FLEET_BAN_MAX: '2h', AMPERE_METRICS: '127.0.0.1:9327' });
     pbx3 = await FleetNode.create('pbx3', pg);
     ami = await FakeAmiProcess.start(pbx1.ns.name);
     await Promise.all([pbx1.start({ AMPERE_PORT: String(ami.port) }), pbx2.start(), pbx3.start()]);
@@ -54,6 +54,15 @@ describe('fleet: three daemons, one PostgreSQL', { skip }, () => {
     const bans = JSON.parse((await pbx2.cli(['bans', attackers[0], '--json'])).stdout);
     assert.equal(bans[0].source, 'fleet');
     assert.equal(bans[0].origin, 'pbx1');
+    const text = (await pbx2.cli(['status'])).stdout;
+    assert.match(text, /fleet: +connected since .*as pbx2/);
+    assert.match(text, /fleet peers: +pbx1 /);
+    assert.doesNotMatch(text, /pbx2-fleet-pw/);
+    const metrics = await pbx2.ns.must(process.execPath, ['-e', `fetch('http://127.0.0.1:9327/metrics').then((r) => r.text()).then((t) => process.stdout.write(t))`]);
+    assert.match(metrics, /^ampere_fleet_received_total (\d+)$/m);
+    assert.ok(Number(/^ampere_fleet_received_total (\d+)$/m.exec(metrics)![1]) >= 200);
+    assert.match(metrics, /^ampere_fleet_connected 1$/m);
+    assert.match(metrics, /^ampere_fleet_lag_seconds_count \d+$/m);
     console.log(`# 200 bans on pbx1 in both peers' kernels ${Math.round(t)} ms after pbx1 held them; pbx2 lag of the last: ${s2.fleet.lagMs} ms`);
   });
 
