@@ -28,10 +28,13 @@ const fleetUrl: Parse<string> = (raw) => {
   return { ok: raw };
 };
 
-/** The node's name in the fleet: also its database role (row-level security compares the two). */
-const origin: Parse<string> = (raw) => /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(raw)
-  ? { ok: raw }
-  : { allowed: 'a node name of 1-63 letters, digits, . _ - (starting with a letter or digit): the database role of this node' };
+/** The node's name in the fleet: also its database role (row-level security compares the two). Empty: this host's short name. */
+const origin: Parse<string> = (raw) => {
+  const name = raw === '' ? hostname().split('.')[0] : raw;
+  return /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(name)
+    ? { ok: name }
+    : { allowed: `a node name of 1-63 letters, digits, . _ - (starting with a letter or digit): the database role of this node${raw === '' ? ` (the host name ${JSON.stringify(name.slice(0, 80))} is not one: set it)` : ''}` };
+};
 
 const path: Parse<string> = (raw) => (/^[^\0]*$/.test(raw) ? { ok: raw } : { allowed: 'a file path, or empty' });
 
@@ -48,7 +51,7 @@ const span = (minMs: number, maxMs: number): Parse<number> => (raw) => {
 /** Fleet mode's keys (docs/fleet.md); every one is inert while fleet_url is empty. */
 export const FLEET_KEYS = {
   fleet_url: { default: '', parse: fleetUrl },
-  fleet_origin: { default: hostname().split('.')[0] || 'ampere', parse: origin },
+  fleet_origin: { default: '', parse: origin },
   fleet_resync: { default: '30s', parse: span(1000, 24 * 86_400_000) },
   fleet_ban_max: { default: '24h', parse: span(1000, 36_500 * 86_400_000) },
   fleet_tls_ca: { default: '', parse: path },
