@@ -54,6 +54,9 @@ describe('fleet: three daemons, one PostgreSQL', { skip }, () => {
     const bans = JSON.parse((await pbx2.cli(['bans', attackers[0], '--json'])).stdout);
     assert.equal(bans[0].source, 'fleet');
     assert.equal(bans[0].origin, 'pbx1');
+    const table = (await pbx2.cli(['bans', attackers[0]])).stdout.split('\n');
+    assert.match(table[0], /^ADDRESS +SINCE +UNTIL +BANS +SOURCE +ORIGIN +REASON$/);
+    assert.match(table[1], new RegExp(`^${attackers[0].replace(/\./g, '\\.')} .* fleet +pbx1 +ChallengeResponseFailed`));
     const text = (await pbx2.cli(['status'])).stdout;
     assert.match(text, /fleet: +connected since .*as pbx2/);
     assert.match(text, /fleet peers: +pbx1 /);

@@ -50,7 +50,7 @@ export async function bansCommand(args: string[]): Promise<number> {
         for (const b of bans) process.stdout.write(`${shown++ ? ',' : ''}\n  ${JSON.stringify({ ...b, since: iso(b.since), until: iso(b.until), liftedAt: iso(b.liftedAt) })}`);
       } else if (bans.length > 0 || (shown === 0 && page.next === null)) {
         // Aligned page by page; the header once.
-        const text = formatBans(bans, !!values.all);
+        const text = formatBans(bans, !!values.all, Date.now(), !!cfg.fleet_url);
         process.stdout.write(shown === 0 ? text : text.slice(text.indexOf('\n') + 1));
         shown += bans.length;
       }
@@ -64,7 +64,8 @@ export async function bansCommand(args: string[]): Promise<number> {
   return EXIT.ok;
 }
 
-export function formatBans(bans: BanView[], all: boolean, now = Date.now()): string {
+/** origin: the ORIGIN column (fleet mode), `-` for this node's own bans. */
+export function formatBans(bans: BanView[], all: boolean, now = Date.now(), origin = false): string {
   return formatTable(bans, [
     { header: 'ADDRESS', get: (b) => b.address },
     { header: 'SINCE', get: (b) => formatTime(b.since) },
@@ -72,7 +73,7 @@ export function formatBans(bans: BanView[], all: boolean, now = Date.now()): str
     ...(all ? [{ header: 'STATE', get: (b: BanView) => (b.active ? 'active' : b.liftReason ?? 'expired') }] : []),
     { header: 'BANS', get: (b) => b.banCount, right: true },
     { header: 'SOURCE', get: (b) => b.source },
-    { header: 'ORIGIN', get: (b) => b.origin ?? '-' },
+    ...(origin ? [{ header: 'ORIGIN', get: (b: BanView) => b.origin ?? '-' }] : []),
     { header: 'REASON', get: (b) => b.reason },
   ]);
 }

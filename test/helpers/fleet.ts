@@ -44,7 +44,7 @@ export class FleetNode {
   }
 
   cli(args: string[]) {
-    return ampere(args, { AMPERE_DB: this.db });
+    return ampere(args, { AMPERE_DB: this.db, AMPERE_FLEET_URL: this.pg.url(this.name, password(this.name)), AMPERE_FLEET_ORIGIN: this.name });
   }
 
   async ban(addresses: string[], forWhat = '1h'): Promise<void> {
