@@ -43,9 +43,9 @@ test('the described config (the start log line) has the fleet URL without its pa
 });
 
 test('without fleet_url the daemon loads no fleet code and no pg driver', () => {
-  // Everything main.ts imports is loaded by this require; fleet mode is behind `if (cfg.fleet_url)`.
-  require('../src/main');
+  // Everything the daemon imports is loaded by this require; fleet mode is behind `if (cfg.fleet_url)`.
+  require('../src/daemon');
   const loaded = Object.keys(require.cache);
-  assert.ok(loaded.some((p) => p.endsWith('/src/main.ts')));
+  assert.ok(loaded.some((p) => p.endsWith('/src/daemon/index.ts')));
   assert.deepEqual(loaded.filter((p) => /\/node_modules\/pg\/|\/src\/fleet\//.test(p)), []);
 });

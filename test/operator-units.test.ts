@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { backupDatabase, backupName, listBackups, pruneBackups } from '../src/backup';
 import { formatTable, formatSpan } from '../src/cli/table';
 import { controlRequest, ControlUnreachable } from '../src/control/client';
-import { networkOf } from '../src/control/routes';
+import { networkOf } from '../src/allow';
 import { claimSocket, ControlServer, HttpError } from '../src/control/server';
 import type { FirewallBackend } from '../src/firewall';
 import { createLogger } from '../src/log';

@@ -1,6 +1,5 @@
 import { applyImportBans, type ImportBan } from '../fail2ban/apply';
 import { MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
-import type { Family } from '../net/ip';
 import type { ControlDeps } from './routes';
 import { HttpError, type ControlAnswer, type ControlRequest } from './server';
 
@@ -8,7 +7,7 @@ import { HttpError, type ControlAnswer, type ControlRequest } from './server';
 const CHUNK = 500;
 
 /** `POST /import-fail2ban`: bans from fail2ban's database, in force in the kernel when answered. */
-export function importRoutes(d: ControlDeps, exemptBy: (address: string, family: Family) => string | undefined): Record<string, (r: ControlRequest) => Promise<ControlAnswer>> {
+export function importRoutes(d: ControlDeps): Record<string, (r: ControlRequest) => Promise<ControlAnswer>> {
   return {
     'POST /import-fail2ban': async (r) => {
       const entries = r.body.entries;
@@ -20,7 +19,7 @@ export function importRoutes(d: ControlDeps, exemptBy: (address: string, family:
         const now = Date.now();
         const applied: Promise<void>[] = [];
         const part = applyImportBans(entries.slice(i, i + CHUNK) as ImportBan[], {
-          exempt: (a, f) => { const by = exemptBy(a, f); return by ? `allowed (${by})` : undefined; },
+          allowed: (a, f) => d.allow.refusal(a, f),
           isBanned: (a) => d.decisions.isBanned(a),
           ban: (a, f, forMs, jail) => { applied.push(d.decisions.ban(a, f, { kind: 'fail2ban', service: jail, account: '', failures: 0 }, now, 'fail2ban', forMs).applied); },
         }, now);
