@@ -3,7 +3,9 @@
  * drops, two labs (each its own namespaces, iptables and ipset), one throwaway PostgreSQL
  * reached over its Unix socket. Beside it, in the same run, the poll-based way: a bouncer that
  * asks the same table every 1 s (and 10 s) and adds what is new to an ipset set of its own in a
- * third lab, as CrowdSec's bouncers do against their API. Full runs and --only=fleet only: it
+ * third lab, as CrowdSec's bouncers do against their API; its delay reaches past the probe's 5 s
+ * window, so it is timed to the address being in its set (`ipset test` in a loop, ~10-20 ms
+ * granularity, nothing beside a period of seconds). Full runs and --only=fleet only: it
  * needs PostgreSQL (scripts/setup.sh --with-test-tools), and the 10 s poll takes minutes.
  */
 import { Client } from 'pg';
@@ -11,7 +13,7 @@ import { fleetInit } from '../../src/fleet/init';
 import { PgCluster, skipUnlessPg } from '../../test/helpers/pg';
 import { Daemon, daemonEnv, PbxAgent, Prober } from '../lib/procs';
 import { percentile, spread, type Row } from '../lib/report';
-import { createLab, removeTempDir, sleep, tempDir, type Lab, type Ns } from '../lib/sys';
+import { createLab, monoNs, removeTempDir, sleep, tempDir, type Lab, type Ns } from '../lib/sys';
 import type { Ctx } from './common';
 
 const SECTION = '7 Fleet';
@@ -30,6 +32,21 @@ async function propagate(agent: PbxAgent, prober: Prober, n: number, base: numbe
     const { t } = await agent.call('fail', { addrs: [a], n: 1 });
     const r = await prober.end(a);
     if (r) out.push(Number(r.firstLost - BigInt(t)) / 1e6);
+    await pause();
+  }
+  return out;
+}
+
+/** The same samples timed to the address being in a set of the namespace (the poll rows). */
+async function propagateToSet(agent: PbxAgent, ns: Ns, set: string, n: number, base: number, pause: () => Promise<void>): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const a = src(base + i);
+    await agent.call('fail', { addrs: [a], n: LOYALTY - 1 });
+    const { t } = await agent.call('fail', { addrs: [a], n: 1 });
+    const end = Date.now() + 60_000;
+    while ((await ns.exec('ipset', ['test', set, a])).code !== 0 && Date.now() < end) await sleep(5);
+    if (Date.now() < end) out.push(Number(monoNs() - BigInt(t)) / 1e6);
     await pause();
   }
   return out;
@@ -85,10 +102,10 @@ export async function fleetSection(ctx: Ctx): Promise<Row[]> {
     const poll = labs[2].pbx;
     await poll.must('ipset', ['create', 'poll-v4', 'hash:ip']);
     await poll.must('iptables', ['-w', '-I', 'INPUT', '-m', 'set', '--match-set', 'poll-v4', 'src', '-j', 'DROP']);
-    for (const l of [labs[1], labs[2]]) probers.push(Prober.start(l.pbx, l.atk, l.pbx4, l.pbx6, 5071, 50));
+    probers.push(Prober.start(labs[1].pbx, labs[1].atk, labs[1].pbx4, labs[1].pbx6, 5071, 50));
     const rows: Row[] = [];
     const row = (variant: string, xs: number[]) => {
-      for (const p of [50, 99]) rows.push({ section: SECTION, measure: `propagation p${p}, deciding event on pbx1 -> dropped by the peer's kernel`, variant, value: percentile(xs, p), unit: 'ms', spread: spread(xs), runs: xs.length, ...(p === 99 && variant.startsWith('LISTEN') ? { target: '≤ 50 ms', met: percentile(xs, 99) <= 50 } : {}) });
+      for (const p of [50, 99]) rows.push({ section: SECTION, measure: `propagation p${p}, deciding event on pbx1 -> the peer's kernel`, variant, value: percentile(xs, p), unit: 'ms', spread: spread(xs), runs: xs.length, ...(p === 99 && variant.startsWith('LISTEN') ? { target: '≤ 50 ms', met: percentile(xs, 99) <= 50 } : {}) });
       ctx.log(`  fleet ${variant}: ${xs.length} bans, p50 ${percentile(xs, 50).toFixed(1)} ms, p99 ${percentile(xs, 99).toFixed(1)} ms`);
     };
     row('LISTEN (Ampere)', await propagate(agent, probers[0], samples.listen, 0, () => sleep(20 + Math.random() * 30)));
@@ -96,7 +113,7 @@ export async function fleetSection(ctx: Ctx): Promise<Row[]> {
       const poller = startPoller(pg.url('pbx2', pw('pbx2')), poll, period);
       try {
         // A random phase between bans, as a decision falls anywhere in the poll period.
-        row(`poll every ${period / 1000} s`, await propagate(agent, probers[1], n, base, () => sleep(Math.random() * period)));
+        row(`poll every ${period / 1000} s (to its set)`, await propagateToSet(agent, poll, 'poll-v4', n, base, () => sleep(Math.random() * period)));
       } finally { await poller.stop(); }
     }
     return rows;

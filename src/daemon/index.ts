@@ -64,6 +64,7 @@ function startFleetIfSet(cfg: LoadedConfig['config'], deps: Omit<import('../flee
   const { startFleet } = require('../fleet') as typeof import('../fleet');
   const fleet = startFleet({ ...deps, cfg, log: deps.log.child({ module: 'fleet' }) });
   deps.decisions.onChange((_what, _address, detail) => { if (detail !== 'fleet' && detail !== 'expired') fleet.noteLocal(); });
+  deps.decisions.onStored(() => fleet.noteLocal(0));
   if (metrics) fleet.registerMetrics(metrics.registry);
   return fleet;
 }

@@ -80,6 +80,7 @@ export class Decisions {
   private readonly log: Logger;
   private readonly commitDelayMs: number;
   private readonly listeners: ChangeListener[] = [];
+  private readonly storedListeners: (() => void)[] = [];
 
   constructor(o: DecisionsOptions) {
     this.store = o.store;
@@ -94,6 +95,9 @@ export class Decisions {
 
   /** Subscribes to every ban made and lifted (the daemon's counts, metrics). */
   onChange(listener: ChangeListener): void { this.listeners.push(listener); }
+
+  /** Subscribes to ban rows being committed (fleet mode publishes them from the database right after). */
+  onStored(listener: () => void): void { this.storedListeners.push(listener); }
 
   private changed(what: 'ban' | 'unban', address: string, detail: string): void {
     for (const l of this.listeners) l(what, address, detail);
@@ -288,6 +292,7 @@ export class Decisions {
         'ban',
       );
     }
+    for (const l of this.storedListeners) l();
   }
 
   /** Lift one ban early (operator, or the address became allowed). */

@@ -24,7 +24,7 @@ export interface FleetDeps {
   log: Logger;
 }
 
-/** How long after a local decision the outbox is read: the daemon commits automatic bans 20 ms after the first of a burst. */
+/** How long after a local decision the outbox is read again when its row was not there yet (an automatic ban is committed 20 ms after the first of a burst). */
 const PUBLISH_DELAY_MS = 25;
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 10_000;
@@ -76,10 +76,16 @@ export class Fleet {
     void this.connect();
   }
 
-  /** The observer of local decisions: the outbox is read shortly after, off the ban path. */
-  noteLocal(): void {
+  /**
+   * The observer of local decisions (and of ban rows committed, delayMs 0): the outbox is read
+   * after this turn of the event loop, never on the ban path, and again a little later while
+   * the row is not committed yet.
+   */
+  noteLocal(delayMs = 0): void {
     this.publishTries = 0;
-    this.publishTimer ??= setTimeout(() => { this.publishTimer = null; void this.publish(); }, PUBLISH_DELAY_MS);
+    if (this.publishTimer && delayMs > 0) return;
+    if (this.publishTimer) clearTimeout(this.publishTimer);
+    this.publishTimer = setTimeout(() => { this.publishTimer = null; void this.publish(); }, delayMs);
   }
 
   status(): FleetStatus {
