@@ -53,14 +53,14 @@ async function propagateToSet(agent: PbxAgent, ns: Ns, set: string, n: number, b
 }
 
 /** The poll-based receiver: every periodMs, new rows since the last id go into its own set in the lab. */
-function startPoller(url: string, ns: Ns, periodMs: number): { stop(): Promise<void> } {
-  let last = 0;
+async function startPoller(url: string, ns: Ns, periodMs: number): Promise<{ stop(): Promise<void> }> {
   let stopped = false;
   const c = new Client({ connectionString: url });
+  await c.connect();
+  // Where it starts is known before the first sample is decided.
+  const { rows } = await c.query<{ m: string | null }>(`SELECT max(id)::text AS m FROM fleet_decisions`);
+  let last = Number(rows[0].m ?? 0);
   const loop = (async () => {
-    await c.connect();
-    const { rows } = await c.query<{ m: string | null }>(`SELECT max(id)::text AS m FROM fleet_decisions`);
-    last = Number(rows[0].m ?? 0);
     while (!stopped) {
       await sleep(periodMs);
       const got = await c.query<{ id: string; a: string }>(`SELECT id::text AS id, host(address) AS a FROM fleet_decisions WHERE id > $1 AND action = 'ban' ORDER BY id`, [last]);
@@ -110,7 +110,7 @@ export async function fleetSection(ctx: Ctx): Promise<Row[]> {
     };
     row('LISTEN (Ampere)', await propagate(agent, probers[0], samples.listen, 0, () => sleep(20 + Math.random() * 30)));
     for (const [period, n, base] of [[1000, samples.poll1, 200], [10_000, samples.poll10, 400]] as const) {
-      const poller = startPoller(pg.url('pbx2', pw('pbx2')), poll, period);
+      const poller = await startPoller(pg.url('pbx2', pw('pbx2')), poll, period);
       try {
         // A random phase between bans, as a decision falls anywhere in the poll period.
         row(`poll every ${period / 1000} s (to its set)`, await propagateToSet(agent, poll, 'poll-v4', n, base, () => sleep(Math.random() * period)));
