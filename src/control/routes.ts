@@ -11,7 +11,7 @@ import { canonicalIp, parseHost, type Family } from '../net/ip';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
 import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
-import { importRoutes } from './import-routes';
+import { importRoutes, kernelBan } from './import-routes';
 import { historyView, listBanPageJson, MAX_PAGE } from './views';
 
 /** The running daemon's parts the control API steers. */
@@ -193,7 +193,7 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
         const part = applyLegacy(entries.slice(i, i + IMPORT_CHUNK) as LegacyEntry[], {
           allowed: (a) => d.allow.refusal(a, 4),
           isBanned: (a) => d.decisions.isBanned(a),
-          ban: (e) => { applied.push(d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null).applied); },
+          ban: (e) => { applied.push(kernelBan(() => d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null))); },
         });
         for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of part[k]) (report[k] as unknown[]).push(x);
         await Promise.all(applied);

@@ -98,7 +98,9 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const { restored, lifted, restoreMs } = await loadBans({ db: cfg.db, emptyDb, backend, firewall, decisions, allow, log, t0 });
 
   // A failed kernel command kicks the reconciler: it repairs the kernel at once, not at the next check.
-  const verifier = new Reconciler({ backend, queue: firewall, banned: () => decisions.countByFamily(), endedBy: (f, at) => decisions.countEndedBy(f, at), repair: () => decisions.resync(Date.now()), log, onRepair: (what) => { for (const f of repaired) f(what); } }, cfg.verify_interval);
+  const verifier = new Reconciler({ backend, queue: firewall, banned: () => decisions.countByFamily(), endedBy: (f, at) => decisions.countEndedBy(f, at), repair: () => decisions.resync(Date.now()), log, onRepair: (what) => { for (const f of repaired) f(what); },
+    // Health's verdict the moment drift is found, before the repair: it failed while the kernel was known wrong.
+    onDrift: (found) => { const h = health(parts, Date.now()); log.info({ drift: found, inSync: inSync(parts), healthy: h.healthy, problems: h.problems }, 'firewall drift found; repairing'); } }, cfg.verify_interval);
   failed.push(() => verifier.kick());
   // From now on SQLite never holds the event loop for another process's lock: writes that meet one fail at once and are retried.
   store.setBusyTimeout(DAEMON_BUSY_TIMEOUT_MS);
