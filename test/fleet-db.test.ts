@@ -1,5 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { Client } from 'pg';
 import { ampere } from './helpers/cli';
 import { PgCluster, skipUnlessPg } from './helpers/pg';
@@ -80,6 +82,26 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
     assert.match(denied[0].detail, /password authentication failed/);
     assert.match(denied[0].detail, /pbx1:\*{5}@/);
     assert.equal(await pg.psql(`SELECT count(*) FROM fleet_decisions WHERE address = '192.0.2.1'`), '0');
+  });
+
+  test('TLS: fleet_tls_ca checks the server against a private CA; another CA is refused', async () => {
+    const ca = await pg.enableTls();
+    const tcp = pg.url('pbx1', 'pbx1-secret', 'ampere', false);
+    const run = async (env: Record<string, string>) => {
+      const r = await ampere(['check', '--json'], { AMPERE_DB: '/nonexistent/ampere.db', AMPERE_BACKEND: 'dry-run', AMPERE_PORT: '1', AMPERE_AMI_TIMEOUT: '1s', AMPERE_FLEET_URL: tcp, AMPERE_FLEET_ORIGIN: 'pbx1', ...env });
+      return (JSON.parse(r.stdout).checks as { name: string; result: string; detail: string }[]).find((c) => c.name === 'fleet')!;
+    };
+    const ok = await run({ AMPERE_FLEET_TLS_CA: ca });
+    assert.equal(ok.result, 'ok', ok.detail);
+    assert.match(ok.detail, /over TLS$/);
+    // The attack: a server (or a man in the middle) whose certificate another CA signed.
+    const other = join(pg.dir, 'other-ca.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=someone else', '-keyout', join(pg.dir, 'other-ca.key'), '-out', other], { stdio: 'pipe' });
+    const refused = await run({ AMPERE_FLEET_TLS_CA: other });
+    assert.equal(refused.result, 'fail');
+    assert.match(refused.detail, /certificate/);
+    const plain = await run({});
+    assert.match(plain.detail, /without TLS$/);
   });
 
   test('an insert notifies the channel', async () => {

@@ -19,8 +19,9 @@ export async function checkFleet(cfg: Config): Promise<Check[]> {
   client.on('error', () => {});
   try {
     await client.connect();
-    const who = (await client.query(`SELECT current_user AS role, to_regclass('public.fleet_decisions') IS NOT NULL AS ready, pg_has_role(current_user, 'ampere_node', 'member') AS node, current_setting('server_version') AS version`)).rows[0] as { role: string; ready: boolean; node: boolean; version: string };
-    const out: Check[] = [{ name: 'fleet', result: 'ok', detail: `connected to ${where} (PostgreSQL ${who.version}) as ${who.role}` }];
+    const who = (await client.query(`SELECT current_user AS role, to_regclass('public.fleet_decisions') IS NOT NULL AS ready, pg_has_role(current_user, 'ampere_node', 'member') AS node, current_setting('server_version') AS version,
+      coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false) AS tls`)).rows[0] as { role: string; ready: boolean; node: boolean; version: string; tls: boolean };
+    const out: Check[] = [{ name: 'fleet', result: 'ok', detail: `connected to ${where} (PostgreSQL ${who.version}) as ${who.role}, ${who.tls ? 'over TLS' : 'without TLS'}` }];
     if (!who.ready) return [...out, { name: 'fleet schema', result: 'fail', detail: 'table fleet_decisions missing: run "ampere fleet init --url <owner-url>"' }];
     if (who.role !== cfg.fleet_origin) out.push({ name: 'fleet origin', result: 'fail', detail: `fleet_origin ${cfg.fleet_origin} is not this connection's role ${who.role}: the database would refuse every decision of this node` });
     if (!who.node) out.push({ name: 'fleet role', result: 'fail', detail: `role ${who.role} is not a member of ampere_node ("ampere fleet init --node ${who.role}")` });

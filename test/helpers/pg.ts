@@ -84,6 +84,26 @@ export class PgCluster {
     return r.stdout.trim();
   }
 
+  /**
+   * TLS on (reloaded, no restart): a CA of its own and a server certificate for localhost
+   * signed by it. Returns the CA's file, for clients that check the server.
+   */
+  async enableTls(): Promise<string> {
+    const run = async (args: string[]) => { const r = await sh('openssl', args); if (r.code !== 0) throw new Error(`openssl ${args[0]}: ${r.stderr}`); };
+    const f = (n: string) => join(this.dir, n);
+    await run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=ampere test CA', '-keyout', f('ca.key'), '-out', f('ca.pem')]);
+    await run(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', f('server.key'), '-out', f('server.csr')]);
+    writeFileSync(f('san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+    await run(['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', f('san.ext'), '-out', f('server.pem')]);
+    execFileSync('chown', ['postgres:postgres', f('server.key'), f('server.pem')]);
+    chmodSync(f('server.key'), 0o600);
+    await this.psql(`ALTER SYSTEM SET ssl_cert_file = '${f('server.pem')}'`, 'postgres');
+    await this.psql(`ALTER SYSTEM SET ssl_key_file = '${f('server.key')}'`, 'postgres');
+    await this.psql(`ALTER SYSTEM SET ssl = on`, 'postgres');
+    await this.psql(`SELECT pg_reload_conf()`, 'postgres');
+    return f('ca.pem');
+  }
+
   async createDb(name = 'ampere'): Promise<void> {
     await this.psql(`CREATE DATABASE ${name}`, 'postgres');
   }
