@@ -137,6 +137,24 @@ describe('fleet: three daemons, one PostgreSQL', { skip }, () => {
     } finally { await c.end(); }
   });
 
+  test('catch-up applies in commit order, not in the text order of ids (a ban at id 9999, its unban at 10000)', async () => {
+    const [lifted, kept] = range(90, 2);
+    await pbx3.daemon!.stop('SIGKILL');
+    // Fillers (pbx2's own, which pbx3 reads too but pbx2 skips) bring the next id to 9999.
+    const next = Number(await pg.psql(`SELECT last_value + 1 FROM fleet_decisions_id_seq`));
+    await pg.psql(`INSERT INTO fleet_decisions (origin, seq, action, address) SELECT 'pbx2', 0, 'unban', '192.0.2.1' FROM generate_series(1, ${9999 - next})`);
+    const c = await asRole(pg, 'pbx1');
+    try {
+      // One statement, as the publisher sends a batch of its outbox: one transaction, ids in order.
+      await c.query(`INSERT INTO fleet_decisions (origin, seq, action, address, until) VALUES
+        ('pbx1', 0, 'ban', $1, now() + interval '1 hour'), ('pbx1', 0, 'unban', $1, NULL), ('pbx1', 0, 'ban', $2, now() + interval '1 hour')`, [lifted, kept]);
+    } finally { await c.end(); }
+    assert.equal(await pg.psql(`SELECT string_agg(id::text, ',' ORDER BY id) FROM fleet_decisions WHERE address IN ('${lifted}', '${kept}')`), '9999,10000,10001');
+    await pbx3.start();
+    await eventually('pbx3 has the later ban', async () => (await pbx3.kernel()).has(kept));
+    assert.equal((await pbx3.kernel()).has(lifted), false, 'the unban (id 10000) came after the ban (id 9999)');
+  });
+
   test('fan-in: a flood from one origin is cut at fleet_receive_rate on the peers', async () => {
     const flood = range(100, 3000);
     const c = await asRole(pg, 'pbx3');

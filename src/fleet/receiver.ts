@@ -19,7 +19,8 @@ const FETCH = `SELECT id::text AS id, txid::text AS txid, origin, action,
     reason_account AS "reasonAccount", failures, operator, (extract(epoch FROM created_at) * 1000)::float8 AS "createdAt"
   FROM fleet_decisions
   WHERE (txid, id) > ($1::xid8, $2::bigint) AND origin <> $3 AND created_at > now() - make_interval(secs => $4)
-  ORDER BY txid, id LIMIT $5`;
+  ORDER BY fleet_decisions.txid, fleet_decisions.id LIMIT $5`;
+// Qualified: a bare "id" or "txid" in ORDER BY would be the text columns of the select list, in text order.
 
 export interface ReceiverHooks {
   onResult(d: Received, res: Applied): void;
