@@ -195,7 +195,7 @@ finished); the reaction section starts with an unrecorded warm-up run.
   daemon, ~1.06 s in all at the last full run), which ipset waited on. For that last one the
   store now renders every ban as its load line in SQLite, one query per family (${v(rows, '3', 'load lines rendered')}
   in-process; the bans_active index holds the address, so no table lookup per row), two
-  \`ipset restore\` processes load their halves (${v(rows, '3', 'kernel load (FirewallQueue.setAllLines')}
+  \`ipset restore\` processes load their halves (${v(rows, '3', 'kernel load (FirewallQueue.setAll, rendered lines')}
   in-process, ${v(rows, '3', 'of which: ipset restore of the same lines')} for one process
   alone), and the daemon makes its in-memory set once the kernel holds them
   (${v(rows, '3', 'after the load: the in-memory set')}; it delays "ampere started", not the

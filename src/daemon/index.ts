@@ -13,7 +13,6 @@ import { chooseIpv6, createFirewall, FirewallQueue } from '../firewall';
 import { Reconciler } from '../firewall/reconciler';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
-import { countingFailures } from '../metrics/firewall';
 import { EventWindow } from '../metrics/window';
 import { AllowList, amiHostAddresses, fixedEntries } from '../allow';
 import { PenaltyTable } from '../scoring';
@@ -70,14 +69,12 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const allow = new AllowList(fixedEntries(cfg, await amiHostAddresses(cfg.host, log)), store);
   const ipv6 = chooseIpv6(cfg.ipv6);
   if (!ipv6.on && cfg.backend !== 'dry-run') log.warn({ reason: ipv6.reason }, 'IPv6 is off: IPv4 only in the kernel, IPv6 bans are kept in the database only');
-  // Subscribers to failed kernel commands and to repairs of drift: the reconciler, then metrics.
-  const failed: ((op: string) => void)[] = [];
+  // Subscribers to repairs of drift: metrics, when served.
   const repaired: ((what: string) => void)[] = [];
-  const rawBackend = await createFirewall(cfg.backend, { chain: cfg.chain, target: cfg.target, iptables: cfg.iptables, ipv6: ipv6.on }, log);
-  const backend = countingFailures(rawBackend, (op) => { for (const f of failed) f(op); });
+  const { backend, conntrack } = await createFirewall(cfg.backend, { chain: cfg.chain, target: cfg.target, iptables: cfg.iptables, ipv6: ipv6.on }, log);
   await backend.init();
-  const firewall = new FirewallQueue(backend, log);
-  firewall.conntrack?.start(); // its process starts now, not on the first ban
+  const firewall = new FirewallQueue(backend, log, { conntrack });
+  conntrack?.start(); // its process starts now, not on the first ban
   const stats = newStats(Date.now());
   const decisions = new Decisions({ store, kernel: firewall, bantime: { bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max }, log, commitDelayMs: BAN_COMMIT_DELAY_MS });
   decisions.onChange((what) => { if (what === 'ban') stats.bans++; else stats.unbans++; });
@@ -85,7 +82,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
 
   // A failed kernel command kicks the reconciler: it repairs the kernel at once, not at the next check.
   const verifier = new Reconciler({ backend, queue: firewall, banned: () => decisions.countByFamily(), endedBy: (f, at) => decisions.countEndedBy(f, at), repair: () => decisions.resync(Date.now()), log, onRepair: (what) => { for (const f of repaired) f(what); } }, cfg.verify_interval);
-  failed.push(() => verifier.kick());
+  firewall.subscribe({ failed: () => verifier.kick() });
   // From now on SQLite never holds the event loop for another process's lock: writes that meet one fail at once and are retried.
   store.setBusyTimeout(DAEMON_BUSY_TIMEOUT_MS);
   // WAL checkpoints run on a worker thread; its start waits until the bans are loaded (it would take a core from the load).
@@ -115,7 +112,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   metricsServer = served.server;
   if (metrics) {
     decisions.onChange((what, _address, detail) => { if (what === 'ban') metrics.ban(detail); else metrics.unban(detail); });
-    failed.push((op) => metrics.firewallFailure(op));
+    firewall.subscribe({ failed: (op) => metrics.firewallFailure(op) });
     repaired.push((what) => metrics.firewallRepair(what));
   }
 
@@ -145,7 +142,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     const unstored = decisions.close();
     if (unstored > 0) log.error({ unstored }, 'bans not stored at stop: the kernel keeps them, and the next start adopts them');
     loopDelay.disable();
-    firewall.conntrack?.close();
+    conntrack?.close();
     await backend.shutdown();
     writeStatus();
     store.close();

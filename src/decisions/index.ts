@@ -1,8 +1,8 @@
 import type { AllowCheck } from '../allow';
 import type { SecurityEvent } from '../events/types';
-import type { BanLineFormat, BanLines, KernelBan, ListedBan } from '../firewall/types';
+import type { BanSource, KernelBan, ListedBan } from '../firewall/types';
 import { bansToAdopt } from './adopt';
-import { restoreLines, restoreStream } from './restore';
+import { restoreActive } from './restore';
 import type { Logger } from '../log';
 import { formatDuration } from '../config/duration';
 import { canonicalIp, familyOf, isBannable, type Family } from '../net/ip';
@@ -17,10 +17,8 @@ export type { StorageState } from './pending';
 export interface KernelQueue {
   add(bans: KernelBan[], now: number): Promise<void>;
   remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void>;
-  setAll(bans: Iterable<KernelBan>, now: number): Promise<void>;
-  /** Present when the backend loads rendered lines (then setAllLines is there too). */
-  readonly lineFormat?: BanLineFormat;
-  setAllLines?(lines: BanLines): Promise<void>;
+  /** One full load; the source renders lines for a backend that loads text. */
+  setAll(bans: BanSource, now: number): Promise<void>;
 }
 
 
@@ -115,21 +113,13 @@ export class Decisions {
    */
   async restore(now: number, allow: AllowCheck, onLoaded: (bans: number) => void = () => {}): Promise<{ restored: number; lifted: number }> {
     this.flushWrites();
-    // Expired rows are only marked: the loads below take active bans alone either way.
+    // Expired rows are only marked: the load below takes active bans alone either way.
     try { this.store.expireBans(now); } catch (err) { this.storeHealth.failed('expiry', 'expiry at start not stored', err); }
-    const format = this.kernel.lineFormat;
-    if (format) {
-      // A text load checks nothing itself, so allowed addresses are lifted before it: only the
-      // stored addresses that could be in an allowed network (their text starts right) are
-      // looked at, not every ban.
-      const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, familyOf(a)));
-      for (const address of allowed) this.liftAllowed(address, now);
-      await restoreLines({ kernel: this.kernel, store: this.store, log: this.log, banned: this.banned }, this.store.renderActiveBans(now, format), now, onLoaded);
-      await this.reloadPending(now);
-      return { restored: this.banned.size, lifted: allowed.length };
-    }
-    const allowed = await restoreStream(this.kernel, this.log, this.banned, this.store.streamActiveKernelBans(now), now, allow, onLoaded);
+    // Allowed addresses are lifted before the load: only the stored addresses that could be in
+    // an allowed network (their text starts right) are looked at, not every ban.
+    const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, familyOf(a)));
     for (const address of allowed) this.liftAllowed(address, now);
+    await restoreActive({ kernel: this.kernel, store: this.store, log: this.log, banned: this.banned }, now, new Set(allowed), onLoaded);
     await this.reloadPending(now);
     return { restored: this.banned.size, lifted: allowed.length };
   }
@@ -182,12 +172,16 @@ export class Decisions {
    */
   async resync(now: number): Promise<void> {
     this.flushWrites();
-    const format = this.kernel.lineFormat;
-    if (format && this.pending.count === 0) {
-      const lines = this.store.renderActiveBans(now, format);
-      if (lines.count === this.banned.size) return this.kernel.setAllLines!(lines);
-    }
-    await this.kernel.setAll(this.bannedNow().filter((b) => b.until === null || b.until > now), now);
+    const live = () => this.bannedNow().filter((b) => b.until === null || b.until > now);
+    const source: BanSource = {
+      [Symbol.iterator]: () => live()[Symbol.iterator](),
+      render: (format) => {
+        if (this.pending.count > 0) return undefined;
+        const lines = this.store.renderActiveBans(now, format);
+        return lines.count === this.banned.size ? lines : undefined;
+      },
+    };
+    await this.kernel.setAll(source, now);
   }
 
   isBanned(address: string): boolean {

@@ -8,7 +8,7 @@ import { loadDroppingRefused, refusedLine, splitLines, type RefusedLine } from '
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
 import { RulesetCache } from './monitor';
-import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
+import type { BanLineFormat, BanLines, BanSource, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 import { inspectIpset, parseSetHeaders, setView, type KernelView } from './verify';
 
 /** The kernel refuses element timeouts above this (about 24.8 days). */
@@ -44,7 +44,8 @@ const SHELL_MAX_LINES = 2000;
 /** Default backend: one `hash:ip` set with timeouts per family, matched by one rule in the chain. */
 export class IpsetBackend implements FirewallBackend {
   readonly name = 'ipset';
-  readonly netns?: string;
+  readonly verifiable = true;
+  readonly netns: string | undefined;
   readonly families: readonly Family[];
   private readonly fams: FamilyTools[];
   private readonly shell: IpsetShell | null;
@@ -145,10 +146,12 @@ export class IpsetBackend implements FirewallBackend {
     return new Set((await this.ipset(['list', '-n'])).stdout.split('\n'));
   }
 
-  async setAll(bans: Iterable<KernelBan>, now: number): Promise<void> {
+  async setAll(source: BanSource, now: number): Promise<void> {
+    const lines = source.render?.(this.lineFormat);
+    if (lines) return this.setAllLines(lines);
     // LOADERS loaders share one stream of chunks, each taking the next as soon as its pipe
     // drains. An address that may not be banned is left out (and logged) as the stream is made.
-    const adds = this.addScript(bans, now);
+    const adds = this.addScript(source, now);
     const shared: Iterator<string> = { next: () => adds.next() };
     await this.load(Array.from({ length: LOADERS }, () => shared));
   }
@@ -163,8 +166,8 @@ export class IpsetBackend implements FirewallBackend {
     return { prefix: { 4: `add ${this.tmpName(4)} `, 6: `add ${this.tmpName(6)} ` }, infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT };
   }
 
-  /** setAll for lines the store rendered in lineFormat: each loader takes its share of each family's text. */
-  async setAllLines(lines: BanLines): Promise<void> {
+  /** setAll for lines rendered in lineFormat: each loader takes its share of each family's text. */
+  private async setAllLines(lines: BanLines): Promise<void> {
     const shares = this.families.map((f) => splitLines(lines[f], LOADERS));
     await this.load(Array.from({ length: LOADERS }, (_, i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`)[Symbol.iterator]()));
   }
@@ -290,7 +293,7 @@ export class IpsetBackend implements FirewallBackend {
     await this.apply(lines);
   }
 
-  pipelines(count: number): boolean {
+  keepsOrder(count: number): boolean {
     return this.shell !== null && count <= SHELL_MAX_LINES;
   }
 

@@ -17,7 +17,8 @@ const MAX_REFUSED = 64;
  */
 export class RulesBackend implements FirewallBackend {
   readonly name = 'rules';
-  readonly netns?: string;
+  readonly verifiable = true;
+  readonly netns: string | undefined;
   readonly families: readonly Family[];
   private readonly fams: FamilyTools[];
   /**
@@ -143,6 +144,9 @@ export class RulesBackend implements FirewallBackend {
     await restoreFilter(ft, gone.map((a) => `-D ${this.opts.chain} ${this.present.get(a)}`), this.opts.netns);
     for (const a of gone) this.present.delete(a);
   }
+
+  /** Every batch waits for the one before (one iptables process each). */
+  keepsOrder(): boolean { return false; }
 
   async list(): Promise<string[]> {
     for (const ft of this.fams) await this.reread(ft);
