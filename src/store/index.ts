@@ -32,9 +32,6 @@ const ALLOWED_METHODS = ['allowList', 'addAllowed', 'removeAllowed'] as const;
 // The Store class below gets these methods in its constructor (declaration merging).
 export interface Store extends Pick<BanTable, (typeof BAN_METHODS)[number]>, Pick<HistoryTable, (typeof HISTORY_METHODS)[number]>, Pick<AllowedTable, (typeof ALLOWED_METHODS)[number]> {}
 
-function lend<T extends object>(to: object, from: T, names: readonly (keyof T)[]): void {
-  for (const n of names) Object.defineProperty(to, n, { value: (from[n] as (...a: unknown[]) => unknown).bind(from), enumerable: false });
-}
 
 /**
  * The database, split by job on one connection: bans (BanTable), what hosts did (HistoryTable),
@@ -71,9 +68,6 @@ export class Store {
     this.bans = new BanTable(this.sqlite, sql, committed);
     this.history = new HistoryTable(this.sqlite, sql, committed, historyPerHost);
     this.allowed = new AllowedTable(sql);
-    lend(this, this.bans, BAN_METHODS);
-    lend(this, this.history, HISTORY_METHODS);
-    lend(this, this.allowed, ALLOWED_METHODS);
     if (opts.checkpointer) this.startCheckpointer(opts.checkpointer === true ? {} : opts.checkpointer);
   }
 
@@ -102,3 +96,16 @@ export class Store {
     try { this.checkpointer?.stop(); } finally { this.sqlite.close(); }
   }
 }
+
+/** Each table method on Store.prototype, calling the store's table: one object for callers, and a test may stub one method. */
+function lend(part: 'bans' | 'history' | 'allowed', names: readonly string[]): void {
+  for (const n of names) {
+    Object.defineProperty(Store.prototype, n, {
+      value(this: Store, ...a: unknown[]) { const t = this[part] as unknown as Record<string, (...x: unknown[]) => unknown>; return t[n](...a); },
+      writable: true, configurable: true,
+    });
+  }
+}
+lend('bans', BAN_METHODS);
+lend('history', HISTORY_METHODS);
+lend('allowed', ALLOWED_METHODS);
