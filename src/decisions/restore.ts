@@ -17,7 +17,7 @@ export interface RestoreParts {
 /**
  * The start's one load of the stored bans. The source renders them as lines when the backend
  * loads text (ipset): the kernel gets them first and the in-memory set is made after, since
- * making it during that load only slowed both on two cores (see BENCHMARKS.md, Restore).
+ * making it during that load only slowed both on two cores (see BENCHMARKS.md, Findings).
  * Otherwise the set is made as the load reads the bans. A stored address that may not be
  * banned stays out of the kernel and the set (logged); `ampere unban` still lifts its row.
  * skip: addresses just lifted (allowed) whose rows may still read as active.

@@ -83,13 +83,13 @@ type Batch = { items: [string, Family][]; attempts: number };
  * was established before the ban (a SIP scanner re-sending to 5060) can stay accepted by
  * an ESTABLISHED rule ahead of our chain.
  *
- * Starting a process from the daemon forks the whole daemon (5-10 ms of blocked event loop
- * here), so no process is started per ban: one long-lived helper shell (see SCRIPT) is
+ * Starting a process from the daemon forks the whole daemon (the event loop blocks meanwhile),
+ * so no process is started per ban: one long-lived helper shell (see SCRIPT) is
  * started on first use, in the backend's namespace, and each batch is one line on its stdin.
  * While a line is in flight, and for minIntervalMs after one was sent, further bans collect in
- * `pending` and go out together as the next line. Each line costs a `conntrack -R` run (~7 ms of
- * CPU here for the process) and each address in it a walk of the kernel's whole conntrack hash
- * table (~2.7 ms at 262,144 buckets: conntrack deletes through a filtered dump), so under a
+ * `pending` and go out together as the next line. Each line costs a `conntrack -R` run and each
+ * address in it a walk of the kernel's whole conntrack hash table (conntrack deletes through a
+ * filtered dump; docs/notes/measurements.md, conntrack), so under a
  * steady stream of bans the interval bounds the runs, not the walks. Failures are
  * logged, never thrown; a helper that dies is replaced on the next ban (after a delay if it
  * died without answering), and the batch it held is tried once more.

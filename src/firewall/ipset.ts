@@ -198,10 +198,8 @@ export class IpsetBackend implements FirewallBackend {
     try {
       // `ipset restore` sends its adds in batches only to a set it created itself in that run
       // (otherwise one netlink round trip per element): so every loader starts with the same
-      // create lines (-exist: whichever comes second keeps the set). Measured on 2 cores,
-      // `ipset restore` of 100k adds: ~390 ms into a set it made, ~880 ms into one made before;
-      // split between two processes ~245 ms.
-      // The hash grows by itself: a 100k load takes the same time from 1,024 buckets as from 131,072.
+      // create lines (-exist: whichever comes second keeps the set); the hash grows by itself,
+      // so it starts small (docs/notes/measurements.md, ipset loads).
       const creates = this.createsText();
       const input = function* (rest: Iterable<string>): Generator<string> { yield creates; yield* rest; };
       // Every loader settles (a failed one ends a shared stream for the others) before any cleanup.

@@ -28,8 +28,8 @@ export interface QueueHooks {
  * batches in the order they were written (the ipset shell: `keepsOrder`) gets every add and
  * remove at once instead, even while earlier ones are in flight, as long as nothing waits
  * ahead of it: a dozen bans decided in one burst are then all in the kernel within a
- * millisecond or two, instead of the last eleven waiting for the first one's answer
- * (measured: ~7 ms under load, one attempt more per attacker at scanner pace). Its promises
+ * millisecond or two, instead of the last eleven waiting for the first one's answer (see
+ * BENCHMARKS.md, Attempts). Its promises
  * never reject: failures are logged with the command's stderr and recorded for the health
  * check (see `healthy`).
  */

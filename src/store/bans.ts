@@ -10,7 +10,7 @@ export type Prepared = (text: string) => Statement;
 
 // One host's bans are read through bans_address, named (INDEXED BY): since bans_active holds
 // the address too (migration 0001), SQLite's planner would otherwise prefer it for them and
-// scan every active ban per ban made (see docs/notes/store.md).
+// scan every active ban per ban made (see docs/notes/measurements.md, Store).
 const BAN_HOST = `INSERT INTO hosts (address, family, first_seen, last_seen, failures, ban_count, banned, ban_until, last_kind, last_service, last_account)
   VALUES (?, ?, ?, ?, 0, 1, 1, ?, ?, ?, ?)
   ON CONFLICT (address) DO UPDATE SET last_seen = max(hosts.last_seen, excluded.last_seen), ban_count = hosts.ban_count + 1,
@@ -111,7 +111,7 @@ export class BanTable {
     return Array.from(this.streamActiveKernelBans(now));
   }
 
-  /** The same, one at a time as the caller pulls, for a start to stream into the kernel (see docs/notes/store.md). */
+  /** The same, one at a time as the caller pulls, for a start to stream into the kernel (see docs/notes/measurements.md, Store). */
   streamActiveKernelBans(now: number): Generator<KernelBanRow, void, undefined> {
     return kernelBanRows(this.sql(SELECT_ACTIVE_TEXT).pluck().get(now) as string | null);
   }

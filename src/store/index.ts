@@ -40,7 +40,7 @@ export interface Store extends Pick<BanTable, (typeof BAN_METHODS)[number]>, Pic
  *
  * Every query is plain SQL on better-sqlite3 (the SQL Drizzle generated for it, same rows and
  * field names), none goes through Drizzle's query builder: loading drizzle-orm is costly at
- * every start (see docs/notes/store.md). schema.ts stays the schema's source (drizzle-kit makes
+ * every start (see docs/notes/measurements.md, Store). schema.ts stays the schema's source (drizzle-kit makes
  * the migrations from it) and test/store.test.ts compares these queries with the query builder's.
  */
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
