@@ -1,4 +1,4 @@
-import { LAUNCH_HEAP_LIMIT_MB } from '../scoring/heap';
+import { LAUNCH_HEAP_LIMIT_MB } from './heap';
 
 /**
  * How V8 compiles the daemon, given by its launchers (`npm start`, docker/entrypoint.sh for

@@ -3,7 +3,7 @@ import { getHeapStatistics } from 'node:v8';
 import { ConfigError, loadConfig, type Config } from '../config';
 import { createLogger, flushLogSync, type Logger } from '../log';
 import { startDaemon } from '../daemon';
-import { HEAP_RESERVE_BYTES, maxHostsFor, tableHeapBytes } from '../scoring';
+import { HEAP_RESERVE_BYTES, maxHostsFor, tableHeapBytes } from './heap';
 
 const MB = 1024 * 1024;
 

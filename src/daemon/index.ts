@@ -90,7 +90,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: cfg.max_hosts, isAllowed: (a, f) => allow.allows(a, f) });
   const pruner = new Pruner(store.sqlite, { hostMaxAgeMs: HOST_MAX_AGE_MS, maxHostRows: cfg.max_host_rows, banHistoryKeepMs: cfg.ban_history_keep }, { onCommit: () => store.checkpointer?.noteCommit() });
   const ami = new AmiConnection({ host: cfg.host, port: cfg.port, user: cfg.user, pass: cfg.pass, pingIntervalMs: cfg.ami_timeout, pingTimeoutMs: cfg.ami_timeout, connectTimeoutMs: cfg.ami_timeout }, log.child({ module: 'ami' }));
-  const backups = new BackupScheduler(store.sqlite, cfg.backup_dir || null, cfg.backup_interval, cfg.backup_keep, log.child({ module: 'backup' }));
+  const backups = new BackupScheduler({ db: store.sqlite, dir: cfg.backup_dir || null, intervalMs: cfg.backup_interval, keep: cfg.backup_keep, log: log.child({ module: 'backup' }) });
   const hearing = new SecurityHearing();
   const window = new EventWindow();
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
