@@ -1,13 +1,13 @@
 import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
-import { ensureChain, familyBinaries, familyTools, targetSpec, type FamilyTools } from './chain';
+import { ensureChain, familyBinaries, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
-import { checkBatch, checkChainName, requireBinaries, run, SkipLog } from './exec';
+import { checkBatch, requireBinaries, run, SkipLog } from './exec';
 import { loadDroppingRefused, refusedLine, splitLines, type RefusedLine } from './ipset-load';
 
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
-import { RulesetCache } from './monitor';
+import { backendTools, type RulesetCache } from './monitor';
 import type { BanLineFormat, BanLines, BanSource, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 import { inspectIpset, parseSetHeaders, setView, type KernelView } from './verify';
 
@@ -61,13 +61,9 @@ export class IpsetBackend implements FirewallBackend {
     tools: IptablesTools,
     private readonly log: Logger,
   ) {
-    checkChainName(opts.chain);
-    this.netns = opts.netns;
-    this.fams = familyTools(tools, opts.ipv6 !== false);
-    this.families = this.fams.map((ft) => ft.family);
+    ({ netns: this.netns, fams: this.fams, families: this.families, ruleset: this.ruleset } = backendTools(opts, tools));
     this.detected = tools.filterRules;
     this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
-    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft');
     for (const f of [4, 6] as Family[]) {
       for (const name of [this.setName(f), this.tmpName(f)]) {
         if (name.length > IPSET_NAME_MAX) {
