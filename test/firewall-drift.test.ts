@@ -45,6 +45,7 @@ for (const backend of ['ipset', 'rules'] as const) {
     const banned = (f: Fam) => (f === 4 ? atk.v4[0] : atk.v6[0]);
     const fill = (a: string[], f: Fam) => a.map((w) => w.replace('{ipt}', ipt(f)).replace('{set}', `ampere-v${f}`));
     const isDrift = (l: LogLine) => String(l.msg).startsWith('firewall drift:');
+    const isFound = (l: LogLine) => l.msg === 'firewall drift found; repairing';
     const isRepaired = (l: LogLine) => isDrift(l) && /; repaired in \d+ ms$/.test(String(l.msg));
 
     /** The kernel drops the banned host of this family again: jump, chain, rule and member all there. */
@@ -111,6 +112,7 @@ for (const backend of ['ipset', 'rules'] as const) {
       for (const f of [4, 6] as const) {
         test(`${c.name}, IPv${f}: dropped again, one warning, counted, healthy again`, async (t) => {
           const drifts = d.count(isDrift);
+          const found = d.count(isFound);
           const before = await repairs();
           // The daemon is held still while the commands run, so it meets the drift whole (a
           // check between two of them would repair half of it, or make the next one fail).
@@ -127,11 +129,18 @@ for (const backend of ['ipset', 'rules'] as const) {
           assert.match(String(line.msg), new RegExp(c.logged.source.replaceAll('{f}', String(f)).replaceAll('{set}', `ampere-v${f}`)));
           assert.match(String(line.msg), /; repaired in \d+ ms$/);
           assert.equal(line.level, 40, 'a warning');
+          // Health as the daemon answered it once the drift was known, before the repair began.
+          const seen = await d.waitFor(isFound, 5000, found + 1);
+          assert.ok(d.lines.indexOf(seen) < d.lines.indexOf(line), 'found before repaired');
+          assert.equal(seen.inSync, false, 'firewall.inSync false while the kernel is known wrong');
+          assert.equal(seen.healthy, false, 'health fails while the kernel is known wrong');
+          assert.match((seen.problems as string[]).join('; '), /^firewall not in sync/);
           assert.equal(await sink.reaches(atk.ns, banned(f), f === 4 ? atk.hostV4 : atk.hostV6), false, 'a real packet from the banned host is dropped');
           const other: Fam = f === 4 ? 6 : 4;
           assert.equal(await protectedAgain(other), true, 'the other family untouched');
           await checksPass(3);
           assert.equal(d.count(isDrift), drifts + 1, 'exactly one warning: the repaired kernel is not found drifting again');
+          assert.equal(d.count(isFound), found + 1, 'found once');
           const now = await repairs();
           for (const w of c.what) assert.equal(now[w], (before[w] ?? 0) + 1, `ampere_firewall_repairs_total{what="${w}"} moved by one: ${JSON.stringify(now)}`);
           assert.deepEqual(await health(), { healthy: true, problems: [] });

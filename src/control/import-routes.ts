@@ -1,3 +1,4 @@
+import { BanNotStoredYet, type BanResult } from '../decisions';
 import { applyImportBans, type ImportBan } from '../fail2ban/apply';
 import { applyLegacy, MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
 import type { LegacyEntry } from '../legacy';
@@ -25,7 +26,7 @@ export function importRoutes(d: ControlDeps): Record<string, (r: ControlRequest)
         const part = applyLegacy(entries.slice(i, i + CHUNK) as LegacyEntry[], {
           allowed: (a) => d.allow.refusal(a, 4),
           isBanned: (a) => d.decisions.isBanned(a),
-          ban: (e) => { applied.push(d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null).applied); },
+          ban: (e) => { applied.push(kernelBan(() => d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null))); },
         });
         for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of part[k]) (report[k] as unknown[]).push(x);
         await Promise.all(applied);
@@ -47,7 +48,7 @@ export function importRoutes(d: ControlDeps): Record<string, (r: ControlRequest)
         const part = applyImportBans(entries.slice(i, i + CHUNK) as ImportBan[], {
           allowed: (a, f) => d.allow.refusal(a, f),
           isBanned: (a) => d.decisions.isBanned(a),
-          ban: (a, f, forMs, jail) => { applied.push(d.decisions.ban(a, f, { kind: 'fail2ban', service: jail, account: '', failures: 0 }, now, 'fail2ban', forMs).applied); },
+          ban: (a, f, forMs, jail) => { applied.push(kernelBan(() => d.decisions.ban(a, f, { kind: 'fail2ban', service: jail, account: '', failures: 0 }, now, 'fail2ban', forMs))); },
         }, now);
         for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of part[k]) (report[k] as unknown[]).push(x);
         await Promise.all(applied);
@@ -57,4 +58,17 @@ export function importRoutes(d: ControlDeps): Record<string, (r: ControlRequest)
       return { status: d.firewall.healthy ? 200 : 500, body: { ...report, appliedMs: Math.round(performance.now() - t0), kernel: d.firewall.healthy ? 'applied' : 'failed' } };
     },
   };
+}
+
+/**
+ * An imported ban counts once the kernel has it: a row that meets a locked database stays
+ * pending and is retried by Decisions, so it must not fail the rest of the import.
+ */
+export function kernelBan(ban: () => BanResult): Promise<void> {
+  try {
+    return ban().applied;
+  } catch (err) {
+    if (err instanceof BanNotStoredYet) return err.result.applied;
+    throw err;
+  }
 }

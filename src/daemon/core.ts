@@ -5,6 +5,7 @@ import { claimSocket } from '../control/server';
 import { Decisions } from '../decisions';
 import { chooseIpv6, createFirewall, FirewallQueue, type ConntrackFlusher, type FirewallBackend } from '../firewall';
 import { Reconciler } from '../firewall/reconciler';
+import type { Drift } from '../firewall/verify';
 import { takeDaemonLocks } from '../lock';
 import type { Logger } from '../log';
 import { Store } from '../store';
@@ -31,8 +32,9 @@ export interface Core {
   decisions: Decisions;
   verifier: Reconciler;
   stats: DaemonStats;
-  /** Subscribers to each repair of drift (metrics, when served). */
+  /** Subscribers to each repair of drift (metrics, when served), and to drift found, before its repair (the log). */
   repaired: ((what: string) => void)[];
+  drifted: ((found: Drift[]) => void)[];
   restore: { restored: number; lifted: number; restoreMs: number };
 }
 
@@ -58,9 +60,10 @@ export async function openCore(cfg: Config, log: Logger, t0: number): Promise<Co
   decisions.onChange((what) => { if (what === 'ban') stats.bans++; else stats.unbans++; });
   const restore = await loadBans({ db: cfg.db, emptyDb, backend, firewall, decisions, allow, log, t0 });
   const repaired: ((what: string) => void)[] = [];
+  const drifted: ((found: Drift[]) => void)[] = [];
   const verifier = new Reconciler({
     backend, queue: firewall, banned: () => decisions.countByFamily(), endedBy: (f, at) => decisions.countEndedBy(f, at),
-    repair: () => decisions.resync(Date.now()), log, onRepair: (what) => { for (const f of repaired) f(what); },
+    repair: () => decisions.resync(Date.now()), log, onRepair: (what) => { for (const f of repaired) f(what); }, onDrift: (found) => { for (const f of drifted) f(found); },
   }, cfg.verify_interval);
   // A failed kernel command kicks the reconciler: it repairs the kernel at once, not at the next check.
   firewall.subscribe({ failed: () => verifier.kick() });
@@ -68,5 +71,5 @@ export async function openCore(cfg: Config, log: Logger, t0: number): Promise<Co
   store.setBusyTimeout(DAEMON_BUSY_TIMEOUT_MS);
   // WAL checkpoints run on a worker thread; its start waits until the bans are loaded (it would take a core from the load).
   store.startCheckpointer({ onError: (err, fatal) => log.error({ err: err.message, fatal }, fatal ? 'WAL checkpointer stopped: SQLite checkpoints inside commits again' : 'WAL checkpoint failed') });
-  return { locks, socketPath, store, allow, backend, conntrack, firewall, decisions, verifier, stats, repaired, restore };
+  return { locks, socketPath, store, allow, backend, conntrack, firewall, decisions, verifier, stats, repaired, drifted, restore };
 }

@@ -66,6 +66,11 @@ export interface BanResult {
  * Keeps the set of banned addresses in memory so events from them cost nothing; each ends by
  * its own time even when the database cannot say so.
  */
+/** An operator's ban (or an import's) that is in the kernel but whose row is still being retried. */
+export class BanNotStoredYet extends Error {
+  constructor(message: string, readonly result: BanResult) { super(message); }
+}
+
 export class Decisions {
   private readonly banned = new BannedSet();
   private readonly counts = new CountCache();
@@ -258,10 +263,11 @@ export class Decisions {
     this.changed('ban', address, source);
     // An operator's ban (or an import) is in the database when the call returns, or the
     // caller hears why not (the kernel holds it, and the row is retried).
+    const result = { address, family, until, banCount, applied };
     if (source !== 'auto' && !this.pending.flush(true)) {
-      throw new Error(`ban of ${address} is in the kernel, but not stored yet (retried): ${this.storeHealth.lastError ?? 'database write failed'}`);
+      throw new BanNotStoredYet(`ban of ${address} is in the kernel, but not stored yet (retried): ${this.storeHealth.lastError ?? 'database write failed'}`, result);
     }
-    return { address, family, until, banCount, applied };
+    return result;
   }
 
   /**
