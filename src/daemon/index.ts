@@ -19,7 +19,7 @@ import { openCore } from './core';
 import { Jobs, PruneTrigger } from './jobs';
 import { EventPipeline } from './pipeline';
 import { followAmi, shutdown, startMetrics } from './startup';
-import { health, inSync, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
+import { health, logDrift, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
 
 export type { DaemonStats, DaemonStatus } from './status';
 
@@ -68,8 +68,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
     socket: () => (control ? socketPath : null), metricsListen: () => (metricsServer ? cfg.metrics : null),
   };
   const writeStatus = () => writeStatusFile(statusPath(cfg.db), parts, log);
-  // Health's verdict the moment drift is found, before the repair: it failed while the kernel was known wrong.
-  core.drifted.push((found) => { const h = health(parts, Date.now()); log.info({ drift: found, inSync: inSync(parts), healthy: h.healthy, problems: h.problems }, 'firewall drift found; repairing'); });
+  core.drifted.push((found) => logDrift(found, parts, log));
 
   const served = await startMetrics(loaded, metricsSources(parts), () => health(parts, Date.now()), core, log);
   const { metrics } = served;

@@ -146,3 +146,9 @@ export function metricsSources(p: StatusParts): MetricsSources {
     pendingBanWrites: () => decisions.storage().pending, storeWriteFailures: () => decisions.storage().failures,
   };
 }
+
+/** Health's verdict the moment drift is found, before the repair: it failed while the kernel was known wrong. */
+export function logDrift(found: unknown, p: StatusParts, log: Pick<Logger, 'info'>): void {
+  const h = health(p, Date.now());
+  log.info({ drift: found, inSync: inSync(p), healthy: h.healthy, problems: h.problems }, 'firewall drift found; repairing');
+}

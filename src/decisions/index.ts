@@ -11,49 +11,10 @@ import { banDuration, type BantimeOptions } from '../scoring/bantime';
 import type { NewBan, Store } from '../store';
 import { BannedSet, CountCache } from './banned';
 import { PendingWrites, StoreHealth, type PendingBan, type StorageState } from './pending';
+import { BanNotStoredYet, type BanReason, type BanResult, type ChangeListener, type DecisionsOptions, type KernelQueue } from './types';
 
 export type { StorageState } from './pending';
-
-/** What Decisions needs of the firewall: the serialising queue in src/firewall. */
-export interface KernelQueue {
-  add(bans: KernelBan[], now: number): Promise<void>;
-  remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void>;
-  /** One full load; the source renders lines for a backend that loads text. */
-  setAll(bans: BanSource, now: number): Promise<void>;
-}
-
-
-/** detail: the ban's source (auto, manual, legacy, fail2ban) or the unban's reason (unban, allowed, expired). */
-export type ChangeListener = (what: 'ban' | 'unban', address: string, detail: string) => void;
-
-export interface DecisionsOptions {
-  store: Store;
-  kernel: KernelQueue;
-  bantime: BantimeOptions;
-  log: Logger;
-  /**
-   * How long automatic bans wait to be committed together, from the first of them: 0 (the
-   * default) commits at the end of the loop turn; the daemon waits for the burst to pass.
-   */
-  commitDelayMs?: number;
-  clock?: () => number;
-}
-
-export interface BanReason {
-  kind: string;
-  service: string;
-  account: string;
-  failures: number;
-}
-
-export interface BanResult {
-  address: string;
-  family: Family;
-  until: number | null;
-  banCount: number;
-  /** Resolves when the kernel holds the ban (or the command failed and was logged). */
-  applied: Promise<void>;
-}
+export { BanNotStoredYet, type BanReason, type BanResult, type ChangeListener, type DecisionsOptions, type KernelQueue } from './types';
 
 /**
  * Turns a decision into a ban that is real and remembered. The kernel command is sent first,
@@ -66,11 +27,6 @@ export interface BanResult {
  * Keeps the set of banned addresses in memory so events from them cost nothing; each ends by
  * its own time even when the database cannot say so.
  */
-/** An operator's ban (or an import's) that is in the kernel but whose row is still being retried. */
-export class BanNotStoredYet extends Error {
-  constructor(message: string, readonly result: BanResult) { super(message); }
-}
-
 export class Decisions {
   private readonly banned = new BannedSet();
   private readonly counts = new CountCache();

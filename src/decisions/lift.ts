@@ -3,7 +3,7 @@ import type { Logger } from '../log';
 import { canonicalIp, familyOf, isBannable, type Family } from '../net/ip';
 import type { Store } from '../store';
 import type { BannedSet } from './banned';
-import type { KernelQueue } from './index';
+import type { KernelQueue } from './types';
 import type { PendingWrites, StoreHealth } from './pending';
 
 /** What lifting bans needs of Decisions: its store, kernel queue, in-memory set and pending rows. */

@@ -5,7 +5,7 @@ import { SkipLog } from '../firewall/exec';
 import { familyOf, isBannable } from '../net/ip';
 import type { Store } from '../store';
 import type { BannedSet } from './banned';
-import type { KernelQueue } from './index';
+import type { KernelQueue } from './types';
 
 export interface RestoreParts {
   kernel: KernelQueue;
