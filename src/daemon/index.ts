@@ -3,7 +3,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { AmiConnection } from '../ami';
 import { SecurityHearing } from '../ami/heard';
 import { BackupScheduler } from '../backup';
-import { describeConfig, type LoadedConfig } from '../config';
+import type { LoadedConfig } from '../config';
 import { statusPath } from '../control/paths';
 import { controlRoutes } from '../control/routes';
 import { ControlServer } from '../control/server';
@@ -18,7 +18,7 @@ import { Pruner, Store } from '../store';
 import { openCore } from './core';
 import { Jobs, PruneTrigger } from './jobs';
 import { EventPipeline } from './pipeline';
-import { followAmi, shutdown, startMetrics } from './startup';
+import { followAmi, logStarted, shutdown, startMetrics } from './startup';
 import { health, logDrift, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
 
 export type { DaemonStats, DaemonStatus } from './status';
@@ -102,10 +102,6 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   backups.start();
   verifier.start();
   writeStatus();
-  log.info({
-    config: describeConfig(cfg), configFile: loaded.file, sources: loaded.sources, backend: backend.name, chain: cfg.chain,
-    bansRestored: core.restore.restored, bansLiftedAllowed: core.restore.lifted, restoreMs: core.restore.restoreMs, startMs: Math.round(performance.now() - t0),
-    socket: socketPath, metrics: metricsServer ? cfg.metrics : null, backupDir: backups.state.dir,
-  }, 'ampere started');
+  logStarted(loaded, core, { metrics: parts.metricsListen(), backupDir: backups.state.dir, startMs: Math.round(performance.now() - t0) }, log);
   return { store, decisions, penalties, allow, ami, pipeline, firewall, stats, backups, pruner, metrics, control, status, health: () => health(parts, Date.now()), stop };
 }

@@ -2,7 +2,7 @@ import { statSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AmiConnection } from '../ami';
 import type { SecurityHearing } from '../ami/heard';
-import type { LoadedConfig } from '../config';
+import { describeConfig, type LoadedConfig } from '../config';
 import { restoredMarkerPath } from '../control/paths';
 import type { AllowCheck } from '../allow';
 import type { Decisions } from '../decisions';
@@ -139,4 +139,14 @@ export async function shutdown(p: ShutdownParts): Promise<void> {
   core.store.close();
   await core.locks.release();
   log.info({ bansInKernel: core.decisions.activeCount }, 'ampere stopped; bans stay in the kernel');
+}
+
+/** The start's one line: the effective config, where it came from, and how long the start and the restore took. */
+export function logStarted(loaded: LoadedConfig, core: Core, extra: { metrics: string | null; backupDir: string | null; startMs: number }, log: Logger): void {
+  const cfg = loaded.config;
+  log.info({
+    config: describeConfig(cfg), configFile: loaded.file, sources: loaded.sources, backend: core.backend.name, chain: cfg.chain,
+    bansRestored: core.restore.restored, bansLiftedAllowed: core.restore.lifted, restoreMs: core.restore.restoreMs, startMs: extra.startMs,
+    socket: core.socketPath, metrics: extra.metrics, backupDir: extra.backupDir,
+  }, 'ampere started');
 }
