@@ -310,9 +310,11 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
 function linesKernel(calls: string[], loads: BanLines[]): KernelQueue {
   return {
     add: async () => {}, remove: async () => {},
-    async setAll(bans) { calls.push(`setAll ${[...bans].map((b) => b.address).sort().join(',')}`); },
-    lineFormat: { prefix: { 4: 'add t4 ', 6: 'add t6 ' }, infix: ' timeout ', maxSeconds: 2_147_483 },
-    async setAllLines(lines) { loads.push(lines); calls.push('setAllLines'); },
+    async setAll(bans) {
+      const lines = bans.render?.({ prefix: { 4: 'add t4 ', 6: 'add t6 ' }, infix: ' timeout ', maxSeconds: 2_147_483 });
+      if (lines) { loads.push(lines); calls.push('setAllLines'); return; }
+      calls.push(`setAll ${[...bans].map((b) => b.address).sort().join(',')}`);
+    },
   };
 }
 

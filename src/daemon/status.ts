@@ -10,6 +10,7 @@ import { storageProblems } from '../decisions/pending';
 import type { FirewallQueue } from '../firewall';
 import type { Reconciler, ReconcilerState } from '../firewall/reconciler';
 import type { Logger } from '../log';
+import type { MetricsSources } from '../metrics';
 import type { EventWindow } from '../metrics/window';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
@@ -134,4 +135,20 @@ export function writeStatusFile(path: string, p: StatusParts, log: Pick<Logger, 
   const now = Date.now();
   const body: StatusFile = { ...snapshot(p, now), updatedAt: now };
   try { writeFileSync(`${path}.tmp`, JSON.stringify(body)); renameSync(`${path}.tmp`, path); } catch (err) { log.warn({ err: String(err) }, 'status file not written'); }
+}
+
+/** What the Prometheus gauges read when scraped: the same parts the status is read from. */
+export function metricsSources(p: StatusParts): MetricsSources {
+  const { ami, decisions } = p;
+  return {
+    activeBans: () => decisions.countByFamily(), trackedHosts: () => p.penalties.size, firewallInSync: () => inSync(p),
+    amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, amiMalformed: () => ami.counts.malformed, amiMerged: () => ami.counts.merged, amiDistrusted: () => ami.counts.distrusted,
+    pendingBanWrites: () => decisions.storage().pending, storeWriteFailures: () => decisions.storage().failures,
+  };
+}
+
+/** Health's verdict the moment drift is found, before the repair: it failed while the kernel was known wrong. */
+export function logDrift(found: unknown, p: StatusParts, log: Pick<Logger, 'info'>): void {
+  const h = health(p, Date.now());
+  log.info({ drift: found, inSync: inSync(p), healthy: h.healthy, problems: h.problems }, 'firewall drift found; repairing');
 }
