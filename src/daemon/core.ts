@@ -69,6 +69,9 @@ export async function openCore(cfg: Config, log: Logger, t0: number): Promise<Co
   firewall.subscribe({ failed: () => verifier.kick() });
   // From now on SQLite never holds the event loop for another process's lock: writes that meet one fail at once and are retried.
   store.setBusyTimeout(DAEMON_BUSY_TIMEOUT_MS);
+  // While writes fail (a lock held elsewhere), each retry and history write fails at once
+  // instead of waiting the busy timeout on the event loop; the short wait returns with success.
+  decisions.storeHealth.onFailingChange((failing) => store.setBusyTimeout(failing ? 0 : DAEMON_BUSY_TIMEOUT_MS));
   // WAL checkpoints run on a worker thread; its start waits until the bans are loaded (it would take a core from the load).
   store.startCheckpointer({ onError: (err, fatal) => log.error({ err: err.message, fatal }, fatal ? 'WAL checkpointer stopped: SQLite checkpoints inside commits again' : 'WAL checkpoint failed') });
   return { locks, socketPath, store, allow, backend, conntrack, firewall, decisions, verifier, stats, repaired, drifted, restore };
