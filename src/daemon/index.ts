@@ -19,7 +19,7 @@ import { openCore } from './core';
 import { Jobs, PruneTrigger } from './jobs';
 import { EventPipeline } from './pipeline';
 import { followAmi, logStarted, shutdown, startMetrics } from './startup';
-import { health, logDrift, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
+import { health, LOOP_SAMPLE_MS, logDrift, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
 
 export type { DaemonStats, DaemonStatus } from './status';
 
@@ -59,7 +59,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const backups = new BackupScheduler({ db: store.sqlite, dir: cfg.backup_dir || null, intervalMs: cfg.backup_interval, keep: cfg.backup_keep, log: log.child({ module: 'backup' }) });
   const hearing = new SecurityHearing();
   const window = new EventWindow();
-  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  const loopDelay = monitorEventLoopDelay({ resolution: LOOP_SAMPLE_MS });
   loopDelay.enable();
   let control: ControlServer | null = null;
   let metricsServer: Server | null = null;

@@ -113,7 +113,7 @@ export function snapshot(p: StatusParts, now: number): DaemonStatus {
     firewall: { backend: p.backendName, chain: cfg.chain, target: cfg.target, inSync: inSync(p), lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches, verify: { ...p.verifier.state } },
     backup: { ...p.backups.state },
     storage: p.decisions.storage(),
-    eventLoop: { delayP99Ms: Math.round(p.loopDelay.percentile(99) / 1e4) / 100, delayMaxMs: Math.round(p.loopDelay.max / 1e4) / 100 },
+    eventLoop: { delayP99Ms: lateMs(p.loopDelay.percentile(99)), delayMaxMs: lateMs(p.loopDelay.max) },
   };
 }
 
@@ -151,4 +151,12 @@ export function metricsSources(p: StatusParts): MetricsSources {
 export function logDrift(found: unknown, p: StatusParts, log: Pick<Logger, 'info'>): void {
   const h = health(p, Date.now());
   log.info({ drift: found, inSync: inSync(p), healthy: h.healthy, problems: h.problems }, 'firewall drift found; repairing');
+}
+
+/** The event loop is sampled every LOOP_SAMPLE_MS; a sample's time beyond that is the delay. */
+export const LOOP_SAMPLE_MS = 10;
+
+/** A histogram value (ns between two samples) as the delay beyond the sampling period, in ms. */
+export function lateMs(ns: number): number {
+  return Math.max(0, Math.round((ns / 1e6 - LOOP_SAMPLE_MS) * 100) / 100);
 }
