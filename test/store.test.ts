@@ -267,7 +267,7 @@ const viaDrizzle = (s: Store) => {
       return db.select({
         id: bans.id, address: bans.address, family: bans.family, startedAt: bans.startedAt, until: bans.until,
         reasonKind: bans.reasonKind, reasonService: bans.reasonService, reasonAccount: bans.reasonAccount,
-        failures: bans.failures, source: bans.source, liftedAt: bans.liftedAt, liftReason: bans.liftReason,
+        failures: bans.failures, source: bans.source, origin: bans.origin, liftedAt: bans.liftedAt, liftReason: bans.liftReason,
         banCount: sql<number>`coalesce(${hosts.banCount}, 0)`,
       }).from(bans).leftJoin(hosts, eq(hosts.address, bans.address)).where(conds.length ? and(...conds) : undefined).orderBy(desc(bans.startedAt), desc(bans.id)).all();
     },

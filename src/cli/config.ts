@@ -1,17 +1,19 @@
 import { ConfigError, formatDuration, loadConfig, type Config } from '../config';
 import { KEYS, type Key } from '../config/keys';
+import { redactUrl } from '../config/fleet-keys';
 import { CliError, EXIT, parse } from './common';
 import { printJson, printTable } from './table';
 import { USAGE_OF } from './usage';
 
 /** Keys whose value is a duration in ms (shown as the text a config file would hold). */
-const DURATIONS = new Set<Key>(['findtime', 'bantime', 'bantime_max', 'ami_timeout', 'ban_history_keep', 'backup_interval']);
+const DURATIONS = new Set<Key>(['findtime', 'bantime', 'bantime_max', 'ami_timeout', 'ban_history_keep', 'backup_interval', 'fleet_resync', 'fleet_ban_max']);
 
 export interface ConfigRow { key: Key; value: string; source: string; env: string }
 
 /** A key's effective value as text; the password never, only whether one was given. */
 export function shownValue(cfg: Config, key: Key, source: string): string {
   if (key === 'pass') return source === 'default' ? 'not set (the default)' : 'set';
+  if (key === 'fleet_url') return redactUrl(cfg.fleet_url);
   const v = cfg[key];
   if (key === 'allow') return cfg.allow.map((c) => c.text).join(',');
   if (key === 'bantime' && v === 0) return '0 (permanent)';

@@ -2,6 +2,7 @@ import { formatDuration, parseDuration } from './duration';
 import { chainNameProblem } from '../firewall/names';
 import { parseCidr, type Cidr } from '../net/cidr';
 import { canonicalIp } from '../net/ip';
+import { FLEET_KEYS } from './fleet-keys';
 
 /** A value parser returns the value (and perhaps a warning to log), or a string saying what is allowed. */
 type Parse<T> = (raw: string) => { ok: T; warning?: string } | { allowed: string };
@@ -109,6 +110,7 @@ export const KEYS = {
   backup_interval: { default: '24h', parse: duration(60_000) },
   backup_keep: { default: '7', parse: int(1, 1000) },
   verify_interval: { default: '2s', parse: ((raw) => { const ms = parseDuration(raw); return ms !== null && (ms === 0 || ms >= 100) ? { ok: ms } : { allowed: 'a duration such as 2s or 500ms (at least 100ms), or 0 for off' }; }) as Parse<number> },
+  ...FLEET_KEYS,
 } as const;
 
 export type Key = keyof typeof KEYS;

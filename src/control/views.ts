@@ -13,7 +13,9 @@ export interface BanView {
   since: number;
   until: number | null; // null = permanent
   banCount: number;
-  source: string; // auto, manual, legacy
+  source: string; // auto, manual, legacy, fail2ban, kernel, fleet
+  /** The fleet node that made it; null: this node. */
+  origin: string | null;
   reason: string; // one line for people
   kind: string;
   service: string;
@@ -52,7 +54,7 @@ export function reasonText(r: Pick<BanRow, 'reasonKind' | 'reasonService' | 'rea
 
 export function banView(r: BanRow, now: number): BanView {
   return {
-    address: r.address, family: r.family, since: r.startedAt, until: r.until, banCount: r.banCount, source: r.source,
+    address: r.address, family: r.family, since: r.startedAt, until: r.until, banCount: r.banCount, source: r.source, origin: r.origin ?? null,
     reason: reasonText(r), kind: r.reasonKind, service: r.reasonService, account: r.reasonAccount, failures: r.failures,
     active: r.liftedAt === null && (r.until === null || r.until > now), liftedAt: r.liftedAt, liftReason: r.liftReason,
   };

@@ -17,6 +17,7 @@ import { PenaltyTable } from '../scoring';
 import { Pruner, Store } from '../store';
 import { openCore } from './core';
 import { Jobs, PruneTrigger } from './jobs';
+import { startFleetIfSet } from './fleet';
 import { EventPipeline } from './pipeline';
 import { followAmi, logStarted, shutdown, startMetrics } from './startup';
 import { health, LOOP_SAMPLE_MS, logDrift, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
@@ -73,6 +74,8 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const served = await startMetrics(loaded, metricsSources(parts), () => health(parts, Date.now()), core, log);
   const { metrics } = served;
   metricsServer = served.server;
+  const fleet = startFleetIfSet(cfg, { store, decisions, isExempt: (a, f) => allow.allows(a, f), log }, metrics);
+  parts.fleet = () => fleet?.status() ?? null;
 
   const prune = new PruneTrigger((now) => pruner.run(now), log);
   const pipeline = new EventPipeline({
@@ -87,7 +90,10 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   followAmi(ami, hearing, cfg.user, log, writeStatus);
 
   let stopping: Promise<void> | null = null;
-  const stop = () => (stopping ??= shutdown({ core, log, stopAmi: () => ami.stop(), jobs, control, metricsServer, backups, pipeline, pruner, loopDelay, writeStatus }));
+  const stop = () => (stopping ??= (async () => {
+    await fleet?.stop();
+    await shutdown({ core, log, stopAmi: () => ami.stop(), jobs, control, metricsServer, backups, pipeline, pruner, loopDelay, writeStatus });
+  })());
 
   const status = () => snapshot(parts, Date.now());
   const controlLog = log.child({ module: 'control' });

@@ -59,6 +59,8 @@ export interface DaemonStatus {
   storage: StorageState;
   /** The event loop's delay over the last minute (perf_hooks): how long an event can wait. */
   eventLoop: { delayP99Ms: number; delayMaxMs: number };
+  /** Fleet mode (null: fleet_url empty). */
+  fleet: import('../fleet').FleetStatus | null;
 }
 
 /** What the status file adds: when it was written (a stale file means a dead daemon). */
@@ -86,6 +88,8 @@ export interface StatusParts {
   /** Null until the control socket (or the metrics endpoint) listens. */
   socket(): string | null;
   metricsListen(): string | null;
+  /** Fleet mode's status, once started (absent or null: no fleet). */
+  fleet?(): import('../fleet').FleetStatus | null;
 }
 
 /** The firewall is in sync when no batch failed since the last load and the last check found no drift. */
@@ -114,6 +118,7 @@ export function snapshot(p: StatusParts, now: number): DaemonStatus {
     backup: { ...p.backups.state },
     storage: p.decisions.storage(),
     eventLoop: { delayP99Ms: lateMs(p.loopDelay.percentile(99)), delayMaxMs: lateMs(p.loopDelay.max) },
+    fleet: p.fleet?.() ?? null,
   };
 }
 

@@ -42,6 +42,7 @@ export class Decisions {
   private readonly log: Logger;
   private readonly commitDelayMs: number;
   private readonly listeners: ChangeListener[] = [];
+  private readonly storedListeners: (() => void)[] = [];
 
   constructor(o: DecisionsOptions) {
     this.store = o.store;
@@ -60,6 +61,9 @@ export class Decisions {
 
   /** Subscribes to every ban made and lifted (the daemon's counts, metrics). */
   onChange(listener: ChangeListener): void { this.listeners.push(listener); }
+
+  /** Subscribes to ban rows being committed (fleet mode publishes them from the database right after). */
+  onStored(listener: () => void): void { this.storedListeners.push(listener); }
 
   private changed(what: 'ban' | 'unban', address: string, detail: string): void {
     for (const l of this.listeners) l(what, address, detail);
@@ -179,7 +183,7 @@ export class Decisions {
     return this.ban(event.address, event.family, { kind: event.kind, service: event.service, account: event.account, failures }, now, 'auto');
   }
 
-  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy' | 'fail2ban', forMs?: number | null): BanResult {
+  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'fleet', forMs?: number | null, origin?: string): BanResult {
     // The kernel command leaves first (written synchronously by the queue), with the ban time
     // the cached count gives (a first ban's when unknown), so nothing on the database side can
     // delay the drop, and a failing disk cannot keep an attacker in.
@@ -210,17 +214,19 @@ export class Decisions {
     this.counts.set(address, banCount);
     const row: NewBan = {
       address, family, now, until, source,
-      reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures,
+      reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures, origin,
     };
     // Automatic bans are committed together, after this loop turn or commitDelayMs: under a
     // burst each commit would otherwise hold up reading the next attacker's event. The "ban"
     // line is logged once the ban is stored.
-    this.pending.push({ row, banCount, since: now }, source === 'auto' ? this.commitDelayMs : 0);
+    // A peer's bans come in bursts too (a catch-up): committed together like automatic ones.
+    const batched = source === 'auto' || source === 'fleet';
+    this.pending.push({ row, banCount, since: now }, batched ? this.commitDelayMs : 0);
     this.changed('ban', address, source);
     // An operator's ban (or an import) is in the database when the call returns, or the
     // caller hears why not (the kernel holds it, and the row is retried).
     const result = { address, family, until, banCount, applied };
-    if (source !== 'auto' && !this.pending.flush(true)) {
+    if (!batched && !this.pending.flush(true)) {
       throw new BanNotStoredYet(`ban of ${address} is in the kernel, but not stored yet (retried): ${this.storeHealth.lastError ?? 'database write failed'}`, result);
     }
     return result;
@@ -245,14 +251,15 @@ export class Decisions {
   private logStored(bans: PendingBan[]): void {
     for (const { row: b, banCount } of bans) {
       this.log.info(
-        { address: b.address, reason: { kind: b.reasonKind, service: b.reasonService, account: b.reasonAccount }, failures: b.failures, count: banCount, duration: b.until === null ? 'permanent' : formatDuration(b.until - b.now), until: b.until === null ? null : new Date(b.until).toISOString(), source: b.source },
+        { address: b.address, reason: { kind: b.reasonKind, service: b.reasonService, account: b.reasonAccount }, failures: b.failures, count: banCount, duration: b.until === null ? 'permanent' : formatDuration(b.until - b.now), until: b.until === null ? null : new Date(b.until).toISOString(), source: b.source, ...(b.origin ? { origin: b.origin } : {}) },
         'ban',
       );
     }
+    for (const l of this.storedListeners) l();
   }
 
   /** Lift one ban early (operator, or the address became allowed). */
-async unban(address: string, now: number, why: 'unban' | 'allowed'): Promise<boolean> {
+  async unban(address: string, now: number, why: 'unban' | 'allowed' | 'fleet'): Promise<boolean> {
     return unban(this.lift, address, now, why);
   }
 

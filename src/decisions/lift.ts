@@ -19,7 +19,7 @@ export interface LiftParts {
 }
 
 /** Lift one ban early (operator, or the address became allowed). */
-export async function unban(d: LiftParts, address: string, now: number, why: 'unban' | 'allowed'): Promise<boolean> {
+export async function unban(d: LiftParts, address: string, now: number, why: 'unban' | 'allowed' | 'fleet'): Promise<boolean> {
   d.flushWrites();
   // The exact stored text is lifted too: a row that is not canonical or not a single host
   // (an older or hand-edited database) must still be removable.

@@ -17,7 +17,7 @@ const BAN_HOST = `INSERT INTO hosts (address, family, first_seen, last_seen, fai
     banned = 1, ban_until = excluded.ban_until
   RETURNING ban_count`;
 const SUPERSEDE = `UPDATE bans INDEXED BY bans_address SET lifted_at = ?, lift_reason = 'superseded' WHERE address = ? AND lifted_at IS NULL`;
-const INSERT_BAN = `INSERT INTO bans (address, family, started_at, until, reason_kind, reason_service, reason_account, failures, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`;
+const INSERT_BAN = `INSERT INTO bans (address, family, started_at, until, reason_kind, reason_service, reason_account, failures, source, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`;
 const UNBAN_HOST = `UPDATE hosts SET banned = 0, ban_until = NULL WHERE address = ?`;
 // Active bans as raw arrays, through the bans_active (lifted_at, until, address) index.
 const SELECT_ACTIVE = `SELECT ${BAN_COLUMNS} FROM bans WHERE ${ACTIVE}`;
@@ -57,7 +57,7 @@ export class BanTable {
     const write = (b: NewBan) => {
       const banCount = sql(BAN_HOST).pluck().get(b.address, b.family, b.now, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount) as number;
       sql(SUPERSEDE).run(b.now, b.address);
-      const id = sql(INSERT_BAN).pluck().get(b.address, b.family, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount, b.failures, b.source) as number;
+      const id = sql(INSERT_BAN).pluck().get(b.address, b.family, b.now, b.until, b.reasonKind, b.reasonService, b.reasonAccount, b.failures, b.source, b.origin ?? null) as number;
       return { id, banCount };
     };
     this.recordTx = c.transaction(write);
@@ -156,7 +156,7 @@ export class BanTable {
   }
 
   /** End a host's active ban early; false when it had none. */
-  liftBan(address: string, now: number, reason: 'unban' | 'allowed'): boolean {
+  liftBan(address: string, now: number, reason: 'unban' | 'allowed' | 'fleet'): boolean {
     return this.liftTx(address, now, reason);
   }
 

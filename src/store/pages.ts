@@ -36,7 +36,7 @@ export function banPageJson(sql: Sql, now: number, opts: PageOptions): { json: s
   const page = pageQuery(sql, now, opts);
   if (!page) return { json: '[]', next: null };
   const [json, count, lastId] = sql(`SELECT json_group_array(json_object('address', bans.address, 'family', bans.family, 'since', bans.started_at,
-      'until', bans.until, 'banCount', coalesce(hosts.ban_count, 0), 'source', bans.source, 'reason', ${REASON_SQL}, 'kind', bans.reason_kind,
+      'until', bans.until, 'banCount', coalesce(hosts.ban_count, 0), 'source', bans.source, 'origin', bans.origin, 'reason', ${REASON_SQL}, 'kind', bans.reason_kind,
       'service', bans.reason_service, 'account', bans.reason_account, 'failures', bans.failures,
       'active', json(iif(bans.lifted_at IS NULL AND (bans.until IS NULL OR bans.until > ?), 'true', 'false')), 'liftedAt', bans.lifted_at, 'liftReason', bans.lift_reason) ORDER BY bans.id DESC),
       count(*), min(bans.id)

@@ -41,6 +41,8 @@ export interface ActiveBan {
 
 /** A ban as listings show it: active or past, with the host's ban count. */
 export interface BanRow extends ActiveBan {
+  /** The fleet node that made it; null: this node. */
+  origin: string | null;
   liftedAt: number | null;
   liftReason: string | null;
   banCount: number;
@@ -55,8 +57,10 @@ export interface NewBan {
   reasonService: string;
   reasonAccount: string;
   failures: number;
-  /** kernel: adopted at start from a kernel ban the database lacked. */
-  source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'kernel';
+  /** kernel: adopted at start from a kernel ban the database lacked; fleet: a peer's (src/fleet). */
+  source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'kernel' | 'fleet';
+  /** The fleet node that made it (fleet bans only). */
+  origin?: string | null;
 }
 
 /** What the kernel needs of a ban. */
