@@ -2,7 +2,7 @@
  * Ampere's benchmarks: `npm run bench` (all, writes BENCHMARKS.md), `npm run bench -- --quick`
  * (reduced, under a minute, prints only). Options:
  *   --quick            reduced sizes and runs
- *   --only=a,b         run only these sections (reaction, attempts, restore, packets, throughput, memory)
+ *   --only=a,b         run only these sections (reaction, attempts, restore, packets, throughput, memory, fleet)
  *   --out=FILE         write the report there (default: BENCHMARKS.md for a full run, nothing for --quick)
  *   --profile=DIR      run the daemons with node --cpu-prof into DIR and log where their time went
  * Needs root (network namespaces, iptables, ipset), gcc, and the repository's node_modules.
@@ -23,6 +23,7 @@ import { packetsSection } from './sections/packets';
 import { throughputSection } from './sections/throughput';
 import { memorySection } from './sections/memory';
 import { stagesSection } from './sections/stages';
+import { fleetSection } from './sections/fleet';
 
 const SECTIONS: [string, Section][] = [
   ['reaction', reactionSection],
@@ -32,6 +33,7 @@ const SECTIONS: [string, Section][] = [
   ['throughput', throughputSection],
   ['stages', stagesSection],
   ['memory', memorySection],
+  ['fleet', fleetSection],
 ];
 
 function arg(name: string): string | undefined {

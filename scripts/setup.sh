@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One setup command for a fresh Debian/Ubuntu machine with Node 20 or newer (20 and 24 are tested):
 # the kernel tools Ampere drives (iptables, ipset, conntrack), the tools its tests use
-# (iproute2, debootstrap, sipvicious, fail2ban for import-fail2ban, and gcc for the benchmark's netprobe), then npm ci and the TypeScript build.
+# (iproute2, debootstrap, sipvicious, fail2ban for import-fail2ban, postgresql for the fleet tests, and gcc for the benchmark's netprobe), then npm ci and the TypeScript build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(iptables ipset conntrack iproute2)
-[ "${1:-}" = "--with-test-tools" ] && pkgs+=(debootstrap sipvicious gcc libc6-dev fail2ban)
+[ "${1:-}" = "--with-test-tools" ] && pkgs+=(debootstrap sipvicious gcc libc6-dev fail2ban postgresql)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -17,10 +17,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # The tests need fail2ban's programs only: its service (an sshd jail with iptables) must never
-  # start here, so package scripts may start no service during this install (policy-rc.d 101).
+  # The tests need fail2ban's and PostgreSQL's programs only (the fleet tests start throwaway
+  # clusters): their services (an sshd jail with iptables, a system cluster) must never start
+  # here, so package scripts may start no service during this install (policy-rc.d 101).
   guard=""
-  if [[ " ${missing[*]} " == *" fail2ban "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+  if [[ " ${missing[*]} " == *" fail2ban "* || " ${missing[*]} " == *" postgresql "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
     guard=/usr/sbin/policy-rc.d
     printf '#!/bin/sh\nexit 101\n' > "$guard" && chmod 0755 "$guard"
   fi

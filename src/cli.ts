@@ -23,6 +23,7 @@ const COMMANDS: Record<string, () => Command> = {
   config: () => (require('./cli/config') as typeof import('./cli/config')).configCommand,
   top: () => (require('./cli/top') as typeof import('./cli/top')).topCommand,
   'import-fail2ban': () => (require('./cli/import-fail2ban') as typeof import('./cli/import-fail2ban')).importFail2banCommand,
+  fleet: () => (require('./cli/fleet') as typeof import('./cli/fleet')).fleetCommand,
   help: () => (require('./cli/help') as typeof import('./cli/help')).helpCommand,
   completion: () => (require('./cli/help') as typeof import('./cli/help')).completionCommand,
 };
@@ -49,6 +50,8 @@ commands:
                             import the bans of the original Ampere's database
   import-fail2ban <fail2ban.sqlite3> [--jail <name>|--all-jails] [--dry-run]
                             import fail2ban's bans still in force (default jail asterisk)
+  fleet init [--url <owner-url>] [--node <name>[:<password>]]... [--print]
+                            create the fleet's PostgreSQL schema, roles and policies
   health                    exit 0 when the daemon is connected to AMI and its firewall in sync
   help <command>            that command's usage (so does ampere <command> --help)
   completion bash|zsh       a shell completion script: eval "$(ampere completion bash)"

@@ -321,3 +321,16 @@ test('the runtime stage\'s /app (dist, drizzle, package.json, node_modules prune
     rmSync(app, { recursive: true, force: true });
   }
 });
+
+test('docker-compose.fleet.yml: a PostgreSQL on loopback only, new enough for xid8, and the fleet URL passed to ampere', (t) => {
+  const fleet = loadCompose(join(REPO, 'docker-compose.fleet.yml'));
+  assert.deepEqual(Object.keys(fleet.services as object).sort(), ['ampere', 'fleet-db']);
+  const db = service(fleet, 'fleet-db');
+  assert.ok(Number(/^postgres:(\d+)/.exec(String(db.image))?.[1]) >= 13, `${db.image}: pg_current_xact_id and xid8 need PostgreSQL 13`);
+  assert.deepEqual(db.ports, ['127.0.0.1:5432:5432'], 'the fleet database is not published beyond loopback');
+  assert.equal((service(fleet, 'ampere').environment as Record<string, string>).AMPERE_FLEET_URL, '${AMPERE_FLEET_URL:-}');
+  assert.ok((fleet.volumes as Record<string, unknown>)['fleet-db'] !== undefined);
+  const py = pyYaml(join(REPO, 'docker-compose.fleet.yml'));
+  if (py === undefined) { t.diagnostic('PyYAML not available: cross-check skipped'); return; }
+  assert.deepEqual(fleet, stringify(py));
+});

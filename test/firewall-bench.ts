@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { createLogger } from '../src/log';
 import { canonicalIp } from '../src/net/ip';
-import { createFirewall, FirewallQueue, type KernelBan } from '../src/firewall';
+import { createBackend, FirewallQueue, type KernelBan } from '../src/firewall';
 import { withNetns } from './helpers/netns';
 
 const log = createLogger('silent');
@@ -27,7 +27,7 @@ const since = (t: number) => `${(performance.now() - t).toFixed(0)} ms`;
 const median = (xs: number[]) => xs.sort((a, b) => a - b)[xs.length >> 1].toFixed(1);
 
 async function measure(kind: 'ipset' | 'rules', flavour: 'nft' | 'legacy', count: number): Promise<void> {
-  const fw = await createFirewall(kind, { chain: 'ampere', target: 'DROP', iptables: flavour }, log);
+  const fw = await createBackend(kind, { chain: 'ampere', target: 'DROP', iptables: flavour }, log);
   await fw.init();
   const label = `${kind.padEnd(5)} ${flavour.padEnd(6)}`;
   const one: number[] = [];

@@ -18,7 +18,7 @@ type Page = { bans: BanView[]; next: number | null };
  */
 export async function bansCommand(args: string[]): Promise<number> {
   const { values, positionals } = parse('bans', args, {
-    all: { type: 'boolean' }, json: { type: 'boolean' }, limit: { type: 'string' }, since: { type: 'string' }, source: { type: 'string' }, sort: { type: 'string' },
+    all: { type: 'boolean' }, json: { type: 'boolean' }, limit: { type: 'string' }, origin: { type: 'string' }, since: { type: 'string' }, source: { type: 'string' }, sort: { type: 'string' },
   }, { min: 0, max: 1, usage: USAGE });
   const match = positionals[0];
   if (match !== undefined && !parseMatch(match)) throw usageError(`bans: ${JSON.stringify(match)} is not an IP address or CIDR`);
@@ -51,12 +51,14 @@ export async function bansCommand(args: string[]): Promise<number> {
     if (values.json) process.stdout.write('[');
     do {
       const page = await fetchPage(before);
-      const bans = page.bans.slice(0, limit - shown);
+      // --origin: one fleet node's bans, or `local` for this node's own.
+      const mine = values.origin === undefined ? page.bans : page.bans.filter((b) => (b.origin ?? 'local') === values.origin);
+      const bans = mine.slice(0, limit - shown);
       if (values.json) {
         for (const b of bans) process.stdout.write(`${shown++ ? ',' : ''}\n  ${JSON.stringify({ ...b, since: iso(b.since), until: iso(b.until), liftedAt: iso(b.liftedAt) })}`);
       } else if (bans.length > 0 || (shown === 0 && page.next === null)) {
         // Aligned page by page; the header once.
-        const text = formatBans(bans, !!values.all);
+        const text = formatBans(bans, !!values.all, Date.now(), !!cfg.fleet_url);
         process.stdout.write(shown === 0 ? text : text.slice(text.indexOf('\n') + 1));
         shown += bans.length;
       }
@@ -89,7 +91,8 @@ function banFilter(values: { since?: string; source?: string; sort?: string }, n
   return f;
 }
 
-export function formatBans(bans: BanView[], all: boolean, now = Date.now()): string {
+/** origin: the ORIGIN column (fleet mode), `-` for this node's own bans. */
+export function formatBans(bans: BanView[], all: boolean, now = Date.now(), origin = false): string {
   return formatTable(bans, [
     { header: 'ADDRESS', get: (b) => b.address },
     { header: 'SINCE', get: (b) => formatTime(b.since) },
@@ -97,6 +100,7 @@ export function formatBans(bans: BanView[], all: boolean, now = Date.now()): str
     ...(all ? [{ header: 'STATE', get: (b: BanView) => (b.active ? 'active' : b.liftReason ?? 'expired') }] : []),
     { header: 'BANS', get: (b) => b.banCount, right: true },
     { header: 'SOURCE', get: (b) => b.source },
+    ...(origin ? [{ header: 'ORIGIN', get: (b: BanView) => b.origin ?? '-' }] : []),
     { header: 'REASON', get: (b) => b.reason },
   ]);
 }

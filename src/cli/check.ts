@@ -60,6 +60,8 @@ export async function runChecks(): Promise<Check[]> {
   out.push(...(await checkFirewall(cfg, running.running)));
   out.push(checkDatabase(cfg));
   if (cfg.backup_dir) out.push(checkDir('backup dir', cfg.backup_dir));
+  // Loaded only in fleet mode: no pg driver otherwise.
+  if (cfg.fleet_url) out.push(...(await (require('../fleet/check') as typeof import('../fleet/check')).checkFleet(cfg)));
   return out;
 }
 

@@ -62,6 +62,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     ['event loop', s.eventLoop ? `delay p99 ${s.eventLoop.delayP99Ms} ms, max ${s.eventLoop.delayMaxMs} ms (last minute)` : '-'],
     ['wal checkpoints', !s.checkpointer ? 'inside commits (no checkpointer thread)' : s.checkpointer.failed ? 'checkpointer FAILED: SQLite checkpoints inside commits again' : `worker thread ${s.checkpointer.running ? 'running' : 'stopped'}, ${s.checkpointer.checkpoints} passes, log at ${s.checkpointer.walFrames} frames`],
     ['events', `${s.events.total} total, ${s.events.lastMinute.total} in the last minute, ${s.events.malformed} malformed`],
+    ...(s.fleet ? fleetRows(s.fleet, now) : []),
   ]));
   if (kinds.length) {
     process.stdout.write('\n' + formatTable(kinds, [
@@ -80,6 +81,18 @@ function verifyRows(v: DaemonStatus['firewall']['verify'], now: number): [string
   return [
     ['firewall check', `drift repaired within ${formatDuration(v.intervalMs)}; ${v.checks} checks, ${v.repairs} repairs`],
     ['last drift', d ? `${d.what} at ${formatTime(d.at)} (${ago(d.at, now)}), ${d.repairMs === null ? 'NOT repaired' : `repaired in ${d.repairMs} ms`}` : 'none'],
+  ];
+}
+
+/** Fleet mode: connection, cursor, outbox, traffic, peers. */
+function fleetRows(f: NonNullable<DaemonStatus['fleet']>, now: number): [string, string][] {
+  const refused = Object.entries(f.refused).map(([why, n]) => `${n} ${why}`).join(', ') || 'none';
+  const peers = Object.entries(f.peers).map(([origin, at]) => `${origin} (${ago(at, now)})`).join(', ') || 'none yet';
+  return [
+    ['fleet', `${f.connected ? 'connected' : `NOT CONNECTED${f.lastError ? ` (${f.lastError})` : ''}`}${f.since ? ` since ${formatTime(f.since)}` : ''}, ${f.url}, as ${f.origin}${f.role && f.role !== f.origin ? ` (ROLE ${f.role})` : ''}`],
+    ['fleet outbox', `${f.outbox.backlog} waiting, ${f.published} published since start${f.lastOut ? `; last out ${f.lastOut.action} ${f.lastOut.address} ${ago(f.lastOut.at, now)}` : ''}`],
+    ['fleet in', `${f.received} applied, refused: ${refused}${f.lastIn ? `; last ${f.lastIn.action} ${f.lastIn.address} from ${f.lastIn.origin} ${ago(f.lastIn.at, now)}` : ''}${f.lagMs !== null ? `, lag ${f.lagMs} ms` : ''}; cursor xid ${f.cursor}`],
+    ['fleet peers', peers],
   ];
 }
 

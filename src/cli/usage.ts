@@ -6,7 +6,7 @@
 export const USAGE_OF: Record<string, string> = {
   run: 'run',
   status: 'status [--json]',
-  bans: 'bans [<address-or-cidr>] [--all] [--since <duration>] [--source auto|manual|legacy|fail2ban|kernel] [--sort time|address|count] [--limit <n>] [--json]',
+  bans: 'bans [<address-or-cidr>] [--all] [--since <duration>] [--source auto|manual|legacy|fail2ban|kernel|fleet] [--origin <node>|local] [--sort time|address|count] [--limit <n>] [--json]',
   ban: 'ban <ip>... [--for <duration>|permanent] [--reason <text>] [--json]',
   unban: 'unban <ip>... | --all [--json]',
   allow: 'allow add <ip-or-cidr> [--note <text>] | allow rm <ip-or-cidr> | allow list [--json]',
@@ -17,6 +17,7 @@ export const USAGE_OF: Record<string, string> = {
   backup: 'backup [--to <dir>] [--json]',
   'import-legacy': 'import-legacy <file> [--for <duration>|permanent] [--dry-run] [--json]',
   'import-fail2ban': 'import-fail2ban <fail2ban.sqlite3> [--jail <name>|--all-jails] [--dry-run] [--json]',
+  fleet: 'fleet init [--url <owner-url>] [--node <name>[:<password>]]... [--operator <name>[:<password>]]... [--print] [--json]',
   health: 'health',
   help: 'help [<command>]',
   completion: 'completion bash|zsh',

@@ -4,6 +4,7 @@ import { parseCidr, type Cidr } from '../net/cidr';
 import { canonicalIp } from '../net/ip';
 import { checkTemplate } from '../notify/body';
 import { checkNotifyUrl } from '../notify/url';
+import { FLEET_KEYS } from './fleet-keys';
 
 /** A value parser returns the value (and perhaps a warning to log), or a string saying what is allowed. */
 type Parse<T> = (raw: string) => { ok: T; warning?: string } | { allowed: string };
@@ -134,6 +135,7 @@ export const KEYS = {
   notify_format: { default: 'json', parse: oneOf('json', 'slack') },
   notify_template: { default: '', parse: notifyTemplate },
   notify_timeout: { default: '5s', parse: duration(1000, { maxMs: 60_000 }) },
+  ...FLEET_KEYS,
 } as const;
 
 /** Keys whose value is never shown or logged as given (it is or may hold a secret). */

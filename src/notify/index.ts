@@ -160,6 +160,8 @@ export function notifyChanges(
   if (!cfg.notify_url) return null;
   const notifier = new Notifier({ url: cfg.notify_url, format: cfg.notify_format, template: cfg.notify_template, timeoutMs: cfg.notify_timeout, log });
   decisions.onChange((what, address, detail, ban) => {
+    // A ban another fleet member made is reported by that member's own notifier.
+    if (what === 'ban' && detail === 'fleet') return;
     try {
       const now = ban?.now ?? Date.now();
       notifier.push(what === 'ban' && ban

@@ -1,12 +1,12 @@
 import type { Statement } from 'better-sqlite3';
-import type { BanRow } from './index';
+import type { BanRow } from './rows';
 import { ACTIVE, BAN_FIELDS } from './sql';
 
 /** The order of a listing: newest first (time), by address as text, or most banned first (count). */
 export type BanSort = 'time' | 'address' | 'count';
 export const BAN_SORTS: readonly BanSort[] = ['time', 'address', 'count'];
 /** The sources a ban row can have. */
-export const BAN_SOURCES = ['auto', 'manual', 'legacy', 'fail2ban', 'kernel'] as const;
+export const BAN_SOURCES = ['auto', 'manual', 'legacy', 'fail2ban', 'kernel', 'fleet'] as const;
 
 /**
  * Options of a listing page (Store.listBansPage). source and since (started at or after, ms)
@@ -53,7 +53,7 @@ export function banPageJson(sql: Sql, now: number, opts: PageOptions): { json: s
   const page = pageQuery(sql, now, opts);
   if (!page) return { json: '[]', next: null };
   const [json, count, lastId] = sql(`SELECT json_group_array(json_object('address', bans.address, 'family', bans.family, 'since', bans.started_at,
-      'until', bans.until, 'banCount', coalesce(hosts.ban_count, 0), 'source', bans.source, 'reason', ${REASON_SQL}, 'kind', bans.reason_kind,
+      'until', bans.until, 'banCount', coalesce(hosts.ban_count, 0), 'source', bans.source, 'origin', bans.origin, 'reason', ${REASON_SQL}, 'kind', bans.reason_kind,
       'service', bans.reason_service, 'account', bans.reason_account, 'failures', bans.failures,
       'active', json(iif(bans.lifted_at IS NULL AND (bans.until IS NULL OR bans.until > ?), 'true', 'false')), 'liftedAt', bans.lifted_at, 'liftReason', bans.lift_reason) ORDER BY ${ORDER[opts.sort ?? 'time']}),
       count(*), min(bans.id)

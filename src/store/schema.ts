@@ -30,7 +30,8 @@ export const bans = sqliteTable('bans', {
   reasonService: text('reason_service').notNull().default(''),
   reasonAccount: text('reason_account').notNull().default(''),
   failures: integer('failures').notNull().default(0),
-  source: text('source').notNull().default('auto'), // auto, manual, legacy, kernel
+  source: text('source').notNull().default('auto'), // auto, manual, legacy, fail2ban, kernel, fleet
+  origin: text('origin'), // fleet bans: the node that made it (null: this node)
   liftedAt: integer('lifted_at'), // set when it ended early or expired
   liftReason: text('lift_reason'), // expired, unban, allowed, superseded
 }, (t) => [index('bans_active').on(t.liftedAt, t.until, t.address), index('bans_address').on(t.address)]);

@@ -37,7 +37,7 @@ function builtCli(): string | null {
     };
     walk(join(ROOT, 'src'));
     esbuild.buildSync({ entryPoints: files, outdir: join(out, 'dist'), outbase: join(ROOT, 'src'), format: 'cjs', platform: 'node', target: 'node20', bundle: false, logLevel: 'silent' });
-    for (const name of ['node_modules', 'drizzle']) symlinkSync(join(ROOT, name), join(out, name));
+    for (const name of ['node_modules', 'drizzle', 'drizzle-pg']) symlinkSync(join(ROOT, name), join(out, name));
     // A copy: Node 24 reads it for the unprivileged user too, who may not reach the tree's own.
     copyFileSync(join(ROOT, 'package.json'), join(out, 'package.json'));
     process.on('exit', () => rmSync(out, { recursive: true, force: true }));

@@ -1,0 +1,82 @@
+import type { Decisions } from '../decisions';
+import type { Logger } from '../log';
+import { parseHost, type Family } from '../net/ip';
+import type { Store } from '../store';
+
+/** A decision read from the fleet table (every field hostile until checked here). */
+export interface Received {
+  id: string;
+  txid: string;
+  origin: unknown;
+  action: unknown;
+  address: unknown;
+  until: number | null;
+  reasonKind: unknown;
+  reasonService: unknown;
+  reasonAccount: unknown;
+  failures: unknown;
+  operator: boolean;
+  createdAt: number;
+}
+
+/** Why a peer's decision was not applied (the metric's `why` label). */
+export type Refusal = 'invalid' | 'allowed' | 'rate' | 'foreign-unban' | 'expired';
+
+export type Applied =
+  | { ok: true; what: 'ban' | 'unban' | 'already'; address: string; capped: boolean; applied?: Promise<void> }
+  | { ok: false; why: Refusal; address?: string; detail: string };
+
+export interface ApplyDeps {
+  decisions: Decisions;
+  store: Store;
+  /** This node's allow list (configured, runtime, loopback, the AMI host). */
+  isExempt(address: string, family: Family): boolean;
+  banMaxMs: number;
+  log: Logger;
+}
+
+export const ORIGIN_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/** A peer's text as it may be stored and shown: one line, bounded. */
+const clean = (v: unknown, max: number) => (typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, max) : '');
+
+/**
+ * One peer decision through the same checks as a local ban: a canonical single host, not on
+ * this node's allow list, at most fleet_ban_max long and never permanent; stored (source
+ * fleet, with its origin) and sent to the kernel by Decisions. A peer's unban lifts only a ban
+ * that came from that same peer, unless an operator role made it.
+ */
+export function applyDecision(d: Received, deps: ApplyDeps, now: number): Applied {
+  if (typeof d.origin !== 'string' || !ORIGIN_RE.test(d.origin)) return { ok: false, why: 'invalid', detail: 'bad origin' };
+  if (d.action !== 'ban' && d.action !== 'unban') return { ok: false, why: 'invalid', detail: 'bad action' };
+  const ip = typeof d.address === 'string' ? parseHost(d.address) : { ok: false as const, reason: 'no address' };
+  if (!ip.ok) return { ok: false, why: 'invalid', detail: ip.reason };
+  const { address, family } = ip;
+  if (d.action === 'unban') return unbanFromPeer(d, address, deps, now);
+  if (deps.isExempt(address, family)) return { ok: false, why: 'allowed', address, detail: 'on this node\'s allow list' };
+  // Counted from the decision's creation, so every node ends it at the same time however late it reads it.
+  const cap = Math.min(Number.isFinite(d.createdAt) ? d.createdAt : now, now) + deps.banMaxMs;
+  const until = d.until === null || d.until > cap ? cap : d.until;
+  if (until <= now) return { ok: false, why: 'expired', address, detail: 'ended before it arrived' };
+  const current = deps.decisions.bannedUntil(address);
+  // Already banned at least as long (a local permanent ban above all): nothing to shorten.
+  if (current === null || (current !== undefined && current >= until)) return { ok: true, what: 'already', address, capped: false };
+  const failures = typeof d.failures === 'number' && Number.isSafeInteger(d.failures) && d.failures >= 0 ? d.failures : 0;
+  const reason = { kind: clean(d.reasonKind, 200) || 'fleet', service: clean(d.reasonService, 64), account: clean(d.reasonAccount, 200), failures };
+  const res = deps.decisions.ban(address, family, reason, now, 'fleet', until - now, d.origin);
+  return { ok: true, what: 'ban', address, capped: until !== d.until, applied: res.applied };
+}
+
+function unbanFromPeer(d: Received, address: string, deps: ApplyDeps, now: number): Applied {
+  if (deps.decisions.bannedUntil(address) === undefined) return { ok: true, what: 'already', address, capped: false };
+  // The active row says whose ban it is: pending rows are written first so a ban from a
+  // moment ago is seen.
+  deps.decisions.flushWrites(true);
+  const active = deps.store.listBans(now, { address })[0];
+  const fromThatPeer = active !== undefined && active.source === 'fleet' && active.origin === d.origin;
+  if (!fromThatPeer && !d.operator) {
+    return { ok: false, why: 'foreign-unban', address, detail: `the ban here is ${active ? (active.origin ? `from ${active.origin}` : `this node's (${active.source})`) : 'not stored yet'}` };
+  }
+  void deps.decisions.unban(address, now, 'fleet').catch((err) => deps.log.error({ address, err: String(err) }, 'fleet unban failed'));
+  return { ok: true, what: 'unban', address, capped: false };
+}

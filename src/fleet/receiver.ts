@@ -1,0 +1,90 @@
+import type { QueryResultRow } from 'pg';
+import { applyDecision, type Applied, type ApplyDeps, type Received } from './apply';
+import type { LocalFleetState } from './local';
+import type { KeyedBuckets } from './rate';
+
+export type Query = <R extends QueryResultRow>(text: string, params?: unknown[]) => Promise<{ rows: R[] }>;
+
+/** Rows read per query of a catch-up. */
+const PAGE = 5000;
+
+/**
+ * Peers' decisions after (txid, id), oldest transaction first. Decisions older than
+ * fleet_ban_max are left out: none of them can still be in force here.
+ */
+// A network (a mask shorter than a host's) keeps its mask in the text, so the address check refuses it.
+const FETCH = `SELECT id::text AS id, txid::text AS txid, origin, action,
+    CASE WHEN masklen(address) = CASE family(address) WHEN 4 THEN 32 ELSE 128 END THEN host(address) ELSE address::text END AS address,
+    (extract(epoch FROM until) * 1000)::float8 AS until, reason_kind AS "reasonKind", reason_service AS "reasonService",
+    reason_account AS "reasonAccount", failures, operator, (extract(epoch FROM created_at) * 1000)::float8 AS "createdAt"
+  FROM fleet_decisions
+  WHERE (txid, id) > ($1::xid8, $2::bigint) AND origin <> $3 AND created_at > now() - make_interval(secs => $4)
+  ORDER BY fleet_decisions.txid, fleet_decisions.id LIMIT $5`;
+// Qualified: a bare "id" or "txid" in ORDER BY would be the text columns of the select list, in text order.
+
+export interface ReceiverHooks {
+  onResult(d: Received, res: Applied): void;
+}
+
+/**
+ * Catch-up from a stored cursor, the same code for a notification, a reconnect, a restart and
+ * the periodic resync. Identity values can commit out of order, so the stored cursor is a
+ * transaction id: it only moves up to the oldest transaction still running when the round began
+ * (pg_snapshot_xmin), below which every row is committed and was read. Rows at or above it are
+ * read again next round; the ids applied since the cursor are remembered so they apply once.
+ */
+export class Receiver {
+  private cursor: bigint;
+  private readonly seen = new Map<string, bigint>();
+  private running: Promise<void> | null = null;
+  private again = false;
+
+  constructor(
+    private readonly query: Query,
+    private readonly local: LocalFleetState,
+    private readonly origin: string,
+    private readonly deps: ApplyDeps,
+    private readonly limits: KeyedBuckets,
+    private readonly hooks: ReceiverHooks,
+  ) {
+    this.cursor = BigInt(local.value('receive_cursor') ?? '0');
+  }
+
+  get storedCursor(): string { return this.cursor.toString(); }
+
+  /** Run a round now, or once more after the one running: notifications never queue up more than one. */
+  kick(): Promise<void> {
+    if (this.running) { this.again = true; return this.running; }
+    this.running = (async () => {
+      try {
+        do { this.again = false; await this.round(); } while (this.again);
+      } finally { this.running = null; }
+    })();
+    return this.running;
+  }
+
+  private async round(): Promise<void> {
+    const xmin = BigInt((await this.query<{ x: string }>(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x`)).rows[0].x);
+    let from: [string, string] = [this.cursor.toString(), '0'];
+    for (;;) {
+      const { rows } = await this.query<Received>(FETCH, [from[0], from[1], this.origin, Math.ceil(this.deps.banMaxMs / 1000), PAGE]);
+      const now = Date.now();
+      for (const d of rows) {
+        if (this.seen.has(d.id)) continue;
+        this.seen.set(d.id, BigInt(d.txid));
+        const origin = typeof d.origin === 'string' ? d.origin : '';
+        const res: Applied = this.limits.take(origin, d.createdAt) ? applyDecision(d, this.deps, now) : { ok: false, why: 'rate', detail: 'over fleet_receive_rate for its origin' };
+        this.hooks.onResult(d, res);
+      }
+      if (rows.length < PAGE) break;
+      const last = rows[rows.length - 1];
+      from = [last.txid, last.id];
+    }
+    if (xmin > this.cursor) {
+      this.cursor = xmin;
+      // A write that fails (a lock) is retried with the next round; the cursor in memory is right.
+      try { this.local.set('receive_cursor', xmin.toString()); } catch { /* next round */ }
+      for (const [id, txid] of this.seen) if (txid < xmin) this.seen.delete(id);
+    }
+  }
+}

@@ -1,0 +1,117 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { ampere } from './helpers/cli';
+import { PgCluster, skipUnlessPg } from './helpers/pg';
+
+/** The fleet's database side alone: fleet init, roles, row-level security, append-only history. */
+const skip = skipUnlessPg();
+
+describe('fleet database (ampere fleet init)', { skip }, () => {
+  let pg: PgCluster;
+  before(async () => {
+    pg = await PgCluster.start();
+    await pg.createDb();
+  });
+  after(async () => { await pg?.stop(); });
+
+  const connect = async (user: string, password: string) => {
+    const c = new Client({ connectionString: pg.url(user, password) });
+    await c.connect();
+    return c;
+  };
+  const insert = (c: Client, origin: string, address = '203.0.113.9', operator = false) =>
+    c.query(`INSERT INTO fleet_decisions (origin, seq, action, address, operator) VALUES ($1, 1, 'ban', $2, $3)`, [origin, address, operator]);
+
+  test('init creates schema, roles and policies; a second run changes nothing; the password is never printed', async () => {
+    const first = await ampere(['fleet', 'init', '--url', pg.url(), '--node', 'pbx1:pbx1-secret', '--node', 'pbx2:pbx2-secret', '--operator', 'noc:noc-secret-1'], {});
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /2 migration\(s\) applied/);
+    assert.doesNotMatch(first.stdout + first.stderr, /throwaway-super|pbx1-secret/);
+    const again = await ampere(['fleet', 'init', '--url', pg.url(), '--node', 'pbx1:pbx1-secret'], {});
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /0 migration\(s\) applied \(already up to date\)/);
+    assert.equal(await pg.psql(`SELECT count(*) FROM pg_policies WHERE tablename = 'fleet_decisions'`), '3');
+    assert.equal(await pg.psql(`SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE NOT tgisinternal`), 'fleet_decisions_no_update,fleet_decisions_notify');
+  });
+
+  test('--print shows the SQL without touching a database', async () => {
+    const r = await ampere(['fleet', 'init', '--print', '--node', 'pbx9:pbx9-secret'], {});
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /CREATE TABLE "fleet_decisions"/);
+    assert.match(r.stdout, /CREATE POLICY fleet_node_insert/);
+    assert.match(r.stdout, /GRANT ampere_node TO "pbx9"/);
+    assert.equal(await pg.psql(`SELECT count(*) FROM pg_roles WHERE rolname = 'pbx9'`), '0');
+  });
+
+  test('a node inserts only rows of its own origin, never an operator row; nobody updates or deletes', async () => {
+    const pbx1 = await connect('pbx1', 'pbx1-secret');
+    try {
+      await insert(pbx1, 'pbx1');
+      // The attack: a compromised pbx1 forging pbx2's decisions, or an operator's.
+      await assert.rejects(insert(pbx1, 'pbx2'), /row-level security/);
+      await assert.rejects(insert(pbx1, 'pbx1', '203.0.113.10', true), /row-level security/);
+      await assert.rejects(pbx1.query(`UPDATE fleet_decisions SET origin = 'pbx2'`), /permission denied/);
+      await assert.rejects(pbx1.query(`DELETE FROM fleet_decisions`), /permission denied/);
+      await assert.rejects(pbx1.query(`TRUNCATE fleet_decisions`), /permission denied/);
+    } finally { await pbx1.end(); }
+    const noc = await connect('noc', 'noc-secret-1');
+    try {
+      await insert(noc, 'noc', '203.0.113.11', true);
+      await assert.rejects(insert(noc, 'pbx1'), /row-level security/);
+    } finally { await noc.end(); }
+    // Append only for the owner too.
+    await assert.rejects(pg.psql(`UPDATE fleet_decisions SET address = '198.51.100.1'`), /append only/);
+    assert.equal(await pg.psql(`SELECT string_agg(origin, ',' ORDER BY id) FROM fleet_decisions`), 'pbx1,noc');
+  });
+
+  test('ampere check: connection, schema, role and rights of this node; never the password', async () => {
+    const checks = async (env: Record<string, string>) => {
+      const r = await ampere(['check', '--json'], { AMPERE_DB: '/nonexistent/ampere.db', AMPERE_BACKEND: 'dry-run', AMPERE_PORT: '1', AMPERE_AMI_TIMEOUT: '1s', ...env });
+      assert.doesNotMatch(r.stdout + r.stderr, /pbx1-secret|wrong-secret/);
+      return (JSON.parse(r.stdout).checks as { name: string; result: string; detail: string }[]).filter((c) => c.name.startsWith('fleet'));
+    };
+    const good = await checks({ AMPERE_FLEET_URL: pg.url('pbx1', 'pbx1-secret'), AMPERE_FLEET_ORIGIN: 'pbx1' });
+    assert.deepEqual(good.map((c) => `${c.name} ${c.result}`), ['fleet ok', 'fleet rights ok'], JSON.stringify(good));
+    const forged = await checks({ AMPERE_FLEET_URL: pg.url('pbx1', 'pbx1-secret'), AMPERE_FLEET_ORIGIN: 'pbx2' });
+    assert.deepEqual(forged.map((c) => `${c.name} ${c.result}`), ['fleet ok', 'fleet origin fail', 'fleet rights fail'], JSON.stringify(forged));
+    const denied = await checks({ AMPERE_FLEET_URL: pg.url('pbx1', 'wrong-secret'), AMPERE_FLEET_ORIGIN: 'pbx1' });
+    assert.equal(denied[0].result, 'fail');
+    assert.match(denied[0].detail, /password authentication failed/);
+    assert.match(denied[0].detail, /pbx1:\*{5}@/);
+    assert.equal(await pg.psql(`SELECT count(*) FROM fleet_decisions WHERE address = '192.0.2.1'`), '0');
+  });
+
+  test('TLS: fleet_tls_ca checks the server against a private CA; another CA is refused', async () => {
+    const ca = await pg.enableTls();
+    const tcp = pg.url('pbx1', 'pbx1-secret', 'ampere', false);
+    const run = async (env: Record<string, string>) => {
+      const r = await ampere(['check', '--json'], { AMPERE_DB: '/nonexistent/ampere.db', AMPERE_BACKEND: 'dry-run', AMPERE_PORT: '1', AMPERE_AMI_TIMEOUT: '1s', AMPERE_FLEET_URL: tcp, AMPERE_FLEET_ORIGIN: 'pbx1', ...env });
+      return (JSON.parse(r.stdout).checks as { name: string; result: string; detail: string }[]).find((c) => c.name === 'fleet')!;
+    };
+    const ok = await run({ AMPERE_FLEET_TLS_CA: ca });
+    assert.equal(ok.result, 'ok', ok.detail);
+    assert.match(ok.detail, /over TLS$/);
+    // The attack: a server (or a man in the middle) whose certificate another CA signed.
+    const other = join(pg.dir, 'other-ca.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=someone else', '-keyout', join(pg.dir, 'other-ca.key'), '-out', other], { stdio: 'pipe' });
+    const refused = await run({ AMPERE_FLEET_TLS_CA: other });
+    assert.equal(refused.result, 'fail');
+    assert.match(refused.detail, /certificate/);
+    const plain = await run({});
+    assert.match(plain.detail, /without TLS$/);
+  });
+
+  test('an insert notifies the channel', async () => {
+    const listener = await connect('pbx2', 'pbx2-secret');
+    const pbx1 = await connect('pbx1', 'pbx1-secret');
+    try {
+      await listener.query('LISTEN ampere_fleet');
+      const heard = new Promise<string>((resolve) => listener.on('notification', (n) => resolve(n.channel)));
+      await insert(pbx1, 'pbx1', '203.0.113.12');
+      assert.equal(await heard, 'ampere_fleet');
+    } finally { await Promise.all([listener.end(), pbx1.end()]); }
+  });
+});
