@@ -16,20 +16,7 @@ export async function statusCommand(args: string[]): Promise<number> {
   const cfg = config();
   const res = await askOrOffline<DaemonStatus>(cfg, 'GET', '/status');
   if (res && res.status !== 200) throw refusal(res);
-  if (!res) {
-    const offline = offlineStatus(cfg);
-    if (values.json) printJson({ running: false, lastStatusAt: iso(offline.lastStatusAt), activeBans: offline.activeBans, lastBackup: offline.lastBackup ? { at: iso(offline.lastBackup.at), path: offline.lastBackup.path } : null });
-    else {
-      note('ampere: the daemon is not running');
-      process.stdout.write(kv([
-        ['daemon', 'not running'],
-        ['last seen', offline.lastStatusAt ? `${formatTime(offline.lastStatusAt)} (${ago(offline.lastStatusAt)})` : 'never'],
-        ['active bans', offline.activeBans === null ? '-' : `${offline.activeBans.v4 + offline.activeBans.v6} (IPv4 ${offline.activeBans.v4}, IPv6 ${offline.activeBans.v6})`],
-        ['last backup', offline.lastBackup ? `${formatTime(offline.lastBackup.at)} ${offline.lastBackup.path}` : 'none'],
-      ]));
-    }
-    return EXIT.fail;
-  }
+  if (!res) return printOffline(cfg, values.json === true);
   const s = res.body;
   if (values.json) {
     printJson({
@@ -121,3 +108,19 @@ function offlineStatus(cfg: Config) {
 }
 
 const mb = (bytes: number) => (bytes / 1048576).toFixed(1);
+
+/** No daemon answers: what the status file and the database still say. */
+function printOffline(cfg: Config, json: boolean): number {
+  const offline = offlineStatus(cfg);
+  if (json) printJson({ running: false, lastStatusAt: iso(offline.lastStatusAt), activeBans: offline.activeBans, lastBackup: offline.lastBackup ? { at: iso(offline.lastBackup.at), path: offline.lastBackup.path } : null });
+  else {
+    note('ampere: the daemon is not running');
+    process.stdout.write(kv([
+      ['daemon', 'not running'],
+      ['last seen', offline.lastStatusAt ? `${formatTime(offline.lastStatusAt)} (${ago(offline.lastStatusAt)})` : 'never'],
+      ['active bans', offline.activeBans === null ? '-' : `${offline.activeBans.v4 + offline.activeBans.v6} (IPv4 ${offline.activeBans.v4}, IPv6 ${offline.activeBans.v6})`],
+      ['last backup', offline.lastBackup ? `${formatTime(offline.lastBackup.at)} ${offline.lastBackup.path}` : 'none'],
+    ]));
+  }
+  return EXIT.fail;
+}

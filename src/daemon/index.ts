@@ -7,7 +7,7 @@ import { BackupScheduler } from '../backup';
 import type { LoadedConfig } from '../config';
 import { statusPath } from '../control/paths';
 import { controlRoutes } from '../control/routes';
-import { ControlServer } from '../control/server';
+import type { ControlServer } from '../control/server';
 import type { AllowList } from '../allow';
 import type { Decisions } from '../decisions';
 import type { FirewallQueue } from '../firewall';
@@ -21,7 +21,7 @@ import { openCore } from './core';
 import { Jobs, PruneTrigger } from './jobs';
 import { startFleetIfSet } from './fleet';
 import { EventPipeline } from './pipeline';
-import { followAmi, logStarted, shutdown, startMetrics } from './startup';
+import { followAmi, logStarted, openControl, shutdown, startMetrics } from './startup';
 import { health, LOOP_SAMPLE_MS, logDrift, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
 
 export type { DaemonStats, DaemonStatus } from './status';
@@ -77,7 +77,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const served = await startMetrics(loaded, metricsSources(parts), () => health(parts, Date.now()), core, log);
   const { metrics } = served;
   metricsServer = served.server;
-  const fleet = startFleetIfSet(cfg, { store, decisions, isExempt: (a, f) => allow.allows(a, f), log }, metrics);
+  const fleet = startFleetIfSet(cfg, { store, decisions, isAllowed: (a, f) => allow.allows(a, f), log }, metrics);
   parts.fleet = () => fleet?.status() ?? null;
 
   const prune = new PruneTrigger((now) => pruner.run(now), log);
@@ -101,17 +101,12 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
 
   const status = () => snapshot(parts, Date.now());
   const controlLog = log.child({ module: 'control' });
-  try {
-    control = await ControlServer.listen(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, status, health: () => health(parts, Date.now()) }), controlLog);
-  } catch (err) {
-    // Fatal: a daemon no command can reach (or a second one beside it) must not run.
-    await stop();
-    throw new Error(`control socket ${socketPath} not opened: ${(err as Error).message}`);
-  }
+  const opened = await openControl(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, status, health: () => health(parts, Date.now()) }), controlLog, stop);
+  control = opened;
   ami.start();
   backups.start();
   verifier.start();
   writeStatus();
   logStarted(loaded, core, { metrics: parts.metricsListen(), backupDir: backups.state.dir, startMs: Math.round(performance.now() - t0) }, log);
-  return { store, decisions, penalties, allow, ami, pipeline, firewall, stats, backups, pruner, metrics, control, status, health: () => health(parts, Date.now()), stop };
+  return { store, decisions, penalties, allow, ami, pipeline, firewall, stats, backups, pruner, metrics, control: opened, status, health: () => health(parts, Date.now()), stop };
 }

@@ -11,6 +11,7 @@ import type { Logger } from '../log';
 import type { Metrics, MetricsSources } from '../metrics';
 import type { IntervalHistogram } from 'node:perf_hooks';
 import type { Core } from './core';
+import { ControlServer, type ControlHandler } from '../control/server';
 
 /** A database file truncated to nothing opens as a new, empty one: said loudly at start. */
 export function isEmptyFile(path: string): boolean {
@@ -149,4 +150,14 @@ export function logStarted(loaded: LoadedConfig, core: Core, extra: { metrics: s
     bansRestored: core.restore.restored, bansLiftedAllowed: core.restore.lifted, restoreMs: core.restore.restoreMs, startMs: extra.startMs,
     socket: core.socketPath, metrics: extra.metrics, backupDir: extra.backupDir,
   }, 'ampere started');
+}
+
+/** The control socket. Fatal when it cannot open: a daemon no command can reach (or a second one beside it) must not run. */
+export async function openControl(socketPath: string, routes: ControlHandler, log: Logger, stop: () => Promise<void>): Promise<ControlServer> {
+  try {
+    return await ControlServer.listen(socketPath, routes, log);
+  } catch (err) {
+    await stop();
+    throw new Error(`control socket ${socketPath} not opened: ${(err as Error).message}`);
+  }
 }

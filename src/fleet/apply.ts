@@ -30,7 +30,7 @@ export interface ApplyDeps {
   decisions: Decisions;
   store: Store;
   /** This node's allow list (configured, runtime, loopback, the AMI host). */
-  isExempt(address: string, family: Family): boolean;
+  isAllowed(address: string, family: Family): boolean;
   banMaxMs: number;
   log: Logger;
 }
@@ -53,7 +53,7 @@ export function applyDecision(d: Received, deps: ApplyDeps, now: number): Applie
   if (!ip.ok) return { ok: false, why: 'invalid', detail: ip.reason };
   const { address, family } = ip;
   if (d.action === 'unban') return unbanFromPeer(d, address, deps, now);
-  if (deps.isExempt(address, family)) return { ok: false, why: 'allowed', address, detail: 'on this node\'s allow list' };
+  if (deps.isAllowed(address, family)) return { ok: false, why: 'allowed', address, detail: 'on this node\'s allow list' };
   // Counted from the decision's creation, so every node ends it at the same time however late it reads it.
   const cap = Math.min(Number.isFinite(d.createdAt) ? d.createdAt : now, now) + deps.banMaxMs;
   const until = d.until === null || d.until > cap ? cap : d.until;
