@@ -18,6 +18,7 @@ class FakeBackend implements FirewallBackend {
   readonly netns = undefined;
   readonly families = [4, 6] as const;
   readonly verifiable = false;
+  readonly keepsBanTimes = true;
   calls: { op: string; addresses: string[] }[] = [];
   failNext = false;
   private async rec(op: string, bans: { address: string }[]): Promise<void> {
