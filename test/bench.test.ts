@@ -65,7 +65,7 @@ test('npm run bench -- --quick: every section measured for both backends, BENCHM
       assert.ok(md.includes(`(target ${t})`), `target ${t} listed`);
     }
     assert.equal(sha(recorded), before, 'BENCHMARKS.md (the recorded full run) is not rewritten by --quick');
-    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith('ampb-'));
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith('ampl-'));
     assert.deepEqual(left, [], 'no benchmark namespace left');
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -2,7 +2,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -18,18 +17,10 @@ import { startDaemon } from '../src/main';
 import { LAUNCH_HEAP_LIMIT_MB } from '../src/scoring';
 import { Pruner, Store, type PruneReport } from '../src/store';
 import { ampere, CLI } from './helpers/cli';
-import { DaemonProcess } from './helpers/daemon';
+import { closedPort, DaemonProcess } from '../tools/lab/daemon';
 
 const DAY = 86_400_000;
 const MB = 1024 * 1024;
-
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** An AMI security event as the reader hands it to the daemon (lower-case header names). */
 const failure = (address: string) => ({

@@ -1,21 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chainHolder, lockChain, lockDatabase, LockError, takeDaemonLocks } from '../src/lock';
-import { DaemonProcess } from './helpers/daemon';
-import { skipUnlessRoot, withNetns } from './helpers/netns';
-
-/** A local TCP port where nothing listens: the daemon keeps retrying AMI there, which is enough here. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+import { closedPort, DaemonProcess } from '../tools/lab/daemon';
+import { skipUnlessRoot, withNetns } from '../tools/lab/netns';
 
 const started = (l: { msg: string }) => l.msg === 'ampere started';
 

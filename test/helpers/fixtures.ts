@@ -1,6 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAmiBlock, splitAmiStream, toSecurityEvent, type SecurityEvent } from '../../src/events';
+import { toSecurityEvent, type SecurityEvent } from '../../src/events';
+import { parseAmiBlock, splitAmiStream } from '../../tools/lab/wire';
 
 /** Real AMI captures from Asterisk 22 under attack (copied from shared/fixtures/ami, see its README). */
 export const FIXTURES = join(__dirname, '..', 'fixtures', 'ami');
