@@ -84,7 +84,7 @@ test('legacy import: decoding and applying refuse what cannot be one host, with 
   const banned: string[] = [];
   const r = applyLegacy(
     [{ address: '192.0.2.1', account: '' }, { address: '0.0.0.0', account: '' }, { address: '224.0.0.5', account: '' }, { address: '255.255.255.255', account: '' }, { address: '2001:db8::1', account: '' }],
-    { exempt: () => undefined, isBanned: () => false, ban: (e) => banned.push(e.address) },
+    { allowed: () => undefined, isBanned: () => false, ban: (e) => banned.push(e.address) },
   );
   assert.deepEqual(banned, ['192.0.2.1']);
   assert.deepEqual(r.refused.map((x) => [x.address, x.reason.replace(/:.*/, '')]), [

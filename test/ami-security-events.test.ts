@@ -59,8 +59,8 @@ describe('an AMI user that receives no security events', () => {
     assert.match(check.stderr, /ampere check: 2 problems/);
     // The status file (what `ampere health` reads when the socket is out of reach) says it too.
     const file = () => { try { return JSON.parse(readFileSync(join(dir, 'ampere.status.json'), 'utf8')); } catch { return {}; } };
-    for (let i = 0; i < 150 && !file().amiDeaf; i++) await new Promise((r) => setTimeout(r, 100));
-    assert.match(String(file().amiDeaf), /read = security/);
+    for (let i = 0; i < 150 && !file().ami?.deaf; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(String(file().ami?.deaf), /read = security/);
   });
 
   test('with read = security: the login event is heard, health and check are content', async () => {

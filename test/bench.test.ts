@@ -18,6 +18,7 @@ const root = process.getuid?.() === 0;
 const hasGcc = spawnSync('gcc', ['--version']).status === 0;
 const skip = !root ? 'needs root' : !hasGcc ? 'needs gcc (netprobe)' : false;
 
+const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
 const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');
 
 /** The table's data rows as cells: section, measure, variant, median, spread, runs, target, met. */
@@ -65,7 +66,10 @@ test('npm run bench -- --quick: every section measured for both backends, BENCHM
       assert.ok(md.includes(`(target ${t})`), `target ${t} listed`);
     }
     assert.equal(sha(recorded), before, 'BENCHMARKS.md (the recorded full run) is not rewritten by --quick');
-    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith('ampl-'));
+    // Names are ampl-<pid>-<n>: one whose bench process has exited was left behind (another
+    // bench running beside this one, still alive, owns its own).
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n')
+      .map((l) => /^ampl-(\d+)-\S+/.exec(l)).filter((m) => m !== null && !alive(Number(m[1]))).map((m) => m![0]);
     assert.deepEqual(left, [], 'no benchmark namespace left');
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -13,7 +13,7 @@ import { controlRequest } from '../src/control/client';
 import { listBanPage, listBanPageJson, listBanViews } from '../src/control/views';
 import { encodeLegacyAddr } from '../src/legacy';
 import { createLogger } from '../src/log';
-import { startDaemon } from '../src/main';
+import { startDaemon } from '../src/daemon';
 import { LAUNCH_HEAP_LIMIT_MB } from '../src/scoring';
 import { Pruner, Store, type PruneReport } from '../src/store';
 import { ampere, CLI } from './helpers/cli';
@@ -54,8 +54,8 @@ test('1M spoofed sources through the daemon: only repeating hosts are written, r
     // default max_hosts is 200k, so the flood also evicts).
     const now = Date.now();
     for (let i = 0; i < 1_000_000; i++) {
-      d.handle(failure(v4(i)), now);
-      if (i % 5 === 0) d.handle(failure(v4(i)), now);
+      d.pipeline.handle(failure(v4(i)), now);
+      if (i % 5 === 0) d.pipeline.handle(failure(v4(i)), now);
       if (i % 20_000 === 0) await tick();
     }
     await new Promise((r) => setTimeout(r, 400)); // the history's flush timer (200 ms)
@@ -86,7 +86,7 @@ test('1M spoofed sources through the daemon: only repeating hosts are written, r
     // two prunes (the -wal file is bounded by the checkpointer, and truncated when idle).
     assert.ok(dbBytes < 48 * MB, `database file: ${(dbBytes / MB).toFixed(1)} MB`);
     // Still deciding: a host's third failure bans it.
-    for (let k = 0; k < 3; k++) d.handle(failure('192.0.2.99'), Date.now());
+    for (let k = 0; k < 3; k++) d.pipeline.handle(failure('192.0.2.99'), Date.now());
     assert.equal(d.decisions.isBanned('192.0.2.99'), true);
   } finally {
     await d.stop();

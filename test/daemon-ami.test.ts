@@ -209,11 +209,11 @@ describe('daemon against a replayed AMI stream', () => {
     ami.send(captureEvents(fixtureBytes('flood.ami').toString()));
     await d.waitFor(isBan('10.99.0.2'));
     await d.waitFor(() => {
-      try { return JSON.parse(readFileSync(join(dir, 'ampere.status.json'), 'utf8')).events >= 6002; } catch { return false; }
+      try { return JSON.parse(readFileSync(join(dir, 'ampere.status.json'), 'utf8')).events.total >= 6002; } catch { return false; }
     }, 15_000).catch(() => {});
     const status = JSON.parse(readFileSync(join(dir, 'ampere.status.json'), 'utf8'));
-    assert.equal(status.amiConnected, true);
-    assert.equal(status.activeBans.v4, 1);
+    assert.equal(status.ami.connected, true);
+    assert.equal(status.bans.active.v4, 1);
   });
 });
 

@@ -8,7 +8,7 @@ import type { BanLines, KernelBan } from '../src/firewall';
 import { createLogger, type Logger } from '../src/log';
 import { Store } from '../src/store';
 import { parseIpsetSave } from '../src/firewall/ipset';
-import { AllowList, parseCidr } from '../src/net/cidr';
+import { AllowList } from '../src/allow';
 
 function captureLog(): { log: Logger; lines: Record<string, unknown>[] } {
   const lines: Record<string, unknown>[] = [];
@@ -46,7 +46,7 @@ async function withStore(fn: (store: Store) => Promise<void>): Promise<void> {
 test('a ban: the kernel command is sent before the database commit; automatic bans are committed together after the loop turn, an operator\'s at once', () => withStore(async (store) => {
   const kernel = new RecordingKernel(() => store);
   const { log, lines } = captureLog();
-  const d = new Decisions(store, kernel, bantime, log);
+  const d = new Decisions({ store, kernel, bantime, log });
   const now = Date.now();
   const committed = () => ['192.0.2.1', '192.0.2.2', '192.0.2.3'].filter((a) => store.isBanned(a, now));
   const res = d.ban('192.0.2.1', 4, reason, now, 'auto');
@@ -80,7 +80,7 @@ test('a ban: the kernel command is sent before the database commit; automatic ba
 test('a database that fails: the kernel ban is still sent and the failure logged; an operator\'s ban reports it; the rows wait in memory', () => withStore(async (store) => {
   const kernel = new RecordingKernel(() => store);
   const { log, lines } = captureLog();
-  const d = new Decisions(store, kernel, bantime, log);
+  const d = new Decisions({ store, kernel, bantime, log });
   const full = () => { throw new Error('SQLITE_FULL: database or disk is full'); };
   const { recordBan, recordBans } = { recordBan: store.recordBan.bind(store), recordBans: store.recordBans.bind(store) };
   store.recordBan = full;
@@ -117,7 +117,7 @@ async function waitFor(cond: () => boolean, what: string, boundMs = 10_000): Pro
 test('retry: a failing write is tried again with a growing backoff until it succeeds; no ban is ever dropped', () => withStore(async (store) => {
   const kernel = new RecordingKernel(() => store);
   const { log, lines } = captureLog();
-  const d = new Decisions(store, kernel, bantime, log);
+  const d = new Decisions({ store, kernel, bantime, log });
   const real = store.recordBans.bind(store);
   const realOne = store.recordBan.bind(store);
   const attempts: number[] = [];
@@ -145,7 +145,7 @@ test('kernel first: a database that cannot be read still bans at once, for the f
   const order: string[] = [];
   const kernel: KernelQueue = { add: async (b) => { order.push(`kernel ${b[0].address} ${b[0].until}`); }, remove: async () => {}, setAll: async () => {} };
   const { log, lines } = captureLog();
-  const d = new Decisions(store, kernel, bantime, log);
+  const d = new Decisions({ store, kernel, bantime, log });
   store.banCount = () => { order.push('read'); throw new Error('SQLITE_CORRUPT: database disk image is malformed'); };
   const now = Date.now();
   const res = d.ban('192.0.2.7', 4, reason, now, 'auto');
@@ -159,13 +159,13 @@ test('kernel first: a database that cannot be read still bans at once, for the f
 
 test('kernel first: a repeat offender gets the first ban at once, then its longer time; later bans use the cached count', () => withStore(async (store) => {
   const now = Date.now();
-  const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  const seed = new Decisions({ store, kernel: new RecordingKernel(() => store), bantime, log: captureLog().log });
   seed.ban('192.0.2.8', 4, reason, now - 10_000_000, 'auto');
   seed.flushWrites();
   const adds: [string, number | null][] = [];
   let reads = 0;
   const kernel: KernelQueue = { add: async (b) => { adds.push([b[0].address, b[0].until]); }, remove: async () => {}, setAll: async () => {} };
-  const d = new Decisions(store, kernel, bantime, captureLog().log);
+  const d = new Decisions({ store, kernel, bantime, log: captureLog().log });
   const realCount = store.banCount.bind(store);
   store.banCount = (a) => { reads++; return realCount(a); };
   const res = d.ban('192.0.2.8', 4, reason, now, 'auto');
@@ -182,7 +182,7 @@ test('kernel first: a repeat offender gets the first ban at once, then its longe
 test('in-memory expiry: a ban ends by its own time when the database cannot be updated, and when its row is still pending', () => withStore(async (store) => {
   const kernel = new RecordingKernel(() => store);
   const { log, lines } = captureLog();
-  const d = new Decisions(store, kernel, bantime, log);
+  const d = new Decisions({ store, kernel, bantime, log });
   const now = Date.now();
   d.ban('192.0.2.10', 4, reason, now, 'auto', 1000);
   d.flushWrites();
@@ -195,7 +195,7 @@ test('in-memory expiry: a ban ends by its own time when the database cannot be u
   assert.ok(lines.some((l) => l.msg === 'unban' && l.address === '192.0.2.10' && l.reason === 'expired'));
   assert.ok(lines.some((l) => String(l.msg).includes('expiry not stored')));
   // A ban whose row never got written ends by its time too (the database works, but lacks it).
-  const s2 = new Decisions(store, kernel, bantime, captureLog().log);
+  const s2 = new Decisions({ store, kernel, bantime, log: captureLog().log });
   store.recordBan = () => { throw new Error('SQLITE_READONLY: attempt to write a readonly database'); };
   store.recordBans = store.recordBan as never;
   delete (store as { expireBans?: unknown }).expireBans;
@@ -210,7 +210,7 @@ test('in-memory expiry: a ban ends by its own time when the database cannot be u
 
 test('resync loads the in-memory bans, also those whose rows are still pending', () => withStore(async (store) => {
   const kernel = new RecordingKernel(() => store);
-  const d = new Decisions(store, kernel, bantime, captureLog().log);
+  const d = new Decisions({ store, kernel, bantime, log: captureLog().log });
   const now = Date.now();
   d.ban('192.0.2.20', 4, reason, now, 'auto');
   d.flushWrites();
@@ -224,13 +224,13 @@ test('resync loads the in-memory bans, also those whose rows are still pending',
 
 test('adopt: kernel bans the database lacks are stored before restore (canonical, never allowed, rules get the bantime)', () => withStore(async (store) => {
   const now = Date.now();
-  const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  const seed = new Decisions({ store, kernel: new RecordingKernel(() => store), bantime, log: captureLog().log });
   seed.ban('192.0.2.1', 4, reason, now - 1000, 'auto');
   seed.flushWrites();
   const { log, lines } = captureLog();
   const kernel = new RecordingKernel(() => store);
-  const d = new Decisions(store, kernel, bantime, log);
-  const allow = new AllowList([parseCidr('198.51.100.0/24')!]);
+  const d = new Decisions({ store, kernel, bantime, log });
+  const allow = AllowList.of(['198.51.100.0/24']);
   const n = d.adopt([
     { address: '192.0.2.1', family: 4, timeoutSec: 99 }, // stored already
     { address: '192.0.2.2', family: 4, timeoutSec: 600 },
@@ -253,7 +253,7 @@ test('adopt: kernel bans the database lacks are stored before restore (canonical
   for (const a of ['192.0.2.2', '2001:db8::5', '192.0.2.9']) assert.equal(d.isBanned(a), true, a);
   // Adopted rows that cannot be written stay pending, and restore puts them back after its load.
   const kernel2 = new RecordingKernel(() => store);
-  const d2 = new Decisions(store, kernel2, bantime, captureLog().log);
+  const d2 = new Decisions({ store, kernel: kernel2, bantime, log: captureLog().log });
   store.recordBan = () => { throw new Error('SQLITE_READONLY: attempt to write a readonly database'); };
   store.recordBans = store.recordBan as never;
   assert.equal(d2.adopt([{ address: '192.0.2.30', family: 4, timeoutSec: 600 }], now, allow), 1);
@@ -265,10 +265,10 @@ test('adopt: kernel bans the database lacks are stored before restore (canonical
 
 test('restore: the kernel reads the stored bans as it loads; allowed ones are lifted; a load cut short still leaves every ban known', () => withStore(async (store) => {
   const now = Date.now();
-  const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  const seed = new Decisions({ store, kernel: new RecordingKernel(() => store), bantime, log: captureLog().log });
   for (const a of ['192.0.2.1', '192.0.2.2', '198.51.100.9', '2001:db8::1']) seed.ban(a, a.includes(':') ? 6 : 4, reason, now - 1000, 'auto');
   seed.flushWrites();
-  const exempt = new AllowList([parseCidr('198.51.100.0/24')!]);
+  const exempt = AllowList.of(['198.51.100.0/24']);
   for (const readAll of [true, false]) {
     const loaded: string[] = [];
     const kernel: KernelQueue = {
@@ -278,7 +278,7 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
       },
     };
     const { log, lines } = captureLog();
-    const d = new Decisions(store, kernel, bantime, log);
+    const d = new Decisions({ store, kernel, bantime, log });
     const r = await d.restore(now, exempt);
     assert.equal(d.activeCount, 3, `every non-allowed stored ban known (readAll ${readAll})`);
     for (const a of ['192.0.2.1', '192.0.2.2', '2001:db8::1']) assert.equal(d.isBanned(a), true, a);
@@ -298,7 +298,7 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
     add: async () => {}, remove: async () => {},
     async setAll(bans) { for (const b of bans) { void b; throw new Error('ipset restore failed'); } },
   };
-  const d = new Decisions(store, failing, bantime, captureLog().log);
+  const d = new Decisions({ store, kernel: failing, bantime, log: captureLog().log });
   await assert.rejects(d.restore(now, exempt), /ipset restore failed/);
   assert.equal(d.activeCount, 3);
   assert.equal(store.isBanned('192.0.2.2', now), true);
@@ -320,16 +320,16 @@ const fam = (a: string) => (a.includes(':') ? 6 : 4);
 
 test('restore into a backend that loads lines: allowed bans lifted first (also in a network with no text prefix), the rest rendered by the store and loaded before the in-memory set is made', () => withStore(async (store) => {
   const now = Date.now();
-  const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  const seed = new Decisions({ store, kernel: new RecordingKernel(() => store), bantime, log: captureLog().log });
   for (const a of ['192.0.2.1', '198.51.100.9', '2001:db8::1', '203.0.113.5', '10.1.2.3']) seed.ban(a, fam(a), reason, now - 1000, 'auto');
   seed.ban('192.0.2.8', 4, reason, now - 1000, 'manual', null); // permanent
   seed.flushWrites();
   // 8.0.0.0/5 holds 10.1.2.3 but has no text prefix (''): every stored IPv4 ban is looked at.
-  const allow = new AllowList([parseCidr('198.51.100.0/24')!, parseCidr('8.0.0.0/5')!]);
+  const allow = AllowList.of(['198.51.100.0/24', '8.0.0.0/5']);
   const calls: string[] = [];
   const loads: BanLines[] = [];
   const { log, lines } = captureLog();
-  const d = new Decisions(store, linesKernel(calls, loads), bantime, log);
+  const d = new Decisions({ store, kernel: linesKernel(calls, loads), bantime, log });
   let knownAtLoad = -1;
   const r = await d.restore(now, allow, (n) => { knownAtLoad = d.activeCount; calls.push(`loaded ${n}`); });
   assert.deepEqual(calls, ['setAllLines', 'loaded 4'], 'one load, no second one');
@@ -348,7 +348,7 @@ test('restore into a backend that loads lines: allowed bans lifted first (also i
 
 test('restore into a backend that loads lines: a malformed stored address is left out; if rendered, a second load of the checked bans', () => withStore(async (store) => {
   const now = Date.now();
-  const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  const seed = new Decisions({ store, kernel: new RecordingKernel(() => store), bantime, log: captureLog().log });
   seed.ban('192.0.2.1', 4, reason, now - 1000, 'auto');
   seed.flushWrites();
   // Written past the daemon's own checks (a hand-edited file): one with an address's
@@ -360,8 +360,8 @@ test('restore into a backend that loads lines: a malformed stored address is lef
   const calls: string[] = [];
   const loads: BanLines[] = [];
   const { log, lines } = captureLog();
-  const d = new Decisions(store, linesKernel(calls, loads), bantime, log);
-  const r = await d.restore(now, new AllowList(), (n) => calls.push(`loaded ${n}`));
+  const d = new Decisions({ store, kernel: linesKernel(calls, loads), bantime, log });
+  const r = await d.restore(now, AllowList.of([]), (n) => calls.push(`loaded ${n}`));
   assert.deepEqual(loads[0][4].split('\n').sort(), ['add t4 192.0.2.01 timeout 0', 'add t4 192.0.2.1 timeout 3599'], 'the one with other characters is not rendered');
   assert.deepEqual(calls, ['setAllLines', 'loaded 2', 'setAll 192.0.2.1'], 'then the checked bans again, without the malformed ones');
   assert.deepEqual(r, { restored: 1, lifted: 0 });
@@ -373,7 +373,7 @@ test('restore into a backend that loads lines: a malformed stored address is lef
 
 test('restore: stored addresses that cannot be one host are neither rendered nor loaded, and need no second load', () => withStore(async (store) => {
   const now = Date.now();
-  const seed = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  const seed = new Decisions({ store, kernel: new RecordingKernel(() => store), bantime, log: captureLog().log });
   seed.ban('192.0.2.1', 4, reason, now - 1000, 'auto');
   seed.ban('2001:db8::1', 6, reason, now - 1000, 'auto');
   seed.flushWrites();
@@ -389,8 +389,8 @@ test('restore: stored addresses that cannot be one host are neither rendered nor
   const calls: string[] = [];
   const loads: BanLines[] = [];
   const { log, lines } = captureLog();
-  const d = new Decisions(store, linesKernel(calls, loads), bantime, log);
-  const r = await d.restore(now, new AllowList(), (n) => calls.push(`loaded ${n}`));
+  const d = new Decisions({ store, kernel: linesKernel(calls, loads), bantime, log });
+  const r = await d.restore(now, AllowList.of([]), (n) => calls.push(`loaded ${n}`));
   assert.deepEqual(loads[0][4].split('\n'), ['add t4 192.0.2.1 timeout 3599']);
   assert.deepEqual(loads[0][6].split('\n').sort(), ['add t6 2001:db8::1 timeout 3599', 'add t6 ff:1::1 timeout 0']);
   assert.deepEqual(calls, ['setAllLines', 'loaded 3'], 'no second load');
@@ -399,13 +399,13 @@ test('restore: stored addresses that cannot be one host are neither rendered nor
   // The streamed restore (other backends) leaves them out the same way.
   const streamed: string[] = [];
   const kernel: KernelQueue = { add: async () => {}, remove: async () => {}, async setAll(bans) { for (const b of bans) streamed.push(b.address); } };
-  const d2 = new Decisions(store, kernel, bantime, captureLog().log);
-  assert.deepEqual(await d2.restore(now, new AllowList()), { restored: 3, lifted: 0 });
+  const d2 = new Decisions({ store, kernel, bantime, log: captureLog().log });
+  assert.deepEqual(await d2.restore(now, AllowList.of([])), { restored: 3, lifted: 0 });
   assert.deepEqual(streamed.sort(), ['192.0.2.1', '2001:db8::1', 'ff:1::1']);
   // unban lifts such a row by its exact text; nothing goes to the kernel for it.
   const removed: string[] = [];
   const k3: KernelQueue = { ...kernel, remove: async (bans) => { for (const b of bans) removed.push(b.address); } };
-  const d3 = new Decisions(store, k3, bantime, captureLog().log);
+  const d3 = new Decisions({ store, kernel: k3, bantime, log: captureLog().log });
   assert.equal(await d3.unban('0.0.0.0', now, 'unban'), true);
   assert.equal(await d3.unban('ff02::1', now, 'unban'), true);
   assert.equal(store.isBanned('0.0.0.0', now), false);
@@ -421,7 +421,7 @@ test('resync: the kernel gets the stored active bans the daemon knows, pending o
   const now = Date.now();
   const loads: string[][] = [];
   const kernel: KernelQueue = { add: async () => {}, remove: async () => {}, async setAll(bans) { loads.push([...bans].map((b) => b.address).sort()); } };
-  const d = new Decisions(store, kernel, bantime, captureLog().log);
+  const d = new Decisions({ store, kernel, bantime, log: captureLog().log });
   d.ban('192.0.2.1', 4, reason, now, 'auto');
   d.ban('2001:db8::1', 6, reason, now, 'auto'); // both still pending: resync must commit them first
   d.ban('192.0.2.2', 4, reason, now, 'manual', 1); // ends 1 ms later: not active by resync time
@@ -431,7 +431,7 @@ test('resync: the kernel gets the stored active bans the daemon knows, pending o
 
 test('the counts by family follow every change (ban, ban again, unban, expiry, restore, unban all)', () => withStore(async (store) => {
   const kernel = new RecordingKernel(() => store);
-  const d = new Decisions(store, kernel, bantime, captureLog().log);
+  const d = new Decisions({ store, kernel, bantime, log: captureLog().log });
   const now = Date.now();
   const expect = (v4: number, v6: number, what: string) => assert.deepEqual(d.countByFamily(), { v4, v6 }, what);
   expect(0, 0, 'empty');
@@ -447,8 +447,8 @@ test('the counts by family follow every change (ban, ban again, unban, expiry, r
   assert.equal(await d.expire(now + 1), 1);
   expect(1, 0, '2001:db8::2 expired');
   d.ban('2001:db8::3', 6, reason, now, 'manual');
-  const restarted = new Decisions(store, kernel, bantime, captureLog().log);
-  await restarted.restore(now + 1, new AllowList());
+  const restarted = new Decisions({ store, kernel, bantime, log: captureLog().log });
+  await restarted.restore(now + 1, AllowList.of([]));
   assert.deepEqual(restarted.countByFamily(), { v4: 1, v6: 1 }, 'restored from the database');
   await restarted.unbanAll(now + 2);
   assert.deepEqual(restarted.countByFamily(), { v4: 0, v6: 0 }, 'all lifted');
@@ -457,7 +457,7 @@ test('the counts by family follow every change (ban, ban again, unban, expiry, r
 test('with a commit delay, a burst of automatic bans is stored together once the delay has passed; an unban meanwhile stores them first', () => withStore(async (store) => {
   const kernel = new RecordingKernel(() => store);
   const { log, lines } = captureLog();
-  const d = new Decisions(store, kernel, bantime, log, () => {}, 40);
+  const d = new Decisions({ store, kernel, bantime, log, commitDelayMs: 40 });
   const now = Date.now();
   const burst = ['192.0.2.1', '192.0.2.2', '192.0.2.3'];
   for (const a of burst) d.ban(a, 4, reason, now, 'auto');
@@ -501,7 +501,7 @@ test('parseIpsetSave: members of the named set with their timeouts; anything els
 
 test('adopt: a kernel member whose ban the database already ended (a crash between an unban or expiry and its kernel command) is not brought back', () => withStore(async (store) => {
   const now = Date.now();
-  const d0 = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  const d0 = new Decisions({ store, kernel: new RecordingKernel(() => store), bantime, log: captureLog().log });
   d0.ban('192.0.2.40', 4, reason, now - 1000, 'auto'); // until now + 3599 s, then unbanned
   d0.ban('192.0.2.41', 4, reason, now - 1000, 'auto'); // unbanned; the kernel holds a newer ban
   d0.ban('192.0.2.42', 4, reason, now - 3_700_000, 'auto'); // expired (rules: its rule stayed)
@@ -509,12 +509,12 @@ test('adopt: a kernel member whose ban the database already ended (a crash betwe
   await d0.unban('192.0.2.40', now - 500, 'unban');
   await d0.unban('192.0.2.41', now - 500, 'unban');
   await d0.expire(now);
-  const d = new Decisions(store, new RecordingKernel(() => store), bantime, captureLog().log);
+  const d = new Decisions({ store, kernel: new RecordingKernel(() => store), bantime, log: captureLog().log });
   const n = d.adopt([
     { address: '192.0.2.40', family: 4, timeoutSec: 3599 }, // the unbanned ban itself: not adopted
     { address: '192.0.2.41', family: 4, timeoutSec: 7000 }, // another ban (its row lost): adopted
     { address: '192.0.2.42', family: 4, timeoutSec: null }, // a rule of an expired ban: not adopted
-  ], now, new AllowList());
+  ], now, AllowList.of([]));
   assert.equal(n, 1);
   assert.deepEqual(store.activeKernelBans(now).map((b) => b.address), ['192.0.2.41']);
 }));

@@ -1,13 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { controlRequest } from '../src/control/client';
 import { ampere } from './helpers/cli';
-import { DaemonProcess, type LogLine } from './helpers/daemon';
-import { FakeAmiProcess } from './helpers/fake-ami-proc';
-import { Netns, UdpSink, addAttacker, removeStaleNamespaces, skipUnlessRoot, type Attacker } from './helpers/netns';
+import type { DaemonProcess, LogLine } from '../tools/lab/daemon';
+import { skipUnlessRoot, type Attacker, type Netns, type UdpSink } from '../tools/lab/netns';
+import { PbxLab } from '../tools/lab/pbx-lab';
 
 /**
  * The kernel disturbed behind the daemon's back (a firewall reload, a flush, a wipe), both
@@ -33,10 +31,10 @@ const CASES: Case[] = [
 
 for (const backend of ['ipset', 'rules'] as const) {
   describe(`firewall drift repaired, ${backend} backend`, { skip }, () => {
+    let lab: PbxLab;
     let pbx: Netns;
     let atk: Attacker;
     let sink: UdpSink;
-    let ami: FakeAmiProcess;
     let dir: string;
     let d: DaemonProcess;
     let env: Record<string, string>;
@@ -45,6 +43,7 @@ for (const backend of ['ipset', 'rules'] as const) {
     const banned = (f: Fam) => (f === 4 ? atk.v4[0] : atk.v6[0]);
     const fill = (a: string[], f: Fam) => a.map((w) => w.replace('{ipt}', ipt(f)).replace('{set}', `ampere-v${f}`));
     const isDrift = (l: LogLine) => String(l.msg).startsWith('firewall drift:');
+    const isFound = (l: LogLine) => l.msg === 'firewall drift found; repairing';
     const isRepaired = (l: LogLine) => isDrift(l) && /; repaired in \d+ ms$/.test(String(l.msg));
 
     /** The kernel drops the banned host of this family again: jump, chain, rule and member all there. */
@@ -79,18 +78,14 @@ for (const backend of ['ipset', 'rules'] as const) {
       for (let i = 0; i < 200 && (await status()).firewall.verify.checks < from + n; i++) await new Promise((r) => setTimeout(r, 50));
     };
     const start = (extra: Record<string, string>) => {
-      d = new DaemonProcess({ ...env, ...extra }, { netns: pbx.name });
+      d = lab.daemon({ ...env, ...extra });
       return d.waitFor((l) => l.msg === 'ampere started', 15_000);
     };
 
     before(async () => {
-      await removeStaleNamespaces();
-      pbx = await Netns.create();
-      atk = await addAttacker(pbx);
-      sink = await UdpSink.start(pbx);
-      ami = await FakeAmiProcess.start(pbx.name);
-      dir = mkdtempSync(join(tmpdir(), `ampere-drift-${backend}-`));
-      env = { AMPERE_PORT: String(ami.port), AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: backend, AMPERE_AMI_TIMEOUT: '1s', AMPERE_METRICS: '127.0.0.1:9327', AMPERE_VERIFY_INTERVAL: '200ms' };
+      lab = await PbxLab.create(`drift-${backend}`);
+      ({ pbx, atk, sink, dir } = lab);
+      env = lab.env(backend, { AMPERE_METRICS: '127.0.0.1:9327', AMPERE_VERIFY_INTERVAL: '200ms' });
       await start({});
       // Bans in both families beside the two attackers: the counts the check compares are not 0 or 1.
       for (const a of [atk.v4[0], atk.v6[0], '192.0.2.1', '192.0.2.2', '2001:db8::1', '2001:db8::2']) {
@@ -99,18 +94,13 @@ for (const backend of ['ipset', 'rules'] as const) {
       }
       for (const f of [4, 6] as const) assert.equal(await protectedAgain(f), true);
     });
-    after(async () => {
-      await d?.stop('SIGKILL');
-      await ami?.stop();
-      await atk?.ns.destroy();
-      await pbx?.destroy();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    });
+    after(() => lab?.destroy());
 
     for (const c of CASES.filter((x) => x.backends.includes(backend))) {
       for (const f of [4, 6] as const) {
         test(`${c.name}, IPv${f}: dropped again, one warning, counted, healthy again`, async (t) => {
           const drifts = d.count(isDrift);
+          const found = d.count(isFound);
           const before = await repairs();
           // The daemon is held still while the commands run, so it meets the drift whole (a
           // check between two of them would repair half of it, or make the next one fail).
@@ -127,11 +117,18 @@ for (const backend of ['ipset', 'rules'] as const) {
           assert.match(String(line.msg), new RegExp(c.logged.source.replaceAll('{f}', String(f)).replaceAll('{set}', `ampere-v${f}`)));
           assert.match(String(line.msg), /; repaired in \d+ ms$/);
           assert.equal(line.level, 40, 'a warning');
+          // Health as the daemon answered it once the drift was known, before the repair began.
+          const seen = await d.waitFor(isFound, 5000, found + 1);
+          assert.ok(d.lines.indexOf(seen) < d.lines.indexOf(line), 'found before repaired');
+          assert.equal(seen.inSync, false, 'firewall.inSync false while the kernel is known wrong');
+          assert.equal(seen.healthy, false, 'health fails while the kernel is known wrong');
+          assert.match((seen.problems as string[]).join('; '), /^firewall not in sync/);
           assert.equal(await sink.reaches(atk.ns, banned(f), f === 4 ? atk.hostV4 : atk.hostV6), false, 'a real packet from the banned host is dropped');
           const other: Fam = f === 4 ? 6 : 4;
           assert.equal(await protectedAgain(other), true, 'the other family untouched');
           await checksPass(3);
           assert.equal(d.count(isDrift), drifts + 1, 'exactly one warning: the repaired kernel is not found drifting again');
+          assert.equal(d.count(isFound), found + 1, 'found once');
           const now = await repairs();
           for (const w of c.what) assert.equal(now[w], (before[w] ?? 0) + 1, `ampere_firewall_repairs_total{what="${w}"} moved by one: ${JSON.stringify(now)}`);
           assert.deepEqual(await health(), { healthy: true, problems: [] });

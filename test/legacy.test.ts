@@ -88,7 +88,7 @@ test('applyLegacy: allowed and already banned addresses are not banned again', (
   const banned: string[] = [];
   const r = applyLegacy(
     [{ address: '1.2.3.4', account: '' }, { address: '10.0.0.1', account: '' }, { address: '5.6.7.8', account: '' }, { address: 'x; rm -rf /', account: '' }],
-    { exempt: (a) => (a.startsWith('10.') ? 'allowed (10.0.0.0/8)' : undefined), isBanned: (a) => a === '5.6.7.8', ban: (e) => banned.push(e.address) },
+    { allowed: (a) => (a.startsWith('10.') ? 'allowed (10.0.0.0/8)' : undefined), isBanned: (a) => a === '5.6.7.8', ban: (e) => banned.push(e.address) },
   );
   assert.deepEqual(banned, ['1.2.3.4']);
   assert.deepEqual(r.imported, ['1.2.3.4']);

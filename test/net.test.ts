@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AllowList, cidrContains, ipv4ToUint, parseCidr, textPrefix } from '../src/net/cidr';
+import { AllowList } from '../src/allow';
+import { cidrContains, ipv4ToUint, NetworkSet, parseCidr, textPrefix } from '../src/net/cidr';
+
+const LOOPBACK = [parseCidr('127.0.0.0/8')!, parseCidr('::1/128')!];
 import { checkedIp } from '../src/firewall/exec';
 import { canonicalIp, isCanonicalIpv6, notSingleHost } from '../src/net/ip';
 
@@ -11,14 +14,14 @@ function rng(seed: number): () => number {
 
 const EDGE = [0, 1, 9, 10, 99, 100, 127, 128, 191, 192, 199, 200, 249, 250, 255];
 
-test('AllowList: the integer IPv4 match answers exactly as the BigInt reference, for every prefix length', () => {
+test('NetworkSet: the integer IPv4 match answers exactly as the BigInt reference, for every prefix length', () => {
   const r = rng(7);
   const octet = () => (r() < 0.3 ? EDGE[Math.floor(r() * EDGE.length)] : Math.floor(r() * 256));
   const addr = () => [octet(), octet(), octet(), octet()].join('.');
   const cidrs = Array.from({ length: 33 }, (_, bits) => parseCidr(`${addr()}/${bits}`)!);
   // One list per network (a /0 in a shared list would answer every probe), and one with all.
-  const lists = cidrs.map((c) => new AllowList([c]));
-  const all = new AllowList(cidrs);
+  const lists = cidrs.map((c) => new NetworkSet([...LOOPBACK, c]));
+  const all = new NetworkSet([...LOOPBACK, ...cidrs]);
   const builtin = [parseCidr('127.0.0.0/8')!, parseCidr('::1/128')!];
   let matched = 0;
   for (let i = 0; i < 20_000; i++) {
@@ -36,17 +39,17 @@ test('AllowList: the integer IPv4 match answers exactly as the BigInt reference,
   assert.ok(matched > 2_000 && matched < 18_000, `probes matched ${matched} times`);
   all.remove(cidrs[0].text); // 0.0.0.0/0: removing it must take it out of the fast index too
   assert.equal(all.matches('203.0.113.77', 4)?.text, cidrs.slice(1).find((c) => cidrContains(c, '203.0.113.77', 4))?.text);
-  assert.equal(new AllowList().matches('127.1.2.3', 4)?.text, '127.0.0.0/8');
-  assert.equal(new AllowList().matches('::1', 6)?.text, '::1');
-  assert.equal(new AllowList([parseCidr('2001:db8::/32')!]).matches('2001:db8:5::1', 6)?.text, '2001:db8::/32');
+  assert.equal(new NetworkSet(LOOPBACK).matches('127.1.2.3', 4)?.text, '127.0.0.0/8');
+  assert.equal(new NetworkSet(LOOPBACK).matches('::1', 6)?.text, '::1');
+  assert.equal(new NetworkSet([parseCidr('2001:db8::/32')!]).matches('2001:db8:5::1', 6)?.text, '2001:db8::/32');
 });
 
-test('AllowList: the word-wise IPv6 match answers exactly as the BigInt reference, for every prefix length', () => {
+test('NetworkSet: the word-wise IPv6 match answers exactly as the BigInt reference, for every prefix length', () => {
   const r = rng(11);
   const word = () => (r() < 0.3 ? [0, 1, 0xffff, 0x8000, 0x00ff, 0xff00][Math.floor(r() * 6)] : Math.floor(r() * 0x10000));
   const addr = (w: number[]) => w.map((x) => x.toString(16)).join(':');
   const cidrs = Array.from({ length: 129 }, (_, bits) => parseCidr(`${addr(Array.from({ length: 8 }, word))}/${bits}`)!);
-  const lists = cidrs.map((c) => new AllowList([c]));
+  const lists = cidrs.map((c) => new NetworkSet([...LOOPBACK, c]));
   const builtin = [parseCidr('127.0.0.0/8')!, parseCidr('::1/128')!];
   let matched = 0;
   for (let i = 0; i < 20_000; i++) {
@@ -89,7 +92,7 @@ test('textPrefix: the canonical text of every address inside a network starts wi
   const examples: [string, string][] = [['10.0.0.0/8', '10.'], ['192.168.1.0/24', '192.168.1.'], ['192.168.1.0/23', '192.168.'], ['1.2.3.4', '1.2.3.4'], ['8.0.0.0/5', ''],
     ['2001:db8::/32', '2001:db8:'], ['2001:0:1::/48', '2001:'], ['::1', '::1'], ['fd00::/8', ''], ['::/0', '']];
   for (const [cidr, want] of examples) assert.equal(textPrefix(parseCidr(cidr)!), want, cidr);
-  assert.deepEqual(new AllowList([parseCidr('10.0.0.0/8')!, parseCidr('10.1.0.0/16')!]).textPrefixes(), ['127.', '::1', '10.', '10.1.']);
+  assert.deepEqual(AllowList.of(['10.0.0.0/8', '10.1.0.0/16']).textPrefixes(), ['127.', '::1', '10.', '10.1.']);
 });
 
 test('ipv4ToUint refuses what is not a dotted quad', () => {

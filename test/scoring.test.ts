@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { SecurityEvent } from '../src/events';
-import { AllowList, parseCidr } from '../src/net/cidr';
+import { AllowList } from '../src/allow';
 import { PenaltyTable, banDuration, type ScoringOptions } from '../src/scoring';
 import { fixtureEvents, fixtureNames } from './helpers/fixtures';
 
@@ -157,12 +157,12 @@ test('failures older than findtime no longer count (sliding window)', () => {
 });
 
 test('never banned: loopback, the AMI host, allow-list entries, whatever arrives', () => {
-  const allow = new AllowList([parseCidr('198.51.100.0/24')!, parseCidr('2001:db8:1::/48')!, parseCidr('203.0.113.5')!]);
-  const t = table({ loyalty: 1, isExempt: (a, f) => allow.matches(a, f) !== undefined });
+  const allow = AllowList.of(['198.51.100.0/24', '2001:db8:1::/48', '203.0.113.5']);
+  const t = table({ loyalty: 1, isAllowed: (a, f) => allow.allows(a, f) });
   for (const a of ['127.0.0.1', '127.8.9.10', '::1', '198.51.100.77', '2001:db8:1:ffff::5', '203.0.113.5']) {
-    for (let i = 0; i < 100; i++) assert.equal(t.observe(ev('InvalidPassword', a), i).action, 'exempt', a);
+    for (let i = 0; i < 100; i++) assert.equal(t.observe(ev('InvalidPassword', a), i).action, 'allowed', a);
   }
-  assert.equal(t.size, 0, 'exempt hosts are not even tracked');
+  assert.equal(t.size, 0, 'allowed hosts are not even tracked');
   assert.equal(t.observe(ev('InvalidPassword', '203.0.113.6'), 1).action, 'ban');
   assert.equal(t.observe(ev('InvalidPassword', '2001:db8:2::1'), 1).action, 'ban');
 });
@@ -230,8 +230,8 @@ test('property: matches a naive reference model on random mixed traffic', () => 
 
 /** Replays a capture through the scoring the way the daemon does: banned hosts are skipped. */
 function replay(names: string[], loyalty = 3): Set<string> {
-  const allow = new AllowList();
-  const t = table({ loyalty, isExempt: (a, f) => allow.matches(a, f) !== undefined });
+  const allow = AllowList.of([]);
+  const t = table({ loyalty, isAllowed: (a, f) => allow.allows(a, f) });
   const banned = new Set<string>();
   let now = 0;
   for (const name of names) {

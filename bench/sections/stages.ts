@@ -60,7 +60,7 @@ export function measureStages(events: number, runs: number): StageResult[] {
 
     const scoreRuns: number[] = [];
     for (let k = 0; k < runs; k++) {
-      const table = new PenaltyTable({ loyalty: 3, findtimeMs: 600_000, maxHosts: 200_000, isExempt: () => false });
+      const table = new PenaltyTable({ loyalty: 3, findtimeMs: 600_000, maxHosts: 200_000, isAllowed: () => false });
       const now = Date.now();
       scoreRuns.push(events / (time(() => { for (let i = 0; i < evs.length; i++) table.observe(evs[i], now + i); }) / 1000));
     }

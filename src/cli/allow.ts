@@ -1,8 +1,6 @@
 import { USAGE_OF } from './usage';
 import type { Config } from '../config';
-import type { AllowView } from '../control/views';
-import { allowEntries, networkOf } from '../control/routes';
-import { canonicalIp } from '../net/ip';
+import { networkOf, offlineAllowList, type AllowEntry } from '../allow';
 import { formatTable, formatTime, iso, printJson } from './table';
 import { askOrOffline, config, EXIT, mustAsk, note, openOffline, parse, refusal, usageError } from './common';
 
@@ -15,7 +13,7 @@ export async function allowCommand(args: string[]): Promise<number> {
   const cfg = config();
   if (sub === 'list' || sub === 'ls') {
     if (target !== undefined) throw usageError(`allow list takes no argument\nusage: ampere ${USAGE}`);
-    const res = await askOrOffline<{ entries: AllowView[] }>(cfg, 'GET', '/allow');
+    const res = await askOrOffline<{ entries: AllowEntry[] }>(cfg, 'GET', '/allow');
     if (res && res.status !== 200) throw refusal(res);
     const entries = res ? res.body.entries : offlineEntries(cfg);
     if (values.json) printJson(entries.map((e) => ({ ...e, addedAt: iso(e.addedAt) })));
@@ -48,15 +46,8 @@ export async function allowCommand(args: string[]): Promise<number> {
   return EXIT.ok;
 }
 
-function offlineEntries(cfg: Config): AllowView[] {
+function offlineEntries(cfg: Config): AllowEntry[] {
   note('ampere: daemon not running; read from the database and the configuration');
-  const fixed: AllowView[] = [
-    { cidr: '127.0.0.0/8', source: 'builtin', addedAt: null, note: 'loopback' },
-    { cidr: '::1', source: 'builtin', addedAt: null, note: 'loopback' },
-    ...cfg.allow.map((c) => ({ cidr: c.text, source: 'config' as const, addedAt: null, note: '' })),
-  ];
-  const ami = canonicalIp(cfg.host);
-  if (ami) fixed.push({ cidr: ami.address, source: 'ami-host', addedAt: null, note: 'the Asterisk host' });
   const store = openOffline(cfg);
-  try { return allowEntries({ store, fixedAllow: fixed }); } finally { store.close(); }
+  try { return offlineAllowList(cfg, store).entries(); } finally { store.close(); }
 }

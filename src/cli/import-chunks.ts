@@ -16,7 +16,8 @@ export async function importThroughDaemon<E>(cfg: Config, command: string, entri
       if (i === 0) return null;
       throw new CliError(`${command}: the daemon stopped answering after ${i} of ${entries.length} entries (those are imported); run the import again for the rest`);
     }
-    if (res.status !== 200 && res.status !== 500) throw refusal(res);
+    // A 500 carries the report when only the kernel failed; any other answer is an error.
+    if ((res.status !== 200 && res.status !== 500) || !Array.isArray(res.body.imported)) throw refusal(res);
     if (res.status === 500) ok = false;
     for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of res.body[k]) (report[k] as unknown[]).push(x);
   }

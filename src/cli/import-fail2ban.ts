@@ -6,6 +6,7 @@ import type { ImportReport } from '../legacy/import';
 import { importThroughDaemon } from './import-chunks';
 import { CliError, config, EXIT, note, openOffline, parse } from './common';
 import { formatTable, iso, printJson } from './table';
+import { offlineAllowList } from '../allow';
 import { USAGE_OF } from './usage';
 
 /**
@@ -53,17 +54,13 @@ export async function importFail2banCommand(args: string[]): Promise<number> {
 
 /** No daemon (or a dry run): into the database, checked against the same allow list the daemon would use. */
 function offline(cfg: Config, entries: ImportBan[], now: number, dryRun = false): ImportReport {
-  const { AllowList, parseCidr } = require('../net/cidr') as typeof import('../net/cidr');
-  const allow = new AllowList(cfg.allow);
-  const ami = parseCidr(cfg.host);
-  if (ami) allow.add(ami);
   // A dry run checks the configured allow list only and opens no database.
-  if (dryRun) return applyImportBans(entries, { exempt: (a, f) => { const by = allow.matches(a, f); return by ? `allowed (${by.text})` : undefined; }, isBanned: () => false, ban: () => {} }, now);
+  if (dryRun) { const allow = offlineAllowList(cfg, null); return applyImportBans(entries, { allowed: (a, f) => allow.refusal(a, f), isBanned: () => false, ban: () => {} }, now); }
   const store = openOffline(cfg, { create: true });
   try {
-    for (const row of store.allowList()) { const c = parseCidr(row.cidr); if (c) allow.add(c); }
+    const allow = offlineAllowList(cfg, store);
     return applyImportBans(entries, {
-      exempt: (a, f) => { const by = allow.matches(a, f); return by ? `allowed (${by.text})` : undefined; },
+      allowed: (a, f) => allow.refusal(a, f),
       isBanned: (a) => store.isBanned(a, now),
       ban: (address, family, forMs, jail) => { store.recordBan({ address, family, now, until: forMs === null ? null : now + forMs, source: 'fail2ban', reasonKind: 'fail2ban', reasonService: jail, reasonAccount: '', failures: 0 }); },
     }, now);

@@ -5,6 +5,7 @@ import { applyLegacy, type ImportReport } from '../legacy/import';
 import { banFor } from './ban';
 import { formatTable, printJson } from './table';
 import { importThroughDaemon } from './import-chunks';
+import { offlineAllowList } from '../allow';
 import { CliError, config, EXIT, note, openOffline, parse } from './common';
 
 const USAGE = USAGE_OF['import-legacy'];
@@ -38,16 +39,12 @@ export async function importLegacyCommand(args: string[]): Promise<number> {
       if (!res.ok) code = EXIT.fail;
     } else {
       note('ampere: daemon not running; importing into the database (the kernel gets the bans when "ampere run" starts)');
-      const { AllowList, parseCidr } = require('../net/cidr') as typeof import('../net/cidr');
-      const allow = new AllowList(cfg.allow);
-      const ami = parseCidr(cfg.host);
-      if (ami) allow.add(ami);
       const store = openOffline(cfg, { create: true });
       try {
-        for (const row of store.allowList()) { const c = parseCidr(row.cidr); if (c) allow.add(c); }
+        const allow = offlineAllowList(cfg, store);
         const now = Date.now();
         report = applyLegacy(read.entries, {
-          exempt: (a) => { const by = allow.matches(a, 4); return by ? `allowed (${by.text})` : undefined; },
+          allowed: (a) => allow.refusal(a, 4),
           isBanned: (a) => store.isBanned(a, now),
           ban: (e) => { store.recordBan({ address: e.address, family: 4, now, until: forMs ? now + forMs : null, source: 'legacy', reasonKind: 'legacy', reasonService: '', reasonAccount: e.account, failures: 0 }); },
         });

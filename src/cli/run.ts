@@ -2,7 +2,7 @@ import { setPriority } from 'node:os';
 import { getHeapStatistics } from 'node:v8';
 import { ConfigError, loadConfig, type Config } from '../config';
 import { createLogger, flushLogSync, type Logger } from '../log';
-import { startDaemon } from '../main';
+import { startDaemon } from '../daemon';
 import { HEAP_RESERVE_BYTES, maxHostsFor, tableHeapBytes } from '../scoring';
 
 const MB = 1024 * 1024;

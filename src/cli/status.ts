@@ -4,7 +4,7 @@ import { listBackups } from '../backup';
 import { statusPath } from '../control/paths';
 import type { Config } from '../config';
 import { formatDuration } from '../config/duration';
-import type { DaemonStatus } from '../main';
+import type { DaemonStatus } from '../daemon';
 import { ago, formatSpan, formatTable, formatTime, iso, printJson } from './table';
 import { askOrOffline, config, EXIT, note, openOffline, parse, refusal } from './common';
 

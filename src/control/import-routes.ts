@@ -1,6 +1,6 @@
+import { BanNotStoredYet, type BanResult } from '../decisions';
 import { applyImportBans, type ImportBan } from '../fail2ban/apply';
 import { MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
-import type { Family } from '../net/ip';
 import type { ControlDeps } from './routes';
 import { HttpError, type ControlAnswer, type ControlRequest } from './server';
 
@@ -8,7 +8,7 @@ import { HttpError, type ControlAnswer, type ControlRequest } from './server';
 const CHUNK = 500;
 
 /** `POST /import-fail2ban`: bans from fail2ban's database, in force in the kernel when answered. */
-export function importRoutes(d: ControlDeps, exemptBy: (address: string, family: Family) => string | undefined): Record<string, (r: ControlRequest) => Promise<ControlAnswer>> {
+export function importRoutes(d: ControlDeps): Record<string, (r: ControlRequest) => Promise<ControlAnswer>> {
   return {
     'POST /import-fail2ban': async (r) => {
       const entries = r.body.entries;
@@ -20,9 +20,9 @@ export function importRoutes(d: ControlDeps, exemptBy: (address: string, family:
         const now = Date.now();
         const applied: Promise<void>[] = [];
         const part = applyImportBans(entries.slice(i, i + CHUNK) as ImportBan[], {
-          exempt: (a, f) => { const by = exemptBy(a, f); return by ? `allowed (${by})` : undefined; },
+          allowed: (a, f) => d.allow.refusal(a, f),
           isBanned: (a) => d.decisions.isBanned(a),
-          ban: (a, f, forMs, jail) => { applied.push(d.decisions.ban(a, f, { kind: 'fail2ban', service: jail, account: '', failures: 0 }, now, 'fail2ban', forMs).applied); },
+          ban: (a, f, forMs, jail) => { applied.push(kernelBan(() => d.decisions.ban(a, f, { kind: 'fail2ban', service: jail, account: '', failures: 0 }, now, 'fail2ban', forMs))); },
         }, now);
         for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of part[k]) (report[k] as unknown[]).push(x);
         await Promise.all(applied);
@@ -32,4 +32,17 @@ export function importRoutes(d: ControlDeps, exemptBy: (address: string, family:
       return { status: d.firewall.healthy ? 200 : 500, body: { ...report, appliedMs: Math.round(performance.now() - t0), kernel: d.firewall.healthy ? 'applied' : 'failed' } };
     },
   };
+}
+
+/**
+ * An imported ban counts once the kernel has it: a row that meets a locked database stays
+ * pending and is retried by Decisions, so it must not fail the rest of the import.
+ */
+export function kernelBan(ban: () => BanResult): Promise<void> {
+  try {
+    return ban().applied;
+  } catch (err) {
+    if (err instanceof BanNotStoredYet) return err.result.applied;
+    throw err;
+  }
 }

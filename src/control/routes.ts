@@ -5,25 +5,25 @@ import type { FirewallQueue } from '../firewall';
 import { applyLegacy, MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
 import type { LegacyEntry } from '../legacy';
 import type { Logger } from '../log';
-import { cidrContains, parseCidr, type AllowList, type Cidr } from '../net/cidr';
+import { networkOf, type AllowList } from '../allow';
+import { parseCidr } from '../net/cidr';
 import { canonicalIp, parseHost, type Family } from '../net/ip';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
 import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
-import { importRoutes } from './import-routes';
-import { historyView, listBanPageJson, MAX_PAGE, type AllowView } from './views';
+import { importRoutes, kernelBan } from './import-routes';
+import { historyView, listBanPageJson, MAX_PAGE } from './views';
 
 /** The running daemon's parts the control API steers. */
 export interface ControlDeps {
   store: Store;
   decisions: Decisions;
   penalties: PenaltyTable;
+  /** The allow list: the fixed entries and the runtime ones, and what adding one does. */
   allow: AllowList;
   firewall: FirewallQueue;
   backups: BackupScheduler;
   log: Logger;
-  /** Allow entries that do not come from the database: loopback, the AMI host, the configured `allow`. */
-  fixedAllow: AllowView[];
   status(): object;
   health(): { healthy: boolean; problems: string[] };
 }
@@ -79,8 +79,6 @@ function pageNumber(value: string | null, name: string, max: number): number | u
 }
 
 export function controlRoutes(d: ControlDeps): ControlHandler {
-  const exemptBy = (address: string, family: Family) => d.allow.matches(address, family)?.text;
-
   const routes: Record<string, (r: ControlRequest) => Promise<ControlAnswer> | ControlAnswer> = {
     'GET /status': () => ({ body: d.status() }),
 
@@ -104,11 +102,10 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       const ip = hostAddress(r.body.address);
       const forMs = durationMs(r.body.forMs);
       const reason = cleanText(r.body.reason, 200) || 'manual';
-      const allowedBy = exemptBy(ip.address, ip.family);
-      if (allowedBy) {
-        const fixed = d.fixedAllow.find((e) => e.cidr === allowedBy);
-        const hint = !fixed ? 'remove it with "ampere allow rm" first' : fixed.source === 'config' ? 'it is in the configured allow list' : 'Ampere never bans it';
-        throw new HttpError(409, `${ip.address} is on the allow list (${allowedBy}, ${fixed ? fixed.source : 'runtime'}); ${hint}`);
+      const by = d.allow.allowedBy(ip.address, ip.family);
+      if (by) {
+        const hint = by.source === 'runtime' ? 'remove it with "ampere allow rm" first' : by.source === 'config' ? 'it is in the configured allow list' : 'Ampere never bans it';
+        throw new HttpError(409, `${ip.address} is on the allow list (${by.cidr}, ${by.source}); ${hint}`);
       }
       const t0 = performance.now();
       const res = d.decisions.ban(ip.address, ip.family, { kind: reason, service: '', account: '', failures: 0 }, Date.now(), 'manual', forMs);
@@ -135,41 +132,30 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       return { status: d.firewall.healthy ? 200 : 500, body: { address, wasBanned: was, penaltyForgotten: forgot, appliedMs: Math.round((performance.now() - t0) * 100) / 100, kernel: d.firewall.healthy ? 'applied' : 'failed' } };
     },
 
-    'GET /allow': () => ({ body: { entries: allowEntries(d) } }),
+    'GET /allow': () => ({ body: { entries: d.allow.entries() } }),
 
     'POST /allow': async (r) => {
       const raw = r.body.cidr;
       const c = typeof raw === 'string' ? networkOf(raw) : null;
       if (!c) throw new HttpError(400, `${JSON.stringify(String(raw ?? '').slice(0, 80))} is not an IP address or CIDR`);
       if (c.bits === 0) throw new HttpError(400, `${c.text} would allow every address and turn Ampere off; give a narrower network`);
-      const note = cleanText(r.body.note, 200);
-      const now = Date.now();
-      const known = d.store.allowList().some((e) => e.cidr === c.text);
-      d.store.addAllowed(c.text, now, note);
-      if (!d.allow.list().includes(c.text)) d.allow.add(c);
-      const unbanned: string[] = [];
-      for (const b of d.store.activeBans(now)) {
-        if (!cidrContains(c, b.address, b.family)) continue;
-        await d.decisions.unban(b.address, now, 'allowed');
-        unbanned.push(b.address);
-      }
-      if (c.bits === (c.family === 4 ? 32 : 128)) d.penalties.forget(c.text);
-      d.log.info({ cidr: c.text, unbanned: unbanned.length }, 'allow list: added');
-      return { body: { cidr: c.text, added: !known, unbanned } };
+      const added = await d.allow.add(c, cleanText(r.body.note, 200), Date.now(), {
+        activeBans: (now) => d.store.activeBans(now), unban: (a, now, why) => d.decisions.unban(a, now, why), forgetWhere: (t) => d.penalties.forgetWhere(t),
+      });
+      d.log.info({ cidr: c.text, unbanned: added.unbanned.length }, 'allow list: added');
+      return { body: added };
     },
 
     'DELETE /allow': (r) => {
       const raw = r.query.get('cidr') ?? '';
       const c = networkOf(raw);
       if (!c) throw new HttpError(400, `${JSON.stringify(raw.slice(0, 80))} is not an IP address or CIDR`);
-      const fixed = d.fixedAllow.find((e) => e.cidr === c.text);
-      const removed = d.store.removeAllowed(c.text);
+      const { removed, fixed } = d.allow.remove(c);
       if (fixed) {
         const where = fixed.source === 'config' ? 'configured (AMPERE_ALLOW or allow in the config file): change it there' : fixed.source === 'ami-host' ? 'the AMI host: always allowed' : 'built in: always allowed';
         throw new HttpError(409, `${c.text} is ${where}${removed ? ' (its runtime entry was removed)' : ''}`);
       }
       if (!removed) throw new HttpError(404, `${c.text} is not in the runtime allow list`);
-      d.allow.remove(c.text);
       d.log.info({ cidr: c.text }, 'allow list: removed');
       return { body: { cidr: c.text, removed: true } };
     },
@@ -205,9 +191,9 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       for (let i = 0; i < entries.length; i += IMPORT_CHUNK) {
         const applied: Promise<void>[] = [];
         const part = applyLegacy(entries.slice(i, i + IMPORT_CHUNK) as LegacyEntry[], {
-          exempt: (a) => { const by = exemptBy(a, 4); return by ? `allowed (${by})` : undefined; },
+          allowed: (a) => d.allow.refusal(a, 4),
           isBanned: (a) => d.decisions.isBanned(a),
-          ban: (e) => { applied.push(d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null).applied); },
+          ban: (e) => { applied.push(kernelBan(() => d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null))); },
         });
         for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of part[k]) (report[k] as unknown[]).push(x);
         await Promise.all(applied);
@@ -216,7 +202,7 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       d.log.info({ imported: report.imported.length, alreadyBanned: report.alreadyBanned.length, refused: report.refused.length }, 'legacy bans imported');
       return { status: d.firewall.healthy ? 200 : 500, body: { ...report, appliedMs: Math.round(performance.now() - t0), kernel: d.firewall.healthy ? 'applied' : 'failed' } };
     },
-    ...importRoutes(d, exemptBy),
+    ...importRoutes(d),
   };
 
   return async (r) => {
@@ -227,26 +213,4 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
     }
     return route(r);
   };
-}
-
-/**
- * A network in its canonical text: the address part masked to the prefix, so 192.0.2.50/28 is
- * stored (and removed) as 192.0.2.48/28, the way the operator will see it listed.
- */
-export function networkOf(text: string): Cidr | null {
-  const c = parseCidr(text);
-  if (!c) return null;
-  const width = c.family === 4 ? 32 : 128;
-  if (c.bits === width) return c;
-  const hex = c.base.toString(16).padStart(width / 4, '0');
-  const addr = c.family === 4
-    ? [0, 2, 4, 6].map((i) => parseInt(hex.slice(i, i + 2), 16)).join('.')
-    : canonicalIp(hex.match(/.{4}/g)!.join(':'))!.address;
-  return parseCidr(`${addr}/${c.bits}`);
-}
-
-export function allowEntries(d: Pick<ControlDeps, 'store' | 'fixedAllow'>): AllowView[] {
-  const out = [...d.fixedAllow];
-  for (const e of d.store.allowList()) out.push({ cidr: e.cidr, source: 'runtime', addedAt: e.addedAt, note: e.note });
-  return out;
 }

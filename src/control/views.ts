@@ -36,13 +36,6 @@ export interface HistoryView {
   events: { at: number; kind: string; service: string; transport: string | null; account: string }[];
 }
 
-export interface AllowView {
-  cidr: string;
-  source: 'builtin' | 'ami-host' | 'config' | 'runtime';
-  addedAt: number | null;
-  note: string;
-}
-
 /** "ChallengeResponseFailed PJSIP account 100 (3 failures)" or the operator's text. */
 export function reasonText(r: Pick<BanRow, 'reasonKind' | 'reasonService' | 'reasonAccount' | 'failures' | 'source'>): string {
   if (r.source !== 'auto') {

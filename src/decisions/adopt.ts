@@ -1,7 +1,7 @@
 import type { ListedBan } from '../firewall/types';
 import { canonicalIp, isBannable } from '../net/ip';
 import type { NewBan } from '../store';
-import type { Exemptions } from './index';
+import type { AllowCheck } from '../allow';
 
 /**
  * The rows for kernel bans the database lacks: a SIGKILL between a kernel command and its
@@ -10,7 +10,7 @@ import type { Exemptions } from './index';
  * keeps the time it has left (0: none, permanent); a rule keeps none, so it gets
  * firstBanMs from now (null: permanent).
  */
-export function bansToAdopt(listed: Iterable<ListedBan>, stored: Set<string>, allow: Exemptions, now: number, firstBanMs: number | null, latest: (address: string) => LatestBan | undefined = () => undefined): NewBan[] {
+export function bansToAdopt(listed: Iterable<ListedBan>, stored: Set<string>, allow: AllowCheck, now: number, firstBanMs: number | null, latest: (address: string) => LatestBan | undefined = () => undefined): NewBan[] {
   const rows: NewBan[] = [];
   const seen = new Set<string>();
   for (const b of listed) {
@@ -18,7 +18,7 @@ export function bansToAdopt(listed: Iterable<ListedBan>, stored: Set<string>, al
     if (!c || c.address !== b.address || c.family !== b.family) continue;
     if (!isBannable(c.address, c.family)) continue;
     if (stored.has(b.address) || seen.has(b.address)) continue;
-    if (allow.matches(b.address, b.family) !== undefined) continue;
+    if (allow.allows(b.address, b.family)) continue;
     seen.add(b.address);
     const until = b.timeoutSec === null
       ? (firstBanMs === null || firstBanMs === 0 ? null : now + firstBanMs)

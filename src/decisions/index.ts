@@ -1,3 +1,4 @@
+import type { AllowCheck } from '../allow';
 import type { SecurityEvent } from '../events/types';
 import type { BanLineFormat, BanLines, KernelBan, ListedBan } from '../firewall/types';
 import { bansToAdopt } from './adopt';
@@ -22,12 +23,21 @@ export interface KernelQueue {
   setAllLines?(lines: BanLines): Promise<void>;
 }
 
-/** The allow list as restore needs it (AllowList): a check, and where to look for candidates. */
-export interface Exemptions {
-  /** Defined (the matching network) when the address must never be banned. */
-  matches(address: string, family: Family): unknown;
-  /** Texts every allowed address starts with ('' for any): see textPrefix in src/net/cidr. */
-  textPrefixes(): string[];
+
+/** detail: the ban's source (auto, manual, legacy, fail2ban) or the unban's reason (unban, allowed, expired). */
+export type ChangeListener = (what: 'ban' | 'unban', address: string, detail: string) => void;
+
+export interface DecisionsOptions {
+  store: Store;
+  kernel: KernelQueue;
+  bantime: BantimeOptions;
+  log: Logger;
+  /**
+   * How long automatic bans wait to be committed together, from the first of them: 0 (the
+   * default) commits at the end of the loop turn; the daemon waits for the burst to pass.
+   */
+  commitDelayMs?: number;
+  clock?: () => number;
 }
 
 export interface BanReason {
@@ -57,6 +67,11 @@ export interface BanResult {
  * Keeps the set of banned addresses in memory so events from them cost nothing; each ends by
  * its own time even when the database cannot say so.
  */
+/** An operator's ban (or an import's) that is in the kernel but whose row is still being retried. */
+export class BanNotStoredYet extends Error {
+  constructor(message: string, readonly result: BanResult) { super(message); }
+}
+
 export class Decisions {
   private readonly banned = new BannedSet();
   private readonly counts = new CountCache();
@@ -64,22 +79,29 @@ export class Decisions {
   /** Bans sent to the kernel whose rows are still to be written (retried until they are). */
   private readonly pending: PendingWrites;
 
-  constructor(
-    private readonly store: Store,
-    private readonly kernel: KernelQueue,
-    private readonly bantime: BantimeOptions,
-    private readonly log: Logger,
-    /** detail: the ban's source (auto, manual, legacy) or the unban's reason (unban, allowed, expired). */
-    private readonly onChange: (what: 'ban' | 'unban', address: string, detail: string) => void = () => {},
-    /**
-     * How long automatic bans wait to be committed together, from the first of them: 0 (the
-     * default) commits at the end of the loop turn; the daemon waits for the burst to pass.
-     */
-    private readonly commitDelayMs = 0,
-    clock: () => number = Date.now,
-  ) {
-    this.storeHealth = new StoreHealth(log, clock);
-    this.pending = new PendingWrites(store, this.storeHealth, (bans) => this.logStored(bans), clock);
+  private readonly store: Store;
+  private readonly kernel: KernelQueue;
+  private readonly bantime: BantimeOptions;
+  private readonly log: Logger;
+  private readonly commitDelayMs: number;
+  private readonly listeners: ChangeListener[] = [];
+
+  constructor(o: DecisionsOptions) {
+    this.store = o.store;
+    this.kernel = o.kernel;
+    this.bantime = o.bantime;
+    this.log = o.log;
+    this.commitDelayMs = o.commitDelayMs ?? 0;
+    const clock = o.clock ?? Date.now;
+    this.storeHealth = new StoreHealth(o.log, clock);
+    this.pending = new PendingWrites(o.store, this.storeHealth, (bans) => this.logStored(bans), clock);
+  }
+
+  /** Subscribes to every ban made and lifted (the daemon's counts, metrics). */
+  onChange(listener: ChangeListener): void { this.listeners.push(listener); }
+
+  private changed(what: 'ban' | 'unban', address: string, detail: string): void {
+    for (const l of this.listeners) l(what, address, detail);
   }
 
   /** The database side as status, metrics and health show it. */
@@ -96,7 +118,7 @@ export class Decisions {
    * daemon's own in-memory set is made once the kernel holds them. Otherwise the checks and
    * the set are made as the kernel load reads the bans, so that work overlaps the load.
    */
-  async restore(now: number, allow: Exemptions, onLoaded: (bans: number) => void = () => {}): Promise<{ restored: number; lifted: number }> {
+  async restore(now: number, allow: AllowCheck, onLoaded: (bans: number) => void = () => {}): Promise<{ restored: number; lifted: number }> {
     this.flushWrites();
     // Expired rows are only marked: the loads below take active bans alone either way.
     try { this.store.expireBans(now); } catch (err) { this.storeHealth.failed('expiry', 'expiry at start not stored', err); }
@@ -105,7 +127,7 @@ export class Decisions {
       // A text load checks nothing itself, so allowed addresses are lifted before it: only the
       // stored addresses that could be in an allowed network (their text starts right) are
       // looked at, not every ban.
-      const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.matches(a, familyOf(a)) !== undefined);
+      const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, familyOf(a)));
       for (const address of allowed) this.liftAllowed(address, now);
       await restoreLines({ kernel: this.kernel, store: this.store, log: this.log, banned: this.banned }, this.store.renderActiveBans(now, format), now, onLoaded);
       await this.reloadPending(now);
@@ -122,7 +144,7 @@ export class Decisions {
    * that the database lacks (see bansToAdopt). Rows that cannot be written stay pending, and
    * restore puts them back into the kernel after its load. Returns how many were adopted.
    */
-  adopt(listed: ListedBan[], now: number, allow: Exemptions): number {
+  adopt(listed: ListedBan[], now: number, allow: AllowCheck): number {
     if (listed.length === 0) return 0;
     const stored = new Set(this.store.activeKernelBans(now).map((b) => b.address));
     const rows = bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime), (address) => this.store.latestBan(address));
@@ -237,13 +259,14 @@ export class Decisions {
     // burst each commit would otherwise hold up reading the next attacker's event. The "ban"
     // line is logged once the ban is stored.
     this.pending.push({ row, banCount, since: now }, source === 'auto' ? this.commitDelayMs : 0);
-    this.onChange('ban', address, source);
+    this.changed('ban', address, source);
     // An operator's ban (or an import) is in the database when the call returns, or the
     // caller hears why not (the kernel holds it, and the row is retried).
+    const result = { address, family, until, banCount, applied };
     if (source !== 'auto' && !this.pending.flush(true)) {
-      throw new Error(`ban of ${address} is in the kernel, but not stored yet (retried): ${this.storeHealth.lastError ?? 'database write failed'}`);
+      throw new BanNotStoredYet(`ban of ${address} is in the kernel, but not stored yet (retried): ${this.storeHealth.lastError ?? 'database write failed'}`, result);
     }
-    return { address, family, until, banCount, applied };
+    return result;
   }
 
   /**
@@ -294,7 +317,7 @@ export class Decisions {
     const lifted = had || inMemory || unstored;
     if (lifted) {
       this.log.info({ address: key, reason: why }, 'unban');
-      this.onChange('unban', key, why);
+      this.changed('unban', key, why);
     }
     return lifted;
   }
@@ -313,7 +336,7 @@ export class Decisions {
     for (const a of this.banned.keys()) gone.set(a, familyOf(a));
     this.banned.clear();
     await this.kernel.remove([...gone].map(([address, family]) => ({ address, family })));
-    for (const address of gone.keys()) this.onChange('unban', address, 'unban');
+    for (const address of gone.keys()) this.changed('unban', address, 'unban');
     this.log.info({ count: gone.size, reason: 'unban' }, 'unban all');
     return [...gone.keys()];
   }
@@ -355,7 +378,7 @@ export class Decisions {
     for (const b of gone) {
       if (!this.banned.delete(b.address)) continue;
       this.log.info({ address: b.address, reason: 'expired', banned_for: b.startedAt === null ? null : formatDuration(Math.max(0, b.until - b.startedAt)) }, 'unban');
-      this.onChange('unban', b.address, 'expired');
+      this.changed('unban', b.address, 'expired');
     }
     await this.kernel.remove(gone.map((b) => ({ address: b.address, family: b.family })));
     return gone.length;

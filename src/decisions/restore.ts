@@ -4,7 +4,8 @@ import { SkipLog } from '../firewall/exec';
 import { familyOf, isBannable } from '../net/ip';
 import type { Store } from '../store';
 import type { BannedSet } from './banned';
-import type { Exemptions, KernelQueue } from './index';
+import type { AllowCheck } from '../allow';
+import type { KernelQueue } from './index';
 
 /**
  * restore for a backend that loads rendered lines. The kernel gets the bans first, and the
@@ -35,7 +36,7 @@ export async function restoreLines(d: { kernel: KernelQueue; store: Store; log: 
 }
 
 /** restore for any other backend: the checks and the set are made as the load reads the bans. */
-export async function restoreStream(kernel: KernelQueue, log: Logger, banned: BannedSet, rows: Iterator<KernelBan>, now: number, allow: Exemptions, onLoaded: (bans: number) => void): Promise<string[]> {
+export async function restoreStream(kernel: KernelQueue, log: Logger, banned: BannedSet, rows: Iterator<KernelBan>, now: number, allow: AllowCheck, onLoaded: (bans: number) => void): Promise<string[]> {
   const allowed: string[] = [];
   banned.clear();
   const skipped = new SkipLog(log);
@@ -44,7 +45,7 @@ export async function restoreStream(kernel: KernelQueue, log: Logger, banned: Ba
     for (let r = rows.next(); !r.done; r = rows.next()) {
       const b = r.value;
       if (!isBannable(b.address, b.family) && skipped.check(b) === null) continue;
-      if (allow.matches(b.address, b.family) !== undefined) { allowed.push(b.address); continue; }
+      if (allow.allows(b.address, b.family)) { allowed.push(b.address); continue; }
       banned.set(b.address, b.until);
       return b;
     }

@@ -6,7 +6,7 @@ export interface ImportBan { address: string; until: number | null; jail: string
 
 export interface BanTarget {
   /** Why the address must not be banned (allow list), or undefined. */
-  exempt(address: string, family: Family): string | undefined;
+  allowed(address: string, family: Family): string | undefined;
   isBanned(address: string): boolean;
   /** forMs: what is left of the ban (null = permanent). */
   ban(address: string, family: Family, forMs: number | null, jail: string): void;
@@ -25,7 +25,7 @@ export function applyImportBans(entries: ImportBan[], target: BanTarget, now: nu
     const until = e.until;
     if (until !== null && (typeof until !== 'number' || !Number.isSafeInteger(until))) { report.refused.push({ address: ip.address, reason: 'until must be epoch ms or null' }); continue; }
     if (until !== null && until - now < 1000) { report.refused.push({ address: ip.address, reason: 'expired' }); continue; }
-    const why = target.exempt(ip.address, ip.family);
+    const why = target.allowed(ip.address, ip.family);
     if (why) { report.refused.push({ address: ip.address, reason: why }); continue; }
     if (target.isBanned(ip.address)) { report.alreadyBanned.push(ip.address); continue; }
     target.ban(ip.address, ip.family, until === null ? null : until - now, String(e.jail ?? '').replace(/[\u0000-\u001f\u007f]+/g, ' ').slice(0, 80));

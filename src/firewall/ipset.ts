@@ -66,7 +66,7 @@ export class IpsetBackend implements FirewallBackend {
     this.families = this.fams.map((ft) => ft.family);
     this.detected = tools.filterRules;
     this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
-    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft');
+    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft', tools.flavour === 'legacy');
     for (const f of [4, 6] as Family[]) {
       for (const name of [this.setName(f), this.tmpName(f)]) {
         if (name.length > IPSET_NAME_MAX) {

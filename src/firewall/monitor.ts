@@ -1,11 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { listRules, type FamilyTools } from './chain';
 import { which } from './exec';
+import { LegacySignature } from './legacy-sig';
 
 /** A listing is trusted only once the monitor has been running this long (it prints nothing when subscribed). */
 const SETTLE_MS = 500;
 /** A monitor that exited is started again after this. */
 const RESTART_MS = 5_000;
+/** A legacy listing kept on its signature is still read again this often (a header-only signature may miss an equal-size edit). */
+const LEGACY_MAX_AGE_MS = 30_000;
 /**
  * The monitor, ended when the daemon is gone: its stdin is the daemon's pipe, and EOF there
  * (a stop, or a SIGKILL) kills it, which an idle monitor would otherwise never notice. The
@@ -18,8 +21,8 @@ const MONITOR_SCRIPT = 'exec 3<&0; stdbuf -oL xtables-monitor -e & m=$!; { read 
  * The filter tables as the firewall check reads them (`iptables -S`, each family), listed
  * again only when something changed. With iptables-nft one long-lived `xtables-monitor -e`
  * prints a NEWGEN line for every change of the kernel's ruleset (any tool's, any table), so
- * an unchanged ruleset costs the check no process start; without it (legacy iptables, no
- * monitor, or the monitor not running) every call lists.
+ * an unchanged ruleset costs the check no process start; with legacy iptables a live helper's
+ * signature of the tables (LegacySignature) does the same; without either every call lists.
  * Only our own fixed command line is spawned; its output is only counted, never parsed further.
  */
 export class RulesetCache {
@@ -30,15 +33,22 @@ export class RulesetCache {
   private changes = 0;
   private cached: { changes: number; tables: string[][] } | null = null;
   private closed = false;
+  private readonly legacy: LegacySignature | null;
+  private legacyCached: { sig: string; at: number; tables: string[][] } | null = null;
 
   constructor(
     private readonly fams: FamilyTools[],
     private readonly netns: string | undefined,
     private readonly watch: boolean,
-  ) {}
+    /** Legacy iptables: tables kept while the helper's signature stays the same. */
+    legacy = false,
+  ) {
+    this.legacy = legacy ? new LegacySignature(netns) : null;
+  }
 
   /** Each family's `iptables -S` of the filter table, in the order of fams. */
   async tables(): Promise<string[][]> {
+    if (this.legacy && !this.closed) return this.legacyTables(this.legacy);
     const trusted = this.ensure();
     if (trusted && this.cached && this.cached.changes === this.changes) return this.cached.tables;
     const changes = this.changes;
@@ -48,8 +58,20 @@ export class RulesetCache {
     return tables;
   }
 
+  /** The signature is read before the listing, so a kept listing is never older than its signature. */
+  private async legacyTables(sig: LegacySignature): Promise<string[][]> {
+    const now = await sig.query();
+    const c = this.legacyCached;
+    if (now !== null && c && c.sig === now && Date.now() - c.at < LEGACY_MAX_AGE_MS) return c.tables;
+    const at = Date.now();
+    const tables = await Promise.all(this.fams.map((ft) => listRules(ft, this.netns)));
+    this.legacyCached = now === null ? null : { sig: now, at, tables };
+    return tables;
+  }
+
   close(): void {
     this.closed = true;
+    this.legacy?.close();
     const p = this.proc;
     this.proc = null;
     p?.stdin?.end();

@@ -15,6 +15,8 @@ export interface ReconcilerDeps {
   log: Logger;
   /** Each repair, once per kind of drift it mended (the metric's `what`). */
   onRepair?(what: string): void;
+  /** The kernel was found wrong, before the repair (drifting is already true). */
+  onDrift?(found: Drift[]): void;
 }
 
 /** What `ampere status` shows of the checks. */
@@ -98,7 +100,9 @@ export class Reconciler {
       if (found !== null) { this.drifting = false; this.lastUnrepaired = null; this.retryMs = RETRY_MIN_MS; }
       return;
     }
+    const was = this.drifting;
     this.drifting = true;
+    if (!was) this.d.onDrift?.(found);
     if (Date.now() < this.retryAt) return;
     await this.repair(found, failed);
   }

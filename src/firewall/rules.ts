@@ -38,7 +38,7 @@ export class RulesBackend implements FirewallBackend {
     this.netns = opts.netns;
     this.fams = familyTools(tools, opts.ipv6 !== false);
     this.families = this.fams.map((ft) => ft.family);
-    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft');
+    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft', tools.flavour === 'legacy');
   }
 
   private spec(address: string, f: Family): string {

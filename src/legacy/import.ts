@@ -6,7 +6,7 @@ export const MAX_IMPORT_ENTRIES = 10_000;
 
 export interface ImportTarget {
   /** Why the address must not be banned (allow list), or undefined. */
-  exempt(address: string): string | undefined;
+  allowed(address: string): string | undefined;
   isBanned(address: string): boolean;
   ban(entry: LegacyEntry): void;
 }
@@ -31,7 +31,7 @@ export function applyLegacy(entries: LegacyEntry[], target: ImportTarget): Impor
       report.refused.push({ address: String(e.address).slice(0, 64), reason: ip.ok || ip.reason === 'not an IP address' || ip.reason.startsWith('IPv6') ? 'not an IPv4 address' : ip.reason });
       continue;
     }
-    const why = target.exempt(ip.address);
+    const why = target.allowed(ip.address);
     if (why) { report.refused.push({ address: ip.address, reason: why }); continue; }
     if (target.isBanned(ip.address)) { report.alreadyBanned.push(ip.address); continue; }
     target.ban({ address: ip.address, account: String(e.account ?? '').slice(0, 80) });

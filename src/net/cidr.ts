@@ -102,13 +102,13 @@ function v6Contains(e: V6Entry, words: number[]): boolean {
   return true;
 }
 
-/** Addresses that must never be banned, whatever arrives: loopback, the AMI host and the allow list. */
-export class AllowList {
+/** A set of networks matched fast (integers, not BigInt, for plain addresses): the allow list's index (src/allow). */
+export class NetworkSet {
   private entries: Cidr[];
   private v4: V4Entry[] = [];
   private v6: V6Entry[] = [];
   constructor(entries: Cidr[] = []) {
-    this.entries = [parseCidr('127.0.0.0/8')!, parseCidr('::1/128')!, ...entries];
+    this.entries = [...entries];
     this.index();
   }
   add(c: Cidr): void {
@@ -141,11 +141,7 @@ export class AllowList {
     // What is not a plain address of its family: the BigInt path decides (and refuses) those.
     return this.entries.find((e) => cidrContains(e, address, family));
   }
-  list(): string[] {
-    return this.entries.map((e) => e.text);
-  }
-  /** textPrefix of every entry, without repeats. */
-  textPrefixes(): string[] {
-    return [...new Set(this.entries.map(textPrefix))];
+  list(): Cidr[] {
+    return [...this.entries];
   }
 }

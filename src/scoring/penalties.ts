@@ -16,13 +16,13 @@ export interface ScoringOptions {
    */
   successFactor?: number;
   /** Hosts never banned whatever arrives (loopback, AMI host, allow list). */
-  isExempt?: (address: string, family: Family) => boolean;
+  isAllowed?: (address: string, family: Family) => boolean;
 }
 
 export type Verdict =
   /** first: the first failure of a host not tracked (a spoofed flood is mostly these). */
   | { action: 'none'; first?: true }
-  | { action: 'exempt' }
+  | { action: 'allowed' }
   | { action: 'cleared'; failures: number }
   | { action: 'ban'; failures: number; challenges: number; event: SecurityEvent };
 
@@ -55,7 +55,7 @@ type HostState = number | Entry;
 
 const NONE: Verdict = { action: 'none' };
 const FIRST: Verdict = { action: 'none', first: true };
-const EXEMPT: Verdict = { action: 'exempt' };
+const ALLOWED: Verdict = { action: 'allowed' };
 
 /**
  * The penalty table, after fail2ban's failmanager: pure, no I/O, time passed in.
@@ -87,7 +87,7 @@ export class PenaltyTable {
       this.hosts.delete(address); // re-inserted below: most recent last
       entry = typeof state === 'number' ? { fails: [state], challenges: EMPTY, last: state, cleared: 0 } : state;
     } else {
-      if (this.opts.isExempt?.(address, event.family)) return EXEMPT;
+      if (this.opts.isAllowed?.(address, event.family)) return ALLOWED;
       while (this.hosts.size >= this.opts.maxHosts) this.evictOldest();
       // A new host's first failure: its time is all there is to keep (unless it already bans).
       if (isFailure && this.opts.loyalty > 1) {
@@ -150,6 +150,13 @@ export class PenaltyTable {
   /** Forget a host (it was banned, unbanned by hand, or allowed). */
   forget(address: string): boolean {
     return this.hosts.delete(address);
+  }
+
+  /** Forgets every tracked host the test picks (a network just allowed): an operator's step, a walk of the table. */
+  forgetWhere(test: (address: string) => boolean): number {
+    let n = 0;
+    for (const address of this.hosts.keys()) if (test(address)) { this.hosts.delete(address); n++; }
+    return n;
   }
 
   /** Drop hosts with nothing inside the window; cheap because the oldest come first. */

@@ -1,0 +1,99 @@
+import { statSync, unlinkSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AmiConnection } from '../ami';
+import type { SecurityHearing } from '../ami/heard';
+import type { LoadedConfig } from '../config';
+import { restoredMarkerPath } from '../control/paths';
+import type { AllowCheck } from '../allow';
+import type { Decisions } from '../decisions';
+import type { FirewallBackend, FirewallQueue } from '../firewall';
+import type { Logger } from '../log';
+import type { Metrics, MetricsSources } from '../metrics';
+
+/** A database file truncated to nothing opens as a new, empty one: said loudly at start. */
+export function isEmptyFile(path: string): boolean {
+  try { return statSync(path).size === 0; } catch { return false; }
+}
+
+/** True when the file was there; it is removed, so it counts for one start only. */
+export function takeMarker(path: string): boolean {
+  try { unlinkSync(path); return true; } catch { return false; }
+}
+
+export interface LoadParts {
+  db: string;
+  emptyDb: boolean;
+  backend: FirewallBackend;
+  firewall: FirewallQueue;
+  decisions: Decisions;
+  allow: AllowCheck;
+  log: Logger;
+  /** performance.now() when the start began. */
+  t0: number;
+}
+
+/**
+ * Brings the kernel and the database to one set of bans at start. First what the kernel holds
+ * that the database lacks (a kill before a commit, a lost database) is stored, so the load keeps
+ * it; after a restore from a backup the kernel follows the restored database instead.
+ */
+export async function loadBans(p: LoadParts): Promise<{ restored: number; lifted: number; restoreMs: number }> {
+  const { log, decisions } = p;
+  const restoredFromBackup = takeMarker(restoredMarkerPath(p.db));
+  if (restoredFromBackup) log.info({ db: p.db }, 'database restored from a backup: the kernel follows it, no kernel bans adopted');
+  const inKernel = !restoredFromBackup && p.backend.listBans
+    ? await p.backend.listBans().catch((err) => { log.error({ err: String(err) }, 'kernel bans not listed: none adopted'); return []; })
+    : [];
+  const adopted = decisions.adopt(inKernel, Date.now(), p.allow);
+  if (p.emptyDb) log.warn({ db: p.db, adopted, inKernel: inKernel.length }, `database ${p.db} was empty (0 bytes): started from an empty database, keeping the ${adopted} bans the kernel held`);
+  const tRestore = performance.now();
+  // Logged the moment the kernel holds every stored ban (unless the load failed: inSync false,
+  // and the resync job retries it); the daemon's own set of them, AMI and the control socket come next.
+  const { restored, lifted } = await decisions.restore(Date.now(), p.allow, (bans) => {
+    log.info({ bans, ms: Math.round(performance.now() - tRestore), inSync: p.firewall.healthy, sinceStartMs: Math.round(performance.now() - p.t0) }, 'bans restored');
+  });
+  return { restored, lifted, restoreMs: Math.round(performance.now() - tRestore) };
+}
+
+/** Logs the AMI connection's states (one warning per outage) and restarts the security-event wait at each login. */
+export function followAmi(ami: AmiConnection, hearing: SecurityHearing, user: string, log: Logger, onState: () => void): void {
+  let down = false;
+  ami.on('state', (state: string, detail?: string) => {
+    if (state === 'connected') { down = false; hearing.loggedIn(Date.now()); log.info({ ami: detail }, 'ami connected'); }
+    else if (state === 'disconnected') {
+      if (!down) log.warn({ reason: detail }, 'ami disconnected');
+      else log.debug({ reason: detail, reconnects: ami.reconnects }, 'ami still unreachable');
+      down = true;
+    }
+    else if (state === 'login-rejected') log.error({ user, reason: detail }, 'ami login rejected');
+    else log.debug({ state, detail }, 'ami state');
+    onState();
+  });
+}
+
+/**
+ * The Prometheus metrics, loaded only when asked for (prom-client is costly to load, so never on
+ * a start without them). A listen that fails is logged; the daemon runs on without the endpoint.
+ */
+export async function startMetrics(
+  loaded: LoadedConfig, sources: MetricsSources, health: () => { healthy: boolean; problems: string[] }, log: Logger,
+): Promise<{ metrics: Metrics | null; server: Server | null }> {
+  const listen = loaded.config.metrics;
+  if (!listen) return { metrics: null, server: null };
+  const { Metrics, serveMetrics } = require('../metrics') as typeof import('../metrics');
+  const metrics = new Metrics(sources);
+  try {
+    const server = await serveMetrics(listen, metrics, health, log);
+    log.info({ listen }, 'metrics served on /metrics and /healthz');
+    return { metrics, server };
+  } catch (err) {
+    log.error({ err: (err as Error).message }, 'metrics endpoint not started');
+    return { metrics, server: null };
+  }
+}
+
+/** Closes an HTTP server and every connection it holds. */
+export function closeServer(srv: Server | null): Promise<void> {
+  if (!srv) return Promise.resolve();
+  return new Promise<void>((r) => { srv.close(() => r()); srv.closeAllConnections(); });
+}

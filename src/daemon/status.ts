@@ -1,0 +1,137 @@
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { IntervalHistogram } from 'node:perf_hooks';
+import type { AmiConnection } from '../ami';
+import type { SecurityHearing } from '../ami/heard';
+import type { BackupScheduler } from '../backup';
+import type { Config } from '../config';
+import type { Decisions, StorageState } from '../decisions';
+import { storageProblems } from '../decisions/pending';
+import type { FirewallQueue } from '../firewall';
+import type { Reconciler, ReconcilerState } from '../firewall/reconciler';
+import type { Logger } from '../log';
+import type { EventWindow } from '../metrics/window';
+import type { PenaltyTable } from '../scoring';
+import type { Store } from '../store';
+
+/** The daemon's own tallies since start. byKind has a null prototype: an event kind is only a key. */
+export interface DaemonStats {
+  startedAt: number;
+  events: number;
+  malformed: number;
+  byKind: Record<string, number>;
+  bans: number;
+  unbans: number;
+}
+
+export function newStats(now: number): DaemonStats {
+  return { startedAt: now, events: 0, malformed: 0, byKind: Object.create(null) as Record<string, number>, bans: 0, unbans: 0 };
+}
+
+/**
+ * The one picture of a running daemon: `GET /status` answers it, `ampere status` prints it, and
+ * the status file holds it (with `updatedAt`) for `ampere health` without the socket. Times are epoch ms.
+ */
+export interface DaemonStatus {
+  pid: number;
+  version: string;
+  startedAt: number;
+  uptimeMs: number;
+  db: string;
+  socket: string | null;
+  metrics: string | null;
+  /**
+   * malformed: AMI messages skipped as unreadable; merged: blocks put back into a split event;
+   * distrusted: forged successes dropped; deaf: the health problem when no security event is heard.
+   */
+  ami: { state: string; connected: boolean; since: number; host: string; port: number; reconnects: number; malformed: number; merged: number; distrusted: number; securityEventSince: number | null; deaf: string | null };
+  events: { total: number; malformed: number; byKind: Record<string, number>; lastMinute: { total: number; byKind: Record<string, number> } };
+  trackedHosts: number;
+  /** The WAL checkpointer thread (null: SQLite checkpoints inside commits). */
+  checkpointer: { running: boolean; failed: boolean; checkpoints: number; walFrames: number } | null;
+  /** Bytes: the process's resident set, and V8's heap (used / reserved). */
+  memory: { rss: number; heapUsed: number; heapTotal: number };
+  bans: { active: { v4: number; v6: number; total: number }; made: number; lifted: number };
+  firewall: { backend: string; chain: string; target: string; inSync: boolean; lastSyncAt: number | null; lastError: string | null; batches: number; verify: ReconcilerState };
+  backup: BackupScheduler['state'];
+  /** Ban rows not stored yet (retried), and whether database writes fail. */
+  storage: StorageState;
+  /** The event loop's delay over the last minute (perf_hooks): how long an event can wait. */
+  eventLoop: { delayP99Ms: number; delayMaxMs: number };
+}
+
+/** What the status file adds: when it was written (a stale file means a dead daemon). */
+export type StatusFile = DaemonStatus & { updatedAt: number };
+
+export const VERSION = (() => {
+  try { return String(JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')).version); } catch { return 'unknown'; }
+})();
+
+/** The running parts a status is read from. */
+export interface StatusParts {
+  cfg: Pick<Config, 'db' | 'host' | 'port' | 'user' | 'chain' | 'target' | 'metrics'>;
+  stats: DaemonStats;
+  ami: Pick<AmiConnection, 'state' | 'since' | 'reconnects' | 'counts'>;
+  hearing: SecurityHearing;
+  window: EventWindow;
+  penalties: Pick<PenaltyTable, 'size'>;
+  store: Pick<Store, 'checkpointer'>;
+  decisions: Pick<Decisions, 'countByFamily' | 'storage'>;
+  firewall: Pick<FirewallQueue, 'healthy' | 'lastSyncAt' | 'lastError' | 'batches'>;
+  backendName: string;
+  verifier: Pick<Reconciler, 'state' | 'drifting'>;
+  backups: Pick<BackupScheduler, 'state'>;
+  loopDelay: IntervalHistogram;
+  /** Null until the control socket (or the metrics endpoint) listens. */
+  socket(): string | null;
+  metricsListen(): string | null;
+}
+
+/** The firewall is in sync when no batch failed since the last load and the last check found no drift. */
+export const inSync = (p: Pick<StatusParts, 'firewall' | 'verifier'>) => p.firewall.healthy && !p.verifier.drifting;
+
+const deafness = (p: StatusParts, now: number) => p.hearing.problem(now, p.cfg.user, p.ami.state === 'connected');
+
+export function snapshot(p: StatusParts, now: number): DaemonStatus {
+  const { cfg, stats, ami, firewall } = p;
+  const active = p.decisions.countByFamily();
+  const cp = p.store.checkpointer?.stats();
+  const { rss, heapUsed, heapTotal } = process.memoryUsage();
+  return {
+    pid: process.pid, version: VERSION, startedAt: stats.startedAt, uptimeMs: now - stats.startedAt,
+    db: cfg.db, socket: p.socket(), metrics: p.metricsListen(),
+    ami: {
+      state: ami.state, connected: ami.state === 'connected', since: ami.since, host: cfg.host, port: cfg.port, reconnects: ami.reconnects,
+      malformed: ami.counts.malformed, merged: ami.counts.merged, distrusted: ami.counts.distrusted, securityEventSince: p.hearing.firstHeardAt, deaf: deafness(p, now),
+    },
+    events: { total: stats.events, malformed: stats.malformed, byKind: { ...stats.byKind }, lastMinute: p.window.lastMinute(now) },
+    trackedHosts: p.penalties.size,
+    memory: { rss, heapUsed, heapTotal },
+    checkpointer: cp ? { running: cp.running, failed: cp.failed, checkpoints: cp.ticks, walFrames: cp.lastLogFrames } : null,
+    bans: { active: { ...active, total: active.v4 + active.v6 }, made: stats.bans, lifted: stats.unbans },
+    firewall: { backend: p.backendName, chain: cfg.chain, target: cfg.target, inSync: inSync(p), lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches, verify: { ...p.verifier.state } },
+    backup: { ...p.backups.state },
+    storage: p.decisions.storage(),
+    eventLoop: { delayP99Ms: Math.round(p.loopDelay.percentile(99) / 1e4) / 100, delayMaxMs: Math.round(p.loopDelay.max / 1e4) / 100 },
+  };
+}
+
+/** Healthy = connected to AMI, hearing security events, the firewall in sync, the database writable. */
+export function health(p: StatusParts, now: number): { healthy: boolean; problems: string[] } {
+  const { ami, firewall } = p;
+  const problems: string[] = [];
+  if (ami.state !== 'connected') problems.push(`not connected to AMI (${ami.state} since ${new Date(ami.since).toISOString()})`);
+  if (!firewall.healthy) problems.push(`firewall not in sync${firewall.lastError ? `: ${firewall.lastError}` : ''}`);
+  else if (p.verifier.drifting) problems.push('firewall not in sync: the kernel differs from the database (drift found, repair under way)');
+  const deaf = deafness(p, now);
+  if (deaf) problems.push(deaf);
+  problems.push(...storageProblems(p.decisions.storage(), now));
+  return { healthy: problems.length === 0, problems };
+}
+
+/** Replaces the status file in one rename, so a reader never sees half of it; a failure is logged, never thrown. */
+export function writeStatusFile(path: string, p: StatusParts, log: Pick<Logger, 'warn'>): void {
+  const now = Date.now();
+  const body: StatusFile = { ...snapshot(p, now), updatedAt: now };
+  try { writeFileSync(`${path}.tmp`, JSON.stringify(body)); renameSync(`${path}.tmp`, path); } catch (err) { log.warn({ err: String(err) }, 'status file not written'); }
+}
