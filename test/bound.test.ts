@@ -17,7 +17,8 @@ import { startDaemon } from '../src/daemon';
 import { LAUNCH_HEAP_LIMIT_MB } from '../src/scoring';
 import { Pruner, Store, type PruneReport } from '../src/store';
 import { ampere, CLI } from './helpers/cli';
-import { closedPort, DaemonProcess } from '../tools/lab/daemon';
+import { legacyDb } from './helpers/fixtures';
+import { closedPort, DaemonProcess, quietEnv } from '../tools/lab/daemon';
 
 const DAY = 86_400_000;
 const MB = 1024 * 1024;
@@ -239,7 +240,7 @@ const heapEnv = { NODE_OPTIONS: `--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}` }
 
 test('`bans --all` over 1M ban rows (100k active): the daemon pages within its heap, the CLI prints every row', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ampt-list-'));
-  const env = { AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s' };
+  const env = await quietEnv(join(dir, 'ampere.db'));
   fillBans(env.AMPERE_DB, 1_000_000, Date.now());
   const d = new DaemonProcess({ ...env, ...heapEnv });
   try {
@@ -277,13 +278,9 @@ test('`bans --all` over 1M ban rows (100k active): the daemon pages within its h
 
 test('a 100k-row legacy import through a running daemon, and a 57 MB request: the daemon stays up within its heap', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ampt-import-'));
-  const env = { AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s' };
+  const env = await quietEnv(join(dir, 'ampere.db'));
   const legacy = join(dir, 'old.db');
-  const l = new Database(legacy);
-  l.exec('CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT)');
-  const ins = l.prepare('INSERT INTO filter(addr, id) VALUES (?, ?)');
-  l.transaction(() => { for (let i = 0; i < 100_000; i++) ins.run(encodeLegacyAddr(`11.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`), `acct${i}`); })();
-  l.close();
+  legacyDb(legacy, Array.from({ length: 100_000 }, (_, i): [number, string] => [encodeLegacyAddr(`11.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`), `acct${i}`]));
   const d = new DaemonProcess({ ...env, ...heapEnv });
   const sock = join(dir, 'ampere.sock');
   try {

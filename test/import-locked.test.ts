@@ -6,17 +6,14 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { encodeLegacyAddr } from '../src/legacy';
 import { ampere } from './helpers/cli';
-import { closedPort, DaemonProcess } from '../tools/lab/daemon';
+import { legacyDb } from './helpers/fixtures';
+import { DaemonProcess, quietEnv } from '../tools/lab/daemon';
 
 test('an import while another process holds the write lock: every ban reaches the kernel, rows stored after', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ampt-lockimport-'));
-  const env = { AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s' };
+  const env = await quietEnv(join(dir, 'ampere.db'));
   const legacy = join(dir, 'old.db');
-  const l = new Database(legacy);
-  l.exec('CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT)');
-  const ins = l.prepare('INSERT INTO filter(addr, id) VALUES (?, ?)');
-  l.transaction(() => { for (let i = 0; i < 1500; i++) ins.run(encodeLegacyAddr(`12.0.${i >> 8}.${i & 255}`), `acct${i}`); })();
-  l.close();
+  legacyDb(legacy, Array.from({ length: 1500 }, (_, i): [number, string] => [encodeLegacyAddr(`12.0.${i >> 8}.${i & 255}`), `acct${i}`]));
   const d = new DaemonProcess(env);
   let holder: Database.Database | null = null;
   try {

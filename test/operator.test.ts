@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { controlRequest } from '../src/control/client';
 import { encodeLegacyAddr } from '../src/legacy';
 import { ampere, json } from './helpers/cli';
+import { legacyDb } from './helpers/fixtures';
 import { DaemonProcess } from '../tools/lab/daemon';
 import { FakeAmi, amiEvent } from '../tools/lab/ami';
 import { FakeAmiProcess } from '../tools/lab/ami-proc';
@@ -20,14 +21,6 @@ import { Netns, skipUnlessRoot } from '../tools/lab/netns';
 const skip = skipUnlessRoot();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A legacy (C Ampere) database: CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT). */
-function legacyDb(file: string, rows: [unknown, string | null][]): void {
-  const db = new Database(file);
-  db.exec('CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT)');
-  const ins = db.prepare('INSERT INTO filter(addr, id) VALUES (?, ?)');
-  for (const [addr, id] of rows) ins.run(addr, id);
-  db.close();
-}
 
 describe('ampere commands against a running daemon with a real kernel firewall', { skip }, () => {
   let pbx: Netns;

@@ -114,3 +114,8 @@ export async function closedPort(): Promise<number> {
   await new Promise<void>((r) => s.close(() => r()));
   return port;
 }
+
+/** The environment of a daemon that needs no events and no kernel: its database, AMI on a closed port, the dry-run backend. */
+export async function quietEnv(db: string): Promise<Record<string, string>> {
+  return { AMPERE_DB: db, AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s' };
+}
