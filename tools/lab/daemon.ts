@@ -67,20 +67,25 @@ export class DaemonProcess {
     return () => { this.handlers = this.handlers.filter((h) => h !== fn); };
   }
 
-  /** The n-th log line (1-based) matching pred, among those seen so far and to come. */
+  /** The n-th log line (1-based) matching pred, among those seen so far and to come (the stored object itself). */
   waitFor(pred: (l: LogLine) => boolean, timeoutMs = 10_000, n = 1): Promise<LogLine> {
     const hits = this.lines.filter(pred);
-    return hits.length >= n ? Promise.resolve(hits[n - 1]) : this.next(pred, timeoutMs, n - hits.length);
+    return hits.length >= n ? Promise.resolve(hits[n - 1]) : this.nextLine(pred, timeoutMs, n - hits.length);
   }
 
   /** The n-th log line matching pred from now on, with the time it arrived (register before causing it). */
-  next(pred: (l: LogLine) => boolean, timeoutMs = 30_000, n = 1): Promise<LogLine & { at: bigint }> {
+  async next(pred: (l: LogLine) => boolean, timeoutMs = 30_000, n = 1): Promise<LogLine & { at: bigint }> {
+    const l = await this.nextLine(pred, timeoutMs, n);
+    return { ...l, at: l.receivedAt as bigint };
+  }
+
+  private nextLine(pred: (l: LogLine) => boolean, timeoutMs: number, n: number): Promise<LogLine> {
     return new Promise((resolve, reject) => {
       let left = n;
       const fail = (why: string) => { clearTimeout(timer); off(); reject(new Error(`daemon: ${why}; last lines:\n${this.dump()}\nstderr: ${this.stderr.slice(-3000)}`)); };
       const timer = setTimeout(() => fail(`expected log line not seen in ${timeoutMs} ms`), timeoutMs);
       const off = this.on((l) => {
-        if (pred(l) && --left === 0) { clearTimeout(timer); off(); resolve({ ...l, at: process.hrtime.bigint() }); }
+        if (pred(l) && --left === 0) { clearTimeout(timer); off(); resolve(l); }
       });
       // After the last line is delivered: a line that came is resolved first, and this does nothing.
       void this.exit.then((code) => fail(`exited (${code ?? this.proc.signalCode}) before the expected log line`));
