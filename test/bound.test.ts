@@ -14,7 +14,7 @@ import { listBanPage, listBanPageJson, listBanViews } from '../src/control/views
 import { encodeLegacyAddr } from '../src/legacy';
 import { createLogger } from '../src/log';
 import { startDaemon } from '../src/daemon';
-import { LAUNCH_HEAP_LIMIT_MB } from '../src/scoring';
+import { LAUNCH_HEAP_LIMIT_MB } from '../src/cli/heap';
 import { Pruner, Store, type PruneReport } from '../src/store';
 import { ampere, CLI } from './helpers/cli';
 import { legacyDb } from './helpers/fixtures';

@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger } from '../src/log';
-import { createFirewall } from '../src/firewall';
+import { createBackend } from '../src/firewall';
 import { chainNameProblem } from '../src/firewall/names';
 import { skipUnlessRoot, withNetns } from '../tools/lab/netns';
 
@@ -39,7 +39,7 @@ describe('chain names: what Ampere takes, the kernel tools take', { skip }, () =
     test(`${kind}: a backend on the chains 1abc and amp.ere loads and holds a ban`, () =>
       withNetns(async (ns) => {
         for (const chain of ['1abc', 'amp.ere']) {
-          const fw = await createFirewall(kind, { chain, target: 'DROP', iptables: 'nft', netns: ns.name }, log);
+          const fw = await createBackend(kind, { chain, target: 'DROP', iptables: 'nft', netns: ns.name }, log);
           await fw.init();
           await fw.setAll([{ address: '192.0.2.1', family: 4, until: null }, { address: '2001:db8::1', family: 6, until: null }], Date.now());
           await fw.add([{ address: '192.0.2.2', family: 4, until: null }], Date.now());

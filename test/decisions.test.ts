@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Decisions, type KernelQueue } from '../src/decisions';
+import { StoreHealth } from '../src/decisions/pending';
 import type { BanLines, KernelBan } from '../src/firewall';
 import { createLogger, type Logger } from '../src/log';
 import { Store } from '../src/store';
@@ -310,9 +311,11 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
 function linesKernel(calls: string[], loads: BanLines[]): KernelQueue {
   return {
     add: async () => {}, remove: async () => {},
-    async setAll(bans) { calls.push(`setAll ${[...bans].map((b) => b.address).sort().join(',')}`); },
-    lineFormat: { prefix: { 4: 'add t4 ', 6: 'add t6 ' }, infix: ' timeout ', maxSeconds: 2_147_483 },
-    async setAllLines(lines) { loads.push(lines); calls.push('setAllLines'); },
+    async setAll(bans) {
+      const lines = bans.render?.({ prefix: { 4: 'add t4 ', 6: 'add t6 ' }, infix: ' timeout ', maxSeconds: 2_147_483 });
+      if (lines) { loads.push(lines); calls.push('setAllLines'); return; }
+      calls.push(`setAll ${[...bans].map((b) => b.address).sort().join(',')}`);
+    },
   };
 }
 
@@ -527,4 +530,20 @@ test('health: failing writes, and a ban row pending more than 60 s, are problems
   assert.deepEqual(storageProblems({ ...base, pending: 3, oldestPendingSince: now - 59_000 }, now), []);
   assert.match(storageProblems({ ...base, pending: 3, oldestPendingSince: now - 61_000 }, now).join(), /3 bans in the kernel not stored for more than 60 s/);
   assert.match(storageProblems({ ...base, failingSince: now - 10, lastError: 'expiry: SQLITE_READONLY' }, now).join(), /database writes failing since .*SQLITE_READONLY/);
+});
+
+test('StoreHealth tells its subscribers once when writes start failing and once when all succeed again', () => {
+  const seen: boolean[] = [];
+  const h = new StoreHealth(createLogger('silent'), () => 1000);
+  h.onFailingChange((failing) => seen.push(failing));
+  h.failed('bans', 'ban rows', new Error('SQLITE_BUSY: database is locked'));
+  h.failed('history', 'history', new Error('SQLITE_BUSY: database is locked'));
+  h.failed('bans', 'ban rows', new Error('SQLITE_BUSY: database is locked'));
+  assert.deepEqual(seen, [true], 'one signal for the start of the failure, however many writes fail');
+  h.ok('bans');
+  assert.deepEqual(seen, [true], 'history still fails');
+  h.ok('history');
+  assert.deepEqual(seen, [true, false]);
+  h.failed('expiry', 'expiry', new Error('disk I/O error'));
+  assert.deepEqual(seen, [true, false, true]);
 });

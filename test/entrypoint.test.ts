@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { REPO } from './e2e/deploy-files';
-import { LAUNCH_HEAP_LIMIT_MB } from '../src/scoring';
+import { LAUNCH_HEAP_LIMIT_MB } from '../src/cli/heap';
 import { LAUNCH_COMPILE_FLAGS, LAUNCH_NODE_FLAGS } from '../src/cli/launch';
 
 const ENTRYPOINT = join(REPO, 'docker/entrypoint.sh');

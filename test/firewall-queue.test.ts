@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger, type Logger } from '../src/log';
-import { ConntrackFlusher, createFirewall, FirewallQueue, type BanLines, type FirewallBackend, type KernelBan } from '../src/firewall';
+import { ConntrackFlusher, createBackend, FirewallQueue, type BanSource, type FirewallBackend, type KernelBan } from '../src/firewall';
 import { CommandError, execStats, run } from '../src/firewall/exec';
 import { addAttacker, skipUnlessRoot, UdpSink, withNetns } from '../tools/lab/netns';
 
@@ -15,6 +15,9 @@ function captureLog(): { log: Logger; lines: Record<string, unknown>[] } {
 /** Records every call; can be told to fail. */
 class FakeBackend implements FirewallBackend {
   readonly name = 'fake';
+  readonly netns = undefined;
+  readonly families = [4, 6] as const;
+  readonly verifiable = false;
   calls: { op: string; addresses: string[] }[] = [];
   failNext = false;
   private async rec(op: string, bans: { address: string }[]): Promise<void> {
@@ -29,7 +32,10 @@ class FakeBackend implements FirewallBackend {
   async setAll(bans: Iterable<KernelBan>) { await this.rec('setAll', [...bans]); }
   async add(bans: KernelBan[]) { await this.rec('add', bans); }
   async remove(bans: { address: string }[]) { await this.rec('remove', bans); }
+  keepsOrder(_count: number) { return false; }
   async list() { return []; }
+  async inspect() { return { drifts: [], counts: [] }; }
+  async listBans() { return []; }
   async shutdown() {}
 }
 
@@ -38,7 +44,7 @@ class PipeBackend extends FakeBackend {
   inFlight = 0;
   maxInFlightAtSetAll = -1;
   limit = 100;
-  pipelines(count: number) { return count <= this.limit; }
+  keepsOrder(count: number) { return count <= this.limit; }
   private async track(op: string, bans: { address: string }[]): Promise<void> {
     this.calls.push({ op, addresses: bans.map((b) => b.address) });
     this.inFlight++;
@@ -114,37 +120,48 @@ describe('FirewallQueue (fake backend)', () => {
     ]);
   });
 
-  test('setAllLines goes to a backend that loads lines, in its place in the order; the format shows only when the backend can take lines', async () => {
+  test('a rendered full load goes to a backend that loads lines, in its place in the order; one that does not reads the bans', async () => {
+    const format = { prefix: { 4: 'add t4 ', 6: 'add t6 ' }, infix: ' timeout ', maxSeconds: 9 } as const;
     class LinesBackend extends FakeBackend {
-      readonly lineFormat = { prefix: { 4: 'add t4 ', 6: 'add t6 ' }, infix: ' timeout ', maxSeconds: 9 } as const;
-      async setAllLines(lines: BanLines) { this.calls.push({ op: 'setAllLines', addresses: [lines[4], lines[6], String(lines.count)] }); }
+      async setAll(bans: BanSource) {
+        const lines = bans.render?.(format);
+        if (lines) this.calls.push({ op: 'setAll lines', addresses: [lines[4], lines[6], String(lines.count)] });
+        else await super.setAll(bans);
+      }
     }
     const fake = new LinesBackend();
     const q = new FirewallQueue(fake, captureLog().log, { conntrack: null });
-    assert.equal(q.lineFormat, fake.lineFormat);
+    const applied: string[] = [];
+    q.subscribe({ applied: (op, count) => applied.push(`${op} ${count}`) });
+    const source = (): BanSource => ({ [Symbol.iterator]: () => [ban('192.0.2.1'), ban('bad address')][Symbol.iterator](), render: (f) => ({ 4: `${f.prefix[4]}192.0.2.1${f.infix}0`, 6: '', count: 1 }) });
     void q.add([ban('192.0.2.8')]);
-    const loaded = q.setAllLines({ 4: 'add t4 192.0.2.1 timeout 0', 6: '', count: 1 });
+    const loaded = q.setAll(source());
     void q.add([ban('192.0.2.2')]);
     await loaded;
     await q.idle();
     assert.deepEqual(fake.calls, [
       { op: 'add', addresses: ['192.0.2.8'] },
-      { op: 'setAllLines', addresses: ['add t4 192.0.2.1 timeout 0', '', '1'] },
+      { op: 'setAll lines', addresses: ['add t4 192.0.2.1 timeout 0', '', '1'] },
       { op: 'add', addresses: ['192.0.2.2'] },
     ]);
+    assert.deepEqual(applied, ['add 1', 'setAll 1', 'add 1'], 'each applied batch is reported, with its size');
     assert.equal(q.healthy, true);
-    // A format without the method is not offered (a backend could have one and not the other).
-    const plain = Object.assign(new FakeBackend(), { lineFormat: fake.lineFormat });
-    assert.equal(new FirewallQueue(plain, captureLog().log, { conntrack: null }).lineFormat, undefined);
+    const plain = new FakeBackend();
+    await new FirewallQueue(plain, captureLog().log, { conntrack: null }).setAll(source());
+    assert.deepEqual(plain.calls, [{ op: 'setAll', addresses: ['192.0.2.1'] }], 'read one by one, the bad address left out');
   });
 
   test('a failing command never throws out of the queue; it is logged and shown to the health check', async () => {
     const fake = new FakeBackend();
     const { log, lines } = captureLog();
     const q = new FirewallQueue(fake, log, { conntrack: null });
+    const failed: string[] = [];
+    q.subscribe({ failed: (op, err) => failed.push(`${op}: ${err.message}`) });
     fake.failNext = true;
     await q.add([ban('192.0.2.1')]); // resolves, does not reject
     assert.equal(q.healthy, false);
+    assert.equal(failed.length, 1, 'the failure is reported to subscribers (metrics, the reconciler)');
+    assert.match(failed[0], /^add: .*set type not supported/);
     assert.match(q.lastError ?? '', /set type not supported/);
     const err = lines.find((l) => l.level === 50);
     assert.equal(err?.cmd, 'ipset restore -exist');
@@ -166,7 +183,7 @@ describe('FirewallQueue (fake backend)', () => {
   });
 
   test('dry-run backend keeps bans in memory and forgets ended ones', async () => {
-    const fw = await createFirewall('dry-run', { chain: 'ampere', target: 'DROP', iptables: 'auto' }, captureLog().log);
+    const fw = await createBackend('dry-run', { chain: 'ampere', target: 'DROP', iptables: 'auto' }, captureLog().log);
     const runs = execStats.runs;
     await fw.init();
     const now = Date.now();
@@ -185,7 +202,7 @@ describe('FirewallQueue (kernel, in a namespace)', { skip }, () => {
   for (const kind of ['ipset', 'rules'] as const) {
     test(`${kind}: 200 simultaneous bans take a few processes and all land`, () =>
       withNetns(async (ns) => {
-        const fw = await createFirewall(kind, { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+        const fw = await createBackend(kind, { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
         await fw.init();
         const q = new FirewallQueue(fw, captureLog().log, { conntrack: null });
         const want: string[] = [];
@@ -202,7 +219,7 @@ describe('FirewallQueue (kernel, in a namespace)', { skip }, () => {
 
   test('ipset: a burst of bans and unbans written through the shell at once lands in the order written', () =>
     withNetns(async (ns) => {
-      const fw = await createFirewall('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      const fw = await createBackend('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
       await fw.init();
       await fw.setAll([], Date.now());
       const q = new FirewallQueue(fw, captureLog().log, { conntrack: null });
@@ -224,6 +241,7 @@ describe('FirewallQueue (kernel, in a namespace)', { skip }, () => {
     withNetns(async (host) => {
       const att = await addAttacker(host);
       let q: FirewallQueue | undefined;
+      let conntrack: ConntrackFlusher | undefined;
       try {
         // Any conntrack-using rule makes this namespace track flows, as on a real PBX.
         await host.must('iptables-nft', ['-w', '-A', 'INPUT', '-m', 'conntrack', '--ctstate', 'ESTABLISHED', '-j', 'ACCEPT']);
@@ -237,22 +255,23 @@ describe('FirewallQueue (kernel, in a namespace)', { skip }, () => {
         assert.equal(await flows(att.v4[0]), 1);
         assert.equal(await flows(att.v6[0]), 1);
         const { log } = captureLog();
-        const fw = await createFirewall('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: host.name }, log);
+        const fw = await createBackend('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: host.name }, log);
         await fw.init();
-        q = new FirewallQueue(fw, log, { conntrack: new ConntrackFlusher(log, host.name) });
+        conntrack = new ConntrackFlusher(log, host.name);
+        q = new FirewallQueue(fw, log, { conntrack });
         await q.add([ban(att.v4[0]), ban(att.v6[0])]);
         // The flush starts just after the callers hear "applied" (off the ban's path).
         await new Promise((r) => setImmediate(r));
-        await q.conntrack!.idle();
-        assert.equal(q.conntrack!.done, 2);
-        assert.equal(q.conntrack!.starts, 1, 'one helper process, no process per ban');
+        await conntrack.idle();
+        assert.equal(conntrack.done, 2);
+        assert.equal(conntrack.starts, 1, 'one helper process, no process per ban');
         assert.equal(await flows(att.v4[0]), 0);
         assert.equal(await flows(att.v6[0]), 0);
         // The source not banned keeps its flow.
         assert.equal(await flows(att.v4[1]), 1);
         assert.equal(await flows(att.v6[1]), 1);
       } finally {
-        q?.conntrack?.close();
+        conntrack?.close();
         await att.ns.destroy();
       }
     }));

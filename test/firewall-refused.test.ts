@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger, type Logger } from '../src/log';
-import { createFirewall, type KernelBan } from '../src/firewall';
+import { createBackend, renderedBans, type KernelBan } from '../src/firewall';
 import { skipUnlessRoot, withNetns } from '../tools/lab/netns';
 
 /** A line the kernel refuses in a full load is dropped, logged, and every other ban loaded. */
@@ -17,7 +17,7 @@ describe('full loads with a line the kernel refuses', { skip }, () => {
   test('rules: a rule iptables-restore refuses is dropped and the rest loaded', () =>
     withNetns(async (ns) => {
       const { log, lines } = captureLog();
-      const fw = await createFirewall('rules', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name, ipv6: false }, log);
+      const fw = await createBackend('rules', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name, ipv6: false }, log);
       await fw.init();
       // A rule iptables-restore refuses, for two addresses (no address that passes the checks makes
       // one): the spec is replaced from outside, as a stand-in for any refusal it reports by line.
@@ -37,14 +37,14 @@ describe('full loads with a line the kernel refuses', { skip }, () => {
   test('ipset: lines ipset refuses (in either loader) are dropped and the rest loaded', () =>
     withNetns(async (ns) => {
       const { log, lines } = captureLog();
-      const fw = await createFirewall('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, log);
+      const fw = await createBackend('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, log);
       await fw.init();
       const good = Array.from({ length: 6000 }, (_, i) => `198.18.${i >> 8}.${i & 255}`);
       const v4Lines = good.map((a) => `add ampere-t4 ${a} timeout 0`);
       // One early (first loader), one late (second loader): both refused by the kernel.
       v4Lines.splice(10, 0, 'add ampere-t4 0.0.0.0 timeout 0');
       v4Lines.splice(5000, 0, 'add ampere-t4 0.0.0.0 timeout 0');
-      await fw.setAllLines!({ 4: v4Lines.join('\n'), 6: 'add ampere-t6 2001:db8::1 timeout 0\nadd ampere-t6 :: timeout 0', count: v4Lines.length + 2 });
+      await fw.setAll(renderedBans({ 4: v4Lines.join('\n'), 6: 'add ampere-t6 2001:db8::1 timeout 0\nadd ampere-t6 :: timeout 0', count: v4Lines.length + 2 }), Date.now());
       const held = new Set(await fw.list());
       assert.equal(held.size, 6001);
       assert.ok(held.has('2001:db8::1') && !held.has('0.0.0.0') && !held.has('::'));

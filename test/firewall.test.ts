@@ -4,7 +4,7 @@ import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger, type Logger } from '../src/log';
-import { chooseIpv6, createFirewall, detectIptables, FirewallQueue, ConntrackFlusher, type FirewallBackend, type KernelBan } from '../src/firewall';
+import { chooseIpv6, createBackend, detectIptables, FirewallQueue, ConntrackFlusher, renderedBans, type FirewallBackend, type KernelBan } from '../src/firewall';
 import { filterRulesOfSave } from '../src/firewall/detect';
 import { execStats, which } from '../src/firewall/exec';
 import { IpsetBackend, splitLines } from '../src/firewall/ipset';
@@ -100,7 +100,7 @@ for (const kind of ['ipset', 'rules'] as const) {
         sink = await UdpSink.start(host);
         others = await makeOthers(host, flavour);
         othersBefore = await others();
-        fw = await createFirewall(kind, { chain: CHAIN, target, iptables: flavour, netns: host.name }, log);
+        fw = await createBackend(kind, { chain: CHAIN, target, iptables: flavour, netns: host.name }, log);
       });
       after(async () => {
         await att?.ns.destroy();
@@ -238,7 +238,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
         }
         const { log, lines } = captureLog();
         // auto: init takes the filter tables flavour detection read instead of listing them.
-        const fw = await createFirewall(kind, { chain: CHAIN, target: 'DROP', iptables, netns: ns.name }, log);
+        const fw = await createBackend(kind, { chain: CHAIN, target: 'DROP', iptables, netns: ns.name }, log);
         await fw.init();
         await fw.setAll([v4('192.0.2.1'), v6('2001:db8::1')], Date.now());
         await fw.init();
@@ -254,7 +254,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
     test(`${kind}: after a firewall wipe, setAll alone brings back chain, jump, sets and bans`, () =>
       withNetns(async (ns) => {
         const { log, lines } = captureLog();
-        const fw = await createFirewall(kind, { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, log);
+        const fw = await createBackend(kind, { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, log);
         await fw.init();
         await fw.setAll([v4('192.0.2.1')], Date.now());
         for (const tool of ['iptables-nft', 'ip6tables-nft']) for (const op of ['-F', '-X']) await ns.must(tool, ['-w', op]);
@@ -268,7 +268,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
 
   test('ipset: a big setAll (streamed in chunks to two parallel restores) loads every ban, once, with its timeout', () =>
     withNetns(async (ns) => {
-      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      const fw = await createBackend('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
       await fw.init();
       const now = Date.now();
       const bans: KernelBan[] = [];
@@ -294,7 +294,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
 
   test('ipset: bans the store rendered (setAllLines) load as setAll loads the same bans; a bad line fails whole, the live set untouched', () =>
     withNetns(async (ns) => {
-      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      const fw = await createBackend('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
       await fw.init();
       const dir = mkdtempSync(join(tmpdir(), 'ampere-lines-'));
       const store = new Store(join(dir, 'ampere.db'));
@@ -317,9 +317,9 @@ describe('an existing jump placed by the administrator', { skip }, () => {
           return out;
         };
         const runs = execStats.runs;
-        const lines = store.renderActiveBans(now, fw.lineFormat!);
+        const lines = store.renderActiveBans(now, (fw as IpsetBackend).lineFormat);
         assert.equal(lines.count, 6_701);
-        await fw.setAllLines!(lines);
+        await fw.setAll(renderedBans(lines), Date.now());
         assert.equal(execStats.runs - runs, 2, 'right after init: the two loaders, nothing else');
         const viaLines = await saved();
         await fw.setAll(store.activeKernelBans(now), now);
@@ -335,10 +335,10 @@ describe('an existing jump placed by the administrator', { skip }, () => {
         assert.ok(Math.abs(viaLines.get('fd33::1')! - 7200) <= 2);
         // A line ipset refuses is dropped and the rest loaded; a load that fails for another
         // reason swaps nothing in.
-        await assert.rejects(fw.setAllLines!({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nnonsense', 6: '', count: 2 }), /ipset restore/);
+        await assert.rejects(fw.setAll(renderedBans({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nnonsense', 6: '', count: 2 }), Date.now()), /ipset restore/);
         assert.equal((await saved()).size, 6_701, 'the live sets are untouched');
         assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/, 'the failed load removed its scratch sets');
-        await fw.setAllLines!({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nadd ampere-t4 192.0.2.300 timeout 0', 6: '', count: 2 });
+        await fw.setAll(renderedBans({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nadd ampere-t4 192.0.2.300 timeout 0', 6: '', count: 2 }), Date.now());
         assert.deepEqual([...(await saved()).keys()], ['192.0.2.1']);
       } finally {
         store.close();
@@ -350,7 +350,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
     withNetns(async (ns) => {
       await ns.must('ipset', ['create', `${CHAIN}-v4`, 'hash:ip', 'family', 'inet', 'maxelem', '65536', 'timeout', '0']);
       await ns.must('ipset', ['add', `${CHAIN}-v4`, '192.0.2.50']);
-      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      const fw = await createBackend('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
       await fw.init();
       assert.match(await ns.must('ipset', ['list', '-t', `${CHAIN}-v4`]), /maxelem 65536/, 'init leaves it (rules may use it)');
       assert.match(await ns.must('ipset', ['list', '-t', `${CHAIN}-v6`]), /maxelem 1048576/, 'the missing one is made');
@@ -361,7 +361,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
 
   test('ipset: a streamed setAll that meets a bad address half-way leaves it out and loads the rest', () =>
     withNetns(async (ns) => {
-      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      const fw = await createBackend('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
       await fw.init();
       await fw.setAll([v4('192.0.2.1'), v6('2001:db8::1')], Date.now());
       function* stream(): Generator<KernelBan> {
@@ -382,10 +382,10 @@ describe('an existing jump placed by the administrator', { skip }, () => {
   test('rules: bans kept from before a restart are known, so re-adding them makes no duplicate', () =>
     withNetns(async (ns) => {
       const opts = { chain: CHAIN, target: 'DROP' as const, iptables: 'nft' as const, netns: ns.name };
-      const first = await createFirewall('rules', opts, captureLog().log);
+      const first = await createBackend('rules', opts, captureLog().log);
       await first.init();
       await first.add([v4('192.0.2.1')], Date.now());
-      const second = await createFirewall('rules', opts, captureLog().log); // a restarted daemon
+      const second = await createBackend('rules', opts, captureLog().log); // a restarted daemon
       await second.init();
       await second.add([v4('192.0.2.1'), v4('192.0.2.2')], Date.now());
       const rules = await rulesOf(ns, 'iptables-nft', CHAIN);
@@ -458,7 +458,7 @@ describe('missing binaries', () => {
 
   test('ipset without stdbuf (no live shell): a full load makes, loads and swaps its sets with processes', { skip }, () =>
     withNetns((ns) => withPath(pathWithout([]), async () => {
-      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      const fw = await createBackend('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
       await fw.init();
       const now = Date.now();
       const bans: KernelBan[] = [];
@@ -470,14 +470,14 @@ describe('missing binaries', () => {
       assert.equal((await kernelBans(ns, 'ipset', 'nft')).length, 9_001);
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/);
       // A failing load cleans up the same way.
-      await assert.rejects(fw.setAllLines!({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nnonsense', 6: '', count: 2 }), /ipset restore/);
+      await assert.rejects(fw.setAll(renderedBans({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nnonsense', 6: '', count: 2 }), Date.now()), /ipset restore/);
       assert.equal((await kernelBans(ns, 'ipset', 'nft')).length, 9_001, 'live sets untouched');
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/);
       // A bad address is left out, a line the kernel refuses dropped: the rest is loaded.
       function* bad(): Generator<KernelBan> { for (let i = 0; i < 9_000; i++) yield v4(`198.19.${i >> 8}.${i & 255}`); yield { address: 'x', family: 4, until: null }; }
       await fw.setAll(bad(), now);
       assert.equal((await kernelBans(ns, 'ipset', 'nft')).length, 9_000);
-      await fw.setAllLines!({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nadd ampere-t4 0.0.0.0 timeout 0\nadd ampere-t4 192.0.2.2 timeout 0', 6: '', count: 3 });
+      await fw.setAll(renderedBans({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nadd ampere-t4 0.0.0.0 timeout 0\nadd ampere-t4 192.0.2.2 timeout 0', 6: '', count: 3 }), Date.now());
       assert.deepEqual(await kernelBans(ns, 'ipset', 'nft'), ['192.0.2.1', '192.0.2.2']);
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/);
     })));
@@ -499,7 +499,7 @@ describe('missing binaries', () => {
 
   test('ipset missing: init names it, nothing runs', () =>
     withPath(pathWithout(['ipset']), async () => {
-      const fw = await createFirewall('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: 'ampt-never-created' }, captureLog().log);
+      const fw = await createBackend('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: 'ampt-never-created' }, captureLog().log);
       const runs = execStats.runs;
       await assert.rejects(fw.init(), /ipset not found in PATH: install it \(package ipset\)/);
       assert.equal(execStats.runs, runs);
@@ -555,7 +555,7 @@ describe('a kernel without IPv6 (ipv6.disable=1), played by ip6tables that fail 
       withNetns((ns) => withPath(pathWithoutIpv6(), async () => {
         const opts = { chain: CHAIN, target: 'DROP' as const, iptables: 'nft' as const, netns: ns.name };
         const { log, lines } = captureLog();
-        const fw = await createFirewall(kind, { ...opts, ipv6: false }, log);
+        const fw = await createBackend(kind, { ...opts, ipv6: false }, log);
         assert.deepEqual(fw.families, [4]);
         await fw.init();
         const q = new FirewallQueue(fw, log, { conntrack: null });
@@ -572,14 +572,14 @@ describe('a kernel without IPv6 (ipv6.disable=1), played by ip6tables that fail 
         if (kind === 'ipset') {
           assert.deepEqual((await ns.must('ipset', ['list', '-n'])).split('\n').filter((n) => n.startsWith(CHAIN)), [`${CHAIN}-v4`], 'no IPv6 set made');
           // A full load the store rendered: its IPv6 lines are not loaded either.
-          await fw.setAllLines!({ 4: `add ${CHAIN}-t4 192.0.2.3 timeout 0`, 6: `add ${CHAIN}-t6 2001:db8::4 timeout 0`, count: 2 });
+          await fw.setAll(renderedBans({ 4: `add ${CHAIN}-t4 192.0.2.3 timeout 0`, 6: `add ${CHAIN}-t6 2001:db8::4 timeout 0`, count: 2 }), Date.now());
           assert.deepEqual(await fw.list(), ['192.0.2.3']);
         }
         // IPv4 is really enforced: the chain is jumped to and matches.
         assert.equal(jumpsTo(await rulesOf(ns, 'iptables-nft', 'INPUT'), CHAIN).length, 1);
         await fw.shutdown();
         // What IPv6 on does on such a kernel (before this setting existed: the daemon did not start).
-        const on = await createFirewall(kind, opts, captureLog().log);
+        const on = await createBackend(kind, opts, captureLog().log);
         await assert.rejects(on.init(), /Address family not supported/);
         await on.shutdown();
       })));

@@ -65,6 +65,7 @@ function rig(views: (KernelView | Error)[], opts: { banned?: number; ended?: num
   let repairs = 0;
   const deps: ReconcilerDeps = {
     backend: {
+      verifiable: true,
       inspect: async () => {
         const v = views[Math.min(looks++, views.length - 1)];
         if (v instanceof Error) throw v;

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { heapProblem } from '../src/cli/run';
-import { LAUNCH_HEAP_LIMIT_MB, maxHostsFor, tableHeapBytes } from '../src/scoring';
+import { LAUNCH_HEAP_LIMIT_MB, maxHostsFor, tableHeapBytes } from '../src/cli/heap';
 import { ampere } from './helpers/cli';
 import { skipUnlessRoot, withNetns } from '../tools/lab/netns';
 

@@ -193,7 +193,7 @@ test('the worker does not keep a process alive, and works from the compiled outp
     writeFileSync(join(app, 'tsconfig.json'), JSON.stringify({
       extends: join(REPO, 'tsconfig.json'),
       compilerOptions: { outDir: join(app, 'dist'), rootDir: join(REPO, 'src'), sourceMap: false },
-      files: [join(REPO, 'src', 'store', 'index.ts')],
+      files: [join(REPO, 'src', 'store', 'index.ts'), join(REPO, 'src', 'store', 'checkpoint-worker.ts')],
       include: [],
     }));
     const tsc = spawnSync(process.execPath, [join(REPO, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(app, 'tsconfig.json')], { cwd: app, encoding: 'utf8', timeout: 150_000 });

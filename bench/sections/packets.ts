@@ -13,7 +13,7 @@
  * itself.
  */
 import { cpus } from 'node:os';
-import { createFirewall, type FirewallBackend, type KernelBan } from '../../src/firewall';
+import { createBackend, type FirewallBackend, type KernelBan } from '../../src/firewall';
 import { createLogger } from '../../src/log';
 import { NETPROBE } from '../lib/build';
 import { banList } from '../lib/data';
@@ -65,7 +65,7 @@ export async function packetsSection(ctx: Ctx): Promise<Row[]> {
     try {
       for (const n of sizes) {
         const lab = await createLab();
-        const fw = await createFirewall(backend, { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: lab.pbx.name }, log);
+        const fw = await createBackend(backend, { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: lab.pbx.name }, log);
         labs.push({ n, lab, fw });
         await fw.init();
         const t = performance.now();

@@ -12,7 +12,8 @@
  */
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createFirewall, FirewallQueue } from '../../src/firewall';
+import { createBackend, FirewallQueue, renderedBans } from '../../src/firewall';
+import type { IpsetBackend } from '../../src/firewall/ipset';
 import { createLogger } from '../../src/log';
 import { AllowList } from '../../src/allow';
 import { isCanonicalIp } from '../../src/net/ip';
@@ -100,7 +101,7 @@ async function restoreSteps(dbFile: string, n: number): Promise<Record<string, n
   const ns = await Netns.create();
   try {
     const log = createLogger('silent');
-    const fw = await createFirewall('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, log);
+    const fw = await createBackend('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, log);
     await fw.init();
     const q = new FirewallQueue(fw, log, { conntrack: null });
     const allow = AllowList.of(['127.0.0.1']);
@@ -109,12 +110,12 @@ async function restoreSteps(dbFile: string, n: number): Promise<Record<string, n
     const allowed = store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, a.includes(':') ? 6 : 4));
     out['allowed addresses (Store.activeAddressesStartingWith + AllowList.allows)'] = t() - t0;
     t0 = t();
-    const lines = store.renderActiveBans(now, q.lineFormat!);
+    const lines = store.renderActiveBans(now, (fw as IpsetBackend).lineFormat);
     out['load lines rendered (Store.renderActiveBans)'] = t() - t0;
     if (allowed.length !== 0 || lines.count !== n) throw new Error(`restore steps: ${lines.count} of ${n}, ${allowed.length} allowed`);
     t0 = t();
-    await q.setAllLines(lines);
-    out['kernel load (FirewallQueue.setAllLines, ipset backend)'] = t() - t0;
+    await q.setAll(renderedBans(lines));
+    out['kernel load (FirewallQueue.setAll, rendered lines, ipset backend)'] = t() - t0;
     if (!q.healthy) throw new Error(`restore steps: load failed: ${q.lastError}`);
     t0 = t();
     const banned = new Map<string, number | null>();

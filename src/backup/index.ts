@@ -115,6 +115,17 @@ export interface BackupState {
 /** Timers cannot wait longer than this (about 24.8 days); longer waits are chained. */
 const MAX_TIMER = 2 ** 31 - 1;
 
+export interface BackupSchedulerOptions {
+  /** The daemon's connection: backups are taken through it (SQLite's online backup). */
+  db: Database.Database;
+  /** Where backups go; null: none scheduled (the operator's `ampere backup` still works). */
+  dir: string | null;
+  intervalMs: number;
+  /** Backups kept; older ones are removed. */
+  keep: number;
+  log: Logger;
+}
+
 /**
  * Scheduled backups into `dir` every `intervalMs`, keeping the newest `keep`. The schedule
  * continues from the newest backup already there, so a restart neither skips nor repeats one.
@@ -126,13 +137,12 @@ export class BackupScheduler {
   private current: Promise<BackupResult> | null = null;
   private stopped = false;
 
-  constructor(
-    private readonly db: Database.Database,
-    dir: string | null,
-    intervalMs: number,
-    keep: number,
-    private readonly log: Logger,
-  ) {
+  private readonly db: Database.Database;
+  private readonly log: Logger;
+
+  constructor({ db, dir, intervalMs, keep, log }: BackupSchedulerOptions) {
+    this.db = db;
+    this.log = log;
     this.state = { dir: dir ? resolve(dir) : null, intervalMs, keep, last: null, lastError: null, nextAt: null, running: false };
     if (this.state.dir) {
       const newest = listBackups(this.state.dir)[0];

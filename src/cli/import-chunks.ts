@@ -1,6 +1,6 @@
 import type { Config } from '../config';
 import { MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
-import { askOrOffline, CliError, refusal } from './common';
+import { askOrOffline, CliError, EXIT, note, refusal } from './common';
 
 /**
  * An import's entries sent to the running daemon (POST /<command>) in requests of at most
@@ -22,4 +22,22 @@ export async function importThroughDaemon<E>(cfg: Config, command: string, entri
     for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of res.body[k]) (report[k] as unknown[]).push(x);
   }
   return { report, ok };
+}
+
+/**
+ * An import done: a dry run (dryRun gives its report, nothing changes), through the running
+ * daemon, or (none running) into the database by offline(). What `applied` says and the exit
+ * code follow from which it was.
+ */
+export async function runImport<E>(
+  cfg: Config, command: string, entries: E[], extra: Record<string, unknown>, how: { dryRun: (() => ImportReport) | null; offline: () => ImportReport },
+): Promise<{ report: ImportReport; applied: string; code: number }> {
+  if (how.dryRun) return { report: how.dryRun(), applied: 'dry run: nothing changed', code: EXIT.ok };
+  const res = await importThroughDaemon(cfg, command, entries, extra);
+  if (res) {
+    const applied = res.ok ? 'in the kernel now (through the running daemon)' : 'stored, but the kernel command failed (the daemon reloads the kernel from the database)';
+    return { report: res.report, applied, code: res.ok ? EXIT.ok : EXIT.fail };
+  }
+  note('ampere: daemon not running; importing into the database (the kernel gets the bans when "ampere run" starts)');
+  return { report: how.offline(), applied: 'in the database; applied to the kernel when the daemon starts', code: EXIT.ok };
 }

@@ -3,8 +3,8 @@ import type { Config } from '../config';
 import { applyImportBans, type ImportBan } from '../fail2ban/apply';
 import { readFail2banDatabase, type Fail2banRead } from '../fail2ban';
 import type { ImportReport } from '../legacy/import';
-import { importThroughDaemon } from './import-chunks';
-import { CliError, config, EXIT, note, openOffline, parse } from './common';
+import { runImport } from './import-chunks';
+import { CliError, config, openOffline, parse } from './common';
 import { formatTable, iso, printJson } from './table';
 import { offlineAllowList } from '../allow';
 import { USAGE_OF } from './usage';
@@ -23,24 +23,10 @@ export async function importFail2banCommand(args: string[]): Promise<number> {
   try { read = readFail2banDatabase(file, jail, now); } catch (err) { throw new CliError(`import-fail2ban: ${(err as Error).message}`); }
   const entries: ImportBan[] = read.entries.map((e) => ({ address: e.address, until: e.until, jail: e.jail }));
   const cfg = config();
-  let report: ImportReport;
-  let applied: string;
-  let code: number = EXIT.ok;
-  if (values['dry-run']) {
-    report = offline(cfg, entries, now, true);
-    applied = 'dry run: nothing changed';
-  } else {
-    const res = await importThroughDaemon(cfg, 'import-fail2ban', entries);
-    if (res) {
-      report = res.report;
-      applied = res.ok ? 'in the kernel now (through the running daemon)' : 'stored, but the kernel command failed (the daemon reloads the kernel from the database)';
-      if (!res.ok) code = EXIT.fail;
-    } else {
-      note('ampere: daemon not running; importing into the database (the kernel gets the bans when "ampere run" starts)');
-      report = offline(cfg, entries, now);
-      applied = 'in the database; applied to the kernel when the daemon starts';
-    }
-  }
+  const { report, applied, code } = await runImport(cfg, 'import-fail2ban', entries, {}, {
+    dryRun: values['dry-run'] ? () => offline(cfg, entries, now, true) : null,
+    offline: () => offline(cfg, entries, now),
+  });
   const skipped = [...read.skipped.map((s) => ({ address: s.ip, jail: s.jail, reason: s.reason })), ...report.refused.map((r) => ({ ...r, jail: '' }))];
   if (values.json) {
     printJson({ file, table: read.table, jail: jail ?? 'all', rows: read.rows, imported: report.imported, alreadyBanned: report.alreadyBanned, skipped, dryRun: !!values['dry-run'], applied,

@@ -1,12 +1,12 @@
 import { USAGE_OF } from './usage';
 import { resolve } from 'node:path';
 import { readLegacyDatabase, type LegacyRead } from '../legacy';
-import { applyLegacy, type ImportReport } from '../legacy/import';
+import { applyLegacy } from '../legacy/import';
 import { banFor } from './ban';
 import { formatTable, printJson } from './table';
-import { importThroughDaemon } from './import-chunks';
+import { runImport } from './import-chunks';
 import { offlineAllowList } from '../allow';
-import { CliError, config, EXIT, note, openOffline, parse } from './common';
+import { CliError, config, openOffline, parse } from './common';
 
 const USAGE = USAGE_OF['import-legacy'];
 
@@ -25,33 +25,21 @@ export async function importLegacyCommand(args: string[]): Promise<number> {
   try { read = readLegacyDatabase(file); } catch (err) { throw new CliError(`import-legacy: ${(err as Error).message}`); }
   const cfg = config();
 
-  let report: ImportReport;
-  let applied: string;
-  let code: number = EXIT.ok;
-  if (values['dry-run']) {
-    report = { imported: read.entries.map((e) => e.address), alreadyBanned: [], refused: [] };
-    applied = 'dry run: nothing changed';
-  } else {
-    const res = await importThroughDaemon(cfg, 'import-legacy', read.entries, { forMs });
-    if (res) {
-      report = res.report;
-      applied = res.ok ? 'in the kernel now (through the running daemon)' : 'stored, but the kernel command failed (the daemon reloads the kernel from the database)';
-      if (!res.ok) code = EXIT.fail;
-    } else {
-      note('ampere: daemon not running; importing into the database (the kernel gets the bans when "ampere run" starts)');
+  const { report, applied, code } = await runImport(cfg, 'import-legacy', read.entries, { forMs }, {
+    dryRun: values['dry-run'] ? () => ({ imported: read.entries.map((e) => e.address), alreadyBanned: [], refused: [] }) : null,
+    offline: () => {
       const store = openOffline(cfg, { create: true });
       try {
         const allow = offlineAllowList(cfg, store);
         const now = Date.now();
-        report = applyLegacy(read.entries, {
+        return applyLegacy(read.entries, {
           allowed: (a) => allow.refusal(a, 4),
           isBanned: (a) => store.isBanned(a, now),
           ban: (e) => { store.recordBan({ address: e.address, family: 4, now, until: forMs ? now + forMs : null, source: 'legacy', reasonKind: 'legacy', reasonService: '', reasonAccount: e.account, failures: 0 }); },
         });
       } finally { store.close(); }
-      applied = 'in the database; applied to the kernel when the daemon starts';
-    }
-  }
+    },
+  });
 
   if (values.json) {
     printJson({ file, rows: read.rows, imported: report.imported, alreadyBanned: report.alreadyBanned, refused: report.refused, skipped: read.skipped, dryRun: !!values['dry-run'], applied });

@@ -1,12 +1,11 @@
-import { LAUNCH_HEAP_LIMIT_MB } from '../scoring/heap';
+import { LAUNCH_HEAP_LIMIT_MB } from './heap';
 
 /**
  * How V8 compiles the daemon, given by its launchers (`npm start`, docker/entrypoint.sh for
  * `run`): every function compiled when its module loads, and kept.
- * - `--no-lazy`: V8 otherwise compiles a function on its first call. A ban's path (decision,
- *   queue, ipset shell) first runs on the first ban, which then took 4.5-20 ms from the
- *   deciding event to the drop instead of ~1 ms (five runs, measured in the bench's lab);
- *   with the flag 1.6-5 ms. The start costs ~15-20 ms more, RSS ~1 MB.
+ * - `--no-lazy`: V8 otherwise compiles a function on its first call, and a ban's path
+ *   (decision, queue, ipset shell) first runs on the first ban, which then waits for the
+ *   compiler (docs/notes/measurements.md, Launch flags).
  * - `--no-flush-bytecode`: V8 otherwise drops the bytecode of functions not run for a while,
  *   and the first ban after a quiet spell would compile its path again.
  */

@@ -3,7 +3,7 @@ import { getHeapStatistics } from 'node:v8';
 import { ConfigError, loadConfig, type Config } from '../config';
 import { createLogger, flushLogSync, type Logger } from '../log';
 import { startDaemon } from '../daemon';
-import { HEAP_RESERVE_BYTES, maxHostsFor, tableHeapBytes } from '../scoring';
+import { HEAP_RESERVE_BYTES, maxHostsFor, tableHeapBytes } from './heap';
 
 const MB = 1024 * 1024;
 
@@ -26,8 +26,7 @@ export function heapProblem(cfg: Pick<Config, 'max_hosts' | 'loyalty'>, heapLimi
 /**
  * The daemon's scheduling priority, set before it starts any process: the ipset shell that
  * makes each ban real inherits it (the conntrack helper runs 10 lower). On a busy machine a
- * woken daemon then runs sooner: in the reaction benchmark, p99 ~6.3 → ~5.1 ms at nice -10
- * (six runs each, same hour). 0 leaves the priority as launched. Raising it needs
+ * woken daemon then runs sooner (docs/notes/measurements.md, Nice). 0 leaves the priority as launched. Raising it needs
  * CAP_SYS_NICE (root has it; docker-compose.yml adds it); without, the daemon says so and runs.
  */
 export function applyNice(nice: number, log: Pick<Logger, 'info' | 'warn'>): void {

@@ -1,15 +1,41 @@
 import { BanNotStoredYet, type BanResult } from '../decisions';
 import { applyImportBans, type ImportBan } from '../fail2ban/apply';
-import { MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
-import type { ControlDeps } from './routes';
+import { applyLegacy, MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
+import type { LegacyEntry } from '../legacy';
+import { durationMs, type ControlDeps } from './routes';
 import { HttpError, type ControlAnswer, type ControlRequest } from './server';
 
 /** Entries applied before yielding to the event loop (bans and events go on meanwhile). */
 const CHUNK = 500;
 
-/** `POST /import-fail2ban`: bans from fail2ban's database, in force in the kernel when answered. */
+/** `POST /import-legacy` and `POST /import-fail2ban`: bans from the original's and fail2ban's databases, in force in the kernel when answered. */
 export function importRoutes(d: ControlDeps): Record<string, (r: ControlRequest) => Promise<ControlAnswer>> {
   return {
+    // At most MAX_IMPORT_ENTRIES a request (the CLI sends a large import in several), applied
+    // in chunks that wait for the kernel and yield, so bans and events go on meanwhile.
+    'POST /import-legacy': async (r) => {
+      const entries = r.body.entries;
+      if (!Array.isArray(entries)) throw new HttpError(400, 'entries must be a list of {address, account}');
+      if (entries.length > MAX_IMPORT_ENTRIES) throw new HttpError(413, `at most ${MAX_IMPORT_ENTRIES} entries a request: send a larger import in several`);
+      const forMs = durationMs(r.body.forMs);
+      const now = Date.now();
+      const t0 = performance.now();
+      const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
+      for (let i = 0; i < entries.length; i += CHUNK) {
+        const applied: Promise<void>[] = [];
+        const part = applyLegacy(entries.slice(i, i + CHUNK) as LegacyEntry[], {
+          allowed: (a) => d.allow.refusal(a, 4),
+          isBanned: (a) => d.decisions.isBanned(a),
+          ban: (e) => { applied.push(kernelBan(() => d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null))); },
+        });
+        for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of part[k]) (report[k] as unknown[]).push(x);
+        await Promise.all(applied);
+        await new Promise<void>((res) => setImmediate(res));
+      }
+      d.log.info({ imported: report.imported.length, alreadyBanned: report.alreadyBanned.length, refused: report.refused.length }, 'legacy bans imported');
+      return { status: d.firewall.healthy ? 200 : 500, body: { ...report, appliedMs: Math.round(performance.now() - t0), kernel: d.firewall.healthy ? 'applied' : 'failed' } };
+    },
+
     'POST /import-fail2ban': async (r) => {
       const entries = r.body.entries;
       if (!Array.isArray(entries)) throw new HttpError(400, 'entries must be a list of {address, until, jail}');

@@ -2,19 +2,20 @@ import { isAbsolute } from 'node:path';
 import type { BackupScheduler } from '../backup';
 import type { Decisions } from '../decisions';
 import type { FirewallQueue } from '../firewall';
-import { applyLegacy, MAX_IMPORT_ENTRIES, type ImportReport } from '../legacy/import';
-import type { LegacyEntry } from '../legacy';
 import type { Logger } from '../log';
-import { networkOf, type AllowList } from '../allow';
+import type { AllowList } from '../allow';
 import { parseCidr } from '../net/cidr';
 import { canonicalIp, parseHost, type Family } from '../net/ip';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
 import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
-import { importRoutes, kernelBan } from './import-routes';
+import { allowRoutes } from './allow-routes';
+import { importRoutes } from './import-routes';
 import { historyView, listBanPageJson, MAX_PAGE } from './views';
 
 /** The running daemon's parts the control API steers. */
+type Route = (r: ControlRequest) => Promise<ControlAnswer> | ControlAnswer;
+
 export interface ControlDeps {
   store: Store;
   decisions: Decisions;
@@ -27,9 +28,6 @@ export interface ControlDeps {
   status(): object;
   health(): { healthy: boolean; problems: string[] };
 }
-
-/** Legacy entries applied before yielding to the event loop. */
-const IMPORT_CHUNK = 500;
 
 /** Longest ban a person may ask for (a century): keeps `until` a safe integer. */
 const MAX_BAN_MS = 100 * 365 * 86_400_000;
@@ -55,13 +53,13 @@ export function storedAddress(value: unknown): string {
 }
 
 /** Operator text: one line, no control characters, bounded. */
-function cleanText(value: unknown, max: number): string {
+export function cleanText(value: unknown, max: number): string {
   if (value === undefined || value === null) return '';
   if (typeof value !== 'string') throw new HttpError(400, 'reason must be text');
   return value.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, max);
 }
 
-function durationMs(value: unknown): number | null | undefined {
+export function durationMs(value: unknown): number | null | undefined {
   if (value === undefined) return undefined;
   if (value === null || value === 0) return null;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1000 || value > MAX_BAN_MS) {
@@ -79,7 +77,7 @@ function pageNumber(value: string | null, name: string, max: number): number | u
 }
 
 export function controlRoutes(d: ControlDeps): ControlHandler {
-  const routes: Record<string, (r: ControlRequest) => Promise<ControlAnswer> | ControlAnswer> = {
+  const routes: Record<string, Route> = {
     'GET /status': () => ({ body: d.status() }),
 
     'GET /healthz': () => {
@@ -98,6 +96,42 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       }
     },
 
+    ...banRoutes(d),
+    'GET /history': (r) => {
+      const ip = hostAddress(r.query.get('address'));
+      const h = historyView(d.store, ip.address, Date.now());
+      h.penalty = d.penalties.failures(ip.address, Date.now());
+      return { body: h };
+    },
+
+    'POST /backup': async (r) => {
+      const dir = r.body.dir;
+      if (dir !== undefined && (typeof dir !== 'string' || !isAbsolute(dir))) throw new HttpError(400, 'dir must be an absolute path');
+      try {
+        return { body: await d.backups.backupNow(dir as string | undefined) };
+      } catch (err) {
+        d.log.error({ err: (err as Error).message, dir }, 'backup failed');
+        throw new HttpError(500, `backup failed: ${(err as Error).message}`);
+      }
+    },
+
+    ...allowRoutes(d),
+    ...importRoutes(d),
+  };
+
+  return async (r) => {
+    const route = routes[`${r.method} ${r.path}`];
+    if (!route) {
+      const known = Object.keys(routes).some((k) => k.endsWith(` ${r.path}`));
+      throw new HttpError(known ? 405 : 404, `${known ? 'method not allowed' : 'no such route'}: ${r.method} ${r.path}`);
+    }
+    return route(r);
+  };
+}
+
+/** `ampere ban` and `ampere unban`: in force in the kernel when answered. */
+function banRoutes(d: ControlDeps): Record<string, Route> {
+  return {
     'POST /ban': async (r) => {
       const ip = hostAddress(r.body.address);
       const forMs = durationMs(r.body.forMs);
@@ -131,86 +165,5 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
       const forgot = d.penalties.forget(address);
       return { status: d.firewall.healthy ? 200 : 500, body: { address, wasBanned: was, penaltyForgotten: forgot, appliedMs: Math.round((performance.now() - t0) * 100) / 100, kernel: d.firewall.healthy ? 'applied' : 'failed' } };
     },
-
-    'GET /allow': () => ({ body: { entries: d.allow.entries() } }),
-
-    'POST /allow': async (r) => {
-      const raw = r.body.cidr;
-      const c = typeof raw === 'string' ? networkOf(raw) : null;
-      if (!c) throw new HttpError(400, `${JSON.stringify(String(raw ?? '').slice(0, 80))} is not an IP address or CIDR`);
-      if (c.bits === 0) throw new HttpError(400, `${c.text} would allow every address and turn Ampere off; give a narrower network`);
-      const added = await d.allow.add(c, cleanText(r.body.note, 200), Date.now(), {
-        activeBans: (now) => d.store.activeBans(now), unban: (a, now, why) => d.decisions.unban(a, now, why), forgetWhere: (t) => d.penalties.forgetWhere(t),
-      });
-      d.log.info({ cidr: c.text, unbanned: added.unbanned.length }, 'allow list: added');
-      return { body: added };
-    },
-
-    'DELETE /allow': (r) => {
-      const raw = r.query.get('cidr') ?? '';
-      const c = networkOf(raw);
-      if (!c) throw new HttpError(400, `${JSON.stringify(raw.slice(0, 80))} is not an IP address or CIDR`);
-      const { removed, fixed } = d.allow.remove(c);
-      if (fixed) {
-        const where = fixed.source === 'config' ? 'configured (AMPERE_ALLOW or allow in the config file): change it there' : fixed.source === 'ami-host' ? 'the AMI host: always allowed' : 'built in: always allowed';
-        throw new HttpError(409, `${c.text} is ${where}${removed ? ' (its runtime entry was removed)' : ''}`);
-      }
-      if (!removed) throw new HttpError(404, `${c.text} is not in the runtime allow list`);
-      d.log.info({ cidr: c.text }, 'allow list: removed');
-      return { body: { cidr: c.text, removed: true } };
-    },
-
-    'GET /history': (r) => {
-      const ip = hostAddress(r.query.get('address'));
-      const h = historyView(d.store, ip.address, Date.now());
-      h.penalty = d.penalties.failures(ip.address, Date.now());
-      return { body: h };
-    },
-
-    'POST /backup': async (r) => {
-      const dir = r.body.dir;
-      if (dir !== undefined && (typeof dir !== 'string' || !isAbsolute(dir))) throw new HttpError(400, 'dir must be an absolute path');
-      try {
-        return { body: await d.backups.backupNow(dir as string | undefined) };
-      } catch (err) {
-        d.log.error({ err: (err as Error).message, dir }, 'backup failed');
-        throw new HttpError(500, `backup failed: ${(err as Error).message}`);
-      }
-    },
-
-    // At most MAX_IMPORT_ENTRIES a request (the CLI sends a large import in several), applied
-    // in chunks that wait for the kernel and yield, so bans and events go on meanwhile.
-    'POST /import-legacy': async (r) => {
-      const entries = r.body.entries;
-      if (!Array.isArray(entries)) throw new HttpError(400, 'entries must be a list of {address, account}');
-      if (entries.length > MAX_IMPORT_ENTRIES) throw new HttpError(413, `at most ${MAX_IMPORT_ENTRIES} entries a request: send a larger import in several`);
-      const forMs = durationMs(r.body.forMs);
-      const now = Date.now();
-      const t0 = performance.now();
-      const report: ImportReport = { imported: [], alreadyBanned: [], refused: [] };
-      for (let i = 0; i < entries.length; i += IMPORT_CHUNK) {
-        const applied: Promise<void>[] = [];
-        const part = applyLegacy(entries.slice(i, i + IMPORT_CHUNK) as LegacyEntry[], {
-          allowed: (a) => d.allow.refusal(a, 4),
-          isBanned: (a) => d.decisions.isBanned(a),
-          ban: (e) => { applied.push(kernelBan(() => d.decisions.ban(e.address, 4, { kind: 'legacy', service: '', account: e.account, failures: 0 }, now, 'legacy', forMs ?? null))); },
-        });
-        for (const k of ['imported', 'alreadyBanned', 'refused'] as const) for (const x of part[k]) (report[k] as unknown[]).push(x);
-        await Promise.all(applied);
-        await new Promise<void>((res) => setImmediate(res));
-      }
-      d.log.info({ imported: report.imported.length, alreadyBanned: report.alreadyBanned.length, refused: report.refused.length }, 'legacy bans imported');
-      return { status: d.firewall.healthy ? 200 : 500, body: { ...report, appliedMs: Math.round(performance.now() - t0), kernel: d.firewall.healthy ? 'applied' : 'failed' } };
-    },
-    ...importRoutes(d),
-  };
-
-  return async (r) => {
-    const route = routes[`${r.method} ${r.path}`];
-    if (!route) {
-      const known = Object.keys(routes).some((k) => k.endsWith(` ${r.path}`));
-      throw new HttpError(known ? 405 : 404, `${known ? 'method not allowed' : 'no such route'}: ${r.method} ${r.path}`);
-    }
-    return route(r);
   };
 }

@@ -63,14 +63,16 @@ export function parseMatch(text: string): Cidr | null {
   return parseCidr(text);
 }
 
+/** A listing's filter: a network to match, or one host's address (read through its index). */
+function matchFilter(text: string | undefined): { match: Cidr | null; address: string | undefined } {
+  if (!text) return { match: null, address: undefined };
+  const match = parseMatch(text);
+  if (!match) throw new Error(`not an IP address or CIDR: ${JSON.stringify(text)}`);
+  return { match, address: match.bits === (match.family === 4 ? 32 : 128) ? match.text : undefined };
+}
+
 export function listBanViews(store: Store, now: number, opts: { all?: boolean; match?: string }): BanView[] {
-  let match: Cidr | null = null;
-  let address: string | undefined;
-  if (opts.match) {
-    match = parseMatch(opts.match);
-    if (!match) throw new Error(`not an IP address or CIDR: ${JSON.stringify(opts.match)}`);
-    if (match.bits === (match.family === 4 ? 32 : 128)) address = match.text;
-  }
+  const { match, address } = matchFilter(opts.match);
   const rows = store.listBans(now, { all: opts.all, address });
   const out = match && address === undefined ? rows.filter((r) => cidrContains(match!, r.address, r.family as Family)) : rows;
   return out.map((r) => banView(r, now));
@@ -86,13 +88,7 @@ export const DEFAULT_PAGE = 2000;
  * next is null; a page may be short (even empty) before the end.
  */
 export function listBanPage(store: Store, now: number, opts: { all?: boolean; match?: string; before?: number; limit?: number }): { bans: BanView[]; next: number | null } {
-  let match: Cidr | null = null;
-  let address: string | undefined;
-  if (opts.match) {
-    match = parseMatch(opts.match);
-    if (!match) throw new Error(`not an IP address or CIDR: ${JSON.stringify(opts.match)}`);
-    if (match.bits === (match.family === 4 ? 32 : 128)) address = match.text;
-  }
+  const { match, address } = matchFilter(opts.match);
   const limit = Math.min(MAX_PAGE, Math.max(1, opts.limit ?? DEFAULT_PAGE));
   const { rows, next } = store.listBansPage(now, { all: opts.all, address, before: opts.before, limit });
   const out = match && address === undefined ? rows.filter((r) => cidrContains(match!, r.address, r.family as Family)) : rows;

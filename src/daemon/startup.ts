@@ -2,13 +2,15 @@ import { statSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AmiConnection } from '../ami';
 import type { SecurityHearing } from '../ami/heard';
-import type { LoadedConfig } from '../config';
+import { describeConfig, type LoadedConfig } from '../config';
 import { restoredMarkerPath } from '../control/paths';
 import type { AllowCheck } from '../allow';
 import type { Decisions } from '../decisions';
 import type { FirewallBackend, FirewallQueue } from '../firewall';
 import type { Logger } from '../log';
 import type { Metrics, MetricsSources } from '../metrics';
+import type { IntervalHistogram } from 'node:perf_hooks';
+import type { Core } from './core';
 
 /** A database file truncated to nothing opens as a new, empty one: said loudly at start. */
 export function isEmptyFile(path: string): boolean {
@@ -72,16 +74,20 @@ export function followAmi(ami: AmiConnection, hearing: SecurityHearing, user: st
 }
 
 /**
- * The Prometheus metrics, loaded only when asked for (prom-client is costly to load, so never on
+ * The Prometheus metrics, subscribed to bans, unbans, failed kernel commands and repairs; loaded only when asked for (prom-client is costly to load, so never on
  * a start without them). A listen that fails is logged; the daemon runs on without the endpoint.
  */
 export async function startMetrics(
-  loaded: LoadedConfig, sources: MetricsSources, health: () => { healthy: boolean; problems: string[] }, log: Logger,
+  loaded: LoadedConfig, sources: MetricsSources, health: () => { healthy: boolean; problems: string[] }, core: Core, log: Logger,
 ): Promise<{ metrics: Metrics | null; server: Server | null }> {
   const listen = loaded.config.metrics;
   if (!listen) return { metrics: null, server: null };
   const { Metrics, serveMetrics } = require('../metrics') as typeof import('../metrics');
   const metrics = new Metrics(sources);
+  // What happened before they were loaded is in the daemon's own stats only.
+  core.decisions.onChange((what, _address, detail) => { if (what === 'ban') metrics.ban(detail); else metrics.unban(detail); });
+  core.firewall.subscribe({ failed: (op) => metrics.firewallFailure(op) });
+  core.repaired.push((what) => metrics.firewallRepair(what));
   try {
     const server = await serveMetrics(listen, metrics, health, log);
     log.info({ listen }, 'metrics served on /metrics and /healthz');
@@ -96,4 +102,51 @@ export async function startMetrics(
 export function closeServer(srv: Server | null): Promise<void> {
   if (!srv) return Promise.resolve();
   return new Promise<void>((r) => { srv.close(() => r()); srv.closeAllConnections(); });
+}
+
+export interface ShutdownParts {
+  core: Core;
+  log: Logger;
+  stopAmi(): void;
+  jobs: { stop(): void };
+  control: { close(): Promise<void> } | null;
+  metricsServer: Server | null;
+  backups: { stop(): Promise<void> };
+  pipeline: { flush(): void };
+  pruner: { stop(): Promise<void> };
+  loopDelay: IntervalHistogram;
+  writeStatus(): void;
+}
+
+/** The daemon's stop, in order: inputs first, then what holds unwritten work, the kernel's bans left in place. */
+export async function shutdown(p: ShutdownParts): Promise<void> {
+  const { core, log } = p;
+  p.stopAmi();
+  p.jobs.stop();
+  await core.verifier.stop();
+  await p.control?.close().catch(() => {});
+  await closeServer(p.metricsServer);
+  await p.backups.stop();
+  p.pipeline.flush();
+  await p.pruner.stop();
+  await core.firewall.idle();
+  const unstored = core.decisions.close();
+  if (unstored > 0) log.error({ unstored }, 'bans not stored at stop: the kernel keeps them, and the next start adopts them');
+  p.loopDelay.disable();
+  core.conntrack?.close();
+  await core.backend.shutdown();
+  p.writeStatus();
+  core.store.close();
+  await core.locks.release();
+  log.info({ bansInKernel: core.decisions.activeCount }, 'ampere stopped; bans stay in the kernel');
+}
+
+/** The start's one line: the effective config, where it came from, and how long the start and the restore took. */
+export function logStarted(loaded: LoadedConfig, core: Core, extra: { metrics: string | null; backupDir: string | null; startMs: number }, log: Logger): void {
+  const cfg = loaded.config;
+  log.info({
+    config: describeConfig(cfg), configFile: loaded.file, sources: loaded.sources, backend: core.backend.name, chain: cfg.chain,
+    bansRestored: core.restore.restored, bansLiftedAllowed: core.restore.lifted, restoreMs: core.restore.restoreMs, startMs: extra.startMs,
+    socket: core.socketPath, metrics: extra.metrics, backupDir: extra.backupDir,
+  }, 'ampere started');
 }

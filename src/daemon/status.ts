@@ -10,6 +10,7 @@ import { storageProblems } from '../decisions/pending';
 import type { FirewallQueue } from '../firewall';
 import type { Reconciler, ReconcilerState } from '../firewall/reconciler';
 import type { Logger } from '../log';
+import type { MetricsSources } from '../metrics';
 import type { EventWindow } from '../metrics/window';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
@@ -112,7 +113,7 @@ export function snapshot(p: StatusParts, now: number): DaemonStatus {
     firewall: { backend: p.backendName, chain: cfg.chain, target: cfg.target, inSync: inSync(p), lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches, verify: { ...p.verifier.state } },
     backup: { ...p.backups.state },
     storage: p.decisions.storage(),
-    eventLoop: { delayP99Ms: Math.round(p.loopDelay.percentile(99) / 1e4) / 100, delayMaxMs: Math.round(p.loopDelay.max / 1e4) / 100 },
+    eventLoop: { delayP99Ms: lateMs(p.loopDelay.percentile(99)), delayMaxMs: lateMs(p.loopDelay.max) },
   };
 }
 
@@ -134,4 +135,28 @@ export function writeStatusFile(path: string, p: StatusParts, log: Pick<Logger, 
   const now = Date.now();
   const body: StatusFile = { ...snapshot(p, now), updatedAt: now };
   try { writeFileSync(`${path}.tmp`, JSON.stringify(body)); renameSync(`${path}.tmp`, path); } catch (err) { log.warn({ err: String(err) }, 'status file not written'); }
+}
+
+/** What the Prometheus gauges read when scraped: the same parts the status is read from. */
+export function metricsSources(p: StatusParts): MetricsSources {
+  const { ami, decisions } = p;
+  return {
+    activeBans: () => decisions.countByFamily(), trackedHosts: () => p.penalties.size, firewallInSync: () => inSync(p),
+    amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, amiMalformed: () => ami.counts.malformed, amiMerged: () => ami.counts.merged, amiDistrusted: () => ami.counts.distrusted,
+    pendingBanWrites: () => decisions.storage().pending, storeWriteFailures: () => decisions.storage().failures,
+  };
+}
+
+/** Health's verdict the moment drift is found, before the repair: it failed while the kernel was known wrong. */
+export function logDrift(found: unknown, p: StatusParts, log: Pick<Logger, 'info'>): void {
+  const h = health(p, Date.now());
+  log.info({ drift: found, inSync: inSync(p), healthy: h.healthy, problems: h.problems }, 'firewall drift found; repairing');
+}
+
+/** The event loop is sampled every LOOP_SAMPLE_MS; a sample's time beyond that is the delay. */
+export const LOOP_SAMPLE_MS = 10;
+
+/** A histogram value (ns between two samples) as the delay beyond the sampling period, in ms. */
+export function lateMs(ns: number): number {
+  return Math.max(0, Math.round((ns / 1e6 - LOOP_SAMPLE_MS) * 100) / 100);
 }

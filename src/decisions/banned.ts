@@ -1,6 +1,6 @@
 /**
  * The banned addresses (address -> until, null = permanent), counting the IPv6 ones as they
- * come and go: the status asks every few seconds, and counting 100k keys took ~40 ms.
+ * come and go: the status asks every few seconds, and counting the keys of a large set each time is slow.
  */
 export class BannedSet {
   private readonly map = new Map<string, number | null>();

@@ -1,60 +1,20 @@
 import type { AllowCheck } from '../allow';
 import type { SecurityEvent } from '../events/types';
-import type { BanLineFormat, BanLines, KernelBan, ListedBan } from '../firewall/types';
+import type { BanSource, KernelBan, ListedBan } from '../firewall/types';
 import { bansToAdopt } from './adopt';
-import { restoreLines, restoreStream } from './restore';
+import { restoreActive } from './restore';
+import { expire, unban, unbanAll, type LiftParts } from './lift';
 import type { Logger } from '../log';
 import { formatDuration } from '../config/duration';
-import { canonicalIp, familyOf, isBannable, type Family } from '../net/ip';
+import { familyOf, type Family } from '../net/ip';
 import { banDuration, type BantimeOptions } from '../scoring/bantime';
 import type { NewBan, Store } from '../store';
 import { BannedSet, CountCache } from './banned';
 import { PendingWrites, StoreHealth, type PendingBan, type StorageState } from './pending';
+import { BanNotStoredYet, type BanReason, type BanResult, type ChangeListener, type DecisionsOptions, type KernelQueue } from './types';
 
 export type { StorageState } from './pending';
-
-/** What Decisions needs of the firewall: the serialising queue in src/firewall. */
-export interface KernelQueue {
-  add(bans: KernelBan[], now: number): Promise<void>;
-  remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void>;
-  setAll(bans: Iterable<KernelBan>, now: number): Promise<void>;
-  /** Present when the backend loads rendered lines (then setAllLines is there too). */
-  readonly lineFormat?: BanLineFormat;
-  setAllLines?(lines: BanLines): Promise<void>;
-}
-
-
-/** detail: the ban's source (auto, manual, legacy, fail2ban) or the unban's reason (unban, allowed, expired). */
-export type ChangeListener = (what: 'ban' | 'unban', address: string, detail: string) => void;
-
-export interface DecisionsOptions {
-  store: Store;
-  kernel: KernelQueue;
-  bantime: BantimeOptions;
-  log: Logger;
-  /**
-   * How long automatic bans wait to be committed together, from the first of them: 0 (the
-   * default) commits at the end of the loop turn; the daemon waits for the burst to pass.
-   */
-  commitDelayMs?: number;
-  clock?: () => number;
-}
-
-export interface BanReason {
-  kind: string;
-  service: string;
-  account: string;
-  failures: number;
-}
-
-export interface BanResult {
-  address: string;
-  family: Family;
-  until: number | null;
-  banCount: number;
-  /** Resolves when the kernel holds the ban (or the command failed and was logged). */
-  applied: Promise<void>;
-}
+export { BanNotStoredYet, type BanReason, type BanResult, type ChangeListener, type DecisionsOptions, type KernelQueue } from './types';
 
 /**
  * Turns a decision into a ban that is real and remembered. The kernel command is sent first,
@@ -67,17 +27,14 @@ export interface BanResult {
  * Keeps the set of banned addresses in memory so events from them cost nothing; each ends by
  * its own time even when the database cannot say so.
  */
-/** An operator's ban (or an import's) that is in the kernel but whose row is still being retried. */
-export class BanNotStoredYet extends Error {
-  constructor(message: string, readonly result: BanResult) { super(message); }
-}
-
 export class Decisions {
   private readonly banned = new BannedSet();
   private readonly counts = new CountCache();
   readonly storeHealth: StoreHealth;
   /** Bans sent to the kernel whose rows are still to be written (retried until they are). */
   private readonly pending: PendingWrites;
+  /** What unban, unbanAll and expire (lift.ts) work on. */
+  private readonly lift: LiftParts;
 
   private readonly store: Store;
   private readonly kernel: KernelQueue;
@@ -95,6 +52,10 @@ export class Decisions {
     const clock = o.clock ?? Date.now;
     this.storeHealth = new StoreHealth(o.log, clock);
     this.pending = new PendingWrites(o.store, this.storeHealth, (bans) => this.logStored(bans), clock);
+    this.lift = {
+      store: this.store, kernel: this.kernel, banned: this.banned, pending: this.pending, storeHealth: this.storeHealth, log: this.log,
+      flushWrites: () => this.flushWrites(), changed: (what, address, detail) => this.changed(what, address, detail),
+    };
   }
 
   /** Subscribes to every ban made and lifted (the daemon's counts, metrics). */
@@ -120,21 +81,13 @@ export class Decisions {
    */
   async restore(now: number, allow: AllowCheck, onLoaded: (bans: number) => void = () => {}): Promise<{ restored: number; lifted: number }> {
     this.flushWrites();
-    // Expired rows are only marked: the loads below take active bans alone either way.
+    // Expired rows are only marked: the load below takes active bans alone either way.
     try { this.store.expireBans(now); } catch (err) { this.storeHealth.failed('expiry', 'expiry at start not stored', err); }
-    const format = this.kernel.lineFormat;
-    if (format) {
-      // A text load checks nothing itself, so allowed addresses are lifted before it: only the
-      // stored addresses that could be in an allowed network (their text starts right) are
-      // looked at, not every ban.
-      const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, familyOf(a)));
-      for (const address of allowed) this.liftAllowed(address, now);
-      await restoreLines({ kernel: this.kernel, store: this.store, log: this.log, banned: this.banned }, this.store.renderActiveBans(now, format), now, onLoaded);
-      await this.reloadPending(now);
-      return { restored: this.banned.size, lifted: allowed.length };
-    }
-    const allowed = await restoreStream(this.kernel, this.log, this.banned, this.store.streamActiveKernelBans(now), now, allow, onLoaded);
+    // Allowed addresses are lifted before the load: only the stored addresses that could be in
+    // an allowed network (their text starts right) are looked at, not every ban.
+    const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, familyOf(a)));
     for (const address of allowed) this.liftAllowed(address, now);
+    await restoreActive({ kernel: this.kernel, store: this.store, log: this.log, banned: this.banned }, now, new Set(allowed), onLoaded);
     await this.reloadPending(now);
     return { restored: this.banned.size, lifted: allowed.length };
   }
@@ -187,12 +140,16 @@ export class Decisions {
    */
   async resync(now: number): Promise<void> {
     this.flushWrites();
-    const format = this.kernel.lineFormat;
-    if (format && this.pending.count === 0) {
-      const lines = this.store.renderActiveBans(now, format);
-      if (lines.count === this.banned.size) return this.kernel.setAllLines!(lines);
-    }
-    await this.kernel.setAll(this.bannedNow().filter((b) => b.until === null || b.until > now), now);
+    const live = () => this.bannedNow().filter((b) => b.until === null || b.until > now);
+    const source: BanSource = {
+      [Symbol.iterator]: () => live()[Symbol.iterator](),
+      render: (format) => {
+        if (this.pending.count > 0) return undefined;
+        const lines = this.store.renderActiveBans(now, format);
+        return lines.count === this.banned.size ? lines : undefined;
+      },
+    };
+    await this.kernel.setAll(source, now);
   }
 
   isBanned(address: string): boolean {
@@ -295,50 +252,13 @@ export class Decisions {
   }
 
   /** Lift one ban early (operator, or the address became allowed). */
-  async unban(address: string, now: number, why: 'unban' | 'allowed'): Promise<boolean> {
-    this.flushWrites();
-    // The exact stored text is lifted too: a row that is not canonical or not a single host
-    // (an older or hand-edited database) must still be removable.
-    const ip = canonicalIp(address);
-    const key = ip?.address ?? address;
-    // A row not stored yet must not be written after the lift (it would come back at start).
-    const unstored = this.pending.drop(key) > 0;
-    let had = false;
-    try {
-      const exact = key !== address && this.store.liftBan(address, now, why);
-      had = this.store.liftBan(key, now, why) || exact;
-    } catch (err) {
-      this.storeHealth.failed('other', 'unban not stored: the stored ban comes back at the next start', err, { address: key });
-    }
-    const inMemory = [this.banned.delete(address), this.banned.delete(key)].includes(true);
-    // Remove from the kernel even when the database had nothing: never leave a stray ban
-    // behind. Only a bannable address can be in the kernel (and reach a command line).
-    if (ip && isBannable(ip.address, ip.family)) await this.kernel.remove([{ address: ip.address, family: ip.family }]);
-    const lifted = had || inMemory || unstored;
-    if (lifted) {
-      this.log.info({ address: key, reason: why }, 'unban');
-      this.changed('unban', key, why);
-    }
-    return lifted;
+async unban(address: string, now: number, why: 'unban' | 'allowed'): Promise<boolean> {
+    return unban(this.lift, address, now, why);
   }
 
   /** Lift every ban (operator `unban --all`): database first, then one kernel batch. Returns the addresses. */
-  async unbanAll(now: number): Promise<string[]> {
-    this.flushWrites();
-    const gone = new Map<string, Family>();
-    for (const p of this.pending.list()) gone.set(p.row.address, p.row.family);
-    this.pending.drop();
-    try {
-      for (const b of this.store.liftAllBans(now, 'unban')) gone.set(b.address, b.family as Family);
-    } catch (err) {
-      this.storeHealth.failed('other', 'unban of all not stored: the stored bans come back at the next start', err);
-    }
-    for (const a of this.banned.keys()) gone.set(a, familyOf(a));
-    this.banned.clear();
-    await this.kernel.remove([...gone].map(([address, family]) => ({ address, family })));
-    for (const address of gone.keys()) this.changed('unban', address, 'unban');
-    this.log.info({ count: gone.size, reason: 'unban' }, 'unban all');
-    return [...gone.keys()];
+async unbanAll(now: number): Promise<string[]> {
+    return unbanAll(this.lift, now);
   }
 
   /** When a host's current ban ends (null = permanent); undefined when it is not banned. */
@@ -351,36 +271,7 @@ export class Decisions {
    * timeout). A ban also ends by its in-memory time when the database cannot be updated or
    * its row is still pending; the database catches up on a later tick.
    */
-  async expire(now: number): Promise<number> {
-    this.flushWrites();
-    let due: { address: string; family: number; until: number; startedAt: number }[] = [];
-    let dbFailed = false;
-    try {
-      due = this.store.expireBans(now);
-      this.storeHealth.ok('expiry');
-    } catch (err) {
-      dbFailed = true;
-      this.storeHealth.failed('expiry', 'expiry not stored: bans end by their in-memory time', err);
-    }
-    const gone: { address: string; family: Family; startedAt: number | null; until: number }[] = [];
-    for (const b of due) {
-      const u = this.banned.get(b.address);
-      // A newer ban of the host (its row still pending) is not ended by the old row.
-      if (u !== undefined && (u === null || u > now)) continue;
-      gone.push({ address: b.address, family: b.family as Family, startedAt: b.startedAt, until: b.until });
-    }
-    if (dbFailed || this.pending.count > 0) {
-      for (const [address, until] of this.banned.entries()) {
-        if (until !== null && until <= now && !gone.some((g) => g.address === address)) gone.push({ address, family: familyOf(address), startedAt: null, until });
-      }
-    }
-    if (gone.length === 0) return 0;
-    for (const b of gone) {
-      if (!this.banned.delete(b.address)) continue;
-      this.log.info({ address: b.address, reason: 'expired', banned_for: b.startedAt === null ? null : formatDuration(Math.max(0, b.until - b.startedAt)) }, 'unban');
-      this.changed('unban', b.address, 'expired');
-    }
-    await this.kernel.remove(gone.map((b) => ({ address: b.address, family: b.family })));
-    return gone.length;
+async expire(now: number): Promise<number> {
+    return expire(this.lift, now);
   }
 }

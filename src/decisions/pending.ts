@@ -48,6 +48,7 @@ export class StoreHealth {
   failures = 0;
   private readonly failing = new Map<StoreChannel, number>();
   private readonly logged = new Map<string, { at: number; unlogged: number }>();
+  private readonly listeners: ((failing: boolean) => void)[] = [];
 
   constructor(private readonly log: Logger, private readonly clock: () => number = Date.now, private readonly logEveryMs = 10_000) {}
 
@@ -58,6 +59,11 @@ export class StoreHealth {
     return min;
   }
 
+  /** Called with true when writes start failing, false when they all succeed again. */
+  onFailingChange(listener: (failing: boolean) => void): void {
+    this.listeners.push(listener);
+  }
+
   ok(channel: StoreChannel): void {
     const before = this.failingSince;
     this.failing.delete(channel);
@@ -65,6 +71,7 @@ export class StoreHealth {
     if (before !== null && this.failingSince === null) {
       this.log.info({ failedFor: this.clock() - before }, 'database writes succeed again');
       this.logged.clear();
+      for (const l of this.listeners) l(false);
     }
   }
 
@@ -72,7 +79,9 @@ export class StoreHealth {
     const now = this.clock();
     this.failures++;
     this.lastError = `${what}: ${err instanceof Error ? err.message : String(err)}`;
+    const wasFailing = this.failing.size > 0;
     if (!this.failing.has(channel)) this.failing.set(channel, now);
+    if (!wasFailing) for (const l of this.listeners) l(true);
     const l = this.logged.get(what);
     if (!l || now - l.at >= this.logEveryMs) {
       this.log.error({ ...fields, err: String(err), repeats: l?.unlogged ?? 0 }, `database write failed: ${what}`);

@@ -33,8 +33,8 @@ const PORT = /^\d{1,5}$/;
  * The same text, not tied to the string it was cut from. V8 makes substrings of 13 characters
  * or more ("198.51.100.200", "Informational") views into their source, which here is a whole
  * AMI chunk of up to 64 KB: an event waiting in the history batch, or an address kept in the
- * penalty table, would pin its chunk in memory. (' ' + s).slice(1) is V8's cheapest copy
- * (~40 ns): the concatenation is flattened into a new string and the slice is a view of that.
+ * penalty table, would pin its chunk in memory. (' ' + s).slice(1) is V8's cheapest copy:
+ * the concatenation is flattened into a new string and the slice is a view of that.
  */
 const own = (s: string) => (s.length < 13 ? s : (' ' + s).slice(1));
 

@@ -1,62 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from '../log';
 import type { Family } from '../net/ip';
+import { SCRIPT } from './conntrack-script';
 import { checkedIp, which } from './exec';
-
-/**
- * The helper's whole program: a fixed string, never built from data. It reads one line per
- * batch on stdin (addresses separated by spaces), deletes their conntrack entries with ONE
- * `conntrack -R -` fed a `-D -f ipv4|ipv6 -s ADDR` line per address, and answers one line:
- * `done <n>` or `fail <exit code> <message>`. $1 is the conntrack binary.
- *
- * `conntrack -R` applies its lines only at end of input, hence one run per batch (a fork of
- * this small shell, not of the daemon). Its input must be a pipe, as here: it opens /dev/stdin,
- * which fails on the socket that Node gives a child as stdin. An address without entries is exit 0 there (unlike a
- * lone `conntrack -D`, which exits 1 with "0 flow entries have been deleted"); a real failure
- * (no CAP_NET_ADMIN, a line it cannot parse) exits non-zero with a message on stderr.
- * set -f and the character check keep `set -- $line` from globbing or passing options:
- * the daemon only ever writes checked canonical addresses, this is defence in depth.
- */
-const SCRIPT = `set -f
-ct=$1
-nl='
-'
-IFS=' '
-while read -r line; do
-  set -- $line
-  n=$#
-  for a in "$@"; do
-    case $a in
-      *[!0-9a-f.:]*) n=-1 ;;
-    esac
-  done
-  if [ "$n" -lt 0 ]; then
-    echo 'fail 2 refused a line that is not a list of canonical addresses'
-    continue
-  fi
-  if [ "$n" -eq 0 ]; then
-    echo 'done 0'
-    continue
-  fi
-  err=$(
-    for a in "$@"; do
-      case $a in
-        *:*) printf -- '-D -f ipv6 -s %s\\n' "$a" ;;
-        *) printf -- '-D -f ipv4 -s %s\\n' "$a" ;;
-      esac
-    done | "$ct" -R - 2>&1 >/dev/null
-  )
-  rc=$?
-  if [ "$rc" -eq 0 ]; then
-    echo "done $n"
-  else
-    IFS=$nl
-    set -- $err
-    IFS=' '
-    echo "fail $rc $*"
-  fi
-done
-`;
 
 /** Added to the daemon's niceness for the helper (and the conntrack runs it starts). */
 export const HELPER_NICENESS = 10;
@@ -83,13 +29,13 @@ type Batch = { items: [string, Family][]; attempts: number };
  * was established before the ban (a SIP scanner re-sending to 5060) can stay accepted by
  * an ESTABLISHED rule ahead of our chain.
  *
- * Starting a process from the daemon forks the whole daemon (5-10 ms of blocked event loop
- * here), so no process is started per ban: one long-lived helper shell (see SCRIPT) is
+ * Starting a process from the daemon forks the whole daemon (the event loop blocks meanwhile),
+ * so no process is started per ban: one long-lived helper shell (see SCRIPT) is
  * started on first use, in the backend's namespace, and each batch is one line on its stdin.
  * While a line is in flight, and for minIntervalMs after one was sent, further bans collect in
- * `pending` and go out together as the next line. Each line costs a `conntrack -R` run (~7 ms of
- * CPU here for the process) and each address in it a walk of the kernel's whole conntrack hash
- * table (~2.7 ms at 262,144 buckets: conntrack deletes through a filtered dump), so under a
+ * `pending` and go out together as the next line. Each line costs a `conntrack -R` run and each
+ * address in it a walk of the kernel's whole conntrack hash table (conntrack deletes through a
+ * filtered dump; docs/notes/measurements.md, conntrack), so under a
  * steady stream of bans the interval bounds the runs, not the walks. Failures are
  * logged, never thrown; a helper that dies is replaced on the next ban (after a delay if it
  * died without answering), and the batch it held is tried once more.

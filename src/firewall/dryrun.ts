@@ -2,10 +2,15 @@ import type { Logger } from '../log';
 import { checkBatch, SkipLog } from './exec';
 import { familyOf } from '../net/ip';
 import type { FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
+import type { KernelView } from './verify';
 
 /** Touches no kernel state: logs what it would do and keeps the bans in memory (development). */
 export class DryRunBackend implements FirewallBackend {
   readonly name = 'dry-run';
+  readonly netns = undefined;
+  readonly families = [4, 6] as const;
+  /** Nothing in the kernel to check. */
+  readonly verifiable = false;
   private readonly bans = new Map<string, number | null>();
 
   constructor(
@@ -40,6 +45,10 @@ export class DryRunBackend implements FirewallBackend {
     for (const b of bans) this.bans.delete(b.address);
     if (bans.length) this.log.info({ addresses: bans.map((b) => b.address) }, 'dry-run: would unban');
   }
+
+  keepsOrder(): boolean { return false; }
+
+  async inspect(): Promise<KernelView> { return { drifts: [], counts: [] }; }
 
   /** Like ipset, a ban whose time is over is gone by itself. */
   async list(): Promise<string[]> {

@@ -41,7 +41,7 @@ export class CommandError extends Error {
 export const execStats = { runs: 0 };
 
 const DEFAULT_TIMEOUT_MS = 60_000;
-// `ipset save` of a million-entry set is ~40 MB of text.
+// `ipset save` of a million-entry set is tens of MB of text.
 const MAX_BUFFER = 512 * 1024 * 1024;
 
 /** Run one command with an argument array: never through a shell. */

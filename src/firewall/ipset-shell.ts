@@ -6,7 +6,7 @@ const PROMPT = 'ipset> ';
 /**
  * One long-lived `ipset -exist -` (ipset's interactive mode) that applies each line as it
  * arrives, unlike `ipset restore`, which waits for end of input. A ban then costs a write
- * and a netlink round trip instead of a process start (~10 ms here). ipset prints its prompt
+ * and a netlink round trip instead of a process start. ipset prints its prompt
  * after every command and errors on stderr before that prompt, so a batch is done when its
  * last prompt arrives; any stderr fails the batch and the shell is replaced.
  * Only lines built from checked addresses and our own set names are ever written.

@@ -1,39 +1,20 @@
 import type { Logger } from '../log';
-import { canonicalIp, type Family } from '../net/ip';
-import { ensureChain, familyBinaries, familyTools, targetSpec, type FamilyTools } from './chain';
+import type { Family } from '../net/ip';
+import { ensureChain, familyBinaries, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
-import { checkBatch, checkChainName, requireBinaries, run, SkipLog } from './exec';
+import { checkBatch, requireBinaries, run } from './exec';
 import { loadDroppingRefused, refusedLine, splitLines, type RefusedLine } from './ipset-load';
 
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
-import { RulesetCache } from './monitor';
-import type { BanLineFormat, BanLines, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
+import { addScript, IPSET_MAX_TIMEOUT, IPSET_MAXELEM, IPSET_NAME_MAX, ipsetTimeout, parseIpsetSave } from './ipset-text';
+
+export { IPSET_MAX_TIMEOUT, IPSET_MAXELEM, ipsetTimeout, parseIpsetSave } from './ipset-text';
+import { backendTools, type RulesetCache } from './monitor';
+import type { BanLineFormat, BanLines, BanSource, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 import { inspectIpset, parseSetHeaders, setView, type KernelView } from './verify';
 
-/** The kernel refuses element timeouts above this (about 24.8 days). */
-export const IPSET_MAX_TIMEOUT = 2147483;
-/** Room for a million scanners; the hash grows on demand, maxelem is only the ceiling. */
-export const IPSET_MAXELEM = 1048576;
-const IPSET_NAME_MAX = 31;
 
-/**
- * Seconds to load for a ban, or null when it has already ended (skip it).
- * 0 means "no timeout" to ipset: used for permanent bans and for bans longer than ipset's
- * maximum. Those long bans stay in the set until the daemon removes them at their end
- * (it tracks every ban's end in the store), so nothing is held longer than intended.
- */
-export function ipsetTimeout(until: number | null, now: number): number | null {
-  if (until === null) return 0;
-  const s = Math.ceil((until - now) / 1000);
-  if (s <= 0) return null;
-  return s > IPSET_MAX_TIMEOUT ? 0 : s;
-}
-
-const chunkOf = (v4: string[], v6: string[]) => (v4.length ? v4.join('\n') + '\n' : '') + (v6.length ? v6.join('\n') + '\n' : '');
-
-/** Lines per chunk written to `ipset restore` during a full load. */
-const STREAM_CHUNK = 4096;
 
 /** `ipset restore` processes filling the scratch sets at once during a full load (see setAll). */
 const LOADERS = 2;
@@ -44,7 +25,8 @@ const SHELL_MAX_LINES = 2000;
 /** Default backend: one `hash:ip` set with timeouts per family, matched by one rule in the chain. */
 export class IpsetBackend implements FirewallBackend {
   readonly name = 'ipset';
-  readonly netns?: string;
+  readonly verifiable = true;
+  readonly netns: string | undefined;
   readonly families: readonly Family[];
   private readonly fams: FamilyTools[];
   private readonly shell: IpsetShell | null;
@@ -60,13 +42,9 @@ export class IpsetBackend implements FirewallBackend {
     tools: IptablesTools,
     private readonly log: Logger,
   ) {
-    checkChainName(opts.chain);
-    this.netns = opts.netns;
-    this.fams = familyTools(tools, opts.ipv6 !== false);
-    this.families = this.fams.map((ft) => ft.family);
+    ({ netns: this.netns, fams: this.fams, families: this.families, ruleset: this.ruleset } = backendTools(opts, tools));
     this.detected = tools.filterRules;
     this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
-    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft', tools.flavour === 'legacy');
     for (const f of [4, 6] as Family[]) {
       for (const name of [this.setName(f), this.tmpName(f)]) {
         if (name.length > IPSET_NAME_MAX) {
@@ -145,10 +123,12 @@ export class IpsetBackend implements FirewallBackend {
     return new Set((await this.ipset(['list', '-n'])).stdout.split('\n'));
   }
 
-  async setAll(bans: Iterable<KernelBan>, now: number): Promise<void> {
+  async setAll(source: BanSource, now: number): Promise<void> {
+    const lines = source.render?.(this.lineFormat);
+    if (lines) return this.setAllLines(lines);
     // LOADERS loaders share one stream of chunks, each taking the next as soon as its pipe
     // drains. An address that may not be banned is left out (and logged) as the stream is made.
-    const adds = this.addScript(bans, now);
+    const adds = addScript(source, now, (f) => this.tmpName(f), this.families.includes(6), this.log);
     const shared: Iterator<string> = { next: () => adds.next() };
     await this.load(Array.from({ length: LOADERS }, () => shared));
   }
@@ -163,8 +143,8 @@ export class IpsetBackend implements FirewallBackend {
     return { prefix: { 4: `add ${this.tmpName(4)} `, 6: `add ${this.tmpName(6)} ` }, infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT };
   }
 
-  /** setAll for lines the store rendered in lineFormat: each loader takes its share of each family's text. */
-  async setAllLines(lines: BanLines): Promise<void> {
+  /** setAll for lines rendered in lineFormat: each loader takes its share of each family's text. */
+  private async setAllLines(lines: BanLines): Promise<void> {
     const shares = this.families.map((f) => splitLines(lines[f], LOADERS));
     await this.load(Array.from({ length: LOADERS }, (_, i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`)[Symbol.iterator]()));
   }
@@ -195,10 +175,8 @@ export class IpsetBackend implements FirewallBackend {
     try {
       // `ipset restore` sends its adds in batches only to a set it created itself in that run
       // (otherwise one netlink round trip per element): so every loader starts with the same
-      // create lines (-exist: whichever comes second keeps the set). Measured on 2 cores,
-      // `ipset restore` of 100k adds: ~390 ms into a set it made, ~880 ms into one made before;
-      // split between two processes ~245 ms.
-      // The hash grows by itself: a 100k load takes the same time from 1,024 buckets as from 131,072.
+      // create lines (-exist: whichever comes second keeps the set); the hash grows by itself,
+      // so it starts small (docs/notes/measurements.md, ipset loads).
       const creates = this.createsText();
       const input = function* (rest: Iterable<string>): Generator<string> { yield creates; yield* rest; };
       // Every loader settles (a failed one ends a shared stream for the others) before any cleanup.
@@ -236,29 +214,6 @@ export class IpsetBackend implements FirewallBackend {
     return [];
   }
 
-  /**
-   * The scratch sets' add lines, in chunks, as the bans are read: ipset parses while the rest
-   * is built (and, at start, while the bans are still checked). Every address is checked
-   * before its line is made; a bad one is left out and logged, never loaded.
-   */
-  private *addScript(bans: Iterable<KernelBan>, now: number): Generator<string> {
-    // Each chunk's lines grouped by family: ipset batches only consecutive adds to one set.
-    let v4: string[] = [];
-    let v6: string[] = [];
-    const v6Off = !this.families.includes(6);
-    const skipped = new SkipLog(this.log);
-    for (const b of bans) {
-      const t = ipsetTimeout(b.until, now);
-      if (t === null || (b.family === 6 && v6Off)) continue;
-      const address = skipped.check(b);
-      if (address === null) continue;
-      (b.family === 4 ? v4 : v6).push(`add ${this.tmpName(b.family)} ${address} timeout ${t}`);
-      if (v4.length + v6.length === STREAM_CHUNK) { yield chunkOf(v4, v6); v4 = []; v6 = []; }
-    }
-    if (v4.length + v6.length) yield chunkOf(v4, v6);
-    skipped.done();
-  }
-
   /** A few lines of our own (sets made, swapped, destroyed): through the live shell, no process start. */
   private async command(lines: string[]): Promise<void> {
     if (this.shell) return this.shell.run(lines);
@@ -290,7 +245,7 @@ export class IpsetBackend implements FirewallBackend {
     await this.apply(lines);
   }
 
-  pipelines(count: number): boolean {
+  keepsOrder(count: number): boolean {
     return this.shell !== null && count <= SHELL_MAX_LINES;
   }
 
@@ -328,23 +283,4 @@ export class IpsetBackend implements FirewallBackend {
     this.shell?.close();
     this.ruleset.close();
   }
-}
-
-/**
- * The members of one set in `ipset save` output: only `add` lines of that set whose address is
- * canonical and of the family. No timeout: 0 (permanent); one that is not a whole number:
- * null (unknown, as for a rule).
- */
-export function parseIpsetSave(text: string, set: string, family: Family): ListedBan[] {
-  const out: ListedBan[] = [];
-  for (const line of text.split('\n')) {
-    const w = line.trim().split(/\s+/);
-    if (w[0] !== 'add' || w[1] !== set) continue;
-    const c = canonicalIp(w[2] ?? '');
-    if (!c || c.address !== w[2] || c.family !== family) continue;
-    const t = w.indexOf('timeout');
-    const sec = t < 0 ? 0 : /^\d{1,10}$/.test(w[t + 1] ?? '') ? Number(w[t + 1]) : null;
-    out.push({ address: c.address, family, timeoutSec: sec });
-  }
-  return out;
 }

@@ -1,7 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { listRules, type FamilyTools } from './chain';
-import { which } from './exec';
+import type { Family } from '../net/ip';
+import { familyTools, listRules, type FamilyTools } from './chain';
+import type { IptablesTools } from './detect';
+import { checkChainName, which } from './exec';
 import { LegacySignature } from './legacy-sig';
+import type { FirewallOptions } from './types';
 
 /** A listing is trusted only once the monitor has been running this long (it prints nothing when subscribed). */
 const SETTLE_MS = 500;
@@ -116,4 +119,11 @@ export class RulesetCache {
     p.on('error', gone);
     p.on('exit', gone);
   }
+}
+
+/** What both kernel backends set up from the options: the chain name checked, the tools per family, the ruleset cache. */
+export function backendTools(opts: FirewallOptions, tools: IptablesTools): { netns: string | undefined; fams: FamilyTools[]; families: Family[]; ruleset: RulesetCache } {
+  checkChainName(opts.chain);
+  const fams = familyTools(tools, opts.ipv6 !== false);
+  return { netns: opts.netns, fams, families: fams.map((ft) => ft.family), ruleset: new RulesetCache(fams, opts.netns, tools.flavour === 'nft', tools.flavour === 'legacy') };
 }

@@ -1,34 +1,35 @@
 import type { Logger } from '../log';
-import { ConntrackFlusher } from './conntrack';
+import type { ConntrackFlusher } from './conntrack';
 import { CommandError, checkedIp } from './exec';
-import type { BanLineFormat, BanLines, FirewallBackend, KernelBan } from './types';
+import type { BanLineFormat, BanSource, FirewallBackend, KernelBan } from './types';
 
 type Ban = Pick<KernelBan, 'address' | 'family'>;
 type Item =
   | { kind: 'add'; bans: KernelBan[]; now?: number; done: () => void }
   | { kind: 'remove'; bans: Ban[]; now?: number; done: () => void }
-  | { kind: 'setAll'; bans: Iterable<KernelBan> | BanLines; now?: number; done: () => void };
-
-const isBanLines = (b: Iterable<KernelBan> | BanLines): b is BanLines => typeof (b as BanLines).count === 'number';
+  | { kind: 'setAll'; bans: BanSource; now?: number; done: () => void };
 
 export interface QueueOptions {
-  /**
-   * Cuts established flows of new bans. Default: conntrack in the backend's namespace,
-   * none for dry-run. null turns it off.
-   */
+  /** Cuts established flows of new bans (createFirewall makes it beside the backend); none by default. */
   conntrack?: ConntrackFlusher | null;
   clock?: () => number;
+}
+
+/** What the queue reports of each backend call (op: add, remove, setAll): metrics and the reconciler subscribe. */
+export interface QueueHooks {
+  applied?(op: string, count: number): void;
+  failed?(op: string, err: Error): void;
 }
 
 /**
  * Serialises calls into one backend. A call made while the queue is idle is sent at once,
  * synchronously; while a kernel command is in flight, further calls wait and are then sent
  * together: 1,000 simultaneous bans become a few batches. A backend that applies small
- * batches in the order they were written (the ipset shell: `pipelines`) gets every add and
+ * batches in the order they were written (the ipset shell: `keepsOrder`) gets every add and
  * remove at once instead, even while earlier ones are in flight, as long as nothing waits
  * ahead of it: a dozen bans decided in one burst are then all in the kernel within a
- * millisecond or two, instead of the last eleven waiting for the first one's answer
- * (measured: ~7 ms under load, one attempt more per attacker at scanner pace). Its promises
+ * millisecond or two, instead of the last eleven waiting for the first one's answer (see
+ * BENCHMARKS.md, Attempts). Its promises
  * never reject: failures are logged with the command's stderr and recorded for the health
  * check (see `healthy`).
  */
@@ -50,7 +51,8 @@ export class FirewallQueue {
   /** Full loads taken so far, and those waiting or running (the chain and sets are being rebuilt). */
   loads = 0;
   loading = 0;
-  readonly conntrack: ConntrackFlusher | null;
+  private readonly conntrack: ConntrackFlusher | null;
+  private readonly hooks: QueueHooks[] = [];
   private pending: Item[] = [];
   /** The one-at-a-time loop (drain) is running. */
   private busy = false;
@@ -69,8 +71,13 @@ export class FirewallQueue {
     opts: QueueOptions = {},
   ) {
     this.clock = opts.clock ?? Date.now;
-    this.v6Off = backend.families !== undefined && !backend.families.includes(6);
-    this.conntrack = opts.conntrack !== undefined ? opts.conntrack : backend.name === 'dry-run' ? null : new ConntrackFlusher(log, backend.netns);
+    this.v6Off = !backend.families.includes(6);
+    this.conntrack = opts.conntrack ?? null;
+  }
+
+  /** Subscribes to every applied and failed backend call. */
+  subscribe(hooks: QueueHooks): void {
+    this.hooks.push(hooks);
   }
 
   /**
@@ -89,23 +96,13 @@ export class FirewallQueue {
    * Replace everything (start-up, resync). Runs in order with add/remove. The bans are read
    * when the batch runs, once, as the backend loads them (an iterable is not copied).
    */
-  setAll(bans: Iterable<KernelBan>, now?: number): Promise<void> {
-    return new Promise((done) => this.push({ kind: 'setAll', bans: this.validLazily(bans), now, done }));
+  setAll(bans: BanSource, now?: number): Promise<void> {
+    return new Promise((done) => this.push({ kind: 'setAll', bans, now, done }));
   }
 
   /** Nothing waits and nothing is in flight: the kernel holds every call made so far. */
   get quiet(): boolean {
     return !this.busy && this.pipelined === 0 && this.pending.length === 0;
-  }
-
-  /** The backend's format for setAllLines, when it has one. */
-  get lineFormat(): BanLineFormat | undefined {
-    return this.backend.setAllLines ? this.backend.lineFormat : undefined;
-  }
-
-  /** setAll for bans the store rendered in lineFormat; in order with add/remove like setAll. */
-  setAllLines(lines: BanLines): Promise<void> {
-    return new Promise((done) => this.push({ kind: 'setAll', bans: lines, done }));
   }
 
   /** Resolves when no call is pending or in flight. */
@@ -118,7 +115,7 @@ export class FirewallQueue {
     const valid = this.validOnly(bans);
     if (!valid.length) return Promise.resolve();
     // Nothing waits ahead of it and the channel keeps order: straight through, synchronously.
-    if (!this.busy && this.pending.length === 0 && this.backend.pipelines?.(valid.length)) {
+    if (!this.busy && this.pending.length === 0 && this.backend.keepsOrder(valid.length)) {
       return this.sendPipelined(kind, valid, now);
     }
     return new Promise((done) => this.push({ kind, bans: valid, now, done } as Item));
@@ -161,9 +158,19 @@ export class FirewallQueue {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  /** validOnly as the bans are read. */
-  private *validLazily(bans: Iterable<KernelBan>): Generator<KernelBan> {
-    for (const b of bans) if (this.isValid(b)) yield b;
+  /**
+   * The source as the backend reads it: each ban checked (validOnly) as it is read, and counted,
+   * or its rendered lines counted. Rendered lines are the source's to check (see BanLines).
+   */
+  private checkedSource(bans: BanSource): { source: BanSource; count: () => number } {
+    let count = 0;
+    const valid = (function* (q: FirewallQueue) { for (const b of bans) if (q.isValid(b)) { count++; yield b; } })(this);
+    const render = bans.render;
+    const source: BanSource = {
+      [Symbol.iterator]: () => valid,
+      ...(render ? { render: (format: BanLineFormat) => { const lines = render.call(bans, format); if (lines) count = lines.count; return lines; } } : {}),
+    };
+    return { source, count: () => count };
   }
 
   /** Drop (and log) what is not a canonical address, so one bad entry cannot sink a batch. */
@@ -192,14 +199,8 @@ export class FirewallQueue {
       const first = this.pending[0];
       if (first.kind === 'setAll') {
         this.pending.shift();
-        const bans = first.bans;
-        if (isBanLines(bans)) {
-          await this.call('setAll', () => this.backend.setAllLines!(bans), () => bans.count);
-        } else {
-          let count = 0;
-          const counted = (function* () { for (const b of bans) { count++; yield b; } })();
-          await this.call('setAll', () => this.backend.setAll(counted, first.now ?? this.clock()), () => count);
-        }
+        const { source, count } = this.checkedSource(first.bans);
+        await this.call('setAll', () => this.backend.setAll(source, first.now ?? this.clock()), count);
         this.loading--;
         first.done();
         continue;
@@ -241,6 +242,7 @@ export class FirewallQueue {
       await fn();
       this.lastSyncAt = this.clock();
       if (op === 'setAll') this.healthy = true;
+      for (const h of this.hooks) h.applied?.(op, count());
       return true;
     } catch (e) {
       const err = e instanceof Error ? e : new Error(String(e));
@@ -248,6 +250,7 @@ export class FirewallQueue {
       this.healthy = false;
       const cmd = err instanceof CommandError ? err.cmd : undefined;
       this.log.error({ err, cmd, op, count: count(), backend: this.backend.name }, `firewall ${op} failed`);
+      for (const h of this.hooks) h.failed?.(op, err);
       return false;
     }
   }

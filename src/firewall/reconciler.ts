@@ -5,7 +5,7 @@ import type { FirewallBackend } from './types';
 import { countDrifts, describeDrifts, type Drift } from './verify';
 
 export interface ReconcilerDeps {
-  backend: Pick<FirewallBackend, 'inspect'>;
+  backend: Pick<FirewallBackend, 'inspect' | 'verifiable'>;
   queue: Pick<FirewallQueue, 'healthy' | 'generation' | 'loads' | 'loading' | 'quiet'>;
   /** The daemon's bans per family, and how many of a family's end by a time. */
   banned(): { v4: number; v6: number };
@@ -59,7 +59,7 @@ export class Reconciler {
   }
 
   start(): void {
-    if (this.state.intervalMs <= 0 || !this.d.backend.inspect || this.timer) return;
+    if (this.state.intervalMs <= 0 || !this.d.backend.verifiable || this.timer) return;
     this.timer = setInterval(() => void this.check(), Math.max(50, Math.round(this.state.intervalMs / 2)));
     this.state.running = true;
   }
@@ -141,7 +141,7 @@ export class Reconciler {
     const banned = this.d.banned();
     let view;
     try {
-      view = await this.d.backend.inspect!();
+      view = await this.d.backend.inspect();
     } catch (err) {
       const msg = String(err);
       if (this.failedLook !== msg) this.d.log.warn({ err: msg }, 'firewall check could not read the kernel');

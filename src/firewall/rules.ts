@@ -1,10 +1,10 @@
 import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
-import { ensureChain, familyBinaries, familyTools, listRules, restoreFilter, targetSpec, type FamilyTools } from './chain';
+import { ensureChain, familyBinaries, listRules, restoreFilter, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
-import { checkBatch, checkChainName, checkedIp, CommandError, requireBinaries, SkipLog } from './exec';
+import { checkBatch, checkedIp, CommandError, requireBinaries, SkipLog } from './exec';
 import type { FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
-import { RulesetCache } from './monitor';
+import { backendTools, type RulesetCache } from './monitor';
 import { inspectRules, type KernelView } from './verify';
 
 /** Rules the kernel may refuse in one full load before it fails after all. */
@@ -17,15 +17,16 @@ const MAX_REFUSED = 64;
  */
 export class RulesBackend implements FirewallBackend {
   readonly name = 'rules';
-  readonly netns?: string;
-  readonly families: readonly Family[];
-  private readonly fams: FamilyTools[];
   /**
    * Mirror of the chain: address -> rule text after `-A <chain> ` (exactly as iptables prints
    * it, so `-D` matches even for rules written with another target). It is what keeps a
    * host from getting two rules, the original's defect.
    */
   private readonly present = new Map<string, string>();
+  readonly verifiable = true;
+  readonly netns: string | undefined;
+  readonly families: readonly Family[];
+  private readonly fams: FamilyTools[];
   /** The filter tables for the firewall check, listed again only when they changed. */
   private readonly ruleset: RulesetCache;
 
@@ -34,11 +35,7 @@ export class RulesBackend implements FirewallBackend {
     tools: IptablesTools,
     private readonly log: Logger,
   ) {
-    checkChainName(opts.chain);
-    this.netns = opts.netns;
-    this.fams = familyTools(tools, opts.ipv6 !== false);
-    this.families = this.fams.map((ft) => ft.family);
-    this.ruleset = new RulesetCache(this.fams, opts.netns, tools.flavour === 'nft', tools.flavour === 'legacy');
+    ({ netns: this.netns, fams: this.fams, families: this.families, ruleset: this.ruleset } = backendTools(opts, tools));
   }
 
   private spec(address: string, f: Family): string {
@@ -143,6 +140,9 @@ export class RulesBackend implements FirewallBackend {
     await restoreFilter(ft, gone.map((a) => `-D ${this.opts.chain} ${this.present.get(a)}`), this.opts.netns);
     for (const a of gone) this.present.delete(a);
   }
+
+  /** Every batch waits for the one before (one iptables process each). */
+  keepsOrder(): boolean { return false; }
 
   async list(): Promise<string[]> {
     for (const ft of this.fams) await this.reread(ft);

@@ -70,42 +70,54 @@ export interface FirewallOptions {
 export interface FirewallBackend {
   readonly name: string;
   /** The namespace its commands run in, if any (so helpers like conntrack go to the same place). */
-  readonly netns?: string;
-  /** The address families it enforces; absent: both. Bans of another family must not reach it. */
-  readonly families?: readonly Family[];
+  readonly netns: string | undefined;
+  /** The address families it enforces. Bans of another family must not reach it. */
+  readonly families: readonly Family[];
+  /** False when there is no kernel state to check (dry-run): the reconciler does not run. */
+  readonly verifiable: boolean;
   /** Check binaries, create chain/sets, ensure the one jump rule. Idempotent. */
   init(): Promise<void>;
   /**
    * Flush Ampere's own chain/sets and load exactly these bans, in one batch. The bans are read
-   * once, in order, as the load goes (the ipset backend streams them into \`ipset restore\`).
+   * once, in order, as the load goes; a backend that loads text (ipset) asks the source to
+   * render them in its format first, and reads them one by one only when the source cannot.
    */
-  setAll(bans: Iterable<KernelBan>, now: number): Promise<void>;
-  /** Present when the backend can take a full load as rendered text (setAllLines). */
-  readonly lineFormat?: BanLineFormat;
-  /** setAll for bans rendered in lineFormat: the same replacement, without a string made per ban here. */
-  setAllLines?(lines: BanLines): Promise<void>;
+  setAll(bans: BanSource, now: number): Promise<void>;
   /** Apply a batch of new bans (one process per family at most). */
   add(bans: KernelBan[], now: number): Promise<void>;
   /** Remove bans early (unban). Removing a ban that is not there is not an error. */
   remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void>;
   /**
-   * True when an add or remove of this many bans goes through one ordered channel that applies
-   * batches in the order they were written (the ipset backend's live shell): the queue may then
-   * send it while an earlier one is still in flight. Absent or false: one batch at a time.
+   * True when an add or remove of this many bans goes through one channel that applies batches
+   * in the order they were written (the ipset backend's live shell): the queue may then send it
+   * while an earlier one is still in flight. False: one batch at a time.
    */
-  pipelines?(count: number): boolean;
+  keepsOrder(count: number): boolean;
   /** Addresses the kernel holds now (for checks, status and tests). */
   list(): Promise<string[]>;
-  /**
-   * Look at the kernel without changing it: the jump, the chain and its rules, the sets, and
-   * the members per family (see verify.ts). Absent: nothing to check (dry-run).
-   */
-  inspect?(): Promise<KernelView>;
-  /**
-   * The bans in Ampere's own sets or chain with the time they have left, canonical addresses
-   * only (a start adopts those the database lacks). Absent: the backend cannot tell.
-   */
-  listBans?(): Promise<ListedBan[]>;
+  /** Look at the kernel without changing it: the jump, the chain and its rules, the sets, and the members per family (see verify.ts). */
+  inspect(): Promise<KernelView>;
+  /** The bans in Ampere's own sets or chain with the time they have left, canonical addresses only (a start adopts those the database lacks). */
+  listBans(): Promise<ListedBan[]>;
   /** Leave bans in the kernel; only release resources. */
   shutdown(): Promise<void>;
+}
+
+/**
+ * The bans of a full load. Read one by one (each once, in order), or rendered all at once as
+ * lines in a backend's format when the source can (the store does it in SQL, with no string
+ * made per ban here); render returns undefined when it cannot.
+ */
+export interface BanSource extends Iterable<KernelBan> {
+  render?(format: BanLineFormat): BanLines | undefined;
+}
+
+/** A source of plain bans (a list, or any iterable): nothing rendered. */
+export function banRows(bans: Iterable<KernelBan>): BanSource {
+  return { [Symbol.iterator]: () => bans[Symbol.iterator]() };
+}
+
+/** A source of bans already rendered (tests, benchmarks): for a backend that loads text only. */
+export function renderedBans(lines: BanLines): BanSource {
+  return { [Symbol.iterator]: () => [][Symbol.iterator](), render: () => lines };
 }

@@ -36,7 +36,7 @@ interface Entry {
 /**
  * The lists are replaced, never grown in place: a list holds at most loyalty-1 (or
  * challengeFactor x loyalty - 1) times (a host that authenticated: successFactor x loyalty - 1), and an array grown by push() reserves room for 17
- * more, which for 200,000 tracked hosts is ~30 MB of empty slots. The unused list of an
+ * more, which for a full table is tens of MB of empty slots (docs/notes/measurements.md, Heap). The unused list of an
  * entry is this shared, frozen empty one.
  */
 const EMPTY: number[] = Object.freeze([]) as unknown as number[];
@@ -48,8 +48,8 @@ function appended(times: number[], t: number): number[] {
 /**
  * What the table holds per host. Most hosts of a scan or a spoofed flood send one failure and
  * are never heard of again: for those the Map holds just that failure's time (a number), and
- * an Entry with its lists is made only when the host comes back. ~90 instead of ~190 bytes a
- * host, which halves both the table and the garbage a 1M-source flood leaves behind.
+ * an Entry with its lists is made only when the host comes back, which about halves both the
+ * table and the garbage a flood of spoofed sources leaves behind (docs/notes/measurements.md, Heap).
  */
 type HostState = number | Entry;
 

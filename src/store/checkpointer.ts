@@ -1,7 +1,8 @@
 import { closeSync, openSync, readSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { extname, join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
+import { DONE, FORCED, LOCK, LOG, PRIMED, SEQ, SLOTS, STOP, TICKS, TRUNCATED, WANT, type CheckpointWorkerData } from './checkpoint-slots';
 import { CACHE_SIZE, isMemory } from './open';
 
 /**
@@ -50,117 +51,14 @@ export interface CheckpointerStats {
   failed: boolean;
 }
 
-// Slots of the shared control array (Int32).
-const SEQ = 0; // bumped to wake the worker
-const STOP = 1; // 1: finish and close
-const DONE = 2; // 1: the worker closed its connection (or never opened one)
-const TICKS = 3;
-const FORCED = 4;
-const TRUNCATED = 5;
-const LOG = 6;
-const PRIMED = 7;
-const LOCK = 8; // who checkpoints: 0 nobody, 1 the worker, 2 the daemon's thread (SQLite allows one at a time)
-const WANT = 9; // 1: the daemon's thread waits for LOCK; the worker ends its tick early
-const SLOTS = 10;
+/** The worker's module beside this one: checkpoint-worker.js in dist/, checkpoint-worker.ts from the sources. */
+const WORKER_FILE = join(__dirname, `checkpoint-worker${extname(__filename)}`);
 
-/**
- * The worker: its own connection to the same file, PASSIVE checkpoints on a timer or when
- * woken. A plain JS string run with eval (as the backup check is): the same code under tsx
- * and in dist/, with no file of its own to find next to the compiled output; better-sqlite3
- * is required by the absolute path the main thread resolved. The loop blocks in Atomics.wait
- * between ticks (no timers), so the main thread can wake it, and stop it synchronously
- * (Store.close() is synchronous). Counters and flags live in the shared Int32Array.
- */
-const WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { statSync } = require('node:fs');
-const ctl = new Int32Array(workerData.ctl);
-const [SEQ, STOP, DONE, TICKS, TRUNCATED, LOG, PRIMED, LOCK, WANT] = [0, 1, 2, 3, 5, 6, 7, 8, 9];
-const o = workerData.opts;
-const msg = (err) => String((err && err.message) || err);
-let db = null;
-try {
-  const Database = require(workerData.module);
-  db = new Database(workerData.path, { fileMustExist: true });
-  // Never wait: the daemon's commits come first; a busy checkpoint is tried again next tick.
-  db.pragma('busy_timeout = 0');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('cache_size = ' + workerData.cacheSize);
-  const mode = db.pragma('journal_mode', { simple: true });
-  if (mode !== 'wal') throw new Error('database is not in WAL mode (' + mode + ')');
-  const ckpt = (m) => db.pragma('wal_checkpoint(' + m + ')')[0];
-  const walBytes = () => { try { return statSync(workerData.path + '-wal').size; } catch { return 0; } };
-  const wanted = () => Atomics.load(ctl, WANT) !== 0;
-  const dataVersion = db.prepare('PRAGMA data_version').pluck();
-  const userVersion = db.prepare('PRAGMA user_version').pluck();
-  // The first commit into an empty or just restarted log writes the log's header and fsyncs
-  // it (even with synchronous=NORMAL). Left alone, that commit is the daemon's next one (a
-  // ban); so the worker makes it, a write that changes nothing (user_version set to itself).
-  const prime = () => {
-    if (!o.prime || wanted()) return;
-    try { db.pragma('user_version = ' + Number(userVersion.get())); Atomics.add(ctl, PRIMED, 1); }
-    catch (err) { if (!err || err.code !== 'SQLITE_BUSY') throw err; } // the daemon was writing: its commit starts the log over
-  };
-  let seen = -1;
-  let idleDone = false;
-  const tick = () => {
-    // data_version changes when another connection commits. Nothing new: nothing to copy
-    // (but, once, give the space of a big -wal file back).
-    const version = dataVersion.get();
-    if (version === seen) {
-      if (!idleDone && walBytes() > o.truncateAboveBytes) {
-        const r = ckpt('TRUNCATE');
-        if (r.busy !== 0) return; // the daemon was writing, or a reader: next tick
-        Atomics.add(ctl, TRUNCATED, 1);
-        prime();
-      }
-      idleDone = true;
-      return;
-    }
-    seen = version;
-    idleDone = false;
-    // A pass copies the log as it found it ('log'); commits during the pass are not in it.
-    // More passes (each copies only what came in during the last) until one finds nothing
-    // new: the log is then fully copied and the next commit starts it over instead of
-    // growing it. A reader on an older snapshot keeps frames from being copied: next tick.
-    let r = ckpt('PASSIVE');
-    let settled = false;
-    for (let pass = 1; pass < o.maxPasses && r.busy === 0 && r.checkpointed === r.log && !wanted(); pass++) {
-      const prev = r.log;
-      r = ckpt('PASSIVE');
-      if (r.log === prev) { settled = r.checkpointed === r.log; break; }
-    }
-    if (settled) prime();
-    Atomics.store(ctl, LOG, r.log);
-    Atomics.add(ctl, TICKS, 1);
-  };
-  let seq = Atomics.load(ctl, SEQ);
-  let failures = 0;
-  while (Atomics.load(ctl, STOP) === 0) {
-    // The daemon's thread checkpointing, or about to (a forced RESTART): skip this tick.
-    if (!wanted() && Atomics.compareExchange(ctl, LOCK, 0, 1) === 0) {
-      try {
-        tick();
-        failures = 0;
-      } catch (err) {
-        if (++failures >= 3) throw err;
-        parentPort.postMessage({ type: 'error', fatal: false, message: msg(err) });
-      } finally {
-        Atomics.store(ctl, LOCK, 0);
-        Atomics.notify(ctl, LOCK);
-      }
-    }
-    Atomics.wait(ctl, SEQ, seq, o.intervalMs);
-    seq = Atomics.load(ctl, SEQ);
-  }
-} catch (err) {
-  parentPort.postMessage({ type: 'error', fatal: true, message: msg(err) });
-} finally {
-  try { if (db) db.close(); } catch {}
-  Atomics.store(ctl, DONE, 1);
-  Atomics.notify(ctl, DONE);
+/** Starts the worker; from the sources (tests, under tsx) it registers tsx's CommonJS loader first, which a thread does not inherit. */
+function startWorker(workerData: CheckpointWorkerData): Worker {
+  if (!WORKER_FILE.endsWith('.ts')) return new Worker(WORKER_FILE, { workerData, execArgv: [] });
+  return new Worker(`require('tsx/cjs'); require(${JSON.stringify(WORKER_FILE)});`, { eval: true, workerData, execArgv: [] });
 }
-`;
 
 const DEFAULTS: Required<Omit<CheckpointerOptions, 'onError'>> = {
   intervalMs: 1000,
@@ -216,12 +114,12 @@ export class Checkpointer {
     this.onError = opts.onError ?? ((err: Error) => process.emitWarning(err.message, 'AmpereCheckpointWarning'));
     this.shmPath = `${resolve(path)}-shm`;
     this.busyTimeout = db.pragma('busy_timeout', { simple: true }) as number;
-    this.worker = new Worker(WORKER, {
-      eval: true,
-      // Plain JS: the parent's loaders (tsx under tests) are not needed in the thread.
-      execArgv: [],
-      workerData: { path: resolve(path), module: require.resolve('better-sqlite3'), ctl: this.ctl.buffer, opts: this.opts, cacheSize: CACHE_SIZE },
-    });
+    const o = this.opts;
+    const workerData: CheckpointWorkerData = {
+      path: resolve(path), ctl: this.ctl.buffer as SharedArrayBuffer, cacheSize: CACHE_SIZE,
+      opts: { intervalMs: o.intervalMs, truncateAboveBytes: o.truncateAboveBytes, maxPasses: o.maxPasses, prime: o.prime },
+    };
+    this.worker = startWorker(workerData);
     this.worker.on('message', (m: { type: string; fatal?: boolean; message?: string }) => {
       if (m.type === 'error') this.fail(new Error(`WAL checkpointer: ${m.message}`), m.fatal === true);
     });

@@ -13,8 +13,8 @@ export const MIGRATIONS = resolve(__dirname, '..', '..', 'drizzle');
  * Open (creating the directory), WAL, then migrate with foreign keys OFF: a migration that
  * rebuilds a table would otherwise cascade its DROP and silently delete child rows.
  *
- * No Drizzle module is loaded unless a migration is pending: loading drizzle-orm costs a start
- * ~90 ms of CPU and ~8.6 MB of RSS, and the daemon's queries are plain prepared statements.
+ * No Drizzle module is loaded unless a migration is pending: loading drizzle-orm is costly at
+ * every start (docs/notes/measurements.md, Store), and the daemon's queries are plain prepared statements.
  */
 /**
  * The daemon's busy timeout once it runs: SQLite waits for another process's lock on the event
@@ -35,16 +35,15 @@ export function openSqlite(path: string, migrationsFolder = MIGRATIONS): Databas
     // NORMAL in WAL survives a process crash (SIGKILL) with every commit; only power loss may lose the last ones.
     sqlite.pragma('synchronous = NORMAL');
     sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-    // SQLite's own default page cache (2 MB). better-sqlite3 builds with 16 MB, which a flood of
-    // new sources (the hosts table's pages) filled and never gave back: measured after 1M
-    // history writes, 22.7 MB of malloc heap against 6.4 MB, and no slower.
+    // SQLite's own default page cache, not better-sqlite3's larger one, which a flood of new
+    // sources filled and never gave back, for no speed (docs/notes/measurements.md, Store).
     sqlite.pragma(`cache_size = ${CACHE_SIZE}`);
     sqlite.pragma('foreign_keys = OFF');
     if (pendingMigrations(sqlite, migrationsFolder) > 0) {
       const { drizzle } = require('drizzle-orm/better-sqlite3') as typeof import('drizzle-orm/better-sqlite3');
       const { migrate } = require('drizzle-orm/better-sqlite3/migrator') as typeof import('drizzle-orm/better-sqlite3/migrator');
       migrate(drizzle(sqlite), { migrationsFolder });
-      // Only after a migration ran: the check reads every row (~25-50 ms at 100k bans, each start).
+      // Only after a migration ran: the check reads every row, too slow for each start.
       const broken = sqlite.pragma('foreign_key_check') as unknown[];
       if (broken.length > 0) throw new Error(`database ${path}: ${broken.length} rows break foreign keys after migration`);
     }

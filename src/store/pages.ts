@@ -1,5 +1,5 @@
 import type { Statement } from 'better-sqlite3';
-import type { BanRow } from './index';
+import type { BanRow } from './rows';
 import { ACTIVE, BAN_FIELDS } from './sql';
 
 /** Options of a listing page (Store.listBansPage). */

@@ -1,10 +1,9 @@
 /**
  * The most heap a full penalty table can take: every host at its worst, one failure short of
  * a ban (loyalty - 1 failure times) and one challenge short (challengeFactor x loyalty - 1
- * challenge times), under the longest key (a full-length IPv6 address). Measured on Node 20,
- * 200,000 such hosts: 274 B a host at loyalty 1, 417 at 3, 752 at 10; so a host costs ~300
- * bytes plus 8 per time kept, rounded up here. test/scoring-heap.test.ts measures a real table
- * against it. A host that authenticated may keep up to successFactor x loyalty - 1 failure
+ * challenge times), under the longest key (a full-length IPv6 address): a base per host plus
+ * 8 bytes per time kept, rounded up from what a real table takes (docs/notes/measurements.md,
+ * Heap; test/scoring-heap.test.ts holds a real table to it). A host that authenticated may keep up to successFactor x loyalty - 1 failure
  * times instead: not counted here, since each such host needs a valid credential.
  */
 export function tableHeapBytes(maxHosts: number, loyalty: number, challengeFactor = 5): number {
@@ -15,10 +14,9 @@ export function tableHeapBytes(maxHosts: number, loyalty: number, challengeFacto
 const HOST_BASE_BYTES = 320;
 
 /**
- * Heap the daemon needs besides the table, out of V8's heap limit: the young generation, which
- * the limit includes (48 MB with Node 20's defaults: --max-old-space-size=256 reports 304 MB),
- * the daemon's modules and buffers (~20 MB), a history batch, a kernel batch in flight, and
- * room for V8 to work in before a collection.
+ * Heap the daemon needs besides the table, out of V8's heap limit: the young generation (which
+ * the limit includes), the daemon's modules and buffers, a history batch, a kernel batch in
+ * flight, and room for V8 to work in before a collection (docs/notes/measurements.md, Heap).
  */
 export const HEAP_RESERVE_BYTES = 112 * 1024 * 1024;
 
@@ -31,7 +29,7 @@ export function maxHostsFor(heapLimitBytes: number, loyalty: number, challengeFa
  * The heap limit (--max-old-space-size) Ampere's launchers give the daemon: `npm start` and
  * docker/entrypoint.sh (which leaves it to NODE_OPTIONS when those set one). It holds the
  * default table (200,000 hosts) at its worst with room to spare, and at or below 256 MB V8
- * grows the heap by 1.3x between full collections instead of 4x: measured after 1,000,000
- * spoofed sources, RSS 207 MB with Node's default limit against ~146 MB with 128 or 192.
+ * grows the heap less between full collections, which keeps RSS lower under a flood of
+ * spoofed sources (docs/notes/measurements.md, Heap).
  */
 export const LAUNCH_HEAP_LIMIT_MB = 256;
