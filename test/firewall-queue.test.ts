@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createLogger, type Logger } from '../src/log';
 import { ConntrackFlusher, createBackend, FirewallQueue, type BanSource, type FirewallBackend, type KernelBan } from '../src/firewall';
 import { CommandError, execStats, run } from '../src/firewall/exec';
-import { addAttacker, skipUnlessRoot, UdpSink, withNetns } from './helpers/netns';
+import { addAttacker, skipUnlessRoot, UdpSink, withNetns } from '../tools/lab/netns';
 
 const skip = skipUnlessRoot();
 
