@@ -13,6 +13,7 @@ import { build } from './lib/build';
 import { banList, writeBanDb } from './lib/data';
 import { installCleanup, removeTempDir, sleep, tempDir } from './lib/sys';
 import { startRunning, type Backend } from './sections/common';
+import { cpuOf } from './lib/procs';
 
 function arg(name: string, dflt: string): string {
   const a = process.argv.slice(2).find((x) => x.startsWith(`--${name}=`));
@@ -32,10 +33,10 @@ async function measure(backend: Backend, db: string, interval: string, seconds: 
       await sleep(10_000);
       const status = () => controlRequest<any>(`${dir}/ampere.sock`, 'GET', '/status').then((x) => x.body);
       const s0 = await status();
-      const c0 = r.daemon.cpu();
+      const c0 = cpuOf(r.daemon.pid);
       const t0 = performance.now();
       await sleep(seconds * 1000);
-      const c1 = r.daemon.cpu();
+      const c1 = cpuOf(r.daemon.pid);
       const wall = (performance.now() - t0) / 1000;
       const s1 = await status();
       if (s1.bans.active.total !== s0.bans.active.total) throw new Error('bans changed during the window');
@@ -43,7 +44,7 @@ async function measure(backend: Backend, db: string, interval: string, seconds: 
       const child = (c1.children - c0.children) / wall;
       const run = {
         interval, cpuPct: (self + child) * 100, selfPct: self * 100, childPct: child * 100,
-        checks: s1.firewall.verify.checks - s0.firewall.verify.checks, drifts: r.daemon.recent.filter((l) => String(l.msg).startsWith('firewall drift')).length,
+        checks: s1.firewall.verify.checks - s0.firewall.verify.checks, drifts: r.daemon.lines.filter((l) => String(l.msg).startsWith('firewall drift')).length,
       };
       log(`verify_interval=${interval}: ${run.cpuPct.toFixed(2)} % of a core (daemon ${run.selfPct.toFixed(2)} %, children ${run.childPct.toFixed(2)} %), ${run.checks} checks, ${run.drifts} drift lines, ${s1.bans.active.total} bans`);
       if (interval !== '0') Object.assign(run, await flushAndRepair(r, iptables === 'legacy' ? 'iptables-legacy' : 'iptables', log));
@@ -58,7 +59,7 @@ async function measure(backend: Backend, db: string, interval: string, seconds: 
 
 /** The IPv4 set flushed under the daemon: how long until it is whole again, and the daemon's repair time. */
 async function flushAndRepair(r: Awaited<ReturnType<typeof startRunning>>, ipt: string, log: (s: string) => void): Promise<{ repairMs: number; flushToRepairedMs: number; jumpBackMs: number }> {
-  const line = r.daemon.waitFor((l) => String(l.msg).startsWith('firewall drift:'), 30_000);
+  const line = r.daemon.next((l) => String(l.msg).startsWith('firewall drift:'), 30_000);
   const t0 = performance.now();
   await r.lab.pbx.must('ipset', ['flush', 'ampere-v4']);
   const l = await line;
@@ -66,7 +67,7 @@ async function flushAndRepair(r: Awaited<ReturnType<typeof startRunning>>, ipt: 
   log(`ipset flush ampere-v4 -> ${l.msg} (${Math.round(flushToRepairedMs)} ms after the flush)`);
   // A firewalld-style reload: the jump deleted; polled until it is back.
   await sleep(3000);
-  const next = r.daemon.waitFor((x) => String(x.msg).startsWith('firewall drift: jump'), 30_000);
+  const next = r.daemon.next((x) => String(x.msg).startsWith('firewall drift: jump'), 30_000);
   const t1 = performance.now();
   await r.lab.pbx.must(ipt, ['-w', '-D', 'INPUT', '-j', 'ampere']);
   while ((await r.lab.pbx.exec(ipt, ['-w', '-C', 'INPUT', '-j', 'ampere'])).code !== 0) await sleep(5);

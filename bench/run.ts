@@ -7,14 +7,13 @@
  *   --profile=DIR      run the daemons with node --cpu-prof into DIR and log where their time went
  * Needs root (network namespaces, iptables, ipset), gcc, and the repository's node_modules.
  */
-import { execFileSync } from 'node:child_process';
 import { cpus, totalmem, release } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { build, ROOT } from './lib/build';
 import { findings, METHOD, RECONCILER_COST, targets } from './lib/notes';
 import { table, type Row } from './lib/report';
-import { installCleanup } from './lib/sys';
+import { installCleanup, sh } from './lib/sys';
 import type { Ctx, Section } from './sections/common';
 import { reactionSection } from './sections/reaction';
 import { attemptsSection } from './sections/attempts';
@@ -42,8 +41,10 @@ function arg(name: string): string | undefined {
   return a.includes('=') ? a.slice(a.indexOf('=') + 1) : '';
 }
 
-function sh(cmd: string, args: string[]): string {
-  try { return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim(); } catch { return '?'; }
+/** A command's output for the report's header; '?' when it fails. */
+async function said(cmd: string, args: string[]): Promise<string> {
+  const r = await sh(cmd, args);
+  return r.code === 0 ? r.stdout.trim() : '?';
 }
 
 async function main(): Promise<number> {
@@ -80,13 +81,16 @@ async function main(): Promise<number> {
   const seconds = Math.round((performance.now() - t0) / 1000);
   log(`done in ${seconds} s`);
   if (out !== undefined && out !== '') {
+    const [iptables, ipset, commit, dirty] = await Promise.all([
+      said('iptables', ['-V']), said('ipset', ['-v']), said('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']), said('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src']),
+    ]);
     const head = [
       '# Benchmarks',
       '',
       'Ampere against the way the original Ampere worked (one iptables process and one rule per host), measured side by side. Regenerate with `npm run bench` (about 10 minutes, root); `npm run bench -- --quick` runs a reduced version in under a minute.',
       '',
-      `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${Math.round(totalmem() / 2 ** 30)} GB, Linux ${release()}, Node ${process.version}, ${sh('iptables', ['-V'])}, ${sh('ipset', ['-v']).split('\n')[0]}.`,
-      `Date: ${new Date().toISOString()}. Command: \`npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}\` (${seconds} s). Code: ${sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}${sh('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src']) ? ' with uncommitted changes in src/' : ''}.`,
+      `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${Math.round(totalmem() / 2 ** 30)} GB, Linux ${release()}, Node ${process.version}, ${iptables}, ${ipset.split('\n')[0]}.`,
+      `Date: ${new Date().toISOString()}. Command: \`npm run bench${process.argv.slice(2).length ? ' -- ' + process.argv.slice(2).join(' ') : ''}\` (${seconds} s). Code: ${commit}${dirty ? ' with uncommitted changes in src/' : ''}.`,
     ];
     writeFileSync(out, [head.join('\n'), md, targets(rows), findings(rows), RECONCILER_COST, METHOD].join('\n\n'));
     log(`wrote ${out}`);

@@ -36,6 +36,8 @@ test('networkOf masks the address to its prefix; junk is refused', () => {
   assert.equal(networkOf('2001:db8::1/32')?.text, '2001:db8::/32');
   assert.equal(networkOf('192.0.2.300'), null);
   assert.equal(networkOf('__proto__'), null);
+  assert.equal(networkOf('10.1.2.3')?.text, '10.1.2.3', 'a bare address is its own /32');
+  assert.equal(networkOf('10.1.2.3/33'), null, 'a prefix longer than the family');
 });
 
 test('adding a network stores it, lifts the bans it covers and forgets the penalties it covers', withStore(async (s) => {

@@ -3,10 +3,11 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { AmiConnection } from '../src/ami';
 import { AmiReader, type AmiFields } from '../src/ami/reader';
-import { splitAmiStream, toSecurityEvent, type SecurityEvent } from '../src/events';
+import { toSecurityEvent, type SecurityEvent } from '../src/events';
+import { splitAmiStream } from '../tools/lab/wire';
 import { createLogger } from '../src/log';
 import { canonicalIp } from '../src/net/ip';
-import { FakeAmi, amiEvent } from './helpers/fake-ami';
+import { FakeAmi, amiEvent } from '../tools/lab/ami';
 import { fixtureBytes, fixtureNames } from './helpers/fixtures';
 
 /** A deterministic PRNG (mulberry32): the same seed, the same fuzz run. */

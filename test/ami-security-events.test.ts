@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { controlRequest } from '../src/control/client';
 import { SECURITY_EVENT_GRACE_MS } from '../src/ami/heard';
 import { ampere } from './helpers/cli';
-import { DaemonProcess } from './helpers/daemon';
-import { FakeAmi } from './helpers/fake-ami';
+import { DaemonProcess } from '../tools/lab/daemon';
+import { FakeAmi } from '../tools/lab/ami';
 
 /**
  * An AMI user without `read = security` logs in fine and hears nothing: Ampere would protect

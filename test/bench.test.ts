@@ -66,10 +66,10 @@ test('npm run bench -- --quick: every section measured for both backends, BENCHM
       assert.ok(md.includes(`(target ${t})`), `target ${t} listed`);
     }
     assert.equal(sha(recorded), before, 'BENCHMARKS.md (the recorded full run) is not rewritten by --quick');
-    // Names are ampb-<pid>-<n>: one whose bench process has exited was left behind (another
+    // Names are ampl-<pid>-<n>: one whose bench process has exited was left behind (another
     // bench running beside this one, still alive, owns its own).
     const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n')
-      .map((l) => /^ampb-(\d+)-\S+/.exec(l)).filter((m) => m !== null && !alive(Number(m[1]))).map((m) => m![0]);
+      .map((l) => /^ampl-(\d+)-\S+/.exec(l)).filter((m) => m !== null && !alive(Number(m[1]))).map((m) => m![0]);
     assert.deepEqual(left, [], 'no benchmark namespace left');
   } finally {
     rmSync(dir, { recursive: true, force: true });

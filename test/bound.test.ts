@@ -2,7 +2,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -18,18 +17,11 @@ import { startDaemon } from '../src/daemon';
 import { LAUNCH_HEAP_LIMIT_MB } from '../src/cli/heap';
 import { Pruner, Store, type PruneReport } from '../src/store';
 import { ampere, CLI } from './helpers/cli';
-import { DaemonProcess } from './helpers/daemon';
+import { legacyDb } from './helpers/fixtures';
+import { closedPort, DaemonProcess, quietEnv } from '../tools/lab/daemon';
 
 const DAY = 86_400_000;
 const MB = 1024 * 1024;
-
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** An AMI security event as the reader hands it to the daemon (lower-case header names). */
 const failure = (address: string) => ({
@@ -248,7 +240,7 @@ const heapEnv = { NODE_OPTIONS: `--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}` }
 
 test('`bans --all` over 1M ban rows (100k active): the daemon pages within its heap, the CLI prints every row', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ampt-list-'));
-  const env = { AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s' };
+  const env = await quietEnv(join(dir, 'ampere.db'));
   fillBans(env.AMPERE_DB, 1_000_000, Date.now());
   const d = new DaemonProcess({ ...env, ...heapEnv });
   try {
@@ -286,13 +278,9 @@ test('`bans --all` over 1M ban rows (100k active): the daemon pages within its h
 
 test('a 100k-row legacy import through a running daemon, and a 57 MB request: the daemon stays up within its heap', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ampt-import-'));
-  const env = { AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s' };
+  const env = await quietEnv(join(dir, 'ampere.db'));
   const legacy = join(dir, 'old.db');
-  const l = new Database(legacy);
-  l.exec('CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT)');
-  const ins = l.prepare('INSERT INTO filter(addr, id) VALUES (?, ?)');
-  l.transaction(() => { for (let i = 0; i < 100_000; i++) ins.run(encodeLegacyAddr(`11.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`), `acct${i}`); })();
-  l.close();
+  legacyDb(legacy, Array.from({ length: 100_000 }, (_, i): [number, string] => [encodeLegacyAddr(`11.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`), `acct${i}`]));
   const d = new DaemonProcess({ ...env, ...heapEnv });
   const sock = join(dir, 'ampere.sock');
   try {

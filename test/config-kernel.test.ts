@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createLogger } from '../src/log';
 import { createBackend } from '../src/firewall';
 import { chainNameProblem } from '../src/firewall/names';
-import { skipUnlessRoot, withNetns } from './helpers/netns';
+import { skipUnlessRoot, withNetns } from '../tools/lab/netns';
 
 /** Chain names checked against the real iptables (both flavours) and ipset, in a namespace. */
 const skip = skipUnlessRoot();

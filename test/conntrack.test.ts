@@ -8,8 +8,8 @@ import { ConntrackFlusher } from '../src/firewall';
 import { execStats, which } from '../src/firewall/exec';
 import { HELPER_NICENESS } from '../src/firewall/conntrack';
 import type { Family } from '../src/net/ip';
-import { skipUnlessRoot, withNetns, type Netns } from './helpers/netns';
-import { childrenOf, niceness } from './helpers/proc';
+import { skipUnlessRoot, withNetns, type Netns } from '../tools/lab/netns';
+import { childrenOf, niceness } from '../tools/lab/proc';
 
 // Every conntrack call here, the helper's included, runs in a namespace made by the test.
 const skip = skipUnlessRoot() ?? (which('conntrack') ? undefined : 'conntrack not installed');

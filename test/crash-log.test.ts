@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DaemonProcess } from './helpers/daemon';
+import { DaemonProcess } from '../tools/lab/daemon';
 
 /** The daemon with the dry-run backend (no kernel), its AMI port closed (it keeps retrying). */
 const dir = mkdtempSync(join(tmpdir(), 'ampere-crash-'));

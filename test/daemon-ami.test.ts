@@ -5,9 +5,9 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { DaemonProcess } from './helpers/daemon';
-import { niceness } from './helpers/proc';
-import { FakeAmi, amiEvent, captureEvents } from './helpers/fake-ami';
+import { DaemonProcess } from '../tools/lab/daemon';
+import { niceness } from '../tools/lab/proc';
+import { FakeAmi, amiEvent, captureEvents } from '../tools/lab/ami';
 import { ampere, json } from './helpers/cli';
 import { fixtureBytes } from './helpers/fixtures';
 

@@ -1,15 +1,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { DaemonProcess } from './helpers/daemon';
-import { childrenOf, niceness } from './helpers/proc';
+import { childrenOf, niceness } from '../tools/lab/proc';
 import { ampere } from './helpers/cli';
-import { amiEvent } from './helpers/fake-ami';
-import { FakeAmiProcess } from './helpers/fake-ami-proc';
-import { Netns, UdpSink, addAttacker, removeStaleNamespaces, skipUnlessRoot, type Attacker } from './helpers/netns';
+import { amiEvent } from '../tools/lab/ami';
+import type { FakeAmiProcess } from '../tools/lab/ami-proc';
+import { skipUnlessRoot, type Attacker, type Netns, type UdpSink } from '../tools/lab/netns';
+import { PbxLab } from '../tools/lab/pbx-lab';
 
 /**
  * The real daemon inside a PBX namespace, a real kernel firewall (iptables + ipset) there,
@@ -28,20 +26,13 @@ async function eventually(what: string, check: () => Promise<boolean>, timeoutMs
 
 for (const backend of ['ipset', 'rules'] as const) {
   describe(`daemon with the ${backend} backend in a namespace`, { skip }, () => {
+    let lab: PbxLab;
     let pbx: Netns;
     let atk: Attacker;
     let sink: UdpSink;
     let ami: FakeAmiProcess;
     let dir: string;
-    const daemons: DaemonProcess[] = [];
-    const startDaemon = (extra: Record<string, string> = {}) => {
-      const d = new DaemonProcess({
-        AMPERE_PORT: String(ami.port), AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: backend, AMPERE_AMI_TIMEOUT: '1s',
-        AMPERE_ALLOW: `${atk.v4[1]},${atk.v6[1]}`, ...extra,
-      }, { netns: pbx.name });
-      daemons.push(d);
-      return d;
-    };
+    const startDaemon = (extra: Record<string, string> = {}) => lab.daemon(lab.env(backend, { AMPERE_ALLOW: `${atk.v4[1]},${atk.v6[1]}`, ...extra }));
     const failures = async (address: string, n: number) => {
       for (let i = 0; i < n; i++) await ami.send(amiEvent('ChallengeResponseFailed', address));
     };
@@ -57,20 +48,10 @@ for (const backend of ['ipset', 'rules'] as const) {
     };
 
     before(async () => {
-      await removeStaleNamespaces();
-      pbx = await Netns.create();
-      atk = await addAttacker(pbx);
-      sink = await UdpSink.start(pbx);
-      ami = await FakeAmiProcess.start(pbx.name);
-      dir = mkdtempSync(join(tmpdir(), `ampere-fw-${backend}-`));
+      lab = await PbxLab.create(`fw-${backend}`);
+      ({ pbx, atk, sink, ami, dir } = lab);
     });
-    after(async () => {
-      await Promise.all(daemons.map((d) => d.stop('SIGKILL')));
-      await ami?.stop();
-      await atk?.ns.destroy();
-      await pbx?.destroy();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    });
+    after(() => lab?.destroy());
 
     test('from nothing: chain, one jump, RETURN last; attackers banned on their 3rd failure and really dropped', async () => {
       for (const a of [atk.v4[0], atk.v6[0]]) assert.equal(await sink.reaches(atk.ns, a, a.includes(':') ? atk.hostV6 : atk.hostV4), true, `${a} reaches before any ban`);
@@ -118,7 +99,7 @@ for (const backend of ['ipset', 'rules'] as const) {
     });
 
     test('SIGKILL right after a ban loses nothing; a restart after a firewall wipe restores every ban', async () => {
-      const d1 = daemons[0];
+      const d1 = lab.daemons[0];
       await failures('192.0.2.99', 3);
       await d1.waitFor((l) => l.msg === 'ban' && l.address === '192.0.2.99');
       d1.proc.kill('SIGKILL');

@@ -1,21 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chainHolder, lockChain, lockDatabase, LockError, takeDaemonLocks } from '../src/lock';
-import { DaemonProcess } from './helpers/daemon';
-import { skipUnlessRoot, withNetns } from './helpers/netns';
-
-/** A local TCP port where nothing listens: the daemon keeps retrying AMI there, which is enough here. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+import { closedPort, DaemonProcess, quietEnv } from '../tools/lab/daemon';
+import { skipUnlessRoot, withNetns } from '../tools/lab/netns';
 
 const started = (l: { msg: string }) => l.msg === 'ampere started';
 
@@ -47,7 +37,7 @@ test('the chain lock answers with its holder; a second one is refused naming it;
 
 test('5 simultaneous starts on one database: exactly one runs, the others exit 1 naming the reason; a SIGKILLed holder blocks nothing', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ampt-lock5-'));
-  const env = { AMPERE_PORT: String(await closedPort()), AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_AMI_TIMEOUT: '1s' };
+  const env = await quietEnv(join(dir, 'ampere.db'));
   const all = Array.from({ length: 5 }, () => new DaemonProcess(env));
   try {
     // Each either starts or exits; wait for all five to do one or the other.
@@ -107,7 +97,7 @@ test('a control socket that cannot be opened stops the start (exit 1, naming the
   const dir = mkdtempSync(join(tmpdir(), 'ampt-locksock-'));
   // A directory so deep that the socket's path cannot fit a Unix socket address.
   const deep = join(dir, 'x'.repeat(60), 'y'.repeat(60));
-  const env = { AMPERE_PORT: String(await closedPort()), AMPERE_DB: join(deep, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_AMI_TIMEOUT: '1s' };
+  const env = await quietEnv(join(deep, 'ampere.db'));
   const d = new DaemonProcess(env);
   try {
     assert.equal(await d.exit, 1);

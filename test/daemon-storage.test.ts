@@ -7,10 +7,10 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { controlSocketPath, statusPath } from '../src/control/paths';
 import { ampere, json } from './helpers/cli';
-import { DaemonProcess } from './helpers/daemon';
-import { amiEvent } from './helpers/fake-ami';
-import { FakeAmiProcess } from './helpers/fake-ami-proc';
-import { Netns, removeStaleNamespaces, sh, skipUnlessRoot } from './helpers/netns';
+import { DaemonProcess } from '../tools/lab/daemon';
+import { amiEvent } from '../tools/lab/ami';
+import { FakeAmiProcess } from '../tools/lab/ami-proc';
+import { Netns, sh, skipUnlessRoot } from '../tools/lab/netns';
 
 /**
  * Storage faults against the real daemon, a real kernel firewall (ipset) in a namespace and
@@ -81,7 +81,6 @@ describe('storage faults never cost a ban (ipset backend, real kernel in a names
   const health = async (db: string) => ampere(['health'], { AMPERE_DB: db });
 
   before(async () => {
-    await removeStaleNamespaces();
     pbx = await Netns.create();
     ami = await FakeAmiProcess.start(pbx.name);
     dir = mkdtempSync(join(tmpdir(), 'ampere-storage-'));

@@ -547,3 +547,29 @@ test('StoreHealth tells its subscribers once when writes start failing and once 
   h.failed('expiry', 'expiry', new Error('disk I/O error'));
   assert.deepEqual(seen, [true, false, true]);
 });
+
+test('without kernel ban times (rules backend): a host banned before is stored before its kernel command, a first ban still goes kernel first', () => withStore(async (store) => {
+  const kernel = new RecordingKernel(() => store);
+  const d = new Decisions({ store, kernel, bantime, log: captureLog().log, commitDelayMs: 20, storeRebansFirst: true });
+  const t0 = Date.now();
+  d.ban('192.0.2.7', 4, reason, t0, 'auto');
+  assert.deepEqual(kernel.calls.map((c) => c.storedBefore), [[false]], 'first ban: kernel first, the row follows in a batch');
+  d.flushWrites(true);
+  await d.unban('192.0.2.7', t0 + 1000, 'unban');
+  // A crash right after the re-ban's kernel command must find its row: a start cannot tell
+  // the new rule from the one the unban left if the database only holds the ended ban.
+  kernel.calls = [];
+  const again = d.ban('192.0.2.7', 4, reason, t0 + 2000, 'auto');
+  assert.equal(again.banCount, 2);
+  assert.deepEqual(kernel.calls.map((c) => [c.op, c.storedBefore]), [['add', [true]]], 're-ban: stored before the kernel command');
+
+  // The same re-ban where the kernel keeps ban times (ipset): kernel first.
+  const k2 = new RecordingKernel(() => store);
+  const d2 = new Decisions({ store, kernel: k2, bantime, log: captureLog().log, commitDelayMs: 20 });
+  await d2.unban('192.0.2.7', t0 + 3000, 'unban');
+  k2.calls = [];
+  d2.ban('192.0.2.7', 4, reason, t0 + 4000, 'auto');
+  const adds = k2.calls.filter((c) => c.op === 'add');
+  assert.ok(adds.length >= 1 && adds.every((c) => c.storedBefore[0] === false), 'ipset: kernel first (then the longer time once the count is read), the row follows');
+  d2.flushWrites(true);
+}));

@@ -10,8 +10,8 @@ import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, re
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LAUNCH_NODE_FLAGS } from '../src/cli/launch';
-import { FakeAmiProcess } from './helpers/fake-ami-proc';
-import { Netns, skipUnlessRoot } from './helpers/netns';
+import { FakeAmiProcess } from '../tools/lab/ami-proc';
+import { Netns, skipUnlessRoot } from '../tools/lab/netns';
 
 const REPO = join(__dirname, '..');
 const CLI = join(REPO, 'dist', 'cli.js');

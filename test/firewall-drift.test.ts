@@ -1,13 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { controlRequest } from '../src/control/client';
 import { ampere } from './helpers/cli';
-import { DaemonProcess, type LogLine } from './helpers/daemon';
-import { FakeAmiProcess } from './helpers/fake-ami-proc';
-import { Netns, UdpSink, addAttacker, removeStaleNamespaces, skipUnlessRoot, type Attacker } from './helpers/netns';
+import type { DaemonProcess, LogLine } from '../tools/lab/daemon';
+import { skipUnlessRoot, type Attacker, type Netns, type UdpSink } from '../tools/lab/netns';
+import { PbxLab } from '../tools/lab/pbx-lab';
 
 /**
  * The kernel disturbed behind the daemon's back (a firewall reload, a flush, a wipe), both
@@ -33,10 +31,10 @@ const CASES: Case[] = [
 
 for (const backend of ['ipset', 'rules'] as const) {
   describe(`firewall drift repaired, ${backend} backend`, { skip }, () => {
+    let lab: PbxLab;
     let pbx: Netns;
     let atk: Attacker;
     let sink: UdpSink;
-    let ami: FakeAmiProcess;
     let dir: string;
     let d: DaemonProcess;
     let env: Record<string, string>;
@@ -80,18 +78,14 @@ for (const backend of ['ipset', 'rules'] as const) {
       for (let i = 0; i < 200 && (await status()).firewall.verify.checks < from + n; i++) await new Promise((r) => setTimeout(r, 50));
     };
     const start = (extra: Record<string, string>) => {
-      d = new DaemonProcess({ ...env, ...extra }, { netns: pbx.name });
+      d = lab.daemon({ ...env, ...extra });
       return d.waitFor((l) => l.msg === 'ampere started', 15_000);
     };
 
     before(async () => {
-      await removeStaleNamespaces();
-      pbx = await Netns.create();
-      atk = await addAttacker(pbx);
-      sink = await UdpSink.start(pbx);
-      ami = await FakeAmiProcess.start(pbx.name);
-      dir = mkdtempSync(join(tmpdir(), `ampere-drift-${backend}-`));
-      env = { AMPERE_PORT: String(ami.port), AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: backend, AMPERE_AMI_TIMEOUT: '1s', AMPERE_METRICS: '127.0.0.1:9327', AMPERE_VERIFY_INTERVAL: '200ms' };
+      lab = await PbxLab.create(`drift-${backend}`);
+      ({ pbx, atk, sink, dir } = lab);
+      env = lab.env(backend, { AMPERE_METRICS: '127.0.0.1:9327', AMPERE_VERIFY_INTERVAL: '200ms' });
       await start({});
       // Bans in both families beside the two attackers: the counts the check compares are not 0 or 1.
       for (const a of [atk.v4[0], atk.v6[0], '192.0.2.1', '192.0.2.2', '2001:db8::1', '2001:db8::2']) {
@@ -100,13 +94,7 @@ for (const backend of ['ipset', 'rules'] as const) {
       }
       for (const f of [4, 6] as const) assert.equal(await protectedAgain(f), true);
     });
-    after(async () => {
-      await d?.stop('SIGKILL');
-      await ami?.stop();
-      await atk?.ns.destroy();
-      await pbx?.destroy();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    });
+    after(() => lab?.destroy());
 
     for (const c of CASES.filter((x) => x.backends.includes(backend))) {
       for (const f of [4, 6] as const) {

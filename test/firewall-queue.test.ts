@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createLogger, type Logger } from '../src/log';
 import { ConntrackFlusher, createBackend, FirewallQueue, type BanSource, type FirewallBackend, type KernelBan } from '../src/firewall';
 import { CommandError, execStats, run } from '../src/firewall/exec';
-import { addAttacker, skipUnlessRoot, UdpSink, withNetns } from './helpers/netns';
+import { addAttacker, skipUnlessRoot, UdpSink, withNetns } from '../tools/lab/netns';
 
 const skip = skipUnlessRoot();
 
@@ -18,6 +18,7 @@ class FakeBackend implements FirewallBackend {
   readonly netns = undefined;
   readonly families = [4, 6] as const;
   readonly verifiable = false;
+  readonly keepsBanTimes = true;
   calls: { op: string; addresses: string[] }[] = [];
   failNext = false;
   private async rec(op: string, bans: { address: string }[]): Promise<void> {

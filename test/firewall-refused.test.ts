@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger, type Logger } from '../src/log';
 import { createBackend, renderedBans, type KernelBan } from '../src/firewall';
-import { skipUnlessRoot, withNetns } from './helpers/netns';
+import { skipUnlessRoot, withNetns } from '../tools/lab/netns';
 
 /** A line the kernel refuses in a full load is dropped, logged, and every other ban loaded. */
 const skip = skipUnlessRoot();

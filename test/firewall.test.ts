@@ -9,7 +9,7 @@ import { filterRulesOfSave } from '../src/firewall/detect';
 import { execStats, which } from '../src/firewall/exec';
 import { IpsetBackend, splitLines } from '../src/firewall/ipset';
 import { Store, type NewBan } from '../src/store';
-import { addAttacker, Netns, removeStaleNamespaces, skipUnlessRoot, UdpSink, withNetns, type Attacker } from './helpers/netns';
+import { addAttacker, Netns, skipUnlessRoot, UdpSink, withNetns, type Attacker } from '../tools/lab/netns';
 
 const skip = skipUnlessRoot();
 const CHAIN = 'ampere';
@@ -78,10 +78,6 @@ async function makeOthers(ns: Netns, flavour: string): Promise<() => Promise<str
       ...(await ns.must('ipset', ['save', 'other-set'])).split('\n').filter((l) => l.startsWith('add')),
     ].join('\n');
 }
-
-before(async () => {
-  if (!skip) await removeStaleNamespaces();
-});
 
 for (const kind of ['ipset', 'rules'] as const) {
   for (const flavour of ['nft', 'legacy'] as const) {

@@ -1,32 +1,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { encodeLegacyAddr } from '../src/legacy';
 import { ampere } from './helpers/cli';
-import { DaemonProcess } from './helpers/daemon';
-
-/** A loopback port nothing listens on: the daemon's AMI connection is refused and retried. */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
-  const { port } = srv.address() as { port: number };
-  await new Promise<void>((res) => srv.close(() => res()));
-  return port;
-}
+import { legacyDb } from './helpers/fixtures';
+import { DaemonProcess, quietEnv } from '../tools/lab/daemon';
 
 test('an import while another process holds the write lock: every ban reaches the kernel, rows stored after', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ampt-lockimport-'));
-  const env = { AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_PORT: String(await closedPort()), AMPERE_AMI_TIMEOUT: '1s' };
+  const env = await quietEnv(join(dir, 'ampere.db'));
   const legacy = join(dir, 'old.db');
-  const l = new Database(legacy);
-  l.exec('CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT)');
-  const ins = l.prepare('INSERT INTO filter(addr, id) VALUES (?, ?)');
-  l.transaction(() => { for (let i = 0; i < 1500; i++) ins.run(encodeLegacyAddr(`12.0.${i >> 8}.${i & 255}`), `acct${i}`); })();
-  l.close();
+  legacyDb(legacy, Array.from({ length: 1500 }, (_, i): [number, string] => [encodeLegacyAddr(`12.0.${i >> 8}.${i & 255}`), `acct${i}`]));
   const d = new DaemonProcess(env);
   let holder: Database.Database | null = null;
   try {

@@ -1,7 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LegacySignature } from '../src/firewall/legacy-sig';
-import { Netns, removeStaleNamespaces, skipUnlessRoot } from './helpers/netns';
+import { Netns, skipUnlessRoot } from '../tools/lab/netns';
 
 /**
  * The legacy-iptables signature the firewall check lists by: it must change with every rule
@@ -14,7 +14,6 @@ let ns: Netns;
 let sig: LegacySignature;
 before(async () => {
   if (skip) return;
-  await removeStaleNamespaces();
   ns = await Netns.create();
   for (const ipt of ['iptables-legacy', 'ip6tables-legacy']) {
     await ns.must(ipt, ['-w', '-N', 'ampere']);

@@ -7,10 +7,11 @@ import Database from 'better-sqlite3';
 import { controlRequest } from '../src/control/client';
 import { encodeLegacyAddr } from '../src/legacy';
 import { ampere, json } from './helpers/cli';
-import { DaemonProcess } from './helpers/daemon';
-import { FakeAmi, amiEvent } from './helpers/fake-ami';
-import { FakeAmiProcess } from './helpers/fake-ami-proc';
-import { Netns, removeStaleNamespaces, skipUnlessRoot } from './helpers/netns';
+import { legacyDb } from './helpers/fixtures';
+import { DaemonProcess } from '../tools/lab/daemon';
+import { FakeAmi, amiEvent } from '../tools/lab/ami';
+import { FakeAmiProcess } from '../tools/lab/ami-proc';
+import { Netns, skipUnlessRoot } from '../tools/lab/netns';
 
 /**
  * The `ampere` commands as an operator uses them: separate processes talking to a real daemon
@@ -20,14 +21,6 @@ import { Netns, removeStaleNamespaces, skipUnlessRoot } from './helpers/netns';
 const skip = skipUnlessRoot();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A legacy (C Ampere) database: CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT). */
-function legacyDb(file: string, rows: [unknown, string | null][]): void {
-  const db = new Database(file);
-  db.exec('CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT)');
-  const ins = db.prepare('INSERT INTO filter(addr, id) VALUES (?, ?)');
-  for (const [addr, id] of rows) ins.run(addr, id);
-  db.close();
-}
 
 describe('ampere commands against a running daemon with a real kernel firewall', { skip }, () => {
   let pbx: Netns;
@@ -47,7 +40,6 @@ describe('ampere commands against a running daemon with a real kernel firewall',
   const penalty = async (address: string) => (await controlRequest<{ penalty: number }>(sock, 'GET', `/history?address=${address}`)).body.penalty;
 
   before(async () => {
-    await removeStaleNamespaces();
     pbx = await Netns.create();
     ami = await FakeAmiProcess.start(pbx.name);
     dir = mkdtempSync(join(tmpdir(), 'ampere-op-'));

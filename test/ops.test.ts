@@ -7,10 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ampere, json } from './helpers/cli';
 import { USAGE_OF } from '../src/cli/usage';
-import { DaemonProcess } from './helpers/daemon';
-import { amiEvent, FakeAmi } from './helpers/fake-ami';
-import { FakeAmiProcess } from './helpers/fake-ami-proc';
-import { Netns, removeStaleNamespaces, skipUnlessRoot } from './helpers/netns';
+import { DaemonProcess } from '../tools/lab/daemon';
+import { amiEvent, FakeAmi } from '../tools/lab/ami';
+import { FakeAmiProcess } from '../tools/lab/ami-proc';
+import { Netns, skipUnlessRoot } from '../tools/lab/netns';
 
 /** Operator commands of issue 17: help, completion, config, several addresses, top, import-fail2ban. */
 const dirs: string[] = [];
@@ -299,7 +299,6 @@ describe('several addresses and import-fail2ban against a daemon with a real ker
   after(async () => { await d?.stop('SIGKILL'); await ami?.stop(); await pbx?.destroy(); });
 
   test('in the kernel when the command returns; a refused address does not stop the others', async () => {
-    await removeStaleNamespaces();
     pbx = await Netns.create();
     ami = await FakeAmiProcess.start(pbx.name);
     env = { AMPERE_PORT: String(ami.port), AMPERE_DB: join(tmp(), 'ampere.db'), AMPERE_BACKEND: 'ipset', AMPERE_ALLOW: '203.0.113.0/24' };

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { heapProblem } from '../src/cli/run';
 import { LAUNCH_HEAP_LIMIT_MB, maxHostsFor, tableHeapBytes } from '../src/cli/heap';
 import { ampere } from './helpers/cli';
-import { skipUnlessRoot, withNetns } from './helpers/netns';
+import { skipUnlessRoot, withNetns } from '../tools/lab/netns';
 
 const MB = 1024 * 1024;
 

@@ -1,7 +1,7 @@
 /**
  * The benchmark's stand-in for Asterisk, run inside the "pbx" namespace next to the daemon
- * (bundled to bench/.build/pbx.js). It speaks the AMI wire format on 127.0.0.1:<port> (banner,
- * Login, Ping) and, optionally, answers SIP attempts on UDP <sip port> the way Asterisk does
+ * (bundled to bench/.build/pbx.js). It serves AMI on 127.0.0.1:<port> with the lab's FakeAmi
+ * (tools/lab/ami.ts) and, optionally, answers SIP attempts on UDP <sip port> the way Asterisk does
  * under a brute force: each datagram is one wrong-password attempt, which raises the two
  * events Asterisk 22 raises for it (ChallengeSent, ChallengeResponseFailed: the blocks of the
  * svcrack capture, source address replaced) and is answered with a 403.
@@ -11,49 +11,17 @@
  */
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
-import { createServer, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
+import { FakeAmi } from '../../tools/lab/ami';
 
 const [amiPort, sipPort] = process.argv.slice(2).map(Number);
 const out = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify(o) + '\n');
 const mono = () => process.hrtime.bigint().toString();
 
-let client: Socket | null = null;
-let logins = 0;
-
-const server = createServer((s) => {
-  s.setNoDelay(true);
-  s.on('error', () => {});
-  s.write('Asterisk Call Manager/11.0.0\r\n');
-  let buf = '';
-  s.on('data', (d) => {
-    buf += d.toString('utf8');
-    let i;
-    while ((i = buf.indexOf('\r\n\r\n')) >= 0) {
-      const block = buf.slice(0, i);
-      buf = buf.slice(i + 4);
-      const f: Record<string, string> = {};
-      for (const line of block.split('\r\n')) {
-        const c = line.indexOf(':');
-        if (c > 0) f[line.slice(0, c).toLowerCase()] = line.slice(c + 1).trim();
-      }
-      const id = f.actionid ?? '';
-      const action = f.action?.toLowerCase();
-      if (action === 'login') {
-        s.write(`Response: Success\r\nActionID: ${id}\r\nMessage: Authentication accepted\r\n\r\n`);
-        client = s;
-        logins++;
-        out({ ev: 'login', logins });
-      } else if (action === 'ping') {
-        s.write(`Response: Success\r\nActionID: ${id}\r\nPing: Pong\r\nTimestamp: ${Date.now() / 1000}\r\n\r\n`);
-      } else if (action === 'logoff') {
-        s.end('Response: Goodbye\r\n\r\n');
-      }
-    }
-  });
-  s.on('close', () => { if (client === s) client = null; });
-});
-server.listen(amiPort, '127.0.0.1', () => out({ ev: 'ready' }));
+// The AMI side is the lab's stand-in; only the SIP side and the control ops are the agent's own.
+const ami = new FakeAmi({ authEvent: false });
+ami.onLogin = () => out({ ev: 'login', logins: ami.logins });
+ami.listen(amiPort).then(() => out({ ev: 'ready' }), (err) => { process.stderr.write(`${err}\n`); process.exit(1); });
 
 /** Wire-format security events, from the Asterisk 22 captures (values the parser reads are real). */
 function block(kind: string, address: string, session: string): string {
@@ -88,12 +56,7 @@ async function writeRange(bytes: Buffer, from: number, to: number): Promise<void
   }
 }
 
-/** Write, and resolve when the socket has taken it (backpressure respected). */
-function write(data: string | Buffer): Promise<void> {
-  const s = client;
-  if (!s) return Promise.reject(new Error('no AMI client logged in'));
-  return s.write(data) ? Promise.resolve() : new Promise((r) => s.once('drain', r));
-}
+const write = (data: string | Buffer) => ami.write(data);
 
 // ---- SIP side: one datagram = one wrong-password attempt.
 const sipCounts = new Map<string, number>();
@@ -102,11 +65,11 @@ let sipOn = false;
 let replyDelayMs = 0;
 function onSip(sock: UdpSocket) {
   return (_msg: Buffer, r: RemoteInfo) => {
-    if (!sipOn || !client) return;
+    if (!sipOn || ami.readers === 0) return;
     const a = r.address;
     sipCounts.set(a, (sipCounts.get(a) ?? 0) + 1);
     if (!sipFirst.has(a)) sipFirst.set(a, mono());
-    client.write(attempt(a));
+    void ami.write(attempt(a)).catch(() => {});
     const reply = () => sock.send('SIP/2.0 403 Forbidden\r\n\r\n', r.port, a);
     if (replyDelayMs > 0) setTimeout(reply, replyDelayMs);
     else reply();

@@ -38,7 +38,7 @@ export async function build(log: (s: string) => void): Promise<void> {
   const old = existsSync(stamp) ? (JSON.parse(readFileSync(stamp, 'utf8')) as Record<string, string>) : {};
   const now: Record<string, string> = {
     src: digest([...src, join(ROOT, 'package.json')]),
-    agent: digest([join(ROOT, 'bench', 'agent', 'pbx.ts')]),
+    agent: digest([join(ROOT, 'bench', 'agent', 'pbx.ts'), ...files(join(ROOT, 'tools', 'lab'), '.ts')]),
     netprobe: digest([join(ROOT, 'bench', 'c', 'netprobe.c')]),
   };
   if (now.src !== old.src || !existsSync(DAEMON_CLI)) {

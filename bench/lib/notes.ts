@@ -20,7 +20,7 @@ function v(rows: Row[], section: string, measure: string, variant?: string): str
 export const METHOD = `## How it is measured
 
 Everything that touches a firewall runs in network namespaces the benchmark creates
-(\`ampb-<pid>-<n>\`) and deletes at the end, also on an error or Ctrl-C; ones left by a killed
+(\`ampl-<pid>-<n>\`, tools/lab/netns.ts) and deletes at the end, also on an error or Ctrl-C; ones left by a killed
 run are deleted at the next start. The lab: a "pbx" namespace (the daemon, the Asterisk
 stand-in, Asterisk's UDP port) and an "attacker" namespace, joined by a veth pair, addresses from
 10.233.0.0/16 and fd33::/64. Bulk addresses (stored bans, flood sources) come from 198.18.0.0/15

@@ -1,12 +1,16 @@
 /**
- * The processes a benchmark talks to: the daemon (the real `ampere run`), the Asterisk
- * stand-in (bench/agent/pbx.ts) and netprobe's reaction prober, each inside a namespace.
+ * The processes a benchmark talks to: the daemon (the real `ampere run`, tools/lab's wrapper),
+ * the Asterisk stand-in (bench/agent/pbx.ts) and netprobe's reaction prober, each inside a namespace.
  */
-import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DAEMON_CLI, NETPROBE, PBX_AGENT } from './build';
-import { spawnTracked, type Ns } from './sys';
+import { spawnTracked, type Netns } from './sys';
+import { DaemonProcess } from '../../tools/lab/daemon';
+import { LineProc } from '../../tools/lab/lines';
+
+export { LineProc } from '../../tools/lab/lines';
+export { DaemonProcess, type LogLine } from '../../tools/lab/daemon';
 import { LAUNCH_NODE_FLAGS } from '../../src/cli/launch';
 
 const TICK = 100; // USER_HZ
@@ -44,75 +48,12 @@ function descendants(pid: number): number[] {
   return out;
 }
 
-/** Splits a child's stdout into lines; lines nobody waited for are queued for a later next(). */
-export class LineProc {
-  stderr = '';
-  private buf = '';
-  private queue: string[] = [];
-  private waiters: { pred: (l: string) => boolean; resolve: (l: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
-  onLine: ((line: string) => boolean | void) | null = null; // true = consumed
-  readonly exited: Promise<number | null>;
-
-  constructor(readonly proc: ChildProcess, readonly label: string) {
-    proc.stdout!.setEncoding('utf8');
-    proc.stdout!.on('data', (d: string) => {
-      this.buf += d;
-      let i;
-      while ((i = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        this.deliver(line);
-      }
-    });
-    proc.stderr!.on('data', (d) => { this.stderr = (this.stderr + d.toString()).slice(-8000); });
-    this.exited = new Promise((r) => proc.on('exit', (code) => {
-      for (const w of this.waiters.splice(0)) { clearTimeout(w.timer); w.reject(new Error(`${label} exited (${code}) while waiting; stderr: ${this.stderr.slice(-2000)}`)); }
-      r(code);
-    }));
-  }
-
-  private deliver(line: string): void {
-    if (this.onLine?.(line)) return;
-    const k = this.waiters.findIndex((w) => w.pred(line));
-    if (k >= 0) {
-      const [w] = this.waiters.splice(k, 1);
-      clearTimeout(w.timer);
-      w.resolve(line);
-    } else {
-      this.queue.push(line);
-      if (this.queue.length > 2000) this.queue.shift();
-    }
-  }
-
-  next(pred: (l: string) => boolean = () => true, timeoutMs = 10_000): Promise<string> {
-    const k = this.queue.findIndex(pred);
-    if (k >= 0) return Promise.resolve(this.queue.splice(k, 1)[0]);
-    if (this.proc.exitCode !== null) return Promise.reject(new Error(`${this.label} has exited; stderr: ${this.stderr.slice(-2000)}`));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w.timer !== timer);
-        reject(new Error(`${this.label}: no expected line within ${timeoutMs} ms; stderr: ${this.stderr.slice(-2000)}`));
-      }, timeoutMs);
-      this.waiters.push({ pred, resolve, reject, timer });
-    });
-  }
-
-  send(line: string): void {
-    this.proc.stdin!.write(line + '\n');
-  }
-
-  async stop(): Promise<void> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
-    await this.exited;
-  }
-}
-
 /** The Asterisk stand-in: AMI server (and SIP answerer) in the namespace. */
 export class PbxAgent {
   private seq = 0;
   private constructor(readonly lp: LineProc) {}
 
-  static async start(ns: Ns, amiPort = 5038, sipPort = 0): Promise<PbxAgent> {
+  static async start(ns: Netns, amiPort = 5038, sipPort = 0): Promise<PbxAgent> {
     const p = ns.spawn(process.execPath, [PBX_AGENT, String(amiPort), String(sipPort)]);
     const a = new PbxAgent(new LineProc(p, 'pbx agent'));
     await a.lp.next((l) => l.includes('"ready"'));
@@ -138,92 +79,32 @@ export class PbxAgent {
   }
 }
 
-export interface LogLine { level: number; msg: string; [k: string]: any }
+/** The real daemon as the benchmark runs it: the compiled cli.js, with its launchers' Node flags unless launchHeap is false. */
+export function startDaemon(ns: Netns, env: Record<string, string>, nodeArgs: string[] = [], launchHeap = true): DaemonProcess {
+  return new DaemonProcess(env, { netns: ns.name, cli: DAEMON_CLI, nodeArgs: [...(launchHeap ? LAUNCH_NODE_FLAGS : []), ...nodeArgs], keep: 200 });
+}
 
 /**
- * The real daemon, `node cli.js run`, configured by environment only, inside a namespace;
- * with the Node flags its launchers give it (npm start, the image: heap limit, compile flags),
- * unless launchHeap is false.
+ * CPU seconds so far: the daemon's own threads, and its child processes: those that finished
+ * (the kernel adds them to the daemon's) and those still running, the long-lived ipset shell
+ * and conntrack helper with what they reaped themselves.
  */
-export class Daemon {
-  readonly lp: LineProc;
-  readonly recent: LogLine[] = [];
-  private handlers: ((l: LogLine) => void)[] = [];
-  startedAt = process.hrtime.bigint();
-
-  constructor(ns: Ns, env: Record<string, string>, nodeArgs: string[] = [], launchHeap = true) {
-    const heap = launchHeap ? LAUNCH_NODE_FLAGS : [];
-    const p = ns.spawn(process.execPath, [...heap, ...nodeArgs, DAEMON_CLI, 'run'], {
-      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', AMPERE_ENV_FILE: '/nonexistent/.env', AMPERE_CONFIG: '', ...env },
-    });
-    this.lp = new LineProc(p, 'daemon');
-    this.lp.onLine = (line) => {
-      let l: LogLine;
-      try { l = JSON.parse(line); } catch { l = { level: 0, msg: `(not json) ${line}` }; }
-      l.receivedAt = process.hrtime.bigint();
-      this.recent.push(l);
-      if (this.recent.length > 200) this.recent.shift();
-      for (const h of this.handlers) h(l);
-      return true;
-    };
+export function cpuOf(pid: number): { self: number; children: number } {
+  const own = procTimes(pid);
+  if (!own) return { self: 0, children: 0 };
+  let children = own.reaped;
+  for (const p of descendants(pid)) {
+    const t = procTimes(p);
+    if (t) children += t.self + t.reaped;
   }
+  return { self: own.self, children };
+}
 
-  get pid(): number {
-    return this.lp.proc.pid!;
-  }
-
-  on(fn: (l: LogLine) => void): () => void {
-    this.handlers.push(fn);
-    return () => { this.handlers = this.handlers.filter((h) => h !== fn); };
-  }
-
-  /** A future log line matching pred (register before causing it). */
-  waitFor(pred: (l: LogLine) => boolean, timeoutMs = 30_000): Promise<LogLine & { at: bigint }> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { off(); reject(new Error(`daemon: expected log line not seen in ${timeoutMs} ms; last lines:\n${this.dump()}\nstderr: ${this.lp.stderr.slice(-2000)}`)); }, timeoutMs);
-      const off = this.on((l) => { if (pred(l)) { clearTimeout(timer); off(); offExit(); resolve({ ...l, at: process.hrtime.bigint() }); } });
-      const onExit = (code: number | null) => { clearTimeout(timer); off(); reject(new Error(`daemon exited (${code}) early; last lines:\n${this.dump()}\nstderr: ${this.lp.stderr.slice(-3000)}`)); };
-      this.lp.proc.once('exit', onExit);
-      const offExit = () => this.lp.proc.off('exit', onExit);
-    });
-  }
-
-  dump(): string {
-    // receivedAt is a bigint, which JSON cannot carry.
-    return this.recent.slice(-15).map((l) => JSON.stringify({ ...l, receivedAt: undefined }).slice(0, 400)).join('\n');
-  }
-
-  /**
-   * CPU seconds so far: the daemon's own threads, and its child processes: those that finished
-   * (the kernel adds them to the daemon's) and those still running, the long-lived ipset shell
-   * and conntrack helper with what they reaped themselves.
-   */
-  cpu(): { self: number; children: number } {
-    const own = procTimes(this.pid);
-    if (!own) return { self: 0, children: 0 };
-    let children = own.reaped;
-    for (const pid of descendants(this.pid)) {
-      const t = procTimes(pid);
-      if (t) children += t.self + t.reaped;
-    }
-    return { self: own.self, children };
-  }
-
-  /** Resident memory in bytes: now, and the peak. */
-  memory(): { rss: number; peak: number } {
-    const s = readFileSync(`/proc/${this.pid}/status`, 'utf8');
-    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? 0) * 1024;
-    return { rss: kb('VmRSS'), peak: kb('VmHWM') };
-  }
-
-  async stop(): Promise<number | null> {
-    const p = this.lp.proc;
-    if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
-    const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
-    const code = await this.lp.exited;
-    clearTimeout(t);
-    return code;
-  }
+/** Resident memory in bytes: now, and the peak. */
+export function memoryOf(pid: number): { rss: number; peak: number } {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? 0) * 1024;
+  return { rss: kb('VmRSS'), peak: kb('VmHWM') };
 }
 
 export function daemonEnv(dir: string, extra: Record<string, string> = {}): Record<string, string> {
@@ -240,7 +121,7 @@ export interface ProbeResult { src: string; lastOk: bigint; firstLost: bigint; s
 export class Prober {
   private constructor(readonly lp: LineProc) {}
 
-  static start(pbx: Ns, atk: Ns, dst4: string, dst6: string, port: number, intervalUs: number): Prober {
+  static start(pbx: Netns, atk: Netns, dst4: string, dst6: string, port: number, intervalUs: number): Prober {
     const p = spawnTracked(NETPROBE, ['probe', pbx.name, atk.name, dst4, dst6, String(port), String(intervalUs)]);
     return new Prober(new LineProc(p, 'netprobe probe'));
   }

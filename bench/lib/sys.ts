@@ -1,103 +1,10 @@
 /**
- * Processes, namespaces and temporary files of the benchmark, with one cleanup that always
- * runs: at normal exit, on an error, on Ctrl-C (SIGINT) and on SIGTERM. Namespaces are named
- * `ampb-<pid>-<n>`; ones left by an earlier run that was killed (-9) are removed at start.
- * Every firewall command of the benchmark runs inside these namespaces, never in the host's.
+ * The benchmark's lab on top of tools/lab (namespaces, processes and temporary files with one
+ * cleanup that always runs): two namespaces joined by a veth pair, and spoofed sources.
  */
-import { execFile, execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { must, Netns } from '../../tools/lab/netns';
 
-const PREFIX = `ampb-${process.pid}-`;
-let counter = 0;
-const namespaces = new Set<string>();
-const children = new Set<ChildProcess>();
-const tmpdirs = new Set<string>();
-
-export interface ExecResult { code: number; stdout: string; stderr: string }
-
-/** Run a command (argument array, never a shell); never rejects, the caller reads `code`. */
-export function sh(cmd: string, args: string[], input?: string, timeoutMs = 600_000): Promise<ExecResult> {
-  return new Promise((resolve) => {
-    const child = execFile(cmd, args, { maxBuffer: 1 << 30, timeout: timeoutMs }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 255) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr || (err && !stderr ? err.message : '')) });
-    });
-    child.stdin?.on('error', () => {});
-    child.stdin?.end(input ?? '');
-  });
-}
-
-export async function must(cmd: string, args: string[], input?: string): Promise<string> {
-  const r = await sh(cmd, args, input);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ').slice(0, 200)} -> ${r.code}: ${r.stderr.trim()}`);
-  return r.stdout;
-}
-
-/** A child process that is killed (by its own pid) at cleanup if still running. */
-export function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.on('exit', () => children.delete(child));
-  return child;
-}
-
-export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
-  return track(spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts }));
-}
-
-export function tempDir(tag: string): string {
-  const d = mkdtempSync(join(tmpdir(), `ampere-bench-${tag}-`));
-  tmpdirs.add(d);
-  return d;
-}
-
-export function removeTempDir(d: string): void {
-  rmSync(d, { recursive: true, force: true });
-  tmpdirs.delete(d);
-}
-
-export class Ns {
-  private constructor(readonly name: string) {}
-
-  static async create(): Promise<Ns> {
-    const name = `${PREFIX}${++counter}`;
-    namespaces.add(name); // before creating: a Ctrl-C in between still removes it
-    await must('ip', ['netns', 'add', name]);
-    const ns = new Ns(name);
-    await ns.must('ip', ['link', 'set', 'lo', 'up']);
-    return ns;
-  }
-
-  exec(cmd: string, args: string[], input?: string): Promise<ExecResult> {
-    return sh('ip', ['netns', 'exec', this.name, cmd, ...args], input);
-  }
-
-  async must(cmd: string, args: string[], input?: string): Promise<string> {
-    const r = await this.exec(cmd, args, input);
-    if (r.code !== 0) throw new Error(`[${this.name}] ${cmd} ${args.join(' ').slice(0, 200)} -> ${r.code}: ${r.stderr.trim()}`);
-    return r.stdout;
-  }
-
-  /** A long-running process inside the namespace (`ip netns exec` execs it: same pid). */
-  spawn(cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
-    return spawnTracked('ip', ['netns', 'exec', this.name, cmd, ...args], opts);
-  }
-
-  async destroy(): Promise<void> {
-    if (!namespaces.has(this.name)) return;
-    // Processes still inside keep a namespace alive: end ours first.
-    for (const c of [...children]) {
-      const args = c.spawnargs;
-      if (args[0] === 'ip' && args[3] === this.name && c.exitCode === null && c.signalCode === null) {
-        c.kill('SIGKILL');
-        await new Promise((r) => { c.once('exit', r); setTimeout(r, 2000); });
-      }
-    }
-    await sh('ip', ['netns', 'del', this.name]);
-    namespaces.delete(this.name);
-  }
-}
+export { installCleanup, must, removeTempDir, sh, spawnTracked, tempDir, track, Netns, type ExecResult } from '../../tools/lab/netns';
 
 /**
  * The lab: "pbx" (the daemon, its AMI server, Asterisk's SIP port) and "atk" (attackers),
@@ -106,8 +13,8 @@ export class Ns {
  * Spoofed probe sources come from 10.233.128.0/17 and fd33::8000:0:0/96 (on-link, no replies needed).
  */
 export interface Lab {
-  pbx: Ns;
-  atk: Ns;
+  pbx: Netns;
+  atk: Netns;
   pbx4: string;
   pbx6: string;
   attackers4: string[];
@@ -115,11 +22,11 @@ export interface Lab {
 }
 
 export async function createLab(attackers = 0): Promise<Lab> {
-  const pbx = await Ns.create();
-  let atk: Ns | undefined;
+  const pbx = await Netns.create();
+  let atk: Netns | undefined;
   try {
-    atk = await Ns.create();
-    const id = `${process.pid % 100000}x${counter}`;
+    atk = await Netns.create();
+    const id = `${process.pid % 100000}x${pbx.name.slice(pbx.name.lastIndexOf('-') + 1)}`;
     const [h, a] = [`bp${id}`, `ba${id}`].map((n) => n.slice(0, 15));
     await must('ip', ['link', 'add', h, 'netns', pbx.name, 'type', 'veth', 'peer', 'name', a, 'netns', atk.name]);
     const script = (lines: string[]) => lines.join('\n') + '\n';
@@ -150,45 +57,6 @@ export function spoofed(i: number, v6Every = 10): string {
   if (v6Every > 0 && i % v6Every === v6Every - 1) return `fd33::8000:${((i >> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}`;
   const k = i % (128 * 254);
   return `10.233.${128 + Math.floor(k / 254)}.${1 + (k % 254)}`;
-}
-
-function cleanupSync(): void {
-  for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
-  children.clear();
-  for (const n of namespaces) { try { execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' }); } catch { /* gone */ } }
-  namespaces.clear();
-  for (const d of tmpdirs) { try { rmSync(d, { recursive: true, force: true }); } catch { /* gone */ } }
-  tmpdirs.clear();
-}
-
-let installed = false;
-
-/** Cleanup on every way out; and namespaces of dead earlier runs removed now. */
-export function installCleanup(): void {
-  if (installed) return;
-  installed = true;
-  process.on('exit', cleanupSync);
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.on(sig, () => {
-      process.stderr.write(`\nbench: ${sig}, cleaning up (${namespaces.size} namespaces, ${children.size} processes)\n`);
-      cleanupSync();
-      process.exit(130);
-    });
-  }
-  process.on('uncaughtException', (err) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.stack : String(err)}\n`);
-    cleanupSync();
-    process.exit(1);
-  });
-  try {
-    const list = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-    for (const line of list.split('\n')) {
-      const m = /^(ampb-(\d+)-\S+)/.exec(line);
-      if (!m || Number(m[2]) === process.pid) continue;
-      try { process.kill(Number(m[2]), 0); continue; } catch { /* its run is dead */ }
-      try { execFileSync('ip', ['netns', 'del', m[1]], { stdio: 'ignore' }); } catch { /* raced */ }
-    }
-  } catch { /* no ip netns: the firewall benchmarks will say so */ }
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -1,4 +1,4 @@
-import { Daemon, daemonEnv, PbxAgent } from '../lib/procs';
+import { daemonEnv, PbxAgent, startDaemon, type DaemonProcess } from '../lib/procs';
 import type { Row } from '../lib/report';
 import { createLab, removeTempDir, tempDir, type Lab } from '../lib/sys';
 
@@ -32,7 +32,7 @@ export type Backend = 'ipset' | 'rules';
 export interface Running {
   lab: Lab;
   agent: PbxAgent;
-  daemon: Daemon;
+  daemon: DaemonProcess;
   dir: string;
   startedLine: Record<string, any>;
   close(): Promise<void>;
@@ -52,11 +52,11 @@ export async function startRunning(opts: {
   const ownDir = !opts.dir;
   const dir = opts.dir ?? tempDir('run');
   let agent: PbxAgent | undefined;
-  let daemon: Daemon | undefined;
+  let daemon: DaemonProcess | undefined;
   try {
     agent = await PbxAgent.start(lab.pbx, 5038, opts.sipPort ?? 0);
-    daemon = new Daemon(lab.pbx, daemonEnv(dir, { AMPERE_BACKEND: opts.backend, ...opts.env }), opts.nodeArgs, opts.launchHeap);
-    const started = daemon.waitFor((l) => l.msg === 'ampere started', 300_000);
+    daemon = startDaemon(lab.pbx, daemonEnv(dir, { AMPERE_BACKEND: opts.backend, ...opts.env }), opts.nodeArgs, opts.launchHeap);
+    const started = daemon.next((l) => l.msg === 'ampere started', 300_000);
     const [startedLine] = await Promise.all([started, agent.waitLogin(1, 300_000)]);
     const a = agent;
     const d = daemon;

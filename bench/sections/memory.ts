@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { LAUNCH_NODE_FLAGS } from '../../src/cli/launch';
 import { openSqlite } from '../../src/store/open';
 import { startRunning, type Ctx, type Running } from './common';
+import { memoryOf } from '../lib/procs';
 
 const MARKER = '10.233.0.251';
 
@@ -22,7 +23,7 @@ async function banned(r: Running, address: string): Promise<boolean> {
 }
 
 async function failAndWait(r: Running, address: string, n: number): Promise<boolean> {
-  const seen = r.daemon.waitFor((l) => l.msg === 'ban' && l.address === address, 3000).then(() => true, () => false);
+  const seen = r.daemon.next((l) => l.msg === 'ban' && l.address === address, 3000).then(() => true, () => false);
   await r.agent.call('fail', { addrs: [address], n });
   const logged = await seen;
   await sleep(50);
@@ -39,14 +40,14 @@ async function flood(ctx: Ctx, file: string, n: number, src: { last: string[]; f
   const r = await startRunning({ backend: 'ipset', launchHeap, dir }).catch((err) => { removeTempDir(dir); throw err; });
   try {
     await sleep(300);
-    const base = r.daemon.memory().rss;
-    const done = r.daemon.waitFor((l) => l.msg === 'ban' && l.address === MARKER, 900_000);
+    const base = memoryOf(r.daemon.pid).rss;
+    const done = r.daemon.next((l) => l.msg === 'ban' && l.address === MARKER, 900_000);
     const s = await r.agent.call('stream', { file }, 900_000);
     await r.agent.call('fail', { addrs: [MARKER], n: 3 });
     const line = await done;
     const rate = n / (Number(line.at - BigInt(s.t0)) / 1e9);
     await sleep(1500); // the last history batch and the status file
-    const m = r.daemon.memory();
+    const m = memoryOf(r.daemon.pid);
     const fresh = await failAndWait(r, '10.233.0.252', 3);
     const last = await failAndWait(r, src.last[0], 2);
     const first = await failAndWait(r, src.first[0], 2);

@@ -21,10 +21,10 @@ import { openDatabase } from '../../src/store/open';
 import { Store } from '../../src/store';
 import { banList, writeBanDb } from '../lib/data';
 import { median, spread, type Row } from '../lib/report';
-import { Ns, tempDir, removeTempDir } from '../lib/sys';
+import { Netns, tempDir, removeTempDir } from '../lib/sys';
 import { startRunning, type Backend, type Ctx } from './common';
 
-async function kernelCount(ns: Ns, backend: Backend): Promise<number> {
+async function kernelCount(ns: Netns, backend: Backend): Promise<number> {
   if (backend === 'ipset') {
     let n = 0;
     for (const set of ['ampere-v4', 'ampere-v6']) {
@@ -50,7 +50,7 @@ async function restoreOnce(backend: Backend, n: number, dbFile: string): Promise
     const r = await startRunning({ backend, dir });
     try {
       const toStarted = Number(r.startedLine.at - r.daemon.startedAt) / 1e6;
-      const restored = r.daemon.recent.find((l) => l.msg === 'bans restored');
+      const restored = r.daemon.lines.find((l) => l.msg === 'bans restored');
       if (!restored || restored.bans !== n || restored.inSync !== true) throw new Error(`restore ${backend} ${n}: ${JSON.stringify(restored)}`);
       const toKernel = Number((restored.receivedAt as bigint) - r.daemon.startedAt) / 1e6;
       const count = await kernelCount(r.lab.pbx, backend);
@@ -67,7 +67,7 @@ async function restoreOnce(backend: Backend, n: number, dbFile: string): Promise
 
 /** The original: one iptables process per host, sequentially; returns per-call durations (ms). */
 async function originalWay(n: number): Promise<number[]> {
-  const ns = await Ns.create();
+  const ns = await Netns.create();
   try {
     await ns.must('iptables', ['-w', '-N', 'ampere']);
     await ns.must('iptables', ['-w', '-A', 'INPUT', '-p', 'udp', '--dport', '5060', '-j', 'ampere']);
@@ -98,7 +98,7 @@ async function restoreSteps(dbFile: string, n: number): Promise<Record<string, n
   openDatabase(dbFile).$client.close();
   out['open database (migrations)'] = t() - t0;
   const store = new Store(dbFile, 20);
-  const ns = await Ns.create();
+  const ns = await Netns.create();
   try {
     const log = createLogger('silent');
     const fw = await createBackend('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, log);

@@ -19,6 +19,7 @@ import { mixStream, type Stream } from '../lib/data';
 import { median, spread, type Row } from '../lib/report';
 import { removeTempDir, sleep, tempDir } from '../lib/sys';
 import { logProfiles, profArgs, startRunning, type Ctx } from './common';
+import { cpuOf } from '../lib/procs';
 
 const LOYALTY = 3;
 const MARKER = '10.233.0.250';
@@ -67,7 +68,7 @@ async function saturate(ctx: Ctx, stream: Stream, seconds: number, tag: string):
       const sent = r.agent.call('segment', { file: stream.file, offsets: stream.offsetsFile, from, to: next, marker: m, markerFailures: LOYALTY }, 600_000);
       pending.push({ done, end: next, sent });
     };
-    const c0 = r.daemon.cpu();
+    const c0 = cpuOf(r.daemon.pid);
     const w0 = process.hrtime.bigint();
     for (let i = 0; i < WINDOW && next < total; i++) send();
     const points: { t: bigint; events: number }[] = [];
@@ -79,7 +80,7 @@ async function saturate(ctx: Ctx, stream: Stream, seconds: number, tag: string):
       lag = Number(t - BigInt((await p.sent).tm)) / 1e6;
       if (next < total && Number(t - w0) / 1e9 < seconds) send();
     }
-    const c1 = r.daemon.cpu();
+    const c1 = cpuOf(r.daemon.pid);
     // Skip the first window (start-up, empty queue) when there is enough to measure.
     const a = points.length > WINDOW + 2 ? points[WINDOW - 1] : points[0];
     const b = points[points.length - 1];
@@ -99,14 +100,14 @@ async function steady(ctx: Ctx, stream: Stream, rate: number, seconds: number, t
     await sleep(500); // let start-up work settle
     let disconnects = 0;
     r.daemon.on((l) => { if (l.msg === 'ami disconnected') disconnects++; });
-    const done = r.daemon.waitFor((l) => l.msg === 'ban' && l.address === MARKER, 60_000);
-    const c0 = r.daemon.cpu();
+    const done = r.daemon.next((l) => l.msg === 'ban' && l.address === MARKER, 60_000);
+    const c0 = cpuOf(r.daemon.pid);
     const w0 = process.hrtime.bigint();
     await r.agent.call('stream', { file: stream.file, offsets: stream.offsetsFile, rate, count: Math.round(rate * seconds) }, 600_000);
     const m = await r.agent.call('fail', { addrs: [MARKER], n: LOYALTY });
     let at: bigint;
     try { at = (await done).at; } catch { at = process.hrtime.bigint(); disconnects = Math.max(disconnects, 1); }
-    const c1 = r.daemon.cpu();
+    const c1 = cpuOf(r.daemon.pid);
     const wall = Number(at - w0) / 1e9;
     const lagMs = disconnects ? Infinity : Number(at - BigInt(m.t)) / 1e6;
     return { self: (c1.self - c0.self) / wall, children: (c1.children - c0.children) / wall, lagMs, disconnects };

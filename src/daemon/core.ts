@@ -56,7 +56,7 @@ export async function openCore(cfg: Config, log: Logger, t0: number): Promise<Co
   const firewall = new FirewallQueue(backend, log, { conntrack });
   conntrack?.start(); // its process starts now, not on the first ban
   const stats = newStats(Date.now());
-  const decisions = new Decisions({ store, kernel: firewall, bantime: { bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max }, log, commitDelayMs: BAN_COMMIT_DELAY_MS });
+  const decisions = new Decisions({ store, kernel: firewall, bantime: { bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max }, log, commitDelayMs: BAN_COMMIT_DELAY_MS, storeRebansFirst: !backend.keepsBanTimes });
   decisions.onChange((what) => { if (what === 'ban') stats.bans++; else stats.unbans++; });
   const restore = await loadBans({ db: cfg.db, emptyDb, backend, firewall, decisions, allow, log, t0 });
   const repaired: ((what: string) => void)[] = [];

@@ -41,6 +41,7 @@ export class Decisions {
   private readonly bantime: BantimeOptions;
   private readonly log: Logger;
   private readonly commitDelayMs: number;
+  private readonly storeRebansFirst: boolean;
   private readonly listeners: ChangeListener[] = [];
   private readonly storedListeners: (() => void)[] = [];
 
@@ -50,6 +51,7 @@ export class Decisions {
     this.bantime = o.bantime;
     this.log = o.log;
     this.commitDelayMs = o.commitDelayMs ?? 0;
+    this.storeRebansFirst = o.storeRebansFirst ?? false;
     const clock = o.clock ?? Date.now;
     this.storeHealth = new StoreHealth(o.log, clock);
     this.pending = new PendingWrites(o.store, this.storeHealth, (bans) => this.logStored(bans), clock);
@@ -186,24 +188,27 @@ export class Decisions {
   ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'fleet', forMs?: number | null, origin?: string): BanResult {
     // The kernel command leaves first (written synchronously by the queue), with the ban time
     // the cached count gives (a first ban's when unknown), so nothing on the database side can
-    // delay the drop, and a failing disk cannot keep an attacker in.
-    const cached = this.counts.get(address);
+    // delay the drop, and a failing disk cannot keep an attacker in. Without kernel ban times
+    // (storeRebansFirst) a host banned before is the exception: its row goes first.
+    const known = this.counts.get(address) ?? (this.storeRebansFirst ? this.readBanCount(address) : undefined);
     const untilFor = (count: number): number | null => {
       const duration = forMs !== undefined ? forMs : banDuration(count - 1, this.bantime);
       return duration === null || duration === 0 ? null : now + duration;
     };
-    let banCount = (cached ?? 0) + 1;
+    let banCount = (known ?? 0) + 1;
     let until = untilFor(banCount);
+    const entry = (): PendingBan => ({ row: { address, family, now, until, source, reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures, origin }, banCount, since: now });
+    const storedFirst = this.storeRebansFirst && banCount > 1;
+    if (storedFirst) {
+      this.pending.push(entry(), 0);
+      this.pending.flush(true); // a failure leaves the row pending and retried, as any other
+    }
     this.banned.set(address, until);
     let applied = this.kernel.add([{ address, family, until }], now);
-    if (cached === undefined) {
+    if (known === undefined) {
       // Read after the kernel command: a repeat offender's longer ban replaces the first
       // one (an ipset add refreshes the timeout); unreadable, the first ban's time stays.
-      try {
-        banCount = this.store.banCount(address) + 1;
-      } catch (err) {
-        this.storeHealth.failed('other', 'ban count not read: first ban duration used', err, { address });
-      }
+      banCount = (this.readBanCount(address) ?? 0) + 1;
       const longer = untilFor(banCount);
       if (longer !== until) {
         until = longer;
@@ -212,16 +217,11 @@ export class Decisions {
       }
     }
     this.counts.set(address, banCount);
-    const row: NewBan = {
-      address, family, now, until, source,
-      reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures, origin,
-    };
-    // Automatic bans are committed together, after this loop turn or commitDelayMs: under a
-    // burst each commit would otherwise hold up reading the next attacker's event. The "ban"
-    // line is logged once the ban is stored.
-    // A peer's bans come in bursts too (a catch-up): committed together like automatic ones.
+    // Automatic bans (and a peer's, which come in bursts too) are committed together, after
+    // this loop turn or commitDelayMs: under a burst each commit would otherwise hold up
+    // reading the next attacker's event. The "ban" line is logged once the ban is stored.
     const batched = source === 'auto' || source === 'fleet';
-    this.pending.push({ row, banCount, since: now }, batched ? this.commitDelayMs : 0);
+    if (!storedFirst) this.pending.push(entry(), batched ? this.commitDelayMs : 0);
     this.changed('ban', address, source, { reason, until, banCount, now });
     // An operator's ban (or an import) is in the database when the call returns, or the
     // caller hears why not (the kernel holds it, and the row is retried).
@@ -230,6 +230,16 @@ export class Decisions {
       throw new BanNotStoredYet(`ban of ${address} is in the kernel, but not stored yet (retried): ${this.storeHealth.lastError ?? 'database write failed'}`, result);
     }
     return result;
+  }
+
+  /** Earlier bans of this address in the database; undefined (and logged) when unreadable. */
+  private readBanCount(address: string): number | undefined {
+    try {
+      return this.store.banCount(address);
+    } catch (err) {
+      this.storeHealth.failed('other', 'ban count not read: first ban duration used', err, { address });
+      return undefined;
+    }
   }
 
   /**

@@ -28,6 +28,11 @@ export interface DecisionsOptions {
    * default) commits at the end of the loop turn; the daemon waits for the burst to pass.
    */
   commitDelayMs?: number;
+  /**
+   * The kernel keeps no ban times (rules backend): a host banned before is stored before its
+   * kernel command, since a start cannot tell its new rule from one an ended ban left behind.
+   */
+  storeRebansFirst?: boolean;
   clock?: () => number;
 }
 

@@ -1,3 +1,2 @@
 export type { SecurityEvent, ParseResult } from './types';
 export { toSecurityEvent, parseRemoteAddress, sanitizeAccount, KNOWN_SEVERITY } from './parse';
-export { parseAmiBlock, splitAmiStream } from './wire';

@@ -11,6 +11,7 @@ export class DryRunBackend implements FirewallBackend {
   readonly families = [4, 6] as const;
   /** Nothing in the kernel to check. */
   readonly verifiable = false;
+  readonly keepsBanTimes = true;
   private readonly bans = new Map<string, number | null>();
 
   constructor(

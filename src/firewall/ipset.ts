@@ -26,6 +26,7 @@ const SHELL_MAX_LINES = 2000;
 export class IpsetBackend implements FirewallBackend {
   readonly name = 'ipset';
   readonly verifiable = true;
+  readonly keepsBanTimes = true;
   readonly netns: string | undefined;
   readonly families: readonly Family[];
   private readonly fams: FamilyTools[];

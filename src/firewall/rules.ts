@@ -24,6 +24,7 @@ export class RulesBackend implements FirewallBackend {
    */
   private readonly present = new Map<string, string>();
   readonly verifiable = true;
+  readonly keepsBanTimes = false;
   readonly netns: string | undefined;
   readonly families: readonly Family[];
   private readonly fams: FamilyTools[];

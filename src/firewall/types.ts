@@ -75,6 +75,11 @@ export interface FirewallBackend {
   readonly families: readonly Family[];
   /** False when there is no kernel state to check (dry-run): the reconciler does not run. */
   readonly verifiable: boolean;
+  /**
+   * True when the kernel keeps each ban's end (ipset timeouts): a start can then tell a ban
+   * the database has not stored yet from one the database already ended.
+   */
+  readonly keepsBanTimes: boolean;
   /** Check binaries, create chain/sets, ensure the one jump rule. Idempotent. */
   init(): Promise<void>;
   /**

@@ -1,6 +1,8 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseAmiBlock, splitAmiStream, toSecurityEvent, type SecurityEvent } from '../../src/events';
+import Database from 'better-sqlite3';
+import { toSecurityEvent, type SecurityEvent } from '../../src/events';
+import { parseAmiBlock, splitAmiStream } from '../../tools/lab/wire';
 
 /** Real AMI captures from Asterisk 22 under attack (copied from shared/fixtures/ami, see its README). */
 export const FIXTURES = join(__dirname, '..', 'fixtures', 'ami');
@@ -23,4 +25,13 @@ export function fixtureEvents(name: string): SecurityEvent[] {
     if (r.ok) out.push(r.event);
   }
   return out;
+}
+
+/** A legacy (C Ampere) database: CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT), these rows. */
+export function legacyDb(file: string, rows: [unknown, string | null][]): void {
+  const db = new Database(file);
+  db.exec('CREATE TABLE filter(addr INT PRIMARY KEY NOT NULL, id TEXT)');
+  const ins = db.prepare('INSERT INTO filter(addr, id) VALUES (?, ?)');
+  db.transaction(() => { for (const [addr, id] of rows) ins.run(addr, id); })();
+  db.close();
 }

@@ -1,6 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
-import { parseAmiBlock } from '../../src/events/wire';
+import { parseAmiBlock } from './wire';
 
 export interface FakeAmiOptions {
   user?: string;
@@ -15,11 +15,14 @@ export interface FakeAmiOptions {
    * the client, as for a user without it.
    */
   readSecurity?: boolean;
+  /** Follow each accepted login with Asterisk's SuccessfulAuth for it (default true). */
+  authEvent?: boolean;
 }
 
 /**
- * A small AMI server speaking the real wire format: banner, Login/Response, Ping/Pong, and
- * raw event bytes written as given (so a test can replay a capture or cut it mid-event).
+ * The lab's Asterisk stand-in: a small AMI server speaking the real wire format (banner,
+ * Login/Response, Ping/Pong) that writes raw event bytes as given, so a test can replay a
+ * capture or cut it mid-event; the benchmark's agent (bench/agent/pbx.ts) runs it too.
  */
 export class FakeAmi {
   readonly server: Server;
@@ -30,9 +33,11 @@ export class FakeAmi {
   connections = 0;
   opts: Required<FakeAmiOptions>;
   private loggedIn = new Set<Socket>();
+  /** Called after each accepted login. */
+  onLogin: (() => void) | null = null;
 
   constructor(opts: FakeAmiOptions = {}) {
-    this.opts = { user: 'ampere', secret: 'ampere', rejectLogin: false, silent: false, readSecurity: true, ...opts };
+    this.opts = { user: 'ampere', secret: 'ampere', rejectLogin: false, silent: false, readSecurity: true, authEvent: true, ...opts };
     this.server = createServer((s) => this.accept(s));
   }
 
@@ -42,6 +47,11 @@ export class FakeAmi {
     return (this.server.address() as { port: number }).port;
   }
 
+  /** How many logged-in clients read events now. */
+  get readers(): number {
+    return this.loggedIn.size;
+  }
+
   get port(): number {
     return (this.server.address() as { port: number }).port;
   }
@@ -49,6 +59,7 @@ export class FakeAmi {
   private accept(s: Socket): void {
     this.connections++;
     this.sockets.add(s);
+    s.setNoDelay(true);
     s.on('close', () => { this.sockets.delete(s); this.loggedIn.delete(s); });
     s.on('error', () => {});
     s.write('Asterisk Call Manager/11.0.0\r\n');
@@ -66,7 +77,8 @@ export class FakeAmi {
           const events = this.opts.readSecurity && f.events?.toLowerCase() !== 'off';
           if (ok) { this.logins++; if (events) this.loggedIn.add(s); } else this.rejected++;
           s.write(ok ? `Response: Success\r\nActionID: ${id}\r\nMessage: Authentication accepted\r\n\r\n` : `Response: Error\r\nActionID: ${id}\r\nMessage: Authentication failed\r\n\r\n`);
-          if (ok && events) s.write(amiEvent('SuccessfulAuth', '127.0.0.1', { Service: 'AMI', AccountID: f.username ?? '', RemoteAddress: `IPV4/TCP/127.0.0.1/${s.remotePort ?? 0}`, LocalAddress: 'IPV4/TCP/127.0.0.1/5038', UsingPassword: '0' }));
+          if (ok && events && this.opts.authEvent) s.write(amiEvent('SuccessfulAuth', '127.0.0.1', { Service: 'AMI', AccountID: f.username ?? '', RemoteAddress: `IPV4/TCP/127.0.0.1/${s.remotePort ?? 0}`, LocalAddress: 'IPV4/TCP/127.0.0.1/5038', UsingPassword: '0' }));
+          if (ok) this.onLogin?.();
           if (!ok) s.end();
         } else if (f.action?.toLowerCase() === 'ping') {
           this.pings++;
@@ -90,6 +102,12 @@ export class FakeAmi {
   /** Write raw bytes to every logged-in client that may read events. */
   send(bytes: string | Buffer): void {
     for (const s of this.loggedIn) s.write(bytes);
+  }
+
+  /** Write to every client that may read events; resolves once their sockets took it (backpressure). */
+  write(bytes: string | Buffer): Promise<void> {
+    if (this.loggedIn.size === 0) return Promise.reject(new Error('no AMI client logged in'));
+    return Promise.all([...this.loggedIn].map((s) => (s.write(bytes) ? undefined : new Promise((r) => s.once('drain', r))))).then(() => {});
   }
 
   /** Drop every connection (Asterisk restarting). */

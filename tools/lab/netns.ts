@@ -1,71 +1,87 @@
 /**
- * Network namespaces for firewall tests. Every iptables/ipset/conntrack call a test makes goes
- * into a namespace made here, never into the host's own firewall. Names are `ampt-<pid>-<n>`,
- * and teardown always deletes them (which also drops their rules, sets and veth ends:
- * iptables, ipset and conntrack state are all per network namespace).
+ * Network namespaces for tests and the benchmark. Every iptables/ipset/conntrack command of the
+ * lab runs inside a namespace made here, never in the host's own firewall. A namespace is
+ * registered before it is created and deleted at exit, on SIGINT/SIGTERM/SIGHUP and by
+ * destroy(), with the processes spawned into it; names are `ampl-<pid>-<n>`, and ones left by
+ * a run that was killed (-9) are removed when the next run makes its first namespace.
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { must, sh, type ExecResult } from './sh';
 
+export { must, sh, type ExecResult } from './sh';
+
+export const NS_PREFIX = 'ampl-';
+const PREFIX = `${NS_PREFIX}${process.pid}-`;
 let counter = 0;
+const namespaces = new Set<string>();
+const children = new Set<ChildProcess>();
+const tmpdirs = new Set<string>();
 
-export interface ExecResult {
-  code: number;
-  stdout: string;
-  stderr: string;
+/** A child process that is killed (by its own pid) at cleanup if still running. */
+export function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
 }
 
-/** Run a command (argument array, no shell); never rejects, the caller reads `code`. */
-export function sh(cmd: string, args: string[], input?: string): Promise<ExecResult> {
-  return new Promise((resolve) => {
-    const child = execFile(cmd, args, { maxBuffer: 256 * 1024 * 1024, timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 255) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr || (err && !stderr ? err.message : '')) });
-    });
-    child.stdin?.on('error', () => {});
-    child.stdin?.end(input ?? '');
-  });
+export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+  return track(spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts }));
+}
+
+export function tempDir(tag: string): string {
+  const d = mkdtempSync(join(tmpdir(), `ampere-lab-${tag}-`));
+  tmpdirs.add(d);
+  return d;
+}
+
+export function removeTempDir(d: string): void {
+  rmSync(d, { recursive: true, force: true });
+  tmpdirs.delete(d);
 }
 
 export class Netns {
-  private readonly children = new Set<ChildProcess>();
-  private deleted = false;
-
   private constructor(readonly name: string) {}
 
   static async create(): Promise<Netns> {
-    const name = `ampt-${process.pid}-${++counter}`;
-    const r = await sh('ip', ['netns', 'add', name]);
-    if (r.code !== 0) throw new Error(`ip netns add ${name}: ${r.stderr}`);
+    const name = `${PREFIX}${++counter}`;
+    installCleanup();
+    namespaces.add(name); // before creating: a Ctrl-C in between still removes it
+    await must('ip', ['netns', 'add', name]);
     const ns = new Netns(name);
     await ns.must('ip', ['link', 'set', 'lo', 'up']);
     return ns;
   }
 
-  /** Run inside the namespace; never rejects. */
   exec(cmd: string, args: string[], input?: string): Promise<ExecResult> {
     return sh('ip', ['netns', 'exec', this.name, cmd, ...args], input);
   }
 
-  /** Run inside the namespace; rejects with stderr on a non-zero exit. */
   async must(cmd: string, args: string[], input?: string): Promise<string> {
     const r = await this.exec(cmd, args, input);
-    if (r.code !== 0) throw new Error(`[${this.name}] ${cmd} ${args.join(' ')} -> ${r.code}: ${r.stderr}`);
+    if (r.code !== 0) throw new Error(`[${this.name}] ${cmd} ${args.join(' ').slice(0, 200)} -> ${r.code}: ${r.stderr.trim()}`);
     return r.stdout;
   }
 
-  /** A long-running process inside the namespace; killed (by its own pid) at destroy(). */
-  spawn(cmd: string, args: string[]): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', this.name, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.children.add(child);
-    child.on('exit', () => this.children.delete(child));
-    return child;
+  /** A long-running process inside the namespace (`ip netns exec` execs it: same pid). */
+  spawn(cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+    return spawnTracked('ip', ['netns', 'exec', this.name, cmd, ...args], opts);
   }
 
   async destroy(): Promise<void> {
-    if (this.deleted) return;
-    this.deleted = true;
-    for (const c of this.children) c.kill('SIGKILL');
+    if (!namespaces.has(this.name)) return;
+    // Processes still inside keep a namespace alive: end ours first.
+    for (const c of [...children]) {
+      const args = c.spawnargs;
+      if (args[0] === 'ip' && args[3] === this.name && c.exitCode === null && c.signalCode === null) {
+        c.kill('SIGKILL');
+        await new Promise<void>((r) => { const t = setTimeout(r, 2000); c.once('exit', () => { clearTimeout(t); r(); }); });
+      }
+    }
     await sh('ip', ['netns', 'del', this.name]);
+    namespaces.delete(this.name);
   }
 }
 
@@ -195,7 +211,7 @@ export class UdpSink {
  */
 export function skipUnlessRoot(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
-  const name = `ampt-${process.pid}-probe`;
+  const name = `${PREFIX}probe`;
   try {
     execFileSync('ip', ['netns', 'add', name], { stdio: 'pipe' });
     execFileSync('ip', ['netns', 'del', name], { stdio: 'pipe' });
@@ -205,24 +221,40 @@ export function skipUnlessRoot(): string | undefined {
   }
 }
 
-/** Delete namespaces left by earlier test runs that died (their pid no longer exists). */
-export async function removeStaleNamespaces(): Promise<string[]> {
-  const r = await sh('ip', ['netns', 'list']);
-  const removed: string[] = [];
-  for (const line of r.stdout.split('\n')) {
-    const m = /^(ampt-(\d+)-\S+)/.exec(line);
-    if (!m || Number(m[2]) === process.pid || pidAlive(Number(m[2]))) continue;
-    await sh('ip', ['netns', 'del', m[1]]);
-    removed.push(m[1]);
-  }
-  return removed;
+function cleanupSync(): void {
+  for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
+  children.clear();
+  for (const n of namespaces) { try { execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' }); } catch { /* gone */ } }
+  namespaces.clear();
+  for (const d of tmpdirs) { try { rmSync(d, { recursive: true, force: true }); } catch { /* gone */ } }
+  tmpdirs.clear();
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
+let installed = false;
+
+/**
+ * Cleanup on every way out (exit, SIGINT, SIGTERM, SIGHUP), installed by the first namespace;
+ * namespaces of earlier runs whose process is dead are removed then.
+ */
+export function installCleanup(): void {
+  if (installed) return;
+  installed = true;
+  process.on('exit', cleanupSync);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      process.stderr.write(`\nlab: ${sig}, cleaning up (${namespaces.size} namespaces, ${children.size} processes)\n`);
+      cleanupSync();
+      process.exit(130);
+    });
   }
+  try {
+    const list = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    for (const line of list.split('\n')) {
+      const m = new RegExp(`^(${NS_PREFIX}(\\d+)-\\S+)`).exec(line);
+      if (!m || Number(m[2]) === process.pid) continue;
+      try { process.kill(Number(m[2]), 0); continue; } catch { /* its run is dead */ }
+      try { execFileSync('ip', ['netns', 'del', m[1]], { stdio: 'ignore' }); } catch { /* raced */ }
+    }
+  } catch { /* no ip netns: skipUnlessRoot() says so */ }
 }
+

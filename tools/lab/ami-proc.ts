@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { FakeAmi, type FakeAmiOptions } from './fake-ami';
+import { FakeAmi, type FakeAmiOptions } from './ami';
 
 type Msg = { port?: number; logins?: number; sent?: number };
 

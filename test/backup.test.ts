@@ -1,0 +1,33 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { backupDatabase, backupName, listBackups, pruneBackups } from '../src/backup';
+
+test('backups: consistent copy of a live WAL database, one file, named by time; listing and pruning', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampere-bk-'));
+  const db = new Database(join(dir, 'live.db'));
+  db.pragma('journal_mode = WAL');
+  db.exec('CREATE TABLE hosts(address TEXT PRIMARY KEY); CREATE TABLE bans(id INTEGER PRIMARY KEY, address TEXT, lifted_at INTEGER, until INTEGER)');
+  const ins = db.prepare('INSERT INTO bans(address, lifted_at, until) VALUES (?, NULL, NULL)');
+  db.transaction(() => { for (let i = 0; i < 5000; i++) ins.run(`10.0.${i >> 8}.${i & 255}`); })();
+  const at = Date.UTC(2025, 0, 31, 14, 5, 9);
+  const r = await backupDatabase(db, join(dir, 'out'), at);
+  assert.equal(r.path, join(dir, 'out', 'ampere-20250131T140509Z.db'));
+  assert.equal(r.activeBans, 5000);
+  const again = await backupDatabase(db, join(dir, 'out'), at);
+  assert.equal(again.path, join(dir, 'out', 'ampere-20250131T140509Z-2.db'), 'same second: a second name, nothing overwritten');
+  assert.deepEqual(readdirSync(join(dir, 'out')).sort(), ['ampere-20250131T140509Z-2.db', 'ampere-20250131T140509Z.db']);
+  assert.equal(statSync(join(dir, 'out')).mode & 0o777, 0o700);
+  const copy = new Database(r.path, { readonly: true });
+  assert.equal(copy.pragma('journal_mode', { simple: true }), 'delete');
+  copy.close();
+  db.close();
+  assert.equal(backupName(at, 3), 'ampere-20250131T140509Z-3.db');
+  for (const n of ['ampere-20240101T000000Z.db', 'ampere-20260101T000000Z.db', 'other.db', 'ampere-2024.db']) writeFileSync(join(dir, 'out', n), '');
+  assert.deepEqual(listBackups(join(dir, 'out')).map((b) => b.name), ['ampere-20260101T000000Z.db', 'ampere-20250131T140509Z-2.db', 'ampere-20250131T140509Z.db', 'ampere-20240101T000000Z.db']);
+  assert.equal(pruneBackups(join(dir, 'out'), 2).length, 2);
+  assert.deepEqual(readdirSync(join(dir, 'out')).sort(), ['ampere-2024.db', 'ampere-20250131T140509Z-2.db', 'ampere-20260101T000000Z.db', 'other.db']);
+});
