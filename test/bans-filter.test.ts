@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { controlRequest } from '../src/control/client';
 import { Store } from '../src/store';
 import { ampere, json } from './helpers/cli';
-import { DaemonProcess } from './helpers/daemon';
+import { DaemonProcess } from '../tools/lab/daemon';
 
 /**
  * `ampere bans --since/--source/--sort/--limit`: the same answer from the daemon (filtered and
@@ -86,7 +86,7 @@ describe('ampere bans filters and order', () => {
   test('bad option values are usage errors (exit 2) naming the option', async () => {
     for (const [args, re] of [
       [['--since', 'yesterday'], /--since "yesterday" is not a duration/],
-      [['--source', 'range'], /--source must be one of auto, manual, legacy, fail2ban, kernel \(got "range"\)/],
+      [['--source', 'range'], /--source must be one of auto, manual, legacy, fail2ban, kernel, fleet \(got "range"\)/],
       [['--sort', 'name'], /--sort must be one of time, address, count/],
       [['--limit', '0'], /--limit must be a whole number/],
     ] as const) {

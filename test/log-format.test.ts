@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ampere } from './helpers/cli';
-import { DaemonProcess } from './helpers/daemon';
+import { DaemonProcess } from '../tools/lab/daemon';
 
 const dirs: string[] = [];
 after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });

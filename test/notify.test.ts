@@ -11,7 +11,7 @@ import { loadConfig, ConfigError } from '../src/config';
 import { Notifier, redactUrl } from '../src/notify';
 import { checkTemplate, fillTemplate, type NotifyEvent } from '../src/notify/body';
 import { ampere } from './helpers/cli';
-import { DaemonProcess } from './helpers/daemon';
+import { DaemonProcess } from '../tools/lab/daemon';
 
 const SECRET = 'tok3n-s3cr3t';
 const dirs: string[] = [];
