@@ -1,9 +1,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { amiEvent } from './helpers/fake-ami';
-import { FakeAmiProcess } from './helpers/fake-ami-proc';
+import { amiEvent } from '../tools/lab/ami';
+import { FakeAmiProcess } from '../tools/lab/ami-proc';
 import { eventually, FleetNode, initFleet, range } from './helpers/fleet';
-import { removeStaleNamespaces, skipUnlessRoot } from './helpers/netns';
+import { skipUnlessRoot } from '../tools/lab/netns';
 import { PgCluster, skipUnlessPg } from './helpers/pg';
 
 /** The engine stopped under attack, and the publish rate limit: nothing lost, nothing slower. */
@@ -15,7 +15,6 @@ describe('fleet: engine outage and publish rate', { skip }, () => {
   let ami: FakeAmiProcess;
 
   before(async () => {
-    await removeStaleNamespaces();
     pg = await PgCluster.start();
     await initFleet(pg, ['pbx1', 'pbx2']);
     pbx1 = await FleetNode.create('pbx1', pg, { AMPERE_FLEET_PUBLISH_RATE: '50' });

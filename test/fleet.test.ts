@@ -1,9 +1,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { amiEvent } from './helpers/fake-ami';
-import { FakeAmiProcess } from './helpers/fake-ami-proc';
+import { amiEvent } from '../tools/lab/ami';
+import { FakeAmiProcess } from '../tools/lab/ami-proc';
 import { asRole, eventually, FleetNode, initFleet, range } from './helpers/fleet';
-import { removeStaleNamespaces, skipUnlessRoot } from './helpers/netns';
+import { skipUnlessRoot } from '../tools/lab/netns';
 import { PgCluster, skipUnlessPg } from './helpers/pg';
 
 /**
@@ -20,7 +20,6 @@ describe('fleet: three daemons, one PostgreSQL', { skip }, () => {
   let ami: FakeAmiProcess;
 
   before(async () => {
-    await removeStaleNamespaces();
     pg = await PgCluster.start();
     await initFleet(pg, ['pbx1', 'pbx2', 'pbx3']);
     pbx1 = await FleetNode.create('pbx1', pg);

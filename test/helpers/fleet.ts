@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { Client } from 'pg';
 import { fleetInit } from '../../src/fleet/init';
 import { ampere, json } from './cli';
-import { DaemonProcess } from './daemon';
-import { Netns } from './netns';
+import { DaemonProcess } from '../../tools/lab/daemon';
+import { Netns } from '../../tools/lab/netns';
 import type { PgCluster } from './pg';
 
 export const password = (name: string) => `${name}-fleet-pw`;

@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sh } from './netns';
+import { sh } from '../../tools/lab/sh';
 
 const SUPER_PASSWORD = 'throwaway-super';
 
