@@ -1,4 +1,6 @@
+import { writeSync } from 'node:fs';
 import pino from 'pino';
+import { prettyFactory } from 'pino-pretty';
 
 export type Logger = pino.Logger;
 
@@ -13,6 +15,21 @@ export function createLogger(level = 'info', destination?: pino.DestinationStrea
     },
     destination ?? pino.destination({ fd: 1, sync: false }),
   );
+}
+
+/**
+ * Where log lines go for a log_format: JSON through pino's own destination (null), or pretty,
+ * one readable line per event from pino-pretty, written synchronously so that no line before
+ * a crash is lost (pretty is for a terminal or journald, not for a flood).
+ */
+export function logDestination(format: 'json' | 'pretty', fd = 1): pino.DestinationStream | undefined {
+  if (format === 'json') return undefined;
+  const pretty = prettyFactory({ colorize: false, singleLine: true, translateTime: 'SYS:standard', ignore: 'pid,hostname' });
+  return {
+    write(line: string) {
+      try { writeSync(fd, pretty(line)); } catch { /* stdout is gone: nowhere left to say it */ }
+    },
+  };
 }
 
 /**

@@ -1,6 +1,8 @@
 import { USAGE_OF } from './usage';
 import type { BanView } from '../control/views';
-import { DEFAULT_PAGE, listBanPage, parseMatch } from '../control/views';
+import { DEFAULT_PAGE, listBanPage, parseMatch, type BanFilter } from '../control/views';
+import { parseDuration } from '../config/duration';
+import { BAN_SORTS, BAN_SOURCES, type BanSort } from '../store/pages';
 import { formatSpan, formatTable, formatTime, iso } from './table';
 import { askOrOffline, config, EXIT, note, openOffline, parse, refusal, usageError } from './common';
 import type { Store } from '../store';
@@ -15,11 +17,14 @@ type Page = { bans: BanView[]; next: number | null };
  * printed as each page arrives, so neither side ever holds a whole history.
  */
 export async function bansCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse('bans', args, { all: { type: 'boolean' }, json: { type: 'boolean' }, limit: { type: 'string' }, origin: { type: 'string' } }, { min: 0, max: 1, usage: USAGE });
+  const { values, positionals } = parse('bans', args, {
+    all: { type: 'boolean' }, json: { type: 'boolean' }, limit: { type: 'string' }, origin: { type: 'string' }, since: { type: 'string' }, source: { type: 'string' }, sort: { type: 'string' },
+  }, { min: 0, max: 1, usage: USAGE });
   const match = positionals[0];
   if (match !== undefined && !parseMatch(match)) throw usageError(`bans: ${JSON.stringify(match)} is not an IP address or CIDR`);
   const limit = values.limit === undefined ? Infinity : Number(values.limit);
   if (values.limit !== undefined && !(/^\d{1,9}$/.test(values.limit) && limit >= 1)) throw usageError(`bans: --limit must be a whole number from 1 (got ${JSON.stringify(values.limit)})`);
+  const filter = banFilter(values, Date.now());
   const cfg = config();
   let store: Store | null = null;
   const fetchPage = async (before: number | null): Promise<Page> => {
@@ -29,13 +34,16 @@ export async function bansCommand(args: string[]): Promise<number> {
       if (values.all) q.set('all', '1');
       if (match) q.set('match', match);
       if (before !== null) q.set('before', String(before));
+      if (filter.source) q.set('source', filter.source);
+      if (filter.since !== undefined) q.set('since', String(filter.since));
+      if (filter.sort) q.set('sort', filter.sort);
       const res = await askOrOffline<Page>(cfg, 'GET', `/bans?${q}`);
       if (res && res.status !== 200) throw refusal(res);
       if (res) return res.body;
       note('ampere: daemon not running; read from the database');
       store = openOffline(cfg);
     }
-    return listBanPage(store, Date.now(), { all: values.all, match, limit: size, before: before ?? undefined });
+    return listBanPage(store, Date.now(), { all: values.all, match, limit: size, before: before ?? undefined, ...filter });
   };
   let shown = 0;
   let before: number | null = null;
@@ -62,6 +70,25 @@ export async function bansCommand(args: string[]): Promise<number> {
   }
   if (!values.json && process.stdout.isTTY) note(`${shown} ${values.all ? 'bans' : 'active bans'}${before !== null ? ' (more: raise --limit)' : ''}`);
   return EXIT.ok;
+}
+
+/** --since, --source and --sort as the listing's filter; a bad value is a usage error naming the option. */
+function banFilter(values: { since?: string; source?: string; sort?: string }, now: number): BanFilter {
+  const f: BanFilter = {};
+  if (values.since !== undefined) {
+    const span = parseDuration(values.since);
+    if (span === null || span === 0) throw usageError(`bans: --since ${JSON.stringify(values.since)} is not a duration such as 1h, 24h, 7d`);
+    f.since = Math.max(0, now - span);
+  }
+  if (values.source !== undefined) {
+    if (!(BAN_SOURCES as readonly string[]).includes(values.source)) throw usageError(`bans: --source must be one of ${BAN_SOURCES.join(', ')} (got ${JSON.stringify(values.source)})`);
+    f.source = values.source;
+  }
+  if (values.sort !== undefined) {
+    if (!(BAN_SORTS as readonly string[]).includes(values.sort)) throw usageError(`bans: --sort must be one of ${BAN_SORTS.join(', ')} (got ${JSON.stringify(values.sort)})`);
+    f.sort = values.sort as BanSort;
+  }
+  return f;
 }
 
 /** origin: the ORIGIN column (fleet mode), `-` for this node's own bans. */

@@ -1,12 +1,13 @@
 import { ConfigError, formatDuration, loadConfig, type Config } from '../config';
 import { KEYS, type Key } from '../config/keys';
 import { redactUrl } from '../config/fleet-keys';
+import { redactUrl as redactNotifyUrl } from '../notify/url';
 import { CliError, EXIT, parse } from './common';
 import { printJson, printTable } from './table';
 import { USAGE_OF } from './usage';
 
 /** Keys whose value is a duration in ms (shown as the text a config file would hold). */
-const DURATIONS = new Set<Key>(['findtime', 'bantime', 'bantime_max', 'ami_timeout', 'ban_history_keep', 'backup_interval', 'fleet_resync', 'fleet_ban_max']);
+const DURATIONS = new Set<Key>(['findtime', 'bantime', 'bantime_max', 'ami_timeout', 'ban_history_keep', 'backup_interval', 'fleet_resync', 'fleet_ban_max', 'notify_timeout']);
 
 export interface ConfigRow { key: Key; value: string; source: string; env: string }
 
@@ -15,6 +16,7 @@ export function shownValue(cfg: Config, key: Key, source: string): string {
   if (key === 'pass') return source === 'default' ? 'not set (the default)' : 'set';
   if (key === 'fleet_url') return redactUrl(cfg.fleet_url);
   const v = cfg[key];
+  if (key === 'notify_url') return cfg.notify_url ? redactNotifyUrl(cfg.notify_url) : '';
   if (key === 'allow') return cfg.allow.map((c) => c.text).join(',');
   if (key === 'bantime' && v === 0) return '0 (permanent)';
   if (DURATIONS.has(key)) return formatDuration(v as number);

@@ -1,4 +1,6 @@
 import { USAGE_OF } from './usage';
+import { countryLookup } from '../geoip';
+import { UNKNOWN_COUNTRY } from './top';
 import { historyView, type HistoryView } from '../control/views';
 import { formatBans } from './bans';
 import { hostArg } from './ban';
@@ -21,9 +23,13 @@ export async function historyCommand(args: string[]): Promise<number> {
     const store = openOffline(cfg);
     try { h = historyView(store, address, Date.now()); } finally { store.close(); }
   }
+  // With a country database (geoip_db) the host's country; without one, no country at all.
+  const countryOf = countryLookup(cfg.geoip_db);
+  const country = countryOf ? countryOf(h.address) ?? UNKNOWN_COUNTRY : undefined;
   if (values.json) {
     printJson({
       ...h,
+      ...(country !== undefined ? { country } : {}),
       host: h.host ? { ...h.host, firstSeen: iso(h.host.firstSeen), lastSeen: iso(h.host.lastSeen), banUntil: iso(h.host.banUntil) } : null,
       bans: h.bans.map((b) => ({ ...b, since: iso(b.since), until: iso(b.until), liftedAt: iso(b.liftedAt) })),
       events: h.events.map((e) => ({ ...e, at: iso(e.at) })),
@@ -35,7 +41,7 @@ export async function historyCommand(args: string[]): Promise<number> {
     return EXIT.ok;
   }
   const host = h.host;
-  const lines = [`host ${h.address}`];
+  const lines = [`host ${h.address}${country !== undefined ? ` (country ${country})` : ''}`];
   if (host) {
     lines.push(`  first seen ${formatTime(host.firstSeen)}, last seen ${formatTime(host.lastSeen)}`);
     lines.push(`  ${host.failures} failures recorded, ${host.banCount} bans, ${host.banned ? `banned ${host.banUntil === null ? 'permanently' : `until ${formatTime(host.banUntil)}`}` : 'not banned'}`);

@@ -1,7 +1,7 @@
 import { setPriority } from 'node:os';
 import { getHeapStatistics } from 'node:v8';
 import { ConfigError, loadConfig, type Config } from '../config';
-import { createLogger, flushLogSync, type Logger } from '../log';
+import { createLogger, flushLogSync, logDestination, type Logger } from '../log';
 import { startDaemon } from '../daemon';
 import { HEAP_RESERVE_BYTES, maxHostsFor, tableHeapBytes } from './heap';
 
@@ -65,7 +65,7 @@ export async function runCommand(): Promise<number> {
   }
   const heap = heapProblem(loaded.config, getHeapStatistics().heap_size_limit);
   if (heap) { console.error(`ampere: ${heap}`); return 1; }
-  const log = createLogger(loaded.config.log_level);
+  const log = createLogger(loaded.config.log_level, logDestination(loaded.config.log_format));
   exitOnFault(log);
   applyNice(loaded.config.nice, log);
   let daemon;

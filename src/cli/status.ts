@@ -43,6 +43,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     ['backups', s.backup.dir ? `every ${formatSpan(s.backup.intervalMs)} into ${s.backup.dir}, keep ${s.backup.keep}${s.backup.nextAt ? `, next ${formatTime(s.backup.nextAt)}` : ''}` : 'off (AMPERE_BACKUP_DIR)'],
     ...(s.backup.lastError ? [['backup error', `${formatTime(s.backup.lastError.at)} ${s.backup.lastError.message}`] as [string, string]] : []),
     ['metrics', s.metrics ? `http://${s.metrics}/metrics` : 'off (AMPERE_METRICS)'],
+    ['notifications', s.notify ? `${s.notify.url}: ${s.notify.delivered} delivered, ${s.notify.failed} given up, ${s.notify.dropped} dropped, ${s.notify.queued} queued` : 'off (AMPERE_NOTIFY_URL)'],
     ['database', s.db],
     ['ban rows', !s.storage ? '-' : `${s.storage.pending} pending${s.storage.oldestPendingSince !== null ? ` (oldest since ${formatTime(s.storage.oldestPendingSince)})` : ''}; writes ${s.storage.failingSince !== null ? `FAILING since ${formatTime(s.storage.failingSince)}: ${s.storage.lastError}` : 'ok'}, ${s.storage.failures} failed since start`],
     ['event loop', s.eventLoop ? `delay p99 ${s.eventLoop.delayP99Ms} ms, max ${s.eventLoop.delayMaxMs} ms (last minute)` : '-'],

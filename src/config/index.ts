@@ -1,8 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import dotenv from 'dotenv';
-import { KEYS, type ConfigValues, type Key } from './keys';
+import { KEYS, SECRET_KEYS, type ConfigValues, type Key } from './keys';
 import { redactUrl } from './fleet-keys';
+import { redactUrl as redactNotifyUrl } from '../notify/url';
 
 export type Config = ConfigValues;
 export { parseDuration, formatDuration } from './duration';
@@ -74,7 +75,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, dir?: string): 
     else { raw = KEYS[key].default; sources[key] = 'default'; }
     const result = KEYS[key].parse(raw.trim()) as { ok: unknown; warning?: string } | { allowed: string };
     if ('allowed' in result) {
-      const shown = key === 'pass' ? '(hidden)' : key === 'fleet_url' ? JSON.stringify(redactUrl(raw)) : JSON.stringify(raw);
+      const shown = SECRET_KEYS.has(key) ? '(hidden)' : key === 'fleet_url' ? JSON.stringify(redactUrl(raw)) : JSON.stringify(raw);
       const where = sources[key] === 'env' || sources[key] === '.env' ? `${envName(key)} (${sources[key]})` : sources[key] === 'file' ? `${key} in ${file}` : key;
       throw new ConfigError(`invalid ${key}: ${shown} from ${where}; expected ${result.allowed}`, key);
     }
@@ -90,6 +91,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, dir?: string): 
 
 /** The config as it may be logged: the password never appears. */
 export function describeConfig(cfg: Config): Record<string, unknown> {
-  const { pass: _pass, allow, fleet_url, ...rest } = cfg;
-  return { ...rest, allow: allow.map((c) => c.text), fleet_url: redactUrl(fleet_url) };
+  const { pass: _pass, allow, fleet_url, notify_url, ...rest } = cfg;
+  return { ...rest, allow: allow.map((c) => c.text), fleet_url: redactUrl(fleet_url), notify_url: notify_url ? redactNotifyUrl(notify_url) : '' };
 }

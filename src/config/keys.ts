@@ -2,6 +2,8 @@ import { formatDuration, parseDuration } from './duration';
 import { chainNameProblem } from '../firewall/names';
 import { parseCidr, type Cidr } from '../net/cidr';
 import { canonicalIp } from '../net/ip';
+import { checkTemplate } from '../notify/body';
+import { checkNotifyUrl } from '../notify/url';
 import { FLEET_KEYS } from './fleet-keys';
 
 /** A value parser returns the value (and perhaps a warning to log), or a string saying what is allowed. */
@@ -71,6 +73,23 @@ const listen: Parse<string> = (raw) => {
   }
   return { ok: raw };
 };
+/** The webhook: empty for off; its refusal never repeats the URL (it may hold a secret). */
+const notifyUrl: Parse<string> = (raw) => {
+  if (raw === '') return { ok: raw };
+  const why = checkNotifyUrl(raw);
+  return why ? { allowed: `an http:// or https:// URL, or empty for off (${why})` } : { ok: raw };
+};
+const notifyTemplate: Parse<string> = (raw) => {
+  const why = raw === '' ? null : checkTemplate(raw);
+  return why ? { allowed: `a JSON body with {placeholders} inside its strings, or empty: ${why}` } : { ok: raw };
+};
+/** geoip_db: empty (the bundled database), off, or a MaxMind-format file that opens and answers. */
+const geoipDb: Parse<string> = (raw) => {
+  if (raw === '' || raw === 'off') return { ok: raw };
+  // Loaded only when a file is named: every other command starts without the reader.
+  try { (require('../geoip') as typeof import('../geoip')).openCountryDb(raw); } catch (err) { return { allowed: `a MaxMind-format .mmdb file, off, or empty for the bundled one (${(err as Error).message})` }; }
+  return { ok: raw };
+};
 const chainName: Parse<string> = (raw) => {
   const why = chainNameProblem(raw);
   return why ? { allowed: `a chain name of 1-28 letters, digits, _ . - (not starting with - or .), not a built-in chain or target of iptables: ${why}` } : { ok: raw };
@@ -100,6 +119,7 @@ export const KEYS = {
   ipv6: { default: 'auto', parse: oneOf('auto', 'on', 'off') },
   ami_timeout: { default: '10s', parse: duration(200, { maxMs: TIMER_DURATION_MAX_MS }) },
   log_level: { default: 'info', parse: oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal') },
+  log_format: { default: 'json', parse: oneOf('json', 'pretty') },
   max_hosts: { default: '200000', parse: int(100, 10_000_000) },
   nice: { default: '-10', parse: int(-20, 19) },
   history: { default: '20', parse: int(0, 10_000) },
@@ -110,8 +130,16 @@ export const KEYS = {
   backup_interval: { default: '24h', parse: duration(60_000) },
   backup_keep: { default: '7', parse: int(1, 1000) },
   verify_interval: { default: '2s', parse: ((raw) => { const ms = parseDuration(raw); return ms !== null && (ms === 0 || ms >= 100) ? { ok: ms } : { allowed: 'a duration such as 2s or 500ms (at least 100ms), or 0 for off' }; }) as Parse<number> },
+  geoip_db: { default: '', parse: geoipDb },
+  notify_url: { default: '', parse: notifyUrl },
+  notify_format: { default: 'json', parse: oneOf('json', 'slack') },
+  notify_template: { default: '', parse: notifyTemplate },
+  notify_timeout: { default: '5s', parse: duration(1000, { maxMs: 60_000 }) },
   ...FLEET_KEYS,
 } as const;
+
+/** Keys whose value is never shown or logged as given (it is or may hold a secret). */
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['pass', 'notify_url']);
 
 export type Key = keyof typeof KEYS;
 type ParsedOf<K extends Key> = (typeof KEYS)[K]['parse'] extends Parse<infer T> ? T : never;

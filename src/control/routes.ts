@@ -11,7 +11,7 @@ import type { Store } from '../store';
 import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
 import { allowRoutes } from './allow-routes';
 import { importRoutes } from './import-routes';
-import { historyView, listBanPageJson, MAX_PAGE } from './views';
+import { historyView, listBanPageJson, MAX_PAGE, parseBanFilter } from './views';
 
 /** The running daemon's parts the control API steers. */
 type Route = (r: ControlRequest) => Promise<ControlAnswer> | ControlAnswer;
@@ -89,8 +89,10 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
     'GET /bans': (r) => {
       const limit = pageNumber(r.query.get('limit'), 'limit', MAX_PAGE);
       const before = pageNumber(r.query.get('before'), 'before', Number.MAX_SAFE_INTEGER);
+      const filter = parseBanFilter((name) => r.query.get(name));
+      if ('error' in filter) throw new HttpError(400, filter.error);
       try {
-        return { body: null, json: listBanPageJson(d.store, Date.now(), { all: r.query.get('all') === '1', match: r.query.get('match') ?? undefined, limit, before }) };
+        return { body: null, json: listBanPageJson(d.store, Date.now(), { all: r.query.get('all') === '1', match: r.query.get('match') ?? undefined, limit, before, ...filter }) };
       } catch (err) {
         throw new HttpError(400, (err as Error).message);
       }

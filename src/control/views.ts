@@ -2,6 +2,7 @@ import type { Cidr } from '../net/cidr';
 import { cidrContains, parseCidr } from '../net/cidr';
 import { canonicalIp, type Family } from '../net/ip';
 import type { BanRow, Store } from '../store';
+import { BAN_SORTS, BAN_SOURCES, type BanSort } from '../store/pages';
 
 /**
  * What the control API and the offline readers return: the same shapes whether the daemon
@@ -80,6 +81,30 @@ export function listBanViews(store: Store, now: number, opts: { all?: boolean; m
   return out.map((r) => banView(r, now));
 }
 
+/** Filters and order of a listing, applied by SQLite: only this source, started at or after since (ms), the order. */
+export interface BanFilter { source?: string; since?: number; sort?: BanSort }
+
+/** A listing's filter from the control API's query (source, since, sort), or what is wrong with it. */
+export function parseBanFilter(get: (name: string) => string | null): BanFilter | { error: string } {
+  const f: BanFilter = {};
+  const source = get('source');
+  if (source !== null) {
+    if (!(BAN_SOURCES as readonly string[]).includes(source)) return { error: `source must be one of ${BAN_SOURCES.join(', ')}` };
+    f.source = source;
+  }
+  const since = get('since');
+  if (since !== null) {
+    if (!/^\d{1,16}$/.test(since) || !Number.isSafeInteger(Number(since))) return { error: 'since must be a time in epoch milliseconds' };
+    f.since = Number(since);
+  }
+  const sort = get('sort');
+  if (sort !== null) {
+    if (!(BAN_SORTS as readonly string[]).includes(sort)) return { error: `sort must be one of ${BAN_SORTS.join(', ')}` };
+    f.sort = sort as BanSort;
+  }
+  return f;
+}
+
 /** Rows a listing page holds at most, and the default. */
 export const MAX_PAGE = 5000;
 export const DEFAULT_PAGE = 2000;
@@ -89,10 +114,10 @@ export const DEFAULT_PAGE = 2000;
  * listing of any length is read page by page, never whole. Continue with before = next until
  * next is null; a page may be short (even empty) before the end.
  */
-export function listBanPage(store: Store, now: number, opts: { all?: boolean; match?: string; before?: number; limit?: number }): { bans: BanView[]; next: number | null } {
+export function listBanPage(store: Store, now: number, opts: { all?: boolean; match?: string; before?: number; limit?: number } & BanFilter): { bans: BanView[]; next: number | null } {
   const { match, address } = matchFilter(opts.match);
   const limit = Math.min(MAX_PAGE, Math.max(1, opts.limit ?? DEFAULT_PAGE));
-  const { rows, next } = store.listBansPage(now, { all: opts.all, address, before: opts.before, limit });
+  const { rows, next } = store.listBansPage(now, { all: opts.all, address, before: opts.before, limit, source: opts.source, since: opts.since, sort: opts.sort });
   const out = match && address === undefined ? rows.filter((r) => cidrContains(match!, r.address, r.family as Family)) : rows;
   return { bans: out.map((r) => banView(r, now)), next };
 }
@@ -101,12 +126,12 @@ export function listBanPage(store: Store, now: number, opts: { all?: boolean; ma
  * listBanPage as the JSON text of its answer ({"bans": [...], "next": ...}): made by SQLite for
  * one address or none; a network filter goes through listBanPage (the match is made in JS).
  */
-export function listBanPageJson(store: Store, now: number, opts: { all?: boolean; match?: string; before?: number; limit?: number }): string {
+export function listBanPageJson(store: Store, now: number, opts: { all?: boolean; match?: string; before?: number; limit?: number } & BanFilter): string {
   const match = opts.match ? parseMatch(opts.match) : null;
   if (opts.match && !match) throw new Error(`not an IP address or CIDR: ${JSON.stringify(opts.match)}`);
   if (match && match.bits !== (match.family === 4 ? 32 : 128)) return JSON.stringify(listBanPage(store, now, opts));
   const limit = Math.min(MAX_PAGE, Math.max(1, opts.limit ?? DEFAULT_PAGE));
-  const { json, next } = store.listBansPageJson(now, { all: opts.all, address: match?.text, before: opts.before, limit });
+  const { json, next } = store.listBansPageJson(now, { all: opts.all, address: match?.text, before: opts.before, limit, source: opts.source, since: opts.since, sort: opts.sort });
   return `{"bans":${json},"next":${next}}`;
 }
 

@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { hostname } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { AmiConnection } from '../ami';
 import { SecurityHearing } from '../ami/heard';
@@ -13,6 +14,7 @@ import type { FirewallQueue } from '../firewall';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { EventWindow } from '../metrics/window';
+import { notifyChanges } from '../notify';
 import { PenaltyTable } from '../scoring';
 import { Pruner, Store } from '../store';
 import { openCore } from './core';
@@ -54,6 +56,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   for (const w of loaded.warnings) log.warn(w);
   const core = await openCore(cfg, log, t0);
   const { socketPath, store, allow, backend, firewall, decisions, verifier, stats } = core;
+  const notifier = notifyChanges(cfg, decisions, hostname(), log.child({ module: 'notify' }));
   const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: cfg.max_hosts, isAllowed: (a, f) => allow.allows(a, f) });
   const pruner = new Pruner(store.sqlite, { hostMaxAgeMs: HOST_MAX_AGE_MS, maxHostRows: cfg.max_host_rows, banHistoryKeepMs: cfg.ban_history_keep }, { onCommit: () => store.checkpointer?.noteCommit() });
   const ami = new AmiConnection({ host: cfg.host, port: cfg.port, user: cfg.user, pass: cfg.pass, pingIntervalMs: cfg.ami_timeout, pingTimeoutMs: cfg.ami_timeout, connectTimeoutMs: cfg.ami_timeout }, log.child({ module: 'ami' }));
@@ -66,7 +69,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   let metricsServer: Server | null = null;
   const parts: StatusParts = {
     cfg, stats, ami, hearing, window, penalties, store, decisions, firewall, backendName: backend.name, verifier, backups, loopDelay,
-    socket: () => (control ? socketPath : null), metricsListen: () => (metricsServer ? cfg.metrics : null),
+    socket: () => (control ? socketPath : null), metricsListen: () => (metricsServer ? cfg.metrics : null), notifier,
   };
   const writeStatus = () => writeStatusFile(statusPath(cfg.db), parts, log);
   core.drifted.push((found) => logDrift(found, parts, log));
@@ -91,6 +94,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
 
   let stopping: Promise<void> | null = null;
   const stop = () => (stopping ??= (async () => {
+    notifier?.stop();
     await fleet?.stop();
     await shutdown({ core, log, stopAmi: () => ami.stop(), jobs, control, metricsServer, backups, pipeline, pruner, loopDelay, writeStatus });
   })());

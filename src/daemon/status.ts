@@ -14,6 +14,7 @@ import type { MetricsSources } from '../metrics';
 import type { EventWindow } from '../metrics/window';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
+import type { NotifyState } from '../notify';
 
 /** The daemon's own tallies since start. byKind has a null prototype: an event kind is only a key. */
 export interface DaemonStats {
@@ -59,6 +60,8 @@ export interface DaemonStatus {
   storage: StorageState;
   /** The event loop's delay over the last minute (perf_hooks): how long an event can wait. */
   eventLoop: { delayP99Ms: number; delayMaxMs: number };
+  /** The webhook (its URL without secrets) and its counts since start; null when notify_url is empty. */
+  notify?: ({ url: string } & NotifyState) | null;
   /** Fleet mode (null: fleet_url empty). */
   fleet: import('../fleet').FleetStatus | null;
 }
@@ -88,6 +91,7 @@ export interface StatusParts {
   /** Null until the control socket (or the metrics endpoint) listens. */
   socket(): string | null;
   metricsListen(): string | null;
+  notifier?: { shownUrl: string; state: NotifyState } | null;
   /** Fleet mode's status, once started (absent or null: no fleet). */
   fleet?(): import('../fleet').FleetStatus | null;
 }
@@ -119,6 +123,7 @@ export function snapshot(p: StatusParts, now: number): DaemonStatus {
     storage: p.decisions.storage(),
     eventLoop: { delayP99Ms: lateMs(p.loopDelay.percentile(99)), delayMaxMs: lateMs(p.loopDelay.max) },
     fleet: p.fleet?.() ?? null,
+    notify: p.notifier ? { url: p.notifier.shownUrl, ...p.notifier.state } : null,
   };
 }
 

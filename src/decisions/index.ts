@@ -11,10 +11,10 @@ import { banDuration, type BantimeOptions } from '../scoring/bantime';
 import type { NewBan, Store } from '../store';
 import { BannedSet, CountCache } from './banned';
 import { PendingWrites, StoreHealth, type PendingBan, type StorageState } from './pending';
-import { BanNotStoredYet, type BanReason, type BanResult, type ChangeListener, type DecisionsOptions, type KernelQueue } from './types';
+import { BanNotStoredYet, type BanFacts, type BanReason, type BanResult, type ChangeListener, type DecisionsOptions, type KernelQueue } from './types';
 
 export type { StorageState } from './pending';
-export { BanNotStoredYet, type BanReason, type BanResult, type ChangeListener, type DecisionsOptions, type KernelQueue } from './types';
+export { BanNotStoredYet, type BanFacts, type BanReason, type BanResult, type ChangeListener, type DecisionsOptions, type KernelQueue } from './types';
 
 /**
  * Turns a decision into a ban that is real and remembered. The kernel command is sent first,
@@ -67,8 +67,8 @@ export class Decisions {
   /** Subscribes to ban rows being committed (fleet mode publishes them from the database right after). */
   onStored(listener: () => void): void { this.storedListeners.push(listener); }
 
-  private changed(what: 'ban' | 'unban', address: string, detail: string): void {
-    for (const l of this.listeners) l(what, address, detail);
+  private changed(what: 'ban' | 'unban', address: string, detail: string, ban?: BanFacts): void {
+    for (const l of this.listeners) l(what, address, detail, ban);
   }
 
   /** The database side as status, metrics and health show it. */
@@ -222,7 +222,7 @@ export class Decisions {
     // reading the next attacker's event. The "ban" line is logged once the ban is stored.
     const batched = source === 'auto' || source === 'fleet';
     if (!storedFirst) this.pending.push(entry(), batched ? this.commitDelayMs : 0);
-    this.changed('ban', address, source);
+    this.changed('ban', address, source, { reason, until, banCount, now });
     // An operator's ban (or an import) is in the database when the call returns, or the
     // caller hears why not (the kernel holds it, and the row is retried).
     const result = { address, family, until, banCount, applied };

@@ -12,8 +12,11 @@ export interface KernelQueue {
   setAll(bans: BanSource, now: number): Promise<void>;
 }
 
-/** detail: the ban's source (auto, manual, legacy, fail2ban) or the unban's reason (unban, allowed, expired). */
-export type ChangeListener = (what: 'ban' | 'unban', address: string, detail: string) => void;
+/** detail: the ban's source (auto, manual, legacy, fail2ban, fleet) or the unban's reason (unban, allowed, expired); ban: what a ban is (bans only). */
+export type ChangeListener = (what: 'ban' | 'unban', address: string, detail: string, ban?: BanFacts) => void;
+
+/** What a new ban is, for listeners that report it (notifications). */
+export interface BanFacts { reason: BanReason; until: number | null; banCount: number; now: number }
 
 export interface DecisionsOptions {
   store: Store;
