@@ -11,9 +11,9 @@
 import { Client } from 'pg';
 import { fleetInit } from '../../src/fleet/init';
 import { PgCluster, skipUnlessPg } from '../../test/helpers/pg';
-import { Daemon, daemonEnv, PbxAgent, Prober } from '../lib/procs';
+import { daemonEnv, PbxAgent, Prober, startDaemon, type DaemonProcess } from '../lib/procs';
 import { percentile, spread, type Row } from '../lib/report';
-import { createLab, monoNs, removeTempDir, sleep, tempDir, type Lab, type Ns } from '../lib/sys';
+import { createLab, monoNs, removeTempDir, sleep, tempDir, type Lab, type Netns } from '../lib/sys';
 import type { Ctx } from './common';
 
 const SECTION = '7 Fleet';
@@ -38,7 +38,7 @@ async function propagate(agent: PbxAgent, prober: Prober, n: number, base: numbe
 }
 
 /** The same samples timed to the address being in a set of the namespace (the poll rows). */
-async function propagateToSet(agent: PbxAgent, ns: Ns, set: string, n: number, base: number, pause: () => Promise<void>): Promise<number[]> {
+async function propagateToSet(agent: PbxAgent, ns: Netns, set: string, n: number, base: number, pause: () => Promise<void>): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
     const a = src(base + i);
@@ -53,7 +53,7 @@ async function propagateToSet(agent: PbxAgent, ns: Ns, set: string, n: number, b
 }
 
 /** The poll-based receiver: every periodMs, new rows since the last id go into its own set in the lab. */
-async function startPoller(url: string, ns: Ns, periodMs: number): Promise<{ stop(): Promise<void> }> {
+async function startPoller(url: string, ns: Netns, periodMs: number): Promise<{ stop(): Promise<void> }> {
   let stopped = false;
   const c = new Client({ connectionString: url });
   await c.connect();
@@ -79,7 +79,7 @@ export async function fleetSection(ctx: Ctx): Promise<Row[]> {
   const samples = { listen: 60, poll1: 30, poll10: 12 };
   const pg = await PgCluster.start();
   const labs: Lab[] = [];
-  const daemons: Daemon[] = [];
+  const daemons: DaemonProcess[] = [];
   const dirs: string[] = [];
   let agent: PbxAgent | undefined;
   const probers: Prober[] = [];
@@ -93,7 +93,7 @@ export async function fleetSection(ctx: Ctx): Promise<Row[]> {
       const dir = tempDir(`fleet-${name}`);
       dirs.push(dir);
       const env = { AMPERE_BACKEND: 'ipset', AMPERE_FLEET_URL: pg.url(name, pw(name)), AMPERE_FLEET_ORIGIN: name, ...(k === 1 ? { AMPERE_PORT: '1' } : {}) };
-      const d = new Daemon(labs[k].pbx, daemonEnv(dir, env));
+      const d = startDaemon(labs[k].pbx, daemonEnv(dir, env));
       daemons.push(d);
       await d.waitFor((l) => l.msg === 'fleet connected', 60_000);
     }
