@@ -18,6 +18,7 @@ const COMMANDS: Record<string, () => Command> = {
   allow: () => (require('./cli/allow') as typeof import('./cli/allow')).allowCommand,
   history: () => (require('./cli/history') as typeof import('./cli/history')).historyCommand,
   check: () => (require('./cli/check') as typeof import('./cli/check')).checkCommand,
+  reload: () => (require('./cli/reload') as typeof import('./cli/reload')).reloadCommand,
   backup: () => (require('./cli/backup') as typeof import('./cli/backup')).backupCommand,
   'import-legacy': () => (require('./cli/import-legacy') as typeof import('./cli/import-legacy')).importLegacyCommand,
   config: () => (require('./cli/config') as typeof import('./cli/config')).configCommand,
@@ -45,6 +46,8 @@ commands:
                             the worst offenders from the history, banned now or not
   check [--config-only]     validate the configuration and the environment
                             (--config-only: the configuration alone, as before a service start)
+  reload [--json]           re-read the configuration now (as SIGHUP): live keys applied,
+                            the others named as needing a restart
   backup [--to <dir>]       an online, consistent copy of the database
   import-legacy <file> [--for <duration>] [--dry-run]
                             import the bans of the original Ampere's database

@@ -94,9 +94,9 @@ export function offlineAllowList(cfg: Pick<Config, 'allow' | 'host'>, store: All
  */
 export class AllowList implements AllowCheck {
   private readonly set: NetworkSet;
-  private readonly fixedByText: Map<string, AllowEntry>;
+  private fixedByText: Map<string, AllowEntry>;
 
-  constructor(private readonly fixed: AllowEntry[], private readonly store: AllowStore | null) {
+  constructor(private fixed: AllowEntry[], private readonly store: AllowStore | null) {
     this.fixedByText = new Map(fixed.map((e) => [e.cidr, e]));
     const runtime = store ? store.allowList().map((r) => r.cidr) : [];
     this.set = new NetworkSet([...fixed.map((e) => e.cidr), ...runtime].map(parseCidr).filter((c): c is Cidr => c !== null));
@@ -148,14 +148,30 @@ export class AllowList implements AllowCheck {
     const known = this.store.allowList().some((e) => e.cidr === c.text);
     this.store.addAllowed(c.text, now, note);
     if (!this.set.list().some((e) => e.text === c.text)) this.set.add(c);
+    return { cidr: c.text, added: !known, unbanned: await lift(c, now, effects) };
+  }
+
+  /**
+   * A reload: the configured entries become these (the others stay). An entry that is new lifts
+   * the bans and forgets the penalties it covers, as `allow add` does; a dropped one stops
+   * matching unless a runtime or other fixed entry holds the same network.
+   */
+  async replaceConfigured(networks: Cidr[], now: number, effects: AllowEffects): Promise<{ added: string[]; removed: string[]; unbanned: string[] }> {
+    const before = new Set(this.fixed.filter((e) => e.source === 'config').map((e) => e.cidr));
+    const next = new Map(networks.map((c) => [c.text, c]));
+    const kept = this.fixed.filter((e) => e.source !== 'config');
+    this.fixed = [...kept, ...[...next.keys()].map((cidr) => ({ cidr, source: 'config' as const, addedAt: null, note: '' }))];
+    this.fixedByText = new Map(this.fixed.map((e) => [e.cidr, e]));
+    const runtime = new Set(this.store ? this.store.allowList().map((r) => r.cidr) : []);
+    const removed = [...before].filter((t) => !next.has(t));
+    for (const t of removed) if (!this.fixedByText.has(t) && !runtime.has(t)) this.set.remove(t);
+    const added = [...next.values()].filter((c) => !before.has(c.text));
     const unbanned: string[] = [];
-    for (const b of effects.activeBans(now)) {
-      if (!cidrContains(c, b.address, b.family)) continue;
-      await effects.unban(b.address, now, 'allowed');
-      unbanned.push(b.address);
+    for (const c of added) {
+      if (!this.set.list().some((e) => e.text === c.text)) this.set.add(c);
+      unbanned.push(...await lift(c, now, effects));
     }
-    effects.forgetWhere((address) => cidrContains(c, address, familyOf(address)));
-    return { cidr: c.text, added: !known, unbanned };
+    return { added: added.map((c) => c.text), removed, unbanned };
   }
 
   /** Removes a runtime entry; a fixed one stays (its runtime duplicate, if any, is removed). */
@@ -165,4 +181,16 @@ export class AllowList implements AllowCheck {
     if (removed && !fixed) this.set.remove(c.text);
     return { removed, fixed };
   }
+}
+
+/** The active bans a new entry covers are lifted and the tracked penalties it covers forgotten. */
+async function lift(c: Cidr, now: number, effects: AllowEffects): Promise<string[]> {
+  const unbanned: string[] = [];
+  for (const b of effects.activeBans(now)) {
+    if (!cidrContains(c, b.address, b.family)) continue;
+    await effects.unban(b.address, now, 'allowed');
+    unbanned.push(b.address);
+  }
+  effects.forgetWhere((address) => cidrContains(c, address, familyOf(address)));
+  return unbanned;
 }

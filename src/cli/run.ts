@@ -2,7 +2,7 @@ import { setPriority } from 'node:os';
 import { getHeapStatistics } from 'node:v8';
 import { ConfigError, loadConfig, type Config } from '../config';
 import { createLogger, flushLogSync, logDestination, type Logger } from '../log';
-import { startDaemon } from '../daemon';
+import { ReloadRefused, startDaemon } from '../daemon';
 import { HEAP_RESERVE_BYTES, maxHostsFor, tableHeapBytes } from './heap';
 
 const MB = 1024 * 1024;
@@ -84,5 +84,7 @@ export async function runCommand(): Promise<number> {
     };
     process.once('SIGTERM', () => shutdown('SIGTERM'));
     process.once('SIGINT', () => shutdown('SIGINT'));
+    // SIGHUP reloads the configuration (a refusal is logged by reload) instead of ending the daemon.
+    process.on('SIGHUP', () => { daemon.reload().catch((err) => { if (!(err instanceof ReloadRefused)) log.error({ err: String(err) }, 'configuration reload failed'); }); });
   });
 }

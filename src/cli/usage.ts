@@ -14,6 +14,7 @@ export const USAGE_OF: Record<string, string> = {
   top: 'top [--by address|network|account|country] [--since <duration>] [--limit <n>] [--json]',
   config: 'config [--json]',
   check: 'check [--config-only] [--json]',
+  reload: 'reload [--json]',
   backup: 'backup [--to <dir>] [--json]',
   'import-legacy': 'import-legacy <file> [--for <duration>|permanent] [--dry-run] [--json]',
   'import-fail2ban': 'import-fail2ban <fail2ban.sqlite3> [--jail <name>|--all-jails] [--dry-run] [--json]',

@@ -10,6 +10,7 @@ import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
 import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
 import { allowRoutes } from './allow-routes';
+import { ReloadRefused } from '../daemon/reload';
 import { importRoutes } from './import-routes';
 import { historyView, listBanPageJson, MAX_PAGE, parseBanFilter } from './views';
 
@@ -27,6 +28,8 @@ export interface ControlDeps {
   log: Logger;
   status(): object;
   health(): { healthy: boolean; problems: string[] };
+  /** Re-reads the configuration; throws ReloadRefused when it is invalid. Absent: no reload route. */
+  reload?(): Promise<{ applied: string[]; needsRestart: string[] }>;
 }
 
 /** Longest ban a person may ask for (a century): keeps `until` a safe integer. */
@@ -118,6 +121,16 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
     },
 
     ...allowRoutes(d),
+
+    'POST /reload': async () => {
+      if (!d.reload) throw new HttpError(404, 'this daemon cannot reload');
+      try {
+        return { body: await d.reload() };
+      } catch (err) {
+        if (err instanceof ReloadRefused) throw new HttpError(400, err.message);
+        throw err;
+      }
+    },
     ...importRoutes(d),
   };
 

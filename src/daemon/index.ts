@@ -21,10 +21,12 @@ import { openCore } from './core';
 import { Jobs, PruneTrigger } from './jobs';
 import { startFleetIfSet } from './fleet';
 import { EventPipeline } from './pipeline';
+import { makeReload, type ReloadResult } from './reload';
 import { followAmi, logStarted, openControl, shutdown, startMetrics } from './startup';
 import { health, LOOP_SAMPLE_MS, logDrift, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
 
 export type { DaemonStats, DaemonStatus } from './status';
+export { ReloadRefused, type ReloadResult } from './reload';
 
 export interface Daemon {
   readonly store: Store;
@@ -43,6 +45,8 @@ export interface Daemon {
   readonly control: ControlServer;
   status(): DaemonStatus;
   health(): { healthy: boolean; problems: string[] };
+  /** SIGHUP and `ampere reload`: re-reads the configuration, applies what it can live. */
+  reload(): Promise<ReloadResult>;
   stop(): Promise<void>;
 }
 
@@ -101,12 +105,14 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
 
   const status = () => snapshot(parts, Date.now());
   const controlLog = log.child({ module: 'control' });
-  const opened = await openControl(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, status, health: () => health(parts, Date.now()) }), controlLog, stop);
+  const allowEffects = { activeBans: (now: number) => store.activeBans(now), unban: (a: string, now: number, why: 'allowed') => decisions.unban(a, now, why), forgetWhere: (t: (a: string) => boolean) => penalties.forgetWhere(t) };
+  const reload = makeReload({ cfg, penalties, decisions, allow, allowEffects, log });
+  const opened = await openControl(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, status, health: () => health(parts, Date.now()), reload }), controlLog, stop);
   control = opened;
   ami.start();
   backups.start();
   verifier.start();
   writeStatus();
   logStarted(loaded, core, { metrics: parts.metricsListen(), backupDir: backups.state.dir, startMs: Math.round(performance.now() - t0) }, log);
-  return { store, decisions, penalties, allow, ami, pipeline, firewall, stats, backups, pruner, metrics, control: opened, status, health: () => health(parts, Date.now()), stop };
+  return { store, decisions, penalties, allow, ami, pipeline, firewall, stats, backups, pruner, metrics, control: opened, status, health: () => health(parts, Date.now()), reload, stop };
 }

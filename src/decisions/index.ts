@@ -38,7 +38,7 @@ export class Decisions {
 
   private readonly store: Store;
   private readonly kernel: KernelQueue;
-  private readonly bantime: BantimeOptions;
+  private bantime: BantimeOptions;
   private readonly log: Logger;
   private readonly commitDelayMs: number;
   private readonly storeRebansFirst: boolean;
@@ -60,6 +60,11 @@ export class Decisions {
       flushWrites: () => this.flushWrites(), changed: (what, address, detail) => this.changed(what, address, detail),
     };
   }
+  /** A reload: bans decided from now on get these durations; the ones in force keep theirs. */
+  setBantime(b: BantimeOptions): void {
+    this.bantime = b;
+  }
+
 
   /** Subscribes to every ban made and lifted (the daemon's counts, metrics). */
   onChange(listener: ChangeListener): void { this.listeners.push(listener); }

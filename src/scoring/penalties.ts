@@ -67,13 +67,21 @@ const ALLOWED: Verdict = { action: 'allowed' };
  */
 export class PenaltyTable {
   private readonly hosts = new Map<string, HostState>(); // insertion order = least recently seen first
-  private readonly challengeLimit: number;
-  private readonly failureLimit: number;
+  private challengeLimit: number;
+  private failureLimit: number;
   private cursor: IterableIterator<string> | null = null; // see evictOldest()
 
   constructor(private readonly opts: ScoringOptions) {
     this.challengeLimit = opts.loyalty * (opts.challengeFactor ?? 5);
     this.failureLimit = opts.loyalty * (opts.successFactor ?? 10);
+  }
+
+  /** A reload: the next event of every host is judged with these (what is tracked stays). */
+  configure(o: { loyalty: number; findtimeMs: number }): void {
+    this.opts.loyalty = o.loyalty;
+    this.opts.findtimeMs = o.findtimeMs;
+    this.challengeLimit = o.loyalty * (this.opts.challengeFactor ?? 5);
+    this.failureLimit = o.loyalty * (this.opts.successFactor ?? 10);
   }
 
   observe(event: SecurityEvent, now: number): Verdict {

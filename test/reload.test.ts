@@ -1,0 +1,100 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { AllowList } from '../src/allow';
+import { loadConfig, type LoadedConfig } from '../src/config';
+import type { Decisions } from '../src/decisions';
+import type { SecurityEvent } from '../src/events';
+import { makeReload, ReloadRefused } from '../src/daemon/reload';
+import { PenaltyTable } from '../src/scoring';
+import { ampere } from './helpers/cli';
+import { DaemonProcess, quietEnv } from '../tools/lab/daemon';
+
+const ev = (address: string): SecurityEvent => ({
+  kind: 'InvalidAccountID', address, family: 4, service: 'PJSIP', account: '100', sessionId: '', transport: 'UDP', port: 5060, severity: 'Error',
+});
+const load = (values: Record<string, string>): LoadedConfig => loadConfig({ AMPERE_ENV_FILE: '/nonexistent/.env', AMPERE_CONFIG: '/dev/null', ...Object.fromEntries(Object.entries(values).map(([k, v]) => [`AMPERE_${k.toUpperCase()}`, v])) });
+
+test('reload in process: penalties judge with the new loyalty, a new allow entry lifts its bans, bad config refused', async () => {
+  let values: Record<string, string> = { loyalty: '5' };
+  const cfg = load(values).config;
+  const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: 1000 });
+  let bantime: unknown = null;
+  const decisions = { setBantime: (b: unknown) => { bantime = b; } } as unknown as Decisions;
+  const allow = AllowList.of([]);
+  const unbanned: string[] = [];
+  const effects = { activeBans: () => [{ address: '198.51.100.7', family: 4 as const }, { address: '203.0.113.1', family: 4 as const }], unban: async (a: string) => { unbanned.push(a); return true; }, forgetWhere: () => 0 };
+  const log = pino({ level: 'silent' });
+  const reload = makeReload({ cfg, penalties, decisions, allow, allowEffects: effects, log, load: () => load(values) });
+
+  values = { loyalty: '2', bantime: '2h', allow: '198.51.100.0/24', log_level: 'debug', chain: 'other' };
+  const r = await reload();
+  assert.deepEqual(r.applied.sort(), ['allow', 'bantime', 'log_level', 'loyalty']);
+  assert.deepEqual(r.needsRestart, ['chain']);
+  assert.equal(penalties.observe(ev('192.0.2.1'), 1).action, 'none');
+  assert.equal(penalties.observe(ev('192.0.2.1'), 2).action, 'ban', 'the second failure bans at loyalty 2 (5 before)');
+  assert.deepEqual(bantime, { bantimeMs: 7_200_000, factor: 4, maxMs: 30 * 86_400_000 });
+  assert.equal(log.level, 'debug');
+  assert.deepEqual(unbanned, ['198.51.100.7'], 'only the ban the new entry covers is lifted');
+  assert.ok(allow.allows('198.51.100.9', 4));
+  assert.equal(cfg.loyalty, 2, 'the running config shows what was applied');
+  assert.equal(cfg.chain, 'ampere', 'a restart-only key is not written into the running config');
+
+  values = { loyalty: '2', bantime: '2h', allow: '', log_level: 'debug', chain: 'other' };
+  assert.deepEqual((await reload()).applied, ['allow']);
+  assert.ok(!allow.allows('198.51.100.9', 4), 'a configured entry removed from the file stops matching');
+  assert.ok(allow.allows('127.0.0.1', 4), 'the built-in entries stay');
+
+  values = { loyalty: 'lots' };
+  await assert.rejects(reload(), (err: unknown) => err instanceof ReloadRefused && /invalid loyalty/.test(err.message));
+  assert.equal(cfg.loyalty, 2, 'a refused reload changes nothing');
+});
+
+test('ampere reload and SIGHUP against a running daemon', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampt-reload-'));
+  const file = join(dir, 'ampere.cfg');
+  writeFileSync(file, 'loyalty = 3\n');
+  const env = { ...(await quietEnv(join(dir, 'ampere.db'))), AMPERE_CONFIG: file };
+  const d = new DaemonProcess(env);
+  try {
+    await d.waitFor((x) => x.msg === 'ampere started', 30_000);
+
+    // (a) SIGHUP reloads instead of ending the daemon; the new loyalty is applied.
+    writeFileSync(file, 'loyalty = 7\n');
+    d.lp.proc.kill('SIGHUP');
+    const line = await d.waitFor((x) => x.msg === 'configuration reloaded', 10_000);
+    assert.deepEqual(line.applied, ['loyalty']);
+    assert.deepEqual(line.needsRestart, []);
+    assert.equal(d.lp.proc.exitCode, null, 'still running');
+
+    // (b) an invalid value is refused naming the key; the daemon keeps running.
+    writeFileSync(file, 'loyalty = zero\n');
+    const bad = await ampere(['reload'], env);
+    assert.equal(bad.code, 1, bad.stderr);
+    assert.match(bad.stderr, /reload refused: invalid loyalty/);
+    await d.waitFor((x) => x.msg.startsWith('configuration reload refused') && x.key === 'loyalty', 10_000);
+    // Unchanged loyalty (7) is what the daemon still runs with: a reload back to 7 applies nothing.
+    writeFileSync(file, 'loyalty = 7\n');
+    const back = await ampere(['reload', '--json'], env);
+    assert.equal(back.code, 0, back.stderr);
+    assert.deepEqual(JSON.parse(back.stdout), { applied: [], needsRestart: [] });
+
+    // (c) a changed chain needs a restart.
+    writeFileSync(file, 'loyalty = 4\nchain = other\n');
+    const ok = await ampere(['reload'], env);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /applied: loyalty/);
+    assert.match(ok.stdout, /needs a restart: chain/);
+
+    assert.equal(await d.stop(), 0);
+    const gone = await ampere(['reload'], env);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /daemon not running/);
+  } finally {
+    await d.stop('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
