@@ -12,9 +12,7 @@ export function allowRoutes(d: ControlDeps): Record<string, (r: ControlRequest) 
       const c = typeof raw === 'string' ? networkOf(raw) : null;
       if (!c) throw new HttpError(400, `${JSON.stringify(String(raw ?? '').slice(0, 80))} is not an IP address or CIDR`);
       if (c.bits === 0) throw new HttpError(400, `${c.text} would allow every address and turn Ampere off; give a narrower network`);
-      const added = await d.allow.add(c, cleanText(r.body.note, 200), Date.now(), {
-        activeBans: (now) => d.store.activeBans(now), unban: (a, now, why) => d.decisions.unban(a, now, why), forgetWhere: (t) => d.penalties.forgetWhere(t),
-      });
+      const added = await d.allow.add(c, cleanText(r.body.note, 200), Date.now(), d.allowEffects);
       d.log.info({ cidr: c.text, unbanned: added.unbanned.length }, 'allow list: added');
       return { body: added };
     },

@@ -3,7 +3,7 @@ import type { BackupScheduler } from '../backup';
 import type { Decisions } from '../decisions';
 import type { FirewallQueue } from '../firewall';
 import type { Logger } from '../log';
-import type { AllowList } from '../allow';
+import type { AllowEffects, AllowList } from '../allow';
 import { parseCidr } from '../net/cidr';
 import { canonicalIp, parseHost, type Family } from '../net/ip';
 import type { PenaltyTable } from '../scoring';
@@ -23,6 +23,8 @@ export interface ControlDeps {
   penalties: PenaltyTable;
   /** The allow list: the fixed entries and the runtime ones, and what adding one does. */
   allow: AllowList;
+  /** What adding an allow entry does to bans and penalties (shared with a reload). */
+  allowEffects: AllowEffects;
   firewall: FirewallQueue;
   backups: BackupScheduler;
   log: Logger;
@@ -83,10 +85,7 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
   const routes: Record<string, Route> = {
     'GET /status': () => ({ body: d.status() }),
 
-    'GET /healthz': () => {
-      const h = d.health();
-      return { status: h.healthy ? 200 : 503, body: h };
-    },
+    'GET /healthz': () => { const h = d.health(); return { status: h.healthy ? 200 : 503, body: h }; },
 
     // One page (limit, before = the previous page's next): the daemon never builds a whole listing.
     'GET /bans': (r) => {
@@ -134,6 +133,11 @@ export function controlRoutes(d: ControlDeps): ControlHandler {
     ...importRoutes(d),
   };
 
+  return dispatch(routes);
+}
+
+/** One handler for a table of `METHOD /path` routes: 405 for a known path, 404 otherwise. */
+function dispatch(routes: Record<string, Route>): ControlHandler {
   return async (r) => {
     const route = routes[`${r.method} ${r.path}`];
     if (!route) {

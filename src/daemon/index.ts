@@ -8,7 +8,7 @@ import type { LoadedConfig } from '../config';
 import { statusPath } from '../control/paths';
 import { controlRoutes } from '../control/routes';
 import type { ControlServer } from '../control/server';
-import type { AllowList } from '../allow';
+import type { AllowEffects, AllowList } from '../allow';
 import type { Decisions } from '../decisions';
 import type { FirewallQueue } from '../firewall';
 import type { Logger } from '../log';
@@ -105,14 +105,11 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
 
   const status = () => snapshot(parts, Date.now());
   const controlLog = log.child({ module: 'control' });
-  const allowEffects = { activeBans: (now: number) => store.activeBans(now), unban: (a: string, now: number, why: 'allowed') => decisions.unban(a, now, why), forgetWhere: (t: (a: string) => boolean) => penalties.forgetWhere(t) };
+  const allowEffects: AllowEffects = { activeBans: (now) => store.activeBans(now), unban: (a, now, why) => decisions.unban(a, now, why), forgetWhere: (t) => penalties.forgetWhere(t) };
   const reload = makeReload({ cfg, penalties, decisions, allow, allowEffects, log });
-  const opened = await openControl(socketPath, controlRoutes({ store, decisions, penalties, allow, firewall, backups, log: controlLog, status, health: () => health(parts, Date.now()), reload }), controlLog, stop);
-  control = opened;
-  ami.start();
-  backups.start();
-  verifier.start();
+  control = await openControl(socketPath, controlRoutes({ store, decisions, penalties, allow, allowEffects, firewall, backups, log: controlLog, status, health: () => health(parts, Date.now()), reload }), controlLog, stop);
+  for (const part of [ami, backups, verifier]) part.start();
   writeStatus();
   logStarted(loaded, core, { metrics: parts.metricsListen(), backupDir: backups.state.dir, startMs: Math.round(performance.now() - t0) }, log);
-  return { store, decisions, penalties, allow, ami, pipeline, firewall, stats, backups, pruner, metrics, control: opened, status, health: () => health(parts, Date.now()), reload, stop };
+  return { store, decisions, penalties, allow, ami, pipeline, firewall, stats, backups, pruner, metrics, control, status, health: () => health(parts, Date.now()), reload, stop };
 }
