@@ -100,11 +100,14 @@ export class DaemonProcess {
     return this.lines.slice(-lines).map((l) => JSON.stringify(l).slice(0, 2000)).join('\n');
   }
 
-  /** Sends signal (SIGKILL after 10 s) and resolves with the exit code. */
+  /**
+   * Sends signal and resolves with the exit code; SIGKILL after the 30 s grace that compose
+   * (stop_grace_period) and the systemd unit (TimeoutStopSec) give the daemon.
+   */
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
     const p = this.proc;
     if (p.exitCode === null && p.signalCode === null) p.kill(signal);
-    const t = setTimeout(() => p.kill('SIGKILL'), 10_000);
+    const t = setTimeout(() => p.kill('SIGKILL'), 30_000);
     const code = await this.exit;
     clearTimeout(t);
     return code;
