@@ -68,7 +68,20 @@ export async function runCommand(): Promise<number> {
   const log = createLogger(loaded.config.log_level, logDestination(loaded.config.log_format));
   exitOnFault(log);
   applyNice(loaded.config.nice, log);
-  let daemon;
+  // Handlers first: until a listener exists the kernel's default for SIGTERM ends the process at
+  // once, and a supervisor may signal as soon as it reads "ampere started". A signal during the
+  // start is kept and answered when the start is done.
+  let signalled: ((signal: string) => void) | null = null;
+  let early: string | null = null;
+  const onStop = (signal: string) => { if (signalled) signalled(signal); else early ??= signal; };
+  process.once('SIGTERM', () => onStop('SIGTERM'));
+  process.once('SIGINT', () => onStop('SIGINT'));
+  let daemon: Awaited<ReturnType<typeof startDaemon>> | null = null;
+  // SIGHUP reloads the configuration (a refusal is logged by reload) instead of ending the daemon.
+  process.on('SIGHUP', () => {
+    if (!daemon) { log.warn('SIGHUP during the start: nothing reloaded'); return; }
+    daemon.reload().catch((err) => { if (!(err instanceof ReloadRefused)) log.error({ err: String(err) }, 'configuration reload failed'); });
+  });
   try {
     daemon = await startDaemon(loaded, log);
   } catch (err) {
@@ -77,14 +90,12 @@ export async function runCommand(): Promise<number> {
     // What the failed start left open (a timer, a socket) must not keep a daemon that does nothing alive.
     process.exit(1);
   }
+  const running = daemon;
   return new Promise<number>((resolve) => {
-    const shutdown = (signal: string) => {
+    signalled = (signal: string) => {
       log.info({ signal }, 'stopping');
-      daemon.stop().then(() => { flushLogSync(log); resolve(0); }, (err) => { log.error({ err: String(err) }, 'unclean stop'); flushLogSync(log); resolve(1); });
+      running.stop().then(() => { flushLogSync(log); resolve(0); }, (err) => { log.error({ err: String(err) }, 'unclean stop'); flushLogSync(log); resolve(1); });
     };
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
-    process.once('SIGINT', () => shutdown('SIGINT'));
-    // SIGHUP reloads the configuration (a refusal is logged by reload) instead of ending the daemon.
-    process.on('SIGHUP', () => { daemon.reload().catch((err) => { if (!(err instanceof ReloadRefused)) log.error({ err: String(err) }, 'configuration reload failed'); }); });
+    if (early) signalled(early);
   });
 }
