@@ -71,11 +71,9 @@ export async function runCommand(): Promise<number> {
   // Handlers first: until a listener exists the kernel's default for SIGTERM ends the process at
   // once, and a supervisor may signal as soon as it reads "ampere started". A signal during the
   // start is kept and answered when the start is done.
-  let signalled: ((signal: string) => void) | null = null;
-  let early: string | null = null;
-  const onStop = (signal: string) => { if (signalled) signalled(signal); else early ??= signal; };
-  process.once('SIGTERM', () => onStop('SIGTERM'));
-  process.once('SIGINT', () => onStop('SIGINT'));
+  const stopSignal = new Promise<string>((resolve) => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve(signal));
+  });
   let daemon: Awaited<ReturnType<typeof startDaemon>> | null = null;
   // SIGHUP reloads the configuration (a refusal is logged by reload) instead of ending the daemon.
   process.on('SIGHUP', () => {
@@ -90,12 +88,15 @@ export async function runCommand(): Promise<number> {
     // What the failed start left open (a timer, a socket) must not keep a daemon that does nothing alive.
     process.exit(1);
   }
-  const running = daemon;
-  return new Promise<number>((resolve) => {
-    signalled = (signal: string) => {
-      log.info({ signal }, 'stopping');
-      running.stop().then(() => { flushLogSync(log); resolve(0); }, (err) => { log.error({ err: String(err) }, 'unclean stop'); flushLogSync(log); resolve(1); });
-    };
-    if (early) signalled(early);
-  });
+  const signal = await stopSignal;
+  log.info({ signal }, 'stopping');
+  try {
+    await daemon.stop();
+    return 0;
+  } catch (err) {
+    log.error({ err: String(err) }, 'unclean stop');
+    return 1;
+  } finally {
+    flushLogSync(log);
+  }
 }
