@@ -70,9 +70,12 @@ export async function runCommand(): Promise<number> {
   applyNice(loaded.config.nice, log);
   // Handlers first: until a listener exists the kernel's default for SIGTERM ends the process at
   // once, and a supervisor may signal as soon as it reads "ampere started". A signal during the
-  // start is kept and answered when the start is done.
+  // start is kept and answered when the start is done. "stopping" is logged in the handler
+  // itself, so it is in the log even if a fault follows in the same tick.
   const stopSignal = new Promise<string>((resolve) => {
-    for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => resolve(signal));
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      process.once(signal, () => { log.info({ signal }, 'stopping'); resolve(signal); });
+    }
   });
   let daemon: Awaited<ReturnType<typeof startDaemon>> | null = null;
   // SIGHUP reloads the configuration (a refusal is logged by reload) instead of ending the daemon.
@@ -88,8 +91,7 @@ export async function runCommand(): Promise<number> {
     // What the failed start left open (a timer, a socket) must not keep a daemon that does nothing alive.
     process.exit(1);
   }
-  const signal = await stopSignal;
-  log.info({ signal }, 'stopping');
+  await stopSignal;
   try {
     await daemon.stop();
     return 0;
