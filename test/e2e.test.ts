@@ -3,7 +3,7 @@
  * the same files, against a real Asterisk and real attack tools.
  *
  *  - Asterisk: Debian sid's packages in a chroot (scripts/e2e-setup.sh), in
- *    network namespace ae2e-pbx, with deploy/asterisk/ mounted read-only at
+ *    the PBX's network namespace, with deploy/asterisk/ mounted read-only at
  *    /etc/asterisk (the compose bind mount), started with the command of
  *    docker/asterisk/Dockerfile, and waited for with its health check.
  *  - Ampere: in the same namespace (network_mode: host), started through
@@ -27,7 +27,8 @@ import { KEYS } from '../src/config/keys';
 import {
   REPO, execForm, healthcheckCommand, lastOp, loadCompose, parseDockerfile, pjsipAuths, service, serviceEnvironment, serviceMounts, stageEnv,
 } from './e2e/deploy-files';
-import { Lab, PBX4, PBX6, PBX_NS, PREFIX, host, lockMachine, run, sh, sleep, waitFor, type Host, type Proc } from './e2e/lab';
+import { skipUnlessRoot } from '../tools/lab/netns';
+import { Lab, PBX4, PBX6, host, lockMachine, must, sh, sleep, waitFor, type Host, type Proc } from './e2e/lab';
 
 const ROOT = process.env.AMPERE_E2E_ROOT ?? '/var/cache/ampere-e2e/sid';
 const IN_CI = Boolean(process.env.CI) && process.env.CI !== 'false' && process.env.CI !== '0';
@@ -43,10 +44,8 @@ function whyNot(): string | null {
   const missing = ['ip', 'ipset', 'unshare', 'nsenter', 'chroot', 'svcrack', 'svwar', 'iptables-legacy', 'iptables-nft']
     .filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
   if (missing.length) return `missing tools: ${missing.join(', ')} (bash scripts/e2e-setup.sh installs sipvicious)`;
-  const probe = `${PREFIX}probe${process.pid % 100000}`;
-  const add = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8' });
-  if (add.status !== 0) return `network namespaces unavailable: ${add.stderr.trim()}`;
-  spawnSync('ip', ['netns', 'del', probe]);
+  const netns = skipUnlessRoot();
+  if (netns) return netns;
   if (!existsSync(join(ROOT, '.ampere-e2e-ready'))) return `no Asterisk root at ${ROOT}: run bash scripts/e2e-setup.sh first`;
   return null;
 }
@@ -117,7 +116,7 @@ function e2e(name: string, fn: () => Promise<void>) {
 }
 
 function nsExec(ns: string, cmd: string, args: string[], timeoutMs = 20_000) {
-  return run('ip', ['netns', 'exec', ns, cmd, ...args], { timeoutMs });
+  return sh('ip', ['netns', 'exec', ns, cmd, ...args], undefined, timeoutMs);
 }
 
 interface SipResult { attempt: number; status: number | 'timeout' | 'error'; stage: string; ms: number }
@@ -135,7 +134,7 @@ const wrong = (n: number, tag: string) => Array.from({ length: n }, (_, i) => `w
 // ---------------------------------------------------------------- kernel --
 async function inKernel(address: string): Promise<boolean> {
   const set = `${CHAIN}-v${address.includes(':') ? 6 : 4}`;
-  const r = await nsExec(PBX_NS, 'ipset', ['test', set, address], 5000);
+  const r = await nsExec(lab.pbx, 'ipset', ['test', set, address], 5000);
   if (r.code !== 0 && !/is NOT in set/.test(r.stderr)) throw new Error(`ipset test ${set} ${address}: ${r.stderr}`);
   return r.code === 0;
 }
@@ -203,13 +202,13 @@ function mountArgs(): string[] {
 
 function startAmpere(dotenv: Record<string, string>): Proc {
   const entry = join(REPO, 'docker/entrypoint.sh'); // COPY'd to the image's ENTRYPOINT path
-  ampere = lab.spawn('ampere', 'ip', ['netns', 'exec', PBX_NS, CONTAINER_RUN, ...mountArgs(), '--', entry, ...AMPERE_CMD], containerEnv(dotenv));
+  ampere = lab.spawn('ampere', 'ip', ['netns', 'exec', lab.pbx, CONTAINER_RUN, ...mountArgs(), '--', entry, ...AMPERE_CMD], containerEnv(dotenv));
   return ampere;
 }
 
 /** The image's HEALTHCHECK, run like `docker exec`: in the container's namespaces, with its environment. */
 async function ampereHealth(): Promise<{ code: number | null; out: string }> {
-  const r = await run('nsenter', ['-t', String(ampere!.pid), '-m', '-n', '--', ...AMPERE_HEALTH], { env: containerEnv(DOTENV), timeoutMs: 15_000 });
+  const r = await sh('nsenter', ['-t', String(ampere!.pid), '-m', '-n', '--', ...AMPERE_HEALTH], undefined, 15_000, containerEnv(DOTENV));
   return { code: r.code, out: (r.stdout + r.stderr).trim() };
 }
 
@@ -232,13 +231,13 @@ function asteriskConfWithSecurityLog(): string {
 }
 
 function startAsterisk(): Proc {
-  asterisk = lab.spawn('asterisk', 'ip', ['netns', 'exec', PBX_NS, PBX_RUN, ROOT, asteriskConfWithSecurityLog(), join(runDir, 'asterisk-log'), '--', ...ASTERISK_CMD]);
+  asterisk = lab.spawn('asterisk', 'ip', ['netns', 'exec', lab.pbx, PBX_RUN, ROOT, asteriskConfWithSecurityLog(), join(runDir, 'asterisk-log'), '--', ...ASTERISK_CMD]);
   return asterisk;
 }
 /** The image's HEALTHCHECK, run like `docker exec`: in the Asterisk process's namespaces and chroot. */
 async function asteriskHealthy(): Promise<boolean> {
-  const r = await run('nsenter', ['-t', String(asterisk!.pid), '-m', '-n', '-r', '-w', '--', '/usr/bin/env', '-i',
-    'PATH=/usr/sbin:/usr/bin:/sbin:/bin', ...ASTERISK_HEALTH], { timeoutMs: 15_000 });
+  const r = await sh('nsenter', ['-t', String(asterisk!.pid), '-m', '-n', '-r', '-w', '--', '/usr/bin/env', '-i',
+    'PATH=/usr/sbin:/usr/bin:/sbin:/bin', ...ASTERISK_HEALTH], undefined, 15_000);
   return r.code === 0;
 }
 async function waitAsterisk(): Promise<number> {
@@ -264,8 +263,8 @@ before(async () => {
   const t0 = Date.now();
   unlock = await lockMachine(6 * 60_000, (pid) => process.stderr.write(`e2e: waiting for another e2e run (pid ${pid}) to finish\n`));
   timings.lockWaitMs = Date.now() - t0;
-  const stale = Lab.removeStale();
-  if (stale.length) process.stderr.write(`e2e: removed namespaces left by an earlier run: ${stale.join(', ')}\n`);
+  const stale = Lab.removeStaleDirs();
+  if (stale.length) process.stderr.write(`e2e: removed mount points left by an earlier run: ${stale.join(', ')}\n`);
   mkdirSync(join(REPO, 'test/.tmp'), { recursive: true });
   runDir = mkdtempSync(join(REPO, 'test/.tmp', 'e2e-'));
   lab = new Lab(runDir);
@@ -288,15 +287,15 @@ before(async () => {
     .reduce((m, e) => Math.max(m, e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs), 0);
   const cli = join(REPO, 'dist/cli.js');
   if (!existsSync(cli) || statSync(cli).mtimeMs < newest(join(REPO, 'src'))) {
-    const b = await run('npm', ['run', 'build'], { timeoutMs: 180_000 });
+    const b = await sh('npm', ['run', 'build'], undefined, 180_000);
     assert.equal(b.code, 0, `npm run build failed:\n${b.stdout}\n${b.stderr}`);
     timings.buildMs = Date.now() - t0;
   }
 
-  lab.createNetwork(HOSTS);
+  await lab.createNetwork(HOSTS);
   // The PBX host already has a rule, written with iptables-legacy: Ampere's
   // auto-detection must pick legacy, or its rules would be invisible here.
-  sh('ip', ['netns', 'exec', PBX_NS, 'iptables-legacy', '-w', '-A', 'INPUT', '-i', 'lo', '-j', 'ACCEPT']);
+  await must('ip', ['netns', 'exec', lab.pbx, 'iptables-legacy', '-w', '-A', 'INPUT', '-i', 'lo', '-j', 'ACCEPT']);
 
   const ta = Date.now();
   startAsterisk();
@@ -332,12 +331,12 @@ e2e('the deployment comes up: Asterisk healthy, Ampere connected and healthy, on
   assert.ok(existsSync(join(dataDir, 'ampere.db')));
   assert.ok(existsSync(join(dataDir, 'ampere.status.json')));
   // the chain went where the host's rules are
-  const legacy = sh('ip', ['netns', 'exec', PBX_NS, 'iptables-legacy-save']);
-  const nft = sh('ip', ['netns', 'exec', PBX_NS, 'iptables-nft-save']);
+  const legacy = await must('ip', ['netns', 'exec', lab.pbx, 'iptables-legacy-save']);
+  const nft = await must('ip', ['netns', 'exec', lab.pbx, 'iptables-nft-save']);
   assert.match(legacy, new RegExp(`^-A INPUT .*-j ${CHAIN}\\b`, 'm'), 'jump into the chain, in iptables-legacy');
   assert.match(legacy, new RegExp(`^-A ${CHAIN} .*--match-set ${CHAIN}-v4 src`, 'm'));
   assert.doesNotMatch(nft, new RegExp(`-j ${CHAIN}\\b`), 'nothing in iptables-nft');
-  const v6 = sh('ip', ['netns', 'exec', PBX_NS, 'ip6tables-legacy-save']);
+  const v6 = await must('ip', ['netns', 'exec', lab.pbx, 'ip6tables-legacy-save']);
   assert.match(v6, new RegExp(`^-A ${CHAIN} .*--match-set ${CHAIN}-v6 src`, 'm'));
 });
 
@@ -430,7 +429,7 @@ e2e('TCP attackers over IPv4 and IPv6 are banned, and then cannot even connect',
 
 /** `ampere <args>` run like `docker compose exec ampere ampere ...`. */
 async function ampereCli(args: string[]) {
-  const r = await run('nsenter', ['-t', String(ampere!.pid), '-m', '-n', '--', 'node', '/app/dist/cli.js', ...args], { env: containerEnv(DOTENV), timeoutMs: 15_000 });
+  const r = await sh('nsenter', ['-t', String(ampere!.pid), '-m', '-n', '--', 'node', '/app/dist/cli.js', ...args], undefined, 15_000, containerEnv(DOTENV));
   assert.equal(r.code, 0, `ampere ${args.join(' ')}: ${r.stderr}`);
   return r.stdout;
 }
@@ -553,8 +552,8 @@ e2e('backup and restore as docs/deploy.md says: the kernel follows the restored 
   // the scheduled backup (AMPERE_BACKUP_DIR=/backups from the compose file) lands in the bind mount
   assert.ok(await waitFor(() => readdirSync(backupsDir).some((f) => f.endsWith('.db')), 10_000, 200), 'a scheduled backup in ./backups');
   // docker compose exec ampere ampere backup
-  const b = await run('nsenter', ['-t', String(ampere!.pid), '-m', '-n', '--', 'node', '/app/dist/cli.js', 'backup', '--json'],
-    { env: containerEnv(DOTENV), timeoutMs: 30_000 });
+  const b = await sh('nsenter', ['-t', String(ampere!.pid), '-m', '-n', '--', 'node', '/app/dist/cli.js', 'backup', '--json'],
+    undefined, 30_000, containerEnv(DOTENV));
   assert.equal(b.code, 0, b.stderr);
   const backup = JSON.parse(b.stdout) as { path: string; activeBans: number };
   assert.match(backup.path, /^\/backups\/ampere-.*\.db$/);
@@ -565,7 +564,7 @@ e2e('backup and restore as docs/deploy.md says: the kernel follows the restored 
   assert.ok(await waitBanned(late.v4), 'banned after the backup');
   // docker compose stop ampere; docker compose run --rm --no-deps ampere restore <file>; docker compose start ampere
   assert.equal((await stopAmpere()).code, 0);
-  const restore = lab.spawn('restore', 'ip', ['netns', 'exec', PBX_NS, CONTAINER_RUN, ...mountArgs(), '--',
+  const restore = lab.spawn('restore', 'ip', ['netns', 'exec', lab.pbx, CONTAINER_RUN, ...mountArgs(), '--',
     join(REPO, 'docker/entrypoint.sh'), 'restore', backup.path], containerEnv(DOTENV));
   const r = await Promise.race([restore.exited, sleep(30_000).then(() => null)]);
   assert.ok(r && r.code === 0, `restore failed: ${restore.lines.join('\n')}`);

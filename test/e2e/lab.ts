@@ -1,23 +1,24 @@
 /**
- * The end-to-end test's little network: a PBX namespace (Asterisk and Ampere
- * share it, as network_mode: host shares the host's), a bridge in it, and one
- * namespace per client (phone, attackers) on a veth into that bridge.
+ * The end-to-end test's little network, on the lab toolkit (tools/lab): a PBX namespace
+ * (Asterisk and Ampere share it, as network_mode: host shares the host's), a bridge in it, and
+ * one namespace per client (phone, attackers) on a veth into that bridge.
  * Addresses: 10.232.0.0/24 and fd32::/64, inside these namespaces only.
  *
- * Everything made here is recorded and undone by `teardown()`: processes,
- * namespaces (with their veths, iptables rules and ipsets), mount points.
+ * The toolkit registers every namespace before making it and removes it, with what runs
+ * inside, at exit and on SIGINT/SIGTERM/SIGHUP. Added here: long-running processes that log to
+ * files, and mount points at / (the container paths), which a killed run leaves for the next.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { appendFileSync, createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, writeFileSync, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, statSync, appendFileSync, writeFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { Netns, sh, spawnTracked } from '../../tools/lab/netns';
 
-export const PREFIX = 'ae2e-';
-export const PBX_NS = `${PREFIX}pbx`;
+export { must, sh } from '../../tools/lab/netns';
 export const PBX4 = '10.232.0.1';
 export const PBX6 = 'fd32::1';
 /** Mount points a run created at / (e.g. /data), listed so that a killed run's are removed by the next. */
 const MADE_DIRS_FILE = '/run/ampere-e2e-made-dirs';
-/** One e2e run at a time on a machine: the namespace names are fixed. Holds the holder's pid. */
+/** One e2e run at a time on a machine: the mount points at / are shared. Holds the holder's pid. */
 const LOCK_FILE = '/run/ampere-e2e.lock';
 
 /**
@@ -47,36 +48,11 @@ export async function lockMachine(timeoutMs: number, onWait: (holder: number) =>
   }
 }
 
+/** A client of the PBX. `ns` is its namespace's name, known once the network is made. */
 export interface Host { name: string; ns: string; v4: string; v6: string }
 
 export function host(name: string, n: number): Host {
-  return { name, ns: `${PREFIX}${name}`, v4: `10.232.0.${n}`, v6: `fd32::${n.toString(16)}` };
-}
-
-export interface RunResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; timedOut: boolean }
-
-/** Runs a command to completion, killed after timeoutMs. Never throws for a non-zero exit. */
-export function run(cmd: string, args: string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, opts.timeoutMs ?? 30_000);
-    child.on('error', (err) => { stderr += String(err); });
-    child.stdin.on('error', () => { /* the command did not read its input */ });
-    child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr, timedOut }); });
-    child.stdin.end(opts.input ?? '');
-  });
-}
-
-/** Same, synchronously, for setup and teardown. Throws on failure unless `allowFail`. */
-export function sh(cmd: string, args: string[], allowFail = false): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 30_000 });
-  if (!allowFail && r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr || r.error}`);
-  return r.stdout ?? '';
+  return { name, ns: '', v4: `10.232.0.${n}`, v6: `fd32::${n.toString(16)}` };
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -91,18 +67,20 @@ export async function waitFor<T>(check: () => T | Promise<T>, timeoutMs: number,
   }
 }
 
+type Exit = { code: number | null; signal: NodeJS.Signals | null };
+
 /** A long-running process whose output goes to a log file and, line by line, to `lines`. */
 export class Proc {
   readonly lines: string[] = [];
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  readonly exited: Promise<Exit>;
+  exitInfo: Exit | null = null;
   private readonly child: ChildProcess;
   private readonly log: WriteStream;
 
   constructor(readonly name: string, cmd: string, args: string[], logFile: string, env?: NodeJS.ProcessEnv) {
     this.log = createWriteStream(logFile, { flags: 'a' });
     this.log.write(`--- ${new Date().toISOString()} ${cmd} ${args.join(' ')}\n`);
-    this.child = spawn(cmd, args, { env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawnTracked(cmd, args, { env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let partial = '';
     const onData = (d: Buffer) => {
       this.log.write(d);
@@ -140,46 +118,52 @@ export class Proc {
 /** The namespaces, processes and mount points of one test run. */
 export class Lab {
   readonly procs: Proc[] = [];
-  private readonly namespaces: string[] = [];
+  private readonly namespaces: Netns[] = [];
   private readonly madeDirs: string[] = [];
+  private pbxNs: Netns | null = null;
 
   constructor(readonly runDir: string) {}
 
-  /** Removes what an earlier run that was killed left: namespaces (fixed names), empty mount points. */
-  static removeStale(): string[] {
-    const stale = sh('ip', ['netns', 'list'], true).split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(PREFIX));
-    for (const ns of stale) killNamespace(ns);
-    if (existsSync(MADE_DIRS_FILE)) {
-      for (const dir of readFileSync(MADE_DIRS_FILE, 'utf8').split('\n').filter(Boolean)) {
-        try { if (readdirSync(dir).length === 0) { rmdirSync(dir); stale.push(dir); } } catch { /* gone */ }
-      }
-      rmSync(MADE_DIRS_FILE, { force: true });
-    }
-    return stale;
+  /** The PBX's namespace (Asterisk and Ampere), made by createNetwork. */
+  get pbx(): string {
+    if (!this.pbxNs) throw new Error('the network is not made yet');
+    return this.pbxNs.name;
   }
 
-  createNetwork(hosts: Host[]): void {
-    this.addNs(PBX_NS);
-    sh('ip', ['-n', PBX_NS, 'link', 'add', 'br0', 'type', 'bridge']);
-    sh('ip', ['-n', PBX_NS, 'addr', 'add', `${PBX4}/24`, 'dev', 'br0']);
-    sh('ip', ['-n', PBX_NS, 'addr', 'add', `${PBX6}/64`, 'dev', 'br0', 'nodad']);
-    sh('ip', ['-n', PBX_NS, 'link', 'set', 'br0', 'up']);
+  /** Removes the empty mount points an earlier run that was killed left at /. */
+  static removeStaleDirs(): string[] {
+    const removed: string[] = [];
+    if (!existsSync(MADE_DIRS_FILE)) return removed;
+    for (const dir of readFileSync(MADE_DIRS_FILE, 'utf8').split('\n').filter(Boolean)) {
+      try { if (readdirSync(dir).length === 0) { rmdirSync(dir); removed.push(dir); } } catch { /* gone */ }
+    }
+    rmSync(MADE_DIRS_FILE, { force: true });
+    return removed;
+  }
+
+  async createNetwork(hosts: Host[]): Promise<void> {
+    const pbx = this.pbxNs = await this.addNs();
+    await pbx.must('ip', ['link', 'add', 'br0', 'type', 'bridge']);
+    await pbx.must('ip', ['addr', 'add', `${PBX4}/24`, 'dev', 'br0']);
+    await pbx.must('ip', ['addr', 'add', `${PBX6}/64`, 'dev', 'br0', 'nodad']);
+    await pbx.must('ip', ['link', 'set', 'br0', 'up']);
     for (const h of hosts) {
-      this.addNs(h.ns);
+      const ns = await this.addNs();
+      h.ns = ns.name;
       // the PBX side of the veth is named after the host (15 characters at most)
-      const peer = h.ns.slice(0, 15);
-      sh('ip', ['link', 'add', peer, 'netns', PBX_NS, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', h.ns]);
-      sh('ip', ['-n', PBX_NS, 'link', 'set', peer, 'master', 'br0', 'up']);
-      sh('ip', ['-n', h.ns, 'addr', 'add', `${h.v4}/24`, 'dev', 'eth0']);
-      sh('ip', ['-n', h.ns, 'addr', 'add', `${h.v6}/64`, 'dev', 'eth0', 'nodad']);
-      sh('ip', ['-n', h.ns, 'link', 'set', 'eth0', 'up']);
+      const peer = `e2e-${h.name}`.slice(0, 15);
+      await pbx.must('ip', ['link', 'add', peer, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns.name]);
+      await pbx.must('ip', ['link', 'set', peer, 'master', 'br0', 'up']);
+      await ns.must('ip', ['addr', 'add', `${h.v4}/24`, 'dev', 'eth0']);
+      await ns.must('ip', ['addr', 'add', `${h.v6}/64`, 'dev', 'eth0', 'nodad']);
+      await ns.must('ip', ['link', 'set', 'eth0', 'up']);
     }
   }
 
-  private addNs(ns: string): void {
-    sh('ip', ['netns', 'add', ns]);
+  private async addNs(): Promise<Netns> {
+    const ns = await Netns.create();
     this.namespaces.push(ns);
-    sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    return ns;
   }
 
   /** mkdir a mount point that does not exist yet, and remember to remove it. */
@@ -200,8 +184,26 @@ export class Lab {
     const problems: string[] = [];
     await Promise.all(this.procs.filter((p) => p.running).map((p) => p.stop('SIGTERM', 5000)));
     for (const ns of [...this.namespaces].reverse()) {
-      try { killNamespace(ns); } catch (err) { problems.push(String(err)); }
+      try { await ns.destroy(); } catch (err) { problems.push(String(err)); }
     }
+    problems.push(...this.removeMadeDirs());
+    const names = new Set(this.namespaces.map((n) => n.name));
+    const left = (await sh('ip', ['netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]).filter((n) => names.has(n));
+    if (left.length) problems.push(`namespaces left: ${left.join(', ')}`);
+    return problems;
+  }
+
+  /**
+   * For a signal handler: every process SIGKILLed and the mount points removed, synchronously.
+   * The toolkit deletes the namespaces (and what is left inside) at the exit that follows.
+   */
+  teardownSync(): void {
+    for (const p of this.procs) if (p.running) p.kill('SIGKILL');
+    this.removeMadeDirs();
+  }
+
+  private removeMadeDirs(): string[] {
+    const problems: string[] = [];
     for (const dir of this.madeDirs.reverse()) {
       try {
         if (statSync(dir).isDirectory() && readdirSync(dir).length === 0) rmdirSync(dir);
@@ -210,34 +212,6 @@ export class Lab {
     }
     this.madeDirs.length = 0;
     rmSync(MADE_DIRS_FILE, { force: true });
-    const left = sh('ip', ['netns', 'list'], true).split('\n').filter((l) => l.startsWith(PREFIX));
-    if (left.length) problems.push(`namespaces left: ${left.join(', ')}`);
     return problems;
   }
-
-  /** The same, synchronously and without waiting for graceful exits: for a signal handler. */
-  teardownSync(): void {
-    for (const p of this.procs) if (p.running) p.kill('SIGKILL');
-    // SIGKILL everything in every namespace first, then delete them: no waiting per namespace
-    for (const ns of this.namespaces) {
-      for (const pid of sh('ip', ['netns', 'pids', ns], true).split('\n').filter(Boolean).map(Number)) {
-        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-      }
-    }
-    spawnSync('sleep', ['0.3']); // mount namespaces go with their last process
-    for (const ns of this.namespaces) sh('ip', ['netns', 'del', ns], true);
-    for (const dir of this.madeDirs.reverse()) { try { rmdirSync(dir); } catch { /* not empty or gone */ } }
-    this.madeDirs.length = 0;
-    rmSync(MADE_DIRS_FILE, { force: true });
-  }
-}
-
-/** Kills every process in a namespace (TERM, then KILL) and deletes it. */
-export function killNamespace(ns: string): void {
-  const pids = () => sh('ip', ['netns', 'pids', ns], true).split('\n').filter(Boolean).map(Number);
-  for (const pid of pids()) { try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ } }
-  const deadline = Date.now() + 3000;
-  while (pids().length && Date.now() < deadline) spawnSync('sleep', ['0.1']);
-  for (const pid of pids()) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-  sh('ip', ['netns', 'del', ns], true);
 }

@@ -80,9 +80,21 @@ export class Netns {
         await new Promise<void>((r) => { const t = setTimeout(r, 2000); c.once('exit', () => { clearTimeout(t); r(); }); });
       }
     }
+    // Whatever else is inside (a child's own children: a chroot's daemon, a forked scanner).
+    await killInside(this.name);
     await sh('ip', ['netns', 'del', this.name]);
     namespaces.delete(this.name);
   }
+}
+
+/** Every process still inside a namespace: SIGKILL, then waits up to 2 s for them to be gone. */
+async function killInside(name: string): Promise<void> {
+  const pids = async () => (await sh('ip', ['netns', 'pids', name])).stdout.split('\n').filter(Boolean).map(Number);
+  const first = await pids();
+  if (first.length === 0) return;
+  for (const pid of first) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+  const end = Date.now() + 2000;
+  while ((await pids()).length && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
 }
 
 /** Run fn in a fresh namespace that is deleted afterwards, whatever happens. */
@@ -224,7 +236,14 @@ export function skipUnlessRoot(): string | undefined {
 function cleanupSync(): void {
   for (const c of children) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
   children.clear();
-  for (const n of namespaces) { try { execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' }); } catch { /* gone */ } }
+  for (const n of namespaces) {
+    try {
+      for (const pid of execFileSync('ip', ['netns', 'pids', n], { encoding: 'utf8' }).split('\n').filter(Boolean)) {
+        try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ }
+      }
+      execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' });
+    } catch { /* gone */ }
+  }
   namespaces.clear();
   for (const d of tmpdirs) { try { rmSync(d, { recursive: true, force: true }); } catch { /* gone */ } }
   tmpdirs.clear();

@@ -4,14 +4,18 @@
  */
 import { execFile } from 'node:child_process';
 
-export interface ExecResult { code: number; stdout: string; stderr: string }
+export interface ExecResult { code: number; stdout: string; stderr: string; timedOut: boolean }
 
-/** `input` goes to stdin (closed at once when absent); killed after timeoutMs (code 255). */
-export function sh(cmd: string, args: string[], input?: string, timeoutMs = 600_000): Promise<ExecResult> {
+/**
+ * `input` goes to stdin (closed at once when absent); killed after timeoutMs (code 255,
+ * timedOut). `env` replaces the environment when given.
+ */
+export function sh(cmd: string, args: string[], input?: string, timeoutMs = 600_000, env?: NodeJS.ProcessEnv): Promise<ExecResult> {
   return new Promise((resolve) => {
-    const child = execFile(cmd, args, { maxBuffer: 1 << 30, timeout: timeoutMs }, (err, stdout, stderr) => {
+    const child = execFile(cmd, args, { maxBuffer: 1 << 30, timeout: timeoutMs, env: env ?? process.env }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 255) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr || (err && !stderr ? err.message : '')) });
+      const timedOut = Boolean(err && (err as { killed?: boolean }).killed);
+      resolve({ code, stdout: String(stdout), stderr: String(stderr || (err && !stderr ? err.message : '')), timedOut });
     });
     child.stdin?.on('error', () => {});
     child.stdin?.end(input ?? '');
