@@ -41,7 +41,7 @@ test('networkOf masks the address to its prefix; junk is refused', () => {
 });
 
 test('adding a network stores it, lifts the bans it covers and forgets the penalties it covers', withStore(async (s) => {
-  const list = new AllowList(fixedEntries(cfg, []), s);
+  const list = new AllowList(fixedEntries(cfg, []), s.allowed);
   const penalties = new PenaltyTable({ loyalty: 3, findtimeMs: 600_000, maxHosts: 100, isAllowed: (a, f) => list.allows(a, f) });
   const now = 1_800_000_000_000;
   penalties.observe(failure('198.51.100.7'), now);
@@ -58,15 +58,15 @@ test('adding a network stores it, lifts the bans it covers and forgets the penal
   assert.equal(penalties.size, 1, 'only the host outside the network is still tracked');
   // The host's next failures meet the allow list, however many: never a ban.
   for (let i = 0; i < 5; i++) assert.equal(penalties.observe(failure('198.51.100.7'), now + 10 + i).action, 'allowed');
-  assert.deepEqual(new AllowList(fixedEntries(cfg, []), s).entries().at(-1), { cidr: '198.51.100.0/24', source: 'runtime', addedAt: now, note: 'office' }, 'a restart reads it back');
+  assert.deepEqual(new AllowList(fixedEntries(cfg, []), s.allowed).entries().at(-1), { cidr: '198.51.100.0/24', source: 'runtime', addedAt: now, note: 'office' }, 'a restart reads it back');
   assert.equal((await list.add(networkOf('198.51.100.9/24')!, '', now, { activeBans: () => [], unban: async () => false, forgetWhere: () => 0 })).added, false, 'the same network again');
 }));
 
 test('removing: a runtime entry goes, a fixed one stays and says so', withStore((s) => {
-  const list = new AllowList(fixedEntries(cfg, []), s);
-  s.addAllowed('10.1.0.0/16', 1, '');
-  s.addAllowed('203.0.113.0/24', 1, 'duplicate of the config');
-  const again = new AllowList(fixedEntries(cfg, []), s);
+  const list = new AllowList(fixedEntries(cfg, []), s.allowed);
+  s.allowed.addAllowed('10.1.0.0/16', 1, '');
+  s.allowed.addAllowed('203.0.113.0/24', 1, 'duplicate of the config');
+  const again = new AllowList(fixedEntries(cfg, []), s.allowed);
   assert.equal(again.allows('10.1.2.3', 4), true);
   assert.deepEqual(again.remove(networkOf('10.1.0.0/16')!), { removed: true, fixed: undefined });
   assert.equal(again.allows('10.1.2.3', 4), false);

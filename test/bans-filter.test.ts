@@ -22,10 +22,10 @@ let d: DaemonProcess | null = null;
 before(() => {
   const store = new Store(db, 20);
   const ban = (address: string, ageH: number, source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'kernel') =>
-    store.recordBan({ address, family: 4, now: now - ageH * H, until: now + 24 * H, source, reasonKind: 'InvalidPassword', reasonService: 'PJSIP', reasonAccount: '100', failures: 3 });
+    store.bans.recordBan({ address, family: 4, now: now - ageH * H, until: now + 24 * H, source, reasonKind: 'InvalidPassword', reasonService: 'PJSIP', reasonAccount: '100', failures: 3 });
   // 198.51.100.9 is banned three times (two lifted), so its count is 3.
-  ban('198.51.100.9', 50, 'auto'); store.liftBan('198.51.100.9', now - 49 * H, 'unban');
-  ban('198.51.100.9', 30, 'auto'); store.liftBan('198.51.100.9', now - 29 * H, 'unban');
+  ban('198.51.100.9', 50, 'auto'); store.bans.liftBan('198.51.100.9', now - 49 * H, 'unban');
+  ban('198.51.100.9', 30, 'auto'); store.bans.liftBan('198.51.100.9', now - 29 * H, 'unban');
   ban('198.51.100.9', 20, 'auto');
   ban('203.0.113.20', 10, 'manual');
   ban('192.0.2.5', 5, 'fail2ban');

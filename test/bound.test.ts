@@ -69,8 +69,8 @@ test('1M spoofed sources through the daemon: only repeating hosts are written, r
     assert.equal(count(sqlite, 'SELECT count(*) FROM hosts'), 100_000);
     assert.equal(count(sqlite, 'SELECT count(*) FROM events'), 100_000);
     assert.equal(count(sqlite, 'SELECT count(*) FROM hosts WHERE failures != 1'), 0);
-    assert.ok(d.store.host(v4(999_995)), 'a repeating source is recorded');
-    assert.equal(d.store.host(v4(999_999)), undefined, 'a lone failure is not');
+    assert.ok(d.store.history.host(v4(999_995)), 'a repeating source is recorded');
+    assert.equal(d.store.history.host(v4(999_999)), undefined, 'a lone failure is not');
     const dbBytes = statSync(db).size;
     const walBytes = fileBytes(db) - dbBytes;
     // Then a week later: every never-banned host ages out.
@@ -101,26 +101,26 @@ test('the row cap keeps the newest hosts and never drops a banned one; ban histo
   try {
     const now = 1_800_000_000_000;
     const ev = (address: string) => ({ kind: 'InvalidPassword', severity: 'Error' as const, service: 'PJSIP', address, family: 4 as const, transport: 'UDP', port: 5060, account: '1', sessionId: '' });
-    for (let i = 0; i < 3000; i++) s.recordEvents([{ event: ev(v4(i)), at: now - 3000 + i }]);
-    const ban = (address: string, startedAt: number, until: number | null) => s.recordBan({ address, family: 4, now: startedAt, until, reasonKind: 'x', reasonService: '', reasonAccount: '', failures: 3, source: 'auto' });
+    for (let i = 0; i < 3000; i++) s.history.recordEvents([{ event: ev(v4(i)), at: now - 3000 + i }]);
+    const ban = (address: string, startedAt: number, until: number | null) => s.bans.recordBan({ address, family: 4, now: startedAt, until, reasonKind: 'x', reasonService: '', reasonAccount: '', failures: 3, source: 'auto' });
     ban(v4(0), now - 10, now + DAY); // the oldest host, banned now: must stay
     ban('192.0.2.1', now - 2 * 365 * DAY, now - 2 * 365 * DAY + 3600_000); // ended two years ago
     ban('192.0.2.2', now - 2 * 365 * DAY, null); // permanent since two years
     ban('192.0.2.3', now - 30 * DAY, now - 29 * DAY); // ended last month
-    s.expireBans(now);
+    s.bans.expireBans(now);
     const p = new Pruner(s.sqlite, { hostMaxAgeMs: 7 * DAY, maxHostRows: 1000, banHistoryKeepMs: 365 * DAY });
     const r = await p.run(now);
     assert.equal(r.capped, 1999, 'the 2999 never-banned hosts cut to 1000');
     assert.equal(count(s.sqlite, 'SELECT count(*) FROM hosts WHERE ban_count = 0'), 1000);
-    assert.equal(s.host(v4(1999)), undefined, 'the older ones went');
-    assert.ok(s.host(v4(2000)), 'the newest 1000 stay');
-    assert.ok(s.host(v4(0))?.banned, 'a banned host is never capped');
+    assert.equal(s.history.host(v4(1999)), undefined, 'the older ones went');
+    assert.ok(s.history.host(v4(2000)), 'the newest 1000 stay');
+    assert.ok(s.history.host(v4(0))?.banned, 'a banned host is never capped');
     assert.equal(r.bans, 1);
     assert.equal(r.bannedHosts, 1);
-    assert.equal(s.host('192.0.2.1'), undefined, 'a host whose bans all left the history goes too');
-    assert.equal(s.listBans(now, { all: true, address: '192.0.2.2' }).length, 1, 'a permanent ban stays');
-    assert.equal(s.listBans(now, { all: true, address: '192.0.2.3' }).length, 1, 'a recent past ban stays');
-    assert.equal(s.isBanned(v4(0), now), true);
+    assert.equal(s.history.host('192.0.2.1'), undefined, 'a host whose bans all left the history goes too');
+    assert.equal(s.bans.listBans(now, { all: true, address: '192.0.2.2' }).length, 1, 'a permanent ban stays');
+    assert.equal(s.bans.listBans(now, { all: true, address: '192.0.2.3' }).length, 1, 'a recent past ban stays');
+    assert.equal(s.bans.isBanned(v4(0), now), true);
   } finally {
     s.close();
     rmSync(dir, { recursive: true, force: true });
@@ -140,10 +140,10 @@ test('listing pages: SQLite\'s JSON equals the views made in JS, and pages of an
     ];
     for (let i = 0; i < 40; i++) {
       const address = i % 7 === 0 ? `2001:db8::${i}` : `192.0.2.${i % 13}`;
-      s.recordBan({ address, family: address.includes(':') ? 6 : 4, now: now - 100_000 + i, until: i % 5 === 0 ? null : now - 50_000 + i * 3000, ...shapes[i % shapes.length] });
+      s.bans.recordBan({ address, family: address.includes(':') ? 6 : 4, now: now - 100_000 + i, until: i % 5 === 0 ? null : now - 50_000 + i * 3000, ...shapes[i % shapes.length] });
     }
-    s.liftBan('192.0.2.3', now, 'unban');
-    s.expireBans(now);
+    s.bans.liftBan('192.0.2.3', now, 'unban');
+    s.bans.expireBans(now);
     for (const all of [false, true]) {
       for (const match of [undefined, '192.0.2.5', '2001:db8::/32', '192.0.2.0/28']) {
         const whole = listBanViews(s, now, { all, match });
@@ -171,13 +171,13 @@ test('listing pages: SQLite\'s JSON equals the views made in JS, and pages of an
     // A window smaller than the history: short pages, the same listing.
     const small: unknown[] = [];
     for (let before: number | undefined; ;) {
-      const page = s.listBansPage(now, { all: true, limit: 5, before, scan: 4 });
+      const page = s.bans.listBansPage(now, { all: true, limit: 5, before, scan: 4 });
       assert.ok(page.rows.length <= 4);
       small.push(...page.rows.map((r) => r.id));
       if (page.next === null) break;
       before = page.next;
     }
-    assert.deepEqual(small, s.listBans(now, { all: true }).map((r) => r.id));
+    assert.deepEqual(small, s.bans.listBans(now, { all: true }).map((r) => r.id));
   } finally {
     s.close();
   }
@@ -227,7 +227,7 @@ test('ban history retention over 300k past bans: purged in short steps, active b
     console.log(`# retention: ${r.bans} bans in ${r.steps} steps, longest ${r.maxStepMs.toFixed(1)} ms (${r.slowest}), most CPU ${r.maxStepCpuMs.toFixed(1)} ms, ${Math.round(performance.now() - t0)} ms in all`);
     assert.equal(r.bans, 270_000, 'every ended ban (all older than a day) purged');
     assert.equal(count(s.sqlite, 'SELECT count(*) FROM bans'), 30_000);
-    assert.equal(s.activeKernelBans(now).length, 30_000, 'active bans stay');
+    assert.equal(s.bans.activeKernelBans(now).length, 30_000, 'active bans stay');
     assert.equal(r.bannedHosts, 0, 'hosts with an active ban stay');
     assertShortSteps(r);
   } finally {

@@ -21,7 +21,7 @@ class RecordingKernel implements KernelQueue {
   calls: { op: string; addresses: string[]; storedBefore: boolean[] }[] = [];
   constructor(private readonly store: () => Store) {}
   async add(bans: KernelBan[], now: number) {
-    this.calls.push({ op: 'add', addresses: bans.map((b) => b.address), storedBefore: bans.map((b) => this.store().isBanned(b.address, now)) });
+    this.calls.push({ op: 'add', addresses: bans.map((b) => b.address), storedBefore: bans.map((b) => this.store().bans.isBanned(b.address, now)) });
   }
   async remove(bans: { address: string }[]) { this.calls.push({ op: 'remove', addresses: bans.map((b) => b.address), storedBefore: [] }); }
   async setAll(bans: Iterable<KernelBan>) { this.calls.push({ op: 'setAll', addresses: [...bans].map((b) => b.address), storedBefore: [] }); }
@@ -49,7 +49,7 @@ test('a ban: the kernel command is sent before the database commit; automatic ba
   const { log, lines } = captureLog();
   const d = new Decisions({ store, kernel, bantime, log });
   const now = Date.now();
-  const committed = () => ['192.0.2.1', '192.0.2.2', '192.0.2.3'].filter((a) => store.isBanned(a, now));
+  const committed = () => ['192.0.2.1', '192.0.2.2', '192.0.2.3'].filter((a) => store.bans.isBanned(a, now));
   const res = d.ban('192.0.2.1', 4, reason, now, 'auto');
   d.ban('192.0.2.2', 4, reason, now, 'auto');
   d.ban('192.0.2.3', 4, reason, now, 'auto');
@@ -69,13 +69,13 @@ test('a ban: the kernel command is sent before the database commit; automatic ba
   assert.equal(again.until, now + 2 + 14_400_000);
   // An operator's ban is in the database when ban() returns, after the pending automatic ones.
   d.ban('198.51.100.1', 4, { ...reason, kind: 'manual' }, now, 'manual');
-  assert.equal(store.isBanned('198.51.100.1', now), true);
-  assert.equal(store.banCount('192.0.2.1'), 3, 'the pending automatic ban went first');
+  assert.equal(store.bans.isBanned('198.51.100.1', now), true);
+  assert.equal(store.bans.banCount('192.0.2.1'), 3, 'the pending automatic ban went first');
   // An unban cannot overtake a pending ban (the ban would come back on commit).
   d.ban('192.0.2.9', 4, reason, now, 'auto');
   assert.equal(await d.unban('192.0.2.9', now, 'unban'), true);
   await nextTurn();
-  assert.equal(store.isBanned('192.0.2.9', now), false);
+  assert.equal(store.bans.isBanned('192.0.2.9', now), false);
 }));
 
 test('a database that fails: the kernel ban is still sent and the failure logged; an operator\'s ban reports it; the rows wait in memory', () => withStore(async (store) => {
@@ -83,9 +83,9 @@ test('a database that fails: the kernel ban is still sent and the failure logged
   const { log, lines } = captureLog();
   const d = new Decisions({ store, kernel, bantime, log });
   const full = () => { throw new Error('SQLITE_FULL: database or disk is full'); };
-  const { recordBan, recordBans } = { recordBan: store.recordBan.bind(store), recordBans: store.recordBans.bind(store) };
-  store.recordBan = full;
-  store.recordBans = full;
+  const { recordBan, recordBans } = { recordBan: store.bans.recordBan.bind(store), recordBans: store.bans.recordBans.bind(store) };
+  store.bans.recordBan = full;
+  store.bans.recordBans = full;
   d.ban('192.0.2.2', 4, reason, Date.now(), 'auto');
   await nextTurn();
   assert.throws(() => d.ban('192.0.2.3', 4, reason, Date.now(), 'manual'), /in the kernel, but not stored yet.*SQLITE_FULL/);
@@ -97,11 +97,11 @@ test('a database that fails: the kernel ban is still sent and the failure logged
   assert.equal(d.storage().pending, 2, 'both rows wait');
   assert.notEqual(d.storage().failingSince, null);
   assert.equal(d.isBanned('192.0.2.2'), true);
-  store.recordBan = recordBan;
-  store.recordBans = recordBans;
+  store.bans.recordBan = recordBan;
+  store.bans.recordBans = recordBans;
   await waitFor(() => d.storage().pending === 0, 'stored once the disk has room');
-  assert.equal(store.isBanned('192.0.2.2', Date.now()), true);
-  assert.equal(store.isBanned('192.0.2.3', Date.now()), true);
+  assert.equal(store.bans.isBanned('192.0.2.2', Date.now()), true);
+  assert.equal(store.bans.isBanned('192.0.2.3', Date.now()), true);
   assert.equal(d.storage().failingSince, null);
   assert.ok(lines.some((l) => l.msg === 'database writes succeed again'));
 }));
@@ -119,13 +119,13 @@ test('retry: a failing write is tried again with a growing backoff until it succ
   const kernel = new RecordingKernel(() => store);
   const { log, lines } = captureLog();
   const d = new Decisions({ store, kernel, bantime, log });
-  const real = store.recordBans.bind(store);
-  const realOne = store.recordBan.bind(store);
+  const real = store.bans.recordBans.bind(store);
+  const realOne = store.bans.recordBan.bind(store);
   const attempts: number[] = [];
   let failuresLeft = 5;
   const busy = () => { attempts.push(Date.now()); if (failuresLeft-- > 0) throw new Error('SQLITE_BUSY: database is locked'); };
-  store.recordBan = (b) => { busy(); return realOne(b); };
-  store.recordBans = (l) => { busy(); real(l); };
+  store.bans.recordBan = (b) => { busy(); return realOne(b); };
+  store.bans.recordBans = (l) => { busy(); real(l); };
   const now = Date.now();
   const addresses = Array.from({ length: 20 }, (_, i) => `203.0.113.${i + 1}`);
   for (const a of addresses) d.ban(a, 4, reason, now, 'auto');
@@ -135,7 +135,7 @@ test('retry: a failing write is tried again with a growing backoff until it succ
   const gaps = attempts.slice(1).map((t, i) => t - attempts[i]);
   // 50, 100, 200, 400, 800 ms: each wait at least the backoff, and growing.
   for (let i = 0; i < gaps.length; i++) assert.ok(gaps[i] >= 50 * 2 ** i - 2, `gap ${i}: ${gaps[i]} ms`);
-  assert.deepEqual(addresses.filter((a) => store.isBanned(a, now)), addresses, 'none dropped');
+  assert.deepEqual(addresses.filter((a) => store.bans.isBanned(a, now)), addresses, 'none dropped');
   assert.equal(lines.filter((l) => l.msg === 'ban').length, 20, 'each logged once stored');
   const failedLines = lines.filter((l) => String(l.msg).startsWith('database write failed'));
   assert.ok(failedLines.length >= 1 && failedLines.length <= 5, 'logged, without a line per retry flood');
@@ -147,7 +147,7 @@ test('kernel first: a database that cannot be read still bans at once, for the f
   const kernel: KernelQueue = { add: async (b) => { order.push(`kernel ${b[0].address} ${b[0].until}`); }, remove: async () => {}, setAll: async () => {} };
   const { log, lines } = captureLog();
   const d = new Decisions({ store, kernel, bantime, log });
-  store.banCount = () => { order.push('read'); throw new Error('SQLITE_CORRUPT: database disk image is malformed'); };
+  store.bans.banCount = () => { order.push('read'); throw new Error('SQLITE_CORRUPT: database disk image is malformed'); };
   const now = Date.now();
   const res = d.ban('192.0.2.7', 4, reason, now, 'auto');
   assert.deepEqual(order, [`kernel 192.0.2.7 ${now + 3_600_000}`, 'read'], 'the kernel command left before any database read');
@@ -167,8 +167,8 @@ test('kernel first: a repeat offender gets the first ban at once, then its longe
   let reads = 0;
   const kernel: KernelQueue = { add: async (b) => { adds.push([b[0].address, b[0].until]); }, remove: async () => {}, setAll: async () => {} };
   const d = new Decisions({ store, kernel, bantime, log: captureLog().log });
-  const realCount = store.banCount.bind(store);
-  store.banCount = (a) => { reads++; return realCount(a); };
+  const realCount = store.bans.banCount.bind(store);
+  store.bans.banCount = (a) => { reads++; return realCount(a); };
   const res = d.ban('192.0.2.8', 4, reason, now, 'auto');
   assert.deepEqual(adds, [['192.0.2.8', now + 3_600_000], ['192.0.2.8', now + 7_200_000]]);
   assert.equal(res.banCount, 2);
@@ -187,7 +187,7 @@ test('in-memory expiry: a ban ends by its own time when the database cannot be u
   const now = Date.now();
   d.ban('192.0.2.10', 4, reason, now, 'auto', 1000);
   d.flushWrites();
-  store.expireBans = () => { throw new Error('SQLITE_IOERR: disk I/O error'); };
+  store.bans.expireBans = () => { throw new Error('SQLITE_IOERR: disk I/O error'); };
   assert.equal(await d.expire(now + 500), 0);
   assert.equal(d.isBanned('192.0.2.10'), true, 'not before its time');
   assert.equal(await d.expire(now + 1000), 1);
@@ -197,8 +197,8 @@ test('in-memory expiry: a ban ends by its own time when the database cannot be u
   assert.ok(lines.some((l) => String(l.msg).includes('expiry not stored')));
   // A ban whose row never got written ends by its time too (the database works, but lacks it).
   const s2 = new Decisions({ store, kernel, bantime, log: captureLog().log });
-  store.recordBan = () => { throw new Error('SQLITE_READONLY: attempt to write a readonly database'); };
-  store.recordBans = store.recordBan as never;
+  store.bans.recordBan = () => { throw new Error('SQLITE_READONLY: attempt to write a readonly database'); };
+  store.bans.recordBans = store.bans.recordBan as never;
   delete (store as { expireBans?: unknown }).expireBans;
   s2.ban('192.0.2.11', 4, reason, now, 'auto', 1000);
   await nextTurn();
@@ -215,8 +215,8 @@ test('resync loads the in-memory bans, also those whose rows are still pending',
   const now = Date.now();
   d.ban('192.0.2.20', 4, reason, now, 'auto');
   d.flushWrites();
-  store.recordBan = () => { throw new Error('SQLITE_BUSY: database is locked'); };
-  store.recordBans = store.recordBan as never;
+  store.bans.recordBan = () => { throw new Error('SQLITE_BUSY: database is locked'); };
+  store.bans.recordBans = store.bans.recordBan as never;
   d.ban('192.0.2.21', 4, reason, now, 'auto');
   await d.resync(now);
   assert.deepEqual(kernel.calls.at(-1)?.addresses.sort(), ['192.0.2.20', '192.0.2.21']);
@@ -242,7 +242,7 @@ test('adopt: kernel bans the database lacks are stored before restore (canonical
     { address: '0.0.0.0', family: 4, timeoutSec: 600 }, // not a host: refused
     { address: '192.0.2.9', family: 4, timeoutSec: null }, // a rule: no time
   ], now, allow);
-  const rows = new Map(store.activeKernelBans(now).map((b) => [b.address, b.until]));
+  const rows = new Map(store.bans.activeKernelBans(now).map((b) => [b.address, b.until]));
   assert.deepEqual([...rows.keys()].sort(), ['192.0.2.1', '192.0.2.2', '192.0.2.9', '2001:db8::5']);
   assert.equal(rows.get('192.0.2.2'), now + 600_000);
   assert.equal(rows.get('2001:db8::5'), null);
@@ -255,8 +255,8 @@ test('adopt: kernel bans the database lacks are stored before restore (canonical
   // Adopted rows that cannot be written stay pending, and restore puts them back after its load.
   const kernel2 = new RecordingKernel(() => store);
   const d2 = new Decisions({ store, kernel: kernel2, bantime, log: captureLog().log });
-  store.recordBan = () => { throw new Error('SQLITE_READONLY: attempt to write a readonly database'); };
-  store.recordBans = store.recordBan as never;
+  store.bans.recordBan = () => { throw new Error('SQLITE_READONLY: attempt to write a readonly database'); };
+  store.bans.recordBans = store.bans.recordBan as never;
   assert.equal(d2.adopt([{ address: '192.0.2.30', family: 4, timeoutSec: 600 }], now, allow), 1);
   await d2.restore(now, allow);
   assert.equal(d2.isBanned('192.0.2.30'), true);
@@ -286,7 +286,7 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
     if (readAll) {
       assert.deepEqual(loaded.sort(), ['192.0.2.1', '192.0.2.2', '2001:db8::1']);
       assert.deepEqual(r, { restored: 3, lifted: 1 });
-      assert.equal(store.isBanned('198.51.100.9', now), false, 'the allowed one is lifted in the database');
+      assert.equal(store.bans.isBanned('198.51.100.9', now), false, 'the allowed one is lifted in the database');
       assert.equal(lines.filter((l) => l.msg === 'stored ban lifted: address is allowed now').length, 1);
     } else {
       assert.equal(loaded.length, 1);
@@ -302,9 +302,9 @@ test('restore: the kernel reads the stored bans as it loads; allowed ones are li
   const d = new Decisions({ store, kernel: failing, bantime, log: captureLog().log });
   await assert.rejects(d.restore(now, exempt), /ipset restore failed/);
   assert.equal(d.activeCount, 3);
-  assert.equal(store.isBanned('192.0.2.2', now), true);
+  assert.equal(store.bans.isBanned('192.0.2.2', now), true);
   d.ban('192.0.2.77', 4, reason, now, 'manual');
-  assert.equal(store.isBanned('192.0.2.77', now), true);
+  assert.equal(store.bans.isBanned('192.0.2.77', now), true);
 }));
 
 /** A kernel that takes a full load as lines (as the ipset backend does), recording the order of calls. */
@@ -344,7 +344,7 @@ test('restore into a backend that loads lines: allowed bans lifted first (also i
   for (const a of ['192.0.2.1', '192.0.2.8', '203.0.113.5', '2001:db8::1']) assert.equal(d.isBanned(a), true, a);
   for (const a of ['198.51.100.9', '10.1.2.3']) {
     assert.equal(d.isBanned(a), false, a);
-    assert.equal(store.isBanned(a, now), false, `${a} lifted in the database`);
+    assert.equal(store.bans.isBanned(a, now), false, `${a} lifted in the database`);
   }
   assert.deepEqual(lines.filter((l) => l.msg === 'stored ban lifted: address is allowed now').map((l) => l.address).sort(), ['10.1.2.3', '198.51.100.9']);
 }));
@@ -411,13 +411,13 @@ test('restore: stored addresses that cannot be one host are neither rendered nor
   const d3 = new Decisions({ store, kernel: k3, bantime, log: captureLog().log });
   assert.equal(await d3.unban('0.0.0.0', now, 'unban'), true);
   assert.equal(await d3.unban('ff02::1', now, 'unban'), true);
-  assert.equal(store.isBanned('0.0.0.0', now), false);
-  assert.equal(store.isBanned('ff02::1', now), false);
+  assert.equal(store.bans.isBanned('0.0.0.0', now), false);
+  assert.equal(store.bans.isBanned('ff02::1', now), false);
   assert.deepEqual(removed, []);
   // A non-canonical stored text, lifted as given.
   insert('192.0.2.010');
   assert.equal(await d3.unban('192.0.2.010', now, 'unban'), true);
-  assert.equal(store.isBanned('192.0.2.010', now), false);
+  assert.equal(store.bans.isBanned('192.0.2.010', now), false);
 }));
 
 test('resync: the kernel gets the stored active bans the daemon knows, pending ones committed first', () => withStore(async (store) => {
@@ -467,18 +467,18 @@ test('with a commit delay, a burst of automatic bans is stored together once the
   assert.equal(kernel.calls.length, 3, 'the kernel at once');
   await nextTurn();
   await new Promise((r) => setTimeout(r, 10));
-  assert.deepEqual(burst.filter((a) => store.isBanned(a, now)), [], 'not stored yet');
+  assert.deepEqual(burst.filter((a) => store.bans.isBanned(a, now)), [], 'not stored yet');
   assert.equal(lines.filter((l) => l.msg === 'ban').length, 0);
   await new Promise((r) => setTimeout(r, 50));
-  assert.deepEqual(burst.filter((a) => store.isBanned(a, now)), burst, 'stored together');
+  assert.deepEqual(burst.filter((a) => store.bans.isBanned(a, now)), burst, 'stored together');
   assert.equal(lines.filter((l) => l.msg === 'ban').length, 3);
   // A second burst, cut short by an unban: the pending bans are stored first.
   d.ban('192.0.2.4', 4, reason, now, 'auto');
   d.ban('192.0.2.5', 4, reason, now, 'auto');
   assert.equal(await d.unban('192.0.2.5', now, 'unban'), true);
-  assert.equal(store.isBanned('192.0.2.4', now), true);
-  assert.equal(store.isBanned('192.0.2.5', now), false);
-  assert.equal(store.banCount('192.0.2.5'), 1, 'the ban was stored before its unban');
+  assert.equal(store.bans.isBanned('192.0.2.4', now), true);
+  assert.equal(store.bans.isBanned('192.0.2.5', now), false);
+  assert.equal(store.bans.banCount('192.0.2.5'), 1, 'the ban was stored before its unban');
 }));
 
 test('parseIpsetSave: members of the named set with their timeouts; anything else in the output is ignored', () => {
@@ -519,7 +519,7 @@ test('adopt: a kernel member whose ban the database already ended (a crash betwe
     { address: '192.0.2.42', family: 4, timeoutSec: null }, // a rule of an expired ban: not adopted
   ], now, AllowList.of([]));
   assert.equal(n, 1);
-  assert.deepEqual(store.activeKernelBans(now).map((b) => b.address), ['192.0.2.41']);
+  assert.deepEqual(store.bans.activeKernelBans(now).map((b) => b.address), ['192.0.2.41']);
 }));
 
 test('health: failing writes, and a ban row pending more than 60 s, are problems; a short wait is not', async () => {

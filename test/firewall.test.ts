@@ -305,7 +305,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
         for (let i = 0; i < 6_000; i++) rows.push(row(`198.18.${i >> 8}.${i & 255}`, i % 3 ? now + 3_600_000 + i : null));
         for (let i = 0; i < 700; i++) rows.push(row(`fd33::${(i + 1).toString(16)}`, now + 7_200_000));
         rows.push(row('192.0.2.5', now + 30 * 86_400_000)); // beyond ipset's maximum: no timeout, the daemon lifts it
-        store.recordBans(rows);
+        store.bans.recordBans(rows);
         const saved = async () => {
           const out = new Map<string, number>();
           for (const set of [`${CHAIN}-v4`, `${CHAIN}-v6`]) {
@@ -317,12 +317,12 @@ describe('an existing jump placed by the administrator', { skip }, () => {
           return out;
         };
         const runs = execStats.runs;
-        const lines = store.renderActiveBans(now, (fw as IpsetBackend).lineFormat);
+        const lines = store.bans.renderActiveBans(now, (fw as IpsetBackend).lineFormat);
         assert.equal(lines.count, 6_701);
         await fw.setAll(renderedBans(lines), Date.now());
         assert.equal(execStats.runs - runs, 2, 'right after init: the two loaders, nothing else');
         const viaLines = await saved();
-        await fw.setAll(store.activeKernelBans(now), now);
+        await fw.setAll(store.bans.activeKernelBans(now), now);
         const viaSetAll = await saved();
         assert.equal(viaLines.size, 6_701);
         assert.deepEqual([...viaLines.keys()].sort(), [...viaSetAll.keys()].sort());

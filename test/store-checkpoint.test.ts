@@ -52,8 +52,8 @@ test('with the checkpointer: automatic checkpoints off, the worker checkpoints; 
   assert.equal(s.sqlite.pragma('wal_autocheckpoint', { simple: true }), 0);
   const now = Date.now();
   for (let i = 0; i < 3000; i++) {
-    s.recordEvents([event(i)]);
-    s.recordBan(ban(i, now + i));
+    s.history.recordEvents([event(i)]);
+    s.bans.recordBan(ban(i, now + i));
     if (i % 100 === 99) await sleep(1);
   }
   await until('a checkpoint by the worker', () => s.checkpointer!.stats().ticks > 0);
@@ -68,7 +68,7 @@ test('with the checkpointer: automatic checkpoints off, the worker checkpoints; 
   other.close();
   assert.deepEqual(errors, []);
   const again = new Store(path);
-  const active = again.activeBans(now);
+  const active = again.bans.activeBans(now);
   assert.equal(active.length, 3000);
   assert.deepEqual(new Set(active.map((b) => b.address)), new Set(Array.from({ length: 3000 }, (_, i) => addr(i))));
   assert.equal((again.sqlite.prepare('SELECT count(*) AS n FROM events').get() as { n: number }).n, 3000);
@@ -84,8 +84,8 @@ test('the -wal file stays bounded under many thousands of writes (defaults); wit
   let max = 0;
   const n = 20_000;
   for (let i = 0; i < n; i++) {
-    s.recordEvents([event(i)]);
-    s.recordBan(ban(i, now + i));
+    s.history.recordEvents([event(i)]);
+    s.bans.recordBan(ban(i, now + i));
     if (i % 50 === 49) {
       max = Math.max(max, walBytes(path));
       await new Promise((r) => setImmediate(r));
@@ -117,7 +117,7 @@ test('a flood that never pauses: the daemon thread restarts the log between comm
   const now = Date.now();
   let max = 0;
   for (let i = 0; i < 8000; i++) {
-    s.recordBan(ban(i, now + i));
+    s.bans.recordBan(ban(i, now + i));
     if (i % 20 === 19) {
       max = Math.max(max, walBytes(path));
       await new Promise((r) => setImmediate(r));
@@ -136,18 +136,18 @@ test('a reader holding the log: reported once, not thrown; once it is gone the l
   const errors: Error[] = [];
   const s = new Store(path, 20, { checkpointer: { intervalMs: 20, wakeEveryCommits: 50, forceAboveFrames: 500, truncateAboveBytes: 1 << 20, onError: (e) => errors.push(e) } });
   const now = Date.now();
-  for (let i = 0; i < 50; i++) s.recordBan(ban(i, now + i));
+  for (let i = 0; i < 50; i++) s.bans.recordBan(ban(i, now + i));
   // A long read in another connection (as a CLI listing or a backup reading its snapshot).
   const reader = new Database(path, { readonly: true });
   reader.exec('BEGIN');
   reader.prepare('SELECT count(*) FROM bans').get();
   for (let i = 50; i < 3000; i++) {
-    s.recordBan(ban(i, now + i));
+    s.bans.recordBan(ban(i, now + i));
     if (i % 20 === 19) await new Promise((r) => setImmediate(r));
   }
   await until('the busy report', () => errors.length > 0);
   for (let i = 3000; i < 3400; i++) {
-    s.recordBan(ban(i, now + i));
+    s.bans.recordBan(ban(i, now + i));
     if (i % 20 === 19) await new Promise((r) => setImmediate(r));
   }
   assert.equal(errors.length, 1, `once per episode: ${errors.map((e) => e.message).join('; ')}`);
@@ -160,7 +160,7 @@ test('a reader holding the log: reported once, not thrown; once it is gone the l
   await until('the idle truncate', () => s.checkpointer!.stats().truncated > 0 && walBytes(path) < 1 << 20);
   s.close();
   const again = new Store(path);
-  assert.equal(again.activeBans(now).length, 3400);
+  assert.equal(again.bans.activeBans(now).length, 3400);
   again.close();
 });
 
@@ -176,7 +176,7 @@ test('a worker that fails is reported and the connection checkpoints automatical
   assert.match(errors[0].err.message, /WAL checkpointer/);
   assert.equal(s.checkpointer!.stats().failed, true);
   assert.equal(s.sqlite.pragma('wal_autocheckpoint', { simple: true }), 1000);
-  s.recordBan(ban(1, Date.now()));
+  s.bans.recordBan(ban(1, Date.now()));
   const t0 = Date.now();
   s.close();
   assert.ok(Date.now() - t0 < 2000, 'close did not wait for a dead worker');
@@ -220,7 +220,7 @@ test('the worker does not keep a process alive, and works from the compiled outp
     const stats = JSON.parse(run.stdout.trim());
     assert.ok(stats.ticks > 0 && stats.running, run.stdout);
     const check = new Store(db);
-    assert.equal(check.activeBans(Date.now()).length, 500);
+    assert.equal(check.bans.activeBans(Date.now()).length, 500);
     check.close();
   } finally {
     rmSync(app, { recursive: true, force: true });
@@ -230,12 +230,12 @@ test('the worker does not keep a process alive, and works from the compiled outp
 test('closed right after it was opened (the worker still starting): no hang, nothing lost, an empty -wal', () => {
   const path = file();
   const s = new Store(path, 20, { checkpointer: true });
-  s.recordBan(ban(1, Date.now()));
+  s.bans.recordBan(ban(1, Date.now()));
   const t0 = Date.now();
   s.close();
   assert.ok(Date.now() - t0 < 3000, `close took ${Date.now() - t0} ms`);
   assert.equal(walBytes(path), 0);
   const again = new Store(path);
-  assert.equal(again.activeBans(Date.now()).length, 1);
+  assert.equal(again.bans.activeBans(Date.now()).length, 1);
   again.close();
 });

@@ -100,7 +100,7 @@ test('a migration added to the journal is detected and applied once; an older da
   const m = migrationsCopy(dir);
   const path = join(dir, 'a.db');
   const s = new Store(path); // migrated from the shipped drizzle/
-  s.recordBan({ address: '192.0.2.1', family: 4, now: 1, until: null, reasonKind: 'manual', reasonService: '', reasonAccount: '', failures: 0, source: 'manual' });
+  s.bans.recordBan({ address: '192.0.2.1', family: 4, now: 1, until: null, reasonKind: 'manual', reasonService: '', reasonAccount: '', failures: 0, source: 'manual' });
   assert.equal(pendingMigrations(s.sqlite, m.folder), 0);
   s.close();
   const older = join(dir, 'older.db');

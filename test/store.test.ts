@@ -20,10 +20,10 @@ test('a real file: directory created, WAL mode, migrations applied once, data su
   assert.equal(s.sqlite.pragma('journal_mode', { simple: true }), 'wal');
   assert.equal(s.sqlite.pragma('foreign_keys', { simple: true }), 1);
   assert.equal(s.sqlite.pragma('cache_size', { simple: true }), -2000, "SQLite's 2 MB page cache, not better-sqlite3's 16 MB");
-  s.recordBan(ban('192.0.2.1', 1000, 5000));
+  s.bans.recordBan(ban('192.0.2.1', 1000, 5000));
   s.close();
   const again = new Store(path);
-  assert.deepEqual(again.activeBans(2000).map((b) => b.address), ['192.0.2.1']);
+  assert.deepEqual(again.bans.activeBans(2000).map((b) => b.address), ['192.0.2.1']);
   const applied = again.sqlite.prepare('SELECT count(*) AS n FROM __drizzle_migrations').get() as { n: number };
   const journal = JSON.parse(readFileSync(join(MIGRATIONS, 'meta', '_journal.json'), 'utf8'));
   assert.equal(applied.n, journal.entries.length);
@@ -32,41 +32,41 @@ test('a real file: directory created, WAL mode, migrations applied once, data su
 
 test('ban lifecycle: escalation count, supersede, expiry, early lift, permanent', () => {
   const s = new Store(file());
-  assert.equal(s.recordBan(ban('192.0.2.1', 1000, 2000)).banCount, 1);
-  assert.equal(s.banCount('192.0.2.1'), 1);
-  assert.equal(s.recordBan(ban('192.0.2.1', 1500, 9000)).banCount, 2, 'a re-ban counts');
-  assert.equal(s.activeBans(1600).length, 1, 'the earlier ban was superseded, not doubled');
-  s.recordBan(ban('2001:db8::7', 1000, null));
-  s.recordBan(ban('192.0.2.3', 1000, 3000));
-  assert.deepEqual(s.expireBans(3000).map((b) => b.address), ['192.0.2.3']);
-  assert.deepEqual(s.expireBans(3000), [], 'expiry is marked once');
-  assert.deepEqual(s.activeBans(10 ** 13).map((b) => b.address), ['2001:db8::7'], 'permanent stays');
-  assert.equal(s.liftBan('2001:db8::7', 4000, 'unban'), true);
-  assert.equal(s.liftBan('2001:db8::7', 4000, 'unban'), false);
-  assert.equal(s.isBanned('192.0.2.1', 5000), true);
-  assert.equal(s.host('192.0.2.3')!.banned, false);
+  assert.equal(s.bans.recordBan(ban('192.0.2.1', 1000, 2000)).banCount, 1);
+  assert.equal(s.bans.banCount('192.0.2.1'), 1);
+  assert.equal(s.bans.recordBan(ban('192.0.2.1', 1500, 9000)).banCount, 2, 'a re-ban counts');
+  assert.equal(s.bans.activeBans(1600).length, 1, 'the earlier ban was superseded, not doubled');
+  s.bans.recordBan(ban('2001:db8::7', 1000, null));
+  s.bans.recordBan(ban('192.0.2.3', 1000, 3000));
+  assert.deepEqual(s.bans.expireBans(3000).map((b) => b.address), ['192.0.2.3']);
+  assert.deepEqual(s.bans.expireBans(3000), [], 'expiry is marked once');
+  assert.deepEqual(s.bans.activeBans(10 ** 13).map((b) => b.address), ['2001:db8::7'], 'permanent stays');
+  assert.equal(s.bans.liftBan('2001:db8::7', 4000, 'unban'), true);
+  assert.equal(s.bans.liftBan('2001:db8::7', 4000, 'unban'), false);
+  assert.equal(s.bans.isBanned('192.0.2.1', 5000), true);
+  assert.equal(s.history.host('192.0.2.3')!.banned, false);
   s.close();
 });
 
 test('event history is bounded per host and keeps the newest; hostile text is stored verbatim as data', () => {
   const s = new Store(file(), 5);
   const hostile = "x'); DROP TABLE hosts; --";
-  s.recordEvents(Array.from({ length: 12 }, (_, i) => ({ event: { ...ev('192.0.2.9'), account: `${hostile}${i}` }, at: i })));
-  const rows = s.recentEvents('192.0.2.9');
+  s.history.recordEvents(Array.from({ length: 12 }, (_, i) => ({ event: { ...ev('192.0.2.9'), account: `${hostile}${i}` }, at: i })));
+  const rows = s.history.recentEvents('192.0.2.9');
   assert.equal(rows.length, 5);
   assert.deepEqual(rows.map((r) => r.at), [11, 10, 9, 8, 7]);
   assert.equal(rows[0].account, `${hostile}11`);
-  assert.equal(s.host('192.0.2.9')!.failures, 12);
+  assert.equal(s.history.host('192.0.2.9')!.failures, 12);
   s.close();
 });
 
 test('prune forgets quiet hosts that were never banned, keeps banned ones', () => {
   const s = new Store(file());
-  s.recordEvents([{ event: ev('192.0.2.20'), at: 100 }, { event: ev('192.0.2.21'), at: 100 }]);
-  s.recordBan(ban('192.0.2.21', 100, 200));
-  assert.equal(s.pruneHosts(1000), 1);
-  assert.equal(s.host('192.0.2.20'), undefined);
-  assert.ok(s.host('192.0.2.21'));
+  s.history.recordEvents([{ event: ev('192.0.2.20'), at: 100 }, { event: ev('192.0.2.21'), at: 100 }]);
+  s.bans.recordBan(ban('192.0.2.21', 100, 200));
+  assert.equal(s.history.pruneHosts(1000), 1);
+  assert.equal(s.history.host('192.0.2.20'), undefined);
+  assert.ok(s.history.host('192.0.2.21'));
   s.close();
 });
 
@@ -78,8 +78,8 @@ test('migrations run with foreign keys off: child rows survive a table rebuild',
   const journal = JSON.parse(readFileSync(join(migrations, 'meta', '_journal.json'), 'utf8'));
   const path = join(dir, 'a.db');
   const s = new Store(path);
-  s.recordEvents([{ event: ev('192.0.2.30'), at: 1 }]);
-  s.recordBan(ban('192.0.2.30', 1, null));
+  s.history.recordEvents([{ event: ev('192.0.2.30'), at: 1 }]);
+  s.bans.recordBan(ban('192.0.2.30', 1, null));
   s.close();
   const last = journal.entries.at(-1);
   journal.entries.push({ ...last, idx: last.idx + 1, when: last.when + 1000, tag: '9999_rebuild_hosts' });
@@ -106,15 +106,15 @@ test('activeBans: exactly the bans in force (not lifted; permanent or ending lat
   const path = file();
   const s = new Store(path);
   const now = 1_800_000_000_000;
-  s.recordBan(ban('192.0.2.40', now - 5000, now + 60_000)); // lifted early below
-  s.recordBan(ban('192.0.2.41', now - 5000, now - 1)); // over, not yet marked expired
-  s.recordBan(ban('192.0.2.42', now - 5000, now)); // ends exactly now: over
-  s.recordBan(ban('192.0.2.43', now - 5000, null)); // permanent
-  s.recordBan(ban('fd33::1:2', now - 4000, now + 1)); // ends later
-  s.recordBan({ ...ban('192.0.2.44', now - 3000, now + 10_000), source: 'manual', reasonKind: 'manual', reasonService: '', reasonAccount: '', failures: 0 });
-  s.recordBan(ban('192.0.2.44', now - 2000, now + 20_000)); // supersedes the manual one
-  assert.equal(s.liftBan('192.0.2.40', now - 100, 'unban'), true);
-  const got = s.activeBans(now);
+  s.bans.recordBan(ban('192.0.2.40', now - 5000, now + 60_000)); // lifted early below
+  s.bans.recordBan(ban('192.0.2.41', now - 5000, now - 1)); // over, not yet marked expired
+  s.bans.recordBan(ban('192.0.2.42', now - 5000, now)); // ends exactly now: over
+  s.bans.recordBan(ban('192.0.2.43', now - 5000, null)); // permanent
+  s.bans.recordBan(ban('fd33::1:2', now - 4000, now + 1)); // ends later
+  s.bans.recordBan({ ...ban('192.0.2.44', now - 3000, now + 10_000), source: 'manual', reasonKind: 'manual', reasonService: '', reasonAccount: '', failures: 0 });
+  s.bans.recordBan(ban('192.0.2.44', now - 2000, now + 20_000)); // supersedes the manual one
+  assert.equal(s.bans.liftBan('192.0.2.40', now - 100, 'unban'), true);
+  const got = s.bans.activeBans(now);
   assert.deepEqual(got.map((b) => b.address).sort(), ['192.0.2.43', '192.0.2.44', 'fd33::1:2']);
   const v6 = got.find((b) => b.address === 'fd33::1:2')!;
   assert.deepEqual(v6, {
@@ -137,7 +137,7 @@ test('activeBans: exactly the bans in force (not lifted; permanent or ending lat
     .select({ id: bans.id, address: bans.address, family: bans.family, startedAt: bans.startedAt, until: bans.until, reasonKind: bans.reasonKind, reasonService: bans.reasonService, reasonAccount: bans.reasonAccount, failures: bans.failures, source: bans.source })
     .from(bans).where(and(isNull(bans.liftedAt), or(isNull(bans.until), gt(bans.until, now)))).all();
   assert.deepEqual(got, viaDrizzle);
-  assert.deepEqual(s.activeBans(now + 1).map((b) => b.address).sort(), ['192.0.2.43', '192.0.2.44'], 'a ban is over at its until');
+  assert.deepEqual(s.bans.activeBans(now + 1).map((b) => b.address).sort(), ['192.0.2.43', '192.0.2.44'], 'a ban is over at its until');
   s.close();
 });
 
@@ -146,7 +146,7 @@ test('the start\'s read of every active ban is served by the bans_active index a
   // Migration 0001 added address to the index: 100k bans are read in ~40 ms instead of ~145 ms cold.
   const columns = s.sqlite.prepare(`SELECT name FROM pragma_index_info('bans_active') ORDER BY seqno`).pluck().all();
   assert.deepEqual(columns, ['lifted_at', 'until', 'address']);
-  s.activeKernelBans(0);
+  s.bans.activeKernelBans(0);
   const prepared = (s as unknown as { prepared: Map<string, { source: string }> }).prepared;
   const source = [...prepared.keys()].find((q) => q.includes("group_concat(address || ' '"))!;
   const plan = s.sqlite.prepare(`EXPLAIN QUERY PLAN ${source}`).all(0) as { detail: string }[];
@@ -157,11 +157,11 @@ test('the start\'s read of every active ban is served by the bans_active index a
 test('one host\'s bans are read through the address index, not by scanning every active ban (SQLite preferred the covering bans_active)', () => {
   const s = new Store(file());
   const now = 1_800_000_000_000;
-  for (let i = 0; i < 50; i++) s.recordBan(ban(`192.0.2.${i}`, now - 5000, now + 60_000));
-  s.recordBan(ban('192.0.2.7', now - 4000, now + 90_000)); // supersedes
-  assert.equal(s.isBanned('192.0.2.8', now), true);
-  assert.equal(s.liftBan('192.0.2.9', now, 'unban'), true);
-  assert.equal(s.listBans(now, { address: '192.0.2.7' }).length, 1);
+  for (let i = 0; i < 50; i++) s.bans.recordBan(ban(`192.0.2.${i}`, now - 5000, now + 60_000));
+  s.bans.recordBan(ban('192.0.2.7', now - 4000, now + 90_000)); // supersedes
+  assert.equal(s.bans.isBanned('192.0.2.8', now), true);
+  assert.equal(s.bans.liftBan('192.0.2.9', now, 'unban'), true);
+  assert.equal(s.bans.listBans(now, { address: '192.0.2.7' }).length, 1);
   const inner = s as unknown as { prepared: Map<string, { source: string }> };
   const perHost = [...inner.prepared.values()].map((st) => st.source).filter((q) => /(FROM|UPDATE) bans\b/.test(q) && /address = \?/.test(q));
   assert.ok(perHost.length >= 4, `${perHost.length} statements`);
@@ -178,13 +178,13 @@ test('renderActiveBans: the lines the bans make one by one (seconds rounded up; 
   const ends: [string, number | null][] = [['192.0.2.1', now + 1], ['192.0.2.2', now + 1000], ['192.0.2.3', now + 1001], ['192.0.2.4', null],
     ['192.0.2.5', now + IPSET_MAX_TIMEOUT * 1000], ['192.0.2.6', now + IPSET_MAX_TIMEOUT * 1000 + 1], ['192.0.2.7', now], ['192.0.2.8', now + 60_000],
     ['fd33::1:2', now + 86_400_000], ['2001:db8::9', null]];
-  for (const [a, until] of ends) s.recordBan(ban(a, now - 5000, until));
-  s.liftBan('192.0.2.8', now - 1, 'unban');
+  for (const [a, until] of ends) s.bans.recordBan(ban(a, now - 5000, until));
+  s.bans.liftBan('192.0.2.8', now - 1, 'unban');
   // Past the daemon's checks (a hand-edited file): letters and a space are never rendered.
   s.sqlite.prepare('INSERT INTO hosts (address, family, first_seen, last_seen) VALUES (?, 4, 0, 0)').run('1.2.3.4 -j ACCEPT');
   s.sqlite.prepare(`INSERT INTO bans (address, family, started_at, until, reason_kind) VALUES (?, 4, 0, NULL, 'manual')`).run('1.2.3.4 -j ACCEPT');
   const format = { prefix: { 4: 'add s4 ', 6: 'add s6 ' }, infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT };
-  const lines = s.renderActiveBans(now, format);
+  const lines = s.bans.renderActiveBans(now, format);
   const byAddress = (text: string) => Object.fromEntries(text.split('\n').map((l) => [l.split(' ')[2], l]));
   assert.deepEqual(byAddress(lines[4]), {
     '192.0.2.1': 'add s4 192.0.2.1 timeout 1', '192.0.2.2': 'add s4 192.0.2.2 timeout 1', '192.0.2.3': 'add s4 192.0.2.3 timeout 2',
@@ -193,21 +193,21 @@ test('renderActiveBans: the lines the bans make one by one (seconds rounded up; 
   assert.deepEqual(byAddress(lines[6]), { 'fd33::1:2': 'add s6 fd33::1:2 timeout 86400', '2001:db8::9': 'add s6 2001:db8::9 timeout 0' });
   assert.equal(lines.count, 8);
   // The same as the one-by-one load makes them from activeKernelBans.
-  const oneByOne = s.activeKernelBans(now).filter((b) => !b.address.includes(' ')).map((b) => `add s${b.family} ${b.address} timeout ${ipsetTimeout(b.until, now)}`);
+  const oneByOne = s.bans.activeKernelBans(now).filter((b) => !b.address.includes(' ')).map((b) => `add s${b.family} ${b.address} timeout ${ipsetTimeout(b.until, now)}`);
   assert.deepEqual([...lines[4].split('\n'), ...lines[6].split('\n')].sort(), oneByOne.sort());
-  assert.deepEqual(s.renderActiveBans(now + 10 ** 12, format), { 4: 'add s4 192.0.2.4 timeout 0', 6: 'add s6 2001:db8::9 timeout 0', count: 2 }, 'much later: the permanent ones');
+  assert.deepEqual(s.bans.renderActiveBans(now + 10 ** 12, format), { 4: 'add s4 192.0.2.4 timeout 0', 6: 'add s6 2001:db8::9 timeout 0', count: 2 }, 'much later: the permanent ones');
   s.close();
   const empty = new Store(file());
-  assert.deepEqual(empty.renderActiveBans(now, format), { 4: '', 6: '', count: 0 }, 'none: empty texts');
+  assert.deepEqual(empty.bans.renderActiveBans(now, format), { 4: '', 6: '', count: 0 }, 'none: empty texts');
   empty.close();
 });
 
 test('activeAddressesStartingWith: the bans in force whose address starts with a prefix, read from the address index', () => {
   const s = new Store(file());
   const now = 1_800_000_000_000;
-  for (const a of ['10.1.2.3', '10.10.0.1', '100.64.0.1', '192.0.2.1', 'fd33::1', '2001:db8::1']) s.recordBan(ban(a, now - 5000, now + 60_000));
-  s.recordBan(ban('10.1.9.9', now - 5000, now - 1)); // over
-  const got = (prefixes: string[]) => s.activeAddressesStartingWith(now, prefixes).sort();
+  for (const a of ['10.1.2.3', '10.10.0.1', '100.64.0.1', '192.0.2.1', 'fd33::1', '2001:db8::1']) s.bans.recordBan(ban(a, now - 5000, now + 60_000));
+  s.bans.recordBan(ban('10.1.9.9', now - 5000, now - 1)); // over
+  const got = (prefixes: string[]) => s.bans.activeAddressesStartingWith(now, prefixes).sort();
   assert.deepEqual(got(['10.']), ['10.1.2.3', '10.10.0.1']);
   assert.deepEqual(got(['10.1.', 'fd33:']), ['10.1.2.3', 'fd33::1']);
   assert.deepEqual(got(['10.1.2.3', '10.1.2.3']), ['10.1.2.3']);
@@ -219,25 +219,25 @@ test('activeAddressesStartingWith: the bans in force whose address starts with a
 test('expireBans: marks the bans that are over (lifted at their until), frees their hosts, returns them once', () => {
   const s = new Store(file());
   const now = 1_800_000_000_000;
-  s.recordBan(ban('192.0.2.50', now - 5000, now - 10));
-  s.recordBan(ban('2001:db8::50', now - 5000, now));
-  s.recordBan(ban('192.0.2.51', now - 5000, now + 1));
-  s.recordBan(ban('192.0.2.52', now - 5000, null));
-  s.recordBan(ban('192.0.2.53', now - 5000, now - 20));
-  assert.equal(s.liftBan('192.0.2.53', now - 30, 'unban'), true);
-  const due = s.expireBans(now);
+  s.bans.recordBan(ban('192.0.2.50', now - 5000, now - 10));
+  s.bans.recordBan(ban('2001:db8::50', now - 5000, now));
+  s.bans.recordBan(ban('192.0.2.51', now - 5000, now + 1));
+  s.bans.recordBan(ban('192.0.2.52', now - 5000, null));
+  s.bans.recordBan(ban('192.0.2.53', now - 5000, now - 20));
+  assert.equal(s.bans.liftBan('192.0.2.53', now - 30, 'unban'), true);
+  const due = s.bans.expireBans(now);
   assert.deepEqual(due.map((b) => [b.address, b.family, b.until, b.startedAt]), [['192.0.2.50', 4, now - 10, now - 5000], ['2001:db8::50', 6, now, now - 5000]]);
   assert.deepEqual(Object.keys(due[0]), ['id', 'address', 'family', 'startedAt', 'until', 'reasonKind', 'reasonService', 'reasonAccount', 'failures', 'source']);
-  const rows = s.listBans(now, { all: true });
+  const rows = s.bans.listBans(now, { all: true });
   const row = (a: string) => rows.find((r) => r.address === a)!;
   assert.deepEqual([row('192.0.2.50').liftedAt, row('192.0.2.50').liftReason], [now - 10, 'expired']);
   assert.deepEqual([row('2001:db8::50').liftedAt, row('2001:db8::50').liftReason], [now, 'expired']);
   assert.deepEqual([row('192.0.2.53').liftedAt, row('192.0.2.53').liftReason], [now - 30, 'unban'], 'an unbanned one is left alone');
   assert.deepEqual([row('192.0.2.51').liftedAt, row('192.0.2.52').liftedAt], [null, null]);
-  for (const a of ['192.0.2.50', '2001:db8::50']) assert.deepEqual([s.host(a)!.banned, s.host(a)!.banUntil], [false, null]);
-  assert.deepEqual([s.host('192.0.2.51')!.banned, s.host('192.0.2.51')!.banUntil], [true, now + 1]);
-  assert.deepEqual(s.expireBans(now), []);
-  assert.deepEqual(s.activeBans(now).map((b) => b.address).sort(), ['192.0.2.51', '192.0.2.52']);
+  for (const a of ['192.0.2.50', '2001:db8::50']) assert.deepEqual([s.history.host(a)!.banned, s.history.host(a)!.banUntil], [false, null]);
+  assert.deepEqual([s.history.host('192.0.2.51')!.banned, s.history.host('192.0.2.51')!.banUntil], [true, now + 1]);
+  assert.deepEqual(s.bans.expireBans(now), []);
+  assert.deepEqual(s.bans.activeBans(now).map((b) => b.address).sort(), ['192.0.2.51', '192.0.2.52']);
   s.close();
 });
 
@@ -289,18 +289,18 @@ const same = (got: unknown, want: unknown, what: string) => {
 test('the operator queries return and change exactly what the Drizzle queries they replace did', () => {
   const now = 1_800_000_000_000;
   const fill = (s: Store) => {
-    s.recordEvents(Array.from({ length: 7 }, (_, i) => ({ event: ev(i % 2 ? '192.0.2.60' : '2001:db8::60'), at: now - 100 + i })));
-    s.recordEvents([{ event: { ...ev('192.0.2.61'), transport: undefined as unknown as string }, at: now - 50 }]); // null transport
-    s.recordEvents([{ event: ev('192.0.2.62'), at: now - 10_000 }]); // quiet, never banned
-    s.recordBan(ban('192.0.2.60', now - 5000, now + 60_000));
-    s.recordBan(ban('192.0.2.60', now - 4000, now + 90_000)); // supersedes
-    s.recordBan(ban('2001:db8::60', now - 3000, null));
-    s.recordBan(ban('192.0.2.63', now - 3000, now - 1)); // over, not marked
-    s.recordBan({ ...ban('192.0.2.64', now - 2000, now + 5), source: 'manual', reasonKind: 'manual', reasonService: '', reasonAccount: '', failures: 0 });
-    s.recordBan(ban('192.0.2.65', now - 2000, now - 5));
-    s.expireBans(now - 1);
-    s.addAllowed('198.51.100.0/24', now - 7, 'office');
-    s.addAllowed('2001:db8:1::/48', now - 6);
+    s.history.recordEvents(Array.from({ length: 7 }, (_, i) => ({ event: ev(i % 2 ? '192.0.2.60' : '2001:db8::60'), at: now - 100 + i })));
+    s.history.recordEvents([{ event: { ...ev('192.0.2.61'), transport: undefined as unknown as string }, at: now - 50 }]); // null transport
+    s.history.recordEvents([{ event: ev('192.0.2.62'), at: now - 10_000 }]); // quiet, never banned
+    s.bans.recordBan(ban('192.0.2.60', now - 5000, now + 60_000));
+    s.bans.recordBan(ban('192.0.2.60', now - 4000, now + 90_000)); // supersedes
+    s.bans.recordBan(ban('2001:db8::60', now - 3000, null));
+    s.bans.recordBan(ban('192.0.2.63', now - 3000, now - 1)); // over, not marked
+    s.bans.recordBan({ ...ban('192.0.2.64', now - 2000, now + 5), source: 'manual', reasonKind: 'manual', reasonService: '', reasonAccount: '', failures: 0 });
+    s.bans.recordBan(ban('192.0.2.65', now - 2000, now - 5));
+    s.bans.expireBans(now - 1);
+    s.allowed.addAllowed('198.51.100.0/24', now - 7, 'office');
+    s.allowed.addAllowed('2001:db8:1::/48', now - 6);
   };
   const a = new Store(file(), 5);
   const b = new Store(file(), 5);
@@ -310,37 +310,37 @@ test('the operator queries return and change exactly what the Drizzle queries th
   const compare = (when: string) => {
     for (const t of [now - 6000, now - 1, now, now + 10]) {
       for (const opts of [{}, { all: true }, ...addresses.flatMap((address) => [{ address }, { all: true, address }])]) {
-        same(a.listBans(t, opts), ref.listBans(t, opts), `${when}: listBans(${t}, ${JSON.stringify(opts)})`);
+        same(a.bans.listBans(t, opts), ref.listBans(t, opts), `${when}: listBans(${t}, ${JSON.stringify(opts)})`);
       }
-      for (const x of addresses) assert.equal(a.isBanned(x, t), ref.isBanned(x, t), `${when}: isBanned(${x}, ${t})`);
+      for (const x of addresses) assert.equal(a.bans.isBanned(x, t), ref.isBanned(x, t), `${when}: isBanned(${x}, ${t})`);
     }
     for (const x of addresses) {
-      same(a.host(x), ref.host(x), `${when}: host(${x})`);
-      for (const limit of [1, 3, 100]) same(a.recentEvents(x, limit), ref.recentEvents(x, limit), `${when}: recentEvents(${x}, ${limit})`);
-      same(a.recentEvents(x), ref.recentEvents(x), `${when}: recentEvents(${x})`);
+      same(a.history.host(x), ref.host(x), `${when}: host(${x})`);
+      for (const limit of [1, 3, 100]) same(a.history.recentEvents(x, limit), ref.recentEvents(x, limit), `${when}: recentEvents(${x}, ${limit})`);
+      same(a.history.recentEvents(x), ref.recentEvents(x), `${when}: recentEvents(${x})`);
     }
-    same(a.allowList(), ref.allowList(), `${when}: allowList`);
+    same(a.allowed.allowList(), ref.allowList(), `${when}: allowList`);
   };
   compare('filled');
-  assert.equal(typeof a.host('192.0.2.60')!.banned, 'boolean');
-  assert.equal(a.recentEvents('192.0.2.61')[0].transport, null);
+  assert.equal(typeof a.history.host('192.0.2.60')!.banned, 'boolean');
+  assert.equal(a.history.recentEvents('192.0.2.61')[0].transport, null);
   // Writes: the same calls on both, compared by what they return and by what they leave.
-  assert.equal(a.liftBan('192.0.2.60', now - 1, 'unban'), ref.liftBan('192.0.2.60', now - 1, 'unban'));
-  assert.equal(a.liftBan('192.0.2.60', now - 1, 'unban'), ref.liftBan('192.0.2.60', now - 1, 'unban'));
-  assert.equal(a.liftBan('192.0.2.62', now - 1, 'allowed'), ref.liftBan('192.0.2.62', now - 1, 'allowed'));
+  assert.equal(a.bans.liftBan('192.0.2.60', now - 1, 'unban'), ref.liftBan('192.0.2.60', now - 1, 'unban'));
+  assert.equal(a.bans.liftBan('192.0.2.60', now - 1, 'unban'), ref.liftBan('192.0.2.60', now - 1, 'unban'));
+  assert.equal(a.bans.liftBan('192.0.2.62', now - 1, 'allowed'), ref.liftBan('192.0.2.62', now - 1, 'allowed'));
   compare('after liftBan');
-  a.addAllowed('198.51.100.0/24', now, 'again'); ref.addAllowed('198.51.100.0/24', now, 'again');
-  a.addAllowed('192.0.2.0/28', now); ref.addAllowed('192.0.2.0/28', now);
-  assert.equal(a.removeAllowed('2001:db8:1::/48'), ref.removeAllowed('2001:db8:1::/48'));
-  assert.equal(a.removeAllowed('2001:db8:1::/48'), ref.removeAllowed('2001:db8:1::/48'));
+  a.allowed.addAllowed('198.51.100.0/24', now, 'again'); ref.addAllowed('198.51.100.0/24', now, 'again');
+  a.allowed.addAllowed('192.0.2.0/28', now); ref.addAllowed('192.0.2.0/28', now);
+  assert.equal(a.allowed.removeAllowed('2001:db8:1::/48'), ref.removeAllowed('2001:db8:1::/48'));
+  assert.equal(a.allowed.removeAllowed('2001:db8:1::/48'), ref.removeAllowed('2001:db8:1::/48'));
   compare('after allow changes');
-  same(a.liftAllBans(now, 'unban'), ref.liftAllBans(now, 'unban'), 'liftAllBans');
-  assert.ok(a.listBans(now, { all: true }).some((r) => r.liftReason === 'unban'));
+  same(a.bans.liftAllBans(now, 'unban'), ref.liftAllBans(now, 'unban'), 'liftAllBans');
+  assert.ok(a.bans.listBans(now, { all: true }).some((r) => r.liftReason === 'unban'));
   compare('after liftAllBans');
-  same(a.liftAllBans(now, 'unban'), ref.liftAllBans(now, 'unban'), 'liftAllBans again (nothing left)');
-  assert.equal(a.pruneHosts(now - 9000), ref.pruneHosts(now - 9000));
-  assert.equal(a.pruneHosts(now), ref.pruneHosts(now));
+  same(a.bans.liftAllBans(now, 'unban'), ref.liftAllBans(now, 'unban'), 'liftAllBans again (nothing left)');
+  assert.equal(a.history.pruneHosts(now - 9000), ref.pruneHosts(now - 9000));
+  assert.equal(a.history.pruneHosts(now), ref.pruneHosts(now));
   compare('after pruneHosts');
-  assert.equal(a.host('192.0.2.62'), undefined, 'pruned');
+  assert.equal(a.history.host('192.0.2.62'), undefined, 'pruned');
   a.close(); b.close();
 });

@@ -107,10 +107,10 @@ async function restoreSteps(dbFile: string, n: number): Promise<Record<string, n
     const allow = AllowList.of(['127.0.0.1']);
     const now = Date.now();
     t0 = t();
-    const allowed = store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, a.includes(':') ? 6 : 4));
+    const allowed = store.bans.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, a.includes(':') ? 6 : 4));
     out['allowed addresses (Store.activeAddressesStartingWith + AllowList.allows)'] = t() - t0;
     t0 = t();
-    const lines = store.renderActiveBans(now, (fw as IpsetBackend).lineFormat);
+    const lines = store.bans.renderActiveBans(now, (fw as IpsetBackend).lineFormat);
     out['load lines rendered (Store.renderActiveBans)'] = t() - t0;
     if (allowed.length !== 0 || lines.count !== n) throw new Error(`restore steps: ${lines.count} of ${n}, ${allowed.length} allowed`);
     t0 = t();
@@ -119,7 +119,7 @@ async function restoreSteps(dbFile: string, n: number): Promise<Record<string, n
     if (!q.healthy) throw new Error(`restore steps: load failed: ${q.lastError}`);
     t0 = t();
     const banned = new Map<string, number | null>();
-    for (const b of store.streamActiveKernelBans(now)) if (isCanonicalIp(b.address, b.family)) banned.set(b.address, b.until);
+    for (const b of store.bans.streamActiveKernelBans(now)) if (isCanonicalIp(b.address, b.family)) banned.set(b.address, b.until);
     out['after the load: the in-memory set (Store.streamActiveKernelBans, checked)'] = t() - t0;
     if (banned.size !== n) throw new Error(`restore steps: ${banned.size} of ${n} in memory`);
     const text = [4, 6].map((f) => [`create x${f} hash:ip family ${f === 4 ? 'inet' : 'inet6'} hashsize 1024 maxelem 1048576 timeout 0`,

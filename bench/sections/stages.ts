@@ -72,7 +72,7 @@ export function measureStages(events: number, runs: number): StageResult[] {
       const store = new Store(join(dir, `h${k}.db`), 20);
       const now = Date.now();
       histRuns.push(events / (time(() => {
-        for (let i = 0; i < errors.length; i += 1000) store.recordEvents(errors.slice(i, i + 1000).map((event, j) => ({ event, at: now + i + j })));
+        for (let i = 0; i < errors.length; i += 1000) store.history.recordEvents(errors.slice(i, i + 1000).map((event, j) => ({ event, at: now + i + j })));
       }) / 1000));
       store.close();
     }
@@ -86,8 +86,8 @@ export function measureStages(events: number, runs: number): StageResult[] {
       banRuns.push(nb / (time(() => {
         for (let i = 0; i < nb; i++) {
           const e = errors[i];
-          store.banCount(e.address);
-          store.recordBan({ address: e.address, family: e.family, now, until: now + 3_600_000, source: 'auto', reasonKind: e.kind, reasonService: e.service, reasonAccount: e.account, failures: 3 });
+          store.bans.banCount(e.address);
+          store.bans.recordBan({ address: e.address, family: e.family, now, until: now + 3_600_000, source: 'auto', reasonKind: e.kind, reasonService: e.service, reasonAccount: e.account, failures: 3 });
         }
       }) / 1000));
       store.close();

@@ -49,5 +49,5 @@ export async function allowCommand(args: string[]): Promise<number> {
 function offlineEntries(cfg: Config): AllowEntry[] {
   note('ampere: daemon not running; read from the database and the configuration');
   const store = openOffline(cfg);
-  try { return offlineAllowList(cfg, store).entries(); } finally { store.close(); }
+  try { return offlineAllowList(cfg, store.allowed).entries(); } finally { store.close(); }
 }

@@ -44,11 +44,11 @@ function offline(cfg: Config, entries: ImportBan[], now: number, dryRun = false)
   if (dryRun) { const allow = offlineAllowList(cfg, null); return applyImportBans(entries, { allowed: (a, f) => allow.refusal(a, f), isBanned: () => false, ban: () => {} }, now); }
   const store = openOffline(cfg, { create: true });
   try {
-    const allow = offlineAllowList(cfg, store);
+    const allow = offlineAllowList(cfg, store.allowed);
     return applyImportBans(entries, {
       allowed: (a, f) => allow.refusal(a, f),
-      isBanned: (a) => store.isBanned(a, now),
-      ban: (address, family, forMs, jail) => { store.recordBan({ address, family, now, until: forMs === null ? null : now + forMs, source: 'fail2ban', reasonKind: 'fail2ban', reasonService: jail, reasonAccount: '', failures: 0 }); },
+      isBanned: (a) => store.bans.isBanned(a, now),
+      ban: (address, family, forMs, jail) => { store.bans.recordBan({ address, family, now, until: forMs === null ? null : now + forMs, source: 'fail2ban', reasonKind: 'fail2ban', reasonService: jail, reasonAccount: '', failures: 0 }); },
     }, now);
   } finally { store.close(); }
 }

@@ -30,12 +30,12 @@ export async function importLegacyCommand(args: string[]): Promise<number> {
     offline: () => {
       const store = openOffline(cfg, { create: true });
       try {
-        const allow = offlineAllowList(cfg, store);
+        const allow = offlineAllowList(cfg, store.allowed);
         const now = Date.now();
         return applyLegacy(read.entries, {
           allowed: (a) => allow.refusal(a, 4),
-          isBanned: (a) => store.isBanned(a, now),
-          ban: (e) => { store.recordBan({ address: e.address, family: 4, now, until: forMs ? now + forMs : null, source: 'legacy', reasonKind: 'legacy', reasonService: '', reasonAccount: e.account, failures: 0 }); },
+          isBanned: (a) => store.bans.isBanned(a, now),
+          ban: (e) => { store.bans.recordBan({ address: e.address, family: 4, now, until: forMs ? now + forMs : null, source: 'legacy', reasonKind: 'legacy', reasonService: '', reasonAccount: e.account, failures: 0 }); },
         });
       } finally { store.close(); }
     },

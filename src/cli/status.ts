@@ -98,7 +98,7 @@ function offlineStatus(cfg: Config) {
     const store = openOffline(cfg);
     try {
       let v6 = 0;
-      const all = store.activeBans(Date.now());
+      const all = store.bans.activeBans(Date.now());
       for (const b of all) if (b.family === 6) v6++;
       activeBans = { v4: all.length - v6, v6 };
     } finally { store.close(); }

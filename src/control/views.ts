@@ -76,7 +76,7 @@ function matchFilter(text: string | undefined): { match: Cidr | null; address: s
 
 export function listBanViews(store: Store, now: number, opts: { all?: boolean; match?: string }): BanView[] {
   const { match, address } = matchFilter(opts.match);
-  const rows = store.listBans(now, { all: opts.all, address });
+  const rows = store.bans.listBans(now, { all: opts.all, address });
   const out = match && address === undefined ? rows.filter((r) => cidrContains(match!, r.address, r.family as Family)) : rows;
   return out.map((r) => banView(r, now));
 }
@@ -117,7 +117,7 @@ export const DEFAULT_PAGE = 2000;
 export function listBanPage(store: Store, now: number, opts: { all?: boolean; match?: string; before?: number; limit?: number } & BanFilter): { bans: BanView[]; next: number | null } {
   const { match, address } = matchFilter(opts.match);
   const limit = Math.min(MAX_PAGE, Math.max(1, opts.limit ?? DEFAULT_PAGE));
-  const { rows, next } = store.listBansPage(now, { all: opts.all, address, before: opts.before, limit, source: opts.source, since: opts.since, sort: opts.sort });
+  const { rows, next } = store.bans.listBansPage(now, { all: opts.all, address, before: opts.before, limit, source: opts.source, since: opts.since, sort: opts.sort });
   const out = match && address === undefined ? rows.filter((r) => cidrContains(match!, r.address, r.family as Family)) : rows;
   return { bans: out.map((r) => banView(r, now)), next };
 }
@@ -131,14 +131,14 @@ export function listBanPageJson(store: Store, now: number, opts: { all?: boolean
   if (opts.match && !match) throw new Error(`not an IP address or CIDR: ${JSON.stringify(opts.match)}`);
   if (match && match.bits !== (match.family === 4 ? 32 : 128)) return JSON.stringify(listBanPage(store, now, opts));
   const limit = Math.min(MAX_PAGE, Math.max(1, opts.limit ?? DEFAULT_PAGE));
-  const { json, next } = store.listBansPageJson(now, { all: opts.all, address: match?.text, before: opts.before, limit, source: opts.source, since: opts.since, sort: opts.sort });
+  const { json, next } = store.bans.listBansPageJson(now, { all: opts.all, address: match?.text, before: opts.before, limit, source: opts.source, since: opts.since, sort: opts.sort });
   return `{"bans":${json},"next":${next}}`;
 }
 
 export function historyView(store: Store, text: string, now: number, limit = 1000): HistoryView {
   const ip = canonicalIp(text);
   if (!ip) throw new Error(`not an IP address: ${JSON.stringify(text)}`);
-  const h = store.host(ip.address);
+  const h = store.history.host(ip.address);
   return {
     address: ip.address,
     host: h ? {
@@ -146,7 +146,7 @@ export function historyView(store: Store, text: string, now: number, limit = 100
       lastKind: h.lastKind, lastService: h.lastService, lastAccount: h.lastAccount,
     } : null,
     penalty: null,
-    bans: store.listBans(now, { all: true, address: ip.address }).map((r) => banView(r, now)),
-    events: store.recentEvents(ip.address, limit).map((e) => ({ at: e.at, kind: e.kind, service: e.service, transport: e.transport, account: e.account })),
+    bans: store.bans.listBans(now, { all: true, address: ip.address }).map((r) => banView(r, now)),
+    events: store.history.recentEvents(ip.address, limit).map((e) => ({ at: e.at, kind: e.kind, service: e.service, transport: e.transport, account: e.account })),
   };
 }

@@ -86,7 +86,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
 
   const prune = new PruneTrigger((now) => pruner.run(now), log);
   const pipeline = new EventPipeline({
-    stats, hearing, window, penalties, decisions, firewall, history: store, telemetry: metrics, log, onHistoryWritten: (n) => prune.written(n),
+    stats, hearing, window, penalties, decisions, firewall, history: store.history, telemetry: metrics, log, onHistoryWritten: (n) => prune.written(n),
   });
   const jobs = new Jobs({
     log, writeStatus, resetLoopDelay: () => loopDelay.reset(), flushHistory: () => pipeline.flush(),

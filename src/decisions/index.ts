@@ -93,10 +93,10 @@ export class Decisions {
   async restore(now: number, allow: AllowCheck, onLoaded: (bans: number) => void = () => {}): Promise<{ restored: number; lifted: number }> {
     this.flushWrites();
     // Expired rows are only marked: the load below takes active bans alone either way.
-    try { this.store.expireBans(now); } catch (err) { this.storeHealth.failed('expiry', 'expiry at start not stored', err); }
+    try { this.store.bans.expireBans(now); } catch (err) { this.storeHealth.failed('expiry', 'expiry at start not stored', err); }
     // Allowed addresses are lifted before the load: only the stored addresses that could be in
     // an allowed network (their text starts right) are looked at, not every ban.
-    const allowed = this.store.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, familyOf(a)));
+    const allowed = this.store.bans.activeAddressesStartingWith(now, allow.textPrefixes()).filter((a) => allow.allows(a, familyOf(a)));
     for (const address of allowed) this.liftAllowed(address, now);
     await restoreActive({ kernel: this.kernel, store: this.store, log: this.log, banned: this.banned }, now, new Set(allowed), onLoaded);
     await this.reloadPending(now);
@@ -110,8 +110,8 @@ export class Decisions {
    */
   adopt(listed: ListedBan[], now: number, allow: AllowCheck): number {
     if (listed.length === 0) return 0;
-    const stored = new Set(this.store.activeKernelBans(now).map((b) => b.address));
-    const rows = bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime), (address) => this.store.latestBan(address));
+    const stored = new Set(this.store.bans.activeKernelBans(now).map((b) => b.address));
+    const rows = bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime), (address) => this.store.bans.latestBan(address));
     if (rows.length === 0) return 0;
     for (const row of rows) this.pending.push({ row, banCount: 1, since: now }, 0);
     this.pending.flush(true);
@@ -129,7 +129,7 @@ export class Decisions {
 
   private liftAllowed(address: string, now: number): void {
     try {
-      this.store.liftBan(address, now, 'allowed');
+      this.store.bans.liftBan(address, now, 'allowed');
     } catch (err) {
       this.storeHealth.failed('other', 'lift of an allowed ban not stored', err, { address });
     }
@@ -156,7 +156,7 @@ export class Decisions {
       [Symbol.iterator]: () => live()[Symbol.iterator](),
       render: (format) => {
         if (this.pending.count > 0) return undefined;
-        const lines = this.store.renderActiveBans(now, format);
+        const lines = this.store.bans.renderActiveBans(now, format);
         return lines.count === this.banned.size ? lines : undefined;
       },
     };
@@ -240,7 +240,7 @@ export class Decisions {
   /** Earlier bans of this address in the database; undefined (and logged) when unreadable. */
   private readBanCount(address: string): number | undefined {
     try {
-      return this.store.banCount(address);
+      return this.store.bans.banCount(address);
     } catch (err) {
       this.storeHealth.failed('other', 'ban count not read: first ban duration used', err, { address });
       return undefined;

@@ -29,8 +29,8 @@ export async function unban(d: LiftParts, address: string, now: number, why: 'un
   const unstored = d.pending.drop(key) > 0;
   let had = false;
   try {
-    const exact = key !== address && d.store.liftBan(address, now, why);
-    had = d.store.liftBan(key, now, why) || exact;
+    const exact = key !== address && d.store.bans.liftBan(address, now, why);
+    had = d.store.bans.liftBan(key, now, why) || exact;
   } catch (err) {
     d.storeHealth.failed('other', 'unban not stored: the stored ban comes back at the next start', err, { address: key });
   }
@@ -53,7 +53,7 @@ export async function unbanAll(d: LiftParts, now: number): Promise<string[]> {
   for (const p of d.pending.list()) gone.set(p.row.address, p.row.family);
   d.pending.drop();
   try {
-    for (const b of d.store.liftAllBans(now, 'unban')) gone.set(b.address, b.family as Family);
+    for (const b of d.store.bans.liftAllBans(now, 'unban')) gone.set(b.address, b.family as Family);
   } catch (err) {
     d.storeHealth.failed('other', 'unban of all not stored: the stored bans come back at the next start', err);
   }
@@ -75,7 +75,7 @@ export async function expire(d: LiftParts, now: number): Promise<number> {
   let due: { address: string; family: number; until: number; startedAt: number }[] = [];
   let dbFailed = false;
   try {
-    due = d.store.expireBans(now);
+    due = d.store.bans.expireBans(now);
     d.storeHealth.ok('expiry');
   } catch (err) {
     dbFailed = true;

@@ -138,8 +138,8 @@ export class PendingWrites {
     if (this.backingOff && !force) return false;
     const batch = this.items;
     try {
-      if (batch.length === 1) this.store.recordBan(batch[0].row);
-      else this.store.recordBans(batch.map((b) => b.row));
+      if (batch.length === 1) this.store.bans.recordBan(batch[0].row);
+      else this.store.bans.recordBans(batch.map((b) => b.row));
     } catch (err) {
       this.health.failed('bans', 'ban rows kept in memory and retried', err, { pending: batch.length, retryInMs: this.delay, addresses: batch.slice(0, 20).map((b) => b.row.address) });
       this.schedule();

@@ -29,7 +29,7 @@ export async function restoreActive(d: RestoreParts, now: number, skip: Set<stri
   // Read on first use: with rendered lines, only after the kernel holds them.
   let rows: Iterator<KernelBan> | null = null;
   const next = (): KernelBan | undefined => {
-    rows ??= d.store.streamActiveKernelBans(now);
+    rows ??= d.store.bans.streamActiveKernelBans(now);
     for (let r = rows.next(); !r.done; r = rows.next()) {
       const b = r.value;
       if (skip.has(b.address) || (!isBannable(b.address, b.family) && skipped.check(b) === null)) continue;
@@ -43,7 +43,7 @@ export async function restoreActive(d: RestoreParts, now: number, skip: Set<stri
   const source: BanSource = {
     // A plain iterator, not a generator: a load that stops early (a failed restore) cannot close it.
     [Symbol.iterator]: () => ({ next: () => { const b = next(); return b ? { value: b, done: false } : { value: undefined, done: true }; } }),
-    render: (format) => (rendered = d.store.renderActiveBans(now, format)),
+    render: (format) => (rendered = d.store.bans.renderActiveBans(now, format)),
   };
   // Whatever a failed load did not read still goes into the set: the resync after a failure loads from it.
   try { await d.kernel.setAll(source, now); } catch (err) { drain(); throw err; }

@@ -72,7 +72,7 @@ function unbanFromPeer(d: Received, address: string, deps: ApplyDeps, now: numbe
   // The active row says whose ban it is: pending rows are written first so a ban from a
   // moment ago is seen.
   deps.decisions.flushWrites(true);
-  const active = deps.store.listBans(now, { address })[0];
+  const active = deps.store.bans.listBans(now, { address })[0];
   const fromThatPeer = active !== undefined && active.source === 'fleet' && active.origin === d.origin;
   if (!fromThatPeer && !d.operator) {
     return { ok: false, why: 'foreign-unban', address, detail: `the ban here is ${active ? (active.origin ? `from ${active.origin}` : `this node's (${active.source})`) : 'not stored yet'}` };

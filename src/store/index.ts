@@ -21,21 +21,9 @@ export interface StoreOptions {
   checkpointer?: boolean | CheckpointerOptions;
 }
 
-/** The methods each table lends the Store, so callers keep one object (store.recordBan, store.host, ...). */
-const BAN_METHODS = [
-  'banCount', 'recordBan', 'recordBans', 'activeBans', 'activeKernelBans', 'streamActiveKernelBans', 'renderActiveBans', 'activeAddressesStartingWith',
-  'latestBan', 'isBanned', 'expireBans', 'liftBan', 'liftAllBans', 'listBans', 'listBansPage', 'listBansPageJson',
-] as const;
-const HISTORY_METHODS = ['recordEvents', 'pruneHosts', 'recentEvents', 'host'] as const;
-const ALLOWED_METHODS = ['allowList', 'addAllowed', 'removeAllowed'] as const;
-
-// The Store class below gets these methods in its constructor (declaration merging).
-export interface Store extends Pick<BanTable, (typeof BAN_METHODS)[number]>, Pick<HistoryTable, (typeof HISTORY_METHODS)[number]>, Pick<AllowedTable, (typeof ALLOWED_METHODS)[number]> {}
-
-
 /**
- * The database, split by job on one connection: bans (BanTable), what hosts did (HistoryTable),
- * the runtime allow list (AllowedTable). Synchronous (better-sqlite3); Decisions decides when a
+ * The database, split by job on one connection: `bans` (BanTable), what hosts did (`history`,
+ * HistoryTable), the runtime allow list (`allowed`, AllowedTable); callers name the table. Synchronous (better-sqlite3); Decisions decides when a
  * ban is written (after its kernel command).
  *
  * Every query is plain SQL on better-sqlite3 (the SQL Drizzle generated for it, same rows and
@@ -43,7 +31,6 @@ export interface Store extends Pick<BanTable, (typeof BAN_METHODS)[number]>, Pic
  * every start (see docs/notes/measurements.md, Store). schema.ts stays the schema's source (drizzle-kit makes
  * the migrations from it) and test/store.test.ts compares these queries with the query builder's.
  */
-// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging
 export class Store {
   /** The connection. */
   readonly sqlite: Database.Database;
@@ -96,16 +83,3 @@ export class Store {
     try { this.checkpointer?.stop(); } finally { this.sqlite.close(); }
   }
 }
-
-/** Each table method on Store.prototype, calling the store's table: one object for callers, and a test may stub one method. */
-function lend(part: 'bans' | 'history' | 'allowed', names: readonly string[]): void {
-  for (const n of names) {
-    Object.defineProperty(Store.prototype, n, {
-      value(this: Store, ...a: unknown[]) { const t = this[part] as unknown as Record<string, (...x: unknown[]) => unknown>; return t[n](...a); },
-      writable: true, configurable: true,
-    });
-  }
-}
-lend('bans', BAN_METHODS);
-lend('history', HISTORY_METHODS);
-lend('allowed', ALLOWED_METHODS);
