@@ -105,7 +105,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
 
   const status = () => snapshot(parts, Date.now());
   const controlLog = log.child({ module: 'control' });
-  const allowEffects: AllowEffects = { activeBans: (now) => store.activeBans(now), unban: (a, now, why) => decisions.unban(a, now, why), forgetWhere: (t) => penalties.forgetWhere(t) };
+  const allowEffects: AllowEffects = { activeBans: (now) => store.bans.activeBans(now), unban: (a, now, why) => decisions.unban(a, now, why), forgetWhere: (t) => penalties.forgetWhere(t) };
   const reload = makeReload({ cfg, penalties, decisions, allow, allowEffects, log });
   control = await openControl(socketPath, controlRoutes({ store, decisions, penalties, allow, allowEffects, firewall, backups, log: controlLog, status, health: () => health(parts, Date.now()), reload }), controlLog, stop);
   for (const part of [ami, backups, verifier]) part.start();
