@@ -83,7 +83,7 @@ test('a database that fails: the kernel ban is still sent and the failure logged
   const { log, lines } = captureLog();
   const d = new Decisions({ store, kernel, bantime, log });
   const full = () => { throw new Error('SQLITE_FULL: database or disk is full'); };
-  const { recordBan, recordBans } = { recordBan: store.bans.recordBan.bind(store), recordBans: store.bans.recordBans.bind(store) };
+  const { recordBan, recordBans } = { recordBan: store.bans.recordBan.bind(store.bans), recordBans: store.bans.recordBans.bind(store.bans) };
   store.bans.recordBan = full;
   store.bans.recordBans = full;
   d.ban('192.0.2.2', 4, reason, Date.now(), 'auto');
@@ -119,8 +119,8 @@ test('retry: a failing write is tried again with a growing backoff until it succ
   const kernel = new RecordingKernel(() => store);
   const { log, lines } = captureLog();
   const d = new Decisions({ store, kernel, bantime, log });
-  const real = store.bans.recordBans.bind(store);
-  const realOne = store.bans.recordBan.bind(store);
+  const real = store.bans.recordBans.bind(store.bans);
+  const realOne = store.bans.recordBan.bind(store.bans);
   const attempts: number[] = [];
   let failuresLeft = 5;
   const busy = () => { attempts.push(Date.now()); if (failuresLeft-- > 0) throw new Error('SQLITE_BUSY: database is locked'); };
@@ -167,7 +167,7 @@ test('kernel first: a repeat offender gets the first ban at once, then its longe
   let reads = 0;
   const kernel: KernelQueue = { add: async (b) => { adds.push([b[0].address, b[0].until]); }, remove: async () => {}, setAll: async () => {} };
   const d = new Decisions({ store, kernel, bantime, log: captureLog().log });
-  const realCount = store.bans.banCount.bind(store);
+  const realCount = store.bans.banCount.bind(store.bans);
   store.bans.banCount = (a) => { reads++; return realCount(a); };
   const res = d.ban('192.0.2.8', 4, reason, now, 'auto');
   assert.deepEqual(adds, [['192.0.2.8', now + 3_600_000], ['192.0.2.8', now + 7_200_000]]);
@@ -199,7 +199,7 @@ test('in-memory expiry: a ban ends by its own time when the database cannot be u
   const s2 = new Decisions({ store, kernel, bantime, log: captureLog().log });
   store.bans.recordBan = () => { throw new Error('SQLITE_READONLY: attempt to write a readonly database'); };
   store.bans.recordBans = store.bans.recordBan as never;
-  delete (store as { expireBans?: unknown }).expireBans;
+  delete (store.bans as { expireBans?: unknown }).expireBans;
   s2.ban('192.0.2.11', 4, reason, now, 'auto', 1000);
   await nextTurn();
   assert.equal(s2.storage().pending, 1);
