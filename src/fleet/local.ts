@@ -11,13 +11,16 @@ const PUBLISHED_LIFTS = `('unban', 'allowed')`;
  * The node's fleet state in its own SQLite database: the outbox of local decisions and the
  * cursors. The outbox is filled by triggers on `bans`, in the same transaction as the ban row,
  * so the ban path does no fleet work and a crash or an engine outage loses nothing. A peer's
- * ban (source fleet) and an adopted kernel ban are never published again.
+ * ban (source fleet) is never published again. An adopted kernel ban is published: it is a
+ * local decision whose row a crash lost (a peer's ban is stored before its kernel command).
+ * The ban trigger is made again at each start, so a database keeps no older rule.
  */
 export const LOCAL_SCHEMA = [
   `CREATE TABLE IF NOT EXISTS fleet_state (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS fleet_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL, address TEXT NOT NULL, until INTEGER,
      reason_kind TEXT NOT NULL, reason_service TEXT NOT NULL, reason_account TEXT NOT NULL, failures INTEGER NOT NULL, source TEXT NOT NULL, at INTEGER NOT NULL)`,
-  `CREATE TRIGGER IF NOT EXISTS fleet_outbox_ban AFTER INSERT ON bans WHEN NEW.source NOT IN ('fleet', 'kernel') BEGIN
+  `DROP TRIGGER IF EXISTS fleet_outbox_ban`,
+  `CREATE TRIGGER fleet_outbox_ban AFTER INSERT ON bans WHEN NEW.source <> 'fleet' BEGIN
      INSERT INTO fleet_outbox (action, address, until, reason_kind, reason_service, reason_account, failures, source, at)
        VALUES ('ban', NEW.address, NEW.until, NEW.reason_kind, NEW.reason_service, NEW.reason_account, NEW.failures, NEW.source, NEW.started_at);
      DELETE FROM fleet_outbox WHERE id <= (SELECT max(id) FROM fleet_outbox) - ${OUTBOX_MAX};
