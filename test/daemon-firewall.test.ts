@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { childrenOf, niceness } from '../tools/lab/proc';
@@ -131,6 +132,37 @@ for (const backend of ['ipset', 'rules'] as const) {
       assert.deepEqual(await kernelBans(4), ['192.0.2.99']);
       assert.equal(await sink.reaches(atk.ns, atk.v4[0], atk.hostV4), true, 'the allowed address passes');
       assert.equal(await d3.stop(), 0);
+    });
+
+    test('a reload to target = REJECT rewrites Ampere\'s rules in one load, and back: bans kept, no drift taken for it', async () => {
+      const cfgFile = join(dir, `target-${backend}.cfg`);
+      writeFileSync(cfgFile, 'target = DROP\n');
+      const d = startDaemon({ AMPERE_CONFIG: cfgFile });
+      await d.waitFor((l) => l.msg === 'ami connected', 15_000);
+      await failures(atk.v4[0], 3);
+      await d.waitFor((l) => l.msg === 'ban' && l.address === atk.v4[0]);
+      await eventually('the ban in the kernel', async () => (await kernelBans(4)).includes(atk.v4[0]));
+      const before = await kernelBans(4);
+      assert.deepEqual(before, ['192.0.2.99', atk.v4[0]].sort(), 'the stored ban and the new one');
+      const targets = async (fam: 4 | 6) => (await ipt(fam, '-S', 'ampere')).split('\n').filter((l) => / -j (DROP|REJECT)/.test(l)).map((l) => /-j (\w+)/.exec(l)![1]);
+      for (const [target, reloads] of [['REJECT', 1], ['DROP', 2]] as const) {
+        writeFileSync(cfgFile, `target = ${target}\n`);
+        d.proc.kill('SIGHUP');
+        const line = await d.waitFor((l) => l.msg === 'configuration reloaded', 15_000, reloads);
+        assert.deepEqual(line.applied, ['target']);
+        for (const fam of [4, 6] as const) {
+          const t = await targets(fam);
+          assert.ok(t.length > 0 && t.every((x) => x === target), `v${fam}: every rule of the chain has -j ${target} (${t.join(', ')})`);
+        }
+        assert.deepEqual(await kernelBans(4), before, 'the same bans');
+        assert.equal(await sink.reaches(atk.ns, atk.v4[0], atk.hostV4), false, `banned, ${target}`);
+        assert.equal(await sink.reaches(atk.ns, atk.v4[1], atk.hostV4), true, 'allowed passes');
+      }
+      // The reconciler checks twice per verify_interval (2s): two intervals give it four looks
+      // at the rewritten chain, none of which may call Ampere's own reload drift.
+      await new Promise((r) => setTimeout(r, 4_000));
+      assert.equal(d.count((l) => /^firewall drift/.test(String(l.msg))), 0, 'no drift logged');
+      assert.equal(await d.stop(), 0);
     });
 
     test('a ban expires: it leaves the kernel and the database agrees', async () => {

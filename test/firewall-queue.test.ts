@@ -37,6 +37,7 @@ class FakeBackend implements FirewallBackend {
   async list() { return []; }
   async inspect() { return { drifts: [], counts: [] }; }
   async listBans() { return []; }
+  setTarget() {}
   async shutdown() {}
 }
 

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { Store } from '../src/store';
 import { ampere, json } from './helpers/cli';
+import { FakeAmi, amiEvent } from '../tools/lab/ami';
+import { DaemonProcess } from '../tools/lab/daemon';
 
 /** `ampere top --by country` and the country column: bundled database, the operator's own file, off, corrupt. */
 const dir = mkdtempSync(join(tmpdir(), 'ampere-geoip-'));
@@ -75,4 +77,26 @@ test('the operator\'s own MaxMind-format file is used; a corrupt or missing one 
   const top = await ampere(['top'], { ...base, AMPERE_GEOIP_DB: corrupt });
   assert.equal(top.code, 1);
   assert.match(top.stderr, /invalid geoip_db/);
+});
+
+test('the ban log line names the country with the bundled database, none with geoip_db = off', async () => {
+  const lines: Record<string, Record<string, unknown>> = {};
+  for (const geoip of ['', 'off']) {
+    const ami = new FakeAmi();
+    await ami.listen();
+    const d = new DaemonProcess({ ...base, AMPERE_DB: join(dir, `ban-line-${geoip || 'bundled'}.db`), AMPERE_PORT: String(ami.port), AMPERE_BACKEND: 'dry-run', AMPERE_GEOIP_DB: geoip });
+    try {
+      await d.waitFor((l) => l.msg === 'ami connected', 20_000);
+      // Three failures each (loyalty 3): a US address, a German IPv6 one, one no country holds.
+      for (const a of ['8.8.8.8', '2a02:2e0:3fe:1001:302::', '192.0.2.1']) ami.send(amiEvent('InvalidAccountID', a).repeat(3));
+      for (const a of ['8.8.8.8', '2a02:2e0:3fe:1001:302::', '192.0.2.1']) lines[`${geoip || 'bundled'} ${a}`] = await d.waitFor((l) => l.msg === 'ban' && l.address === a, 10_000);
+    } finally {
+      await d.stop('SIGKILL');
+      await ami.close();
+    }
+  }
+  assert.equal(lines['bundled 8.8.8.8'].country, 'US');
+  assert.equal(lines['bundled 2a02:2e0:3fe:1001:302::'].country, 'DE');
+  assert.ok(!('country' in lines['bundled 192.0.2.1']), 'an address no country holds: no field, never a guess');
+  for (const [k, l] of Object.entries(lines)) if (k.startsWith('off ')) assert.ok(!('country' in l), `${k}: no country with geoip_db = off`);
 });

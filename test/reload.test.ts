@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -61,6 +62,13 @@ test('ampere reload and SIGHUP against a running daemon', async () => {
   const d = new DaemonProcess(env);
   try {
     await d.waitFor((x) => x.msg === 'ampere started', 30_000);
+    const policy = async () => {
+      const r = await ampere(['status'], env);
+      assert.equal(r.code, 0, r.stderr);
+      return /^ban policy: +(.*)$/m.exec(r.stdout)?.[1];
+    };
+    // Built-in allow entries: loopback v4 and v6, and the AMI host (loopback here).
+    assert.match((await policy())!, /^ban after 3 failures within 10m; bans 1h, x4 for each repeat, at most 30d; \d+ allow entr(y|ies)$/);
 
     // (a) SIGHUP reloads instead of ending the daemon; the new loyalty is applied.
     writeFileSync(file, 'loyalty = 7\n');
@@ -69,6 +77,13 @@ test('ampere reload and SIGHUP against a running daemon', async () => {
     assert.deepEqual(line.applied, ['loyalty']);
     assert.deepEqual(line.needsRestart, []);
     assert.equal(d.lp.proc.exitCode, null, 'still running');
+    assert.match((await policy())!, /^ban after 7 failures within 10m;/, 'status shows the policy a reload applied');
+    const before = Number(/(\d+) allow entr/.exec((await policy())!)![1]);
+    writeFileSync(file, 'loyalty = 7\nbantime = 0\nallow = 198.51.100.0/24\n');
+    assert.equal((await ampere(['reload'], env)).code, 0);
+    assert.equal(await policy(), `ban after 7 failures within 10m; bans never expire; ${before + 1} allow entries`);
+    const json = JSON.parse((await ampere(['status', '--json'], env)).stdout) as { policy: Record<string, number> };
+    assert.deepEqual(json.policy, { loyalty: 7, findtimeMs: 600_000, bantimeMs: 0, bantimeFactor: 4, bantimeMaxMs: 30 * 86_400_000, allowEntries: before + 1 });
 
     // (b) an invalid value is refused naming the key; the daemon keeps running.
     writeFileSync(file, 'loyalty = zero\n');
@@ -77,7 +92,7 @@ test('ampere reload and SIGHUP against a running daemon', async () => {
     assert.match(bad.stderr, /reload refused: invalid loyalty/);
     await d.waitFor((x) => x.msg.startsWith('configuration reload refused') && x.key === 'loyalty', 10_000);
     // Unchanged loyalty (7) is what the daemon still runs with: a reload back to 7 applies nothing.
-    writeFileSync(file, 'loyalty = 7\n');
+    writeFileSync(file, 'loyalty = 7\nbantime = 0\nallow = 198.51.100.0/24\n');
     const back = await ampere(['reload', '--json'], env);
     assert.equal(back.code, 0, back.stderr);
     assert.deepEqual(JSON.parse(back.stdout), { applied: [], needsRestart: [] });
@@ -95,6 +110,66 @@ test('ampere reload and SIGHUP against a running daemon', async () => {
     assert.match(gone.stderr, /daemon not running/);
   } finally {
     await d.stop('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A port nobody listens on now (the kernel's choice, closed again), and a server holding one. */
+async function holdPort(): Promise<{ port: number; server: Server }> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as { port: number }).port, server };
+}
+async function freePort(): Promise<number> {
+  const { port, server } = await holdPort();
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+const scrape = (port: number) => fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.status, (err: Error) => String((err.cause as Error | undefined)?.message ?? err));
+
+test('a reload moves the metrics endpoint and the backup schedule; a port in use keeps the old one; on/off needs a restart', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampt-reload-live-'));
+  const file = join(dir, 'ampere.cfg');
+  const backups = join(dir, 'backups');
+  mkdirSync(backups);
+  const [p1, p2] = [await freePort(), await freePort()];
+  writeFileSync(file, `metrics = 127.0.0.1:${p1}\n`);
+  const env = { ...(await quietEnv(join(dir, 'ampere.db'))), AMPERE_CONFIG: file };
+  const d = new DaemonProcess(env);
+  const held = await holdPort();
+  try {
+    await d.waitFor((x) => x.msg === 'ampere started', 30_000);
+    assert.equal(await scrape(p1), 200);
+
+    writeFileSync(file, `metrics = 127.0.0.1:${p2}\nbackup_dir = ${backups}\nbackup_keep = 3\n`);
+    const moved = await ampere(['reload', '--json'], env);
+    assert.equal(moved.code, 0, moved.stderr);
+    assert.deepEqual(JSON.parse(moved.stdout), { applied: ['metrics', 'backup_dir', 'backup_keep'], needsRestart: [] });
+    assert.equal(await scrape(p2), 200, 'served at the new address');
+    assert.match(String(await scrape(p1)), /ECONNREFUSED/, 'and no longer at the old one');
+    const status = JSON.parse((await ampere(['status', '--json'], env)).stdout) as { metrics: string; backup: { dir: string; keep: number } };
+    assert.deepEqual([status.metrics, status.backup.dir, status.backup.keep], [`127.0.0.1:${p2}`, backups, 3]);
+    // The schedule's first backup comes 5 s after it starts when the directory has none.
+    const written = await d.waitFor((x) => x.msg === 'scheduled backup written', 15_000);
+    assert.ok(String(written.path).startsWith(`${backups}/`), String(written.path));
+    assert.equal(readdirSync(backups).filter((f) => f.endsWith('.db')).length, 1);
+
+    // A port someone else holds: not moved, the endpoint stays where it was, said once.
+    writeFileSync(file, `metrics = 127.0.0.1:${held.port}\nbackup_dir = ${backups}\nbackup_keep = 3\n`);
+    const refused = await ampere(['reload', '--json'], env);
+    assert.deepEqual(JSON.parse(refused.stdout), { applied: [], needsRestart: [] });
+    await d.waitFor((x) => x.msg === 'metrics endpoint not moved: it stays where it was' && x.still === `127.0.0.1:${p2}`, 10_000);
+    assert.equal(await scrape(p2), 200, 'still served at the address it had');
+
+    // Off needs a restart: nothing closes.
+    writeFileSync(file, `backup_dir = ${backups}\nbackup_keep = 3\n`);
+    const off = await ampere(['reload', '--json'], env);
+    assert.deepEqual(JSON.parse(off.stdout), { applied: [], needsRestart: ['metrics'] });
+    assert.equal(await scrape(p2), 200);
+    assert.equal(await d.stop(), 0);
+  } finally {
+    await d.stop('SIGKILL');
+    held.server.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });

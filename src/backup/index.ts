@@ -136,6 +136,8 @@ export class BackupScheduler {
   private timer: NodeJS.Timeout | null = null;
   private current: Promise<BackupResult> | null = null;
   private stopped = false;
+  /** Moves with each reconfigure: a backup that started before one does not schedule the next. */
+  private generation = 0;
 
   private readonly db: Database.Database;
   private readonly log: Logger;
@@ -168,8 +170,24 @@ export class BackupScheduler {
     this.timer.unref();
   }
 
+  /**
+   * A reload: the directory, interval and count apply from now, the next backup counted from
+   * the newest one in the (new) directory. A backup under way finishes where it started.
+   */
+  reconfigure({ dir, intervalMs, keep }: Pick<BackupSchedulerOptions, 'dir' | 'intervalMs' | 'keep'>, now = Date.now()): void {
+    if (this.stopped) return;
+    this.generation++;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    Object.assign(this.state, { dir: dir ? resolve(dir) : null, intervalMs, keep, nextAt: null, last: null });
+    const newest = this.state.dir ? listBackups(this.state.dir)[0] : undefined;
+    if (newest) this.state.last = { at: newest.at, path: newest.path };
+    this.start(now);
+  }
+
   private async scheduled(): Promise<void> {
     const dir = this.state.dir!;
+    const generation = this.generation;
     try {
       const r = await this.backupNow(dir);
       const removed = pruneBackups(dir, this.state.keep);
@@ -177,7 +195,8 @@ export class BackupScheduler {
     } catch (err) {
       this.log.error({ err: (err as Error).message, dir }, 'scheduled backup failed');
     }
-    this.schedule(Date.now() + this.state.intervalMs);
+    // A reload meanwhile has made its own schedule.
+    if (generation === this.generation) this.schedule(Date.now() + this.state.intervalMs);
   }
 
   /** One backup now (into dir, default the configured one); waits for one already running. */

@@ -34,6 +34,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     ['ami', `${s.ami.state} since ${formatTime(s.ami.since)} (${ago(s.ami.since, now)}), ${s.ami.host}:${s.ami.port}, ${s.ami.reconnects} reconnects, ${s.ami.malformed ?? 0} unreadable messages skipped, ${s.ami.merged ?? 0} split-event blocks merged, ${s.ami.distrusted ?? 0} forged successes dropped`],
     ['tracked hosts', String(s.trackedHosts)],
     ['memory', s.memory ? `${mb(s.memory.rss)} MB resident, heap ${mb(s.memory.heapUsed)} of ${mb(s.memory.heapTotal)} MB` : '-'],
+    ...(s.policy ? [['ban policy', policyLine(s.policy)] as [string, string]] : []),
     ['active bans', `${s.bans.active.total} (IPv4 ${s.bans.active.v4}, IPv6 ${s.bans.active.v6}); since start ${s.bans.made} made, ${s.bans.lifted} lifted`],
     ['firewall', `${s.firewall.backend}, chain ${s.firewall.chain}, target ${s.firewall.target}, ${s.firewall.inSync ? 'in sync' : 'NOT IN SYNC'}`],
     ['last sync', s.firewall.lastSyncAt ? `${formatTime(s.firewall.lastSyncAt)} (${ago(s.firewall.lastSyncAt, now)})` : 'never'],
@@ -59,6 +60,13 @@ export async function statusCommand(args: string[]): Promise<number> {
     ]));
   }
   return EXIT.ok;
+}
+
+/** "ban after 3 failures within 10m; bans 1h, x4 for each repeat, at most 30d; 5 allow entries". */
+export function policyLine(p: DaemonStatus['policy']): string {
+  const length = p.bantimeMs === 0 ? 'bans never expire'
+    : `bans ${formatSpan(p.bantimeMs)}${p.bantimeFactor > 1 ? `, x${p.bantimeFactor} for each repeat, at most ${formatSpan(p.bantimeMaxMs)}` : ''}`;
+  return `ban after ${p.loyalty} failure${p.loyalty === 1 ? '' : 's'} within ${formatSpan(p.findtimeMs)}; ${length}; ${p.allowEntries} allow entr${p.allowEntries === 1 ? 'y' : 'ies'}`;
 }
 
 /** The kernel checks: how often, how many repairs, the last drift found. */

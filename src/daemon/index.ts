@@ -1,4 +1,3 @@
-import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { AmiConnection } from '../ami';
@@ -22,7 +21,7 @@ import { Jobs, PruneTrigger } from './jobs';
 import { startFleetIfSet } from './fleet';
 import { EventPipeline } from './pipeline';
 import { makeReload, type ReloadResult } from './reload';
-import { followAmi, logStarted, openControl, shutdown, startMetrics } from './startup';
+import { followAmi, loadCountriesSoon, logStarted, openControl, shutdown, startMetrics, type MetricsEndpoint } from './startup';
 import { health, LOOP_SAMPLE_MS, logDrift, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
 
 export type { DaemonStats, DaemonStatus } from './status';
@@ -70,17 +69,16 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const loopDelay = monitorEventLoopDelay({ resolution: LOOP_SAMPLE_MS });
   loopDelay.enable();
   let control: ControlServer | null = null;
-  let metricsServer: Server | null = null;
+  let endpoint: MetricsEndpoint | null = null;
   const parts: StatusParts = {
-    cfg, stats, ami, hearing, window, penalties, store, decisions, firewall, backendName: backend.name, verifier, backups, loopDelay,
-    socket: () => (control ? socketPath : null), metricsListen: () => (metricsServer ? cfg.metrics : null), notifier,
+    cfg, allow, stats, ami, hearing, window, penalties, store, decisions, firewall, backendName: backend.name, verifier, backups, loopDelay,
+    socket: () => (control ? socketPath : null), metricsListen: () => (endpoint?.server ? cfg.metrics : null), notifier,
   };
   const writeStatus = () => writeStatusFile(statusPath(cfg.db), parts, log);
   core.drifted.push((found) => logDrift(found, parts, log));
 
   const served = await startMetrics(loaded, metricsSources(parts), () => health(parts, Date.now()), core, log);
-  const { metrics } = served;
-  metricsServer = served.server;
+  const { metrics } = served; endpoint = served.endpoint;
   const fleet = startFleetIfSet(cfg, { store, decisions, isAllowed: (a, f) => allow.allows(a, f), log }, metrics);
   parts.fleet = () => fleet?.status() ?? null;
 
@@ -100,16 +98,18 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const stop = () => (stopping ??= (async () => {
     notifier?.stop();
     await fleet?.stop();
-    await shutdown({ core, log, stopAmi: () => ami.stop(), jobs, control, metricsServer, backups, pipeline, pruner, loopDelay, writeStatus });
+    await shutdown({ core, log, stopAmi: () => ami.stop(), jobs, control, metricsServer: endpoint?.server ?? null, backups, pipeline, pruner, loopDelay, writeStatus });
   })());
 
   const status = () => snapshot(parts, Date.now());
   const controlLog = log.child({ module: 'control' });
   const allowEffects: AllowEffects = { activeBans: (now) => store.bans.activeBans(now), unban: (a, now, why) => decisions.unban(a, now, why), forgetWhere: (t) => penalties.forgetWhere(t) };
-  const reload = makeReload({ cfg, penalties, decisions, allow, allowEffects, log });
+  const reload = makeReload({ cfg, penalties, decisions, allow, allowEffects, log, backups, moveMetrics: (listen) => served.endpoint.move(cfg.metrics, listen),
+    retarget: async (target) => { backend.setTarget(target); await decisions.resync(Date.now()); } });
   control = await openControl(socketPath, controlRoutes({ store, decisions, penalties, allow, allowEffects, firewall, backups, log: controlLog, status, health: () => health(parts, Date.now()), reload }), controlLog, stop);
   for (const part of [ami, backups, verifier]) part.start();
   writeStatus();
   logStarted(loaded, core, { metrics: parts.metricsListen(), backupDir: backups.state.dir, startMs: Math.round(performance.now() - t0) }, log);
+  loadCountriesSoon(cfg.geoip_db, decisions, log);
   return { store, decisions, penalties, allow, ami, pipeline, firewall, stats, backups, pruner, metrics, control, status, health: () => health(parts, Date.now()), reload, stop };
 }

@@ -4,8 +4,13 @@ import type { Decisions } from '../decisions';
 import type { Logger } from '../log';
 import type { PenaltyTable } from '../scoring';
 
-/** Keys a reload applies to the running daemon; every other changed key waits for a restart. */
-export const LIVE_KEYS = ['loyalty', 'findtime', 'bantime', 'bantime_factor', 'bantime_max', 'log_level', 'allow'] as const;
+/**
+ * Keys a reload applies to the running daemon; every other changed key waits for a restart.
+ * `metrics` only moves: turning the endpoint on or off needs a restart (its counters start with the daemon).
+ */
+export const LIVE_KEYS = [
+  'loyalty', 'findtime', 'bantime', 'bantime_factor', 'bantime_max', 'log_level', 'allow', 'backup_dir', 'backup_interval', 'backup_keep', 'metrics', 'target',
+] as const;
 
 export interface ReloadResult { applied: string[]; needsRestart: string[] }
 
@@ -20,6 +25,12 @@ export interface ReloadDeps {
   allow: AllowList;
   allowEffects: AllowEffects;
   log: Logger;
+  /** The backup schedule (backup_dir, backup_interval, backup_keep). */
+  backups?: { reconfigure(o: { dir: string | null; intervalMs: number; keep: number }): void };
+  /** Moves the metrics endpoint to a new address; false (the old one kept) when it cannot listen there. */
+  moveMetrics?: (listen: string) => Promise<boolean>;
+  /** Rewrites Ampere's rules with a new target (DROP or REJECT) in one load. */
+  retarget?: (target: Config['target']) => Promise<void>;
   /** The loader the start used (tests may pass another). */
   load?: () => LoadedConfig;
 }
@@ -52,10 +63,9 @@ export function makeReload(d: ReloadDeps): () => Promise<ReloadResult> {
     for (const w of loaded.warnings) d.log.warn(w);
     const next = loaded.config;
     const changed = changedKeys(d.cfg, next);
-    const live = new Set<string>(LIVE_KEYS);
-    const applied = changed.filter((k) => live.has(k));
-    const needsRestart = changed.filter((k) => !live.has(k));
-    await apply(d, next, applied);
+    const live = (k: string) => (LIVE_KEYS as readonly string[]).includes(k) && (k !== 'metrics' || (d.cfg.metrics !== '' && next.metrics !== ''));
+    const needsRestart = changed.filter((k) => !live(k));
+    const applied = await apply(d, next, changed.filter(live));
     d.log.info({ applied, needsRestart }, 'configuration reloaded');
     return { applied, needsRestart };
   };
@@ -67,14 +77,25 @@ export function makeReload(d: ReloadDeps): () => Promise<ReloadResult> {
   };
 }
 
-async function apply(d: ReloadDeps, next: Config, applied: string[]): Promise<void> {
+/** Applies the live keys; returns those applied (a metrics address that cannot listen is not). */
+async function apply(d: ReloadDeps, next: Config, keys: string[]): Promise<string[]> {
   const cfg = d.cfg;
+  const has = (k: string) => keys.includes(k);
+  let moved = false;
+  if (has('metrics')) {
+    moved = d.moveMetrics !== undefined && (await d.moveMetrics(next.metrics));
+    if (!moved) d.log.error({ listen: next.metrics, still: cfg.metrics }, 'metrics endpoint not moved: it stays where it was');
+  }
+  const applied = keys.filter((k) => k !== 'metrics' || moved);
   for (const k of applied) (cfg as Record<string, unknown>)[k] = next[k as keyof Config];
-  if (applied.includes('loyalty') || applied.includes('findtime')) d.penalties.configure({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime });
+  if (has('loyalty') || has('findtime')) d.penalties.configure({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime });
   if (applied.some((k) => k.startsWith('bantime'))) d.decisions.setBantime({ bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max });
-  if (applied.includes('log_level')) d.log.level = cfg.log_level;
-  if (applied.includes('allow')) {
+  if (has('log_level')) d.log.level = cfg.log_level;
+  if (applied.some((k) => k.startsWith('backup_'))) d.backups?.reconfigure({ dir: cfg.backup_dir || null, intervalMs: cfg.backup_interval, keep: cfg.backup_keep });
+  if (has('target')) await d.retarget?.(cfg.target);
+  if (has('allow')) {
     const r = await d.allow.replaceConfigured(cfg.allow, Date.now(), d.allowEffects);
     d.log.info({ added: r.added, removed: r.removed, unbanned: r.unbanned.length }, 'allow list: configured entries replaced');
   }
+  return applied;
 }

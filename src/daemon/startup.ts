@@ -80,9 +80,9 @@ export function followAmi(ami: AmiConnection, hearing: SecurityHearing, user: st
  */
 export async function startMetrics(
   loaded: LoadedConfig, sources: MetricsSources, health: () => { healthy: boolean; problems: string[] }, core: Core, log: Logger,
-): Promise<{ metrics: Metrics | null; server: Server | null }> {
+): Promise<{ metrics: Metrics | null; endpoint: MetricsEndpoint }> {
   const listen = loaded.config.metrics;
-  if (!listen) return { metrics: null, server: null };
+  if (!listen) return { metrics: null, endpoint: new MetricsEndpoint(null, null, health, log) };
   const { Metrics, serveMetrics } = require('../metrics') as typeof import('../metrics');
   const metrics = new Metrics(sources);
   // What happened before they were loaded is in the daemon's own stats only.
@@ -92,10 +92,40 @@ export async function startMetrics(
   try {
     const server = await serveMetrics(listen, metrics, health, log);
     log.info({ listen }, 'metrics served on /metrics and /healthz');
-    return { metrics, server };
+    return { metrics, endpoint: new MetricsEndpoint(server, metrics, health, log) };
   } catch (err) {
     log.error({ err: (err as Error).message }, 'metrics endpoint not started');
-    return { metrics, server: null };
+    return { metrics, endpoint: new MetricsEndpoint(null, metrics, health, log) };
+  }
+}
+
+/** The metrics endpoint's server: opened at the start, moved by a reload, closed at the stop. */
+export class MetricsEndpoint {
+  constructor(
+    public server: Server | null,
+    private readonly metrics: Metrics | null,
+    private readonly health: () => { healthy: boolean; problems: string[] },
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * A reload's new address: the old endpoint is closed first (the new address may share its
+   * port), then the new one opened; if it cannot listen, the old address is opened again.
+   * False when nothing moved (no endpoint, or the new address refused).
+   */
+  async move(from: string, to: string): Promise<boolean> {
+    if (!this.metrics || !this.server) return false;
+    const { serveMetrics } = require('../metrics') as typeof import('../metrics');
+    await closeServer(this.server);
+    try {
+      this.server = await serveMetrics(to, this.metrics, this.health, this.log);
+      this.log.info({ listen: to, was: from }, 'metrics endpoint moved');
+      return true;
+    } catch (err) {
+      this.log.error({ listen: to, err: (err as Error).message }, 'metrics endpoint cannot listen there');
+      this.server = await serveMetrics(from, this.metrics, this.health, this.log).catch(() => null);
+      return false;
+    }
   }
 }
 
@@ -150,6 +180,23 @@ export function logStarted(loaded: LoadedConfig, core: Core, extra: { metrics: s
     bansRestored: core.restore.restored, bansLiftedAllowed: core.restore.lifted, restoreMs: core.restore.restoreMs, startMs: extra.startMs,
     socket: core.socketPath, metrics: extra.metrics, backupDir: extra.backupDir,
   }, 'ampere started');
+}
+
+/**
+ * The country database for the ban log line, opened on the turn after the start (about 40 ms
+ * under load, see docs/notes/measurements.md): never on the start's or a ban's path. A file that
+ * fails now (it opened when the configuration was read) costs the country, not the daemon.
+ */
+export function loadCountriesSoon(geoipDb: string, decisions: Pick<Decisions, 'countryOf'>, log: Logger): void {
+  setImmediate(() => {
+    try {
+      // Required here: maxmind is not loaded on the start's path.
+      const { countryLookup } = require('../geoip') as typeof import('../geoip');
+      decisions.countryOf = countryLookup(geoipDb);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'country database not loaded: ban lines go without a country');
+    }
+  });
 }
 
 /** The control socket. Fatal when it cannot open: a daemon no command can reach (or a second one beside it) must not run. */

@@ -54,6 +54,8 @@ export interface DaemonStatus {
   /** Bytes: the process's resident set, and V8's heap (used / reserved). */
   memory: { rss: number; heapUsed: number; heapTotal: number };
   bans: { active: { v4: number; v6: number; total: number }; made: number; lifted: number };
+  /** The ban policy in force (a reload changes it): bantimeMs 0 bans forever; allowEntries counts every source. */
+  policy: BanPolicy;
   firewall: { backend: string; chain: string; target: string; inSync: boolean; lastSyncAt: number | null; lastError: string | null; batches: number; verify: ReconcilerState };
   backup: BackupScheduler['state'];
   /** Ban rows not stored yet (retried), and whether database writes fail. */
@@ -66,6 +68,8 @@ export interface DaemonStatus {
   fleet: import('../fleet').FleetStatus | null;
 }
 
+export interface BanPolicy { loyalty: number; findtimeMs: number; bantimeMs: number; bantimeFactor: number; bantimeMaxMs: number; allowEntries: number }
+
 /** What the status file adds: when it was written (a stale file means a dead daemon). */
 export type StatusFile = DaemonStatus & { updatedAt: number };
 
@@ -75,7 +79,9 @@ export const VERSION = (() => {
 
 /** The running parts a status is read from. */
 export interface StatusParts {
-  cfg: Pick<Config, 'db' | 'host' | 'port' | 'user' | 'chain' | 'target' | 'metrics'>;
+  /** The running configuration: a reload writes the keys it applies into it. */
+  cfg: Pick<Config, 'db' | 'host' | 'port' | 'user' | 'chain' | 'target' | 'metrics' | 'loyalty' | 'findtime' | 'bantime' | 'bantime_factor' | 'bantime_max'>;
+  allow: { entries(): unknown[] };
   stats: DaemonStats;
   ami: Pick<AmiConnection, 'state' | 'since' | 'reconnects' | 'counts'>;
   hearing: SecurityHearing;
@@ -118,6 +124,10 @@ export function snapshot(p: StatusParts, now: number): DaemonStatus {
     memory: { rss, heapUsed, heapTotal },
     checkpointer: cp ? { running: cp.running, failed: cp.failed, checkpoints: cp.ticks, walFrames: cp.lastLogFrames } : null,
     bans: { active: { ...active, total: active.v4 + active.v6 }, made: stats.bans, lifted: stats.unbans },
+    policy: {
+      loyalty: cfg.loyalty, findtimeMs: cfg.findtime, bantimeMs: cfg.bantime, bantimeFactor: cfg.bantime_factor, bantimeMaxMs: cfg.bantime_max,
+      allowEntries: p.allow.entries().length,
+    },
     firewall: { backend: p.backendName, chain: cfg.chain, target: cfg.target, inSync: inSync(p), lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches, verify: { ...p.verifier.state } },
     backup: { ...p.backups.state },
     storage: p.decisions.storage(),

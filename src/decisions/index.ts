@@ -2,10 +2,11 @@ import type { AllowCheck } from '../allow';
 import type { SecurityEvent } from '../events/types';
 import type { BanSource, KernelBan, ListedBan } from '../firewall/types';
 import { bansToAdopt } from './adopt';
+import { banLine } from './ban-line';
+import type { CountryOf } from '../geoip';
 import { restoreActive } from './restore';
 import { expire, unban, unbanAll, type LiftParts } from './lift';
 import type { Logger } from '../log';
-import { formatDuration } from '../config/duration';
 import { familyOf, type Family } from '../net/ip';
 import { banDuration, type BantimeOptions } from '../scoring/bantime';
 import type { NewBan, Store } from '../store';
@@ -44,6 +45,8 @@ export class Decisions {
   private readonly storeRebansFirst: boolean;
   private readonly listeners: ChangeListener[] = [];
   private readonly storedListeners: (() => void)[] = [];
+  /** The country lookup for the ban log line (null: none), set by the daemon once it is loaded. */
+  countryOf: CountryOf | null = null;
 
   constructor(o: DecisionsOptions) {
     this.store = o.store;
@@ -264,12 +267,7 @@ export class Decisions {
   }
 
   private logStored(bans: PendingBan[]): void {
-    for (const { row: b, banCount } of bans) {
-      this.log.info(
-        { address: b.address, reason: { kind: b.reasonKind, service: b.reasonService, account: b.reasonAccount }, failures: b.failures, count: banCount, duration: b.until === null ? 'permanent' : formatDuration(b.until - b.now), until: b.until === null ? null : new Date(b.until).toISOString(), source: b.source, ...(b.origin ? { origin: b.origin } : {}) },
-        'ban',
-      );
-    }
+    for (const b of bans) this.log.info(banLine(b, this.countryOf), 'ban');
     for (const l of this.storedListeners) l();
   }
 
@@ -279,7 +277,7 @@ export class Decisions {
   }
 
   /** Lift every ban (operator `unban --all`): database first, then one kernel batch. Returns the addresses. */
-async unbanAll(now: number): Promise<string[]> {
+  async unbanAll(now: number): Promise<string[]> {
     return unbanAll(this.lift, now);
   }
 
@@ -293,7 +291,7 @@ async unbanAll(now: number): Promise<string[]> {
    * timeout). A ban also ends by its in-memory time when the database cannot be updated or
    * its row is still pending; the database catches up on a later tick.
    */
-async expire(now: number): Promise<number> {
+  async expire(now: number): Promise<number> {
     return expire(this.lift, now);
   }
 }

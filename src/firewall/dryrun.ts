@@ -63,5 +63,7 @@ export class DryRunBackend implements FirewallBackend {
       .map(([address, until]) => ({ address, family: familyOf(address), timeoutSec: until === null ? 0 : Math.ceil((until - now) / 1000) }));
   }
 
+  setTarget(): void { /* no rules */ }
+
   async shutdown(): Promise<void> {}
 }

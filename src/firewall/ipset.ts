@@ -39,7 +39,7 @@ export class IpsetBackend implements FirewallBackend {
   private detected: IptablesTools['filterRules'];
 
   constructor(
-    private readonly opts: FirewallOptions,
+    private opts: FirewallOptions,
     tools: IptablesTools,
     private readonly log: Logger,
   ) {
@@ -277,6 +277,10 @@ export class IpsetBackend implements FirewallBackend {
       fams: this.fams, chain: this.opts.chain, tables: () => this.ruleset.tables(), setName: (f) => this.setName(f),
       rules: (ft) => this.chainContent(ft), headers: () => (this.shell ? this.shell.query('list -t') : this.ipset(['list', '-t']).then((r) => r.stdout)),
     });
+  }
+
+  setTarget(target: FirewallOptions['target']): void {
+    this.opts = { ...this.opts, target };
   }
 
   async shutdown(): Promise<void> {

@@ -32,7 +32,7 @@ export class RulesBackend implements FirewallBackend {
   private readonly ruleset: RulesetCache;
 
   constructor(
-    private readonly opts: FirewallOptions,
+    private opts: FirewallOptions,
     tools: IptablesTools,
     private readonly log: Logger,
   ) {
@@ -163,6 +163,10 @@ export class RulesBackend implements FirewallBackend {
       if (c && c.address === address) out.push({ address, family: c.family, timeoutSec: null });
     }
     return out;
+  }
+
+  setTarget(target: FirewallOptions['target']): void {
+    this.opts = { ...this.opts, target };
   }
 
   async shutdown(): Promise<void> {

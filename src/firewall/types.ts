@@ -104,6 +104,8 @@ export interface FirewallBackend {
   inspect(): Promise<KernelView>;
   /** The bans in Ampere's own sets or chain with the time they have left, canonical addresses only (a start adopts those the database lacks). */
   listBans(): Promise<ListedBan[]>;
+  /** The target of the rules written from now on (a reload); the next full load (setAll) rewrites every rule with it. */
+  setTarget(target: FirewallOptions['target']): void;
   /** Leave bans in the kernel; only release resources. */
   shutdown(): Promise<void>;
 }
