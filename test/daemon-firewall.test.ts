@@ -7,7 +7,7 @@ import { childrenOf, niceness } from '../tools/lab/proc';
 import { ampere } from './helpers/cli';
 import { amiEvent } from '../tools/lab/ami';
 import type { FakeAmiProcess } from '../tools/lab/ami-proc';
-import { skipUnlessRoot, type Attacker, type Netns, type UdpSink } from '../tools/lab/netns';
+import { skipUnlessRoot, UdpSink, type Attacker, type Netns } from '../tools/lab/netns';
 import { PbxLab } from '../tools/lab/pbx-lab';
 
 /**
@@ -163,6 +163,34 @@ for (const backend of ['ipset', 'rules'] as const) {
       await new Promise((r) => setTimeout(r, 4_000));
       assert.equal(d.count((l) => /^firewall drift/.test(String(l.msg))), 0, 'no drift logged');
       assert.equal(await d.stop(), 0);
+    });
+
+    test('ports = 5060: banned hosts lose that port (TCP and UDP jumps), keep the others; a deleted jump is repaired; a restart without ports jumps for all', async () => {
+      const other = await UdpSink.start(pbx, 5070);
+      const jumps = async (fam: 4 | 6) => (await ipt(fam, '-S', 'INPUT')).split('\n').filter((l) => l.endsWith('-j ampere')).sort();
+      const portJumps = ['-A INPUT -p tcp -m multiport --dports 5060 -j ampere', '-A INPUT -p udp -m multiport --dports 5060 -j ampere'];
+      const d = startDaemon({ AMPERE_PORTS: '5060' });
+      await d.waitFor((l) => l.msg === 'ampere started', 15_000);
+      assert.equal(d.count((l) => l.msg === 'jump to ampere made for the configured ports'), 2, 'the plain jump replaced, per family');
+      for (const fam of [4, 6] as const) assert.deepEqual(await jumps(fam), portJumps, `v${fam}`);
+      for (const [from, to] of [[atk.v4[0], atk.hostV4], [atk.v6[0], atk.hostV6]]) {
+        assert.deepEqual(await kernelBans(from.includes(':') ? 6 : 4).then((b) => b.includes(from)), true, `${from} banned`);
+        assert.equal(await sink.reaches(atk.ns, from, to), false, `${from} dropped at 5060`);
+        assert.equal(await other.reaches(atk.ns, from, to), true, `${from} still reaches 5070`);
+      }
+      // Someone deletes the UDP jump: drift, repaired by the reconciler.
+      await ipt(4, '-D', 'INPUT', '-p', 'udp', '-m', 'multiport', '--dports', '5060', '-j', 'ampere');
+      const fixed = await d.waitFor((l) => /^firewall drift: jump missing from INPUT \(v4\); repaired/.test(String(l.msg)), 10_000);
+      assert.ok(fixed);
+      assert.deepEqual(await jumps(4), portJumps);
+      assert.equal(await sink.reaches(atk.ns, atk.v4[0], atk.hostV4), false, 'dropped again');
+      assert.equal(await d.stop(), 0);
+      // Without ports: one plain jump again, and the other port is closed to banned hosts too.
+      const d2 = startDaemon();
+      await d2.waitFor((l) => l.msg === 'ampere started', 15_000);
+      for (const fam of [4, 6] as const) assert.deepEqual(await jumps(fam), ['-A INPUT -j ampere'], `v${fam}`);
+      assert.equal(await other.reaches(atk.ns, atk.v4[0], atk.hostV4), false, 'dropped at 5070 now');
+      assert.equal(await d2.stop(), 0);
     });
 
     test('a ban expires: it leaves the kernel and the database agrees', async () => {

@@ -38,13 +38,13 @@ test('chain listing: jump anywhere counts, flushed, missing and changed chains a
   const ok = (r: string, last: boolean) => (last ? r === '-j RETURN' : r.startsWith('-m set'));
   const base = ['-P INPUT ACCEPT', '-N ampere', '-N mine'];
   const rules = ['-A ampere -m set --match-set ampere-v4 src -j DROP', '-A ampere -j RETURN'];
-  assert.deepEqual(chainView([...base, '-A INPUT -j ampere', ...rules], 'ampere', 4, ok, 2).drifts, []);
-  assert.deepEqual(chainView([...base, '-A mine -p udp --dport 5060 -j ampere', ...rules], 'ampere', 4, ok, 2).drifts, [], "an operator's jump elsewhere");
-  assert.deepEqual(chainView([...base, ...rules], 'ampere', 4, ok, 2).drifts.map((d) => d.detail), ['jump missing from INPUT']);
-  assert.deepEqual(chainView([...base, '-A INPUT -j ampere'], 'ampere', 4, ok, 2).drifts.map((d) => d.detail), ['chain ampere flushed']);
-  assert.deepEqual(chainView([...base, '-A INPUT -j ampere', rules[1]], 'ampere', 4, ok, 2).drifts.map((d) => d.detail), ['rules of chain ampere changed']);
-  assert.deepEqual(chainView([...base, '-A INPUT -j ampere', rules[1], rules[0]], 'ampere', 4, ok, 2).drifts.map((d) => d.detail), ['rules of chain ampere changed'], 'RETURN not last');
-  assert.deepEqual(chainView(['-P INPUT ACCEPT'], 'ampere', 6, ok).drifts.map((d) => `${d.what} ${d.detail}`), ['chain chain ampere missing', 'jump jump missing from INPUT']);
+  assert.deepEqual(chainView([...base, '-A INPUT -j ampere', ...rules], 'ampere', '', 4, ok, 2).drifts, []);
+  assert.deepEqual(chainView([...base, '-A mine -p udp --dport 5060 -j ampere', ...rules], 'ampere', '', 4, ok, 2).drifts, [], "an operator's jump elsewhere");
+  assert.deepEqual(chainView([...base, ...rules], 'ampere', '', 4, ok, 2).drifts.map((d) => d.detail), ['jump missing from INPUT']);
+  assert.deepEqual(chainView([...base, '-A INPUT -j ampere'], 'ampere', '', 4, ok, 2).drifts.map((d) => d.detail), ['chain ampere flushed']);
+  assert.deepEqual(chainView([...base, '-A INPUT -j ampere', rules[1]], 'ampere', '', 4, ok, 2).drifts.map((d) => d.detail), ['rules of chain ampere changed']);
+  assert.deepEqual(chainView([...base, '-A INPUT -j ampere', rules[1], rules[0]], 'ampere', '', 4, ok, 2).drifts.map((d) => d.detail), ['rules of chain ampere changed'], 'RETURN not last');
+  assert.deepEqual(chainView(['-P INPUT ACCEPT'], 'ampere', '', 6, ok).drifts.map((d) => `${d.what} ${d.detail}`), ['chain chain ampere missing', 'jump jump missing from INPUT']);
 });
 
 test('counts: the kernel may lack only bans whose time is over; more than the bans is drift', () => {

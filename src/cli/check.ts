@@ -153,7 +153,8 @@ async function checkFirewall(cfg: Config, daemonRuns: boolean): Promise<Check[]>
   if (cfg.backend === 'dry-run') return [{ name: 'firewall', result: 'note', detail: 'backend dry-run: no kernel changes are made' }];
   const out: Check[] = [];
   const { detectIptables } = require('../firewall/detect') as typeof import('../firewall/detect');
-  const { familyTools, listRules, hasJumpTo } = require('../firewall/chain') as typeof import('../firewall/chain');
+  const { familyTools, listRules } = require('../firewall/chain') as typeof import('../firewall/chain');
+  const { jumpOk, jumpState } = require('../firewall/jump') as typeof import('../firewall/jump');
   const { run, which } = require('../firewall/exec') as typeof import('../firewall/exec');
   const { chooseIpv6 } = require('../firewall/ipv6') as typeof import('../firewall/ipv6');
   const ipv6 = chooseIpv6(cfg.ipv6);
@@ -186,7 +187,7 @@ async function checkFirewall(cfg: Config, daemonRuns: boolean): Promise<Check[]>
     try {
       const lines = await listRules(ft);
       const exists = lines.includes(`-N ${cfg.chain}`);
-      const jump = hasJumpTo(lines, cfg.chain);
+      const jump = jumpOk(jumpState(lines, cfg.chain, cfg.ports));
       if (exists && jump) out.push({ name: label, result: 'ok', detail: `${ft.iptables}: chain ${cfg.chain} present, jumped to` });
       else {
         const what = [!exists && `chain ${cfg.chain} missing`, !jump && `no rule jumps to ${cfg.chain}`].filter(Boolean).join(', ');

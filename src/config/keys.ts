@@ -1,5 +1,6 @@
 import { formatDuration, parseDuration } from './duration';
 import { chainNameProblem } from '../firewall/names';
+import { parsePorts } from '../firewall/jump';
 import { parseCidr, type Cidr } from '../net/cidr';
 import { canonicalIp } from '../net/ip';
 import { checkTemplate } from '../notify/body';
@@ -115,6 +116,7 @@ export const KEYS = {
   allow: { default: '', parse: cidrList },
   backend: { default: 'ipset', parse: oneOf('ipset', 'rules', 'dry-run') },
   target: { default: 'DROP', parse: upperOneOf('DROP', 'REJECT') },
+  ports: { default: '', parse: parsePorts },
   iptables: { default: 'auto', parse: oneOf('auto', 'nft', 'legacy') },
   ipv6: { default: 'auto', parse: oneOf('auto', 'on', 'off') },
   ami_timeout: { default: '10s', parse: duration(200, { maxMs: TIMER_DURATION_MAX_MS }) },

@@ -2,6 +2,7 @@ import type { Logger } from '../log';
 import type { Family } from '../net/ip';
 import type { IptablesTools } from './detect';
 import { run } from './exec';
+import { jumpOk, jumpRepair, jumpState, type JumpState } from './jump';
 import type { FirewallOptions } from './types';
 
 /** The two binaries one family needs. */
@@ -34,15 +35,6 @@ export async function listRules(ft: FamilyTools, netns?: string, chain?: string)
   return stdout.split('\n').filter((l) => l.startsWith('-'));
 }
 
-/** Does any rule jump (or goto) into the chain? */
-export function hasJumpTo(lines: string[], chain: string): boolean {
-  return lines.some((line) => {
-    if (!line.startsWith('-A ')) return false;
-    const w = line.split(/\s+/);
-    return w.some((tok, i) => (tok === '-j' || tok === '-g') && w[i + 1] === chain);
-  });
-}
-
 /**
  * One atomic transaction on the filter table; --noflush keeps every other chain as it is.
  * Note: with --noflush a `:chain` line flushes that (existing) chain, in both flavours.
@@ -53,10 +45,10 @@ export async function restoreFilter(ft: FamilyTools, lines: string[], netns?: st
 }
 
 /**
- * Make sure the chain exists and something jumps into it. A jump the administrator placed
- * anywhere (e.g. `-A INPUT -p udp --dport 5060 -j ampere`) is respected; only when none
- * exists do we insert `-I INPUT 1 -j <chain>`. Also repairs a wiped firewall (a reload
- * that flushed everything), which is why setAll runs it too.
+ * Make sure the chain exists and is jumped to: Ampere's own jump (src/firewall/jump.ts; made
+ * again for other `ports`), unless the operator placed one of their own anywhere (e.g. `-A
+ * INPUT -i eth1 -j ampere`), which is respected. Also repairs a wiped firewall (a reload that
+ * flushed everything), which is why setAll runs it too.
  * `content`: rules to write into the chain; written when the chain is new, or always if `rewrite`.
  * All changes go in one transaction per family.
  */
@@ -70,24 +62,31 @@ export async function ensureChain(
   known?: string[],
 ): Promise<void> {
   const { chain, netns } = opts;
+  const ports = opts.ports ?? '';
   let exists = true;
-  let jump: boolean;
+  let state: JumpState;
   if (known) {
     exists = known.includes(`-N ${chain}`);
-    jump = hasJumpTo(known, chain);
+    state = jumpState(known, chain, ports);
   } else {
     // Cheap look first: INPUT is short, while the whole table may hold 100k per-host rules.
-    jump = hasJumpTo(await listRules(ft, netns, 'INPUT'), chain);
-    if (!jump) {
+    state = jumpState(await listRules(ft, netns, 'INPUT'), chain, ports);
+    if (!jumpOk(state)) {
       const all = await listRules(ft, netns);
       exists = all.includes(`-N ${chain}`);
-      jump = hasJumpTo(all, chain);
+      state = jumpState(all, chain, ports);
     }
   }
   const tx: string[] = [];
   if (!exists || rewrite) tx.push(`:${chain} - [0:0]`, ...content);
-  if (!jump) tx.push(`-I INPUT 1 -j ${chain}`);
+  const jump = jumpRepair(state);
+  tx.push(...jump);
   if (tx.length) await restoreFilter(ft, tx, netns);
   if (!exists) log.info({ chain, family: ft.family, tool: ft.iptables }, 'created firewall chain');
-  if (!jump) log.info({ chain, family: ft.family, tool: ft.iptables }, `no rule jumps to ${chain}: inserted -I INPUT 1 -j ${chain}`);
+  if (jump.length) log.info({ chain, family: ft.family, tool: ft.iptables, ports: ports || 'all', changes: jump }, jumpMessage(chain, state));
+}
+
+function jumpMessage(chain: string, s: JumpState): string {
+  if (s.stale.length === 0 && s.missing.length === 1) return `no rule jumps to ${chain}: inserted ${s.missing[0].replace('-A INPUT ', '-I INPUT 1 ')}`;
+  return s.stale.length ? `jump to ${chain} made for the configured ports` : `no rule jumps to ${chain}: inserted one for TCP and one for UDP to the configured ports`;
 }

@@ -274,7 +274,7 @@ export class IpsetBackend implements FirewallBackend {
   /** Every set's header through the live shell (no process start), and each family's filter table. */
   inspect(): Promise<KernelView> {
     return inspectIpset({
-      fams: this.fams, chain: this.opts.chain, tables: () => this.ruleset.tables(), setName: (f) => this.setName(f),
+      fams: this.fams, chain: this.opts.chain, ports: this.opts.ports ?? '', tables: () => this.ruleset.tables(), setName: (f) => this.setName(f),
       rules: (ft) => this.chainContent(ft), headers: () => (this.shell ? this.shell.query('list -t') : this.ipset(['list', '-t']).then((r) => r.stdout)),
     });
   }

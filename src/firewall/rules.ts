@@ -152,7 +152,7 @@ export class RulesBackend implements FirewallBackend {
 
   /** Each family's filter table: the chain holds one ban rule per host, then RETURN. */
   inspect(): Promise<KernelView> {
-    return inspectRules({ fams: this.fams, chain: this.opts.chain, tables: () => this.ruleset.tables(), target: this.opts.target });
+    return inspectRules({ fams: this.fams, chain: this.opts.chain, ports: this.opts.ports ?? '', tables: () => this.ruleset.tables(), target: this.opts.target });
   }
 
   /** The chain's ban rules; a rule keeps no time (timeoutSec null). */

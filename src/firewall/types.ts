@@ -49,6 +49,8 @@ export interface ListedBan {
 export interface FirewallOptions {
   chain: string; // e.g. "ampere"
   target: 'DROP' | 'REJECT';
+  /** Ports the jump from INPUT matches (TCP and UDP), as `iptables -S` prints them; empty or absent: every packet. */
+  ports?: string;
   /** Which iptables flavour to run: binaries are iptables-<flavour>, ip6tables-<flavour>, ... */
   iptables: 'auto' | 'nft' | 'legacy';
   /** Run every command through `ip netns exec <ns>` (tests and benchmarks only). */

@@ -1,5 +1,6 @@
 import type { Family } from '../net/ip';
-import { hasJumpTo, targetSpec, type FamilyTools } from './chain';
+import { targetSpec, type FamilyTools } from './chain';
+import { jumpOk, jumpState } from './jump';
 import type { FirewallOptions } from './types';
 
 /** What drifted, as the log line and the repairs metric (`what`) name it. */
@@ -33,14 +34,15 @@ export interface KernelView {
  * `-A <chain> ...` line in order; `size`, when given, is how many rules there must be. The
  * chain's rules are returned for counting.
  */
-export function chainView(lines: string[], chain: string, family: Family, ruleOk: (rule: string, last: boolean) => boolean, size?: number): { drifts: Drift[]; rules: string[] } {
+export function chainView(lines: string[], chain: string, ports: string, family: Family, ruleOk: (rule: string, last: boolean) => boolean, size?: number): { drifts: Drift[]; rules: string[] } {
   const drifts: Drift[] = [];
   if (!lines.includes(`-N ${chain}`)) {
     drifts.push({ what: 'chain', family, detail: `chain ${chain} missing` });
     drifts.push({ what: 'jump', family, detail: 'jump missing from INPUT' });
     return { drifts, rules: [] };
   }
-  if (!hasJumpTo(lines, chain)) drifts.push({ what: 'jump', family, detail: 'jump missing from INPUT' });
+  const jump = jumpState(lines, chain, ports);
+  if (!jumpOk(jump)) drifts.push({ what: 'jump', family, detail: jump.stale.length ? 'jump in INPUT for other ports' : 'jump missing from INPUT' });
   const head = `-A ${chain} `;
   const rules = lines.filter((l) => l.startsWith(head)).map((l) => l.slice(head.length));
   if (rules.length === 0) drifts.push({ what: 'rules', family, detail: `chain ${chain} flushed` });
@@ -108,6 +110,8 @@ export function describeDrifts(drifts: Drift[]): string {
 export interface IpsetLook {
   fams: FamilyTools[];
   chain: string;
+  /** The jump's ports ('' every packet). */
+  ports: string;
   /** Each family's `iptables -S` of the filter table, in the order of fams. */
   tables(): Promise<string[][]>;
   setName(f: Family): string;
@@ -124,7 +128,7 @@ export async function inspectIpset(x: IpsetLook): Promise<KernelView> {
   const view: KernelView = { drifts: [], counts: [] };
   x.fams.forEach((ft, i) => {
     const want = x.rules(ft).map((l) => l.slice(`-A ${x.chain} `.length));
-    view.drifts.push(...chainView(tables[i], x.chain, ft.family, (r, last) => r === want[last ? 1 : 0], 2).drifts);
+    view.drifts.push(...chainView(tables[i], x.chain, x.ports, ft.family, (r, last) => r === want[last ? 1 : 0], 2).drifts);
     const set = setView(sets, x.setName(ft.family), ft.family);
     if (set.drift) view.drifts.push(set.drift);
     if (set.count) view.counts.push(set.count);
@@ -133,13 +137,13 @@ export async function inspectIpset(x: IpsetLook): Promise<KernelView> {
 }
 
 /** The rules backend: one ban rule per host with the configured target, RETURN last; the rules counted. */
-export async function inspectRules(x: { fams: FamilyTools[]; chain: string; tables(): Promise<string[][]>; target: FirewallOptions['target'] }): Promise<KernelView> {
+export async function inspectRules(x: { fams: FamilyTools[]; chain: string; ports: string; tables(): Promise<string[][]>; target: FirewallOptions['target'] }): Promise<KernelView> {
   const tables = await x.tables();
   const view: KernelView = { drifts: [], counts: [] };
   x.fams.forEach((ft, i) => {
     const target = ` -j ${targetSpec(x.target, ft.family)}`;
     const ban = (r: string) => /^-s \S+\/(32|128) -j /.test(r) && r.endsWith(target);
-    const { drifts, rules } = chainView(tables[i], x.chain, ft.family, (r, last) => (last ? r === '-j RETURN' : ban(r)));
+    const { drifts, rules } = chainView(tables[i], x.chain, x.ports, ft.family, (r, last) => (last ? r === '-j RETURN' : ban(r)));
     view.drifts.push(...drifts);
     if (!drifts.some((d) => d.what === 'chain')) view.counts.push({ family: ft.family, count: rules.filter(ban).length, where: `chain ${x.chain}` });
   });
