@@ -21,3 +21,15 @@ test('metrics: every series named in the spec, events counted per kind and servi
   assert.deepEqual(parseListen('[::1]:9327'), { host: '::1', port: 9327 });
   assert.throws(() => parseListen('9327'));
 });
+
+test('metrics: the webhook\'s delivered, failed and dropped counts follow its state; its queue is a gauge; none without notify_url', async () => {
+  const state = { queued: 3, delivered: 2, failed: 0, dropped: 0 };
+  let on = true;
+  const m = new Metrics({ activeBans: () => ({ v4: 0, v6: 0 }), trackedHosts: () => 0, amiConnected: () => true, amiReconnects: () => 0, amiMalformed: () => 0, amiMerged: () => 0, amiDistrusted: () => 0, firewallInSync: () => true, notify: () => (on ? state : null) });
+  const lines = async () => (await m.render()).split('\n').filter((l) => l.startsWith('ampere_notify_'));
+  assert.deepEqual(await lines(), ['ampere_notify_total{result="delivered"} 2', 'ampere_notify_queued 3']);
+  Object.assign(state, { queued: 0, delivered: 4, failed: 1, dropped: 7 });
+  assert.deepEqual(await lines(), ['ampere_notify_total{result="delivered"} 4', 'ampere_notify_total{result="failed"} 1', 'ampere_notify_total{result="dropped"} 7', 'ampere_notify_queued 0']);
+  on = false;
+  assert.deepEqual(await lines(), ['ampere_notify_total{result="delivered"} 4', 'ampere_notify_total{result="failed"} 1', 'ampere_notify_total{result="dropped"} 7', 'ampere_notify_queued 0'], 'counters never go back');
+});

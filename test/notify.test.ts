@@ -178,7 +178,11 @@ describe('notify: the running daemon', () => {
     const hook = await webhook(() => 200);
     const dir = mkdtempSync(join(tmpdir(), 'ampere-notify-'));
     dirs.push(dir);
-    const env = { AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_PORT: '1', AMPERE_NOTIFY_URL: hook.url };
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const metricsPort = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const env = { AMPERE_DB: join(dir, 'ampere.db'), AMPERE_BACKEND: 'dry-run', AMPERE_PORT: '1', AMPERE_NOTIFY_URL: hook.url, AMPERE_METRICS: `127.0.0.1:${metricsPort}` };
     const d = new DaemonProcess(env);
     try {
       await d.waitFor((l) => l.msg === 'ampere started');
@@ -195,6 +199,9 @@ describe('notify: the running daemon', () => {
       for (let i = 0; i < 50 && !/2 delivered/.test(status.stdout); i++) status = await ampere(['status'], env);
       assert.match(status.stdout, /^notifications: +http:\/\/127\.0\.0\.1:\d+\/\[redacted\]: 2 delivered, 0 given up, 0 dropped, 0 queued$/m);
       assert.ok(!status.stdout.includes(SECRET));
+      const scraped = (await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()).split('\n');
+      assert.ok(scraped.includes('ampere_notify_total{result="delivered"} 2'), scraped.filter((l) => l.startsWith('ampere_notify')).join('\n'));
+      assert.ok(scraped.includes('ampere_notify_queued 0'));
       const cfg = await ampere(['config', '--json'], env);
       assert.ok(!cfg.stdout.includes(SECRET));
       assert.match(cfg.stdout, /"http:\/\/127\.0\.0\.1:\d+\/\[redacted\]"/);

@@ -164,6 +164,7 @@ export function metricsSources(p: StatusParts): MetricsSources {
     activeBans: () => decisions.countByFamily(), trackedHosts: () => p.penalties.size, firewallInSync: () => inSync(p),
     amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, amiMalformed: () => ami.counts.malformed, amiMerged: () => ami.counts.merged, amiDistrusted: () => ami.counts.distrusted,
     pendingBanWrites: () => decisions.storage().pending, storeWriteFailures: () => decisions.storage().failures,
+    notify: () => p.notifier?.state ?? null,
   };
 }
 

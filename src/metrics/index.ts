@@ -16,6 +16,8 @@ export interface MetricsSources {
   /** Ban rows not stored yet, and failed database writes since start (optional: older callers). */
   pendingBanWrites?(): number;
   storeWriteFailures?(): number;
+  /** The webhook's counts since start; null without notify_url. */
+  notify?(): { queued: number; delivered: number; failed: number; dropped: number } | null;
 }
 
 /** Seconds from the deciding AMI event's arrival to the ban being in the kernel. */
@@ -80,6 +82,7 @@ export class Metrics {
     this.reaction = new Histogram({
       name: 'ampere_ban_reaction_seconds', help: "Time from the deciding AMI event's arrival to the ban being in the kernel.", buckets: REACTION_BUCKETS, registers,
     });
+    notifyMetrics(src, registers);
     collectDefaultMetrics({ register: this.registry, prefix: 'ampere_' });
   }
 
@@ -97,6 +100,22 @@ export class Metrics {
 
   render(): Promise<string> { return this.registry.metrics(); }
   get contentType(): string { return this.registry.contentType; }
+}
+
+/** The webhook (notify_url): events delivered, given up after the retries, dropped from a full queue; and those waiting. */
+function notifyMetrics(src: MetricsSources, registers: Registry[]): void {
+  const last = { delivered: 0, failed: 0, dropped: 0 };
+  new Counter({
+    name: 'ampere_notify_total', help: 'Ban and unban events for the webhook (notify_url), by result: delivered, failed (given up after the retries), dropped (the queue was full).', labelNames: ['result'], registers,
+    collect() {
+      const n = src.notify?.();
+      if (!n) return;
+      for (const result of ['delivered', 'failed', 'dropped'] as const) {
+        if (n[result] > last[result]) { this.inc({ result }, n[result] - last[result]); last[result] = n[result]; }
+      }
+    },
+  });
+  new Gauge({ name: 'ampere_notify_queued', help: 'Events waiting for the webhook (notify_url).', registers, collect() { this.set(src.notify?.()?.queued ?? 0); } });
 }
 
 /** A counter that follows a running total read when scraped. */
