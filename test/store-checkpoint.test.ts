@@ -207,7 +207,7 @@ test('the worker does not keep a process alive, and works from the compiled outp
       const { Store } = require('./dist/store/index.js');
       const s = new Store(${JSON.stringify(db)}, 20, { checkpointer: { intervalMs: 20, onError: (e) => { console.error(e); process.exitCode = 3; } } });
       const now = Date.now();
-      for (let i = 0; i < 500; i++) s.recordBan({ address: '10.1.' + (i >> 8) + '.' + (i & 255), family: 4, now, until: now + 60000, reasonKind: 'k', reasonService: 's', reasonAccount: 'a', failures: 1, source: 'auto' });
+      for (let i = 0; i < 500; i++) s.bans.recordBan({ address: '10.1.' + (i >> 8) + '.' + (i & 255), family: 4, now, until: now + 60000, reasonKind: 'k', reasonService: 's', reasonAccount: 'a', failures: 1, source: 'auto' });
       const t = setInterval(() => {
         const st = s.checkpointer.stats();
         if (st.ticks > 0) { clearInterval(t); console.log(JSON.stringify(st)); }

@@ -63,21 +63,21 @@ test('the daemon\'s use of a Store on a migrated file (with the checkpointer) lo
       const ev = (address) => ({ event: { kind: 'ChallengeResponseFailed', severity: 'Error', service: 'PJSIP', address, family: 4, transport: 'UDP', port: 5060, account: '100', sessionId: '' }, at: now });
       const ban = (address, until) => ({ address, family: 4, now, until, reasonKind: 'ChallengeResponseFailed', reasonService: 'PJSIP', reasonAccount: '100', failures: 3, source: 'auto' });
       const s = new Store(${JSON.stringify(join(dir, 'ampere.db'))}, 20, { checkpointer: true });
-      s.allowList();
-      s.expireBans(now);
-      s.activeKernelBans(now);
-      s.recordEvents([ev('192.0.2.1'), ev('192.0.2.2')]);
-      s.banCount('192.0.2.1');
-      s.recordBans([ban('192.0.2.1', now + 60000), ban('192.0.2.2', now - 1)]);
-      s.recordBan(ban('192.0.2.3', null));
-      s.expireBans(now);
-      s.liftBan('192.0.2.3', now, 'allowed');
-      s.pruneHosts(now - 1);
-      s.activeBans(now);
+      s.allowed.allowList();
+      s.bans.expireBans(now);
+      s.bans.activeKernelBans(now);
+      s.history.recordEvents([ev('192.0.2.1'), ev('192.0.2.2')]);
+      s.bans.banCount('192.0.2.1');
+      s.bans.recordBans([ban('192.0.2.1', now + 60000), ban('192.0.2.2', now - 1)]);
+      s.bans.recordBan(ban('192.0.2.3', null));
+      s.bans.expireBans(now);
+      s.bans.liftBan('192.0.2.3', now, 'allowed');
+      s.history.pruneHosts(now - 1);
+      s.bans.activeBans(now);
       // and the operator's commands through the control socket
-      s.addAllowed('198.51.100.0/24', now); s.removeAllowed('198.51.100.0/24');
-      s.listBans(now, { all: true }); s.host('192.0.2.1'); s.recentEvents('192.0.2.1'); s.isBanned('192.0.2.1', now); s.liftAllBans(now, 'unban');
-      const out = { loaded: loaded(), bans: s.listBans(now, { all: true }).length };
+      s.allowed.addAllowed('198.51.100.0/24', now); s.allowed.removeAllowed('198.51.100.0/24');
+      s.bans.listBans(now, { all: true }); s.history.host('192.0.2.1'); s.history.recentEvents('192.0.2.1'); s.bans.isBanned('192.0.2.1', now); s.bans.liftAllBans(now, 'unban');
+      const out = { loaded: loaded(), bans: s.bans.listBans(now, { all: true }).length };
       // Control: the check sees Drizzle once something asks for it.
       if (${control}) { s.db; out.control = loaded().length > 0; }
       s.close();
