@@ -4,6 +4,7 @@ import { amiEvent } from '../tools/lab/ami';
 import { FakeAmiProcess } from '../tools/lab/ami-proc';
 import { asRole, eventually, FleetNode, initFleet, range } from './helpers/fleet';
 import { skipUnlessRoot } from '../tools/lab/netns';
+import { cpuMs } from '../tools/lab/proc';
 import { PgCluster, skipUnlessPg } from './helpers/pg';
 
 /**
@@ -154,16 +155,22 @@ describe('fleet: three daemons, one PostgreSQL', { skip }, () => {
     assert.equal((await pbx3.kernel()).has(lifted), false, 'the unban (id 10000) came after the ban (id 9999)');
   });
 
-  test('fan-in: a flood from one origin is cut at fleet_receive_rate on the peers', async () => {
+  test('fan-in: a flood from one origin is cut at fleet_receive_rate on the peers, at a bounded CPU cost', async (t) => {
     const flood = range(100, 3000);
     const c = await asRole(pg, 'pbx3');
     const before2 = (await pbx2.status()).fleet.refused.rate ?? 0;
+    const pid = pbx2.daemon!.proc.pid!;
+    const [cpu0, t0] = [cpuMs(pid), Date.now()];
     try {
       // A compromised pbx3 skipping its own publish limit: 3000 bans in one statement.
       await c.query(`INSERT INTO fleet_decisions (origin, seq, action, address, until) SELECT 'pbx3', 0, 'ban', a::inet, now() + interval '1 hour' FROM unnest($1::text[]) AS a`, [flood]);
     } finally { await c.end(); }
     // Default fleet_receive_rate 400/s holds 800 at once.
     await eventually('pbx2 refused the rest', async () => ((await pbx2.status()).fleet.refused.rate ?? 0) - before2 >= 2000, 20_000, 200);
+    const [cpu, wall] = [cpuMs(pid) - cpu0, Date.now() - t0];
+    t.diagnostic(`pbx2: ${cpu} ms of CPU in ${wall} ms for 3000 decisions (${Math.round((cpu * 1000) / 3000)} µs each)`);
+    // A refused decision costs a check and a counter; a hot loop or a ban per refused row would not stay under 1 ms each.
+    assert.ok(cpu <= 3000, `pbx2 used ${cpu} ms of CPU for 3000 decisions`);
     const k = await pbx2.kernel();
     const got = flood.filter((a) => k.has(a)).length;
     assert.ok(got <= 800 && got >= 700, `pbx2 took ${got} of 3000`);
