@@ -8,6 +8,7 @@ import type { Config } from '../config';
 import type { Decisions, StorageState } from '../decisions';
 import { storageProblems } from '../decisions/pending';
 import type { FirewallQueue } from '../firewall';
+import { execStats } from '../firewall/exec';
 import type { Reconciler, ReconcilerState } from '../firewall/reconciler';
 import type { Logger } from '../log';
 import type { MetricsSources } from '../metrics';
@@ -164,7 +165,7 @@ export function metricsSources(p: StatusParts): MetricsSources {
     activeBans: () => decisions.countByFamily(), trackedHosts: () => p.penalties.size, firewallInSync: () => inSync(p),
     amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, amiMalformed: () => ami.counts.malformed, amiMerged: () => ami.counts.merged, amiDistrusted: () => ami.counts.distrusted,
     pendingBanWrites: () => decisions.storage().pending, storeWriteFailures: () => decisions.storage().failures,
-    notify: () => p.notifier?.state ?? null,
+    notify: () => p.notifier?.state ?? null, firewallProcesses: () => execStats.runs,
   };
 }
 

@@ -37,7 +37,7 @@ export class CommandError extends Error {
   }
 }
 
-/** How many processes run() started; tests read it to check batching. */
+/** How many processes run() started: the metric ampere_firewall_processes_total, and tests that check batching. */
 export const execStats = { runs: 0 };
 
 const DEFAULT_TIMEOUT_MS = 60_000;
