@@ -1,5 +1,5 @@
 import { parseCidr, type Cidr } from './cidr';
-import { canonicalIp, notSingleHost, type Family } from './ip';
+import { canonicalIp, isBannable, notSingleHost, type Family } from './ip';
 
 /** The widest range an operator may ban: a /8 of IPv4 is 16.7M hosts, a /32 of IPv6 one provider's whole allocation. */
 export const WIDEST_RANGE = { 4: 8, 6: 32 } as const;
@@ -43,4 +43,18 @@ export function overlaps(a: Cidr, b: Cidr): boolean {
   const width = a.family === 4 ? 32 : 128;
   const m = ((1n << BigInt(width)) - 1n) ^ ((1n << BigInt(width - bits)) - 1n);
   return (a.base & m) === (b.base & m);
+}
+
+/** A stored ban's address that may reach the kernel: one host (isBannable) or a range exactly as parseRange writes it. */
+export function isBannableTarget(address: string, family: Family): boolean {
+  if (!address.includes('/')) return isBannable(address, family);
+  const r = parseRange(address);
+  return r.ok && r.range === address && r.family === family;
+}
+
+/** A host or a range in the form the store and the kernel hold it, or null when it is neither. */
+export function canonicalTarget(text: string): { address: string; family: Family } | null {
+  if (!text.includes('/')) return canonicalIp(text);
+  const r = parseRange(text);
+  return r.ok ? { address: r.range, family: r.family } : null;
 }

@@ -5,11 +5,13 @@ import type { events, hosts } from './schema';
 
 /**
  * How each ban becomes a line: `<prefix of its family><address><infix><seconds left>`, seconds
- * rounded up, 0 for none or more than maxSeconds. The store knows lines, not whose they are (the
- * firewall's BanLineFormat has this shape).
+ * rounded up, 0 for none or more than maxSeconds; a range (an address with a `/`) takes
+ * rangePrefix instead. The store knows lines, not whose they are (the firewall's BanLineFormat
+ * has this shape).
  */
 export interface LineTemplate {
   prefix: Record<Family, string>;
+  rangePrefix: Record<Family, string>;
   infix: string;
   maxSeconds: number;
 }
