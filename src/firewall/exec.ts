@@ -123,7 +123,7 @@ export function checkedTarget(address: string, family: Family): string {
   if (!address.includes('/')) return checkedIp(address, family);
   const r = parseRange(address);
   if (!r.ok || r.range !== address || r.family !== family) {
-    throw new Error(`refusing range ${JSON.stringify(address)} (family ${family}): ${r.ok ? 'not written as parseRange writes it' : r.reason}`);
+    throw new Error(`refusing non-canonical address ${JSON.stringify(address)} (family ${family}): not a range as Ampere writes one (${r.ok ? `${r.range}, IPv${r.family}` : r.reason})`);
   }
   return address;
 }
