@@ -193,7 +193,7 @@ export class Decisions {
     return this.ban(event.address, event.family, { kind: event.kind, service: event.service, account: event.account, failures }, now, 'auto');
   }
 
-  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'fleet', forMs?: number | null, origin?: string): BanResult {
+  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'range' | 'legacy' | 'fail2ban' | 'fleet', forMs?: number | null, origin?: string): BanResult {
     // The kernel command leaves first (written synchronously by the queue), with the ban time
     // the cached count gives (a first ban's when unknown), so nothing on the database side can
     // delay the drop, and a failing disk cannot keep an attacker in. Without kernel ban times

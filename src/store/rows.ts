@@ -60,7 +60,7 @@ export interface NewBan {
   reasonAccount: string;
   failures: number;
   /** kernel: adopted at start from a kernel ban the database lacked; fleet: a peer's (src/fleet). */
-  source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'kernel' | 'fleet';
+  source: 'auto' | 'manual' | 'range' | 'legacy' | 'fail2ban' | 'kernel' | 'fleet';
   /** The fleet node that made it (fleet bans only). */
   origin?: string | null;
 }
