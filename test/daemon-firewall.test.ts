@@ -87,7 +87,7 @@ for (const backend of ['ipset', 'rules'] as const) {
       assert.deepEqual(await kernelBans(6), [atk.v6[0]]);
       if (backend === 'ipset') {
         const chain = (await ipt(4, '-S', 'ampere')).trim().split('\n');
-        assert.deepEqual(chain, ['-N ampere', '-A ampere -m set --match-set ampere-v4 src -j DROP', '-A ampere -j RETURN']);
+        assert.deepEqual(chain, ['-N ampere', '-A ampere -m set --match-set ampere-n4 src -j DROP', '-A ampere -m set --match-set ampere-v4 src -j DROP', '-A ampere -j RETURN']);
       } else {
         const chain = (await ipt(4, '-S', 'ampere')).trim().split('\n');
         assert.deepEqual(chain, ['-N ampere', `-A ampere -s ${atk.v4[0]}/32 -j DROP`, '-A ampere -j RETURN']);

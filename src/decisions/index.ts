@@ -206,7 +206,8 @@ export class Decisions {
     let banCount = (known ?? 0) + 1;
     let until = untilFor(banCount);
     const entry = (): PendingBan => ({ row: { address, family, now, until, source, reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures, origin }, banCount, since: now });
-    const storedFirst = this.storeRebansFirst && banCount > 1;
+    // A range is stored first too: a start adopts no range the database lacks (adopt.ts).
+    const storedFirst = source === 'range' || (this.storeRebansFirst && banCount > 1);
     if (storedFirst) {
       this.pending.push(entry(), 0);
       this.pending.flush(true); // a failure leaves the row pending and retried, as any other
