@@ -90,6 +90,17 @@ for (const backend of ['ipset', 'rules'] as const) {
       ]);
     });
 
+    test('a range banned for 2 s ends by itself: dropped, then passes again, the row expired', async () => {
+      const d = lab.daemon(env());
+      await d.waitFor((l) => l.msg === 'ampere started', 15_000);
+      const r = await cli(['ban', '203.0.113.0/24', '--for', '2s']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(await sink.reaches(atk.ns, out1, atk.hostV4), false, 'dropped while banned');
+      await d.waitFor((l) => l.msg === 'unban' && l.address === '203.0.113.0/24' && l.reason === 'expired', 10_000);
+      await eventually('passes once it ended', () => sink.reaches(atk.ns, out1, atk.hostV4));
+      assert.equal(await d.stop(), 0);
+    });
+
     test('refused: not a network, too wide, over the allow list, over loopback, over this host\'s own network', async () => {
       const d = lab.daemon(env());
       await d.waitFor((l) => l.msg === 'ampere started', 15_000);

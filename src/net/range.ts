@@ -17,7 +17,7 @@ export function parseRange(text: string): RangeParse {
   const slash = text.indexOf('/');
   if (slash < 0) return { ok: false, reason: 'not a range (address/prefix)' };
   const cidr = parseCidr(text);
-  if (!cidr) return { ok: false, reason: 'not an IP network (address/prefix)' };
+  if (!cidr) return { ok: false, reason: 'not a valid IP address or range' };
   const width = cidr.family === 4 ? 32 : 128;
   if (cidr.bits === width) return { ok: false, reason: `a /${width} is one address: ban ${cidr.text} as an address` };
   if (cidr.bits < WIDEST_RANGE[cidr.family]) return { ok: false, reason: `wider than /${WIDEST_RANGE[cidr.family]}: a range that wide would cut off a large part of the internet` };
