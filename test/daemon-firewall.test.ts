@@ -9,21 +9,13 @@ import { amiEvent } from '../tools/lab/ami';
 import type { FakeAmiProcess } from '../tools/lab/ami-proc';
 import { skipUnlessRoot, UdpSink, type Attacker, type Netns } from '../tools/lab/netns';
 import { PbxLab } from '../tools/lab/pbx-lab';
+import { eventually } from './helpers/eventually';
 
 /**
  * The real daemon inside a PBX namespace, a real kernel firewall (iptables + ipset) there,
  * an attacker namespace on a veth pair, AMI events from a fake Asterisk in the same namespace.
  */
 const skip = skipUnlessRoot();
-
-/** Polls until check() holds (kernel changes land a few ms after the log line). */
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 3000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) assert.fail(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 for (const backend of ['ipset', 'rules'] as const) {
   describe(`daemon with the ${backend} backend in a namespace`, { skip }, () => {

@@ -5,6 +5,7 @@ import Database from 'better-sqlite3';
 import { ampere, json } from './helpers/cli';
 import { skipUnlessRoot, type Attacker, type Netns, type UdpSink } from '../tools/lab/netns';
 import { PbxLab } from '../tools/lab/pbx-lab';
+import { eventually } from './helpers/eventually';
 
 /**
  * Range bans (`ampere ban 198.51.100.0/24`) against the real daemon and kernel in namespaces:
@@ -12,14 +13,6 @@ import { PbxLab } from '../tools/lab/pbx-lab';
  * routed to the PBX over its veth (networks the PBX host does not have itself).
  */
 const skip = skipUnlessRoot();
-
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 3000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) assert.fail(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** The namespace's one interface besides lo. */
 async function veth(ns: Netns): Promise<string> {
