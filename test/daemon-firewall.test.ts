@@ -9,21 +9,13 @@ import { amiEvent } from '../tools/lab/ami';
 import type { FakeAmiProcess } from '../tools/lab/ami-proc';
 import { skipUnlessRoot, UdpSink, type Attacker, type Netns } from '../tools/lab/netns';
 import { PbxLab } from '../tools/lab/pbx-lab';
+import { eventually } from './helpers/eventually';
 
 /**
  * The real daemon inside a PBX namespace, a real kernel firewall (iptables + ipset) there,
  * an attacker namespace on a veth pair, AMI events from a fake Asterisk in the same namespace.
  */
 const skip = skipUnlessRoot();
-
-/** Polls until check() holds (kernel changes land a few ms after the log line). */
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 3000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) assert.fail(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 for (const backend of ['ipset', 'rules'] as const) {
   describe(`daemon with the ${backend} backend in a namespace`, { skip }, () => {
@@ -87,7 +79,7 @@ for (const backend of ['ipset', 'rules'] as const) {
       assert.deepEqual(await kernelBans(6), [atk.v6[0]]);
       if (backend === 'ipset') {
         const chain = (await ipt(4, '-S', 'ampere')).trim().split('\n');
-        assert.deepEqual(chain, ['-N ampere', '-A ampere -m set --match-set ampere-v4 src -j DROP', '-A ampere -j RETURN']);
+        assert.deepEqual(chain, ['-N ampere', '-A ampere -m set --match-set ampere-n4 src -j DROP', '-A ampere -m set --match-set ampere-v4 src -j DROP', '-A ampere -j RETURN']);
       } else {
         const chain = (await ipt(4, '-S', 'ampere')).trim().split('\n');
         assert.deepEqual(chain, ['-N ampere', `-A ampere -s ${atk.v4[0]}/32 -j DROP`, '-A ampere -j RETURN']);

@@ -11,6 +11,7 @@ import { DaemonProcess } from '../tools/lab/daemon';
 import { amiEvent } from '../tools/lab/ami';
 import { FakeAmiProcess } from '../tools/lab/ami-proc';
 import { Netns, sh, skipUnlessRoot } from '../tools/lab/netns';
+import { eventually } from './helpers/eventually';
 
 /**
  * Storage faults against the real daemon, a real kernel firewall (ipset) in a namespace and
@@ -21,15 +22,6 @@ const skip = skipUnlessRoot();
 const ROOT = join(__dirname, '..');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5000, everyMs = 20): Promise<number> {
-  const t0 = Date.now();
-  while (!(await check())) {
-    if (Date.now() - t0 > timeoutMs) assert.fail(`not within ${timeoutMs} ms: ${what}`);
-    await sleep(everyMs);
-  }
-  return Date.now() - t0;
-}
 
 /** Active ban addresses in a database file, read by a connection of the test's own. */
 function storedBans(db: string): Set<string> {

@@ -312,7 +312,7 @@ function linesKernel(calls: string[], loads: BanLines[]): KernelQueue {
   return {
     add: async () => {}, remove: async () => {},
     async setAll(bans) {
-      const lines = bans.render?.({ prefix: { 4: 'add t4 ', 6: 'add t6 ' }, infix: ' timeout ', maxSeconds: 2_147_483 });
+      const lines = bans.render?.({ prefix: { 4: 'add t4 ', 6: 'add t6 ' }, rangePrefix: { 4: 'add m4 ', 6: 'add m6 ' }, infix: ' timeout ', maxSeconds: 2_147_483 });
       if (lines) { loads.push(lines); calls.push('setAllLines'); return; }
       calls.push(`setAll ${[...bans].map((b) => b.address).sort().join(',')}`);
     },

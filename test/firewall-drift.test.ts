@@ -23,7 +23,7 @@ const CASES: Case[] = [
   { name: 'jump deleted (a firewalld/ufw reload)', backends: ['ipset', 'rules'], disturb: [['{ipt}', '-D', 'INPUT', '-j', 'ampere']], logged: /jump missing from INPUT \(v{f}\)/, what: ['jump'] },
   { name: 'chain flushed', backends: ['ipset', 'rules'], disturb: [['{ipt}', '-F', 'ampere']], logged: /chain ampere flushed \(v{f}\)/, what: ['rules'] },
   { name: 'chain deleted', backends: ['ipset', 'rules'], disturb: [['{ipt}', '-D', 'INPUT', '-j', 'ampere'], ['{ipt}', '-F', 'ampere'], ['{ipt}', '-X', 'ampere']], logged: /chain ampere missing \(v{f}\)/, what: ['chain', 'jump'] },
-  { name: 'set flushed', backends: ['ipset'], disturb: [['ipset', 'flush', '{set}']], logged: /\d+ of \d+ bans missing from {set} \(v{f}\)/, what: ['entries'] },
+  { name: 'set flushed', backends: ['ipset'], disturb: [['ipset', 'flush', '{set}']], logged: /\d+ of \d+ bans missing from ampere-n{f} \+ {set} \(v{f}\)/, what: ['entries'] },
   // A set in use by a rule cannot be destroyed: the chain goes first, as in a wipe.
   { name: 'set destroyed', backends: ['ipset'], disturb: [['{ipt}', '-F', 'ampere'], ['ipset', 'destroy', '{set}']], logged: /set {set} missing \(v{f}\)/, what: ['set', 'rules'] },
   { name: 'whole filter table flushed (iptables -F; iptables -X)', backends: ['ipset', 'rules'], disturb: [['{ipt}', '-F'], ['{ipt}', '-X']], logged: /chain ampere missing \(v{f}\)/, what: ['chain', 'jump'] },

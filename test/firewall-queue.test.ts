@@ -123,7 +123,7 @@ describe('FirewallQueue (fake backend)', () => {
   });
 
   test('a rendered full load goes to a backend that loads lines, in its place in the order; one that does not reads the bans', async () => {
-    const format = { prefix: { 4: 'add t4 ', 6: 'add t6 ' }, infix: ' timeout ', maxSeconds: 9 } as const;
+    const format = { prefix: { 4: 'add t4 ', 6: 'add t6 ' }, rangePrefix: { 4: 'add m4 ', 6: 'add m6 ' }, infix: ' timeout ', maxSeconds: 9 } as const;
     class LinesBackend extends FakeBackend {
       async setAll(bans: BanSource) {
         const lines = bans.render?.(format);

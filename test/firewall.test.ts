@@ -134,7 +134,7 @@ for (const kind of ['ipset', 'rules'] as const) {
           assert.equal(mine.at(-1), `-A ${CHAIN} -j RETURN`);
           const reject = fam === 4 ? 'icmp-port-unreachable' : 'icmp6-port-unreachable';
           const t = target === 'DROP' ? 'DROP' : `REJECT --reject-with ${reject}`;
-          if (kind === 'ipset') assert.deepEqual(mine.slice(1), [`-A ${CHAIN} -m set --match-set ${CHAIN}-v${fam} src -j ${t}`, `-A ${CHAIN} -j RETURN`]);
+          if (kind === 'ipset') assert.deepEqual(mine.slice(1), [`-A ${CHAIN} -m set --match-set ${CHAIN}-n${fam} src -j ${t}`, `-A ${CHAIN} -m set --match-set ${CHAIN}-v${fam} src -j ${t}`, `-A ${CHAIN} -j RETURN`]);
           else assert.ok(mine.slice(1, -1).every((l) => l.endsWith(`-j ${t}`)), mine.join('\n'));
         }
         if (kind === 'ipset') {
@@ -570,7 +570,7 @@ describe('a kernel without IPv6 (ipv6.disable=1), played by ip6tables that fail 
         assert.equal(lines.filter((l) => l.level === 40 && String(l.msg).startsWith('IPv6 is off')).length, 1, 'one warning');
         assert.deepEqual(sorted(await fw.list()), ['192.0.2.1', '192.0.2.2']);
         if (kind === 'ipset') {
-          assert.deepEqual((await ns.must('ipset', ['list', '-n'])).split('\n').filter((n) => n.startsWith(CHAIN)), [`${CHAIN}-v4`], 'no IPv6 set made');
+          assert.deepEqual((await ns.must('ipset', ['list', '-n'])).split('\n').filter((n) => n.startsWith(CHAIN)), [`${CHAIN}-n4`, `${CHAIN}-v4`], 'no IPv6 set made');
           // A full load the store rendered: its IPv6 lines are not loaded either.
           await fw.setAll(renderedBans({ 4: `add ${CHAIN}-t4 192.0.2.3 timeout 0`, 6: `add ${CHAIN}-t6 2001:db8::4 timeout 0`, count: 2 }), Date.now());
           assert.deepEqual(await fw.list(), ['192.0.2.3']);

@@ -183,7 +183,7 @@ test('renderActiveBans: the lines the bans make one by one (seconds rounded up; 
   // Past the daemon's checks (a hand-edited file): letters and a space are never rendered.
   s.sqlite.prepare('INSERT INTO hosts (address, family, first_seen, last_seen) VALUES (?, 4, 0, 0)').run('1.2.3.4 -j ACCEPT');
   s.sqlite.prepare(`INSERT INTO bans (address, family, started_at, until, reason_kind) VALUES (?, 4, 0, NULL, 'manual')`).run('1.2.3.4 -j ACCEPT');
-  const format = { prefix: { 4: 'add s4 ', 6: 'add s6 ' }, infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT };
+  const format = { prefix: { 4: 'add s4 ', 6: 'add s6 ' }, rangePrefix: { 4: 'add n4 ', 6: 'add n6 ' }, infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT };
   const lines = s.bans.renderActiveBans(now, format);
   const byAddress = (text: string) => Object.fromEntries(text.split('\n').map((l) => [l.split(' ')[2], l]));
   assert.deepEqual(byAddress(lines[4]), {

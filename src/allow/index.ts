@@ -3,6 +3,7 @@ import type { Config } from '../config';
 import type { Logger } from '../log';
 import { cidrContains, NetworkSet, parseCidr, textPrefix, type Cidr } from '../net/cidr';
 import { canonicalIp, familyOf, type Family } from '../net/ip';
+import { overlaps } from '../net/range';
 
 /** Where an allow entry comes from: only runtime entries live in the database (and can be removed). */
 export type AllowSource = 'builtin' | 'ami-host' | 'config' | 'runtime';
@@ -122,6 +123,12 @@ export class AllowList implements AllowCheck {
   refusal(address: string, family: Family): string | undefined {
     const by = this.allowedBy(address, family);
     return by ? `allowed (${by.cidr})` : undefined;
+  }
+
+  /** The entry a range would cover or lie inside (a range ban must not reach an allowed host), if any. */
+  rangeConflict(range: Cidr): { cidr: string; source: AllowSource } | undefined {
+    const c = this.set.list().find((a) => overlaps(a, range));
+    return c ? { cidr: c.text, source: this.fixedByText.get(c.text)?.source ?? 'runtime' } : undefined;
   }
 
   textPrefixes(): string[] {

@@ -1,6 +1,6 @@
 import { USAGE_OF } from './usage';
 import { parseDuration } from '../config/duration';
-import { parseCidr } from '../net/cidr';
+import { parseRange } from '../net/range';
 import { parseHost } from '../net/ip';
 import { formatSpan, formatTime, iso, printJson } from './table';
 import { CliError, config, EXIT, mustAsk, parse, refusal, usageError } from './common';
@@ -8,9 +8,13 @@ import { CliError, config, EXIT, mustAsk, parse, refusal, usageError } from './c
 const BAN_USAGE = USAGE_OF.ban;
 const UNBAN_USAGE = USAGE_OF.unban;
 
-/** One host address, or a usage error saying what is wrong with it. */
+/** One host address or a range (`203.0.113.0/24`), or a usage error saying what is wrong with it. */
 export function hostArg(command: string, text: string): string {
-  if (text.includes('/') && parseCidr(text)) throw usageError(`${command}: ${JSON.stringify(text)} is a network; give one IP address`);
+  if (text.includes('/')) {
+    const r = parseRange(text);
+    if (!r.ok) throw usageError(`${command}: ${JSON.stringify(text)}: ${r.reason}`);
+    return r.range;
+  }
   const ip = parseHost(text);
   if (!ip.ok) throw usageError(`${command}: ${ip.reason === 'not an IP address' ? `${JSON.stringify(text)} is not a valid IP address` : ip.reason}`);
   return ip.address;
@@ -23,7 +27,7 @@ export function hostArg(command: string, text: string): string {
  */
 export function storedArg(command: string, text: string): string {
   const t = text.trim();
-  if (!/^[0-9A-Fa-f.:]{1,64}$/.test(t)) throw usageError(`${command}: ${JSON.stringify(text)} is not a valid IP address`);
+  if (!/^[0-9A-Fa-f.:]{1,64}(\/\d{1,3})?$/.test(t)) throw usageError(`${command}: ${JSON.stringify(text)} is not a valid IP address or range`);
   return t;
 }
 

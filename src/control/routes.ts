@@ -6,6 +6,8 @@ import type { Logger } from '../log';
 import type { AllowEffects, AllowList } from '../allow';
 import { parseCidr } from '../net/cidr';
 import { canonicalIp, parseHost, type Family } from '../net/ip';
+import { parseRange } from '../net/range';
+import { localConflict, localNetworks } from '../allow/local';
 import type { PenaltyTable } from '../scoring';
 import type { Store } from '../store';
 import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
@@ -48,13 +50,37 @@ export function hostAddress(value: unknown): { address: string; family: Family }
 
 /**
  * The text a ban may be stored under: unban lifts any, even one that is not canonical or not a
- * single host. Only an address's characters (hex digits, '.', ':'), bounded.
+ * single host. Only an address's characters (hex digits, '.', ':'), and a prefix for a range, bounded.
  */
 export function storedAddress(value: unknown): string {
   if (typeof value !== 'string' || value.trim() === '') throw new HttpError(400, 'an IP address is required');
   const t = value.trim();
-  if (!/^[0-9A-Fa-f.:]{1,64}$/.test(t)) throw new HttpError(400, `${JSON.stringify(t.slice(0, 80))} is not a valid IP address`);
+  if (!/^[0-9A-Fa-f.:]{1,64}(\/\d{1,3})?$/.test(t)) throw new HttpError(400, `${JSON.stringify(t.slice(0, 80))} is not a valid IP address or range`);
   return t;
+}
+
+/**
+ * A range to ban, canonical (parseRange), or a refusal: 400 when it is not one, 409 when it
+ * would cover an allowed address or network (loopback, the AMI host, the allow list) or one of
+ * this host's own networks.
+ */
+export function rangeTarget(d: Pick<ControlDeps, 'allow'>, value: string, local = localNetworks()): { range: string; family: Family } {
+  const r = parseRange(value);
+  if (!r.ok) throw new HttpError(400, `${JSON.stringify(value.slice(0, 80))}: ${r.reason}`);
+  const by = d.allow.rangeConflict(r.cidr);
+  if (by) throw new HttpError(409, `${r.range} covers ${by.cidr}, which is on the allow list (${by.source}); ban a range that leaves it out`);
+  const own = localConflict(r.cidr, local);
+  if (own) throw new HttpError(409, `${r.range} covers this host's own network ${own}; ban a range that leaves it out`);
+  return { range: r.range, family: r.family };
+}
+
+async function banRange(d: ControlDeps, t: { range: string; family: Family }, reason: string, forMs: number | null | undefined): Promise<ControlAnswer> {
+  const t0 = performance.now();
+  const res = d.decisions.ban(t.range, t.family, { kind: reason, service: '', account: '', failures: 0 }, Date.now(), 'range', forMs);
+  await res.applied;
+  const appliedMs = Math.round((performance.now() - t0) * 100) / 100;
+  const healthy = d.firewall.healthy;
+  return { status: healthy ? 200 : 500, body: { address: res.address, family: res.family, until: res.until, banCount: res.banCount, appliedMs, kernel: healthy ? 'applied' : 'failed', ...(healthy ? {} : { error: `stored, but the kernel command failed: ${d.firewall.lastError}` }) } };
 }
 
 /** Operator text: one line, no control characters, bounded. */
@@ -152,9 +178,10 @@ function dispatch(routes: Record<string, Route>): ControlHandler {
 function banRoutes(d: ControlDeps): Record<string, Route> {
   return {
     'POST /ban': async (r) => {
-      const ip = hostAddress(r.body.address);
       const forMs = durationMs(r.body.forMs);
       const reason = cleanText(r.body.reason, 200) || 'manual';
+      if (typeof r.body.address === 'string' && r.body.address.includes('/')) return banRange(d, rangeTarget(d, r.body.address), reason, forMs);
+      const ip = hostAddress(r.body.address);
       const by = d.allow.allowedBy(ip.address, ip.family);
       if (by) {
         const hint = by.source === 'runtime' ? 'remove it with "ampere allow rm" first' : by.source === 'config' ? 'it is in the configured allow list' : 'Ampere never bans it';

@@ -14,7 +14,7 @@ export interface BanView {
   since: number;
   until: number | null; // null = permanent
   banCount: number;
-  source: string; // auto, manual, legacy, fail2ban, kernel, fleet
+  source: string; // auto, manual, range, legacy, fail2ban, kernel, fleet
   /** The fleet node that made it; null: this node. */
   origin: string | null;
   reason: string; // one line for people

@@ -193,7 +193,7 @@ export class Decisions {
     return this.ban(event.address, event.family, { kind: event.kind, service: event.service, account: event.account, failures }, now, 'auto');
   }
 
-  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'fleet', forMs?: number | null, origin?: string): BanResult {
+  ban(address: string, family: Family, reason: BanReason, now: number, source: 'auto' | 'manual' | 'range' | 'legacy' | 'fail2ban' | 'fleet', forMs?: number | null, origin?: string): BanResult {
     // The kernel command leaves first (written synchronously by the queue), with the ban time
     // the cached count gives (a first ban's when unknown), so nothing on the database side can
     // delay the drop, and a failing disk cannot keep an attacker in. Without kernel ban times
@@ -206,7 +206,8 @@ export class Decisions {
     let banCount = (known ?? 0) + 1;
     let until = untilFor(banCount);
     const entry = (): PendingBan => ({ row: { address, family, now, until, source, reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures, origin }, banCount, since: now });
-    const storedFirst = this.storeRebansFirst && banCount > 1;
+    // A range is stored first too: a start adopts no range the database lacks (adopt.ts).
+    const storedFirst = source === 'range' || (this.storeRebansFirst && banCount > 1);
     if (storedFirst) {
       this.pending.push(entry(), 0);
       this.pending.flush(true); // a failure leaves the row pending and retried, as any other

@@ -1,6 +1,7 @@
 import { formatDuration } from '../config/duration';
 import type { Logger } from '../log';
-import { canonicalIp, familyOf, isBannable, type Family } from '../net/ip';
+import { familyOf, type Family } from '../net/ip';
+import { canonicalTarget, isBannableTarget } from '../net/range';
 import type { Store } from '../store';
 import type { BannedSet } from './banned';
 import type { KernelQueue } from './types';
@@ -23,7 +24,7 @@ export async function unban(d: LiftParts, address: string, now: number, why: 'un
   d.flushWrites();
   // The exact stored text is lifted too: a row that is not canonical or not a single host
   // (an older or hand-edited database) must still be removable.
-  const ip = canonicalIp(address);
+  const ip = canonicalTarget(address);
   const key = ip?.address ?? address;
   // A row not stored yet must not be written after the lift (it would come back at start).
   const unstored = d.pending.drop(key) > 0;
@@ -37,7 +38,7 @@ export async function unban(d: LiftParts, address: string, now: number, why: 'un
   const inMemory = [d.banned.delete(address), d.banned.delete(key)].includes(true);
   // Remove from the kernel even when the database had nothing: never leave a stray ban
   // behind. Only a bannable address can be in the kernel (and reach a command line).
-  if (ip && isBannable(ip.address, ip.family)) await d.kernel.remove([{ address: ip.address, family: ip.family }]);
+  if (ip && isBannableTarget(ip.address, ip.family)) await d.kernel.remove([{ address: ip.address, family: ip.family }]);
   const lifted = had || inMemory || unstored;
   if (lifted) {
     d.log.info({ address: key, reason: why }, 'unban');

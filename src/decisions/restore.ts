@@ -2,7 +2,8 @@ import type { BanLines, BanSource, KernelBan } from '../firewall/types';
 import { banRows } from '../firewall/types';
 import type { Logger } from '../log';
 import { SkipLog } from '../firewall/exec';
-import { familyOf, isBannable } from '../net/ip';
+import { familyOf } from '../net/ip';
+import { isBannableTarget } from '../net/range';
 import type { Store } from '../store';
 import type { BannedSet } from './banned';
 import type { KernelQueue } from './types';
@@ -32,7 +33,7 @@ export async function restoreActive(d: RestoreParts, now: number, skip: Set<stri
     rows ??= d.store.bans.streamActiveKernelBans(now);
     for (let r = rows.next(); !r.done; r = rows.next()) {
       const b = r.value;
-      if (skip.has(b.address) || (!isBannable(b.address, b.family) && skipped.check(b) === null)) continue;
+      if (skip.has(b.address) || (!isBannableTarget(b.address, b.family) && skipped.check(b) === null)) continue;
       banned.set(b.address, b.until);
       return b;
     }

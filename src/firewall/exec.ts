@@ -4,6 +4,7 @@ import { delimiter, join } from 'node:path';
 import type { Logger } from '../log';
 import { chainNameProblem } from './names';
 import { canonicalIp, isCanonicalIp, notSingleHost, type Family } from '../net/ip';
+import { parseRange } from '../net/range';
 
 export interface RunOptions {
   /**
@@ -114,9 +115,25 @@ export function checkedIp(address: string, family?: Family): string {
   return address;
 }
 
+/**
+ * A ban's address as it may reach the kernel: one host (checkedIp), or a range (an address
+ * with a `/`) exactly as parseRange writes it, of the stated family. Anything else throws.
+ */
+export function checkedTarget(address: string, family: Family): string {
+  if (!address.includes('/')) return checkedIp(address, family);
+  const r = parseRange(address);
+  if (!r.ok || r.range !== address || r.family !== family) {
+    throw new Error(`refusing non-canonical address ${JSON.stringify(address)} (family ${family}): not a range as Ampere writes one (${r.ok ? `${r.range}, IPv${r.family}` : r.reason})`);
+  }
+  return address;
+}
+
+/** A range ban (its address holds the prefix). */
+export const isRange = (address: string): boolean => address.includes('/');
+
 /** Check every ban of a batch before anything runs: one bad entry refuses the batch. */
 export function checkBatch<T extends { address: string; family: Family }>(bans: T[]): T[] {
-  for (const b of bans) checkedIp(b.address, b.family);
+  for (const b of bans) checkedTarget(b.address, b.family);
   return bans;
 }
 
@@ -132,7 +149,7 @@ export class SkipLog {
   /** The address when it may be loaded, else null (logged). */
   check(b: { address: string; family: Family }): string | null {
     try {
-      return checkedIp(b.address, b.family);
+      return checkedTarget(b.address, b.family);
     } catch (err) {
       if (this.count++ < this.shown) this.log.error({ address: String(b.address).slice(0, 80), err: (err as Error).message }, 'full load: stored ban left out, its address may not be banned');
       return null;

@@ -1,5 +1,6 @@
 import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
+import { canonicalTarget } from '../net/range';
 import { SkipLog } from './exec';
 import type { KernelBan, ListedBan } from './types';
 
@@ -25,16 +26,16 @@ export function ipsetTimeout(until: number | null, now: number): number | null {
 
 /**
  * The members of one set in `ipset save` output: only `add` lines of that set whose address is
- * canonical and of the family. No timeout: 0 (permanent); one that is not a whole number:
- * null (unknown, as for a rule).
+ * canonical and of the family (a range as parseRange writes it, for the ranges' set). No
+ * timeout: 0 (permanent); one that is not a whole number: null (unknown, as for a rule).
  */
-export function parseIpsetSave(text: string, set: string, family: Family): ListedBan[] {
+export function parseIpsetSave(text: string, set: string, family: Family, range = false): ListedBan[] {
   const out: ListedBan[] = [];
   for (const line of text.split('\n')) {
     const w = line.trim().split(/\s+/);
     if (w[0] !== 'add' || w[1] !== set) continue;
-    const c = canonicalIp(w[2] ?? '');
-    if (!c || c.address !== w[2] || c.family !== family) continue;
+    const c = range ? canonicalTarget(w[2] ?? '') : canonicalIp(w[2] ?? '');
+    if (!c || c.address !== w[2] || c.family !== family || (range && !c.address.includes('/'))) continue;
     const t = w.indexOf('timeout');
     const sec = t < 0 ? 0 : /^\d{1,10}$/.test(w[t + 1] ?? '') ? Number(w[t + 1]) : null;
     out.push({ address: c.address, family, timeoutSec: sec });
@@ -52,7 +53,7 @@ const chunkOf = (v4: string[], v6: string[]) => (v4.length ? v4.join('\n') + '\n
  * Each chunk's lines are grouped by family: ipset batches only consecutive adds to one set. An
  * address that may not be banned is left out (and logged), as is a ban already ended.
  */
-export function* addScript(bans: Iterable<KernelBan>, now: number, setOf: (f: Family) => string, v6On: boolean, log: Logger): Generator<string> {
+export function* addScript(bans: Iterable<KernelBan>, now: number, setOf: (address: string, f: Family) => string, v6On: boolean, log: Logger): Generator<string> {
   let v4: string[] = [];
   let v6: string[] = [];
   const skipped = new SkipLog(log);
@@ -61,7 +62,7 @@ export function* addScript(bans: Iterable<KernelBan>, now: number, setOf: (f: Fa
     if (t === null || (b.family === 6 && !v6On)) continue;
     const address = skipped.check(b);
     if (address === null) continue;
-    (b.family === 4 ? v4 : v6).push(`add ${setOf(b.family)} ${address} timeout ${t}`);
+    (b.family === 4 ? v4 : v6).push(`add ${setOf(address, b.family)} ${address} timeout ${t}`);
     if (v4.length + v6.length === STREAM_CHUNK) { yield chunkOf(v4, v6); v4 = []; v6 = []; }
   }
   if (v4.length + v6.length) yield chunkOf(v4, v6);

@@ -7,7 +7,8 @@ import { loadDroppingRefused, refusedLine, splitLines, type RefusedLine } from '
 
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
-import { addScript, IPSET_MAX_TIMEOUT, IPSET_MAXELEM, IPSET_NAME_MAX, ipsetTimeout, parseIpsetSave } from './ipset-text';
+import { addScript, IPSET_MAX_TIMEOUT, ipsetTimeout, parseIpsetSave } from './ipset-text';
+import { createLine, setSlots, slotFor, type SetSlot } from './ipset-sets';
 
 export { IPSET_MAX_TIMEOUT, IPSET_MAXELEM, ipsetTimeout, parseIpsetSave } from './ipset-text';
 import { backendTools, type RulesetCache } from './monitor';
@@ -22,7 +23,7 @@ const LOADERS = 2;
 /** Above this many lines a batch goes through `ipset restore` rather than the interactive shell. */
 const SHELL_MAX_LINES = 2000;
 
-/** Default backend: one `hash:ip` set with timeouts per family, matched by one rule in the chain. */
+/** Default backend: per family a `hash:ip` set of hosts and a `hash:net` set of ranges, with timeouts, each matched by one rule in the chain. */
 export class IpsetBackend implements FirewallBackend {
   readonly name = 'ipset';
   readonly verifiable = true;
@@ -30,6 +31,8 @@ export class IpsetBackend implements FirewallBackend {
   readonly netns: string | undefined;
   readonly families: readonly Family[];
   private readonly fams: FamilyTools[];
+  /** Per family: the ranges' hash:net set and the hosts' hash:ip set (ipset-sets.ts). */
+  private readonly slots: SetSlot[];
   private readonly shell: IpsetShell | null;
   /** The filter tables for the firewall check, listed again only when they changed. */
   private readonly ruleset: RulesetCache;
@@ -46,31 +49,19 @@ export class IpsetBackend implements FirewallBackend {
     ({ netns: this.netns, fams: this.fams, families: this.families, ruleset: this.ruleset } = backendTools(opts, tools));
     this.detected = tools.filterRules;
     this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
-    for (const f of [4, 6] as Family[]) {
-      for (const name of [this.setName(f), this.tmpName(f)]) {
-        if (name.length > IPSET_NAME_MAX) {
-          throw new Error(`ipset name ${name} is ${name.length} characters; ipset allows ${IPSET_NAME_MAX}: use a shorter chain name`);
-        }
-      }
-    }
+    setSlots(opts.chain, [4, 6]); // every name checked, whichever families run
+    this.slots = setSlots(opts.chain, this.families);
   }
 
+  /** The hosts' live set of a family. */
   setName(f: Family): string {
     return `${this.opts.chain}-v${f}`;
   }
 
-  /** Scratch set for setAll's load-then-swap; same length as the live name. */
-  private tmpName(f: Family): string {
-    return `${this.opts.chain}-t${f}`;
-  }
-
-  private createLine(name: string, f: Family, hashsize: number): string {
-    return `create ${name} hash:ip family ${f === 4 ? 'inet' : 'inet6'} hashsize ${hashsize} maxelem ${IPSET_MAXELEM} timeout 0`;
-  }
-
+  /** One match rule per set of the family (ranges first), RETURN last. */
   private chainContent(ft: FamilyTools): string[] {
     return [
-      `-A ${this.opts.chain} -m set --match-set ${this.setName(ft.family)} src -j ${targetSpec(this.opts.target, ft.family)}`,
+      ...this.slots.filter((s) => s.family === ft.family).map((s) => `-A ${this.opts.chain} -m set --match-set ${s.live} src -j ${targetSpec(this.opts.target, ft.family)}`),
       `-A ${this.opts.chain} -j RETURN`,
     ];
   }
@@ -102,13 +93,13 @@ export class IpsetBackend implements FirewallBackend {
   private async createMissingSets(): Promise<void> {
     const fams = this.families;
     try {
-      await this.command(fams.map((f) => this.createLine(this.setName(f), f, 4096)));
+      await this.command(this.slots.map((s) => createLine(s.live, s, s.range ? 64 : 4096)));
       return;
     } catch { /* a set with other parameters: look first */ }
     const existing = await this.setNames();
-    const create = fams.filter((f) => !existing.has(this.setName(f)));
+    const create = this.slots.filter((s) => !existing.has(s.live));
     if (create.length) {
-      await this.ipset(['restore', '-exist'], create.map((f) => this.createLine(this.setName(f), f, 4096)).join('\n') + '\n');
+      await this.ipset(['restore', '-exist'], create.map((s) => createLine(s.live, s, s.range ? 64 : 4096)).join('\n') + '\n');
     }
   }
 
@@ -116,7 +107,7 @@ export class IpsetBackend implements FirewallBackend {
   private async liveSets(): Promise<Map<string, boolean>> {
     const headers = parseSetHeaders(this.shell ? await this.shell.query('list -t') : (await this.ipset(['list', '-t'])).stdout);
     const out = new Map<string, boolean>();
-    for (const f of this.families) if (headers.has(this.setName(f))) out.set(this.setName(f), !setView(headers, this.setName(f), f).drift);
+    for (const s of this.slots) if (headers.has(s.live)) out.set(s.live, !setView(headers, s.live, s.family, s.range).drift);
     return out;
   }
 
@@ -129,7 +120,7 @@ export class IpsetBackend implements FirewallBackend {
     if (lines) return this.setAllLines(lines);
     // LOADERS loaders share one stream of chunks, each taking the next as soon as its pipe
     // drains. An address that may not be banned is left out (and logged) as the stream is made.
-    const adds = addScript(source, now, (f) => this.tmpName(f), this.families.includes(6), this.log);
+    const adds = addScript(source, now, (address, f) => slotFor(this.slots, address, f)!.scratch, this.families.includes(6), this.log);
     const shared: Iterator<string> = { next: () => adds.next() };
     await this.load(Array.from({ length: LOADERS }, () => shared));
   }
@@ -141,7 +132,11 @@ export class IpsetBackend implements FirewallBackend {
 
   /** The scratch sets' names in each ban's line: the store renders the adds of a full load. */
   get lineFormat(): BanLineFormat {
-    return { prefix: { 4: `add ${this.tmpName(4)} `, 6: `add ${this.tmpName(6)} ` }, infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT };
+    const [host, range] = [setSlots(this.opts.chain, [4, 6]).filter((s) => !s.range), setSlots(this.opts.chain, [4, 6]).filter((s) => s.range)];
+    return {
+      prefix: { 4: `add ${host[0].scratch} `, 6: `add ${host[1].scratch} ` }, rangePrefix: { 4: `add ${range[0].scratch} `, 6: `add ${range[1].scratch} ` },
+      infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT,
+    };
   }
 
   /** setAll for lines rendered in lineFormat: each loader takes its share of each family's text. */
@@ -152,7 +147,7 @@ export class IpsetBackend implements FirewallBackend {
 
   /** The scratch sets' create lines every loader starts with. */
   private createsText(): string {
-    return this.families.map((f) => this.createLine(this.tmpName(f), f, 1024)).join('\n') + '\n';
+    return this.slots.map((s) => createLine(s.scratch, s, s.range ? 64 : 1024)).join('\n') + '\n';
   }
 
   /**
@@ -166,13 +161,13 @@ export class IpsetBackend implements FirewallBackend {
     // process start costs tens of ms once the daemon holds 100k bans in memory).
     const fresh = this.fresh;
     this.fresh = false;
-    const existing = fresh ? new Map(this.fams.map((ft) => [this.setName(ft.family), true])) : await this.liveSets();
-    const fams = this.families;
+    const existing = fresh ? new Map(this.slots.map((s) => [s.live, true])) : await this.liveSets();
+    const scratch = this.slots.map((s) => `destroy ${s.scratch}`);
     // When the live sets are there, the chain and the jump (a reload may have removed them) are
     // made again before the load, so the bans the sets still hold drop packets meanwhile.
-    const early = !fresh && fams.every((f) => existing.get(this.setName(f)) === true);
+    const early = !fresh && this.slots.every((s) => existing.get(s.live) === true);
     if (early) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
-    await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`));
+    await this.command(scratch);
     try {
       // `ipset restore` sends its adds in batches only to a set it created itself in that run
       // (otherwise one netlink round trip per element): so every loader starts with the same
@@ -190,22 +185,20 @@ export class IpsetBackend implements FirewallBackend {
         refused.push(r);
       }
       if (refused.length) {
-        await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});
+        await this.command(scratch).catch(() => {});
         return refused;
       }
     } catch (err) {
-      await this.command(fams.map((f) => `destroy ${this.tmpName(f)}`)).catch(() => {});
+      await this.command(scratch).catch(() => {});
       throw err;
     }
-    await this.command(fams.flatMap((f) => {
-      const [tmp, live] = [this.tmpName(f), this.setName(f)];
+    await this.command(this.slots.flatMap(({ scratch: tmp, live }) => {
       const fit = existing.get(live);
       return fit === undefined ? [`rename ${tmp} ${live}`] : fit ? [`swap ${tmp} ${live}`, `destroy ${tmp}`] : [];
     }));
     // A live set of another type (made by someone after a wipe) cannot be swapped: it is
     // destroyed, which the kernel allows only when no rule uses it, and the loaded one renamed.
-    for (const f of fams.filter((x) => existing.get(this.setName(x)) === false)) {
-      const [tmp, live] = [this.tmpName(f), this.setName(f)];
+    for (const { scratch: tmp, live } of this.slots.filter((x) => existing.get(x.live) === false)) {
       await this.ipset(['restore'], `destroy ${live}\nrename ${tmp} ${live}\n`).catch(async (err: unknown) => {
         await this.command([`destroy ${tmp}`]).catch(() => {});
         throw err;
@@ -235,14 +228,14 @@ export class IpsetBackend implements FirewallBackend {
     this.fresh = false;
     checkBatch(bans);
     // -exist: adding a present address refreshes its timeout instead of failing.
-    const lines = this.families.flatMap((f) => this.addLines(this.setName(f), bans.filter((b) => b.family === f), now));
+    const lines = this.slots.flatMap((s) => this.addLines(s.live, bans.filter((b) => slotFor(this.slots, b.address, b.family) === s), now));
     await this.apply(lines);
   }
 
   async remove(bans: Pick<KernelBan, 'address' | 'family'>[]): Promise<void> {
     this.fresh = false;
     checkBatch(bans);
-    const lines = bans.filter((b) => this.families.includes(b.family)).map((b) => `del ${this.setName(b.family)} ${b.address}`); // checked just above
+    const lines = bans.filter((b) => this.families.includes(b.family)).map((b) => `del ${slotFor(this.slots, b.address, b.family)!.live} ${b.address}`); // checked just above
     await this.apply(lines);
   }
 
@@ -264,9 +257,9 @@ export class IpsetBackend implements FirewallBackend {
   /** `ipset save` of each set: `add <set> <address> timeout <seconds>` per member. */
   async listBans(): Promise<ListedBan[]> {
     const out: ListedBan[] = [];
-    for (const f of this.families) {
-      const { stdout } = await this.ipset(['save', this.setName(f)]);
-      out.push(...parseIpsetSave(stdout, this.setName(f), f));
+    for (const s of this.slots) {
+      const { stdout } = await this.ipset(['save', s.live]);
+      out.push(...parseIpsetSave(stdout, s.live, s.family, s.range));
     }
     return out;
   }
@@ -274,7 +267,7 @@ export class IpsetBackend implements FirewallBackend {
   /** Every set's header through the live shell (no process start), and each family's filter table. */
   inspect(): Promise<KernelView> {
     return inspectIpset({
-      fams: this.fams, chain: this.opts.chain, ports: this.opts.ports ?? '', tables: () => this.ruleset.tables(), setName: (f) => this.setName(f),
+      fams: this.fams, chain: this.opts.chain, ports: this.opts.ports ?? '', tables: () => this.ruleset.tables(), slots: this.slots,
       rules: (ft) => this.chainContent(ft), headers: () => (this.shell ? this.shell.query('list -t') : this.ipset(['list', '-t']).then((r) => r.stdout)),
     });
   }

@@ -1,6 +1,6 @@
 import type { Logger } from '../log';
 import type { ConntrackFlusher } from './conntrack';
-import { CommandError, checkedIp } from './exec';
+import { CommandError, checkedTarget } from './exec';
 import type { BanLineFormat, BanSource, FirewallBackend, KernelBan } from './types';
 
 type Ban = Pick<KernelBan, 'address' | 'family'>;
@@ -186,7 +186,7 @@ export class FirewallQueue {
       return false;
     }
     try {
-      checkedIp(b.address, b.family);
+      checkedTarget(b.address, b.family);
       return true;
     } catch (err) {
       this.log.error({ err, address: b.address }, 'firewall: refused invalid address');

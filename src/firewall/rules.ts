@@ -2,7 +2,8 @@ import type { Logger } from '../log';
 import { canonicalIp, type Family } from '../net/ip';
 import { ensureChain, familyBinaries, listRules, restoreFilter, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
-import { checkBatch, checkedIp, CommandError, requireBinaries, SkipLog } from './exec';
+import { checkBatch, checkedIp, checkedTarget, CommandError, isRange, requireBinaries, SkipLog } from './exec';
+import { canonicalTarget } from '../net/range';
 import type { FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 import { backendTools, type RulesetCache } from './monitor';
 import { inspectRules, type KernelView } from './verify';
@@ -39,17 +40,21 @@ export class RulesBackend implements FirewallBackend {
     ({ netns: this.netns, fams: this.fams, families: this.families, ruleset: this.ruleset } = backendTools(opts, tools));
   }
 
+  /** A host's rule (`-s <ip>/32`), or a range's (`-s <network>/<prefix>`, as iptables prints both). */
   private spec(address: string, f: Family): string {
-    return `-s ${checkedIp(address, f)}/${f === 4 ? 32 : 128} -j ${targetSpec(this.opts.target, f)}`;
+    const source = isRange(address) ? checkedTarget(address, f) : `${checkedIp(address, f)}/${f === 4 ? 32 : 128}`;
+    return `-s ${source} -j ${targetSpec(this.opts.target, f)}`;
   }
 
   /** Forget one family's mirror and refill it from `-A <chain> ...` lines. */
   private mirror(f: Family, lines: string[]): void {
-    for (const [a] of this.present) if (canonicalIp(a)?.family === f) this.present.delete(a);
+    for (const [a] of this.present) if (canonicalTarget(a)?.family === f) this.present.delete(a);
     const head = `-A ${this.opts.chain} `;
     for (const line of lines) {
-      const m = /^-s (\S+)\/(32|128) /.exec(line.slice(head.length));
-      const c = m && line.startsWith(head) ? canonicalIp(m[1]) : null;
+      const m = /^-s (\S+)\/(\d{1,3}) /.exec(line.slice(head.length));
+      if (!m || !line.startsWith(head)) continue;
+      const host = m[2] === (f === 4 ? '32' : '128');
+      const c = host ? canonicalIp(m[1]) : canonicalTarget(`${m[1]}/${m[2]}`);
       if (c && c.family === f) this.present.set(c.address, line.slice(head.length));
     }
   }

@@ -18,6 +18,8 @@ export interface KernelBan {
  */
 export interface BanLineFormat {
   prefix: Record<Family, string>;
+  /** A range's lines (an address with a `/`). */
+  rangePrefix: Record<Family, string>;
   infix: string;
   maxSeconds: number;
 }

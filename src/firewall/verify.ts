@@ -34,7 +34,7 @@ export interface KernelView {
  * `-A <chain> ...` line in order; `size`, when given, is how many rules there must be. The
  * chain's rules are returned for counting.
  */
-export function chainView(lines: string[], chain: string, ports: string, family: Family, ruleOk: (rule: string, last: boolean) => boolean, size?: number): { drifts: Drift[]; rules: string[] } {
+export function chainView(lines: string[], chain: string, ports: string, family: Family, ruleOk: (rule: string, last: boolean, index: number) => boolean, size?: number): { drifts: Drift[]; rules: string[] } {
   const drifts: Drift[] = [];
   if (!lines.includes(`-N ${chain}`)) {
     drifts.push({ what: 'chain', family, detail: `chain ${chain} missing` });
@@ -46,7 +46,7 @@ export function chainView(lines: string[], chain: string, ports: string, family:
   const head = `-A ${chain} `;
   const rules = lines.filter((l) => l.startsWith(head)).map((l) => l.slice(head.length));
   if (rules.length === 0) drifts.push({ what: 'rules', family, detail: `chain ${chain} flushed` });
-  else if ((size !== undefined && rules.length !== size) || !rules.every((r, i) => ruleOk(r, i === rules.length - 1))) drifts.push({ what: 'rules', family, detail: `rules of chain ${chain} changed` });
+  else if ((size !== undefined && rules.length !== size) || !rules.every((r, i) => ruleOk(r, i === rules.length - 1, i))) drifts.push({ what: 'rules', family, detail: `rules of chain ${chain} changed` });
   return { drifts, rules };
 }
 
@@ -74,13 +74,13 @@ export function parseSetHeaders(text: string): Map<string, SetHeader> {
   return out;
 }
 
-/** A live set must exist as a `hash:ip` of its family with timeouts (else every ban fails or never matches). */
-export function setView(headers: Map<string, SetHeader>, name: string, family: Family): { drift?: Drift; count?: KernelCount } {
+/** A live set must exist as a `hash:ip` (`hash:net` for ranges) of its family with timeouts (else every ban fails or never matches). */
+export function setView(headers: Map<string, SetHeader>, name: string, family: Family, range = false): { drift?: Drift; count?: KernelCount } {
   const h = headers.get(name);
   if (!h) return { drift: { what: 'set', family, detail: `set ${name} missing` } };
   const words = h.header.split(/\s+/);
   const fam = words[words.indexOf('family') + 1];
-  if (h.type !== 'hash:ip' || fam !== (family === 4 ? 'inet' : 'inet6') || !words.includes('timeout')) {
+  if (h.type !== (range ? 'hash:net' : 'hash:ip') || fam !== (family === 4 ? 'inet' : 'inet6') || !words.includes('timeout')) {
     return { drift: { what: 'set', family, detail: `set ${name} has the wrong type (${h.type} ${h.header.split(' hashsize')[0]})` } };
   }
   return Number.isFinite(h.entries) ? { count: { family, count: h.entries, where: name } } : {};
@@ -114,24 +114,28 @@ export interface IpsetLook {
   ports: string;
   /** Each family's `iptables -S` of the filter table, in the order of fams. */
   tables(): Promise<string[][]>;
-  setName(f: Family): string;
-  /** The chain's content as written: the set's rule, then RETURN. */
+  /** Per family the ranges' and the hosts' sets (ipset-sets.ts). */
+  slots: { family: Family; range: boolean; live: string }[];
+  /** The chain's content as written: each set's rule, then RETURN. */
   rules(ft: FamilyTools): string[];
   /** `ipset list -t` of every set. */
   headers(): Promise<string>;
 }
 
-/** The ipset backend: exactly its two rules, each live set of the right type, and its members. */
+/** The ipset backend: exactly its rules, each live set of the right type, and the members of a family's sets together. */
 export async function inspectIpset(x: IpsetLook): Promise<KernelView> {
   const [headers, tables] = await Promise.all([x.headers(), x.tables()]);
   const sets = parseSetHeaders(headers);
   const view: KernelView = { drifts: [], counts: [] };
   x.fams.forEach((ft, i) => {
     const want = x.rules(ft).map((l) => l.slice(`-A ${x.chain} `.length));
-    view.drifts.push(...chainView(tables[i], x.chain, x.ports, ft.family, (r, last) => r === want[last ? 1 : 0], 2).drifts);
-    const set = setView(sets, x.setName(ft.family), ft.family);
-    if (set.drift) view.drifts.push(set.drift);
-    if (set.count) view.counts.push(set.count);
+    view.drifts.push(...chainView(tables[i], x.chain, x.ports, ft.family, (r, _last, k) => r === want[k], want.length).drifts);
+    const views = x.slots.filter((s) => s.family === ft.family).map((s) => setView(sets, s.live, s.family, s.range));
+    for (const v of views) if (v.drift) view.drifts.push(v.drift);
+    const counted = views.map((v) => v.count).filter((c): c is KernelCount => c !== undefined);
+    if (counted.length === views.length && counted.length > 0) {
+      view.counts.push({ family: ft.family, count: counted.reduce((n, c) => n + c.count, 0), where: counted.map((c) => c.where).join(' + ') });
+    }
   });
   return view;
 }
@@ -142,7 +146,7 @@ export async function inspectRules(x: { fams: FamilyTools[]; chain: string; port
   const view: KernelView = { drifts: [], counts: [] };
   x.fams.forEach((ft, i) => {
     const target = ` -j ${targetSpec(x.target, ft.family)}`;
-    const ban = (r: string) => /^-s \S+\/(32|128) -j /.test(r) && r.endsWith(target);
+    const ban = (r: string) => /^-s \S+\/\d{1,3} -j /.test(r) && r.endsWith(target);
     const { drifts, rules } = chainView(tables[i], x.chain, x.ports, ft.family, (r, last) => (last ? r === '-j RETURN' : ban(r)));
     view.drifts.push(...drifts);
     if (!drifts.some((d) => d.what === 'chain')) view.counts.push({ family: ft.family, count: rules.filter(ban).length, where: `chain ${x.chain}` });

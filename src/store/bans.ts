@@ -26,13 +26,13 @@ const SELECT_ACTIVE = `SELECT ${BAN_COLUMNS} FROM bans WHERE ${ACTIVE}`;
 const SELECT_ACTIVE_TEXT = `SELECT group_concat(address || ' ' || ifnull(until, ''), char(10)) FROM bans WHERE ${ACTIVE}`;
 /**
  * The active bans of one family rendered as lines (LineTemplate), one statement per family, since
- * a GROUP BY would sort them all first. Only addresses of hex digits, '.' and ':' (GLOB), so no
+ * a GROUP BY would sort them all first. Only addresses of hex digits, '.', ':' and '/' (GLOB), so no
  * line can carry another command; seconds rounded up in integers (a JS number binds as a real).
  */
 const renderSql = (family: string) => `
-  SELECT count(*), group_concat(@prefix || address || @infix ||
+  SELECT count(*), group_concat(iif(instr(address, '/') > 0, @rangePrefix, @prefix) || address || @infix ||
     iif(until IS NULL OR until - CAST(@now AS INTEGER) > @max * 1000, 0, (until - CAST(@now AS INTEGER) + 999) / 1000), char(10))
-  FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > @now) AND ${family} AND address NOT GLOB '*[^0-9a-f.:]*'`;
+  FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > @now) AND ${family} AND address NOT GLOB '*[^0-9a-f.:/]*'`;
 // An address that cannot be a single host is never rendered (notSingleHost in src/net/ip.ts):
 // ipset refuses 0.0.0.0 and ::, which would fail the whole load.
 const RENDER: Record<Family, string> = {
@@ -124,7 +124,7 @@ export class BanTable {
   renderActiveBans(now: number, format: LineTemplate): RenderedLines {
     const lines: RenderedLines = { 4: '', 6: '', count: 0 };
     for (const f of [4, 6] as Family[]) {
-      const [count, text] = this.sql(RENDER[f]).raw().get({ now, prefix: format.prefix[f], infix: format.infix, max: format.maxSeconds }) as [number, string | null];
+      const [count, text] = this.sql(RENDER[f]).raw().get({ now, prefix: format.prefix[f], rangePrefix: format.rangePrefix[f], infix: format.infix, max: format.maxSeconds }) as [number, string | null];
       lines[f] = text ?? '';
       lines.count += count;
     }

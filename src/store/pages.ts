@@ -6,7 +6,7 @@ import { ACTIVE, BAN_FIELDS } from './sql';
 export type BanSort = 'time' | 'address' | 'count';
 export const BAN_SORTS: readonly BanSort[] = ['time', 'address', 'count'];
 /** The sources a ban row can have. */
-export const BAN_SOURCES = ['auto', 'manual', 'legacy', 'fail2ban', 'kernel', 'fleet'] as const;
+export const BAN_SOURCES = ['auto', 'manual', 'range', 'legacy', 'fail2ban', 'kernel', 'fleet'] as const;
 
 /**
  * Options of a listing page (Store.listBansPage). source and since (started at or after, ms)

@@ -5,11 +5,13 @@ import type { events, hosts } from './schema';
 
 /**
  * How each ban becomes a line: `<prefix of its family><address><infix><seconds left>`, seconds
- * rounded up, 0 for none or more than maxSeconds. The store knows lines, not whose they are (the
- * firewall's BanLineFormat has this shape).
+ * rounded up, 0 for none or more than maxSeconds; a range (an address with a `/`) takes
+ * rangePrefix instead. The store knows lines, not whose they are (the firewall's BanLineFormat
+ * has this shape).
  */
 export interface LineTemplate {
   prefix: Record<Family, string>;
+  rangePrefix: Record<Family, string>;
   infix: string;
   maxSeconds: number;
 }
@@ -58,7 +60,7 @@ export interface NewBan {
   reasonAccount: string;
   failures: number;
   /** kernel: adopted at start from a kernel ban the database lacked; fleet: a peer's (src/fleet). */
-  source: 'auto' | 'manual' | 'legacy' | 'fail2ban' | 'kernel' | 'fleet';
+  source: 'auto' | 'manual' | 'range' | 'legacy' | 'fail2ban' | 'kernel' | 'fleet';
   /** The fleet node that made it (fleet bans only). */
   origin?: string | null;
 }

@@ -30,7 +30,7 @@ export const bans = sqliteTable('bans', {
   reasonService: text('reason_service').notNull().default(''),
   reasonAccount: text('reason_account').notNull().default(''),
   failures: integer('failures').notNull().default(0),
-  source: text('source').notNull().default('auto'), // auto, manual, legacy, fail2ban, kernel, fleet
+  source: text('source').notNull().default('auto'), // auto, manual, range, legacy, fail2ban, kernel, fleet
   origin: text('origin'), // fleet bans: the node that made it (null: this node)
   liftedAt: integer('lifted_at'), // set when it ended early or expired
   liftReason: text('lift_reason'), // expired, unban, allowed, superseded

@@ -82,14 +82,7 @@ export async function asRole(pg: PgCluster, name: string): Promise<Client> {
 }
 
 /** Polls check() until it holds; fails naming what did not happen. */
-export async function eventually(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000, everyMs = 20): Promise<number> {
-  const t0 = performance.now();
-  while (!(await check())) {
-    if (performance.now() - t0 > timeoutMs) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  return performance.now() - t0;
-}
+export { eventually } from './eventually';
 
 /** n addresses 198.18.<third>.1.. (a benchmarking range: bannable, routed nowhere). */
 export const range = (third: number, n: number, from = 1) => Array.from({ length: n }, (_, i) => `198.18.${third + Math.floor((from + i) / 250)}.${((from + i) % 250) + 1}`);
