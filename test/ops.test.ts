@@ -24,7 +24,7 @@ describe('help and completion', () => {
       ampere(['run', '--help'], { AMPERE_DB: '/nonexistent/x.db' }), ampere(['health', '--help'], {}), ampere(['help', 'nope'], {}), ampere(['help'], {}),
     ]);
     for (const r of [help, flag, short, run, health, none]) assert.equal(r.code, 0, r.stderr);
-    assert.equal(help.stdout, 'usage: ampere ban <ip>... [--for <duration>|permanent] [--reason <text>] [--json]\n');
+    assert.equal(help.stdout, 'usage: ampere ban <ip-or-range>... [--for <duration>|permanent] [--reason <text>] [--json]\n');
     assert.equal(flag.stdout, help.stdout);
     assert.equal(short.stdout, help.stdout);
     // `run --help` must print, not start a daemon.
