@@ -6,7 +6,7 @@
 export const USAGE_OF: Record<string, string> = {
   run: 'run',
   status: 'status [--json]',
-  bans: 'bans [<address-or-cidr>] [--all] [--since <duration>] [--source auto|manual|legacy|fail2ban|kernel|fleet] [--origin <node>|local] [--sort time|address|count] [--limit <n>] [--json]',
+  bans: 'bans [<address-or-cidr>] [--all] [--since <duration>] [--source auto|manual|range|legacy|fail2ban|kernel|fleet] [--origin <node>|local] [--sort time|address|count] [--limit <n>] [--json]',
   ban: 'ban <ip-or-range>... [--for <duration>|permanent] [--reason <text>] [--json]',
   unban: 'unban <ip-or-range>... | --all [--json]',
   allow: 'allow add <ip-or-cidr> [--note <text>] | allow rm <ip-or-cidr> | allow list [--json]',
