@@ -86,7 +86,7 @@ describe('ampere bans filters and order', () => {
   test('bad option values are usage errors (exit 2) naming the option', async () => {
     for (const [args, re] of [
       [['--since', 'yesterday'], /--since "yesterday" is not a duration/],
-      [['--source', 'range'], /--source must be one of auto, manual, legacy, fail2ban, kernel, fleet \(got "range"\)/],
+      [['--source', 'cidr'], /--source must be one of auto, manual, range, legacy, fail2ban, kernel, fleet \(got "cidr"\)/],
       [['--sort', 'name'], /--sort must be one of time, address, count/],
       [['--limit', '0'], /--limit must be a whole number/],
     ] as const) {
