@@ -91,7 +91,6 @@ export class IpsetBackend implements FirewallBackend {
    * setAll's swap replaces the other one without a gap.
    */
   private async createMissingSets(): Promise<void> {
-    const fams = this.families;
     try {
       await this.command(this.slots.map((s) => createLine(s.live, s, s.range ? 64 : 4096)));
       return;
@@ -132,7 +131,8 @@ export class IpsetBackend implements FirewallBackend {
 
   /** The scratch sets' names in each ban's line: the store renders the adds of a full load. */
   get lineFormat(): BanLineFormat {
-    const [host, range] = [setSlots(this.opts.chain, [4, 6]).filter((s) => !s.range), setSlots(this.opts.chain, [4, 6]).filter((s) => s.range)];
+    const all = setSlots(this.opts.chain, [4, 6]);
+    const [host, range] = [all.filter((s) => !s.range), all.filter((s) => s.range)];
     return {
       prefix: { 4: `add ${host[0].scratch} `, 6: `add ${host[1].scratch} ` }, rangePrefix: { 4: `add ${range[0].scratch} `, 6: `add ${range[1].scratch} ` },
       infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT,
