@@ -12,10 +12,11 @@ function run(data: CheckpointWorkerData): void {
   const ctl = new Int32Array(data.ctl);
   const o = data.opts;
   const msg = (err: unknown) => String((err as Error | undefined)?.message ?? err);
-  let db: Database.Database | null = null;
+  const conn: { db: Database.Database | null } = { db: null };
   try {
-    db = open(data);
-    const tick = ticker(db, ctl, data);
+    // Opening and preparing read the database: under LOCK too, or a forced RESTART on the
+    // daemon's thread that runs meanwhile finds a reader and is busy for nothing.
+    const tick = withLock(ctl, () => ticker((conn.db = open(data)), ctl, data));
     let seq = Atomics.load(ctl, SEQ);
     let failures = 0;
     while (Atomics.load(ctl, STOP) === 0) {
@@ -38,9 +39,24 @@ function run(data: CheckpointWorkerData): void {
   } catch (err) {
     parentPort!.postMessage({ type: 'error', fatal: true, message: msg(err) });
   } finally {
-    try { db?.close(); } catch { /* closed */ }
+    try { conn.db?.close(); } catch { /* closed */ }
     Atomics.store(ctl, DONE, 1);
     Atomics.notify(ctl, DONE);
+  }
+}
+
+/** Runs fn holding LOCK as the worker (1), waiting (blocking this thread only) while the daemon's thread holds it. */
+function withLock<T>(ctl: Int32Array, fn: () => T): T {
+  for (;;) {
+    const holder = Atomics.compareExchange(ctl, LOCK, 0, 1);
+    if (holder === 0) break;
+    Atomics.wait(ctl, LOCK, holder, 50);
+  }
+  try {
+    return fn();
+  } finally {
+    Atomics.store(ctl, LOCK, 0);
+    Atomics.notify(ctl, LOCK);
   }
 }
 
