@@ -4,16 +4,18 @@
  * fresh namespace. Prints the time from spawn to the kernel holding all, the restore step alone,
  * and the daemon's RSS once started (and its peak). Not part of `npm run bench`:
  *
- *   node --import tsx bench/restore-1m.ts [--bans=1000000] [--runs=1]
+ *   node --import tsx bench/restore-1m.ts [--bans=1000000] [--runs=1] [--profile=DIR]
+ *
+ * --profile: the daemon runs with --cpu-prof into DIR, and where its time went is printed.
  *
  * Needs root (namespaces, ipset, iptables).
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { build } from './lib/build';
 import { bulk4, bulk6, V4_BULK, writeBanDb, type BanSpec } from './lib/data';
 import { installCleanup, removeTempDir, sleep, tempDir } from './lib/sys';
-import { startRunning } from './sections/common';
+import { logProfiles, profArgs, startRunning, type Ctx } from './sections/common';
 
 const arg = (name: string, dflt: string) => process.argv.slice(2).find((x) => x.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
 
@@ -28,6 +30,9 @@ async function main(): Promise<void> {
   installCleanup();
   const n = Number(arg('bans', '1000000'));
   const runs = Number(arg('runs', '1'));
+  const profileDir = arg('profile', '') ? resolve(arg('profile', '')) : undefined;
+  if (profileDir) mkdirSync(profileDir, { recursive: true });
+  const ctx: Ctx = { quick: false, log: (s) => console.log(s), profileDir };
   await build((s) => console.log(s));
   const dbDir = tempDir('restore-1m');
   try {
@@ -41,7 +46,7 @@ async function main(): Promise<void> {
       const { copyFileSync } = await import('node:fs');
       copyFileSync(join(dbDir, 'ampere.db'), join(dir, 'ampere.db'));
       try {
-        const r = await startRunning({ backend: 'ipset', dir, env: { AMPERE_BACKUP_DIR: '' } });
+        const r = await startRunning({ backend: 'ipset', dir, env: { AMPERE_BACKUP_DIR: '' }, nodeArgs: profArgs(ctx, 'restore-1m') });
         try {
           const restored = r.daemon.lines.find((l) => l.msg === 'bans restored');
           const toKernel = Number((restored!.receivedAt as bigint) - r.daemon.startedAt) / 1e6;
@@ -52,6 +57,7 @@ async function main(): Promise<void> {
         } finally {
           await r.close();
         }
+        logProfiles(ctx, 'restore-1m');
       } finally {
         removeTempDir(dir);
       }
