@@ -20,6 +20,12 @@ export function bulk4(i: number): string {
   return `198.${18 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`;
 }
 
+/** The i-th of up to 4,194,304 distinct IPv4 addresses (100.64.0.0/10), for sets larger than V4_BULK. */
+export function wide4(i: number): string {
+  if (i >= 1 << 22) throw new Error(`wide4: ${i} is past 100.127.255.255`);
+  return `${100}.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
+}
+
 /** The i-th bulk IPv6 address, in fd33::/64 (canonical text). */
 export function bulk6(i: number, tag = 'b'): string {
   return `fd33::${tag}:${((i >>> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}`;
