@@ -13,7 +13,6 @@ import type { FirewallQueue } from '../firewall';
 import type { Logger } from '../log';
 import type { Metrics } from '../metrics';
 import { EventWindow } from '../metrics/window';
-import { notifyChanges } from '../notify';
 import { PenaltyTable } from '../scoring';
 import { Pruner, Store } from '../store';
 import { openCore } from './core';
@@ -59,7 +58,8 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   for (const w of loaded.warnings) log.warn(w);
   const core = await openCore(cfg, log, t0);
   const { socketPath, store, allow, backend, firewall, decisions, verifier, stats } = core;
-  const notifier = notifyChanges(cfg, decisions, hostname(), log.child({ module: 'notify' }));
+  // Loaded only when set, like fleet mode: a daemon without notify_url loads no HTTPS client.
+  const notifier = cfg.notify_url ? (require('../notify') as typeof import('../notify')).notifyChanges(cfg, decisions, hostname(), log.child({ module: 'notify' })) : null;
   const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: cfg.max_hosts, isAllowed: (a, f) => allow.allows(a, f) });
   const pruner = new Pruner(store.sqlite, { hostMaxAgeMs: HOST_MAX_AGE_MS, maxHostRows: cfg.max_host_rows, banHistoryKeepMs: cfg.ban_history_keep }, { onCommit: () => store.checkpointer?.noteCommit() });
   const ami = new AmiConnection({ host: cfg.host, port: cfg.port, user: cfg.user, pass: cfg.pass, pingIntervalMs: cfg.ami_timeout, pingTimeoutMs: cfg.ami_timeout, connectTimeoutMs: cfg.ami_timeout }, log.child({ module: 'ami' }));
