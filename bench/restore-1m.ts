@@ -2,7 +2,8 @@
  * A node holding 1,000,000 active bans (issue 15's scale): the real daemon started on a database
  * of that many (131,072 IPv4 from 198.18.0.0/15, the rest IPv6 in fd33::/64), ipset backend, in a
  * fresh namespace. Prints the time from spawn to the kernel holding all, the restore step alone,
- * and the daemon's RSS once started (and its peak). Not part of `npm run bench`:
+ * the daemon's RSS once started (and its peak), then each step of the restore alone, down to
+ * `ipset restore` of the same lines by itself (the floor). Not part of `npm run bench`:
  *
  *   node --import tsx bench/restore-1m.ts [--bans=1000000] [--runs=1] [--profile=DIR]
  *
@@ -16,6 +17,7 @@ import { build } from './lib/build';
 import { bulk4, bulk6, V4_BULK, writeBanDb, type BanSpec } from './lib/data';
 import { installCleanup, removeTempDir, sleep, tempDir } from './lib/sys';
 import { logProfiles, profArgs, startRunning, type Ctx } from './sections/common';
+import { restoreSteps } from './sections/restore';
 
 const arg = (name: string, dflt: string) => process.argv.slice(2).find((x) => x.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
 
@@ -62,6 +64,9 @@ async function main(): Promise<void> {
         removeTempDir(dir);
       }
     }
+    // Where the time goes, step by step in this process (as section 3 does for 100k).
+    const steps = await restoreSteps(join(dbDir, 'ampere.db'), n);
+    for (const [name, ms] of Object.entries(steps)) console.log(`step alone, ${n} bans: ${name}: ${Math.round(ms)} ms`);
   } finally {
     removeTempDir(dbDir);
   }

@@ -91,7 +91,7 @@ async function originalWay(n: number): Promise<number[]> {
  * via `ip netns exec`, ~10 ms more per command than the daemon pays); the in-memory set made
  * after it; and `ipset restore` of the same lines alone (one process).
  */
-async function restoreSteps(dbFile: string, n: number): Promise<Record<string, number>> {
+export async function restoreSteps(dbFile: string, n: number): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   const t = () => performance.now();
   let t0 = t();
@@ -129,6 +129,13 @@ async function restoreSteps(dbFile: string, n: number): Promise<Record<string, n
     t0 = t();
     await ns.must('ipset', ['restore', '-exist', '-file', file]);
     out['of which: ipset restore of the same lines alone, one process'] = t() - t0;
+    for (const f of [4, 6]) await ns.must('ipset', ['destroy', `x${f}`]);
+    // The floor of a full load on this machine: the same lines split over two processes, as the daemon's two loaders.
+    const [head, rest] = [text.split('\n').filter((l) => l.startsWith('create ')), text.split('\n').filter((l) => l.startsWith('add '))];
+    const halves = [0, 1].map((k) => { const f = `${file}.${k}`; writeFileSync(f, [...head, ...rest.filter((_, i) => i % 2 === k)].join('\n') + '\n'); return f; });
+    t0 = t();
+    await Promise.all(halves.map((f) => ns.must('ipset', ['restore', '-exist', '-file', f])));
+    out['of which: ipset restore of the same lines alone, two processes at once'] = t() - t0;
   } finally {
     store.close();
     await ns.destroy();
