@@ -142,7 +142,7 @@ export class Decisions {
   /** The in-memory bans as the kernel needs them. */
   private bannedNow(): KernelBan[] {
     const out: KernelBan[] = [];
-    for (const address of this.banned.keys()) out.push({ address, family: familyOf(address), until: this.banned.get(address)! });
+    for (const [address, until] of this.banned.entries()) out.push({ address, family: familyOf(address), until });
     return out;
   }
 
@@ -180,12 +180,7 @@ export class Decisions {
 
   /** How many of a family's bans end by `at` (the firewall check asks only when counts differ). */
   countEndedBy(family: Family, at: number): number {
-    let n = 0;
-    for (const address of this.banned.keys()) {
-      const until = this.banned.get(address);
-      if (until != null && until <= at && familyOf(address) === family) n++;
-    }
-    return n;
+    return this.banned.countEndedBy(family, at);
   }
 
   /** An automatic ban from the scoring. */

@@ -61,7 +61,7 @@ export function expandIpv6(text: string): number[] | null {
 }
 
 /** RFC 5952 text form: longest run (>1) of zero words becomes '::'. */
-function compressIpv6(words: number[]): string {
+export function compressIpv6(words: ArrayLike<number>): string {
   let bestStart = -1;
   let bestLen = 0;
   for (let i = 0; i < 8; ) {
@@ -71,7 +71,7 @@ function compressIpv6(words: number[]): string {
     if (j - i > bestLen && j - i > 1) { bestStart = i; bestLen = j - i; }
     i = j;
   }
-  const hex = words.map((w) => w.toString(16));
+  const hex = Array.from(words, (w) => w.toString(16));
   if (bestStart < 0) return hex.join(':');
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }

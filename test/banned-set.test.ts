@@ -1,0 +1,105 @@
+/**
+ * The compact set of banned addresses (src/decisions/banned.ts, host-table.ts) against a plain
+ * Map as the model: the same answers for every operation, keys back exactly as given.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { BannedSet } from '../src/decisions/banned';
+import { HostTable } from '../src/decisions/host-table';
+import { canonicalIp } from '../src/net/ip';
+
+/** A small deterministic generator (mulberry32), so a failure can be replayed. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Addresses from a small pool (so sets, deletes and lookups hit each other), in every shape the set meets. */
+function addressPool(r: () => number, n: number): string[] {
+  const hex = () => Math.floor(r() * 3 === 0 ? 0 : r() * 0x10000).toString(16);
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const kind = Math.floor(r() * 6);
+    if (kind <= 1) out.push(`${Math.floor(r() * 256)}.${Math.floor(r() * 256)}.${Math.floor(r() * 4)}.${Math.floor(r() * 256)}`);
+    else if (kind <= 3) {
+      // Random words, many zero, through canonicalIp: every '::' placement occurs.
+      const words = Array.from({ length: 8 }, () => (r() < 0.4 ? '0' : hex()));
+      out.push(canonicalIp(words.join(':'))!.address);
+    } else if (kind === 4) out.push(r() < 0.5 ? `203.0.${Math.floor(r() * 256)}.0/24` : `2001:db8:${hex()}::/48`);
+    else out.push(['::FFFF:1.2.3.4', '01.2.3.4', '2001:DB8::1', '2001:db8:0:0:0:0:0:1', '::ffff:10.0.0.1', 'garbage', '', '1.2.3', '::', '0.0.0.0'][Math.floor(r() * 10)]);
+  }
+  return out;
+}
+
+test('the set answers as a Map does over 300,000 random operations, keys back exactly as set', () => {
+  const r = rng(20261205);
+  const pool = addressPool(r, 20_000);
+  const set = new BannedSet();
+  const model = new Map<string, number | null>();
+  for (let i = 0; i < 300_000; i++) {
+    const a = pool[Math.floor(r() * pool.length)];
+    const op = r();
+    if (op < 0.45) {
+      const until = r() < 0.1 ? null : Math.floor(r() * 1e12);
+      set.set(a, until);
+      model.set(a, until);
+    } else if (op < 0.75) assert.equal(set.delete(a), model.delete(a), `delete ${a}`);
+    else if (op < 0.9) assert.equal(set.get(a), model.get(a), `get ${a}`);
+    else assert.equal(set.has(a), model.has(a), `has ${a}`);
+    if (i % 50_000 === 0) assert.equal(set.size, model.size);
+  }
+  assert.equal(set.size, model.size);
+  assert.deepEqual(new Map(set.entries()), model);
+  assert.deepEqual(new Set(set.keys()), new Set(model.keys()));
+  const v6 = [...model.keys()].filter((a) => a.includes(':')).length;
+  assert.deepEqual(set.byFamily, { v4: model.size - v6, v6 });
+  for (const at of [0, 3e11, 6e11, 1e12]) {
+    for (const f of [4, 6] as const) {
+      const expected = [...model].filter(([a, u]) => u !== null && u <= at && (a.includes(':') ? 6 : 4) === f).length;
+      assert.equal(set.countEndedBy(f, at), expected, `countEndedBy(${f}, ${at})`);
+    }
+  }
+});
+
+test('text that is not canonical is kept as given, apart from its canonical twin', () => {
+  const set = new BannedSet();
+  for (const [a, u] of [['2001:DB8::1', 1], ['2001:db8::1', 2], ['2001:db8:0:0:0:0:0:1', 3], ['::FFFF:1.2.3.4', 4], ['1.2.3.4', 5], ['01.2.3.4', 6], ['::', null]] as const) set.set(a, u);
+  assert.equal(set.size, 7);
+  assert.equal(set.get('2001:db8::1'), 2);
+  assert.equal(set.get('2001:DB8::1'), 1);
+  assert.equal(set.get('::'), null);
+  assert.deepEqual(new Set(set.keys()), new Set(['2001:DB8::1', '2001:db8::1', '2001:db8:0:0:0:0:0:1', '::FFFF:1.2.3.4', '1.2.3.4', '01.2.3.4', '::']));
+  assert.equal(set.delete('2001:db8::1'), true);
+  assert.equal(set.has('2001:DB8::1'), true);
+  set.clear();
+  assert.equal(set.size, 0);
+  assert.deepEqual([...set.entries()], []);
+});
+
+test('every shape of a canonical IPv6 address goes through the table and back', () => {
+  const set = new BannedSet();
+  const all = ['1::', '::1', '1::1', '1:0:0:1::', 'fd33::b:0:1', '1:2:3:4:5:6:7:8', '1:0:2:3:4:5:6:7', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', '2001:db8::8:800:200c:417a', '0:2:3:4:5:6:7:8', '1:2:3:4:5:6:7:0', '::2:3:4:5:6:7', '1:2:3:4:5:6::'];
+  for (const [i, a] of all.entries()) { assert.equal(canonicalIp(a)!.address, a); set.set(a, i); }
+  assert.deepEqual(new Map(set.entries()), new Map(all.map((a, i) => [a, i])));
+  assert.deepEqual(set.byFamily, { v4: 0, v6: all.length });
+});
+
+test('the table survives forced collisions: deletes in the middle of a run keep the others reachable', () => {
+  const t = new HostTable(1, 8);
+  const k = new Uint32Array(1);
+  const r = rng(7);
+  const model = new Map<number, number>();
+  for (let i = 0; i < 200_000; i++) {
+    // Keys from a small range in a table that grows from 8 slots: long runs, many wraps.
+    k[0] = Math.floor(r() * 64) * 1024;
+    if (r() < 0.55) { t.set(k, i); model.set(k[0], i); } else assert.equal(t.delete(k), model.delete(k[0]));
+    if (i % 997 === 0) for (const [key, v] of model) { k[0] = key; const s = t.find(k); assert.ok(s >= 0, `lost ${key}`); assert.equal(t.value(s), v); }
+  }
+  assert.equal(t.size, model.size);
+});
