@@ -1,4 +1,3 @@
-import { hostname } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { AmiConnection } from '../ami';
 import { SecurityHearing } from '../ami/heard';
@@ -20,7 +19,7 @@ import { Jobs, PruneTrigger } from './jobs';
 import { startFleetIfSet } from './fleet';
 import { EventPipeline } from './pipeline';
 import { makeReload, type ReloadResult } from './reload';
-import { followAmi, loadCountriesSoon, logStarted, openControl, shutdown, startMetrics, type MetricsEndpoint } from './startup';
+import { followAmi, loadCountriesSoon, notifierIfSet, logStarted, openControl, shutdown, startMetrics, type MetricsEndpoint } from './startup';
 import { health, LOOP_SAMPLE_MS, logDrift, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
 
 export type { DaemonStats, DaemonStatus } from './status';
@@ -58,8 +57,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   for (const w of loaded.warnings) log.warn(w);
   const core = await openCore(cfg, log, t0);
   const { socketPath, store, allow, backend, firewall, decisions, verifier, stats } = core;
-  // Loaded only when set, like fleet mode: a daemon without notify_url loads no HTTPS client.
-  const notifier = cfg.notify_url ? (require('../notify') as typeof import('../notify')).notifyChanges(cfg, decisions, hostname(), log.child({ module: 'notify' })) : null;
+  const notifier = notifierIfSet(cfg, decisions, log);
   const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: cfg.max_hosts, isAllowed: (a, f) => allow.allows(a, f) });
   const pruner = new Pruner(store.sqlite, { hostMaxAgeMs: HOST_MAX_AGE_MS, maxHostRows: cfg.max_host_rows, banHistoryKeepMs: cfg.ban_history_keep }, { onCommit: () => store.checkpointer?.noteCommit() });
   const ami = new AmiConnection({ host: cfg.host, port: cfg.port, user: cfg.user, pass: cfg.pass, pingIntervalMs: cfg.ami_timeout, pingTimeoutMs: cfg.ami_timeout, connectTimeoutMs: cfg.ami_timeout }, log.child({ module: 'ami' }));

@@ -1,8 +1,9 @@
+import { hostname } from 'node:os';
 import { statSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AmiConnection } from '../ami';
 import type { SecurityHearing } from '../ami/heard';
-import { describeConfig, type LoadedConfig } from '../config';
+import { describeConfig, type Config, type LoadedConfig } from '../config';
 import { restoredMarkerPath } from '../control/paths';
 import type { AllowCheck } from '../allow';
 import type { Decisions } from '../decisions';
@@ -187,6 +188,13 @@ export function logStarted(loaded: LoadedConfig, core: Core, extra: { metrics: s
  * under load, see docs/notes/measurements.md): never on the start's or a ban's path. A file that
  * fails now (it opened when the configuration was read) costs the country, not the daemon.
  */
+/** The webhook notifier, loaded only when notify_url is set: a daemon without it loads no HTTPS client. */
+export function notifierIfSet(cfg: Config, decisions: Decisions, log: Logger): import('../notify').Notifier | null {
+  if (!cfg.notify_url) return null;
+  const { notifyChanges } = require('../notify') as typeof import('../notify');
+  return notifyChanges(cfg, decisions, hostname(), log.child({ module: 'notify' }));
+}
+
 export function loadCountriesSoon(geoipDb: string, decisions: Pick<Decisions, 'countryOf'>, log: Logger): void {
   setImmediate(() => {
     try {
