@@ -77,6 +77,7 @@ test('invalid values stop the start with one line naming key, value and what is 
     [{ AMPERE_LOYALTY: 'three' }, 'loyalty', /invalid loyalty: "three" from AMPERE_LOYALTY \(env\); expected a whole number/],
     [{ AMPERE_LOYALTY: '0' }, 'loyalty', /"0"/],
     [{ AMPERE_PORT: '70000' }, 'port', /1 to 65535/],
+    [{ AMPERE_SET_SIZE: '1000' }, 'set_size', /invalid set_size: "1000" from AMPERE_SET_SIZE \(env\); expected a whole number from 65536 to 16777216/],
     [{ AMPERE_FINDTIME: '10 minutes' }, 'findtime', /duration such as 90s/],
     [{ AMPERE_BANTIME: '-1' }, 'bantime', /bantime/],
     [{ AMPERE_BACKEND: 'nftables' }, 'backend', /one of ipset, rules/],

@@ -123,6 +123,7 @@ export const KEYS = {
   log_level: { default: 'info', parse: oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal') },
   log_format: { default: 'json', parse: oneOf('json', 'pretty') },
   max_hosts: { default: '200000', parse: int(100, 10_000_000) },
+  set_size: { default: '1048576', parse: int(65_536, 16_777_216) },
   nice: { default: '-10', parse: int(-20, 19) },
   history: { default: '20', parse: int(0, 10_000) },
   max_host_rows: { default: '100000', parse: int(1000, 10_000_000) },

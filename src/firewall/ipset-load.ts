@@ -18,6 +18,14 @@ export function splitLines(text: string, n: number): string[] {
   return parts;
 }
 
+const FULL = /Hash is full/;
+
+/** A set that is full said so, for the operator: the error names set_size; null for any other failure. */
+export function setFull(err: unknown, setSize: number): Error | null {
+  if (!(err instanceof Error) || !FULL.test(err.message)) return null;
+  return new Error(`a ban set is full: more bans than set_size (${setSize}) allows in one family; raise set_size and restart. ${err.message}`);
+}
+
 /** Lines the kernel may refuse in one full load before it fails after all. */
 const MAX_REFUSED = 64;
 
@@ -53,6 +61,9 @@ export async function loadDroppingRefused(
     });
     const refused = await attempt(recorded);
     if (refused.length === 0) return;
+    // A full set refuses every line after the last that fit: not a bad line to drop.
+    const full = refused.find((r) => FULL.test(r.message));
+    if (full) throw full.err;
     const lines: string[] = [];
     for (const [i, chunks] of taken.entries()) {
       for (let r = sources[i].next(); !r.done; r = sources[i].next()) chunks.push(r.value);

@@ -32,9 +32,9 @@ export function setSlots(chain: string, families: readonly Family[]): SetSlot[] 
 
 export const setType = (range: boolean) => (range ? 'hash:net' : 'hash:ip');
 
-export function createLine(name: string, slot: Pick<SetSlot, 'family' | 'range'>, hashsize: number): string {
+export function createLine(name: string, slot: Pick<SetSlot, 'family' | 'range'>, hashsize: number, setSize = IPSET_MAXELEM): string {
   const family = slot.family === 4 ? 'inet' : 'inet6';
-  return `create ${name} ${setType(slot.range)} family ${family} hashsize ${hashsize} maxelem ${slot.range ? RANGE_MAXELEM : IPSET_MAXELEM} timeout 0`;
+  return `create ${name} ${setType(slot.range)} family ${family} hashsize ${hashsize} maxelem ${slot.range ? RANGE_MAXELEM : setSize} timeout 0`;
 }
 
 /** The slot a ban's address goes to: a range (with a `/`) to the net set of its family. */

@@ -3,11 +3,11 @@ import type { Family } from '../net/ip';
 import { ensureChain, familyBinaries, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
 import { checkBatch, requireBinaries, run } from './exec';
-import { loadDroppingRefused, refusedLine, splitLines, type RefusedLine } from './ipset-load';
+import { loadDroppingRefused, refusedLine, setFull, splitLines, type RefusedLine } from './ipset-load';
 
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
-import { addScript, IPSET_MAX_TIMEOUT, ipsetTimeout, parseIpsetSave } from './ipset-text';
+import { addScript, IPSET_MAX_TIMEOUT, IPSET_MAXELEM, ipsetTimeout, parseIpsetSave } from './ipset-text';
 import { createLine, setSlots, slotFor, type SetSlot } from './ipset-sets';
 
 export { IPSET_MAX_TIMEOUT, IPSET_MAXELEM, ipsetTimeout, parseIpsetSave } from './ipset-text';
@@ -53,6 +53,9 @@ export class IpsetBackend implements FirewallBackend {
     this.slots = setSlots(opts.chain, this.families);
   }
 
+  /** Each host set's maxelem (set_size). */
+  private get setSize(): number { return this.opts.setSize ?? IPSET_MAXELEM; }
+
   /** The hosts' live set of a family. */
   setName(f: Family): string {
     return `${this.opts.chain}-v${f}`;
@@ -92,13 +95,13 @@ export class IpsetBackend implements FirewallBackend {
    */
   private async createMissingSets(): Promise<void> {
     try {
-      await this.command(this.slots.map((s) => createLine(s.live, s, s.range ? 64 : 4096)));
+      await this.command(this.slots.map((s) => createLine(s.live, s, s.range ? 64 : 4096, this.setSize)));
       return;
     } catch { /* a set with other parameters: look first */ }
     const existing = await this.setNames();
     const create = this.slots.filter((s) => !existing.has(s.live));
     if (create.length) {
-      await this.ipset(['restore', '-exist'], create.map((s) => createLine(s.live, s, s.range ? 64 : 4096)).join('\n') + '\n');
+      await this.ipset(['restore', '-exist'], create.map((s) => createLine(s.live, s, s.range ? 64 : 4096, this.setSize)).join('\n') + '\n');
     }
   }
 
@@ -125,8 +128,12 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   /** A full load that drops the lines the kernel refuses (see loadDroppingRefused). */
-  private load(sources: Iterator<string>[]): Promise<void> {
-    return loadDroppingRefused(sources, LOADERS, () => this.createsText(), (inputFor) => this.replaceSets(inputFor), this.log);
+  private async load(sources: Iterator<string>[]): Promise<void> {
+    try {
+      await loadDroppingRefused(sources, LOADERS, () => this.createsText(), (inputFor) => this.replaceSets(inputFor), this.log);
+    } catch (err) {
+      throw setFull(err, this.setSize) ?? err;
+    }
   }
 
   /** The scratch sets' names in each ban's line: the store renders the adds of a full load. */
@@ -147,7 +154,7 @@ export class IpsetBackend implements FirewallBackend {
 
   /** The scratch sets' create lines every loader starts with. */
   private createsText(): string {
-    return this.slots.map((s) => createLine(s.scratch, s, s.range ? 64 : 1024)).join('\n') + '\n';
+    return this.slots.map((s) => createLine(s.scratch, s, s.range ? 64 : 1024, this.setSize)).join('\n') + '\n';
   }
 
   /**
@@ -246,8 +253,12 @@ export class IpsetBackend implements FirewallBackend {
   /** Small batches (every ban as it happens) through the live shell; big ones in one restore. */
   private async apply(lines: string[]): Promise<void> {
     if (lines.length === 0) return;
-    if (this.shell && lines.length <= SHELL_MAX_LINES) return this.shell.run(lines);
-    await this.ipset(['restore', '-exist'], lines.join('\n') + '\n');
+    try {
+      if (this.shell && lines.length <= SHELL_MAX_LINES) return await this.shell.run(lines);
+      await this.ipset(['restore', '-exist'], lines.join('\n') + '\n');
+    } catch (err) {
+      throw setFull(err, this.setSize) ?? err;
+    }
   }
 
   async list(): Promise<string[]> {

@@ -63,6 +63,8 @@ export interface FirewallOptions {
    * Default true.
    */
   ipv6?: boolean;
+  /** The most bans each host set (ipset, per family) holds: its maxelem. Default IPSET_MAXELEM. */
+  setSize?: number;
 }
 
 /**
