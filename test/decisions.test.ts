@@ -573,3 +573,26 @@ test('without kernel ban times (rules backend): a host banned before is stored b
   assert.ok(adds.length >= 1 && adds.every((c) => c.storedBefore[0] === false), 'ipset: kernel first (then the longer time once the count is read), the row follows');
   d2.flushWrites(true);
 }));
+
+test('peers\' bans of a catch-up page: one kernel batch before any row, rows stored with source fleet and origin, one log line for the lot', () => withStore(async (store) => {
+  const kernel = new RecordingKernel(() => store);
+  const { log, lines } = captureLog();
+  const d = new Decisions({ store, kernel, bantime, log });
+  const now = Date.now();
+  const page = Array.from({ length: 30 }, (_, i) => ({ address: `198.51.100.${i + 1}`, family: 4 as const, until: now + 60_000 + i, reason, origin: i % 2 ? 'pbx1' : 'pbx2' }));
+  const applied = d.banMany(page, now);
+  assert.equal(kernel.calls.length, 1, 'one kernel batch');
+  assert.deepEqual(kernel.calls[0].addresses, page.map((b) => b.address));
+  assert.ok(kernel.calls[0].storedBefore.every((s) => !s), 'kernel first, rows after');
+  await applied;
+  await nextTurn();
+  const rows = store.bans.listBans(now);
+  assert.equal(rows.length, 30);
+  assert.ok(rows.every((r) => r.source === 'fleet' && r.origin === (Number(r.address.split('.')[3]) % 2 === 0 ? 'pbx1' : 'pbx2')));
+  assert.equal(d.bannedUntil('198.51.100.30'), now + 60_029);
+  assert.equal(lines.filter((l) => l.msg === 'ban').length, 0, 'no line per ban');
+  assert.deepEqual(lines.filter((l) => l.msg === 'bans from the fleet').map((l) => [l.count, l.origins]), [[30, ['pbx2', 'pbx1']]]);
+  // A lone peer ban goes the way of any ban: its own line.
+  await d.banMany([{ address: '198.51.100.200', family: 4, until: now + 60_000, reason, origin: 'pbx1' }], now).then(nextTurn);
+  assert.equal(lines.filter((l) => l.msg === 'ban' && l.address === '198.51.100.200' && l.origin === 'pbx1').length, 1);
+}));

@@ -11,10 +11,12 @@ import { familyOf, type Family } from '../net/ip';
 import { banDuration, type BantimeOptions } from '../scoring/bantime';
 import type { NewBan, Store } from '../store';
 import { BannedSet, CountCache } from './banned';
+import { banMany, type PeerBan } from './bulk';
 import { PendingWrites, StoreHealth, type PendingBan, type StorageState } from './pending';
 import { BanNotStoredYet, type BanFacts, type BanReason, type BanResult, type ChangeListener, type DecisionsOptions, type KernelQueue } from './types';
 
 export type { StorageState } from './pending';
+export type { PeerBan } from './bulk';
 export { BanNotStoredYet, type BanFacts, type BanReason, type BanResult, type ChangeListener, type DecisionsOptions, type KernelQueue } from './types';
 
 /**
@@ -67,7 +69,6 @@ export class Decisions {
   setBantime(b: BantimeOptions): void {
     this.bantime = b;
   }
-
 
   /** Subscribes to every ban made and lifted (the daemon's counts, metrics). */
   onChange(listener: ChangeListener): void { this.listeners.push(listener); }
@@ -236,6 +237,12 @@ export class Decisions {
     return result;
   }
 
+  /** Peers' bans in one kernel batch (a fleet catch-up page); a lone one, or where rebans are stored first, as any ban. */
+  banMany(bans: PeerBan[], now: number): Promise<void> {
+    if (this.storeRebansFirst || bans.length === 1) return Promise.all(bans.map((b) => this.ban(b.address, b.family, b.reason, now, 'fleet', b.until - now, b.origin).applied)).then(() => {});
+    return banMany({ ...this.lift, counts: this.counts, commitDelayMs: this.commitDelayMs, changed: (w, a, d, f) => this.changed(w, a, d, f) }, bans, now);
+  }
+
   /** Earlier bans of this address in the database; undefined (and logged) when unreadable. */
   private readBanCount(address: string): number | undefined {
     try {
@@ -263,7 +270,7 @@ export class Decisions {
   }
 
   private logStored(bans: PendingBan[]): void {
-    for (const b of bans) this.log.info(banLine(b, this.countryOf), 'ban');
+    for (const b of bans) if (!b.quiet) this.log.info(banLine(b, this.countryOf), 'ban');
     for (const l of this.storedListeners) l();
   }
 

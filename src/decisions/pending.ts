@@ -2,7 +2,8 @@ import type { Logger } from '../log';
 import type { NewBan, Store } from '../store';
 
 /** A ban the kernel holds whose database row is still to be written. */
-export interface PendingBan { row: NewBan; banCount: number; since: number }
+/** quiet: no "ban" line of its own when stored (one line told of its whole batch). */
+export interface PendingBan { row: NewBan; banCount: number; since: number; quiet?: boolean }
 
 /** First wait after a failed write, and the longest: doubled after each failure. */
 export const RETRY_FIRST_MS = 50;

@@ -1,4 +1,4 @@
-import type { Decisions } from '../decisions';
+import type { Decisions, PeerBan } from '../decisions';
 import type { Logger } from '../log';
 import { parseHost, type Family } from '../net/ip';
 import type { Store } from '../store';
@@ -40,13 +40,17 @@ export const ORIGIN_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** A peer's text as it may be stored and shown: one line, bounded. */
 const clean = (v: unknown, max: number) => (typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, max) : '');
 
+/** A decision that passed every check and is a ban to make, or the decision's outcome (an unban is made here). */
+export type Checked = { ban: PeerBan; capped: boolean } | Applied;
+
 /**
  * One peer decision through the same checks as a local ban: a canonical single host, not on
- * this node's allow list, at most fleet_ban_max long and never permanent; stored (source
- * fleet, with its origin) and sent to the kernel by Decisions. A peer's unban lifts only a ban
- * that came from that same peer, unless an operator role made it.
+ * this node's allow list, at most fleet_ban_max long and never permanent. A ban that passes is
+ * returned, to be made with its page by Decisions.banMany (stored with source fleet and its
+ * origin); anything else is done here. A peer's unban lifts only a ban that came from that same
+ * peer, unless an operator role made it.
  */
-export function applyDecision(d: Received, deps: ApplyDeps, now: number): Applied {
+export function checkDecision(d: Received, deps: ApplyDeps, now: number): Checked {
   if (typeof d.origin !== 'string' || !ORIGIN_RE.test(d.origin)) return { ok: false, why: 'invalid', detail: 'bad origin' };
   if (d.action !== 'ban' && d.action !== 'unban') return { ok: false, why: 'invalid', detail: 'bad action' };
   const ip = typeof d.address === 'string' ? parseHost(d.address) : { ok: false as const, reason: 'no address' };
@@ -63,8 +67,7 @@ export function applyDecision(d: Received, deps: ApplyDeps, now: number): Applie
   if (current === null || (current !== undefined && current >= until)) return { ok: true, what: 'already', address, capped: false };
   const failures = typeof d.failures === 'number' && Number.isSafeInteger(d.failures) && d.failures >= 0 ? d.failures : 0;
   const reason = { kind: clean(d.reasonKind, 200) || 'fleet', service: clean(d.reasonService, 64), account: clean(d.reasonAccount, 200), failures };
-  const res = deps.decisions.ban(address, family, reason, now, 'fleet', until - now, d.origin);
-  return { ok: true, what: 'ban', address, capped: until !== d.until, applied: res.applied };
+  return { ban: { address, family, until, reason, origin: d.origin }, capped: until !== d.until };
 }
 
 function unbanFromPeer(d: Received, address: string, deps: ApplyDeps, now: number): Applied {

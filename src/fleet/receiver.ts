@@ -1,5 +1,6 @@
 import type { QueryResultRow } from 'pg';
-import { applyDecision, type Applied, type ApplyDeps, type Received } from './apply';
+import { checkDecision, type Applied, type ApplyDeps, type Received } from './apply';
+import type { PeerBan } from '../decisions';
 import type { LocalFleetState } from './local';
 import type { KeyedBuckets } from './rate';
 
@@ -68,14 +69,7 @@ export class Receiver {
     let from: [string, string] = [this.cursor.toString(), '0'];
     for (;;) {
       const { rows } = await this.query<Received>(FETCH, [from[0], from[1], this.origin, Math.ceil(this.deps.banMaxMs / 1000), PAGE]);
-      const now = Date.now();
-      for (const d of rows) {
-        if (this.seen.has(d.id)) continue;
-        this.seen.set(d.id, BigInt(d.txid));
-        const origin = typeof d.origin === 'string' ? d.origin : '';
-        const res: Applied = this.limits.take(origin, d.createdAt) ? applyDecision(d, this.deps, now) : { ok: false, why: 'rate', detail: 'over fleet_receive_rate for its origin' };
-        this.hooks.onResult(d, res);
-      }
+      this.applyPage(rows, Date.now());
       if (rows.length < PAGE) break;
       const last = rows[rows.length - 1];
       from = [last.txid, last.id];
@@ -86,5 +80,35 @@ export class Receiver {
       try { this.local.set('receive_cursor', xmin.toString()); } catch { /* next round */ }
       for (const [id, txid] of this.seen) if (txid < xmin) this.seen.delete(id);
     }
+  }
+
+  /**
+   * A page of decisions, in order: each checked alone, the bans that pass made together (one
+   * kernel batch). Bans gathered so far are made before any unban is looked at, so an unban
+   * after a ban of the same address in the page still finds it; of one address's bans in a
+   * page the longest is made.
+   */
+  private applyPage(rows: Received[], now: number): void {
+    const batch = new Map<string, { d: Received[]; ban: PeerBan; capped: boolean }>();
+    const flush = () => {
+      if (batch.size === 0) return;
+      const made = [...batch.values()];
+      batch.clear();
+      const applied = this.deps.decisions.banMany(made.map((m) => m.ban), now);
+      for (const m of made) for (const d of m.d) this.hooks.onResult(d, { ok: true, what: 'ban', address: m.ban.address, capped: m.capped, applied });
+    };
+    for (const d of rows) {
+      if (this.seen.has(d.id)) continue;
+      this.seen.set(d.id, BigInt(d.txid));
+      const origin = typeof d.origin === 'string' ? d.origin : '';
+      if (!this.limits.take(origin, d.createdAt)) { this.hooks.onResult(d, { ok: false, why: 'rate', detail: 'over fleet_receive_rate for its origin' }); continue; }
+      if (d.action !== 'ban') flush();
+      const c = checkDecision(d, this.deps, now);
+      if (!('ban' in c)) { this.hooks.onResult(d, c); continue; }
+      const same = batch.get(c.ban.address);
+      if (!same) batch.set(c.ban.address, { d: [d], ban: c.ban, capped: c.capped });
+      else { same.d.push(d); if (c.ban.until > same.ban.until) { same.ban = c.ban; same.capped = c.capped; } }
+    }
+    flush();
   }
 }

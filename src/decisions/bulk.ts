@@ -1,0 +1,50 @@
+import type { KernelBan } from '../firewall/types';
+import type { Logger } from '../log';
+import type { Family } from '../net/ip';
+import type { BannedSet, CountCache } from './banned';
+import type { PendingWrites } from './pending';
+import type { BanFacts, BanReason, KernelQueue } from './types';
+
+/** A peer's ban that passed this node's checks (src/fleet/apply.ts): its end is given, never escalated. */
+export interface PeerBan { address: string; family: Family; until: number; reason: BanReason; origin: string }
+
+export interface BulkParts {
+  banned: BannedSet;
+  counts: CountCache;
+  kernel: KernelQueue;
+  pending: PendingWrites;
+  commitDelayMs: number;
+  log: Logger;
+  changed(what: 'ban', address: string, detail: string, ban: BanFacts): void;
+}
+
+/** Up to this many bans of one call are logged one line each, as any ban; more get one line for the lot. */
+const LINES_MAX = 20;
+
+/**
+ * Many peers' bans at once (a page of a fleet catch-up): the in-memory set, ONE kernel batch,
+ * then the rows, committed together like automatic bans. Same order as a single ban (kernel
+ * first, then the row), so nothing on the database side delays the drop.
+ */
+export function banMany(p: BulkParts, bans: PeerBan[], now: number): Promise<void> {
+  const kernel: KernelBan[] = [];
+  for (const b of bans) {
+    p.banned.set(b.address, b.until);
+    kernel.push({ address: b.address, family: b.family, until: b.until });
+  }
+  const applied = p.kernel.add(kernel, now);
+  const quiet = bans.length > LINES_MAX;
+  for (const b of bans) {
+    // The count is only shown (a peer's ban has its own length): the cache, or a first ban.
+    const banCount = (p.counts.get(b.address) ?? 0) + 1;
+    p.counts.set(b.address, banCount);
+    const r = b.reason;
+    p.pending.push({
+      row: { address: b.address, family: b.family, now, until: b.until, source: 'fleet', reasonKind: r.kind, reasonService: r.service, reasonAccount: r.account, failures: r.failures, origin: b.origin },
+      banCount, since: now, quiet,
+    }, p.commitDelayMs);
+    p.changed('ban', b.address, 'fleet', { reason: r, until: b.until, banCount, now });
+  }
+  if (quiet) p.log.info({ count: bans.length, origins: [...new Set(bans.map((b) => b.origin))].slice(0, 10) }, 'bans from the fleet');
+  return applied;
+}
