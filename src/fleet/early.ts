@@ -45,6 +45,11 @@ export class EarlyRecord {
     return true;
   }
 
+  /** Forget bans whose early insert failed. */
+  remove(bans: readonly Pick<EarlyBan, 'address' | 'until'>[]): void {
+    for (const b of bans) this.take({ action: 'ban', address: b.address, until: b.until });
+  }
+
   /** Whether every one of these outbox rows is a ban that went out early (each remembered ban covers one row). */
   covers(rows: readonly Pick<OutboxRow, 'action' | 'address' | 'until'>[]): boolean {
     const need = new Map<string, number>();

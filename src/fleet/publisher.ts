@@ -28,8 +28,10 @@ type Published = Omit<OutboxRow, 'at'>;
  */
 export class Publisher {
   private running: Promise<number> | null = null;
-  /** The early inserts in flight, chained: a drain waits for them, so it knows what went out early. */
-  private early: Promise<void> | null = null;
+  /** The drain's insert of outbox rows is in flight: no early insert may overtake it. */
+  private inserting = false;
+  /** The early inserts in flight: a drain waits for them all before it reads the outbox. */
+  private readonly flights = new Set<Promise<void>>();
   private readonly earlySent = new EarlyRecord();
   published = 0;
   /** Of published: the bans that went out early. */
@@ -61,15 +63,17 @@ export class Publisher {
    * Publish these local bans now, in one insert, before their rows are committed; returns the
    * ones left to the outbox (all of them unless the rules below hold). Never throws, and
    * nobody awaits the insert.
-   * Order per address: an early ban must never overtake an older decision of the same address
-   * (an unban) that is still unpublished, or peers would lift the newer ban. So it goes early
-   * only while the outbox holds nothing unpublished (no row but those of bans already sent
-   * early) and no drain runs: an unban is committed to the outbox at once (never batched), so
-   * any unban older than these bans is either in fleet_decisions already or waits in the
-   * outbox and stops this. Later drains wait for this insert, so nothing newer overtakes it.
+   * Order per address: an early ban must never overtake an older unban of the same address
+   * that is still unpublished, or peers would lift the newer ban. So it goes early only while
+   * the outbox holds no row but those of bans already sent early (or being sent), and no drain
+   * insert is in flight: an unban is committed to the outbox at once (never batched), so any
+   * unban older than these bans is either in fleet_decisions already or waits in the outbox
+   * and stops this. A drain waits for the early inserts before it reads the outbox, so nothing
+   * newer overtakes them. (A failed early insert leaves its bans to the outbox, after this
+   * batch: a ban overtaken by a ban, which peers apply alike in either order.)
    */
   sendEarly(bans: EarlyBan[], connected: boolean): EarlyBan[] {
-    if (bans.length === 0 || !connected || this.running) return bans;
+    if (bans.length === 0 || !connected || this.inserting) return bans;
     try { if (!this.nothingUnpublished()) return bans; } catch { return bans; }
     // The same rate limit as the outbox: what finds the bucket empty waits there.
     const now = Date.now();
@@ -77,29 +81,29 @@ export class Publisher {
     if (n < 1) return bans;
     const batch = bans.slice(0, n);
     for (let i = 0; i < n; i++) this.bucket.take(now);
-    const rows: Published[] = batch.map((b) => ({ ...b, id: 0, action: 'ban' }));
-    const prev = this.early;
-    const sent = (async () => {
-      await prev;
-      try {
-        await this.query(INSERT, this.params(rows));
-      } catch (err) {
-        this.earlyFailed += n;
-        const fields = { err: (err as Error).message, bans: n };
-        if (!this.earlyFailLogged) this.log?.warn(fields, 'fleet early publish failed: the outbox publishes these bans');
-        else this.log?.debug(fields, 'fleet early publish failed');
-        this.earlyFailLogged = true;
-        return;
-      }
-      // Remembered once committed: a drain waits for this promise before it reads the outbox.
-      this.earlySent.add(batch);
-      this.published += n;
-      this.publishedEarly += n;
-      this.lastOut = { at: Date.now(), address: batch[n - 1].address, action: 'ban' };
-    })();
-    this.early = sent;
-    void sent.finally(() => { if (this.early === sent) this.early = null; });
+    // Remembered at once (a later early batch counts them as published), forgotten if the insert fails.
+    this.earlySent.add(batch);
+    const flight = this.insertEarly(batch).finally(() => this.flights.delete(flight));
+    this.flights.add(flight);
     return bans.slice(n);
+  }
+
+  private async insertEarly(batch: EarlyBan[]): Promise<void> {
+    const n = batch.length;
+    try {
+      await this.query(INSERT, this.params(batch.map((b) => ({ ...b, id: 0, action: 'ban' }))));
+    } catch (err) {
+      this.earlySent.remove(batch);
+      this.earlyFailed += n;
+      const fields = { err: (err as Error).message, bans: n };
+      if (!this.earlyFailLogged) this.log?.warn(fields, 'fleet early publish failed: the outbox publishes these bans');
+      else this.log?.debug(fields, 'fleet early publish failed');
+      this.earlyFailLogged = true;
+      return;
+    }
+    this.published += n;
+    this.publishedEarly += n;
+    this.lastOut = { at: Date.now(), address: batch[n - 1].address, action: 'ban' };
   }
 
   /** No outbox row waits but the committed rows of bans that went out early (drained as skipped). */
@@ -111,7 +115,8 @@ export class Publisher {
   private async run(): Promise<number> {
     let sent = 0;
     for (;;) {
-      await this.early;
+      // Every early insert has ended (and a failed one is forgotten) before rows are skipped as sent early.
+      while (this.flights.size > 0) await Promise.all(this.flights);
       const room = this.bucket.available(Date.now());
       if (room < 1) return this.local.backlog() > 0 ? -1 : sent;
       const rows = this.local.pending(Math.min(BATCH, room));
@@ -119,14 +124,26 @@ export class Publisher {
       const valid = rows.filter((r) => canonicalIp(r.address)?.address === r.address && (r.action === 'ban' || r.action === 'unban'));
       const skipped: OutboxRow[] = [];
       const good = valid.filter((r) => !(this.earlySent.take(r) && skipped.push(r)));
-      // A failed insert is retried with the same rows: the early ones must be skipped again then.
-      if (good.length > 0) await this.query(INSERT, this.params(good)).catch((err: unknown) => { this.earlySent.add(skipped); throw err; });
+      if (good.length > 0) await this.insert(good, skipped);
       this.local.published(rows[rows.length - 1].id);
       for (let i = 0; i < good.length; i++) this.bucket.take(Date.now());
       sent += valid.length;
       this.published += good.length;
       const last = good[good.length - 1];
       if (last) this.lastOut = { at: Date.now(), address: last.address, action: last.action };
+    }
+  }
+
+  /** The outbox rows' insert; when it fails the batch is read again later, and its early bans must be skipped again then. */
+  private async insert(rows: OutboxRow[], skipped: OutboxRow[]): Promise<void> {
+    this.inserting = true;
+    try {
+      await this.query(INSERT, this.params(rows));
+    } catch (err) {
+      this.earlySent.add(skipped);
+      throw err;
+    } finally {
+      this.inserting = false;
     }
   }
 
