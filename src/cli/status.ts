@@ -85,7 +85,7 @@ function fleetRows(f: NonNullable<DaemonStatus['fleet']>, now: number): [string,
   const peers = Object.entries(f.peers).map(([origin, at]) => `${origin} (${ago(at, now)})`).join(', ') || 'none yet';
   return [
     ['fleet', `${f.connected ? 'connected' : `NOT CONNECTED${f.lastError ? ` (${f.lastError})` : ''}`}${f.since ? ` since ${formatTime(f.since)}` : ''}, ${f.url}, as ${f.origin}${f.role && f.role !== f.origin ? ` (ROLE ${f.role})` : ''}`],
-    ['fleet outbox', `${f.outbox.backlog} waiting, ${f.published} published since start${f.lastOut ? `; last out ${f.lastOut.action} ${f.lastOut.address} ${ago(f.lastOut.at, now)}` : ''}`],
+    ['fleet outbox', `${f.outbox.backlog} waiting, ${f.published} published since start${f.publishedEarly ? ` (${f.publishedEarly} early)` : ''}${f.lastOut ? `; last out ${f.lastOut.action} ${f.lastOut.address} ${ago(f.lastOut.at, now)}` : ''}`],
     ['fleet in', `${f.received} applied, refused: ${refused}${f.lastIn ? `; last ${f.lastIn.action} ${f.lastIn.address} from ${f.lastIn.origin} ${ago(f.lastIn.at, now)}` : ''}${f.lagMs !== null ? `, lag ${f.lagMs} ms` : ''}; cursor xid ${f.cursor}`],
     ['fleet peers', peers],
   ];

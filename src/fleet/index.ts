@@ -7,6 +7,7 @@ import type { Family } from '../net/ip';
 import type { Store } from '../store';
 import type { Applied, Received } from './apply';
 import { clientConfig, tlsOf } from './connect';
+import type { EarlyBan } from './early';
 import { LocalFleetState } from './local';
 import { Publisher } from './publisher';
 import { KeyedBuckets, TokenBucket } from './rate';
@@ -51,6 +52,8 @@ export class Fleet {
   private readonly receiver: Receiver;
   readonly counters: FleetCounters;
   private role: string | null = null;
+  /** Local bans of this loop turn, published together after it (noteBan). */
+  private earlyQueue: EarlyBan[] = [];
 
   constructor(private readonly deps: FleetDeps) {
     const { cfg } = deps;
@@ -61,7 +64,7 @@ export class Fleet {
       return c.query(text, params as unknown[]);
     };
     this.counters = new FleetCounters(cfg.fleet_origin, redactUrl(cfg.fleet_url));
-    this.publisher = new Publisher(query, this.local, cfg.fleet_origin, new TokenBucket(cfg.fleet_publish_rate, cfg.fleet_publish_rate * BURST_SECONDS));
+    this.publisher = new Publisher(query, this.local, cfg.fleet_origin, new TokenBucket(cfg.fleet_publish_rate, cfg.fleet_publish_rate * BURST_SECONDS), deps.log);
     this.receiver = new Receiver(query, this.local, cfg.fleet_origin,
       { decisions: deps.decisions, store: deps.store, isAllowed: deps.isAllowed, banMaxMs: cfg.fleet_ban_max, log: deps.log },
       new KeyedBuckets(cfg.fleet_receive_rate, cfg.fleet_receive_rate * BURST_SECONDS), { onResult: (d, res) => this.onResult(d, res) });
@@ -88,10 +91,49 @@ export class Fleet {
     this.publishTimer = setTimeout(() => { this.publishTimer = null; void this.publish(); }, delayMs);
   }
 
+  /**
+   * A local ban (never a peer's, never a range: the caller filters as the outbox trigger and
+   * the publisher do): published after this loop turn with the turn's other bans, before its
+   * row is committed, when Publisher.sendEarly's rules allow; otherwise the outbox publishes it
+   * once committed, as any decision. Nothing here is awaited by the ban path.
+   */
+  noteBan(ban: EarlyBan): void {
+    if (this.earlyQueue.push(ban) === 1) setImmediate(() => this.sendEarly());
+  }
+
+  private sendEarly(): void {
+    const bans = this.earlyQueue;
+    this.earlyQueue = [];
+    if (this.stopped) return;
+    // A database failing to store bans may never commit these rows, nor then their unbans'
+    // (noteUnban): they wait for the outbox like any decision.
+    const storing = this.deps.decisions.storage().failingSince === null;
+    const left = storing ? this.publisher.sendEarly(bans, this.client !== null) : bans;
+    if (left.length > 0) this.noteLocal();
+  }
+
+  /**
+   * A local unban (operator or allow list). When its address's ban went out early but its row
+   * never reached the outbox (the write failed and the unban dropped the pending row), no
+   * trigger writes this unban: it is written to the outbox here, or peers would keep the ban.
+   * Every early ban of the address is forgotten then, so a newer one (a race with this unban)
+   * is published again from its own row, after this unban.
+   */
+  noteUnban(address: string, reason: string): void {
+    if (!this.publisher.sentEarly(address)) return;
+    try {
+      if (this.local.banWaiting(address)) return;
+      this.publisher.forgetEarly(address);
+      this.local.addUnban(address, reason, Date.now());
+    } catch (err) {
+      this.deps.log.warn({ err: (err as Error).message, address }, 'fleet: unban of a ban published early not written to the outbox: peers keep it until its end');
+    }
+  }
+
   status(): FleetStatus {
     let backlog = -1;
     try { backlog = this.local.backlog(); } catch { /* shown as unknown */ }
-    return this.counters.status({ connected: this.client !== null, role: this.role, cursor: this.receiver.storedCursor, outboxCursor: this.local.outboxCursor, backlog, published: this.publisher.published, lastOut: this.publisher.lastOut });
+    return this.counters.status({ connected: this.client !== null, role: this.role, cursor: this.receiver.storedCursor, outboxCursor: this.local.outboxCursor, backlog, published: this.publisher.published, publishedEarly: this.publisher.publishedEarly, earlyFailed: this.publisher.earlyFailed, lastOut: this.publisher.lastOut });
   }
 
   /** The fleet's metrics on the daemon's registry. */

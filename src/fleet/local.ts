@@ -44,6 +44,8 @@ export class LocalFleetState {
   private readonly after: Statement;
   private readonly backlogAfter: Statement;
   private readonly trim: Statement;
+  private readonly banAhead: Statement;
+  private readonly unban: Statement;
 
   constructor(sqlite: Database.Database) {
     sqlite.transaction(() => { for (const s of LOCAL_SCHEMA) sqlite.exec(s); })();
@@ -53,6 +55,9 @@ export class LocalFleetState {
       failures, source, at FROM fleet_outbox WHERE id > ? ORDER BY id LIMIT ?`);
     this.backlogAfter = sqlite.prepare(`SELECT count(*) FROM fleet_outbox WHERE id > ?`).pluck();
     this.trim = sqlite.prepare(`DELETE FROM fleet_outbox WHERE id <= ?`);
+    this.banAhead = sqlite.prepare(`SELECT 1 FROM fleet_outbox WHERE id > ? AND action = 'ban' AND address = ? LIMIT 1`).pluck();
+    this.unban = sqlite.prepare(`INSERT INTO fleet_outbox (action, address, until, reason_kind, reason_service, reason_account, failures, source, at)
+      VALUES ('unban', ?, NULL, ?, '', '', 0, '', ?)`);
   }
 
   value(key: string): string | undefined {
@@ -76,6 +81,16 @@ export class LocalFleetState {
   published(upTo: number): void {
     this.set('outbox_cursor', String(upTo));
     this.trim.run(upTo);
+  }
+
+  /** Whether a ban of this address waits in the outbox. */
+  banWaiting(address: string): boolean {
+    return this.banAhead.get(this.outboxCursor, address) !== undefined;
+  }
+
+  /** An unban no trigger wrote (its ban's row was never stored), as the unban trigger would have. */
+  addUnban(address: string, reason: string, at: number): void {
+    this.unban.run(address, reason, at);
   }
 
   backlog(): number {

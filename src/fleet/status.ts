@@ -14,6 +14,10 @@ export interface FleetStatus {
   cursor: string;
   outbox: { cursor: number; backlog: number };
   published: number;
+  /** Of published: bans sent before their row was committed (see Publisher.sendEarly). */
+  publishedEarly: number;
+  /** Bans whose early insert failed: the outbox published them. */
+  earlyFailed: number;
   received: number;
   refused: Record<string, number>;
   lastIn: { at: number; origin: string; action: string; address: string } | null;
@@ -71,10 +75,10 @@ export class FleetCounters {
     if (res.what !== 'already') log.debug({ origin, action: d.action, address: res.address, capped: res.capped }, 'fleet decision applied');
   }
 
-  status(live: { connected: boolean; role: string | null; cursor: string; outboxCursor: number; backlog: number; published: number; lastOut: FleetStatus['lastOut'] }): FleetStatus {
+  status(live: { connected: boolean; role: string | null; cursor: string; outboxCursor: number; backlog: number; published: number; publishedEarly: number; earlyFailed: number; lastOut: FleetStatus['lastOut'] }): FleetStatus {
     return {
       url: this.url, origin: this.origin, role: live.role, connected: live.connected, since: this.since, lastError: this.lastError,
-      cursor: live.cursor, outbox: { cursor: live.outboxCursor, backlog: live.backlog }, published: live.published, received: this.received,
+      cursor: live.cursor, outbox: { cursor: live.outboxCursor, backlog: live.backlog }, published: live.published, publishedEarly: live.publishedEarly, earlyFailed: live.earlyFailed, received: this.received,
       refused: { ...this.refused }, lastIn: this.lastIn, lastOut: live.lastOut, peers: Object.fromEntries(this.peers), lagMs: this.lagMs,
     };
   }
@@ -88,6 +92,8 @@ export class FleetCounters {
       new Counter({ name, help, registers, collect() { const n = get(read()); if (n > last) { this.inc(n - last); last = n; } } });
     };
     follow('ampere_fleet_published_total', 'Local decisions published to the fleet.', (s) => s.published);
+    follow('ampere_fleet_published_early_total', 'Of those, local bans published before their row was committed.', (s) => s.publishedEarly);
+    follow('ampere_fleet_early_failed_total', 'Local bans whose early publish failed (the outbox published them).', (s) => s.earlyFailed);
     follow('ampere_fleet_received_total', "Peers' decisions applied (or already in force).", (s) => s.received);
     const seen: Record<string, number> = {};
     new Counter({
