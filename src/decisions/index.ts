@@ -167,17 +167,9 @@ export class Decisions {
     await this.kernel.setAll(source, now);
   }
 
-  isBanned(address: string): boolean {
-    return this.banned.has(address);
-  }
-
-  get activeCount(): number {
-    return this.banned.size;
-  }
-
-  countByFamily(): { v4: number; v6: number } {
-    return this.banned.byFamily;
-  }
+  isBanned(address: string): boolean { return this.banned.has(address); }
+  get activeCount(): number { return this.banned.size; }
+  countByFamily(): { v4: number; v6: number } { return this.banned.byFamily; }
 
   /** How many of a family's bans end by `at` (the firewall check asks only when counts differ). */
   countEndedBy(family: Family, at: number): number {
