@@ -35,15 +35,16 @@ test('the host sets are made with set_size as maxelem, the range sets keep their
     assert.equal(await members(ns, `${CHAIN}-n4`), 1);
   }));
 
-test('a full set says so and names set_size, for a full load and for one more ban', { skip }, () =>
+test('a full set says so and names set_size, for a full load and for more bans', { skip }, () =>
   withNetns(async (ns) => {
     const fw = await createBackend('ipset', { chain: CHAIN, target: 'DROP', iptables: 'nft', netns: ns.name, setSize: 65_536 }, log);
     await fw.init();
-    const tooMany = Array.from({ length: 65_537 }, (_, i) => host4(i));
+    const tooMany = Array.from({ length: 70_000 }, (_, i) => host4(i));
     await assert.rejects(fw.setAll(tooMany, Date.now()), /a ban set is full: more bans than set_size \(65536\) allows .*Hash is full/);
-    // What fits loads; the next ban is refused with the same message, once, not retried line by line.
+    // What fits loads; more bans are refused with the same message. The kernel counts a set's
+    // elements per region of the hash, so its limit is approximate: a few may pass it.
     await fw.setAll(tooMany.slice(0, 65_536), Date.now());
     assert.equal(await members(ns, `${CHAIN}-v4`), 65_536);
-    await assert.rejects(fw.add([tooMany[65_536]], Date.now()), /set_size \(65536\)/);
-    assert.equal(await members(ns, `${CHAIN}-v4`), 65_536);
+    await assert.rejects(fw.add(tooMany.slice(65_536, 66_536), Date.now()), /a ban set is full: more bans than set_size \(65536\)/);
+    assert.ok(await members(ns, `${CHAIN}-v4`) < 65_636);
   }));
