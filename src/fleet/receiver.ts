@@ -32,7 +32,8 @@ export interface ReceiverHooks {
  * the periodic resync. Identity values can commit out of order, so the stored cursor is a
  * transaction id: it only moves up to the oldest transaction still running when the round began
  * (pg_snapshot_xmin), below which every row is committed and was read. Rows at or above it are
- * read again next round; the ids applied since the cursor are remembered so they apply once.
+ * read again next round; the ids of those applied are remembered so they apply once (a round
+ * that fails half-way applies its older rows again, which is harmless).
  */
 export class Receiver {
   private cursor: bigint;
@@ -69,7 +70,7 @@ export class Receiver {
     let from: [string, string] = [this.cursor.toString(), '0'];
     for (;;) {
       const { rows } = await this.query<Received>(FETCH, [from[0], from[1], this.origin, Math.ceil(this.deps.banMaxMs / 1000), PAGE]);
-      this.applyPage(rows, Date.now());
+      this.applyPage(rows, Date.now(), xmin);
       if (rows.length < PAGE) break;
       const last = rows[rows.length - 1];
       from = [last.txid, last.id];
@@ -88,7 +89,7 @@ export class Receiver {
    * after a ban of the same address in the page still finds it; of one address's bans in a
    * page the longest is made.
    */
-  private applyPage(rows: Received[], now: number): void {
+  private applyPage(rows: Received[], now: number, xmin: bigint): void {
     const batch = new Map<string, { d: Received[]; ban: PeerBan; capped: boolean }>();
     const flush = () => {
       if (batch.size === 0) return;
@@ -99,7 +100,10 @@ export class Receiver {
     };
     for (const d of rows) {
       if (this.seen.has(d.id)) continue;
-      this.seen.set(d.id, BigInt(d.txid));
+      // Only rows the next round reads again (at or above xmin) need remembering: a joining
+      // node's catch-up of a million rows would otherwise keep a million ids.
+      const txid = BigInt(d.txid);
+      if (txid >= xmin) this.seen.set(d.id, txid);
       const origin = typeof d.origin === 'string' ? d.origin : '';
       if (!this.limits.take(origin, d.createdAt)) { this.hooks.onResult(d, { ok: false, why: 'rate', detail: 'over fleet_receive_rate for its origin' }); continue; }
       if (d.action !== 'ban') flush();
