@@ -3,7 +3,8 @@
  * PostgreSQL cluster gets N ban decisions from peer pbx1 (IPv4 from 100.64.0.0/10, a day long,
  * created 1 ms apart), then a real daemon (pbx2, ipset backend, its own namespace) starts and
  * catches up. Prints the time from "fleet connected" to its kernel set holding all N, the
- * daemon's CPU over that time, and its RSS (and peak). Not part of `npm run bench`:
+ * daemon's CPU over that time, and its RSS (and peak). The daemon is the compiled one with the
+ * launcher's node flags, as `ampere run` starts it. Not part of `npm run bench`:
  *
  *   node --import tsx bench/catchup-fleet.ts [--bans=100000]
  *
@@ -13,7 +14,8 @@ import { readFileSync } from 'node:fs';
 import { FleetNode, initFleet } from '../test/helpers/fleet';
 import { PgCluster } from '../test/helpers/pg';
 import { cpuMs } from '../tools/lab/proc';
-import { build } from './lib/build';
+import { LAUNCH_NODE_FLAGS } from '../src/cli/launch';
+import { build, DAEMON_CLI } from './lib/build';
 
 const arg = (name: string, dflt: string) => process.argv.slice(2).find((x) => x.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
 const memory = (pid: number) => {
@@ -35,7 +37,8 @@ async function main(): Promise<void> {
       FROM generate_series(1, ${n}) AS g`);
     console.log(`${n} decisions of pbx1 in the fleet table in ${Math.round(performance.now() - t0)} ms`);
     node = await FleetNode.create('pbx2', pg, { AMPERE_FLEET_RECEIVE_RATE: '1000000', AMPERE_LOG_LEVEL: 'info', AMPERE_BACKUP_DIR: '' });
-    const d = await node.start({}, false);
+    // The compiled daemon with the launcher's flags (heap limit), as `ampere run` starts it.
+    const d = await node.start({}, false, { cli: DAEMON_CLI, nodeArgs: LAUNCH_NODE_FLAGS });
     await d.waitFor((l) => l.msg === 'fleet connected', 60_000);
     const connected = performance.now();
     const cpu0 = cpuMs(d.pid);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Client } from 'pg';
 import { fleetInit } from '../../src/fleet/init';
 import { ampere, json } from './cli';
-import { DaemonProcess } from '../../tools/lab/daemon';
+import { DaemonProcess, type DaemonOptions } from '../../tools/lab/daemon';
 import { Netns } from '../../tools/lab/netns';
 import type { PgCluster } from './pg';
 
@@ -31,12 +31,12 @@ export class FleetNode {
   get db(): string { return join(this.dir, 'ampere.db'); }
 
   /** Start (or restart) the daemon on the same database; resolves once the fleet is connected. */
-  async start(extra: Record<string, string> = {}, waitConnected = true): Promise<DaemonProcess> {
+  async start(extra: Record<string, string> = {}, waitConnected = true, run: Pick<DaemonOptions, 'cli' | 'nodeArgs'> = {}): Promise<DaemonProcess> {
     const d = new DaemonProcess({
       AMPERE_DB: this.db, AMPERE_BACKEND: 'ipset', AMPERE_PORT: '1', AMPERE_AMI_TIMEOUT: '1s', AMPERE_LOG_LEVEL: 'debug',
       AMPERE_FLEET_URL: this.pg.url(this.name, password(this.name)), AMPERE_FLEET_ORIGIN: this.name, AMPERE_FLEET_RESYNC: '2s',
       ...this.env, ...extra,
-    }, { netns: this.ns.name });
+    }, { netns: this.ns.name, ...run });
     this.daemon = d;
     await d.waitFor((l) => l.msg === 'ampere started', 20_000);
     if (waitConnected) await d.waitFor((l) => l.msg === 'fleet connected', 20_000);
