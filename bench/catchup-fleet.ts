@@ -6,16 +6,20 @@
  * daemon's CPU over that time, and its RSS (and peak). The daemon is the compiled one with the
  * launcher's node flags, as `ampere run` starts it. Not part of `npm run bench`:
  *
- *   node --import tsx bench/catchup-fleet.ts [--bans=100000]
+ *   node --import tsx bench/catchup-fleet.ts [--bans=100000] [--profile=DIR]
+ *
+ * --profile: the daemon runs with --cpu-prof into DIR, and where its time went is printed.
  *
  * Needs root (namespaces, ipset) and Debian's postgresql.
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { FleetNode, initFleet } from '../test/helpers/fleet';
 import { PgCluster } from '../test/helpers/pg';
 import { cpuMs } from '../tools/lab/proc';
 import { LAUNCH_NODE_FLAGS } from '../src/cli/launch';
 import { build, DAEMON_CLI } from './lib/build';
+import { logProfiles, profArgs, type Ctx } from './sections/common';
 
 const arg = (name: string, dflt: string) => process.argv.slice(2).find((x) => x.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
 const memory = (pid: number) => {
@@ -26,6 +30,9 @@ const memory = (pid: number) => {
 
 async function main(): Promise<void> {
   const n = Number(arg('bans', '100000'));
+  const profileDir = arg('profile', '') ? resolve(arg('profile', '')) : undefined;
+  if (profileDir) mkdirSync(profileDir, { recursive: true });
+  const ctx: Ctx = { quick: false, log: (s) => console.log(s), profileDir };
   await build((s) => console.log(s));
   const pg = await PgCluster.start();
   let node: FleetNode | undefined;
@@ -38,7 +45,7 @@ async function main(): Promise<void> {
     console.log(`${n} decisions of pbx1 in the fleet table in ${Math.round(performance.now() - t0)} ms`);
     node = await FleetNode.create('pbx2', pg, { AMPERE_FLEET_RECEIVE_RATE: '1000000', AMPERE_LOG_LEVEL: 'info', AMPERE_BACKUP_DIR: '' });
     // The compiled daemon with the launcher's flags (heap limit), as `ampere run` starts it.
-    const d = await node.start({}, false, { cli: DAEMON_CLI, nodeArgs: LAUNCH_NODE_FLAGS });
+    const d = await node.start({}, false, { cli: DAEMON_CLI, nodeArgs: [...LAUNCH_NODE_FLAGS, ...profArgs(ctx, 'catchup')] });
     await d.waitFor((l) => l.msg === 'fleet connected', 60_000);
     const connected = performance.now();
     const cpu0 = cpuMs(d.pid);
@@ -53,6 +60,8 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 2000));
     const m = memory(d.pid);
     console.log(`catch-up of ${n}: "fleet connected" -> kernel holds all ${Math.round(took)} ms; daemon CPU ${cpu} ms; RSS 2 s later ${m.rss.toFixed(1)} MB, peak ${m.peak.toFixed(1)} MB`);
+    await node.daemon!.stop();
+    logProfiles(ctx, 'catchup');
   } finally {
     await node?.destroy();
     await pg.stop();
