@@ -1,6 +1,7 @@
 import { formatDuration, parseDuration } from './duration';
 import { chainNameProblem } from '../firewall/names';
 import { parsePorts } from '../firewall/jump';
+import { SET_SIZE_DEFAULT, SET_SIZE_MAX, SET_SIZE_MIN } from '../firewall/set-size';
 import { parseCidr, type Cidr } from '../net/cidr';
 import { canonicalIp } from '../net/ip';
 import { checkTemplate } from '../notify/body';
@@ -117,6 +118,7 @@ export const KEYS = {
   backend: { default: 'ipset', parse: oneOf('ipset', 'rules', 'dry-run') },
   target: { default: 'DROP', parse: upperOneOf('DROP', 'REJECT') },
   ports: { default: '', parse: parsePorts },
+  set_size: { default: String(SET_SIZE_DEFAULT), parse: int(SET_SIZE_MIN, SET_SIZE_MAX) },
   iptables: { default: 'auto', parse: oneOf('auto', 'nft', 'legacy') },
   ipv6: { default: 'auto', parse: oneOf('auto', 'on', 'off') },
   ami_timeout: { default: '10s', parse: duration(200, { maxMs: TIMER_DURATION_MAX_MS }) },

@@ -51,7 +51,7 @@ export async function openCore(cfg: Config, log: Logger, t0: number): Promise<Co
   const allow = new AllowList(fixedEntries(cfg, await amiHostAddresses(cfg.host, log)), store.allowed);
   const ipv6 = chooseIpv6(cfg.ipv6);
   if (!ipv6.on && cfg.backend !== 'dry-run') log.warn({ reason: ipv6.reason }, 'IPv6 is off: IPv4 only in the kernel, IPv6 bans are kept in the database only');
-  const { backend, conntrack } = await createFirewall(cfg.backend, { chain: cfg.chain, target: cfg.target, ports: cfg.ports, iptables: cfg.iptables, ipv6: ipv6.on }, log);
+  const { backend, conntrack } = await createFirewall(cfg.backend, { chain: cfg.chain, target: cfg.target, ports: cfg.ports, iptables: cfg.iptables, ipv6: ipv6.on, setSize: cfg.set_size }, log);
   await backend.init();
   const firewall = new FirewallQueue(backend, log, { conntrack });
   conntrack?.start(); // its process starts now, not on the first ban

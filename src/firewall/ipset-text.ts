@@ -6,8 +6,6 @@ import type { KernelBan, ListedBan } from './types';
 
 /** The kernel refuses element timeouts above this (about 24.8 days). */
 export const IPSET_MAX_TIMEOUT = 2147483;
-/** Room for a million scanners; the hash grows on demand, maxelem is only the ceiling. */
-export const IPSET_MAXELEM = 1048576;
 /** ipset's longest set name. */
 export const IPSET_NAME_MAX = 31;
 

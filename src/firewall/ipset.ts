@@ -9,8 +9,9 @@ export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
 import { addScript, IPSET_MAX_TIMEOUT, ipsetTimeout, parseIpsetSave } from './ipset-text';
 import { createLine, setSlots, slotFor, type SetSlot } from './ipset-sets';
+import { SET_SIZE_DEFAULT } from './set-size';
 
-export { IPSET_MAX_TIMEOUT, IPSET_MAXELEM, ipsetTimeout, parseIpsetSave } from './ipset-text';
+export { IPSET_MAX_TIMEOUT, ipsetTimeout, parseIpsetSave } from './ipset-text';
 import { backendTools, type RulesetCache } from './monitor';
 import type { BanLineFormat, BanLines, BanSource, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 import { inspectIpset, parseSetHeaders, setView, type KernelView } from './verify';
@@ -53,6 +54,11 @@ export class IpsetBackend implements FirewallBackend {
     this.slots = setSlots(opts.chain, this.families);
   }
 
+  /** The most elements each set of hosts holds (set_size): sets are made with it. */
+  private get setSize(): number {
+    return this.opts.setSize ?? SET_SIZE_DEFAULT;
+  }
+
   /** The hosts' live set of a family. */
   setName(f: Family): string {
     return `${this.opts.chain}-v${f}`;
@@ -92,13 +98,13 @@ export class IpsetBackend implements FirewallBackend {
    */
   private async createMissingSets(): Promise<void> {
     try {
-      await this.command(this.slots.map((s) => createLine(s.live, s, s.range ? 64 : 4096)));
+      await this.command(this.slots.map((s) => createLine(s.live, s, s.range ? 64 : 4096, this.setSize)));
       return;
     } catch { /* a set with other parameters: look first */ }
     const existing = await this.setNames();
     const create = this.slots.filter((s) => !existing.has(s.live));
     if (create.length) {
-      await this.ipset(['restore', '-exist'], create.map((s) => createLine(s.live, s, s.range ? 64 : 4096)).join('\n') + '\n');
+      await this.ipset(['restore', '-exist'], create.map((s) => createLine(s.live, s, s.range ? 64 : 4096, this.setSize)).join('\n') + '\n');
     }
   }
 
@@ -147,7 +153,7 @@ export class IpsetBackend implements FirewallBackend {
 
   /** The scratch sets' create lines every loader starts with. */
   private createsText(): string {
-    return this.slots.map((s) => createLine(s.scratch, s, s.range ? 64 : 1024)).join('\n') + '\n';
+    return this.slots.map((s) => createLine(s.scratch, s, s.range ? 64 : 1024, this.setSize)).join('\n') + '\n';
   }
 
   /**

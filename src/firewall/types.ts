@@ -63,6 +63,8 @@ export interface FirewallOptions {
    * Default true.
    */
   ipv6?: boolean;
+  /** The ipset backend: the most elements each family's set of hosts holds (its maxelem, set_size). Default SET_SIZE_DEFAULT. */
+  setSize?: number;
 }
 
 /**
