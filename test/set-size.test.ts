@@ -46,4 +46,30 @@ describe('set_size in the kernel', { skip }, () => {
       assert.deepEqual((await fw.list()).sort(), ['192.0.2.1', '2001:db8::1']);
       await fw.shutdown();
     }));
+
+  test('a start with another set_size: init keeps the live sets, the full load swaps in sets of the new maxelem with every ban', () =>
+    withNetns(async (ns) => {
+      const bans = [...Array.from({ length: 3000 }, (_, i) => v4(nth(i))), v6('2001:db8::1'), v6('2001:db8::2')];
+      const want = bans.map((b) => b.address).sort();
+      const first = await createBackend('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      await first.init();
+      await first.setAll(bans, Date.now());
+      await first.shutdown();
+      let size = 1_048_576;
+      for (const next of [65536, 2_000_000, 1_048_576]) {
+        const fw = await createBackend('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name, setSize: next }, captureLog().log);
+        await fw.init();
+        // ipset swap takes two sets of one type and family whatever their maxelem: init leaves
+        // the live ones (the rules use them) with their bans, the load replaces them.
+        assert.equal((await maxelems(ns))['ampere-v4'], size, `${size} -> ${next}: init leaves the live set`);
+        assert.deepEqual((await fw.list()).sort(), want, 'and its bans');
+        await fw.setAll(bans, Date.now());
+        const got = await maxelems(ns);
+        assert.deepEqual([got['ampere-v4'], got['ampere-v6']], [next, next], `${size} -> ${next}`);
+        assert.deepEqual((await fw.list()).sort(), want, `${size} -> ${next}: every ban`);
+        assert.deepEqual((await fw.inspect()).drifts, [], 'a set of another maxelem is no drift');
+        await fw.shutdown();
+        size = next;
+      }
+    }));
 });
