@@ -1,7 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLogger, type Logger } from '../src/log';
-import { createBackend, type KernelBan } from '../src/firewall';
+import { createBackend, FirewallQueue, renderedBans, type KernelBan } from '../src/firewall';
+import { setFullStats } from '../src/firewall/set-full';
 import { createLine, RANGE_MAXELEM } from '../src/firewall/ipset-sets';
 import { SET_SIZE_DEFAULT } from '../src/firewall/set-size';
 import { skipUnlessRoot, withNetns, type Netns } from '../tools/lab/netns';
@@ -16,7 +17,7 @@ function captureLog(): { log: Logger; lines: Record<string, unknown>[] } {
 const v4 = (address: string): KernelBan => ({ address, family: 4, until: null });
 const v6 = (address: string): KernelBan => ({ address, family: 6, until: null });
 /** The n-th address of 198.18.0.0/15 (n < 131072). */
-const nth = (n: number) => `198.18.${n >> 8}.${n & 255}`;
+const nth = (n: number) => `198.${18 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
 
 /** maxelem of each of the chain's live sets, read from the kernel. */
 async function maxelems(ns: Netns, chain = 'ampere'): Promise<Record<string, number>> {
@@ -71,5 +72,56 @@ describe('set_size in the kernel', { skip }, () => {
         await fw.shutdown();
         size = next;
       }
+    }));
+
+  test('a full set: the load keeps set_size bans and says so once, naming set_size; a ban that does not fit is counted, no failure', () =>
+    withNetns(async (ns) => {
+      const { log, lines } = captureLog();
+      const fw = await createBackend('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name, setSize: 65536 }, log);
+      await fw.init();
+      const queue = new FirewallQueue(fw, log);
+      const told = () => lines.filter((l) => /^ipset set ampere-v4 is full/.test(String(l.msg)));
+      const counted = setFullStats.leftOut;
+      const v4s = Array.from({ length: 65536 + 100 }, (_, i) => nth(i));
+      // Rendered lines (the store's way), 100 more than the set holds.
+      await queue.setAll(renderedBans({ 4: v4s.map((a) => `add ampere-t4 ${a} timeout 0`).join('\n'), 6: 'add ampere-t6 2001:db8::1 timeout 0', count: v4s.length + 1 }));
+      assert.equal(queue.healthy, true, `the load succeeded: ${queue.lastError} ${JSON.stringify(lines.filter((l) => (l.level as number) >= 40))}`.slice(0, 3000));
+      const held = await fw.list();
+      assert.equal(held.length, 65536 + 1, 'the set full, and the other family loaded');
+      assert.ok(held.includes('2001:db8::1'));
+      assert.equal(told().length, 1);
+      assert.equal(told()[0].level, 50, 'at error');
+      assert.equal(told()[0].msg, 'ipset set ampere-v4 is full at set_size 65536: 100 bans left out of the kernel, kept in the database; raise set_size');
+      assert.deepEqual([told()[0].leftOut, told()[0].maxelem, told()[0].during], [100, 65536, 'full load']);
+      assert.equal(setFullStats.leftOut - counted, 100);
+      assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/, 'no scratch set left');
+
+      // New bans while full: the kernel takes a few more than maxelem (it counts per region of
+      // its hash) and refuses the rest; those are counted and said at debug only, the batch does
+      // not fail, and the other family's ban of the batch is in.
+      const entries = async () => Number(/Number of entries: (\d+)/.exec(await ns.must('ipset', ['list', '-t', 'ampere-v4']))![1]);
+      const fresh = Array.from({ length: 50 }, (_, i) => `192.0.2.${i + 1}`);
+      await queue.add([...fresh.map((a) => v4(a)), v6('2001:db8::2')]);
+      assert.equal(queue.healthy, true, 'no failed batch (no repair, no loop)');
+      const taken = (await entries()) - 65536;
+      assert.ok(taken < 50, `the kernel refused some (${taken} of 50 taken)`);
+      assert.ok((await fw.list()).includes('2001:db8::2'));
+      assert.equal(setFullStats.leftOut - counted, 100 + 50 - taken);
+      assert.equal(told().length, 2);
+      assert.deepEqual([told()[1].level, told()[1].during, told()[1].leftOut], [20, 'ban', 50 - taken]);
+      // A ban already in the set is refreshed, full or not.
+      await queue.add([{ address: nth(1), family: 4, until: Date.now() + 60_000 }]);
+      assert.equal(queue.healthy, true);
+      assert.match(await ns.must('ipset', ['save', 'ampere-v4']), new RegExp(`add ampere-v4 ${nth(1).replace(/\./g, '\\.')} timeout (59|60)\n`));
+
+      // A load that fits ends the full state; the next full one is said again (bans read one by one).
+      await queue.setAll(v4s.slice(0, 1000).map(v4));
+      assert.equal((await fw.list()).length, 1000);
+      await queue.setAll(v4s.map(v4));
+      assert.equal(queue.healthy, true);
+      assert.equal((await fw.list()).length, 65536);
+      assert.equal(told().filter((l) => l.level === 50).length, 2, 'said again after a load that fitted');
+      assert.equal(lines.filter((l) => l.msg === 'firewall setAll failed' || l.msg === 'firewall add failed').length, 0);
+      await fw.shutdown();
     }));
 });

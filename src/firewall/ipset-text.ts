@@ -22,6 +22,16 @@ export function ipsetTimeout(until: number | null, now: number): number | null {
   return s > IPSET_MAX_TIMEOUT ? 0 : s;
 }
 
+/** A batch's add lines into one live set; a ban already ended is left out. Addresses were checked by checkBatch (every caller runs it first). */
+export function addLines(set: string, bans: KernelBan[], now: number): string[] {
+  const out: string[] = [];
+  for (const b of bans) {
+    const t = ipsetTimeout(b.until, now);
+    if (t !== null) out.push(`add ${set} ${b.address} timeout ${t}`);
+  }
+  return out;
+}
+
 /**
  * The members of one set in `ipset save` output: only `add` lines of that set whose address is
  * canonical and of the family (a range as parseRange writes it, for the ranges' set). No
