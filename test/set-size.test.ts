@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createLogger, type Logger } from '../src/log';
 import { createBackend, FirewallQueue, renderedBans, type KernelBan } from '../src/firewall';
 import { setFullStats } from '../src/firewall/set-full';
+import { countDrifts } from '../src/firewall/verify';
 import { createLine, RANGE_MAXELEM } from '../src/firewall/ipset-sets';
 import { SET_SIZE_DEFAULT } from '../src/firewall/set-size';
 import { skipUnlessRoot, withNetns, type Netns } from '../tools/lab/netns';
@@ -95,6 +96,11 @@ describe('set_size in the kernel', { skip }, () => {
       assert.deepEqual([told()[0].leftOut, told()[0].maxelem, told()[0].during], [100, 65536, 'full load']);
       assert.equal(setFullStats.leftOut - counted, 100);
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/, 'no scratch set left');
+      // The firewall check reads maxelem: the bans left out are no drift to repair in a loop.
+      const view = await fw.inspect();
+      assert.deepEqual(view.drifts, []);
+      assert.deepEqual(view.counts.map((c) => [c.family, c.count, c.capacity]), [[4, 65536, 65536], [6, 1, 65536]]);
+      assert.deepEqual(countDrifts(view.counts, { 4: 65636, 6: 1 }, () => 0), []);
 
       // New bans while full: the kernel takes a few more than maxelem (it counts per region of
       // its hash) and refuses the rest; those are counted and said at debug only, the batch does
