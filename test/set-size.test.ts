@@ -1,5 +1,10 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { checkSetSize } from '../src/cli/check-sets';
+import { Store } from '../src/store';
 import { createLogger, type Logger } from '../src/log';
 import { createBackend, FirewallQueue, renderedBans, type KernelBan } from '../src/firewall';
 import { setFullStats } from '../src/firewall/set-full';
@@ -34,6 +39,28 @@ test('createLine: the hosts\' sets take set_size (default 1048576), the ranges\'
   assert.equal(SET_SIZE_DEFAULT, 1_048_576);
   assert.equal(createLine('ampere-t6', { family: 6, range: false }, 1024, 65536), 'create ampere-t6 hash:ip family inet6 hashsize 1024 maxelem 65536 timeout 0');
   assert.equal(createLine('ampere-n4', { family: 4, range: true }, 64, 16_777_216), `create ampere-n4 hash:net family inet hashsize 64 maxelem ${RANGE_MAXELEM} timeout 0`);
+});
+
+test('ampere check: more hosts banned in the database than set_size is a problem, naming set_size; ranges and ended bans do not count', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampt-setsize-'));
+  try {
+    const db = join(dir, 'ampere.db');
+    assert.equal(checkSetSize({ db, set_size: 65536 }), null, 'no database yet');
+    const store = new Store(db, 20);
+    const now = Date.now();
+    const ban = (address: string, until: number | null) => store.bans.recordBan({ address, family: address.includes(':') ? 6 : 4, now, until, reasonKind: 'x', reasonService: '', reasonAccount: '', failures: 3, source: 'auto' });
+    for (const a of ['192.0.2.1', '192.0.2.2', '192.0.2.3', '2001:db8::1']) ban(a, null);
+    ban('198.51.100.0/24', null);
+    ban('192.0.2.4', now + 1000);
+    store.close();
+    assert.deepEqual(checkSetSize({ db, set_size: 4 }, now), { name: 'set size', result: 'ok', detail: "4 IPv4 and 1 IPv6 hosts banned in the database; each family's set holds 4 (set_size)" });
+    assert.deepEqual(checkSetSize({ db, set_size: 4 }, now + 2000)?.detail, "3 IPv4 and 1 IPv6 hosts banned in the database; each family's set holds 4 (set_size)", 'the ended one not counted');
+    const over = checkSetSize({ db, set_size: 3 }, now)!;
+    assert.equal(over.result, 'fail');
+    assert.equal(over.detail, '4 IPv4 hosts banned in the database, more than set_size 3: the kernel\'s set cannot hold them all (the rest stay out, logged); raise set_size (at most 16777216)');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 describe('set_size in the kernel', { skip }, () => {
