@@ -180,6 +180,15 @@ test('chain names iptables or ipset refuse are refused at config, naming the key
   }
 });
 
+test('set_size: a whole number from 65536 to 16777216, default 1048576; a bad one is refused naming the key', () => {
+  assert.equal(accepted({}).config.set_size, 1_048_576);
+  for (const good of ['65536', '2000000', '16777216']) assert.equal(accepted({ AMPERE_SET_SIZE: good }).config.set_size, Number(good));
+  refused({ AMPERE_SET_SIZE: '1000' }, 'set_size', /^invalid set_size: "1000" from AMPERE_SET_SIZE \(env\); expected a whole number from 65536 to 16777216$/);
+  for (const bad of ['65535', '16777217', '4294967295', '1M', '1e6', '2,000,000', '-65536']) refused({ AMPERE_SET_SIZE: bad }, 'set_size', /expected a whole number from 65536 to 16777216/);
+  refused({}, 'set_size', /^invalid set_size: "1M" from set_size in .*a\.cfg; expected a whole number/, 'set_size = 1M\n');
+  assert.equal(accepted({ AMPERE_SET_SIZE: '' }).config.set_size, 1_048_576, 'empty counts as unset');
+});
+
 test('metrics: a real address and port; every interface is accepted with a warning', () => {
   for (const bad of ['999.1.1.1:9327', '1.2.3:9327', '127.0.0.1:0', '127.0.0.1:65536', '127.0.0.1', ':9327', '::1:9327', '[::1]', '[1.2.3.4]:9327', '[fe80::1%eth0]:9327', 'example.com:9327', '[::g]:9327']) {
     refused({ AMPERE_METRICS: bad }, 'metrics', /port 1-65535/);

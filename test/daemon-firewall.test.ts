@@ -157,6 +157,33 @@ for (const backend of ['ipset', 'rules'] as const) {
       assert.equal(await d.stop(), 0);
     });
 
+    test('a reload of set_size swaps in sets of the new maxelem with every ban, and back; no drift taken for it', { skip: backend !== 'ipset' }, async () => {
+      const cfgFile = join(dir, 'set-size.cfg');
+      writeFileSync(cfgFile, '');
+      const d = startDaemon({ AMPERE_CONFIG: cfgFile });
+      await d.waitFor((l) => l.msg === 'ami connected', 15_000);
+      if (!(await kernelBans(6)).includes(atk.v6[0])) {
+        await failures(atk.v6[0], 3);
+        await eventually('the ban in the kernel', async () => (await kernelBans(6)).includes(atk.v6[0]));
+      }
+      const before = [...(await kernelBans(4)), ...(await kernelBans(6))];
+      const maxelem = async (fam: 4 | 6) => Number(/maxelem (\d+)/.exec(await pbx.must('ipset', ['list', '-t', `ampere-v${fam}`]))![1]);
+      assert.deepEqual([await maxelem(4), await maxelem(6)], [1_048_576, 1_048_576]);
+      for (const [size, reloads] of [[65_536, 1], [1_048_576, 2]] as const) {
+        writeFileSync(cfgFile, size === 1_048_576 ? '' : `set_size = ${size}\n`);
+        d.proc.kill('SIGHUP');
+        const line = await d.waitFor((l) => l.msg === 'configuration reloaded', 15_000, reloads);
+        assert.deepEqual([line.applied, line.needsRestart], [['set_size'], []]);
+        assert.deepEqual([await maxelem(4), await maxelem(6)], [size, size], 'the live sets have the new maxelem');
+        assert.deepEqual([...(await kernelBans(4)), ...(await kernelBans(6))], before, 'and every ban');
+        assert.equal(await sink.reaches(atk.ns, atk.v6[0], atk.hostV6), false, 'still dropped');
+      }
+      await new Promise((r) => setTimeout(r, 4_000));
+      assert.equal(d.count((l) => /^firewall drift/.test(String(l.msg))), 0, 'no drift logged');
+      assert.equal(d.count((l) => / is full at /.test(String(l.msg))), 0);
+      assert.equal(await d.stop(), 0);
+    });
+
     test('ports = 5060: banned hosts lose that port (TCP and UDP jumps), keep the others; a deleted jump is repaired; a restart without ports jumps for all', async () => {
       const other = await UdpSink.start(pbx, 5070);
       const jumps = async (fam: 4 | 6) => (await ipt(fam, '-S', 'INPUT')).split('\n').filter((l) => l.endsWith('-j ampere')).sort();

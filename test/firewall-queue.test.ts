@@ -38,6 +38,7 @@ class FakeBackend implements FirewallBackend {
   async inspect() { return { drifts: [], counts: [] }; }
   async listBans() { return []; }
   setTarget() {}
+  setSetSize() {}
   async shutdown() {}
 }
 

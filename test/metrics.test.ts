@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Metrics, parseListen } from '../src/metrics';
 
 test('metrics: every series named in the spec, events counted per kind and service at scrape', async () => {
-  const m = new Metrics({ activeBans: () => ({ v4: 3, v6: 1 }), trackedHosts: () => 7, amiConnected: () => true, amiReconnects: () => 2, amiMalformed: () => 4, amiMerged: () => 5, amiDistrusted: () => 6, firewallInSync: () => true, firewallProcesses: () => 9 });
+  const m = new Metrics({ activeBans: () => ({ v4: 3, v6: 1 }), trackedHosts: () => 7, amiConnected: () => true, amiReconnects: () => 2, amiMalformed: () => 4, amiMerged: () => 5, amiDistrusted: () => 6, firewallInSync: () => true, firewallProcesses: () => 9, firewallSetFull: () => 12 });
   for (let i = 0; i < 5; i++) m.event('ChallengeResponseFailed', 'PJSIP');
   m.event('InvalidAccountID', 'SIP');
   m.ban('auto'); m.ban('manual'); m.unban('expired'); m.firewallFailure('add'); m.observeReaction(0.004);
@@ -12,7 +12,7 @@ test('metrics: every series named in the spec, events counted per kind and servi
     'ampere_events_total{kind="ChallengeResponseFailed",service="PJSIP"} 5', 'ampere_events_total{kind="InvalidAccountID",service="SIP"} 1',
     'ampere_bans_total{source="auto"} 1', 'ampere_bans_total{source="manual"} 1', 'ampere_unbans_total{reason="expired"} 1',
     'ampere_active_bans{family="ipv4"} 3', 'ampere_active_bans{family="ipv6"} 1', 'ampere_tracked_hosts 7', 'ampere_ami_connected 1',
-    'ampere_ami_reconnects_total 2', 'ampere_ami_malformed_total 4', 'ampere_ami_merged_total 5', 'ampere_ami_distrusted_total 6', 'ampere_firewall_in_sync 1', 'ampere_firewall_command_failures_total{op="add"} 1', 'ampere_firewall_processes_total 9',
+    'ampere_ami_reconnects_total 2', 'ampere_ami_malformed_total 4', 'ampere_ami_merged_total 5', 'ampere_ami_distrusted_total 6', 'ampere_firewall_in_sync 1', 'ampere_firewall_command_failures_total{op="add"} 1', 'ampere_firewall_processes_total 9', 'ampere_firewall_set_full_total 12',
     'ampere_ban_reaction_seconds_bucket{le="0.005"} 1', 'ampere_ban_reaction_seconds_count 1',
   ]) assert.ok(text.split('\n').includes(line), `missing: ${line}`);
   m.event('ChallengeResponseFailed', 'PJSIP');

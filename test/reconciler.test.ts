@@ -25,7 +25,7 @@ Number of entries: 0
 
 test('set headers: members counted, a set of another type or without timeouts is drift', () => {
   const h = parseSetHeaders(HEADERS);
-  assert.deepEqual(setView(h, 'ampere-v4', 4), { count: { family: 4, count: 3, where: 'ampere-v4' } });
+  assert.deepEqual(setView(h, 'ampere-v4', 4), { count: { family: 4, count: 3, where: 'ampere-v4' }, maxelem: 1048576 });
   assert.equal(setView(h, 'ampere-v4', 6).drift?.detail, 'set ampere-v4 has the wrong type (hash:ip family inet)');
   assert.equal(setView(h, 'ampere-v6', 6).drift?.detail, 'set ampere-v6 has the wrong type (hash:net family inet6)');
   assert.deepEqual(setView(h, 'other', 4).drift, { what: 'set', family: 4, detail: 'set other missing' });
@@ -53,6 +53,18 @@ test('counts: the kernel may lack only bans whose time is over; more than the ba
   assert.deepEqual(countDrifts(counts, { 4: 10, 6: 0 }, () => 2), [], 'two ended bans the kernel expired first');
   assert.deepEqual(countDrifts(counts, { 4: 10, 6: 0 }, () => 1).map((d) => d.detail), ['2 of 10 bans missing from ampere-v4']);
   assert.deepEqual(countDrifts(counts, { 4: 7, 6: 0 }, () => 0).map((d) => d.detail), ['1 entries in ampere-v4 that are not bans']);
+});
+
+test('counts: with more bans than the hosts\' set holds (set_size), missing ones are no drift; within it they are', () => {
+  const full = [{ family: 4 as const, count: 65_536, where: 'ampere-n4 + ampere-v4', capacity: 65_536 }];
+  assert.deepEqual(countDrifts(full, { 4: 70_000, 6: 0 }, () => 0), [], 'a full set is not repaired in a loop');
+  assert.deepEqual(countDrifts([{ ...full[0], count: 60_000 }], { 4: 70_000, 6: 0 }, () => 0), [], 'nor one that bans ending have thinned');
+  assert.deepEqual(countDrifts([{ ...full[0], count: 60_000 }], { 4: 65_536, 6: 0 }, () => 0).map((d) => d.detail), ['5536 of 65536 bans missing from ampere-n4 + ampere-v4']);
+  assert.deepEqual(countDrifts([{ ...full[0], count: 70_001 }], { 4: 70_000, 6: 0 }, () => 0).map((d) => d.detail), ['1 entries in ampere-n4 + ampere-v4 that are not bans']);
+  // maxelem is read from the header, whatever set_size says now.
+  const h = parseSetHeaders(HEADERS.replace('maxelem 1048576', 'maxelem 65536'));
+  assert.equal(setView(h, 'ampere-v4', 4).maxelem, 65536);
+  assert.equal(setView(h, 'ampere-v4', 4).drift, undefined, 'another maxelem is no drift');
 });
 
 /** A scripted kernel and queue around a Reconciler; views[i] answers the i-th look (the last one repeats). */

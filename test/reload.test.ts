@@ -9,7 +9,7 @@ import { AllowList } from '../src/allow';
 import { loadConfig, type LoadedConfig } from '../src/config';
 import type { Decisions } from '../src/decisions';
 import type { SecurityEvent } from '../src/events';
-import { makeReload, ReloadRefused } from '../src/daemon/reload';
+import { makeReload, rebuildFirewall, ReloadRefused } from '../src/daemon/reload';
 import { PenaltyTable } from '../src/scoring';
 import { ampere } from './helpers/cli';
 import { DaemonProcess, quietEnv } from '../tools/lab/daemon';
@@ -52,6 +52,28 @@ test('reload in process: penalties judge with the new loyalty, a new allow entry
   values = { loyalty: 'lots' };
   await assert.rejects(reload(), (err: unknown) => err instanceof ReloadRefused && /invalid loyalty/.test(err.message));
   assert.equal(cfg.loyalty, 2, 'a refused reload changes nothing');
+});
+
+test('reload in process: target and set_size rebuild the firewall in one load', async () => {
+  let values: Record<string, string> = {};
+  const cfg = load(values).config;
+  const penalties = new PenaltyTable({ loyalty: cfg.loyalty, findtimeMs: cfg.findtime, maxHosts: 1000 });
+  const calls: string[] = [];
+  const backend = { setTarget: (t: string) => calls.push(`target ${t}`), setSetSize: (n: number) => calls.push(`size ${n}`) };
+  const decisions = { resync: async () => { calls.push('resync'); } } as unknown as Decisions;
+  const reload = makeReload({ cfg, penalties, decisions, allow: AllowList.of([]), allowEffects: { activeBans: () => [], unban: async () => true, forgetWhere: () => 0 }, log: pino({ level: 'silent' }),
+    rebuild: rebuildFirewall(backend, decisions), load: () => load(values) });
+  values = { set_size: '65536' };
+  assert.deepEqual(await reload(), { applied: ['set_size'], needsRestart: [] });
+  assert.deepEqual(calls.splice(0), ['size 65536', 'resync']);
+  assert.equal(cfg.set_size, 65536, 'status shows it');
+  values = { set_size: '2000000', target: 'REJECT' };
+  assert.deepEqual((await reload()).applied.sort(), ['set_size', 'target']);
+  assert.deepEqual(calls.splice(0), ['target REJECT', 'size 2000000', 'resync'], 'both in one load');
+  values = { set_size: '100', target: 'REJECT' };
+  await assert.rejects(reload(), (err: unknown) => err instanceof ReloadRefused && /^invalid set_size: "100" from AMPERE_SET_SIZE \(env\); expected a whole number from 65536 to 16777216$/.test(err.message));
+  assert.deepEqual(calls, []);
+  assert.equal(cfg.set_size, 2_000_000);
 });
 
 test('ampere reload and SIGHUP against a running daemon', async () => {

@@ -6,6 +6,7 @@ import { ConfigError, loadConfig, type Config } from '../config';
 import { ControlUnreachable, controlRequest } from '../control/client';
 import { controlSocketPath } from '../control/paths';
 import { formatTable, printJson } from './table';
+import { checkSetSize } from './check-sets';
 import { EXIT, parse } from './common';
 
 const USAGE = USAGE_OF['check'];
@@ -59,6 +60,8 @@ export async function runChecks(): Promise<Check[]> {
   out.push(await checkAmi(cfg));
   out.push(...(await checkFirewall(cfg, running.running)));
   out.push(checkDatabase(cfg));
+  const sets = cfg.backend === 'ipset' ? checkSetSize(cfg) : null;
+  if (sets) out.push(sets);
   if (cfg.backup_dir) out.push(checkDir('backup dir', cfg.backup_dir));
   // Loaded only in fleet mode: no pg driver otherwise.
   if (cfg.fleet_url) out.push(...(await (require('../fleet/check') as typeof import('../fleet/check')).checkFleet(cfg)));

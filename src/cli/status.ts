@@ -37,6 +37,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     ...(s.policy ? [['ban policy', policyLine(s.policy)] as [string, string]] : []),
     ['active bans', `${s.bans.active.total} (IPv4 ${s.bans.active.v4}, IPv6 ${s.bans.active.v6}); since start ${s.bans.made} made, ${s.bans.lifted} lifted`],
     ['firewall', `${s.firewall.backend}, chain ${s.firewall.chain}, target ${s.firewall.target}, ${s.firewall.inSync ? 'in sync' : 'NOT IN SYNC'}`],
+    ...(s.firewall.leftOutFull ? [['full sets', `a set reached set_size ${s.firewall.setSize}: ${s.firewall.leftOutFull} bans left out of the kernel since start (each load counts again); raise set_size`] as [string, string]] : []),
     ['last sync', s.firewall.lastSyncAt ? `${formatTime(s.firewall.lastSyncAt)} (${ago(s.firewall.lastSyncAt, now)})` : 'never'],
     ...(s.firewall.lastError ? [['last error', s.firewall.lastError] as [string, string]] : []),
     ...(s.firewall.verify ? verifyRows(s.firewall.verify, now) : []),

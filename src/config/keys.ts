@@ -1,6 +1,7 @@
 import { formatDuration, parseDuration } from './duration';
 import { chainNameProblem } from '../firewall/names';
 import { parsePorts } from '../firewall/jump';
+import { SET_SIZE_DEFAULT, SET_SIZE_MAX, SET_SIZE_MIN } from '../firewall/set-size';
 import { parseCidr, type Cidr } from '../net/cidr';
 import { canonicalIp } from '../net/ip';
 import { checkTemplate } from '../notify/body';
@@ -117,13 +118,13 @@ export const KEYS = {
   backend: { default: 'ipset', parse: oneOf('ipset', 'rules', 'dry-run') },
   target: { default: 'DROP', parse: upperOneOf('DROP', 'REJECT') },
   ports: { default: '', parse: parsePorts },
+  set_size: { default: String(SET_SIZE_DEFAULT), parse: int(SET_SIZE_MIN, SET_SIZE_MAX) },
   iptables: { default: 'auto', parse: oneOf('auto', 'nft', 'legacy') },
   ipv6: { default: 'auto', parse: oneOf('auto', 'on', 'off') },
   ami_timeout: { default: '10s', parse: duration(200, { maxMs: TIMER_DURATION_MAX_MS }) },
   log_level: { default: 'info', parse: oneOf('trace', 'debug', 'info', 'warn', 'error', 'fatal') },
   log_format: { default: 'json', parse: oneOf('json', 'pretty') },
   max_hosts: { default: '200000', parse: int(100, 10_000_000) },
-  set_size: { default: '1048576', parse: int(65_536, 16_777_216) },
   nice: { default: '-10', parse: int(-20, 19) },
   history: { default: '20', parse: int(0, 10_000) },
   max_host_rows: { default: '100000', parse: int(1000, 10_000_000) },

@@ -18,7 +18,7 @@ import { openCore } from './core';
 import { Jobs, PruneTrigger } from './jobs';
 import { startFleetIfSet } from './fleet';
 import { EventPipeline } from './pipeline';
-import { makeReload, type ReloadResult } from './reload';
+import { makeReload, rebuildFirewall, type ReloadResult } from './reload';
 import { followAmi, loadCountriesSoon, notifierIfSet, logStarted, openControl, shutdown, startMetrics, type MetricsEndpoint } from './startup';
 import { health, LOOP_SAMPLE_MS, logDrift, metricsSources, snapshot, writeStatusFile, type DaemonStats, type DaemonStatus, type StatusParts } from './status';
 
@@ -103,7 +103,7 @@ export async function startDaemon(loaded: LoadedConfig, log: Logger): Promise<Da
   const controlLog = log.child({ module: 'control' });
   const allowEffects: AllowEffects = { activeBans: (now) => store.bans.activeBans(now), unban: (a, now, why) => decisions.unban(a, now, why), forgetWhere: (t) => penalties.forgetWhere(t) };
   const reload = makeReload({ cfg, penalties, decisions, allow, allowEffects, log, backups, moveMetrics: (listen) => served.endpoint.move(cfg.metrics, listen),
-    retarget: async (target) => { backend.setTarget(target); await decisions.resync(Date.now()); } });
+    rebuild: rebuildFirewall(backend, decisions) });
   control = await openControl(socketPath, controlRoutes({ store, decisions, penalties, allow, allowEffects, firewall, backups, log: controlLog, status, health: () => health(parts, Date.now()), reload }), controlLog, stop);
   for (const part of [ami, backups, verifier]) part.start();
   writeStatus();

@@ -1,6 +1,7 @@
 import type { AllowEffects, AllowList } from '../allow';
 import { ConfigError, loadConfig, type Config, type LoadedConfig } from '../config';
 import type { Decisions } from '../decisions';
+import type { FirewallBackend } from '../firewall';
 import type { Logger } from '../log';
 import type { PenaltyTable } from '../scoring';
 
@@ -9,7 +10,7 @@ import type { PenaltyTable } from '../scoring';
  * `metrics` only moves: turning the endpoint on or off needs a restart (its counters start with the daemon).
  */
 export const LIVE_KEYS = [
-  'loyalty', 'findtime', 'bantime', 'bantime_factor', 'bantime_max', 'log_level', 'allow', 'backup_dir', 'backup_interval', 'backup_keep', 'metrics', 'target',
+  'loyalty', 'findtime', 'bantime', 'bantime_factor', 'bantime_max', 'log_level', 'allow', 'backup_dir', 'backup_interval', 'backup_keep', 'metrics', 'target', 'set_size',
 ] as const;
 
 export interface ReloadResult { applied: string[]; needsRestart: string[] }
@@ -29,10 +30,22 @@ export interface ReloadDeps {
   backups?: { reconfigure(o: { dir: string | null; intervalMs: number; keep: number }): void };
   /** Moves the metrics endpoint to a new address; false (the old one kept) when it cannot listen there. */
   moveMetrics?: (listen: string) => Promise<boolean>;
-  /** Rewrites Ampere's rules with a new target (DROP or REJECT) in one load. */
-  retarget?: (target: Config['target']) => Promise<void>;
+  /**
+   * Rewrites Ampere's rules and sets in one full load from the database: a new target (DROP
+   * or REJECT) for the rules, a new set_size for the sets of hosts (swapped in with every ban).
+   */
+  rebuild?: (change: { target?: Config['target']; setSize?: number }) => Promise<void>;
   /** The loader the start used (tests may pass another). */
   load?: () => LoadedConfig;
+}
+
+/** ReloadDeps.rebuild: the backend takes the new target and set size, and the decisions load every ban again (through the queue). */
+export function rebuildFirewall(backend: Pick<FirewallBackend, 'setTarget' | 'setSetSize'>, decisions: Pick<Decisions, 'resync'>): NonNullable<ReloadDeps['rebuild']> {
+  return async ({ target, setSize }) => {
+    if (target) backend.setTarget(target);
+    if (setSize) backend.setSetSize(setSize);
+    await decisions.resync(Date.now());
+  };
 }
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
@@ -92,7 +105,7 @@ async function apply(d: ReloadDeps, next: Config, keys: string[]): Promise<strin
   if (applied.some((k) => k.startsWith('bantime'))) d.decisions.setBantime({ bantimeMs: cfg.bantime, factor: cfg.bantime_factor, maxMs: cfg.bantime_max });
   if (has('log_level')) d.log.level = cfg.log_level;
   if (applied.some((k) => k.startsWith('backup_'))) d.backups?.reconfigure({ dir: cfg.backup_dir || null, intervalMs: cfg.backup_interval, keep: cfg.backup_keep });
-  if (has('target')) await d.retarget?.(cfg.target);
+  if (has('target') || has('set_size')) await d.rebuild?.({ ...(has('target') ? { target: cfg.target } : {}), ...(has('set_size') ? { setSize: cfg.set_size } : {}) });
   if (has('allow')) {
     const r = await d.allow.replaceConfigured(cfg.allow, Date.now(), d.allowEffects);
     d.log.info({ added: r.added, removed: r.removed, unbanned: r.unbanned.length }, 'allow list: configured entries replaced');

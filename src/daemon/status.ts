@@ -9,6 +9,7 @@ import type { Decisions, StorageState } from '../decisions';
 import { storageProblems } from '../decisions/pending';
 import type { FirewallQueue } from '../firewall';
 import { execStats } from '../firewall/exec';
+import { setFullStats } from '../firewall/set-full';
 import type { Reconciler, ReconcilerState } from '../firewall/reconciler';
 import type { Logger } from '../log';
 import type { MetricsSources } from '../metrics';
@@ -57,7 +58,7 @@ export interface DaemonStatus {
   bans: { active: { v4: number; v6: number; total: number }; made: number; lifted: number };
   /** The ban policy in force (a reload changes it): bantimeMs 0 bans forever; allowEntries counts every source. */
   policy: BanPolicy;
-  firewall: { backend: string; chain: string; target: string; inSync: boolean; lastSyncAt: number | null; lastError: string | null; batches: number; verify: ReconcilerState };
+  firewall: { backend: string; chain: string; target: string; setSize: number; leftOutFull: number; inSync: boolean; lastSyncAt: number | null; lastError: string | null; batches: number; verify: ReconcilerState };
   backup: BackupScheduler['state'];
   /** Ban rows not stored yet (retried), and whether database writes fail. */
   storage: StorageState;
@@ -81,7 +82,7 @@ export const VERSION = (() => {
 /** The running parts a status is read from. */
 export interface StatusParts {
   /** The running configuration: a reload writes the keys it applies into it. */
-  cfg: Pick<Config, 'db' | 'host' | 'port' | 'user' | 'chain' | 'target' | 'metrics' | 'loyalty' | 'findtime' | 'bantime' | 'bantime_factor' | 'bantime_max'>;
+  cfg: Pick<Config, 'db' | 'host' | 'port' | 'user' | 'chain' | 'target' | 'set_size' | 'metrics' | 'loyalty' | 'findtime' | 'bantime' | 'bantime_factor' | 'bantime_max'>;
   allow: { entries(): unknown[] };
   stats: DaemonStats;
   ami: Pick<AmiConnection, 'state' | 'since' | 'reconnects' | 'counts'>;
@@ -129,7 +130,7 @@ export function snapshot(p: StatusParts, now: number): DaemonStatus {
       loyalty: cfg.loyalty, findtimeMs: cfg.findtime, bantimeMs: cfg.bantime, bantimeFactor: cfg.bantime_factor, bantimeMaxMs: cfg.bantime_max,
       allowEntries: p.allow.entries().length,
     },
-    firewall: { backend: p.backendName, chain: cfg.chain, target: cfg.target, inSync: inSync(p), lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches, verify: { ...p.verifier.state } },
+    firewall: { backend: p.backendName, chain: cfg.chain, target: cfg.target, setSize: cfg.set_size, leftOutFull: setFullStats.leftOut, inSync: inSync(p), lastSyncAt: firewall.lastSyncAt, lastError: firewall.lastError, batches: firewall.batches, verify: { ...p.verifier.state } },
     backup: { ...p.backups.state },
     storage: p.decisions.storage(),
     eventLoop: { delayP99Ms: lateMs(p.loopDelay.percentile(99)), delayMaxMs: lateMs(p.loopDelay.max) },
@@ -165,7 +166,7 @@ export function metricsSources(p: StatusParts): MetricsSources {
     activeBans: () => decisions.countByFamily(), trackedHosts: () => p.penalties.size, firewallInSync: () => inSync(p),
     amiConnected: () => ami.state === 'connected', amiReconnects: () => ami.reconnects, amiMalformed: () => ami.counts.malformed, amiMerged: () => ami.counts.merged, amiDistrusted: () => ami.counts.distrusted,
     pendingBanWrites: () => decisions.storage().pending, storeWriteFailures: () => decisions.storage().failures,
-    notify: () => p.notifier?.state ?? null, firewallProcesses: () => execStats.runs,
+    notify: () => p.notifier?.state ?? null, firewallProcesses: () => execStats.runs, firewallSetFull: () => setFullStats.leftOut,
   };
 }
 

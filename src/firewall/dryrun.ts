@@ -64,6 +64,7 @@ export class DryRunBackend implements FirewallBackend {
   }
 
   setTarget(): void { /* no rules */ }
+  setSetSize(): void { /* no sets */ }
 
   async shutdown(): Promise<void> {}
 }

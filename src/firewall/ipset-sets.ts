@@ -1,5 +1,6 @@
 import type { Family } from '../net/ip';
-import { IPSET_MAXELEM, IPSET_NAME_MAX } from './ipset-text';
+import { IPSET_NAME_MAX } from './ipset-text';
+import { SET_SIZE_DEFAULT } from './set-size';
 
 /** Ranges an operator may ban per family: a few, by hand; the set grows to this at most. */
 export const RANGE_MAXELEM = 65536;
@@ -32,9 +33,12 @@ export function setSlots(chain: string, families: readonly Family[]): SetSlot[] 
 
 export const setType = (range: boolean) => (range ? 'hash:net' : 'hash:ip');
 
-export function createLine(name: string, slot: Pick<SetSlot, 'family' | 'range'>, hashsize: number, setSize = IPSET_MAXELEM): string {
+/** The most elements a slot's set holds: the ranges' fixed bound, or the hosts' (set_size). */
+export const capacityOf = (slot: Pick<SetSlot, 'range'>, setSize: number): number => (slot.range ? RANGE_MAXELEM : setSize);
+
+export function createLine(name: string, slot: Pick<SetSlot, 'family' | 'range'>, hashsize: number, setSize = SET_SIZE_DEFAULT): string {
   const family = slot.family === 4 ? 'inet' : 'inet6';
-  return `create ${name} ${setType(slot.range)} family ${family} hashsize ${hashsize} maxelem ${slot.range ? RANGE_MAXELEM : setSize} timeout 0`;
+  return `create ${name} ${setType(slot.range)} family ${family} hashsize ${hashsize} maxelem ${capacityOf(slot, setSize)} timeout 0`;
 }
 
 /** The slot a ban's address goes to: a range (with a `/`) to the net set of its family. */

@@ -6,8 +6,6 @@ import type { KernelBan, ListedBan } from './types';
 
 /** The kernel refuses element timeouts above this (about 24.8 days). */
 export const IPSET_MAX_TIMEOUT = 2147483;
-/** Room for a million scanners; the hash grows on demand, maxelem is only the ceiling. */
-export const IPSET_MAXELEM = 1048576;
 /** ipset's longest set name. */
 export const IPSET_NAME_MAX = 31;
 
@@ -22,6 +20,16 @@ export function ipsetTimeout(until: number | null, now: number): number | null {
   const s = Math.ceil((until - now) / 1000);
   if (s <= 0) return null;
   return s > IPSET_MAX_TIMEOUT ? 0 : s;
+}
+
+/** A batch's add lines into one live set; a ban already ended is left out. Addresses were checked by checkBatch (every caller runs it first). */
+export function addLines(set: string, bans: KernelBan[], now: number): string[] {
+  const out: string[] = [];
+  for (const b of bans) {
+    const t = ipsetTimeout(b.until, now);
+    if (t !== null) out.push(`add ${set} ${b.address} timeout ${t}`);
+  }
+  return out;
 }
 
 /**

@@ -2,20 +2,20 @@ import type { Logger } from '../log';
 import type { Family } from '../net/ip';
 import { ensureChain, familyBinaries, targetSpec, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
-import { checkBatch, requireBinaries, run } from './exec';
-import { loadDroppingRefused, refusedLine, setFull, splitLines, type RefusedLine } from './ipset-load';
+import { checkBatch, CommandError, requireBinaries, run } from './exec';
+import { isSetFull, loadDroppingRefused, refusedLine, splitLines, type RefusedLine } from './ipset-load';
 
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
-import { addScript, IPSET_MAX_TIMEOUT, IPSET_MAXELEM, ipsetTimeout, parseIpsetSave } from './ipset-text';
+import { addLines, addScript, IPSET_MAX_TIMEOUT, parseIpsetSave } from './ipset-text';
 import { createLine, setSlots, slotFor, type SetSlot } from './ipset-sets';
+import { SetFull } from './set-full';
+import { SET_SIZE_DEFAULT } from './set-size';
 
-export { IPSET_MAX_TIMEOUT, IPSET_MAXELEM, ipsetTimeout, parseIpsetSave } from './ipset-text';
+export { IPSET_MAX_TIMEOUT, ipsetTimeout, parseIpsetSave } from './ipset-text';
 import { backendTools, type RulesetCache } from './monitor';
 import type { BanLineFormat, BanLines, BanSource, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 import { inspectIpset, parseSetHeaders, setView, type KernelView } from './verify';
-
-
 
 /** `ipset restore` processes filling the scratch sets at once during a full load (see setAll). */
 const LOADERS = 2;
@@ -34,6 +34,8 @@ export class IpsetBackend implements FirewallBackend {
   /** Per family: the ranges' hash:net set and the hosts' hash:ip set (ipset-sets.ts). */
   private readonly slots: SetSlot[];
   private readonly shell: IpsetShell | null;
+  /** Sets at their maxelem: bans that do not fit, counted and said once. */
+  private readonly full: SetFull;
   /** The filter tables for the firewall check, listed again only when they changed. */
   private readonly ruleset: RulesetCache;
   /** Set by init, cleared by the next call: sets and chains were made a moment ago. */
@@ -51,10 +53,13 @@ export class IpsetBackend implements FirewallBackend {
     this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
     setSlots(opts.chain, [4, 6]); // every name checked, whichever families run
     this.slots = setSlots(opts.chain, this.families);
+    this.full = new SetFull(log, this.slots, () => this.setSize);
   }
 
-  /** Each host set's maxelem (set_size). */
-  private get setSize(): number { return this.opts.setSize ?? IPSET_MAXELEM; }
+  /** The most elements each set of hosts holds (set_size): sets are made with it. */
+  private get setSize(): number {
+    return this.opts.setSize ?? SET_SIZE_DEFAULT;
+  }
 
   /** The hosts' live set of a family. */
   setName(f: Family): string {
@@ -69,7 +74,7 @@ export class IpsetBackend implements FirewallBackend {
     ];
   }
 
-  private ipset(args: string[], input?: string | Iterable<string>): Promise<{ stdout: string }> {
+  private ipset(args: string[], input?: string | Iterable<string>): Promise<{ stdout: string; stderr: string }> {
     return run('ipset', args, { input, netns: this.opts.netns, timeoutMs: 300_000 });
   }
 
@@ -127,13 +132,10 @@ export class IpsetBackend implements FirewallBackend {
     await this.load(Array.from({ length: LOADERS }, () => shared));
   }
 
-  /** A full load that drops the lines the kernel refuses (see loadDroppingRefused). */
+  /** A full load that drops the lines the kernel refuses, and those of a full set (see loadDroppingRefused). */
   private async load(sources: Iterator<string>[]): Promise<void> {
-    try {
-      await loadDroppingRefused(sources, LOADERS, () => this.createsText(), (inputFor) => this.replaceSets(inputFor), this.log);
-    } catch (err) {
-      throw setFull(err, this.setSize) ?? err;
-    }
+    await loadDroppingRefused(sources, LOADERS, () => this.createsText(), (inputFor) => this.replaceSets(inputFor), this.log, this.full.bounds);
+    this.full.loaded();
   }
 
   /** The scratch sets' names in each ban's line: the store renders the adds of a full load. */
@@ -221,21 +223,11 @@ export class IpsetBackend implements FirewallBackend {
     await this.ipset(['restore', '-exist'], lines.join('\n') + '\n');
   }
 
-  private addLines(set: string, bans: KernelBan[], now: number): string[] {
-    const out: string[] = [];
-    for (const b of bans) {
-      const t = ipsetTimeout(b.until, now);
-      // Addresses were checked by checkBatch (every caller runs it first).
-      if (t !== null) out.push(`add ${set} ${b.address} timeout ${t}`);
-    }
-    return out;
-  }
-
   async add(bans: KernelBan[], now: number): Promise<void> {
     this.fresh = false;
     checkBatch(bans);
     // -exist: adding a present address refreshes its timeout instead of failing.
-    const lines = this.slots.flatMap((s) => this.addLines(s.live, bans.filter((b) => slotFor(this.slots, b.address, b.family) === s), now));
+    const lines = this.slots.flatMap((s) => addLines(s.live, bans.filter((b) => slotFor(this.slots, b.address, b.family) === s), now));
     await this.apply(lines);
   }
 
@@ -250,14 +242,15 @@ export class IpsetBackend implements FirewallBackend {
     return this.shell !== null && count <= SHELL_MAX_LINES;
   }
 
-  /** Small batches (every ban as it happens) through the live shell; big ones in one restore. */
+  /** Small batches (every ban as it happens) through the live shell; big ones in one restore; a full set's batch line by line. */
   private async apply(lines: string[]): Promise<void> {
     if (lines.length === 0) return;
     try {
       if (this.shell && lines.length <= SHELL_MAX_LINES) return await this.shell.run(lines);
       await this.ipset(['restore', '-exist'], lines.join('\n') + '\n');
     } catch (err) {
-      throw setFull(err, this.setSize) ?? err;
+      if (!(err instanceof CommandError) || !isSetFull(err.stderr)) throw err;
+      await this.full.retry(lines, (input) => this.ipset(['-exist', '-'], input));
     }
   }
 
@@ -285,6 +278,10 @@ export class IpsetBackend implements FirewallBackend {
 
   setTarget(target: FirewallOptions['target']): void {
     this.opts = { ...this.opts, target };
+  }
+
+  setSetSize(setSize: number): void {
+    this.opts = { ...this.opts, setSize };
   }
 
   async shutdown(): Promise<void> {

@@ -174,6 +174,8 @@ export class RulesBackend implements FirewallBackend {
     this.opts = { ...this.opts, target };
   }
 
+  setSetSize(): void { /* no sets */ }
+
   async shutdown(): Promise<void> {
     // Rules stay in the kernel while the daemon is down.
     this.ruleset.close();

@@ -63,7 +63,7 @@ export interface FirewallOptions {
    * Default true.
    */
   ipv6?: boolean;
-  /** The most bans each host set (ipset, per family) holds: its maxelem. Default IPSET_MAXELEM. */
+  /** The ipset backend: the most elements each family's set of hosts holds (its maxelem, set_size). Default SET_SIZE_DEFAULT. */
   setSize?: number;
 }
 
@@ -112,6 +112,8 @@ export interface FirewallBackend {
   listBans(): Promise<ListedBan[]>;
   /** The target of the rules written from now on (a reload); the next full load (setAll) rewrites every rule with it. */
   setTarget(target: FirewallOptions['target']): void;
+  /** The maxelem of the sets of hosts made from now on (ipset's set_size, a reload): the next full load swaps in sets of it. Nothing for a backend without sets. */
+  setSetSize(setSize: number): void;
   /** Leave bans in the kernel; only release resources. */
   shutdown(): Promise<void>;
 }

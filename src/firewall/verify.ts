@@ -20,6 +20,12 @@ export interface KernelCount {
   count: number;
   /** Where they are: the set's or the chain's name. */
   where: string;
+  /**
+   * The most members the family's set of hosts holds (its maxelem, set_size): with more bans
+   * than that, some cannot be in the kernel, and missing ones are not drift (a reload would
+   * only leave them out again).
+   */
+  capacity?: number;
 }
 
 /** A backend's look at the kernel: what is out of shape, and the members it could count. */
@@ -74,8 +80,11 @@ export function parseSetHeaders(text: string): Map<string, SetHeader> {
   return out;
 }
 
-/** A live set must exist as a `hash:ip` (`hash:net` for ranges) of its family with timeouts (else every ban fails or never matches). */
-export function setView(headers: Map<string, SetHeader>, name: string, family: Family, range = false): { drift?: Drift; count?: KernelCount } {
+/**
+ * A live set must exist as a `hash:ip` (`hash:net` for ranges) of its family with timeouts (else
+ * every ban fails or never matches); its maxelem may be any (a set_size changed since it was made).
+ */
+export function setView(headers: Map<string, SetHeader>, name: string, family: Family, range = false): { drift?: Drift; count?: KernelCount; maxelem?: number } {
   const h = headers.get(name);
   if (!h) return { drift: { what: 'set', family, detail: `set ${name} missing` } };
   const words = h.header.split(/\s+/);
@@ -83,7 +92,8 @@ export function setView(headers: Map<string, SetHeader>, name: string, family: F
   if (h.type !== (range ? 'hash:net' : 'hash:ip') || fam !== (family === 4 ? 'inet' : 'inet6') || !words.includes('timeout')) {
     return { drift: { what: 'set', family, detail: `set ${name} has the wrong type (${h.type} ${h.header.split(' hashsize')[0]})` } };
   }
-  return Number.isFinite(h.entries) ? { count: { family, count: h.entries, where: name } } : {};
+  const maxelem = words.includes('maxelem') ? Number(words[words.indexOf('maxelem') + 1]) : NaN;
+  return { ...(Number.isFinite(h.entries) ? { count: { family, count: h.entries, where: name } } : {}), ...(Number.isFinite(maxelem) ? { maxelem } : {}) };
 }
 
 /**
@@ -93,10 +103,10 @@ export function setView(headers: Map<string, SetHeader>, name: string, family: F
  */
 export function countDrifts(counts: KernelCount[], banned: Record<Family, number>, ended: (family: Family) => number): Drift[] {
   const out: Drift[] = [];
-  for (const { family, count, where } of counts) {
+  for (const { family, count, where, capacity } of counts) {
     const want = banned[family];
     if (count > want) out.push({ what: 'entries', family, detail: `${count - want} entries in ${where} that are not bans` });
-    else if (count < want && count < want - ended(family)) out.push({ what: 'entries', family, detail: `${want - count} of ${want} bans missing from ${where}` });
+    else if (count < want && count < want - ended(family) && !(want > (capacity ?? Infinity))) out.push({ what: 'entries', family, detail: `${want - count} of ${want} bans missing from ${where}` });
   }
   return out;
 }
@@ -130,11 +140,13 @@ export async function inspectIpset(x: IpsetLook): Promise<KernelView> {
   x.fams.forEach((ft, i) => {
     const want = x.rules(ft).map((l) => l.slice(`-A ${x.chain} `.length));
     view.drifts.push(...chainView(tables[i], x.chain, x.ports, ft.family, (r, _last, k) => r === want[k], want.length).drifts);
-    const views = x.slots.filter((s) => s.family === ft.family).map((s) => setView(sets, s.live, s.family, s.range));
+    const slots = x.slots.filter((s) => s.family === ft.family);
+    const views = slots.map((s) => setView(sets, s.live, s.family, s.range));
     for (const v of views) if (v.drift) view.drifts.push(v.drift);
     const counted = views.map((v) => v.count).filter((c): c is KernelCount => c !== undefined);
+    const capacity = views[slots.findIndex((s) => !s.range)]?.maxelem;
     if (counted.length === views.length && counted.length > 0) {
-      view.counts.push({ family: ft.family, count: counted.reduce((n, c) => n + c.count, 0), where: counted.map((c) => c.where).join(' + ') });
+      view.counts.push({ family: ft.family, count: counted.reduce((n, c) => n + c.count, 0), where: counted.map((c) => c.where).join(' + '), ...(capacity !== undefined ? { capacity } : {}) });
     }
   });
   return view;

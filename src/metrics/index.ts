@@ -18,6 +18,8 @@ export interface MetricsSources {
   storeWriteFailures?(): number;
   /** Processes started for firewall commands since start (optional: older callers). */
   firewallProcesses?(): number;
+  /** Bans left out of the kernel because their ipset set was full (optional: older callers). */
+  firewallSetFull?(): number;
   /** The webhook's counts since start; null without notify_url. */
   notify?(): { queued: number; delivered: number; failed: number; dropped: number } | null;
 }
@@ -78,6 +80,7 @@ export class Metrics {
     monotonic('ampere_ami_merged_total', 'AMI blocks merged back into a security event that injected blank lines had cut.', src.amiMerged, registers);
     new Gauge({ name: 'ampere_firewall_in_sync', help: '1 when every kernel command since the last full load succeeded and the last check found the kernel as Ampere made it.', registers, collect() { this.set(src.firewallInSync() ? 1 : 0); } });
     monotonic('ampere_firewall_processes_total', 'Processes started for firewall commands (iptables, ipset, conntrack); bans through the live ipset shell start none.', () => src.firewallProcesses?.() ?? 0, registers);
+    monotonic('ampere_firewall_set_full_total', 'Bans left out of the kernel because their ipset set was full (set_size); each full load counts those it leaves out again.', () => src.firewallSetFull?.() ?? 0, registers);
     this.firewallFailures = new Counter({ name: 'ampere_firewall_command_failures_total', help: 'Failed firewall commands (batches), by operation.', labelNames: ['op'], registers });
     this.firewallRepairs = new Counter({
       name: 'ampere_firewall_repairs_total', help: 'Kernel reloads after the check found drift, by what drifted (jump, chain, rules, set, entries, failed-batch).', labelNames: ['what'], registers,
