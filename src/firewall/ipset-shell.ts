@@ -2,6 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { CommandError, which } from './exec';
 
 const PROMPT = 'ipset> ';
+/** How long an error without its prompt waits for the rest of its text. */
+const STDERR_WAIT_MS = 1000;
 
 /**
  * One long-lived `ipset -exist -` (ipset's interactive mode) that applies each line as it
@@ -18,6 +20,7 @@ export class IpsetShell {
   private sent = 0; // lines written
   private waiting: { until: number; resolve: (out: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
   private stderr = '';
+  private stderrTimer: NodeJS.Timeout | undefined;
   /** What ipset printed since the last prompt, and the text before each prompt a waiter still needs. */
   private output = '';
   private answers = new Map<number, string>();
@@ -80,22 +83,29 @@ export class IpsetShell {
     this.answers.clear();
     p.stdout!.setEncoding('utf8');
     p.stdout!.on('data', (d: string) => {
+      // Searched with what came before: a prompt may arrive in two reads.
+      const text = this.output + d;
       let from = 0;
       let i;
-      while ((i = d.indexOf(PROMPT, from)) >= 0) {
-        this.output += d.slice(from, i);
+      while ((i = text.indexOf(PROMPT, from)) >= 0) {
         this.prompts++;
         // Kept only for the prompt a waiter ends on: a ban's batch prints nothing anyway.
-        if (this.waiting.some((w) => w.until === this.prompts)) this.answers.set(this.prompts, this.output);
-        this.output = '';
+        if (this.waiting.some((w) => w.until === this.prompts)) this.answers.set(this.prompts, text.slice(from, i));
         from = i + PROMPT.length;
       }
-      this.output += d.slice(from);
+      this.output = text.slice(from);
       // Settle after stderr of the same poll round is read: ipset writes an error before the prompt.
       setImmediate(() => this.settle(p));
     });
     p.stderr!.setEncoding('utf8');
-    p.stderr!.on('data', (d: string) => { this.stderr += d; if (this.proc === p) this.fail(this.stderr.trim()); });
+    // ipset writes an error in pieces ("ipset v7.17: ", then the message and its newline): the
+    // batch fails once a whole line is in, or STDERR_WAIT_MS after a piece that never ends.
+    p.stderr!.on('data', (d: string) => {
+      if (this.proc !== p) return; // a replaced shell's last words
+      this.stderr += d;
+      if (this.stderr.includes('\n')) this.fail(this.stderr.trim());
+      else this.stderrTimer ??= setTimeout(() => { if (this.proc === p) this.fail(this.stderr.trim()); }, STDERR_WAIT_MS);
+    });
     p.stdin!.on('error', () => {});
     p.on('error', (err) => { if (this.proc === p) this.fail(`ipset shell: ${err.message}`); });
     p.on('exit', (code) => { if (this.proc === p) this.fail(`ipset shell exited (${code})${this.stderr ? `: ${this.stderr.trim()}` : ''}`); });
@@ -104,6 +114,7 @@ export class IpsetShell {
 
   private settle(p: ChildProcess): void {
     if (this.proc !== p) return;
+    if (this.stderr) return; // an error is being written: everything in flight fails with it
     while (this.waiting.length && this.waiting[0].until <= this.prompts) {
       const w = this.waiting.shift()!;
       clearTimeout(w.timer);
@@ -115,6 +126,8 @@ export class IpsetShell {
 
   /** Everything in flight fails; the next run() starts a fresh shell. */
   private fail(message: string): void {
+    clearTimeout(this.stderrTimer);
+    this.stderrTimer = undefined;
     const waiting = this.waiting.splice(0);
     this.close();
     const err = new CommandError('ipset -exist -', 1, message);
