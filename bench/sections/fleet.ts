@@ -106,7 +106,7 @@ export async function fleetSection(ctx: Ctx): Promise<Row[]> {
     const rows: Row[] = [];
     const row = (variant: string, xs: number[]) => {
       for (const p of [50, 99]) rows.push({ section: SECTION, measure: `propagation p${p}, deciding event on pbx1 -> the peer's kernel`, variant, value: percentile(xs, p), unit: 'ms', spread: spread(xs), runs: xs.length, ...(p === 99 && variant.startsWith('LISTEN') ? { target: '≤ 50 ms', met: percentile(xs, 99) <= 50 } : {}) });
-      ctx.log(`  fleet ${variant}: ${xs.length} bans, p50 ${percentile(xs, 50).toFixed(1)} ms, p99 ${percentile(xs, 99).toFixed(1)} ms`);
+      ctx.log(`  fleet ${variant}: ${xs.length} bans, p50 ${percentile(xs, 50).toFixed(1)} ms, p99 ${percentile(xs, 99).toFixed(1)} ms; slowest ${[...xs].sort((a, b) => b - a).slice(0, 5).map((x) => x.toFixed(1)).join(', ')}`);
     };
     row('LISTEN (Ampere)', await propagate(agent, probers[0], samples.listen, 0, () => sleep(20 + Math.random() * 30)));
     for (const [period, n, base] of [[1000, samples.poll1, 200], [10_000, samples.poll10, 400]] as const) {

@@ -23,6 +23,16 @@ const FETCH = `SELECT id::text AS id, txid::text AS txid, origin, action,
   ORDER BY fleet_decisions.txid, fleet_decisions.id LIMIT $5`;
 // Qualified: a bare "id" or "txid" in ORDER BY would be the text columns of the select list, in text order.
 
+/**
+ * A round's first page with the oldest running transaction (pg_snapshot_xmin) of the same
+ * snapshot, in one round trip: a notification's ban reaches the kernel one hop sooner. Every
+ * transaction below that xmin committed before the snapshot the page is read in, so its rows
+ * are in this page or the next ones. No row yet: one row of nulls but xmin.
+ */
+const FIRST = `SELECT x.xmin, d.* FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin) x
+  LEFT JOIN LATERAL (${FETCH.replace('SELECT id::text AS id,', 'SELECT fleet_decisions.txid AS ord_txid, fleet_decisions.id AS ord_id, id::text AS id,')}) d ON true
+  ORDER BY d.ord_txid, d.ord_id`;
+
 export interface ReceiverHooks {
   onResult(d: Received, res: Applied): void;
 }
@@ -66,14 +76,15 @@ export class Receiver {
   }
 
   private async round(): Promise<void> {
-    const xmin = BigInt((await this.query<{ x: string }>(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x`)).rows[0].x);
-    let from: [string, string] = [this.cursor.toString(), '0'];
+    const params = (from: [string, string]) => [from[0], from[1], this.origin, Math.ceil(this.deps.banMaxMs / 1000), PAGE];
+    const first = (await this.query<Received & { xmin: string }>(FIRST, params([this.cursor.toString(), '0']))).rows;
+    const xmin = BigInt(first[0].xmin);
+    let rows: Received[] = first.filter((r) => r.id !== null);
     for (;;) {
-      const { rows } = await this.query<Received>(FETCH, [from[0], from[1], this.origin, Math.ceil(this.deps.banMaxMs / 1000), PAGE]);
       this.applyPage(rows, Date.now(), xmin);
       if (rows.length < PAGE) break;
       const last = rows[rows.length - 1];
-      from = [last.txid, last.id];
+      rows = (await this.query<Received>(FETCH, params([last.txid, last.id]))).rows;
     }
     if (xmin > this.cursor) {
       this.cursor = xmin;
