@@ -123,3 +123,19 @@ test('the ban count cache stays fast when full (a Map evicting its first key wal
   // ~0.2 s; the old cache took ~7 s for these.
   assert.ok(performance.now() - t < 2000, `took ${Math.round(performance.now() - t)} ms`);
 });
+
+test('endedBy: exactly the entries ending by a time, tables and map alike, permanent ones never', () => {
+  const set = new BannedSet();
+  const model = new Map<string, number | null>();
+  const r = rng(11);
+  for (let i = 0; i < 5000; i++) {
+    const a = i % 3 === 0 ? `2001:db8::${i.toString(16)}` : i % 7 === 0 ? `10.${i >> 8}.0.0/24` : `10.${i >> 8}.${i & 255}.1`;
+    const until = r() < 0.1 ? null : Math.floor(r() * 1000);
+    set.set(a, until);
+    model.set(a, until);
+  }
+  for (const at of [-1, 0, 250, 999, 5000]) {
+    const want = [...model].filter(([, u]) => u !== null && u <= at).sort();
+    assert.deepEqual([...set.endedBy(at)].sort(), want);
+  }
+});

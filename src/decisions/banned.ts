@@ -72,6 +72,18 @@ export class BannedSet {
     yield* this.other.entries();
   }
 
+  /**
+   * The entries ended by `at` (permanent ones never are): only their keys are formatted. The
+   * expiry tick asks while rows are pending, every second of a catch-up: formatting every key
+   * of a million bans for it cost ~0.5 s of CPU and ~80 MB of garbage each time.
+   */
+  *endedBy(at: number): Generator<[string, number]> {
+    for (const [t, format] of [[this.v4, formatIpv4], [this.v6, formatIpv6]] as const) {
+      for (const slot of t.slotsAtMost(at)) yield [format(t.keyAt(slot, this.out)), t.value(slot)];
+    }
+    for (const [address, until] of this.other) if (until !== null && until <= at) yield [address, until];
+  }
+
   *keys(): Generator<string> {
     for (const [address] of this.entries()) yield address;
   }
