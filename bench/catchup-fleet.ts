@@ -51,7 +51,14 @@ async function main(): Promise<void> {
     const cpu0 = cpuMs(d.pid);
     const count = async () => Number(/Number of entries: (\d+)/.exec(await node!.ns.must('ipset', ['list', '-t', 'ampere-v4']))?.[1] ?? 0);
     let held = 0;
+    // RSS as the catch-up goes (the peak: when, at how many held), to tell a spike from growth.
+    let top = { rss: 0, atMs: 0, held: 0 };
+    const rssAt: string[] = [];
     while ((held = await count()) < n) {
+      const rss = memory(d.pid).rss;
+      const atMs = performance.now() - connected;
+      if (rss > top.rss) top = { rss, atMs, held };
+      if (rssAt.length < Math.floor(atMs / 5000)) rssAt.push(`${Math.round(atMs / 1000)}s ${held} ${rss.toFixed(0)}MB`);
       if (performance.now() - connected > 600_000) throw new Error(`after 600 s the kernel holds ${held} of ${n}`);
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -60,6 +67,7 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 2000));
     const m = memory(d.pid);
     console.log(`catch-up of ${n}: "fleet connected" -> kernel holds all ${Math.round(took)} ms; daemon CPU ${cpu} ms; RSS 2 s later ${m.rss.toFixed(1)} MB, peak ${m.peak.toFixed(1)} MB`);
+    console.log(`RSS during the catch-up: highest ${top.rss.toFixed(1)} MB at ${Math.round(top.atMs)} ms (kernel holding ${top.held}); every 5 s: ${rssAt.join(', ')}`);
     await node.daemon!.stop();
     logProfiles(ctx, 'catchup');
   } finally {

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BannedSet } from '../src/decisions/banned';
+import { BannedSet, CountCache } from '../src/decisions/banned';
 import { HostTable } from '../src/decisions/host-table';
 import { canonicalIp } from '../src/net/ip';
 
@@ -102,4 +102,40 @@ test('the table survives forced collisions: deletes in the middle of a run keep 
     if (i % 997 === 0) for (const [key, v] of model) { k[0] = key; const s = t.find(k); assert.ok(s >= 0, `lost ${key}`); assert.equal(t.value(s), v); }
   }
   assert.equal(t.size, model.size);
+});
+
+test('the ban count cache keeps at least the last max/2 counts set, at most max, newest value first', () => {
+  const c = new CountCache(8);
+  for (let i = 0; i < 100; i++) c.set(`10.0.0.${i}`, i);
+  for (let i = 96; i < 100; i++) assert.equal(c.get(`10.0.0.${i}`), i);
+  assert.equal(c.get('10.0.0.0'), undefined);
+  assert.ok(c.size <= 8);
+  // A newer count of an address in the older generation wins.
+  c.set('10.0.0.1', 1); c.set('10.0.0.2', 2); c.set('10.0.0.3', 3); c.set('10.0.0.4', 4);
+  c.set('10.0.0.1', 7);
+  assert.equal(c.get('10.0.0.1'), 7);
+});
+
+test('the ban count cache stays fast when full (a Map evicting its first key walked its deleted entries)', () => {
+  const c = new CountCache(65_536);
+  const t = performance.now();
+  for (let i = 0; i < 400_000; i++) c.set(`10.${(i >>> 16) & 255}.${(i >>> 8) & 255}.${i & 255}`, i);
+  // ~0.2 s; the old cache took ~7 s for these.
+  assert.ok(performance.now() - t < 2000, `took ${Math.round(performance.now() - t)} ms`);
+});
+
+test('endedBy: exactly the entries ending by a time, tables and map alike, permanent ones never', () => {
+  const set = new BannedSet();
+  const model = new Map<string, number | null>();
+  const r = rng(11);
+  for (let i = 0; i < 5000; i++) {
+    const a = i % 3 === 0 ? `2001:db8::${i.toString(16)}` : i % 7 === 0 ? `10.${i >> 8}.0.0/24` : `10.${i >> 8}.${i & 255}.1`;
+    const until = r() < 0.1 ? null : Math.floor(r() * 1000);
+    set.set(a, until);
+    model.set(a, until);
+  }
+  for (const at of [-1, 0, 250, 999, 5000]) {
+    const want = [...model].filter(([, u]) => u !== null && u <= at).sort();
+    assert.deepEqual([...set.endedBy(at)].sort(), want);
+  }
 });

@@ -5,8 +5,11 @@ import type { BannedSet, CountCache } from './banned';
 import type { PendingWrites } from './pending';
 import type { BanFacts, BanReason, KernelQueue } from './types';
 
-/** A peer's ban that passed this node's checks (src/fleet/apply.ts): its end is given, never escalated. */
-export interface PeerBan { address: string; family: Family; until: number; reason: BanReason; origin: string }
+/**
+ * A peer's ban that passed this node's checks (src/fleet/apply.ts): its end is given, never
+ * escalated. cutFlows false: its host's established flows are left (a decision made long ago).
+ */
+export interface PeerBan { address: string; family: Family; until: number; reason: BanReason; origin: string; cutFlows?: boolean }
 
 export interface BulkParts {
   banned: BannedSet;
@@ -30,7 +33,7 @@ export function banMany(p: BulkParts, bans: PeerBan[], now: number): Promise<voi
   const kernel: KernelBan[] = [];
   for (const b of bans) {
     p.banned.set(b.address, b.until);
-    kernel.push({ address: b.address, family: b.family, until: b.until });
+    kernel.push(b.cutFlows === false ? { address: b.address, family: b.family, until: b.until, cutFlows: false } : { address: b.address, family: b.family, until: b.until });
   }
   const applied = p.kernel.add(kernel, now);
   const quiet = bans.length > LINES_MAX;

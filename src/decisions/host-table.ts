@@ -101,6 +101,13 @@ export class HostTable {
     for (let i = 0; i < this.cap; i++) if (this.used[i] === 1) yield i;
   }
 
+  /** The used slots whose value is at most `max` (NaN never is), in table order: one pass, no generator. */
+  slotsAtMost(max: number): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.cap; i++) if (this.used[i] === 1 && this.values[i] <= max) out.push(i);
+    return out;
+  }
+
   /** Calls fn with each used slot's value; fast path for scans that format no key. */
   forEachValue(fn: (value: number) => void): void {
     for (let i = 0; i < this.cap; i++) if (this.used[i] === 1) fn(this.values[i]);

@@ -90,8 +90,8 @@ export async function expire(d: LiftParts, now: number): Promise<number> {
     gone.push({ address: b.address, family: b.family as Family, startedAt: b.startedAt, until: b.until });
   }
   if (dbFailed || d.pending.count > 0) {
-    for (const [address, until] of d.banned.entries()) {
-      if (until !== null && until <= now && !gone.some((g) => g.address === address)) gone.push({ address, family: familyOf(address), startedAt: null, until });
+    for (const [address, until] of d.banned.endedBy(now)) {
+      if (!gone.some((g) => g.address === address)) gone.push({ address, family: familyOf(address), startedAt: null, until });
     }
   }
   if (gone.length === 0) return 0;

@@ -233,7 +233,8 @@ export class FirewallQueue {
    */
   private cutFlows(adds: KernelBan[]): void {
     const c = this.conntrack;
-    if (c) setImmediate(() => c.flush(adds));
+    const cut = adds.filter((b) => b.cutFlows !== false);
+    if (c && cut.length > 0) setImmediate(() => c.flush(cut));
   }
 
   private async call(op: string, fn: () => Promise<void>, count: () => number): Promise<boolean> {

@@ -7,6 +7,8 @@ export interface KernelBan {
   family: Family;
   /** Epoch ms when the ban ends; null = permanent. */
   until: number | null;
+  /** false: the host's established flows are not cut (a peer's decision read long after it was made; src/fleet/apply.ts). */
+  cutFlows?: boolean;
 }
 
 /**

@@ -35,6 +35,14 @@ export interface ApplyDeps {
   log: Logger;
 }
 
+/**
+ * A peer's ban made longer ago than this when it arrives (a catch-up: a node joining, or back
+ * after an outage) leaves its host's established flows alone. Fresh ones come at most at
+ * fleet_receive_rate and are cut as a local ban's; a joining node's million would queue a
+ * million addresses for the conntrack helper (~60 MB of heap, and hours of its table walks).
+ */
+export const FLOW_CUT_AGE_MS = 60_000;
+
 export const ORIGIN_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 /** A peer's text as it may be stored and shown: one line, bounded. */
@@ -59,7 +67,8 @@ export function checkDecision(d: Received, deps: ApplyDeps, now: number): Checke
   if (d.action === 'unban') return unbanFromPeer(d, address, deps, now);
   if (deps.isAllowed(address, family)) return { ok: false, why: 'allowed', address, detail: 'on this node\'s allow list' };
   // Counted from the decision's creation, so every node ends it at the same time however late it reads it.
-  const cap = Math.min(Number.isFinite(d.createdAt) ? d.createdAt : now, now) + deps.banMaxMs;
+  const created = Math.min(Number.isFinite(d.createdAt) ? d.createdAt : now, now);
+  const cap = created + deps.banMaxMs;
   const until = d.until === null || d.until > cap ? cap : d.until;
   if (until <= now) return { ok: false, why: 'expired', address, detail: 'ended before it arrived' };
   const current = deps.decisions.bannedUntil(address);
@@ -67,7 +76,7 @@ export function checkDecision(d: Received, deps: ApplyDeps, now: number): Checke
   if (current === null || (current !== undefined && current >= until)) return { ok: true, what: 'already', address, capped: false };
   const failures = typeof d.failures === 'number' && Number.isSafeInteger(d.failures) && d.failures >= 0 ? d.failures : 0;
   const reason = { kind: clean(d.reasonKind, 200) || 'fleet', service: clean(d.reasonService, 64), account: clean(d.reasonAccount, 200), failures };
-  return { ban: { address, family, until, reason, origin: d.origin }, capped: until !== d.until };
+  return { ban: { address, family, until, reason, origin: d.origin, cutFlows: now - created <= FLOW_CUT_AGE_MS }, capped: until !== d.until };
 }
 
 function unbanFromPeer(d: Received, address: string, deps: ApplyDeps, now: number): Applied {

@@ -15,6 +15,8 @@ export function familyOf(canonical: string): Family {
  */
 export function canonicalIp(text: string): { address: string; family: Family } | null {
   if (typeof text !== 'string' || text.length === 0 || text.length > 64) return null;
+  // Already canonical (every address a peer or the database sends): no split and join.
+  if (CANONICAL_V4.test(text)) return { address: text, family: 4 };
   let t = text.trim();
   if (t.startsWith('[') && t.endsWith(']')) t = t.slice(1, -1);
   const pct = t.indexOf('%');

@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { Statement } from 'better-sqlite3';
 import type { Family } from '../net/ip';
+import { bulkWritable, writeBulk } from './bulk-bans';
 import { banPage, banPageJson, type PageOptions } from './pages';
 import { BAN_COLUMNS, kernelBanRows, toBans, type ActiveBan, type BanRow, type KernelBanRow, type LineTemplate, type NewBan, type RenderedLines } from './rows';
 import { ACTIVE, BAN_FIELDS } from './sql';
@@ -61,7 +62,10 @@ export class BanTable {
       return { id, banCount };
     };
     this.recordTx = c.transaction(write);
-    this.recordManyTx = c.transaction((list: NewBan[]) => { for (const b of list) write(b); });
+    this.recordManyTx = c.transaction((list: NewBan[]) => {
+      if (bulkWritable(list)) writeBulk(sql, list);
+      else for (const b of list) write(b);
+    });
     this.expireTx = c.transaction((now: number) => {
       const due = toBans(sql(SELECT_DUE).raw().iterate(now) as Iterable<unknown[]>);
       if (due.length === 0) return due;
@@ -94,7 +98,11 @@ export class BanTable {
     return r;
   }
 
-  /** Several bans in one transaction, in order (the daemon's automatic bans of one loop turn). */
+  /**
+   * Several bans in one transaction, in order (the daemon's automatic bans of one loop turn, a
+   * page of a fleet catch-up): the same rows as recordBan each, in three statements for the
+   * lot when it allows (bulk-bans.ts).
+   */
   recordBans(list: NewBan[]): void {
     if (list.length === 0) return;
     this.recordManyTx(list);
