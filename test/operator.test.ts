@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { controlRequest } from '../src/control/client';
 import { encodeLegacyAddr } from '../src/legacy';
 import { ampere, json } from './helpers/cli';
+import { eventually } from './helpers/eventually';
 import { legacyDb } from './helpers/fixtures';
 import { DaemonProcess } from '../tools/lab/daemon';
 import { FakeAmi, amiEvent } from '../tools/lab/ami';
@@ -474,6 +475,36 @@ describe('ampere commands with and without a daemon (dry-run firewall)', () => {
     await ami.waitForLogins(1);
     const s = json(await ampere(['status', '--json'], env));
     assert.equal(s.bans.active.v4, 2);
+  });
+
+  test('ampere ban while another process holds the database\'s write lock: stored once the lock goes (within 2 s), else said honestly', async () => {
+    const { ami, dir, env } = await setup();
+    const d = start(env);
+    await d.waitFor((l) => l.msg === 'ampere started');
+    await ami.waitForLogins(1);
+    const other = new Database(join(dir, 'ampere.db'));
+    try {
+      // The daemon's writes wait 5 ms for a lock: this one is held for 300 ms after the ban arrives.
+      other.exec('BEGIN IMMEDIATE');
+      const banning = ampere(['ban', '192.0.2.77'], env);
+      await d.waitFor((l) => /database write failed/.test(String(l.msg)), 5000);
+      await sleep(300);
+      other.exec('COMMIT');
+      const r = await banning;
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(json(await ampere(['bans', '192.0.2.77', '--json'], env))[0].address, '192.0.2.77');
+
+      // Held past the 2 s the command waits: the operator hears the ban is in force but not stored yet; it is stored after.
+      other.exec('BEGIN IMMEDIATE');
+      const late = await ampere(['ban', '192.0.2.78'], env);
+      other.exec('COMMIT');
+      assert.equal(late.code, 1);
+      assert.match(late.stderr, /ban of 192\.0\.2\.78 is in the kernel, but not stored yet \(retried\): .*database is locked/);
+      await eventually('the row stored after the lock', async () => (json(await ampere(['bans', '--json'], env)) as { address: string }[]).some((b) => b.address === '192.0.2.78'), 10_000);
+    } finally {
+      if (other.inTransaction) other.exec('COMMIT');
+      other.close();
+    }
   });
 
   test('only root or the owner may use the socket; a second daemon on the same database refuses to start', async () => {

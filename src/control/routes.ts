@@ -1,6 +1,6 @@
 import { isAbsolute } from 'node:path';
 import type { BackupScheduler } from '../backup';
-import type { Decisions } from '../decisions';
+import { BanNotStoredYet, type BanResult, type Decisions } from '../decisions';
 import type { FirewallQueue } from '../firewall';
 import type { Logger } from '../log';
 import type { AllowEffects, AllowList } from '../allow';
@@ -74,9 +74,31 @@ export function rangeTarget(d: Pick<ControlDeps, 'allow'>, value: string, local 
   return { range: r.range, family: r.family };
 }
 
+/** How long an operator's ban waits for its row when the first write met another connection's lock. */
+const STORE_WAIT_MS = 2000;
+
+/**
+ * An operator's ban, answered once its row is stored. The daemon's writes wait 5 ms for a lock
+ * (the event loop must not wait): one held longer by the checkpoint worker or another process
+ * leaves the row pending. It is tried again every 25 ms for up to STORE_WAIT_MS before the
+ * operator hears it is not stored yet; the kernel holds the ban throughout.
+ */
+async function banStored(d: ControlDeps, ban: () => BanResult): Promise<BanResult> {
+  try {
+    return ban();
+  } catch (err) {
+    if (!(err instanceof BanNotStoredYet)) throw err;
+    for (const end = Date.now() + STORE_WAIT_MS; Date.now() < end;) {
+      await new Promise((r) => setTimeout(r, 25));
+      if (d.decisions.flushWrites(true)) return err.result;
+    }
+    throw err;
+  }
+}
+
 async function banRange(d: ControlDeps, t: { range: string; family: Family }, reason: string, forMs: number | null | undefined): Promise<ControlAnswer> {
   const t0 = performance.now();
-  const res = d.decisions.ban(t.range, t.family, { kind: reason, service: '', account: '', failures: 0 }, Date.now(), 'range', forMs);
+  const res = await banStored(d, () => d.decisions.ban(t.range, t.family, { kind: reason, service: '', account: '', failures: 0 }, Date.now(), 'range', forMs));
   await res.applied;
   const appliedMs = Math.round((performance.now() - t0) * 100) / 100;
   const healthy = d.firewall.healthy;
@@ -188,7 +210,7 @@ function banRoutes(d: ControlDeps): Record<string, Route> {
         throw new HttpError(409, `${ip.address} is on the allow list (${by.cidr}, ${by.source}); ${hint}`);
       }
       const t0 = performance.now();
-      const res = d.decisions.ban(ip.address, ip.family, { kind: reason, service: '', account: '', failures: 0 }, Date.now(), 'manual', forMs);
+      const res = await banStored(d, () => d.decisions.ban(ip.address, ip.family, { kind: reason, service: '', account: '', failures: 0 }, Date.now(), 'manual', forMs));
       d.penalties.forget(ip.address);
       await res.applied;
       const appliedMs = Math.round((performance.now() - t0) * 100) / 100;
