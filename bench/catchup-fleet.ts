@@ -43,7 +43,9 @@ async function main(): Promise<void> {
       SELECT 'pbx1', g, 'ban', '100.64.0.0'::inet + g, now() + interval '1 day', 'ChallengeResponseFailed', 'PJSIP', now() - (${n} - g) * interval '1 millisecond'
       FROM generate_series(1, ${n}) AS g`);
     console.log(`${n} decisions of pbx1 in the fleet table in ${Math.round(performance.now() - t0)} ms`);
-    node = await FleetNode.create('pbx2', pg, { AMPERE_FLEET_RECEIVE_RATE: '1000000', AMPERE_LOG_LEVEL: 'info', AMPERE_BACKUP_DIR: '' });
+    // Peers' bans fill at most 7/8 of set_size (src/fleet/apply.ts peerLimit): sized as an operator would for n.
+    const setSize = Math.max(1_048_576, Math.ceil((n * 8) / 7) + 8);
+    node = await FleetNode.create('pbx2', pg, { AMPERE_FLEET_RECEIVE_RATE: '1000000', AMPERE_LOG_LEVEL: 'info', AMPERE_BACKUP_DIR: '', AMPERE_SET_SIZE: String(setSize) });
     // The compiled daemon with the launcher's flags (heap limit), as `ampere run` starts it.
     const d = await node.start({}, false, { cli: DAEMON_CLI, nodeArgs: [...LAUNCH_NODE_FLAGS, ...profArgs(ctx, 'catchup')] });
     await d.waitFor((l) => l.msg === 'fleet connected', 60_000);

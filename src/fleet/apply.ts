@@ -20,7 +20,7 @@ export interface Received {
 }
 
 /** Why a peer's decision was not applied (the metric's `why` label). */
-export type Refusal = 'invalid' | 'allowed' | 'rate' | 'foreign-unban' | 'expired';
+export type Refusal = 'invalid' | 'allowed' | 'rate' | 'foreign-unban' | 'expired' | 'full';
 
 export type Applied =
   | { ok: true; what: 'ban' | 'unban' | 'already'; address: string; capped: boolean; applied?: Promise<void> }
@@ -32,7 +32,23 @@ export interface ApplyDeps {
   /** This node's allow list (configured, runtime, loopback, the AMI host). */
   isAllowed(address: string, family: Family): boolean;
   banMaxMs: number;
+  /** set_size as configured now (a reload changes it): the hosts each family's set holds. */
+  setSize(): number;
   log: Logger;
+}
+
+/**
+ * Peers may fill each family's set up to this share of set_size and no further: the last
+ * eighth stays for this node's own bans, so a compromised or confused peer that floods bans
+ * (within fleet_receive_rate, for fleet_ban_max) cannot fill the set and keep the scanners
+ * attacking this node out of the kernel.
+ */
+export const peerLimit = (setSize: number): number => setSize - Math.floor(setSize / 8);
+
+/** New hosts peers' bans may still add per family, given the bans held now. */
+export function peerRoom(held: { v4: number; v6: number }, setSize: number): Record<Family, number> {
+  const limit = peerLimit(setSize);
+  return { 4: limit - held.v4, 6: limit - held.v6 };
 }
 
 /**

@@ -66,7 +66,7 @@ export class Fleet {
     this.counters = new FleetCounters(cfg.fleet_origin, redactUrl(cfg.fleet_url));
     this.publisher = new Publisher(query, this.local, cfg.fleet_origin, new TokenBucket(cfg.fleet_publish_rate, cfg.fleet_publish_rate * BURST_SECONDS), deps.log);
     this.receiver = new Receiver(query, this.local, cfg.fleet_origin,
-      { decisions: deps.decisions, store: deps.store, isAllowed: deps.isAllowed, banMaxMs: cfg.fleet_ban_max, log: deps.log },
+      { decisions: deps.decisions, store: deps.store, isAllowed: deps.isAllowed, banMaxMs: cfg.fleet_ban_max, setSize: () => cfg.set_size, log: deps.log },
       new KeyedBuckets(cfg.fleet_receive_rate, cfg.fleet_receive_rate * BURST_SECONDS), { onResult: (d, res) => this.onResult(d, res) });
   }
 

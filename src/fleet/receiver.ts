@@ -1,5 +1,5 @@
 import type { QueryResultRow } from 'pg';
-import { checkDecision, type Applied, type ApplyDeps, type Received } from './apply';
+import { checkDecision, peerLimit, peerRoom, type Applied, type ApplyDeps, type Received } from './apply';
 import type { PeerBan } from '../decisions';
 import type { LocalFleetState } from './local';
 import type { KeyedBuckets } from './rate';
@@ -102,6 +102,8 @@ export class Receiver {
    */
   private applyPage(rows: Received[], now: number, xmin: bigint): void {
     const batch = new Map<string, { d: Received[]; ban: PeerBan; capped: boolean }>();
+    // Counted down as the page adds hosts; an unban in the page frees room only from the next page on.
+    const room = peerRoom(this.deps.decisions.countByFamily(), this.deps.setSize());
     const flush = () => {
       if (batch.size === 0) return;
       const made = [...batch.values()];
@@ -121,6 +123,10 @@ export class Receiver {
       const c = checkDecision(d, this.deps, now);
       if (!('ban' in c)) { this.hooks.onResult(d, c); continue; }
       const same = batch.get(c.ban.address);
+      if (!same && this.deps.decisions.bannedUntil(c.ban.address) === undefined && room[c.ban.family]-- <= 0) {
+        this.hooks.onResult(d, { ok: false, why: 'full', address: c.ban.address, detail: `peers' bans fill ${peerLimit(this.deps.setSize())} of set_size ${this.deps.setSize()} in IPv${c.ban.family}: the rest is kept for this node's own bans` });
+        continue;
+      }
       if (!same) batch.set(c.ban.address, { d: [d], ban: c.ban, capped: c.capped });
       else { same.d.push(d); if (c.ban.until > same.ban.until) { same.ban = c.ban; same.capped = c.capped; } }
     }

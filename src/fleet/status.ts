@@ -97,7 +97,7 @@ export class FleetCounters {
     follow('ampere_fleet_received_total', "Peers' decisions applied (or already in force).", (s) => s.received);
     const seen: Record<string, number> = {};
     new Counter({
-      name: 'ampere_fleet_refused_total', help: "Peers' decisions refused, by why (invalid, allowed, rate, foreign-unban, expired).", labelNames: ['why'], registers,
+      name: 'ampere_fleet_refused_total', help: "Peers' decisions refused, by why (invalid, allowed, rate, foreign-unban, expired, full).", labelNames: ['why'], registers,
       collect() { for (const [why, n] of Object.entries(read().refused)) { if (n > (seen[why] ?? 0)) { this.inc({ why }, n - (seen[why] ?? 0)); seen[why] = n; } } },
     });
     new Gauge({ name: 'ampere_fleet_connected', help: '1 when connected to the fleet database.', registers, collect() { this.set(read().connected ? 1 : 0); } });
