@@ -64,8 +64,8 @@ export const ORIGIN_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** A peer's text as it may be stored and shown: one line, bounded. */
 const clean = (v: unknown, max: number) => (typeof v === 'string' ? v.replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, max) : '');
 
-/** A decision that passed every check and is a ban to make, or the decision's outcome (an unban is made here). */
-export type Checked = { ban: PeerBan; capped: boolean } | Applied;
+/** A decision that passed every check and is a ban to make (fresh: of a host this node holds no ban of), or the decision's outcome (an unban is made here). */
+export type Checked = { ban: PeerBan; capped: boolean; fresh: boolean } | Applied;
 
 /**
  * One peer decision through the same checks as a local ban: a canonical single host, not on
@@ -92,7 +92,7 @@ export function checkDecision(d: Received, deps: ApplyDeps, now: number): Checke
   if (current === null || (current !== undefined && current >= until)) return { ok: true, what: 'already', address, capped: false };
   const failures = typeof d.failures === 'number' && Number.isSafeInteger(d.failures) && d.failures >= 0 ? d.failures : 0;
   const reason = { kind: clean(d.reasonKind, 200) || 'fleet', service: clean(d.reasonService, 64), account: clean(d.reasonAccount, 200), failures };
-  return { ban: { address, family, until, reason, origin: d.origin, cutFlows: now - created <= FLOW_CUT_AGE_MS }, capped: until !== d.until };
+  return { ban: { address, family, until, reason, origin: d.origin, cutFlows: now - created <= FLOW_CUT_AGE_MS }, capped: until !== d.until, fresh: current === undefined };
 }
 
 function unbanFromPeer(d: Received, address: string, deps: ApplyDeps, now: number): Applied {

@@ -123,7 +123,7 @@ export class Receiver {
       const c = checkDecision(d, this.deps, now);
       if (!('ban' in c)) { this.hooks.onResult(d, c); continue; }
       const same = batch.get(c.ban.address);
-      if (!same && this.deps.decisions.bannedUntil(c.ban.address) === undefined && room[c.ban.family]-- <= 0) {
+      if (!same && c.fresh && room[c.ban.family]-- <= 0) {
         this.hooks.onResult(d, { ok: false, why: 'full', address: c.ban.address, detail: `peers' bans fill ${peerLimit(this.deps.setSize())} of set_size ${this.deps.setSize()} in IPv${c.ban.family}: the rest is kept for this node's own bans` });
         continue;
       }
