@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import Database from 'better-sqlite3';
 import { amiEvent } from '../tools/lab/ami';
 import { FakeAmiProcess } from '../tools/lab/ami-proc';
 import { eventually, FleetNode, initFleet, range } from './helpers/fleet';
@@ -108,5 +109,33 @@ describe('fleet: early publish', { skip }, () => {
     assert.equal(s.publishedEarly, before0.publishedEarly);
     assert.equal(s.published - before0.published, 5);
     assert.equal(s.outbox.backlog, 0);
+  });
+
+  test('a ban published early whose row is never stored: its unban still reaches the fleet', async () => {
+    const [z] = range(40, 1);
+    // The disk refuses this host's ban row (a trigger from outside, as a damaged or hostile
+    // database could): the ban is in the kernel and went out early, its row stays pending.
+    const db = new Database(pbx1.db);
+    db.exec(`CREATE TRIGGER test_refuse BEFORE INSERT ON bans WHEN NEW.address = '${z}' BEGIN SELECT RAISE(ABORT, 'test: row refused'); END`);
+    try {
+      await attack([z]);
+      await eventually('the ban went out early', async () => (await rows([z])).join() === `ban ${z} 0`);
+      await eventually('its row failed to store', async () => (await pbx1.status()).storage.pending === 1);
+      const before0 = await fleet();
+      // The unban drops the pending row, so no trigger writes an outbox row for it.
+      await pbx1.unban([z]);
+      assert.equal((await pbx1.kernel()).has(z), false);
+      await eventually('the unban is published', async () => (await rows([z])).length === 2, 10_000, 100);
+      const got = await rows([z]);
+      assert.deepEqual(got.map((r) => r.split(' ')[0]), ['ban', 'unban'], got.join('; '));
+      assert.ok(!got[1].endsWith(' 0'), 'the unban came through the outbox');
+      await eventually('outbox drained', async () => (await fleet()).outbox.backlog === 0);
+      assert.equal((await fleet()).published - before0.published, 1);
+      const stored = db.prepare('SELECT count(*) FROM bans WHERE address = ?').pluck().get(z);
+      assert.equal(stored, 0, 'the refused row was never written');
+    } finally {
+      db.exec('DROP TRIGGER IF EXISTS test_refuse');
+      db.close();
+    }
   });
 });
