@@ -27,7 +27,12 @@ COPY src ./src
 COPY docker/prune-native.sh /usr/local/bin/prune-native
 # Only what runs goes on: dev dependencies and better-sqlite3's build leftovers
 # (sources, object files) are removed, and the addon must still load.
+COPY native ./native
+COPY scripts/build-native.sh ./scripts/build-native.sh
+# The build makes the native ipset loader too (g++ brings gcc and the kernel headers); the
+# image never ships without it.
 RUN npm run build \
+ && test -x dist/ampere-ipset-load \
  && npm prune --omit=dev \
  && prune-native node_modules \
  && node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One setup command for a fresh Debian/Ubuntu machine with Node 20 or newer (20 and 24 are tested):
-# the kernel tools Ampere drives (iptables, ipset, conntrack), the tools its tests use
-# (iproute2, debootstrap, sipvicious, fail2ban for import-fail2ban, postgresql for the fleet tests, and gcc for the benchmark's netprobe), then npm ci and the TypeScript build.
+# the kernel tools Ampere drives (iptables, ipset, conntrack), gcc and libc6-dev for its native
+# ipset loader (native/ipset-load.c; without them full loads use the slower ipset restore), the
+# tools its tests use (iproute2, debootstrap, sipvicious, fail2ban for import-fail2ban,
+# postgresql for the fleet tests), then npm ci and the build (TypeScript, the native loader).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(iptables ipset conntrack iproute2)
-[ "${1:-}" = "--with-test-tools" ] && pkgs+=(debootstrap sipvicious gcc libc6-dev fail2ban postgresql)
+pkgs=(iptables ipset conntrack iproute2 gcc libc6-dev)
+[ "${1:-}" = "--with-test-tools" ] && pkgs+=(debootstrap sipvicious fail2ban postgresql)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -241,6 +241,10 @@ test('Dockerfile: two stages on one pinned Node 24 Debian slim base, runtime too
   const buildRuns = build.instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
   assert.match(buildRuns, /npm ci/);
   assert.match(buildRuns, /npm run build/);
+  // the native ipset loader is built in the image, or the build fails
+  assert.match(buildRuns, /npm run build \\?\s*&& test -x dist\/ampere-ipset-load/);
+  for (const c of ['native ./native', 'scripts/build-native.sh ./scripts/build-native.sh']) assert.ok(build.instructions.some((i) => i.op === 'COPY' && i.args === c), c);
+  assert.match(readFileSync(join(REPO, 'package.json'), 'utf8'), /"build": "[^"]*scripts\/build-native\.sh/);
   assert.match(buildRuns, /npm prune --omit=dev && prune-native node_modules && node -e "require\('better-sqlite3'\)/);
   assert.ok(build.instructions.some((i) => i.op === 'COPY' && i.args === 'docker/prune-native.sh /usr/local/bin/prune-native'));
   assert.match(buildRuns, /python3/); // node-gyp toolchain for better-sqlite3
@@ -274,7 +278,8 @@ test('Dockerfile: two stages on one pinned Node 24 Debian slim base, runtime too
 test('.dockerignore keeps secrets, databases and build output out of the context', () => {
   const lines = readFileSync(join(REPO, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
   for (const want of ['.git', 'node_modules', 'dist', '.env*', '*.db', '*.db-wal', 'test']) assert.ok(lines.includes(want), want);
-  for (const needed of ['src', 'drizzle', 'docker/entrypoint.sh', 'docker/prune-native.sh', 'docker', 'package.json', 'package-lock.json', 'tsconfig.json']) {
+  assert.ok(lines.includes('!scripts/build-native.sh'), 'the native build script stays in the context');
+  for (const needed of ['src', 'native', 'drizzle', 'docker/entrypoint.sh', 'docker/prune-native.sh', 'docker', 'package.json', 'package-lock.json', 'tsconfig.json']) {
     assert.ok(!lines.includes(needed), `${needed} must stay in the context`);
   }
 });

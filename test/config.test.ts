@@ -111,10 +111,12 @@ test('allow accepts IPs and CIDRs of both families; unknown keys are warned abou
   const d = dir();
   const file = join(d, 'a.cfg');
   writeFileSync(file, 'allow = 192.0.2.0/24, 2001:db8::/32 198.51.100.7\ntypo_key = 1\n');
-  const { config, warnings } = loadConfig({ AMPERE_CONFIG: file, AMPERE_LOYALT: '3', AMPERE_ENV_FILE: join(d, 'x') }, d);
+  const { config, warnings } = loadConfig({ AMPERE_CONFIG: file, AMPERE_LOYALT: '3', AMPERE_ENV_FILE: join(d, 'x'), AMPERE_IPSET_LOADER: 'off' }, d);
   assert.deepEqual(config.allow.map((c) => c.text), ['192.0.2.0/24', '2001:db8::/32', '198.51.100.7']);
   assert.ok(warnings.some((w) => w.includes('typo_key')));
   assert.ok(warnings.some((w) => w.includes('AMPERE_LOYALT')));
+  // The ipset loader switch is read by the firewall, not a configuration key.
+  assert.ok(!warnings.some((w) => w.includes('AMPERE_IPSET_LOADER')), warnings.join('; '));
 });
 
 test('durations', () => {

@@ -8,6 +8,7 @@ import { chooseIpv6, createBackend, detectIptables, FirewallQueue, ConntrackFlus
 import { filterRulesOfSave } from '../src/firewall/detect';
 import { execStats, which } from '../src/firewall/exec';
 import { IpsetBackend, splitLines } from '../src/firewall/ipset';
+import { nativeIpsetLoader } from '../src/firewall/ipset-native';
 import { Store, type NewBan } from '../src/store';
 import { addAttacker, Netns, skipUnlessRoot, UdpSink, withNetns, type Attacker } from '../tools/lab/netns';
 
@@ -51,6 +52,9 @@ async function kernelBans(ns: Netns, kind: string, flavour: string): Promise<str
 }
 
 /** Runs fn with PATH set to dir (a folder of tool links the test made), then removes dir. */
+/** Processes a full load runs: the native loader alone, or two `ipset restore`s. */
+const loaders = () => (nativeIpsetLoader() ? 1 : 2);
+
 async function withPath<T>(dir: string, fn: () => Promise<T>): Promise<T> {
   const saved = process.env.PATH;
   process.env.PATH = dir;
@@ -277,7 +281,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
       bans.push(v4('192.0.2.7', now - 1)); // already over: skipped
       const runs = execStats.runs;
       await fw.setAll(bans, now);
-      assert.equal(execStats.runs - runs, 2, 'right after init: the two loaders, nothing else (sets made and swapped through the live shell)');
+      assert.equal(execStats.runs - runs, loaders(), 'right after init: the loaders, nothing else (sets made and swapped through the live shell)');
       const count = async (set: string) => Number(/Number of entries: (\d+)/.exec(await ns.must('ipset', ['list', '-t', set]))?.[1]);
       assert.equal(await count(`${CHAIN}-v4`), 20_000);
       assert.equal(await count(`${CHAIN}-v6`), 3_000);
@@ -320,7 +324,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
         const lines = store.bans.renderActiveBans(now, (fw as IpsetBackend).lineFormat);
         assert.equal(lines.count, 6_701);
         await fw.setAll(renderedBans(lines), Date.now());
-        assert.equal(execStats.runs - runs, 2, 'right after init: the two loaders, nothing else');
+        assert.equal(execStats.runs - runs, loaders(), 'right after init: the loaders, nothing else');
         const viaLines = await saved();
         await fw.setAll(store.bans.activeKernelBans(now), now);
         const viaSetAll = await saved();
@@ -335,7 +339,7 @@ describe('an existing jump placed by the administrator', { skip }, () => {
         assert.ok(Math.abs(viaLines.get('fd33::1')! - 7200) <= 2);
         // A line ipset refuses is dropped and the rest loaded; a load that fails for another
         // reason swaps nothing in.
-        await assert.rejects(fw.setAll(renderedBans({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nnonsense', 6: '', count: 2 }), Date.now()), /ipset restore/);
+        await assert.rejects(fw.setAll(renderedBans({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nnonsense', 6: '', count: 2 }), Date.now()), /ipset restore|ampere-ipset-load/);
         assert.equal((await saved()).size, 6_701, 'the live sets are untouched');
         assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/, 'the failed load removed its scratch sets');
         await fw.setAll(renderedBans({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nadd ampere-t4 192.0.2.300 timeout 0', 6: '', count: 2 }), Date.now());
@@ -466,11 +470,12 @@ describe('missing binaries', () => {
       bans.push(v6('2001:db8::1'));
       const runs = execStats.runs;
       await fw.setAll(bans, now);
-      assert.equal(execStats.runs - runs, 4, 'old scratch sets cleared, two loaders (each making them), swap');
+      // Native: scratch sets cleared, made, loaded, swapped; ipset restore: two loaders make them.
+      assert.equal(execStats.runs - runs, 4, 'old scratch sets cleared, loaded, swapped');
       assert.equal((await kernelBans(ns, 'ipset', 'nft')).length, 9_001);
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/);
       // A failing load cleans up the same way.
-      await assert.rejects(fw.setAll(renderedBans({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nnonsense', 6: '', count: 2 }), Date.now()), /ipset restore/);
+      await assert.rejects(fw.setAll(renderedBans({ 4: 'add ampere-t4 192.0.2.1 timeout 0\nnonsense', 6: '', count: 2 }), Date.now()), /ipset restore|ampere-ipset-load/);
       assert.equal((await kernelBans(ns, 'ipset', 'nft')).length, 9_001, 'live sets untouched');
       assert.doesNotMatch(await ns.must('ipset', ['list', '-n']), /ampere-t[46]/);
       // A bad address is left out, a line the kernel refuses dropped: the rest is loaded.

@@ -1,7 +1,7 @@
 /**
  * What the benchmark runs: the daemon compiled from the working tree's src/ (esbuild, one
  * CommonJS file per module, like `tsc` emits; started as `node cli.js run`, like `npm start`),
- * the Asterisk stand-in bundled, and netprobe compiled with gcc. Rebuilt only when a source changed.
+ * the native ipset loader and netprobe compiled with gcc, the Asterisk stand-in bundled. Rebuilt only when a source changed.
  */
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -37,7 +37,7 @@ export async function build(log: (s: string) => void): Promise<void> {
   const stamp = join(BUILD, 'stamp.json');
   const old = existsSync(stamp) ? (JSON.parse(readFileSync(stamp, 'utf8')) as Record<string, string>) : {};
   const now: Record<string, string> = {
-    src: digest([...src, join(ROOT, 'package.json')]),
+    src: digest([...src, join(ROOT, 'package.json'), join(ROOT, 'native', 'ipset-load.c')]),
     agent: digest([join(ROOT, 'bench', 'agent', 'pbx.ts'), ...files(join(ROOT, 'tools', 'lab'), '.ts')]),
     netprobe: digest([join(ROOT, 'bench', 'c', 'netprobe.c')]),
   };
@@ -52,6 +52,8 @@ export async function build(log: (s: string) => void): Promise<void> {
     const link = join(BUILD, 'drizzle');
     rmSync(link, { force: true });
     symlinkSync(join(ROOT, 'drizzle'), link);
+    // The native ipset loader where the daemon looks for it (<dist>/ampere-ipset-load), as `npm run build` puts it.
+    execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', join(BUILD, 'dist', 'ampere-ipset-load'), join(ROOT, 'native', 'ipset-load.c')], { stdio: 'inherit' });
     log(`built the daemon from src/ (${src.length} files, ${Math.round(performance.now() - t)} ms)`);
   }
   if (now.agent !== old.agent || !existsSync(PBX_AGENT)) {

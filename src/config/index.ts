@@ -29,7 +29,8 @@ export interface LoadedConfig {
 }
 
 const envName = (key: string) => `AMPERE_${key.toUpperCase()}`;
-const META_ENV = new Set(['AMPERE_CONFIG', 'AMPERE_ENV_FILE']);
+/** Variables that are not configuration keys: where the configuration is, and the ipset loader switch (firewall/ipset-native.ts). */
+const META_ENV = new Set(['AMPERE_CONFIG', 'AMPERE_ENV_FILE', 'AMPERE_IPSET_LOADER']);
 
 /**
  * Sources, highest first: environment, a .env file (dotenv, quiet), the config file

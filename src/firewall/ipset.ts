@@ -7,6 +7,7 @@ import { isSetFull, loadDroppingRefused, refusedLine, splitLines, type RefusedLi
 
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
+import { IpsetBulk } from './ipset-native';
 import { addLines, addScript, IPSET_MAX_TIMEOUT, parseIpsetSave } from './ipset-text';
 import { createLine, setSlots, slotFor, type SetSlot } from './ipset-sets';
 import { SetFull } from './set-full';
@@ -17,10 +18,7 @@ import { backendTools, type RulesetCache } from './monitor';
 import type { BanLineFormat, BanLines, BanSource, FirewallBackend, FirewallOptions, KernelBan, ListedBan } from './types';
 import { inspectIpset, parseSetHeaders, setView, type KernelView } from './verify';
 
-/** `ipset restore` processes filling the scratch sets at once during a full load (see setAll). */
-const LOADERS = 2;
-
-/** Above this many lines a batch goes through `ipset restore` rather than the interactive shell. */
+/** Above this many lines a batch goes through the bulk loader rather than the interactive shell. */
 const SHELL_MAX_LINES = 2000;
 
 /** Default backend: per family a `hash:ip` set of hosts and a `hash:net` set of ranges, with timeouts, each matched by one rule in the chain. */
@@ -34,6 +32,8 @@ export class IpsetBackend implements FirewallBackend {
   /** Per family: the ranges' hash:net set and the hosts' hash:ip set (ipset-sets.ts). */
   private readonly slots: SetSlot[];
   private readonly shell: IpsetShell | null;
+  /** Big batches and full loads: the native loader (native/ipset-load.c), else `ipset restore`. */
+  private readonly bulk: IpsetBulk;
   /** Sets at their maxelem: bans that do not fit, counted and said once. */
   private readonly full: SetFull;
   /** The filter tables for the firewall check, listed again only when they changed. */
@@ -51,6 +51,7 @@ export class IpsetBackend implements FirewallBackend {
     ({ netns: this.netns, fams: this.fams, families: this.families, ruleset: this.ruleset } = backendTools(opts, tools));
     this.detected = tools.filterRules;
     this.shell = IpsetShell.available() ? new IpsetShell(opts.netns) : null;
+    this.bulk = new IpsetBulk(opts.netns);
     setSlots(opts.chain, [4, 6]); // every name checked, whichever families run
     this.slots = setSlots(opts.chain, this.families);
     this.full = new SetFull(log, this.slots, () => this.setSize);
@@ -80,6 +81,7 @@ export class IpsetBackend implements FirewallBackend {
 
   async init(): Promise<void> {
     requireBinaries(['ipset', ...familyBinaries(this.fams, this.opts.netns)]);
+    if (!this.bulk.native) this.log.info('native ipset loader not built (npm run build with gcc): big batches and full loads use ipset restore, about 5 times slower');
     // The sets, then the chains (their rule names the sets, so it needs them first); the two
     // families' chains at once (separate tables, a process start each step).
     await this.createMissingSets();
@@ -125,16 +127,18 @@ export class IpsetBackend implements FirewallBackend {
   async setAll(source: BanSource, now: number): Promise<void> {
     const lines = source.render?.(this.lineFormat);
     if (lines) return this.setAllLines(lines);
-    // LOADERS loaders share one stream of chunks, each taking the next as soon as its pipe
+    // The loaders share one stream of chunks, each taking the next as soon as its pipe
     // drains. An address that may not be banned is left out (and logged) as the stream is made.
     const adds = addScript(source, now, (address, f) => slotFor(this.slots, address, f)!.scratch, this.families.includes(6), this.log);
     const shared: Iterator<string> = { next: () => adds.next() };
-    await this.load(Array.from({ length: LOADERS }, () => shared));
+    await this.load(Array.from({ length: this.bulk.loaders }, () => shared));
   }
 
   /** A full load that drops the lines the kernel refuses, and those of a full set (see loadDroppingRefused). */
   private async load(sources: Iterator<string>[]): Promise<void> {
-    await loadDroppingRefused(sources, LOADERS, () => this.createsText(), (inputFor) => this.replaceSets(inputFor), this.log, this.full.bounds);
+    // The native loader takes no create lines: the sets are made before it runs.
+    const head = this.bulk.native ? () => '' : () => this.createsText();
+    await loadDroppingRefused(sources, this.bulk.loaders, head, (inputFor) => this.replaceSets(inputFor), this.log, this.full.bounds);
     this.full.loaded();
   }
 
@@ -150,8 +154,8 @@ export class IpsetBackend implements FirewallBackend {
 
   /** setAll for lines rendered in lineFormat: each loader takes its share of each family's text. */
   private async setAllLines(lines: BanLines): Promise<void> {
-    const shares = this.families.map((f) => splitLines(lines[f], LOADERS));
-    await this.load(Array.from({ length: LOADERS }, (_, i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`)[Symbol.iterator]()));
+    const shares = this.families.map((f) => splitLines(lines[f], this.bulk.loaders));
+    await this.load(Array.from({ length: this.bulk.loaders }, (_, i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`)[Symbol.iterator]()));
   }
 
   /** The scratch sets' create lines every loader starts with. */
@@ -179,13 +183,15 @@ export class IpsetBackend implements FirewallBackend {
     await this.command(scratch);
     try {
       // `ipset restore` sends its adds in batches only to a set it created itself in that run
-      // (otherwise one netlink round trip per element): so every loader starts with the same
-      // create lines (-exist: whichever comes second keeps the set); the hash grows by itself,
-      // so it starts small (docs/notes/measurements.md, ipset loads).
+      // (otherwise one netlink round trip per element): so every such loader starts with the
+      // same create lines (-exist: whichever comes second keeps the set); the hash grows by
+      // itself, so it starts small (docs/notes/measurements.md, ipset loads). The native loader
+      // batches into any set: the sets are made first, and it gets only the adds.
       const creates = this.createsText();
-      const input = function* (rest: Iterable<string>): Generator<string> { yield creates; yield* rest; };
+      if (this.bulk.native) await this.command(creates.trimEnd().split('\n'));
+      const input = this.bulk.native ? (rest: Iterable<string>) => rest : function* (rest: Iterable<string>): Generator<string> { yield creates; yield* rest; };
       // Every loader settles (a failed one ends a shared stream for the others) before any cleanup.
-      const loads = await Promise.allSettled(Array.from({ length: LOADERS }, (_, i) => this.ipset(['restore', '-exist'], input(inputFor(i)))));
+      const loads = await Promise.allSettled(Array.from({ length: this.bulk.loaders }, (_, i) => this.bulk.run(input(inputFor(i)))));
       const refused: RefusedLine[] = [];
       for (const [loader, l] of loads.entries()) {
         if (l.status === 'fulfilled') continue;
@@ -242,12 +248,12 @@ export class IpsetBackend implements FirewallBackend {
     return this.shell !== null && count <= SHELL_MAX_LINES;
   }
 
-  /** Small batches (every ban as it happens) through the live shell; big ones in one restore; a full set's batch line by line. */
+  /** Small batches (every ban as it happens) through the live shell; big ones in one bulk run; a full set's batch line by line. */
   private async apply(lines: string[]): Promise<void> {
     if (lines.length === 0) return;
     try {
       if (this.shell && lines.length <= SHELL_MAX_LINES) return await this.shell.run(lines);
-      await this.ipset(['restore', '-exist'], lines.join('\n') + '\n');
+      await this.bulk.run(lines.join('\n') + '\n');
     } catch (err) {
       if (!(err instanceof CommandError) || !isSetFull(err.stderr)) throw err;
       await this.full.retry(lines, (input) => this.ipset(['-exist', '-'], input));

@@ -1,0 +1,46 @@
+import { run } from './exec';
+import { accessSync, constants } from 'node:fs';
+import { resolve } from 'node:path';
+
+/** Where the build puts the native loader (native/ipset-load.c): dist/ampere-ipset-load. */
+export const NATIVE_LOADER = resolve(__dirname, '..', '..', 'dist', 'ampere-ipset-load');
+
+/**
+ * The native ipset loader to use for large batches and full loads, or null to use
+ * `ipset restore` (it was not built, or AMPERE_IPSET_LOADER=off). AMPERE_IPSET_LOADER may also
+ * name another build of it (tests build the source under test).
+ */
+export function nativeIpsetLoader(env: NodeJS.ProcessEnv = process.env): string | null {
+  const chosen = env.AMPERE_IPSET_LOADER?.trim() || NATIVE_LOADER;
+  if (chosen === 'off') return null;
+  try {
+    accessSync(chosen, constants.X_OK);
+    return chosen;
+  } catch {
+    return null;
+  }
+}
+
+/** `ipset restore` processes filling the scratch sets at once during a full load. */
+const RESTORE_LOADERS = 2;
+
+/** Many add and del lines at once: the native loader, else `ipset restore -exist` (the same lines, the same errors). */
+export class IpsetBulk {
+  /** The native loader, or null: `ipset restore`. */
+  readonly native = nativeIpsetLoader();
+
+  constructor(private readonly netns: string | undefined) {}
+
+  /**
+   * Processes a full load runs at once. The native loader runs alone: the kernel takes one
+   * netlink batch at a time, so a second gains nothing (BENCHMARKS.md, Findings).
+   */
+  get loaders(): number {
+    return this.native ? 1 : RESTORE_LOADERS;
+  }
+
+  run(input: string | Iterable<string>): Promise<{ stdout: string; stderr: string }> {
+    const [file, args] = this.native ? [this.native, []] : ['ipset', ['restore', '-exist']];
+    return run(file, args, { input, netns: this.netns, timeoutMs: 300_000 });
+  }
+}
