@@ -126,6 +126,42 @@ describe('native ipset loader', { skip }, () => {
       }
     }));
 
+  test('the backend loads a sliced source through the native loader, slice by slice; a refused line in a late slice is dropped', () =>
+    withNetns(async (ns) => {
+      const saved = process.env.AMPERE_IPSET_LOADER;
+      process.env.AMPERE_IPSET_LOADER = loader;
+      try {
+        const { log, lines } = captureLog();
+        const fw = await createBackend('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, log);
+        await fw.init();
+        const pulled: number[] = [];
+        const slice = (k: number, text: string) => { pulled.push(k); return Buffer.from(text); };
+        let families: readonly number[] = [];
+        await fw.setAll({
+          [Symbol.iterator]: () => [][Symbol.iterator](),
+          renderSliced: (_format, fams) => {
+            families = fams;
+            return {
+              count: 4,
+              slices: (function* () {
+                yield slice(0, 'add ampere-t4 192.0.2.1 timeout 0\nadd ampere-t6 2001:db8::1 timeout 0\n');
+                yield slice(1, 'add ampere-t4 192.0.2.2 timeout 600\n');
+                yield slice(2, 'add ampere-t4 192.0.2.03 timeout 0\nadd ampere-t4 192.0.2.4 timeout 0\n');
+              })(),
+            };
+          },
+        }, Date.now());
+        assert.deepEqual([...families].sort(), [4, 6]);
+        assert.deepEqual(pulled, [0, 1, 2], 'each slice pulled once (the retry reuses what was taken)');
+        assert.deepEqual((await fw.list()).sort(), ['192.0.2.1', '192.0.2.2', '192.0.2.4', '2001:db8::1']);
+        const dropped = lines.filter((l) => l.msg === 'full load: the kernel refused a line; loading the other bans without it');
+        assert.deepEqual(dropped.map((l) => l.line), ['add ampere-t4 192.0.2.03 timeout 0']);
+        await fw.shutdown();
+      } finally {
+        if (saved === undefined) delete process.env.AMPERE_IPSET_LOADER; else process.env.AMPERE_IPSET_LOADER = saved;
+      }
+    }));
+
   for (const mode of ['native', 'ipset restore'] as const) {
     test(`the backend through ${mode}: a full load drops refused lines, a big batch adds and removes`, () =>
       withNetns(async (ns) => {

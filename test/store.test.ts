@@ -202,6 +202,37 @@ test('renderActiveBans: the lines the bans make one by one (seconds rounded up; 
   empty.close();
 });
 
+test('renderActiveBanSlices: the same lines as renderActiveBans, slice by slice as pulled; none when the bans are spread thin', () => {
+  const s = new Store(file());
+  const now = 1_800_000_000_123;
+  const format = { prefix: { 4: 'add s4 ', 6: 'add s6 ' }, rangePrefix: { 4: 'add n4 ', 6: 'add n6 ' }, infix: ' timeout ', maxSeconds: IPSET_MAX_TIMEOUT };
+  // More than one slice of ids (4096), both families, ranges, permanent and timed, a lifted one, a hostile row.
+  for (let i = 0; i < 10_000; i++) {
+    const a = i % 5 === 0 ? `fd33::${i.toString(16)}` : i % 97 === 0 ? `10.${i >> 8 & 255}.${i & 255}.0/24` : `198.18.${i >> 8 & 255}.${i & 255}`;
+    s.bans.recordBan(ban(a, now - 5000, i % 3 === 0 ? null : now + i * 1000));
+  }
+  s.bans.liftBan('198.18.0.1', now - 1, 'unban');
+  s.sqlite.prepare('INSERT INTO hosts (address, family, first_seen, last_seen) VALUES (?, 4, 0, 0)').run('1.2.3.4 -j ACCEPT');
+  s.sqlite.prepare(`INSERT INTO bans (address, family, started_at, until, reason_kind) VALUES (?, 4, 0, NULL, 'manual')`).run('1.2.3.4 -j ACCEPT');
+  const whole = s.bans.renderActiveBans(now, format);
+  const sliced = s.bans.renderActiveBanSlices(now, format)!;
+  assert.equal(sliced.count, 0, 'nothing rendered before it is pulled');
+  const chunks = [...sliced.slices];
+  assert.ok(chunks.length >= 4, `${chunks.length} slices`);
+  assert.ok(chunks.every((c) => c.length > 0 && c[c.length - 1] === 10), 'whole lines, each ending in a newline');
+  const lines = Buffer.concat(chunks).toString('utf8').split('\n').filter(Boolean);
+  assert.deepEqual(lines.sort(), [...whole[4].split('\n'), ...whole[6].split('\n')].sort());
+  assert.equal(sliced.count, whole.count);
+  assert.equal(sliced.count, 9_999);
+  // Most rows lifted (a long history): the ids are spread thin, so no slices (one whole render instead).
+  s.sqlite.prepare(`UPDATE bans SET lifted_at = ?, lift_reason = 'unban' WHERE id % 4 <> 0`).run(now - 1);
+  assert.equal(s.bans.renderActiveBanSlices(now, format), undefined);
+  s.close();
+  const empty = new Store(file());
+  assert.equal(empty.bans.renderActiveBanSlices(now, format), undefined, 'none: nothing to slice');
+  empty.close();
+});
+
 test('activeAddressesStartingWith: the bans in force whose address starts with a prefix, read from the address index', () => {
   const s = new Store(file());
   const now = 1_800_000_000_000;

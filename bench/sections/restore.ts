@@ -87,9 +87,10 @@ async function originalWay(n: number): Promise<number[]> {
  * Where a restore's time goes, the steps of Decisions.restore() for the ipset backend timed
  * alone in this process: opening the database (migrations); the allowed-address check (only
  * stored addresses under the allow list's text prefixes); the store rendering every ban as a
- * load line; the kernel load through the queue and the ipset backend (two loaders; commands
- * via `ip netns exec`, ~10 ms more per command than the daemon pays); the in-memory set made
- * after it; and `ipset restore` of the same lines alone (one process).
+ * load line; the kernel load of those lines through the queue and the ipset backend (commands
+ * via `ip netns exec`, ~10 ms more per command than the daemon pays); the start's way with the
+ * native loader, slices rendered while the last loads; the in-memory set made after it; and
+ * `ipset restore` of the same lines alone (one and two processes).
  */
 export async function restoreSteps(dbFile: string, n: number): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
@@ -117,6 +118,12 @@ export async function restoreSteps(dbFile: string, n: number): Promise<Record<st
     await q.setAll(renderedBans(lines));
     out['kernel load (FirewallQueue.setAll, rendered lines, ipset backend)'] = t() - t0;
     if (!q.healthy) throw new Error(`restore steps: load failed: ${q.lastError}`);
+    // The start's way with the native loader: the store renders a slice while the loader loads the last.
+    const ipset = fw as IpsetBackend;
+    t0 = t();
+    await q.setAll({ [Symbol.iterator]: () => [][Symbol.iterator](), renderSliced: (format) => store.bans.renderActiveBanSlices(now, format) });
+    out['render and kernel load at once (FirewallQueue.setAll, store slices, native loader)'] = t() - t0;
+    if (!q.healthy || (await ipset.list()).length !== n) throw new Error(`restore steps: sliced load failed: ${q.lastError}`);
     t0 = t();
     const banned = new Map<string, number | null>();
     for (const b of store.bans.streamActiveKernelBans(now)) if (isCanonicalIp(b.address, b.family)) banned.set(b.address, b.until);

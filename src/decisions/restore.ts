@@ -40,11 +40,14 @@ export async function restoreActive(d: RestoreParts, now: number, skip: Set<stri
     return undefined;
   };
   const drain = () => { while (next() !== undefined) { /* banned.set happens in next() */ } skipped.done(); };
-  let rendered: BanLines | undefined;
+  // What the store rendered, whole or in slices (the count is known once the load drained them).
+  let rendered: Pick<BanLines, 'count'> | undefined;
   const source: BanSource = {
     // A plain iterator, not a generator: a load that stops early (a failed restore) cannot close it.
     [Symbol.iterator]: () => ({ next: () => { const b = next(); return b ? { value: b, done: false } : { value: undefined, done: true }; } }),
-    render: (format) => (rendered = d.store.bans.renderActiveBans(now, format)),
+    render: (format) => { const lines = d.store.bans.renderActiveBans(now, format); rendered = lines; return lines; },
+    // Both families or none: the count must cover every stored ban, as render's does.
+    renderSliced: (format, families) => (families.length === 2 ? (rendered = d.store.bans.renderActiveBanSlices(now, format)) : undefined),
   };
   // Whatever a failed load did not read still goes into the set: the resync after a failure loads from it.
   try { await d.kernel.setAll(source, now); } catch (err) { drain(); throw err; }

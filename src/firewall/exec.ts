@@ -12,7 +12,7 @@ export interface RunOptions {
    * are written as they are produced, so a big load is parsed by the command while the rest
    * is still being built.
    */
-  input?: string | Iterable<string>;
+  input?: string | Iterable<string | Buffer>;
   /** Run inside `ip netns exec <netns>`. */
   netns?: string;
   timeoutMs?: number;
@@ -77,7 +77,7 @@ export function run(file: string, args: string[], opts: RunOptions = {}): Promis
 }
 
 /** Write chunks as they come, waiting for the pipe to drain, then end stdin. Rejects if a chunk cannot be built. */
-async function feed(stdin: NodeJS.WritableStream & { destroyed?: boolean }, chunks: Iterable<string>): Promise<void> {
+async function feed(stdin: NodeJS.WritableStream & { destroyed?: boolean }, chunks: Iterable<string | Buffer>): Promise<void> {
   for (const chunk of chunks) {
     if (stdin.destroyed) return;
     if (!stdin.write(chunk)) {

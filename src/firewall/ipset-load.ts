@@ -59,17 +59,18 @@ function capSet(lines: string[], set: string, max: number): { kept: string[]; le
  * shared iterator); every chunk pulled is kept so that a retry has them all.
  */
 export async function loadDroppingRefused(
-  sources: Iterator<string>[],
+  sources: Iterator<string | Buffer>[],
   loaders: number,
   head: () => string,
-  attempt: (inputFor: (loader: number) => Iterable<string>) => Promise<RefusedLine[]>,
+  attempt: (inputFor: (loader: number) => Iterable<string | Buffer>) => Promise<RefusedLine[]>,
   log: Pick<Logger, 'error'>,
   bounds?: SetBounds,
 ): Promise<void> {
   const capped = new Set<string>();
   for (let dropped = 0; ;) {
-    const taken: string[][] = sources.map(() => []);
-    const recorded = (i: number): Iterable<string> => ({
+    // Chunks may be Buffers (a sliced render): join('') reads them as UTF-8 text.
+    const taken: (string | Buffer)[][] = sources.map(() => []);
+    const recorded = (i: number): Iterable<string | Buffer> => ({
       // A plain iterator (no return()): a loader that dies cannot close the shared stream.
       [Symbol.iterator]: () => ({ next: () => { const r = sources[i].next(); if (!r.done) taken[i].push(r.value); return r; } }),
     });

@@ -39,7 +39,7 @@ export class IpsetBulk {
     return this.native ? 1 : RESTORE_LOADERS;
   }
 
-  run(input: string | Iterable<string>): Promise<{ stdout: string; stderr: string }> {
+  run(input: string | Iterable<string | Buffer>): Promise<{ stdout: string; stderr: string }> {
     const [file, args] = this.native ? [this.native, []] : ['ipset', ['restore', '-exist']];
     return run(file, args, { input, netns: this.netns, timeoutMs: 300_000 });
   }

@@ -125,6 +125,9 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   async setAll(source: BanSource, now: number): Promise<void> {
+    // The native loader loads a slice while the store renders the next (BENCHMARKS.md, Findings).
+    const sliced = this.bulk.native && source.renderSliced?.(this.lineFormat, this.families);
+    if (sliced) return this.load([sliced.slices[Symbol.iterator]()]);
     const lines = source.render?.(this.lineFormat);
     if (lines) return this.setAllLines(lines);
     // The loaders share one stream of chunks, each taking the next as soon as its pipe
@@ -135,7 +138,7 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   /** A full load that drops the lines the kernel refuses, and those of a full set (see loadDroppingRefused). */
-  private async load(sources: Iterator<string>[]): Promise<void> {
+  private async load(sources: Iterator<string | Buffer>[]): Promise<void> {
     // The native loader takes no create lines: the sets are made before it runs.
     const head = this.bulk.native ? () => '' : () => this.createsText();
     await loadDroppingRefused(sources, this.bulk.loaders, head, (inputFor) => this.replaceSets(inputFor), this.log, this.full.bounds);
@@ -158,7 +161,7 @@ export class IpsetBackend implements FirewallBackend {
     await this.load(Array.from({ length: this.bulk.loaders }, (_, i) => shares.map((parts) => parts[i]).filter((t) => t.length > 0).map((t) => `${t}\n`)[Symbol.iterator]()));
   }
 
-  /** The scratch sets' create lines every loader starts with. */
+  /** The scratch sets' create lines (every `ipset restore` loader starts with them). */
   private createsText(): string {
     return this.slots.map((s) => createLine(s.scratch, s, s.range ? 64 : 1024, this.setSize)).join('\n') + '\n';
   }
@@ -169,7 +172,7 @@ export class IpsetBackend implements FirewallBackend {
    * fine); if a live set is gone (a firewall wipe), the loaded one simply takes its name.
    * inputFor(i) is what loader i writes after the create lines.
    */
-  private async replaceSets(inputFor: (loader: number) => Iterable<string>): Promise<RefusedLine[]> {
+  private async replaceSets(inputFor: (loader: number) => Iterable<string | Buffer>): Promise<RefusedLine[]> {
     // Right after init the sets and chains are known to be there: no second look (each
     // process start costs tens of ms once the daemon holds 100k bans in memory).
     const fresh = this.fresh;
@@ -182,14 +185,12 @@ export class IpsetBackend implements FirewallBackend {
     if (early) for (const ft of this.fams) await ensureChain(ft, this.opts, this.log, this.chainContent(ft), true);
     await this.command(scratch);
     try {
-      // `ipset restore` sends its adds in batches only to a set it created itself in that run
-      // (otherwise one netlink round trip per element): so every such loader starts with the
-      // same create lines (-exist: whichever comes second keeps the set); the hash grows by
-      // itself, so it starts small (docs/notes/measurements.md, ipset loads). The native loader
-      // batches into any set: the sets are made first, and it gets only the adds.
+      // `ipset restore` batches its adds only into a set it created in that run, so each such
+      // loader starts with the create lines (-exist: the second keeps the set; the hash grows by
+      // itself: docs/notes/measurements.md, ipset loads). The native loader batches into any set.
       const creates = this.createsText();
       if (this.bulk.native) await this.command(creates.trimEnd().split('\n'));
-      const input = this.bulk.native ? (rest: Iterable<string>) => rest : function* (rest: Iterable<string>): Generator<string> { yield creates; yield* rest; };
+      const input = this.bulk.native ? (rest: Iterable<string | Buffer>) => rest : function* (rest: Iterable<string | Buffer>): Generator<string | Buffer> { yield creates; yield* rest; };
       // Every loader settles (a failed one ends a shared stream for the others) before any cleanup.
       const loads = await Promise.allSettled(Array.from({ length: this.bulk.loaders }, (_, i) => this.bulk.run(input(inputFor(i)))));
       const refused: RefusedLine[] = [];

@@ -1,4 +1,5 @@
 import type { Logger } from '../log';
+import type { Family } from '../net/ip';
 import type { ConntrackFlusher } from './conntrack';
 import { CommandError, checkedTarget } from './exec';
 import type { BanLineFormat, BanSource, FirewallBackend, KernelBan } from './types';
@@ -166,11 +167,14 @@ export class FirewallQueue {
     let count = 0;
     const valid = (function* (q: FirewallQueue) { for (const b of bans) if (q.isValid(b)) { count++; yield b; } })(this);
     const render = bans.render;
+    const renderSliced = bans.renderSliced;
+    let sliced: { readonly count: number } | undefined;
     const source: BanSource = {
       [Symbol.iterator]: () => valid,
       ...(render ? { render: (format: BanLineFormat) => { const lines = render.call(bans, format); if (lines) count = lines.count; return lines; } } : {}),
+      ...(renderSliced ? { renderSliced: (format: BanLineFormat, families: readonly Family[]) => (sliced = renderSliced.call(bans, format, families)) } : {}),
     };
-    return { source, count: () => count };
+    return { source, count: () => sliced?.count ?? count };
   }
 
   /** Drop (and log) what is not a canonical address, so one bad entry cannot sink a batch. */

@@ -127,6 +127,8 @@ export interface FirewallBackend {
  */
 export interface BanSource extends Iterable<KernelBan> {
   render?(format: BanLineFormat): BanLines | undefined;
+  /** The same lines a slice at a time (whole lines, each ending in a newline) as the loader pulls them; count once drained. */
+  renderSliced?(format: BanLineFormat, families: readonly Family[]): { readonly slices: Iterable<Buffer>; readonly count: number } | undefined;
 }
 
 /** A source of plain bans (a list, or any iterable): nothing rendered. */

@@ -3,7 +3,7 @@ import type { Statement } from 'better-sqlite3';
 import type { Family } from '../net/ip';
 import { bulkWritable, writeBulk } from './bulk-bans';
 import { banPage, banPageJson, type PageOptions } from './pages';
-import { BAN_COLUMNS, kernelBanRows, toBans, type ActiveBan, type BanRow, type KernelBanRow, type LineTemplate, type NewBan, type RenderedLines } from './rows';
+import { BAN_COLUMNS, kernelBanRows, toBans, type ActiveBan, type BanRow, type KernelBanRow, type LineTemplate, type NewBan, type RenderedLines, type RenderedSlices } from './rows';
 import { ACTIVE, BAN_FIELDS } from './sql';
 
 /** A statement prepared once, on its first use (shared by the store's tables, one connection). */
@@ -30,16 +30,27 @@ const SELECT_ACTIVE_TEXT = `SELECT group_concat(address || ' ' || ifnull(until, 
  * a GROUP BY would sort them all first. Only addresses of hex digits, '.', ':' and '/' (GLOB), so no
  * line can carry another command; seconds rounded up in integers (a JS number binds as a real).
  */
+const renderLines = `group_concat(iif(instr(address, '/') > 0, @rangePrefix, @prefix) || address || @infix ||
+    iif(until IS NULL OR until - CAST(@now AS INTEGER) > @max * 1000, 0, (until - CAST(@now AS INTEGER) + 999) / 1000), char(10))`;
 const renderSql = (family: string) => `
-  SELECT count(*), group_concat(iif(instr(address, '/') > 0, @rangePrefix, @prefix) || address || @infix ||
-    iif(until IS NULL OR until - CAST(@now AS INTEGER) > @max * 1000, 0, (until - CAST(@now AS INTEGER) + 999) / 1000), char(10))
+  SELECT count(*), ${renderLines}
   FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > @now) AND ${family} AND address NOT GLOB '*[^0-9a-f.:/]*'`;
+/** One slice of ids (@from, @to], by the table's rowid, as bytes (no JS string made). */
+const renderSliceSql = (family: string) => `
+  SELECT count(*), CAST(${renderLines} AS BLOB)
+  FROM bans NOT INDEXED WHERE id > @from AND id <= @to AND lifted_at IS NULL AND (until IS NULL OR until > @now) AND ${family} AND address NOT GLOB '*[^0-9a-f.:/]*'`;
 // An address that cannot be a single host is never rendered (notSingleHost in src/net/ip.ts):
 // ipset refuses 0.0.0.0 and ::, which would fail the whole load.
-const RENDER: Record<Family, string> = {
-  4: renderSql(`instr(address, ':') = 0 AND NOT (address GLOB '0.*' OR address GLOB '22[4-9].*' OR address GLOB '2[3-5][0-9].*')`),
-  6: renderSql(`instr(address, ':') > 0 AND address <> '::' AND address NOT GLOB 'ff[0-9a-f][0-9a-f]:*'`),
+const FAMILY_SQL: Record<Family, string> = {
+  4: `instr(address, ':') = 0 AND NOT (address GLOB '0.*' OR address GLOB '22[4-9].*' OR address GLOB '2[3-5][0-9].*')`,
+  6: `instr(address, ':') > 0 AND address <> '::' AND address NOT GLOB 'ff[0-9a-f][0-9a-f]:*'`,
 };
+const RENDER: Record<Family, string> = { 4: renderSql(FAMILY_SQL[4]), 6: renderSql(FAMILY_SQL[6]) };
+const RENDER_SLICE: Record<Family, string> = { 4: renderSliceSql(FAMILY_SQL[4]), 6: renderSliceSql(FAMILY_SQL[6]) };
+const ACTIVE_IDS = `SELECT count(*), min(id), max(id) FROM bans WHERE lifted_at IS NULL AND (until IS NULL OR until > ?)`;
+/** Ids a slice spans: about 160 KB of IPv6 lines, what a Unix socket to a child holds at once. */
+const SLICE_IDS = 4096;
+const NEWLINE = Buffer.from('\n');
 const SELECT_DUE = `SELECT ${BAN_COLUMNS} FROM bans WHERE lifted_at IS NULL AND until <= ?`;
 const MARK_EXPIRED = `UPDATE bans SET lifted_at = until, lift_reason = 'expired' WHERE lifted_at IS NULL AND until <= ?`;
 const LIFT_ONE = `UPDATE bans INDEXED BY bans_address SET lifted_at = ?, lift_reason = ? WHERE bans.address = ? AND ${ACTIVE}`;
@@ -137,6 +148,28 @@ export class BanTable {
       lines.count += count;
     }
     return lines;
+  }
+
+  /**
+   * The same lines as renderActiveBans, rendered a slice of ids at a time as the caller pulls
+   * them, so a loader can load one slice while the next is made. Undefined when the active bans
+   * are spread thin over the ids (a long history between them): slices would read every row.
+   */
+  renderActiveBanSlices(now: number, format: LineTemplate): RenderedSlices | undefined {
+    const [active, first, last] = this.sql(ACTIVE_IDS).raw().get(now) as [number, number | null, number | null];
+    if (first === null || last === null || last - first + 1 > 2 * active) return undefined;
+    const sql = this.sql;
+    const out = { count: 0, slices: [] as Iterable<Buffer> };
+    out.slices = (function* (): Generator<Buffer> {
+      for (let from = first - 1; from < last; from += SLICE_IDS) {
+        for (const f of [4, 6] as Family[]) {
+          const [count, bytes] = sql(RENDER_SLICE[f]).raw().get({ from, to: Math.min(from + SLICE_IDS, last), now, prefix: format.prefix[f], rangePrefix: format.rangePrefix[f], infix: format.infix, max: format.maxSeconds }) as [number, Buffer | null];
+          out.count += count;
+          if (bytes) yield Buffer.concat([bytes, NEWLINE]);
+        }
+      }
+    })();
+    return out;
   }
 
   /** Addresses of the bans in force whose text starts with one of these prefixes ('' matches all). */

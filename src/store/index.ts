@@ -10,7 +10,7 @@ export { openDatabase, openSqlite, pendingMigrations, MIGRATIONS, type Db } from
 export { Checkpointer, type CheckpointerOptions, type CheckpointerStats } from './checkpointer';
 export { Pruner, type PruneLimits, type PruneReport, type PrunerOptions } from './prune';
 export type { PageOptions } from './pages';
-export type { ActiveBan, BanRow, EventRow, HostRow, KernelBanRow, LineTemplate, NewBan, RenderedLines } from './rows';
+export type { ActiveBan, BanRow, EventRow, HostRow, KernelBanRow, LineTemplate, NewBan, RenderedLines, RenderedSlices } from './rows';
 export { AllowedTable, BanTable, HistoryTable };
 
 export interface StoreOptions {

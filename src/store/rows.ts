@@ -23,6 +23,15 @@ export interface RenderedLines {
   count: number;
 }
 
+/**
+ * The same lines rendered a slice at a time as the caller pulls them: each slice whole lines,
+ * each ending in a newline. count: the lines rendered so far (all of them once drained).
+ */
+export interface RenderedSlices {
+  readonly slices: Iterable<Buffer>;
+  readonly count: number;
+}
+
 /** A hosts row, as host() returns it (banned a boolean, as schema.ts's mode: 'boolean'). */
 export type HostRow = typeof hosts.$inferSelect;
 /** An events row, as recentEvents() returns it. */
