@@ -76,3 +76,17 @@ test('removing: a runtime entry goes, a fixed one stays and says so', withStore(
   assert.equal(again.allows('203.0.113.5', 4), true, 'still allowed by the configuration');
   assert.deepEqual(list.remove(networkOf('10.9.0.0/16')!), { removed: false, fixed: undefined });
 }));
+
+test('a reload that allows a network over 200,000 active bans lifts them all (no call takes that many arguments)', async () => {
+  const list = AllowList.of([]);
+  const bans = Array.from({ length: 200_000 }, (_, i) => ({ address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, family: 4 as const }));
+  bans.push({ address: '192.0.2.1', family: 4 });
+  const lifted: string[] = [];
+  const effects = { activeBans: () => bans, unban: async (a: string) => { lifted.push(a); return true; }, forgetWhere: () => 0 };
+  const r = await list.replaceConfigured([parseCidr('10.0.0.0/8')!], Date.now(), effects);
+  assert.deepEqual(r.added, ['10.0.0.0/8']);
+  assert.equal(r.unbanned.length, 200_000);
+  assert.equal(lifted.length, 200_000);
+  assert.ok(!r.unbanned.includes('192.0.2.1'));
+  assert.ok(list.allows('10.200.1.1', 4));
+});

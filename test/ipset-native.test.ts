@@ -162,6 +162,18 @@ describe('native ipset loader', { skip }, () => {
       }
     }));
 
+  test('the backend lists a set of 150,000 members (the start lists the kernel to adopt what the database lacks)', () =>
+    withNetns(async (ns) => {
+      const fw = await createBackend('ipset', { chain: 'ampere', target: 'DROP', iptables: 'nft', netns: ns.name }, captureLog().log);
+      await fw.init();
+      const v4Lines = Array.from({ length: 150_000 }, (_, i) => `add ampere-t4 10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} timeout 0`);
+      await fw.setAll(renderedBans({ 4: v4Lines.join('\n'), 6: '', count: v4Lines.length }), Date.now());
+      const listed = await fw.listBans!();
+      assert.equal(listed.length, 150_000);
+      assert.equal(new Set(listed.map((b) => b.address)).size, 150_000);
+      await fw.shutdown();
+    }));
+
   for (const mode of ['native', 'ipset restore'] as const) {
     test(`the backend through ${mode}: a full load drops refused lines, a big batch adds and removes`, () =>
       withNetns(async (ns) => {

@@ -176,7 +176,8 @@ export class AllowList implements AllowCheck {
     const unbanned: string[] = [];
     for (const c of added) {
       if (!this.set.list().some((e) => e.text === c.text)) this.set.add(c);
-      unbanned.push(...await lift(c, now, effects));
+      // One by one, not push(...): a wide entry may lift more bans than a call takes arguments.
+      for (const a of await lift(c, now, effects)) unbanned.push(a);
     }
     return { added: added.map((c) => c.text), removed, unbanned };
   }

@@ -265,13 +265,10 @@ export class IpsetBackend implements FirewallBackend {
     return (await this.listBans()).map((b) => b.address);
   }
 
-  /** `ipset save` of each set: `add <set> <address> timeout <seconds>` per member. */
+  /** `ipset save` of each set: `add <set> <address> timeout <seconds>` per member (one by one: a set may hold more than a call takes arguments). */
   async listBans(): Promise<ListedBan[]> {
     const out: ListedBan[] = [];
-    for (const s of this.slots) {
-      const { stdout } = await this.ipset(['save', s.live]);
-      out.push(...parseIpsetSave(stdout, s.live, s.family, s.range));
-    }
+    for (const s of this.slots) for (const b of parseIpsetSave((await this.ipset(['save', s.live])).stdout, s.live, s.family, s.range)) out.push(b);
     return out;
   }
 
