@@ -48,8 +48,8 @@ export async function loadBans(p: LoadParts): Promise<{ restored: number; lifted
   const inKernel = !restoredFromBackup && p.backend.listBans
     ? await p.backend.listBans().catch((err) => { log.error({ err: String(err) }, 'kernel bans not listed: none adopted'); return []; })
     : [];
-  const adopted = decisions.adopt(inKernel, Date.now(), p.allow);
-  if (p.emptyDb) log.warn({ db: p.db, adopted, inKernel: inKernel.length }, `database ${p.db} was empty (0 bytes): started from an empty database, keeping the ${adopted} bans the kernel held`);
+  const { adopted, listed } = decisions.adopt(inKernel, Date.now(), p.allow);
+  if (p.emptyDb) log.warn({ db: p.db, adopted, inKernel: listed }, `database ${p.db} was empty (0 bytes): started from an empty database, keeping the ${adopted} bans the kernel held`);
   const tRestore = performance.now();
   // Logged the moment the kernel holds every stored ban (unless the load failed: inSync false,
   // and the resync job retries it); the daemon's own set of them, AMI and the control socket come next.

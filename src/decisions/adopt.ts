@@ -1,5 +1,5 @@
 import type { ListedBan } from '../firewall/types';
-import { canonicalIp, isBannable } from '../net/ip';
+import { isBannable, isCanonicalIp } from '../net/ip';
 import type { NewBan } from '../store';
 import type { AllowCheck } from '../allow';
 
@@ -10,14 +10,15 @@ import type { AllowCheck } from '../allow';
  * keeps the time it has left (0: none, permanent); a rule keeps none, so it gets
  * firstBanMs from now (null: permanent).
  */
-export function bansToAdopt(listed: Iterable<ListedBan>, stored: Set<string>, allow: AllowCheck, now: number, firstBanMs: number | null, latest: (address: string) => LatestBan | undefined = () => undefined): NewBan[] {
+export function bansToAdopt(listed: Iterable<ListedBan>, stored: (address: string) => boolean, allow: AllowCheck, now: number, firstBanMs: number | null, latest: (address: string) => LatestBan | undefined = () => undefined): { rows: NewBan[]; listed: number } {
   const rows: NewBan[] = [];
   const seen = new Set<string>();
+  let count = 0;
   for (const b of listed) {
-    const c = canonicalIp(b.address);
-    if (!c || c.address !== b.address || c.family !== b.family) continue;
-    if (!isBannable(c.address, c.family)) continue;
-    if (stored.has(b.address) || seen.has(b.address)) continue;
+    count++;
+    // The same test as canonicalIp(address) giving back {address, family}, in one pass.
+    if (!isCanonicalIp(b.address, b.family) || !isBannable(b.address, b.family)) continue;
+    if (seen.has(b.address) || stored(b.address)) continue;
     if (allow.allows(b.address, b.family)) continue;
     seen.add(b.address);
     const until = b.timeoutSec === null
@@ -29,7 +30,7 @@ export function bansToAdopt(listed: Iterable<ListedBan>, stored: Set<string>, al
       reasonKind: 'Adopted', reasonService: '', reasonAccount: '', failures: 0,
     });
   }
-  return rows;
+  return { rows, listed: count };
 }
 
 export interface LatestBan { until: number | null; liftedAt: number | null }

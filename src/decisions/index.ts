@@ -112,15 +112,21 @@ export class Decisions {
    * that the database lacks (see bansToAdopt). Rows that cannot be written stay pending, and
    * restore puts them back into the kernel after its load. Returns how many were adopted.
    */
-  adopt(listed: ListedBan[], now: number, allow: AllowCheck): number {
-    if (listed.length === 0) return 0;
-    const stored = new Set(this.store.bans.activeKernelBans(now).map((b) => b.address));
-    const rows = bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime), (address) => this.store.bans.latestBan(address));
-    if (rows.length === 0) return 0;
+  adopt(listed: Iterable<ListedBan>, now: number, allow: AllowCheck): { adopted: number; listed: number } {
+    // The stored bans in the compact in-memory set (restore clears and fills it again), made on
+    // the first member: a Set of a million address strings beside the listing did not fit the
+    // daemon's heap, and a lookup in the address index per member took ~8 µs (BENCHMARKS.md, Findings).
+    let filled = false;
+    const stored = (address: string) => {
+      if (!filled) { for (const b of this.store.bans.streamActiveKernelBans(now)) this.banned.set(b.address, b.until); filled = true; }
+      return this.banned.has(address);
+    };
+    const { rows, listed: count } = bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime), (address) => this.store.bans.latestBan(address));
+    if (rows.length === 0) return { adopted: 0, listed: count };
     for (const row of rows) this.pending.push({ row, banCount: 1, since: now }, 0);
     this.pending.flush(true);
-    this.log.warn({ count: rows.length, inKernel: listed.length, stored: this.pending.count === 0 }, `adopted ${rows.length} bans from the kernel`);
-    return rows.length;
+    this.log.warn({ count: rows.length, inKernel: count, stored: this.pending.count === 0 }, `adopted ${rows.length} bans from the kernel`);
+    return { adopted: rows.length, listed: count };
   }
 
   /** The pending rows' bans, back into the kernel and the in-memory set after a full load. */

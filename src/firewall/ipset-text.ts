@@ -1,5 +1,5 @@
 import type { Logger } from '../log';
-import { canonicalIp, type Family } from '../net/ip';
+import { isCanonicalIp, type Family } from '../net/ip';
 import { canonicalTarget } from '../net/range';
 import { SkipLog } from './exec';
 import type { KernelBan, ListedBan } from './types';
@@ -38,17 +38,27 @@ export function addLines(set: string, bans: KernelBan[], now: number): string[] 
  * timeout: 0 (permanent); one that is not a whole number: null (unknown, as for a rule).
  */
 export function parseIpsetSave(text: string, set: string, family: Family, range = false): ListedBan[] {
-  const out: ListedBan[] = [];
-  for (const line of text.split('\n')) {
+  return Array.from(ipsetSaveMembers(text, set, family, range));
+}
+
+/** The same, one member at a time as the caller pulls (no array of lines, no array of members). */
+export function* ipsetSaveMembers(text: string, set: string, family: Family, range = false): Generator<ListedBan> {
+  for (let from = 0; from < text.length;) {
+    let end = text.indexOf('\n', from);
+    if (end < 0) end = text.length;
+    const line = text.slice(from, end);
+    from = end + 1;
     const w = line.trim().split(/\s+/);
     if (w[0] !== 'add' || w[1] !== set) continue;
-    const c = range ? canonicalTarget(w[2] ?? '') : canonicalIp(w[2] ?? '');
-    if (!c || c.address !== w[2] || c.family !== family || (range && !c.address.includes('/'))) continue;
+    // A host is checked in one pass (isCanonicalIp), nothing made: a start lists up to millions.
+    if (range) {
+      const c = canonicalTarget(w[2] ?? '');
+      if (!c || c.address !== w[2] || c.family !== family || !c.address.includes('/')) continue;
+    } else if (!isCanonicalIp(w[2], family)) continue;
     const t = w.indexOf('timeout');
     const sec = t < 0 ? 0 : /^\d{1,10}$/.test(w[t + 1] ?? '') ? Number(w[t + 1]) : null;
-    out.push({ address: c.address, family, timeoutSec: sec });
+    yield { address: w[2], family, timeoutSec: sec };
   }
-  return out;
 }
 
 /** Lines per chunk written to `ipset restore` during a full load. */

@@ -8,7 +8,7 @@ import { isSetFull, loadDroppingRefused, refusedLine, splitLines, type RefusedLi
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
 import { IpsetBulk } from './ipset-native';
-import { addLines, addScript, IPSET_MAX_TIMEOUT, parseIpsetSave } from './ipset-text';
+import { addLines, addScript, IPSET_MAX_TIMEOUT, ipsetSaveMembers } from './ipset-text';
 import { createLine, setSlots, slotFor, type SetSlot } from './ipset-sets';
 import { SetFull } from './set-full';
 import { SET_SIZE_DEFAULT } from './set-size';
@@ -262,14 +262,14 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   async list(): Promise<string[]> {
-    return (await this.listBans()).map((b) => b.address);
+    return Array.from(await this.listBans(), (b) => b.address);
   }
 
-  /** `ipset save` of each set: `add <set> <address> timeout <seconds>` per member (one by one: a set may hold more than a call takes arguments). */
-  async listBans(): Promise<ListedBan[]> {
-    const out: ListedBan[] = [];
-    for (const s of this.slots) for (const b of parseIpsetSave((await this.ipset(['save', s.live])).stdout, s.live, s.family, s.range)) out.push(b);
-    return out;
+  /** `ipset save` of each set (`add <set> <address> timeout <seconds>` per member), parsed as read. */
+  async listBans(): Promise<Iterable<ListedBan>> {
+    const saved: [SetSlot, string][] = [];
+    for (const s of this.slots) saved.push([s, (await this.ipset(['save', s.live])).stdout]);
+    return (function* () { for (const [s, text] of saved) yield* ipsetSaveMembers(text, s.live, s.family, s.range); })();
   }
 
   /** Every set's header through the live shell (no process start), and each family's filter table. */

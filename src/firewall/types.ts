@@ -110,8 +110,12 @@ export interface FirewallBackend {
   list(): Promise<string[]>;
   /** Look at the kernel without changing it: the jump, the chain and its rules, the sets, and the members per family (see verify.ts). */
   inspect(): Promise<KernelView>;
-  /** The bans in Ampere's own sets or chain with the time they have left, canonical addresses only (a start adopts those the database lacks). */
-  listBans(): Promise<ListedBan[]>;
+  /**
+   * The bans in Ampere's own sets or chain with the time they have left, canonical addresses
+   * only (a start adopts those the database lacks). Read once: it may be made as it is read, so a
+   * million members are never all objects at once.
+   */
+  listBans(): Promise<Iterable<ListedBan>>;
   /** The target of the rules written from now on (a reload); the next full load (setAll) rewrites every rule with it. */
   setTarget(target: FirewallOptions['target']): void;
   /** The maxelem of the sets of hosts made from now on (ipset's set_size, a reload): the next full load swaps in sets of it. Nothing for a backend without sets. */
