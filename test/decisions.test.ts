@@ -232,7 +232,7 @@ test('adopt: kernel bans the database lacks are stored before restore (canonical
   const kernel = new RecordingKernel(() => store);
   const d = new Decisions({ store, kernel, bantime, log });
   const allow = AllowList.of(['198.51.100.0/24']);
-  const n = d.adopt([
+  const n = (await d.adopt([
     { address: '192.0.2.1', family: 4, timeoutSec: 99 }, // stored already
     { address: '192.0.2.2', family: 4, timeoutSec: 600 },
     { address: '2001:db8::5', family: 6, timeoutSec: 0 }, // permanent
@@ -241,7 +241,7 @@ test('adopt: kernel bans the database lacks are stored before restore (canonical
     { address: '192.0.2.3', family: 6, timeoutSec: 600 }, // wrong family
     { address: '0.0.0.0', family: 4, timeoutSec: 600 }, // not a host: refused
     { address: '192.0.2.9', family: 4, timeoutSec: null }, // a rule: no time
-  ], now, allow).adopted;
+  ], now, allow)).adopted;
   const rows = new Map(store.bans.activeKernelBans(now).map((b) => [b.address, b.until]));
   assert.deepEqual([...rows.keys()].sort(), ['192.0.2.1', '192.0.2.2', '192.0.2.9', '2001:db8::5']);
   assert.equal(rows.get('192.0.2.2'), now + 600_000);
@@ -257,7 +257,7 @@ test('adopt: kernel bans the database lacks are stored before restore (canonical
   const d2 = new Decisions({ store, kernel: kernel2, bantime, log: captureLog().log });
   store.bans.recordBan = () => { throw new Error('SQLITE_READONLY: attempt to write a readonly database'); };
   store.bans.recordBans = store.bans.recordBan as never;
-  assert.deepEqual(d2.adopt([{ address: '192.0.2.30', family: 4, timeoutSec: 600 }], now, allow), { adopted: 1, listed: 1 });
+  assert.deepEqual(await d2.adopt([{ address: '192.0.2.30', family: 4, timeoutSec: 600 }], now, allow), { adopted: 1, listed: 1 });
   await d2.restore(now, allow);
   assert.equal(d2.isBanned('192.0.2.30'), true);
   assert.deepEqual(kernel2.calls.at(-1)?.addresses, ['192.0.2.30']);
@@ -513,11 +513,11 @@ test('adopt: a kernel member whose ban the database already ended (a crash betwe
   await d0.unban('192.0.2.41', now - 500, 'unban');
   await d0.expire(now);
   const d = new Decisions({ store, kernel: new RecordingKernel(() => store), bantime, log: captureLog().log });
-  const n = d.adopt([
+  const n = (await d.adopt([
     { address: '192.0.2.40', family: 4, timeoutSec: 3599 }, // the unbanned ban itself: not adopted
     { address: '192.0.2.41', family: 4, timeoutSec: 7000 }, // another ban (its row lost): adopted
     { address: '192.0.2.42', family: 4, timeoutSec: null }, // a rule of an expired ban: not adopted
-  ], now, AllowList.of([])).adopted;
+  ], now, AllowList.of([]))).adopted;
   assert.equal(n, 1);
   assert.deepEqual(store.bans.activeKernelBans(now).map((b) => b.address), ['192.0.2.41']);
 }));

@@ -168,7 +168,8 @@ describe('native ipset loader', { skip }, () => {
       await fw.init();
       const v4Lines = Array.from({ length: 150_000 }, (_, i) => `add ampere-t4 10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255} timeout 0`);
       await fw.setAll(renderedBans({ 4: v4Lines.join('\n'), 6: '', count: v4Lines.length }), Date.now());
-      const listed = Array.from(await fw.listBans!());
+      const listed = [];
+      for await (const b of await fw.listBans!()) listed.push(b);
       assert.equal(listed.length, 150_000);
       assert.equal(new Set(listed.map((b) => b.address)).size, 150_000);
       await fw.shutdown();

@@ -45,10 +45,10 @@ export async function loadBans(p: LoadParts): Promise<{ restored: number; lifted
   const { log, decisions } = p;
   const restoredFromBackup = takeMarker(restoredMarkerPath(p.db));
   if (restoredFromBackup) log.info({ db: p.db }, 'database restored from a backup: the kernel follows it, no kernel bans adopted');
-  const inKernel = !restoredFromBackup && p.backend.listBans
-    ? await p.backend.listBans().catch((err) => { log.error({ err: String(err) }, 'kernel bans not listed: none adopted'); return []; })
-    : [];
-  const { adopted, listed } = decisions.adopt(inKernel, Date.now(), p.allow);
+  // The listing may be read as adopt iterates it: a failure anywhere adopts nothing (rows are made after).
+  const fromKernel = async () => decisions.adopt(!restoredFromBackup && p.backend.listBans ? await p.backend.listBans() : [], Date.now(), p.allow);
+  const { adopted, listed } = await fromKernel()
+    .catch((err: unknown) => { log.error({ err: String(err) }, 'kernel bans not listed: none adopted'); return { adopted: 0, listed: 0 }; });
   if (p.emptyDb) log.warn({ db: p.db, adopted, inKernel: listed }, `database ${p.db} was empty (0 bytes): started from an empty database, keeping the ${adopted} bans the kernel held`);
   const tRestore = performance.now();
   // Logged the moment the kernel holds every stored ban (unless the load failed: inSync false,

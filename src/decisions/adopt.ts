@@ -10,11 +10,11 @@ import type { AllowCheck } from '../allow';
  * keeps the time it has left (0: none, permanent); a rule keeps none, so it gets
  * firstBanMs from now (null: permanent).
  */
-export function bansToAdopt(listed: Iterable<ListedBan>, stored: (address: string) => boolean, allow: AllowCheck, now: number, firstBanMs: number | null, latest: (address: string) => LatestBan | undefined = () => undefined): { rows: NewBan[]; listed: number } {
+export async function bansToAdopt(listed: Iterable<ListedBan> | AsyncIterable<ListedBan>, stored: (address: string) => boolean, allow: AllowCheck, now: number, firstBanMs: number | null, latest: (address: string) => LatestBan | undefined = () => undefined): Promise<{ rows: NewBan[]; listed: number }> {
   const rows: NewBan[] = [];
   const seen = new Set<string>();
   let count = 0;
-  for (const b of listed) {
+  for await (const b of listed) {
     count++;
     // The same test as canonicalIp(address) giving back {address, family}, in one pass.
     if (!isCanonicalIp(b.address, b.family) || !isBannable(b.address, b.family)) continue;

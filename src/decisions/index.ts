@@ -112,7 +112,7 @@ export class Decisions {
    * that the database lacks (see bansToAdopt). Rows that cannot be written stay pending, and
    * restore puts them back into the kernel after its load. Returns how many were adopted.
    */
-  adopt(listed: Iterable<ListedBan>, now: number, allow: AllowCheck): { adopted: number; listed: number } {
+  async adopt(listed: Iterable<ListedBan> | AsyncIterable<ListedBan>, now: number, allow: AllowCheck): Promise<{ adopted: number; listed: number }> {
     // The stored bans in the compact in-memory set (restore clears and fills it again), made on
     // the first member: a Set of a million address strings beside the listing did not fit the
     // daemon's heap, and a lookup in the address index per member took ~8 µs (BENCHMARKS.md, Findings).
@@ -121,7 +121,7 @@ export class Decisions {
       if (!filled) { for (const b of this.store.bans.streamActiveKernelBans(now)) this.banned.set(b.address, b.until); filled = true; }
       return this.banned.has(address);
     };
-    const { rows, listed: count } = bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime), (address) => this.store.bans.latestBan(address));
+    const { rows, listed: count } = await bansToAdopt(listed, stored, allow, now, banDuration(0, this.bantime), (address) => this.store.bans.latestBan(address));
     if (rows.length === 0) return { adopted: 0, listed: count };
     for (const row of rows) this.pending.push({ row, banCount: 1, since: now }, 0);
     this.pending.flush(true);

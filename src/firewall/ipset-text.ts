@@ -46,19 +46,24 @@ export function* ipsetSaveMembers(text: string, set: string, family: Family, ran
   for (let from = 0; from < text.length;) {
     let end = text.indexOf('\n', from);
     if (end < 0) end = text.length;
-    const line = text.slice(from, end);
+    const b = ipsetSaveMember(text.slice(from, end), set, family, range);
     from = end + 1;
-    const w = line.trim().split(/\s+/);
-    if (w[0] !== 'add' || w[1] !== set) continue;
-    // A host is checked in one pass (isCanonicalIp), nothing made: a start lists up to millions.
-    if (range) {
-      const c = canonicalTarget(w[2] ?? '');
-      if (!c || c.address !== w[2] || c.family !== family || !c.address.includes('/')) continue;
-    } else if (!isCanonicalIp(w[2], family)) continue;
-    const t = w.indexOf('timeout');
-    const sec = t < 0 ? 0 : /^\d{1,10}$/.test(w[t + 1] ?? '') ? Number(w[t + 1]) : null;
-    yield { address: w[2], family, timeoutSec: sec };
+    if (b) yield b;
   }
+}
+
+/** One line of `ipset save`: the member of this set it adds, or null. */
+export function ipsetSaveMember(line: string, set: string, family: Family, range = false): ListedBan | null {
+  const w = line.trim().split(/\s+/);
+  if (w[0] !== 'add' || w[1] !== set) return null;
+  // A host is checked in one pass (isCanonicalIp), nothing made: a start lists up to millions.
+  if (range) {
+    const c = canonicalTarget(w[2] ?? '');
+    if (!c || c.address !== w[2] || c.family !== family || !c.address.includes('/')) return null;
+  } else if (!isCanonicalIp(w[2], family)) return null;
+  const t = w.indexOf('timeout');
+  const sec = t < 0 ? 0 : /^\d{1,10}$/.test(w[t + 1] ?? '') ? Number(w[t + 1]) : null;
+  return { address: w[2], family, timeoutSec: sec };
 }
 
 /** Lines per chunk written to `ipset restore` during a full load. */

@@ -8,7 +8,8 @@ import { isSetFull, loadDroppingRefused, refusedLine, splitLines, type RefusedLi
 export { splitLines } from './ipset-load';
 import { IpsetShell } from './ipset-shell';
 import { IpsetBulk } from './ipset-native';
-import { addLines, addScript, IPSET_MAX_TIMEOUT, ipsetSaveMembers } from './ipset-text';
+import { addLines, addScript, IPSET_MAX_TIMEOUT, ipsetSaveMember } from './ipset-text';
+import { commandLines } from './exec-lines';
 import { createLine, setSlots, slotFor, type SetSlot } from './ipset-sets';
 import { SetFull } from './set-full';
 import { SET_SIZE_DEFAULT } from './set-size';
@@ -245,9 +246,7 @@ export class IpsetBackend implements FirewallBackend {
     await this.apply(lines);
   }
 
-  keepsOrder(count: number): boolean {
-    return this.shell !== null && count <= SHELL_MAX_LINES;
-  }
+  keepsOrder(count: number): boolean { return this.shell !== null && count <= SHELL_MAX_LINES; }
 
   /** Small batches (every ban as it happens) through the live shell; big ones in one bulk run; a full set's batch line by line. */
   private async apply(lines: string[]): Promise<void> {
@@ -262,14 +261,17 @@ export class IpsetBackend implements FirewallBackend {
   }
 
   async list(): Promise<string[]> {
-    return Array.from(await this.listBans(), (b) => b.address);
+    const out: string[] = [];
+    for await (const { address } of await this.listBans()) out.push(address);
+    return out;
   }
 
-  /** `ipset save` of each set (`add <set> <address> timeout <seconds>` per member), parsed as read. */
-  async listBans(): Promise<Iterable<ListedBan>> {
-    const saved: [SetSlot, string][] = [];
-    for (const s of this.slots) saved.push([s, (await this.ipset(['save', s.live])).stdout]);
-    return (function* () { for (const [s, text] of saved) yield* ipsetSaveMembers(text, s.live, s.family, s.range); })();
+  /** `ipset save` of each set (`add <set> <address> timeout <seconds>` per member), parsed line by line as it comes. */
+  async listBans(): Promise<AsyncIterable<ListedBan>> {
+    const [slots, netns] = [this.slots, this.opts.netns];
+    return (async function* () {
+      for (const s of slots) for await (const line of commandLines('ipset', ['save', s.live], { netns })) { const b = ipsetSaveMember(line, s.live, s.family, s.range); if (b) yield b; }
+    })();
   }
 
   /** Every set's header through the live shell (no process start), and each family's filter table. */

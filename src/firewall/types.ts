@@ -112,10 +112,10 @@ export interface FirewallBackend {
   inspect(): Promise<KernelView>;
   /**
    * The bans in Ampere's own sets or chain with the time they have left, canonical addresses
-   * only (a start adopts those the database lacks). Read once: it may be made as it is read, so a
-   * million members are never all objects at once.
+   * only (a start adopts those the database lacks). Read once: it may be read from the kernel
+   * as it is iterated (a failure then throws there), so a million members are never all held.
    */
-  listBans(): Promise<Iterable<ListedBan>>;
+  listBans(): Promise<Iterable<ListedBan> | AsyncIterable<ListedBan>>;
   /** The target of the rules written from now on (a reload); the next full load (setAll) rewrites every rule with it. */
   setTarget(target: FirewallOptions['target']): void;
   /** The maxelem of the sets of hosts made from now on (ipset's set_size, a reload): the next full load swaps in sets of it. Nothing for a backend without sets. */
