@@ -38,18 +38,7 @@ export function addLines(set: string, bans: KernelBan[], now: number): string[] 
  * timeout: 0 (permanent); one that is not a whole number: null (unknown, as for a rule).
  */
 export function parseIpsetSave(text: string, set: string, family: Family, range = false): ListedBan[] {
-  return Array.from(ipsetSaveMembers(text, set, family, range));
-}
-
-/** The same, one member at a time as the caller pulls (no array of lines, no array of members). */
-export function* ipsetSaveMembers(text: string, set: string, family: Family, range = false): Generator<ListedBan> {
-  for (let from = 0; from < text.length;) {
-    let end = text.indexOf('\n', from);
-    if (end < 0) end = text.length;
-    const b = ipsetSaveMember(text.slice(from, end), set, family, range);
-    from = end + 1;
-    if (b) yield b;
-  }
+  return text.split('\n').map((line) => ipsetSaveMember(line, set, family, range)).filter((b) => b !== null);
 }
 
 /** One line of `ipset save`: the member of this set it adds, or null. */
