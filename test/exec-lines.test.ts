@@ -49,3 +49,16 @@ test('a reader that stops early leaves no process behind', async () => {
   await new Promise((r) => setTimeout(r, 100));
   assert.throws(() => process.kill(pid, 0), /ESRCH/);
 });
+
+test('no timer outlives a command, even one that never started', async () => {
+  // A command's kill timer left behind keeps the process alive until it fires (five minutes).
+  const timers = () => (process as unknown as { getActiveResourcesInfo(): string[] }).getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const before = timers();
+  await collect('ampere-no-such-command', []);
+  await collect('sh', ['-c', 'exit 2']);
+  assert.equal(timers(), before, 'a command that never started, or that failed');
+  // A reader that stops early: the command is killed, its timer goes when it has closed.
+  for await (const _ of commandLines('sh', ['-c', 'echo 1; exec sleep 30'])) break;
+  for (let i = 0; i < 100 && timers() > before; i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(timers(), before, 'a command whose reader stopped early');
+});

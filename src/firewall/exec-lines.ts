@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { CommandError, execStats } from './exec';
+import { CommandError, execStats, inNetns } from './exec';
 
 /**
  * A command's stdout line by line as it comes (no newline), never the whole output at once:
@@ -8,16 +8,19 @@ import { CommandError, execStats } from './exec';
  * the lines it printed.
  */
 export async function* commandLines(file: string, args: string[], opts: { netns?: string; timeoutMs?: number } = {}): AsyncGenerator<string> {
-  const [bin, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, file, ...args]] : [file, args];
+  const [bin, argv] = inNetns(opts.netns, file, args);
   const cmd = [bin, ...argv].join(' ');
   execStats.runs++;
-  const child = spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeoutMs ?? 300_000 });
+  const child = spawn(bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // A timer of our own, cleared however the command ends: spawn's `timeout` option is cleared
+  // only by an exit, so a command that never started (ENOENT) kept its timer, and the process, alive.
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 300_000);
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (s: string) => { if (stderr.length < 65_536) stderr += s; });
   const exited = new Promise<number | string | null>((resolve) => {
     child.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
     child.once('close', (code, signal) => resolve(code ?? signal));
-  });
+  }).finally(() => clearTimeout(timer));
   let tail = '';
   try {
     for await (const chunk of child.stdout.setEncoding('utf8')) {

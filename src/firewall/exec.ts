@@ -45,9 +45,14 @@ const DEFAULT_TIMEOUT_MS = 60_000;
 // `ipset save` of a million-entry set is tens of MB of text.
 const MAX_BUFFER = 512 * 1024 * 1024;
 
+/** The program and arguments that run `file args` inside network namespace netns (none: as given). */
+export function inNetns(netns: string | undefined, file: string, args: readonly string[]): [string, string[]] {
+  return netns ? ['ip', ['netns', 'exec', netns, file, ...args]] : [file, [...args]];
+}
+
 /** Run one command with an argument array: never through a shell. */
 export function run(file: string, args: string[], opts: RunOptions = {}): Promise<RunResult> {
-  const [bin, argv] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, file, ...args]] : [file, args];
+  const [bin, argv] = inNetns(opts.netns, file, args);
   const cmd = [bin, ...argv].join(' ');
   execStats.runs++;
   return new Promise((resolve, reject) => {
