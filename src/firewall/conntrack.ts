@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Logger } from '../log';
 import type { Family } from '../net/ip';
 import { SCRIPT } from './conntrack-script';
-import { checkedIp, isRange, which } from './exec';
+import { checkedIp, isRange, which, inNetns } from './exec';
 
 /** Added to the daemon's niceness for the helper (and the conntrack runs it starts). */
 export const HELPER_NICENESS = 10;
@@ -195,7 +195,7 @@ export class ConntrackFlusher {
     // daemon, and the ipset shell that makes each ban real) come first; the cleanup waits.
     if (this.nice === undefined) this.nice = which('nice') !== null;
     const argv = [...(this.nice ? ['nice', '-n', String(HELPER_NICENESS)] : []), 'sh', '-c', SCRIPT, 'ampere-conntrack', this.found!];
-    const [file, args] = this.netns ? ['ip', ['netns', 'exec', this.netns, ...argv]] : [argv[0], argv.slice(1)];
+    const [file, args] = inNetns(this.netns, argv[0], argv.slice(1));
     // Its own process group, so a hung batch is killed with the conntrack it waits for.
     const p = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     this.proc = p;

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { CommandError, which } from './exec';
+import { CommandError, which, inNetns } from './exec';
 
 const PROMPT = 'ipset> ';
 /** How long an error without its prompt waits for the rest of its text. */
@@ -70,7 +70,7 @@ export class IpsetShell {
     if (this.proc) return this.proc;
     // stdbuf -o0: ipset's prompt has no newline and sits in stdio's buffer when stdout is a pipe.
     const cmd = ['stdbuf', '-o0', 'ipset', '-exist', '-'];
-    const [file, args] = this.netns ? ['ip', ['netns', 'exec', this.netns, ...cmd]] : [cmd[0], cmd.slice(1)];
+    const [file, args] = inNetns(this.netns, cmd[0], cmd.slice(1));
     const p = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc = p;
     // The shell must not keep the process alive; a batch in flight is held by its timer.

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { which } from './exec';
+import { which, inNetns } from './exec';
 
 /**
  * The helper: for each line read, the filter table of both families fetched with
@@ -73,7 +73,7 @@ export class LegacySignature {
     if (this.proc || this.closed || Date.now() < this.restartAt) return this.proc;
     if (!which('perl')) { this.restartAt = Infinity; return null; }
     const cmd = ['perl', '-e', SCRIPT];
-    const [file, args] = this.netns ? ['ip', ['netns', 'exec', this.netns, ...cmd]] : [cmd[0], cmd.slice(1)];
+    const [file, args] = inNetns(this.netns, cmd[0], cmd.slice(1));
     const p = spawn(file, args, { stdio: ['pipe', 'pipe', 'ignore'] });
     this.proc = p;
     this.started++;

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import type { Family } from '../net/ip';
 import { familyTools, listRules, type FamilyTools } from './chain';
 import type { IptablesTools } from './detect';
-import { checkChainName, which } from './exec';
+import { checkChainName, which, inNetns } from './exec';
 import { LegacySignature } from './legacy-sig';
 import type { FirewallOptions } from './types';
 
@@ -91,7 +91,7 @@ export class RulesetCache {
   private spawnMonitor(): void {
     if (!which('xtables-monitor') || !which('stdbuf')) { this.restartAt = Infinity; return; }
     const cmd = ['sh', '-c', MONITOR_SCRIPT];
-    const [file, args] = this.netns ? ['ip', ['netns', 'exec', this.netns, ...cmd]] : [cmd[0], cmd.slice(1)];
+    const [file, args] = inNetns(this.netns, cmd[0], cmd.slice(1));
     const p = spawn(file, args, { stdio: ['pipe', 'pipe', 'ignore'] });
     this.proc = p;
     this.startedAt = Date.now();
