@@ -16,10 +16,17 @@
  * treats both alike. Lines before it may be applied in part (they go in messages of many), as
  * with `ipset restore`. Input is trusted no more than any other: every field is checked before
  * it is copied into a message.
+ *
+ * With --serve it stays running and takes batch after batch, each ended by a line "commit":
+ * it answers each on stdout with "ok" or "Error in line N: <reason>" (N counted from the
+ * batch's first line; the rest of a failed batch is read and dropped). The daemon keeps one
+ * running, because every process it starts costs it a page fault on each page it writes
+ * afterwards (fork marks them copy-on-write).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <setjmp.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/ipset/ip_set.h>
 #include <linux/netfilter/ipset/ip_set_hash.h>
@@ -49,7 +56,16 @@ static int cur_family;
 static uint32_t lines[MSG_SIZE / 16];
 static uint32_t elements;
 
+/* --serve: a failure ends the batch, not the process; the message waits for its "commit". */
+static int serving;
+static jmp_buf batch_failed;
+static char failure[160];
+
 static void fail(uint32_t line, const char *reason) {
+  if (serving) {
+    snprintf(failure, sizeof failure, "Error in line %u: %s", line, reason);
+    longjmp(batch_failed, 1);
+  }
   fprintf(stderr, "ampere-ipset-load: Error in line %u: %s\n", line, reason);
   exit(1);
 }
@@ -201,19 +217,57 @@ static void parse_line(char *line, uint32_t number_of_line) {
   close_attr(data);
 }
 
-int main(void) {
+/* A line read: its newline dropped; too long or holding a NUL byte is an error of that line. */
+static void check_line(char *line, ssize_t *len, uint32_t n) {
+  if (*len > 0 && line[*len - 1] == '\n') line[--*len] = 0;
+  if (*len > LINE_SIZE) fail(n, "line too long");
+  if (strlen(line) != (size_t)*len) fail(n, "a NUL byte in the line");
+}
+
+/* --serve: batches ended by "commit", each answered on stdout. */
+static int serve(void) {
+  serving = 1;
+  char *line = NULL;
+  size_t size = 0;
+  /* Static: a longjmp back into this loop must find them as they were. */
+  static uint32_t n;
+  static int dropping; /* the batch failed: its lines are read up to its "commit" */
+  for (ssize_t len; (len = getline(&line, &size, stdin)) >= 0;) {
+    int commit = len >= 6 && strncmp(line, "commit", 6) == 0 && (len == 6 || (len == 7 && line[6] == '\n'));
+    if (commit) {
+      if (!dropping) {
+        if (setjmp(batch_failed) == 0) { send_message(); snprintf(failure, sizeof failure, "ok"); }
+      }
+      elements = 0;
+      printf("%s\n", failure);
+      if (fflush(stdout) != 0) return 1;
+      n = 0;
+      dropping = 0;
+      continue;
+    }
+    if (dropping) continue;
+    n++;
+    if (setjmp(batch_failed) != 0) { dropping = 1; elements = 0; continue; }
+    check_line(line, &len, n);
+    parse_line(line, n);
+  }
+  free(line);
+  return ferror(stdin) ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
   sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
   if (sock < 0) { fprintf(stderr, "ampere-ipset-load: netlink socket: %s\n", strerror(errno)); return 1; }
   struct sockaddr_nl self = {.nl_family = AF_NETLINK};
   if (bind(sock, (struct sockaddr *)&self, sizeof self) < 0) { fprintf(stderr, "ampere-ipset-load: netlink bind: %s\n", strerror(errno)); return 1; }
+  if (argc == 2 && strcmp(argv[1], "--serve") == 0) return serve();
+  if (argc != 1) { fprintf(stderr, "usage: ampere-ipset-load [--serve] < lines\n"); return 2; }
   char *line = NULL;
   size_t size = 0;
   uint32_t n = 0;
   for (ssize_t len; (len = getline(&line, &size, stdin)) >= 0;) {
     n++;
-    if (len > 0 && line[len - 1] == '\n') line[--len] = 0;
-    if (len > LINE_SIZE) fail(n, "line too long");
-    if (strlen(line) != (size_t)len) fail(n, "a NUL byte in the line");
+    check_line(line, &len, n);
     parse_line(line, n);
   }
   if (ferror(stdin)) { fprintf(stderr, "ampere-ipset-load: reading stdin: %s\n", strerror(errno)); return 1; }

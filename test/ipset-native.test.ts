@@ -4,7 +4,9 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createLogger, type Logger } from '../src/log';
 import { createBackend, renderedBans, type KernelBan } from '../src/firewall';
+import { execStats, type CommandError } from '../src/firewall/exec';
 import { nativeIpsetLoader } from '../src/firewall/ipset-native';
+import { LoaderServer } from '../src/firewall/ipset-serve';
 import { removeTempDir, skipUnlessRoot, tempDir, withNetns, type Netns } from '../tools/lab/netns';
 
 /**
@@ -101,6 +103,63 @@ describe('native ipset loader', { skip }, () => {
       assert.equal(r.code, 1);
       assert.match(r.stderr, /Error in line 6: Hash is full/);
       assert.equal((await members(ns, 'h4')).length, 5);
+    }));
+
+  test('--serve: batch after batch, each answered alone; a failed batch drops its rest; nothing uncommitted is applied', () =>
+    withNetns(async (ns) => {
+      await sets(ns);
+      const r = await ns.exec(loader, ['--serve'], [
+        'add h4 192.0.2.1', 'commit',
+        'add h4 192.0.2.2', 'add h4 192.0.2.x', 'add h4 192.0.2.3', 'commit',
+        'commit',
+        'commit x', 'commit',
+        'add h4 192.0.2.4\0commit', 'commit',
+        ' commit', 'commit',
+        'add h4 192.0.2.5', 'commit',
+        'add nosuch 192.0.2.9', 'commit',
+        'add h4 192.0.2.6',
+      ].join('\n') + '\n');
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.stdout.trimEnd().split('\n'), [
+        'ok',
+        'Error in line 2: not an IP address',
+        'ok',
+        'Error in line 1: only add and del lines are taken',
+        'Error in line 1: a NUL byte in the line',
+        'Error in line 1: only add and del lines are taken',
+        'ok',
+        'Error in line 1: The set with the given name does not exist',
+      ]);
+      assert.deepEqual(await members(ns, 'h4'), ['192.0.2.1 0', '192.0.2.5 0']);
+    }));
+
+  test('LoaderServer: one process for many batches; a refused line fails its batch alone; a loader killed mid-batch fails that batch and is replaced', () =>
+    withNetns(async (ns) => {
+      await sets(ns);
+      const server = new LoaderServer(loader, ns.name);
+      const runs = execStats.runs;
+      const batch = (from: number, n: number) => Array.from({ length: n }, (_, i) => `add h6 2001:db8::${(from + i).toString(16)}`).join('\n');
+      await server.run(batch(1, 3000));
+      await server.run([Buffer.from(batch(3001, 3000)), '\n', batch(6001, 10)]);
+      await assert.rejects(server.run('add h6 2001:db8::ffff\nadd h6 2001:db8::zz\n'), (e: CommandError) => e.name === 'CommandError' && /Error in line 2: not an IP address/.test(e.stderr));
+      await server.run('add r4 10.1.0.0/16');
+      assert.equal(execStats.runs - runs, 1, 'one loader for every batch');
+      const killer = function* () {
+        yield batch(7000, 100) + '\n';
+        execFileSync('pkill', ['-KILL', '-f', `${loader} --serve`]);
+        for (let i = 0; i < 200; i++) yield batch(8000 + i * 100, 100) + '\n';
+      };
+      await assert.rejects(server.run(killer()), (e: CommandError) => e.name === 'CommandError');
+      const broken = function* () { yield 'add h6 2001:db8:1::1\n'; throw new Error('render failed'); };
+      await assert.rejects(server.run(broken()), (e: CommandError) => e.code === 'input' && /render failed/.test(e.stderr));
+      await server.run('add h4 192.0.2.7');
+      assert.equal(execStats.runs - runs, 3, 'a new loader after each one that went');
+      assert.deepEqual(await members(ns, 'h4'), ['192.0.2.7 0']);
+      assert.deepEqual(await members(ns, 'r4'), ['10.1.0.0/16 0']);
+      const h6 = new Set((await members(ns, 'h6')).map((m) => m.split(' ')[0]));
+      assert.ok(h6.has('2001:db8::1') && h6.has('2001:db8::1770') && h6.has('2001:db8::177a'), 'the batches before are in');
+      assert.ok(!h6.has('2001:db8::ffff') && !h6.has('2001:db8:1::1'), 'nothing of a failed batch is in');
+      server.close();
     }));
 
   test('the same lines give the same sets as ipset restore', () =>

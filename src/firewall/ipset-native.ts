@@ -1,6 +1,7 @@
 import { run } from './exec';
 import { accessSync, constants } from 'node:fs';
 import { resolve } from 'node:path';
+import { LoaderServer } from './ipset-serve';
 
 /** Where the build puts the native loader (native/ipset-load.c): dist/ampere-ipset-load. */
 export const NATIVE_LOADER = resolve(__dirname, '..', '..', 'dist', 'ampere-ipset-load');
@@ -24,12 +25,15 @@ export function nativeIpsetLoader(env: NodeJS.ProcessEnv = process.env): string 
 /** `ipset restore` processes filling the scratch sets at once during a full load. */
 const RESTORE_LOADERS = 2;
 
-/** Many add and del lines at once: the native loader, else `ipset restore -exist` (the same lines, the same errors). */
+/** Many add and del lines at once: the native loader (one kept running), else `ipset restore -exist` (the same lines, the same errors). */
 export class IpsetBulk {
   /** The native loader, or null: `ipset restore`. */
   readonly native = nativeIpsetLoader();
+  private readonly server: LoaderServer | null;
 
-  constructor(private readonly netns: string | undefined) {}
+  constructor(private readonly netns: string | undefined) {
+    this.server = this.native ? new LoaderServer(this.native, netns) : null;
+  }
 
   /**
    * Processes a full load runs at once. The native loader runs alone: the kernel takes one
@@ -40,7 +44,12 @@ export class IpsetBulk {
   }
 
   run(input: string | Iterable<string | Buffer>): Promise<{ stdout: string; stderr: string }> {
-    const [file, args] = this.native ? [this.native, []] : ['ipset', ['restore', '-exist']];
-    return run(file, args, { input, netns: this.netns, timeoutMs: 300_000 });
+    if (this.server) return this.server.run(input);
+    return run('ipset', ['restore', '-exist'], { input, netns: this.netns, timeoutMs: 300_000 });
+  }
+
+  /** The loader kept running goes (shutdown). */
+  close(): void {
+    this.server?.close();
   }
 }

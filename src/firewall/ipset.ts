@@ -293,6 +293,7 @@ export class IpsetBackend implements FirewallBackend {
   async shutdown(): Promise<void> {
     // Bans stay in the kernel (with their timeouts) while the daemon is down.
     this.shell?.close();
+    this.bulk.close();
     this.ruleset.close();
   }
 }
