@@ -6,7 +6,10 @@ import type { KeyedBuckets } from './rate';
 
 export type Query = <R extends QueryResultRow>(text: string, params?: unknown[]) => Promise<{ rows: R[] }>;
 
-/** Rows read per query of a catch-up. */
+/**
+ * Rows read per query of a catch-up: one kernel batch and one row write each. Larger pages
+ * held more memory than they saved time (docs/notes/measurements.md, Fleet catch-up).
+ */
 const PAGE = 5000;
 
 /**
@@ -16,12 +19,13 @@ const PAGE = 5000;
 // A network (a mask shorter than a host's) keeps its mask in the text, so the address check refuses it.
 const FETCH = `SELECT id::text AS id, txid::text AS txid, origin, action,
     CASE WHEN masklen(address) = CASE family(address) WHEN 4 THEN 32 ELSE 128 END THEN host(address) ELSE address::text END AS address,
-    (extract(epoch FROM until) * 1000)::float8 AS until, reason_kind AS "reasonKind", reason_service AS "reasonService",
-    reason_account AS "reasonAccount", failures, operator, (extract(epoch FROM created_at) * 1000)::float8 AS "createdAt"
+    date_part('epoch', until) * 1000 AS until, reason_kind AS "reasonKind", reason_service AS "reasonService",
+    reason_account AS "reasonAccount", failures, operator, date_part('epoch', created_at) * 1000 AS "createdAt"
   FROM fleet_decisions
   WHERE (txid, id) > ($1::xid8, $2::bigint) AND origin <> $3 AND created_at > now() - make_interval(secs => $4)
   ORDER BY fleet_decisions.txid, fleet_decisions.id LIMIT $5`;
 // Qualified: a bare "id" or "txid" in ORDER BY would be the text columns of the select list, in text order.
+// date_part gives float8 at once; extract goes through numeric, far slower (docs/notes/measurements.md, Fleet catch-up).
 
 /**
  * A round's first page with the oldest running transaction (pg_snapshot_xmin) of the same
@@ -81,10 +85,13 @@ export class Receiver {
     const xmin = BigInt(first[0].xmin);
     let rows: Received[] = first.filter((r) => r.id !== null);
     for (;;) {
-      this.applyPage(rows, Date.now(), xmin);
-      if (rows.length < PAGE) break;
+      // The next page is asked for before this one is applied: the database reads it meanwhile.
       const last = rows[rows.length - 1];
-      rows = (await this.query<Received>(FETCH, params([last.txid, last.id]))).rows;
+      const next = rows.length < PAGE ? null : this.query<Received>(FETCH, params([last.txid, last.id]));
+      next?.catch(() => {}); // awaited below; a failure while this page applies is not unhandled
+      this.applyPage(rows, Date.now(), xmin);
+      if (!next) break;
+      rows = (await next).rows;
     }
     if (xmin > this.cursor) {
       this.cursor = xmin;
@@ -109,7 +116,9 @@ export class Receiver {
       const made = [...batch.values()];
       batch.clear();
       const applied = this.deps.decisions.banMany(made.map((m) => m.ban), now);
-      for (const m of made) for (const d of m.d) this.hooks.onResult(d, { ok: true, what: 'ban', address: m.ban.address, capped: m.capped, applied });
+      // The lag is the batch's last decision's, measured once: a promise reaction per decision of a million-row catch-up is garbage.
+      const lastD = made[made.length - 1].d[made[made.length - 1].d.length - 1];
+      for (const m of made) for (const d of m.d) this.hooks.onResult(d, { ok: true, what: 'ban', address: m.ban.address, capped: m.capped, applied: d === lastD ? applied : undefined });
     };
     for (const d of rows) {
       if (this.seen.has(d.id)) continue;
