@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { childrenOf, niceness } from '../tools/lab/proc';
@@ -99,8 +99,13 @@ for (const backend of ['ipset', 'rules'] as const) {
       const d1 = lab.daemons[0];
       await failures('192.0.2.99', 3);
       await d1.waitFor((l) => l.msg === 'ban' && l.address === '192.0.2.99');
+      const loaders = childrenOf(d1.proc.pid!).filter((k) => k.cmd.includes('ampere-ipset-load --serve'));
+      assert.equal(loaders.length, backend === 'ipset' ? 1 : 0);
       d1.proc.kill('SIGKILL');
       await d1.exit;
+      // The loader kept running reads its input from the daemon: it ends with it, no orphan stays.
+      const ended = (pid: number) => { try { return / Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return true; } };
+      for (const l of loaders) await eventually('the loader gone with its daemon', () => ended(l.pid));
       // A reboot or firewall reload: the kernel forgets everything Ampere made.
       for (const fam of [4, 6] as const) { await ipt(fam, '-F', 'ampere'); await ipt(fam, '-D', 'INPUT', '-j', 'ampere'); await ipt(fam, '-X', 'ampere'); }
       if (backend === 'ipset') for (const s of ['ampere-v4', 'ampere-v6']) await pbx.must('ipset', ['destroy', s]);
