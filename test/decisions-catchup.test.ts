@@ -1,6 +1,6 @@
 /**
- * A fleet catch-up's page through Decisions.banMany: the kernel first (one batch), then the
- * rows, written in bulk (src/store/bulk-bans.ts): every ban stored with source fleet and its
+ * A fleet catch-up's page through Decisions.banMany: the rows first, written in bulk, then the
+ * kernel (one batch) (src/store/bulk-bans.ts): every ban stored with source fleet and its
  * origin, an older local ban of a host superseded, and all of it back after a restart.
  * The age rule for cutting flows (src/fleet/apply.ts FLOW_CUT_AGE_MS) and the queue honouring it.
  */
@@ -36,14 +36,15 @@ function withDir(fn: (path: string) => Promise<void>): Promise<void> {
 const peerBans = (n: number, now: number, origin = 'pbx1'): PeerBan[] =>
   Array.from({ length: n }, (_, i) => ({ address: `100.64.${i >> 8}.${i & 255}`, family: 4 as const, until: now + 86_400_000 - i, reason, origin }));
 
-test('a catch-up of N peer bans: one kernel batch before any row, then N rows with source fleet and origin; all back after a restart', () => withDir(async (path) => {
+test('a catch-up of N peer bans: N rows with source fleet and origin, then one kernel batch; all back after a restart', () => withDir(async (path) => {
   const now = Date.now();
   const n = 2_000;
   let store = new Store(path);
   const kernel = new Kernel(store);
   const d = new Decisions({ store, kernel, bantime, log, commitDelayMs: 20 });
   const applied = d.banMany(peerBans(n, now), now);
-  assert.deepEqual(kernel.adds.map((a) => [a.addresses.length, a.stored]), [[n, 0]], 'the kernel batch left before any row was written');
+  // Stored first: a crash before the kernel command leaves nothing the next start would adopt as this node's own.
+  assert.deepEqual(kernel.adds.map((a) => [a.addresses.length, a.stored]), [[n, n]], 'every row was stored before the kernel batch left');
   assert.equal(d.flushWrites(true), true);
   await applied;
   const rows = store.bans.listBans(now);

@@ -93,7 +93,9 @@ export class Receiver {
       if (!next) break;
       rows = (await next).rows;
     }
-    if (xmin > this.cursor) {
+    // The cursor moves only past stored rows. Peers' rows are committed as they are applied
+    // (stored first); while writes fail some may still be pending, and are read again next round.
+    if (xmin > this.cursor && this.deps.decisions.storage().failingSince === null) {
       this.cursor = xmin;
       // A write that fails (a lock) is retried with the next round; the cursor in memory is right.
       try { this.local.set('receive_cursor', xmin.toString()); } catch { /* next round */ }
