@@ -82,9 +82,23 @@ export function run(file: string, args: string[], opts: RunOptions = {}): Promis
 }
 
 /** Write chunks as they come, waiting for the pipe to drain, then end stdin. Rejects if a chunk cannot be built. */
-async function feed(stdin: NodeJS.WritableStream & { destroyed?: boolean }, chunks: Iterable<string | Buffer>): Promise<void> {
+async function feed(stdin: Stdin, chunks: Iterable<string | Buffer>): Promise<void> {
+  if ((await writeChunks(stdin, chunks)) !== null) stdin.end();
+}
+
+type Stdin = NodeJS.WritableStream & { destroyed?: boolean };
+
+/**
+ * Write chunks as they come, waiting for the pipe to drain between them (a million lines are
+ * never all buffered). Returns the last character written ('' for none), or null when the
+ * pipe closed first. Rejects if a chunk cannot be built.
+ */
+export async function writeChunks(stdin: Stdin, chunks: Iterable<string | Buffer>): Promise<string | null> {
+  let last = '';
   for (const chunk of chunks) {
-    if (stdin.destroyed) return;
+    if (stdin.destroyed) return null;
+    if (chunk.length === 0) continue;
+    last = typeof chunk === 'string' ? chunk.slice(-1) : String.fromCharCode(chunk[chunk.length - 1]);
     if (!stdin.write(chunk)) {
       await new Promise<void>((r) => {
         const done = () => { stdin.off('drain', done); stdin.off('close', done); r(); };
@@ -93,7 +107,7 @@ async function feed(stdin: NodeJS.WritableStream & { destroyed?: boolean }, chun
       });
     }
   }
-  stdin.end();
+  return stdin.destroyed ? null : last;
 }
 
 /**

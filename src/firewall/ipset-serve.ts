@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { CommandError, execStats, inNetns } from './exec';
+import { CommandError, execStats, inNetns, writeChunks } from './exec';
 
 /** How long one batch may take before the loader is killed (a million lines take about a second). */
 const BATCH_TIMEOUT_MS = 300_000;
@@ -23,10 +23,12 @@ export class LoaderServer {
   private answers = '';
   private stderr = '';
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly argv: [string, string[]];
   private readonly cmd: string;
 
-  constructor(private readonly file: string, private readonly netns: string | undefined) {
-    this.cmd = inNetns(netns, file, ['--serve']).flat().join(' ');
+  constructor(file: string, netns: string | undefined) {
+    this.argv = inNetns(netns, file, ['--serve']);
+    this.cmd = this.argv.flat().join(' ');
   }
 
   /** One batch (lines ending in a newline or not); resolves when the kernel took it all. */
@@ -67,7 +69,7 @@ export class LoaderServer {
 
   private ensure(): ChildProcess {
     if (this.proc) return this.proc;
-    const [file, args] = inNetns(this.netns, this.file, ['--serve']);
+    const [file, args] = this.argv;
     execStats.runs++;
     const p = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.proc = p;
@@ -112,23 +114,8 @@ export class LoaderServer {
   }
 }
 
-/** The batch's chunks, waiting for the pipe to drain, then its "commit" line. */
+/** The batch's chunks, waiting for the pipe to drain, then its "commit" line on a line of its own. */
 async function write(p: ChildProcess, chunks: Iterable<string | Buffer>): Promise<void> {
-  const stdin = p.stdin!;
-  let last = '';
-  for (const chunk of chunks) {
-    if (stdin.destroyed) return;
-    if (chunk.length === 0) continue;
-    last = typeof chunk === 'string' ? chunk.slice(-1) : String.fromCharCode(chunk[chunk.length - 1]);
-    if (!stdin.write(chunk)) await drained(stdin);
-  }
-  if (!stdin.destroyed) stdin.write(last === '\n' || last === '' ? 'commit\n' : '\ncommit\n');
-}
-
-function drained(stdin: NodeJS.WritableStream): Promise<void> {
-  return new Promise<void>((r) => {
-    const done = () => { stdin.off('drain', done); stdin.off('close', done); r(); };
-    stdin.on('drain', done);
-    stdin.on('close', done);
-  });
+  const last = await writeChunks(p.stdin!, chunks);
+  if (last !== null) p.stdin!.write(last === '\n' || last === '' ? 'commit\n' : '\ncommit\n');
 }
