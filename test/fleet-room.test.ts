@@ -4,7 +4,7 @@
  * refuses this node's own bans and the scanner attacking it gets through. Defence: peers'
  * bans fill at most 7/8 of set_size per family (src/fleet/apply.ts peerLimit); the rest is
  * refused as `full` and counted, the last eighth stays for this node's own bans. The receiver
- * runs against rows as PostgreSQL returns them (no database: the query is a function here),
+ * runs against rows as PostgreSQL returns them (no database: test/helpers/receiver.ts),
  * with a real Decisions on a real SQLite file.
  */
 import { test } from 'node:test';
@@ -15,11 +15,9 @@ import { join } from 'node:path';
 import { Decisions, type KernelQueue } from '../src/decisions';
 import type { KernelBan } from '../src/firewall';
 import { peerLimit, type Applied, type Received } from '../src/fleet/apply';
-import type { LocalFleetState } from '../src/fleet/local';
-import { KeyedBuckets } from '../src/fleet/rate';
-import { Receiver, type Query } from '../src/fleet/receiver';
 import { createLogger } from '../src/log';
 import { Store } from '../src/store';
+import { fakeReceiver } from './helpers/receiver';
 
 const log = createLogger('warn', { write: () => {} });
 const bantime = { bantimeMs: 3_600_000, factor: 2, maxMs: 86_400_000 };
@@ -44,21 +42,7 @@ function setup(path: string, setSize: { value: number }) {
   const store = new Store(path);
   const kernel = new Kernel();
   const decisions = new Decisions({ store, kernel, bantime, log, commitDelayMs: 0 });
-  let rows: Received[] = [];
-  // The round's first statement answers with xmin on every row (or one row of nulls); later pages are empty.
-  const query = (async (text: string) => {
-    if (!text.includes('pg_snapshot_xmin')) return { rows: [] };
-    const out = rows.length ? rows.map((r) => ({ ...r, xmin: '1' })) : [{ xmin: '1', id: null }];
-    rows = [];
-    return { rows: out };
-  }) as unknown as Query;
-  const stored = new Map<string, string>();
-  const local = { value: (k: string) => stored.get(k), set: (k: string, v: string) => void stored.set(k, v) } as unknown as LocalFleetState;
-  const results: Applied[] = [];
-  const receiver = new Receiver(query, local, 'pbx1',
-    { decisions, store, isAllowed: () => false, banMaxMs: 86_400_000, setSize: () => setSize.value, log },
-    new KeyedBuckets(1_000_000, 1_000_000), { onResult: (_d, r) => results.push(r) });
-  const receive = async (next: Received[]) => { rows = next; results.length = 0; await receiver.kick(); return [...results]; };
+  const { receive } = fakeReceiver({ decisions, store, log, setSize: () => setSize.value });
   return { store, kernel, decisions, receive };
 }
 

@@ -16,12 +16,10 @@ import { AllowList } from '../src/allow';
 import { bansToAdopt } from '../src/decisions/adopt';
 import { Decisions, type KernelQueue } from '../src/decisions';
 import type { KernelBan } from '../src/firewall';
-import type { Applied, Received } from '../src/fleet/apply';
-import type { LocalFleetState } from '../src/fleet/local';
-import { KeyedBuckets } from '../src/fleet/rate';
-import { Receiver, type Query } from '../src/fleet/receiver';
+import type { Received } from '../src/fleet/apply';
 import { createLogger } from '../src/log';
 import { Store } from '../src/store';
+import { fakeReceiver } from './helpers/receiver';
 
 const log = createLogger('fatal', { write: () => {} });
 const bantime = { bantimeMs: 3_600_000, factor: 2, maxMs: 86_400_000 };
@@ -55,21 +53,7 @@ function setup(dir: string) {
   const store = new Store(path);
   const kernel = new Kernel(path);
   const decisions = new Decisions({ store, kernel, bantime, log, commitDelayMs: 20 });
-  let rows: Received[] = [];
-  let xmin = '0';
-  const query = (async (text: string) => {
-    if (!text.includes('pg_snapshot_xmin')) return { rows: [] };
-    const out = rows.length ? rows.map((r) => ({ ...r, xmin })) : [{ xmin, id: null }];
-    rows = [];
-    return { rows: out };
-  }) as unknown as Query;
-  const state = new Map<string, string>();
-  const local = { value: (k: string) => state.get(k), set: (k: string, v: string) => void state.set(k, v) } as unknown as LocalFleetState;
-  const results: Applied[] = [];
-  const receiver = new Receiver(query, local, 'pbx1', { decisions, store, isAllowed: () => false, banMaxMs: 86_400_000, setSize: () => 65_536, log },
-    new KeyedBuckets(1_000_000, 1_000_000), { onResult: (_d, r) => results.push(r) });
-  const receive = async (next: Received[], at: string) => { rows = next; xmin = at; await receiver.kick(); return results.splice(0); };
-  return { store, kernel, decisions, state, receive };
+  return { store, kernel, decisions, ...fakeReceiver({ decisions, store, log, setSize: () => 65_536 }) };
 }
 
 test('a peer\'s ban, alone or in a page, is stored before its kernel command: a crash between leaves nothing to adopt as this node\'s own', async () => {
