@@ -1,13 +1,22 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
+import { Decisions } from '../src/decisions';
+import type { Query } from '../src/fleet/receiver';
+import { createLogger } from '../src/log';
+import { Store } from '../src/store';
 import { ampere } from './helpers/cli';
+import { receiverOver } from './helpers/receiver';
 import { PgCluster, skipUnlessPg } from './helpers/pg';
 
 /** The fleet's database side alone: fleet init, roles, row-level security, append-only history. */
 const skip = skipUnlessPg();
+const quiet = createLogger('fatal', { write: () => {} });
+
 
 describe('fleet database (ampere fleet init)', { skip }, () => {
   let pg: PgCluster;
@@ -22,13 +31,15 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
     await c.connect();
     return c;
   };
-  const insert = (c: Client, origin: string, address = '203.0.113.9', operator = false) =>
-    c.query(`INSERT INTO fleet_decisions (origin, seq, action, address, operator) VALUES ($1, 1, 'ban', $2, $3)`, [origin, address, operator]);
+  // A node names no "operator" column (it may not); an operator's row says it is one.
+  const insert = (c: Client, origin: string, address = '203.0.113.9', operator = false) => operator
+    ? c.query(`INSERT INTO fleet_decisions (origin, seq, action, address, operator) VALUES ($1, 1, 'ban', $2, true)`, [origin, address])
+    : c.query(`INSERT INTO fleet_decisions (origin, seq, action, address) VALUES ($1, 1, 'ban', $2)`, [origin, address]);
 
   test('init creates schema, roles and policies; a second run changes nothing; the password is never printed', async () => {
     const first = await ampere(['fleet', 'init', '--url', pg.url(), '--node', 'pbx1:pbx1-secret', '--node', 'pbx2:pbx2-secret', '--operator', 'noc:noc-secret-1'], {});
     assert.equal(first.code, 0, first.stderr);
-    assert.match(first.stdout, /2 migration\(s\) applied/);
+    assert.match(first.stdout, /3 migration\(s\) applied/);
     assert.doesNotMatch(first.stdout + first.stderr, /throwaway-super|pbx1-secret/);
     const again = await ampere(['fleet', 'init', '--url', pg.url(), '--node', 'pbx1:pbx1-secret'], {});
     assert.equal(again.code, 0, again.stderr);
@@ -52,7 +63,7 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
       await insert(pbx1, 'pbx1');
       // The attack: a compromised pbx1 forging pbx2's decisions, or an operator's.
       await assert.rejects(insert(pbx1, 'pbx2'), /row-level security/);
-      await assert.rejects(insert(pbx1, 'pbx1', '203.0.113.10', true), /row-level security/);
+      await assert.rejects(insert(pbx1, 'pbx1', '203.0.113.10', true), /permission denied/);
       await assert.rejects(pbx1.query(`UPDATE fleet_decisions SET origin = 'pbx2'`), /permission denied/);
       await assert.rejects(pbx1.query(`DELETE FROM fleet_decisions`), /permission denied/);
       await assert.rejects(pbx1.query(`TRUNCATE fleet_decisions`), /permission denied/);
@@ -67,6 +78,23 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
     assert.equal(await pg.psql(`SELECT string_agg(origin, ',' ORDER BY id) FROM fleet_decisions`), 'pbx1,noc');
   });
 
+  test('a node names only what a decision is: never its id, txid, creation time or operator flag', async () => {
+    const pbx1 = await connect('pbx1', 'pbx1-secret');
+    const noc = await connect('noc', 'noc-secret-1');
+    try {
+      // The attack: a compromised node dating its flood back over many seconds (the receive rate
+      // limit counts per second of creation), or placing it after every cursor (a future txid).
+      const forged = [
+        `INSERT INTO fleet_decisions (origin, seq, action, address, created_at) VALUES ('pbx1', 1, 'ban', '203.0.113.20', now() - interval '1 hour')`,
+        `INSERT INTO fleet_decisions (origin, seq, action, address, txid) VALUES ('pbx1', 1, 'ban', '203.0.113.21', '999999999999'::xid8)`,
+        `INSERT INTO fleet_decisions (id, origin, seq, action, address) OVERRIDING SYSTEM VALUE VALUES (1000000, 'pbx1', 1, 'ban', '203.0.113.22')`,
+      ];
+      for (const sql of forged) await assert.rejects(pbx1.query(sql), /permission denied/, sql);
+      for (const sql of forged.slice(0, 2)) await assert.rejects(noc.query(sql.replace(`'pbx1'`, `'noc'`)), /permission denied/, sql);
+      assert.equal(await pg.psql(`SELECT count(*) FROM fleet_decisions WHERE address << '203.0.113.16/28'`), '0');
+    } finally { await Promise.all([pbx1.end(), noc.end()]); }
+  });
+
   test('ampere check: connection, schema, role and rights of this node; never the password', async () => {
     const checks = async (env: Record<string, string>) => {
       const r = await ampere(['check', '--json'], { AMPERE_DB: '/nonexistent/ampere.db', AMPERE_BACKEND: 'dry-run', AMPERE_PORT: '1', AMPERE_AMI_TIMEOUT: '1s', ...env });
@@ -77,6 +105,16 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
     assert.deepEqual(good.map((c) => `${c.name} ${c.result}`), ['fleet ok', 'fleet rights ok'], JSON.stringify(good));
     const forged = await checks({ AMPERE_FLEET_URL: pg.url('pbx1', 'pbx1-secret'), AMPERE_FLEET_ORIGIN: 'pbx2' });
     assert.deepEqual(forged.map((c) => `${c.name} ${c.result}`), ['fleet ok', 'fleet origin fail', 'fleet rights fail'], JSON.stringify(forged));
+    // A fleet made by an older Ampere: nodes held INSERT on the whole table.
+    await pg.psql(`GRANT INSERT ON fleet_decisions TO ampere_node`);
+    try {
+      const old = await checks({ AMPERE_FLEET_URL: pg.url('pbx1', 'pbx1-secret'), AMPERE_FLEET_ORIGIN: 'pbx1' });
+      const rights = old.find((c) => c.name === 'fleet rights' && c.result === 'fail');
+      assert.match(rights?.detail ?? '', /role pbx1 may set id, txid, created_at, operator of its decisions .*run "ampere fleet init --url <owner-url>" again/, JSON.stringify(old));
+    } finally {
+      await pg.psql(`REVOKE INSERT ON fleet_decisions FROM ampere_node`);
+      await pg.psql(`GRANT INSERT (origin, seq, action, address, until, reason_kind, reason_service, reason_account, failures, source) ON fleet_decisions TO ampere_node`);
+    }
     const denied = await checks({ AMPERE_FLEET_URL: pg.url('pbx1', 'wrong-secret'), AMPERE_FLEET_ORIGIN: 'pbx1' });
     assert.equal(denied[0].result, 'fail');
     assert.match(denied[0].detail, /password authentication failed/);
@@ -102,6 +140,34 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
     assert.match(refused.detail, /certificate/);
     const plain = await run({});
     assert.match(plain.detail, /without TLS$/);
+  });
+
+  test('a decision with a txid no transaction has had yet (forged where a node may still name it) is never read', async () => {
+    // A fleet made before drizzle-pg/0002: the owner writes what such a node could have.
+    await pg.psql(`INSERT INTO fleet_decisions (origin, seq, action, address, until, txid) VALUES ('pbx1', 1, 'ban', '203.0.113.30', now() + interval '1 hour', '999999999999'::xid8)`);
+    const pbx1 = await connect('pbx1', 'pbx1-secret');
+    const pbx2 = await connect('pbx2', 'pbx2-secret');
+    const dir = mkdtempSync(join(tmpdir(), 'ampere-xmax-'));
+    const store = new Store(join(dir, 'ampere.db'));
+    try {
+      await pbx1.query(`INSERT INTO fleet_decisions (origin, seq, action, address, until) VALUES ('pbx1', 2, 'ban', '203.0.113.31', now() + interval '1 hour')`);
+      const decisions = new Decisions({ store, kernel: { add: async () => {}, remove: async () => {}, setAll: async () => {} }, bantime: { bantimeMs: 60_000, factor: 1, maxMs: 60_000 }, log: quiet });
+      let rowsRead = 0;
+      const query = (async (text: string, params?: unknown[]) => { const r = await pbx2.query(text, params); rowsRead += r.rows.filter((x) => x.id !== null).length; return r; }) as Query;
+      const { receiver, state } = receiverOver(query, { decisions, store, log: quiet, setSize: () => 65_536, origin: 'pbx2', rate: 1000 });
+      const receive = () => receiver.kick();
+      await receive();
+      assert.equal(decisions.isBanned('203.0.113.31'), true);
+      assert.equal(decisions.isBanned('203.0.113.30'), false, 'the forged decision was applied');
+      assert.ok(BigInt(state.get('receive_cursor') ?? '0') > 0n);
+      rowsRead = 0;
+      await receive();
+      assert.equal(rowsRead, 0, 'a round read rows again');
+    } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+      await Promise.all([pbx1.end(), pbx2.end()]);
+    }
   });
 
   test('an insert notifies the channel', async () => {

@@ -14,7 +14,10 @@ const PAGE = 5000;
 
 /**
  * Peers' decisions after (txid, id), oldest transaction first. Decisions older than
- * fleet_ban_max are left out: none of them can still be in force here.
+ * fleet_ban_max are left out: none of them can still be in force here. So is a txid no
+ * transaction has had yet (at or above the snapshot's xmax): only a forged one, written where a
+ * node may still name the column (a fleet made before drizzle-pg/0002), and it would otherwise
+ * be read again by every round of every peer.
  */
 // A network (a mask shorter than a host's) keeps its mask in the text, so the address check refuses it.
 const FETCH = `SELECT id::text AS id, txid::text AS txid, origin, action,
@@ -22,7 +25,8 @@ const FETCH = `SELECT id::text AS id, txid::text AS txid, origin, action,
     date_part('epoch', until) * 1000 AS until, reason_kind AS "reasonKind", reason_service AS "reasonService",
     reason_account AS "reasonAccount", failures, operator, date_part('epoch', created_at) * 1000 AS "createdAt"
   FROM fleet_decisions
-  WHERE (txid, id) > ($1::xid8, $2::bigint) AND origin <> $3 AND created_at > now() - make_interval(secs => $4)
+  WHERE (txid, id) > ($1::xid8, $2::bigint) AND txid < pg_snapshot_xmax(pg_current_snapshot())
+    AND origin <> $3 AND created_at > now() - make_interval(secs => $4)
   ORDER BY fleet_decisions.txid, fleet_decisions.id LIMIT $5`;
 // Qualified: a bare "id" or "txid" in ORDER BY would be the text columns of the select list, in text order.
 // date_part gives float8 at once; extract goes through numeric, far slower (docs/notes/measurements.md, Fleet catch-up).

@@ -6,10 +6,20 @@ import { Receiver, type Query } from '../../src/fleet/receiver';
 import type { Logger } from '../../src/log';
 import type { Store } from '../../src/store';
 
+/** A Receiver over this query (origin pbx1 unless told), its fleet state (the receive cursor) in memory. */
+export function receiverOver(query: Query, o: { decisions: Decisions; store: Store; log: Logger; setSize: () => number; origin?: string; rate?: number }) {
+  const state = new Map<string, string>();
+  const local = { value: (k: string) => state.get(k), set: (k: string, v: string) => void state.set(k, v) } as unknown as LocalFleetState;
+  const results: Applied[] = [];
+  const rate = o.rate ?? 1_000_000;
+  const receiver = new Receiver(query, local, o.origin ?? 'pbx1', { decisions: o.decisions, store: o.store, isAllowed: () => false, banMaxMs: 86_400_000, setSize: o.setSize, log: o.log },
+    new KeyedBuckets(rate, rate), { onResult: (_d, r) => results.push(r) });
+  return { state, receiver, results };
+}
+
 /**
- * A Receiver (origin pbx1) fed rows as PostgreSQL returns them, with no database: a round's
- * first statement answers with the given xmin on every row (or one row of nulls but xmin),
- * later pages are empty. `state` is the node's fleet state (the receive cursor).
+ * A Receiver fed rows as PostgreSQL returns them, with no database: a round's first statement
+ * answers with the given xmin on every row (or one row of nulls but xmin), later pages are empty.
  */
 export function fakeReceiver(o: { decisions: Decisions; store: Store; log: Logger; setSize: () => number }) {
   let rows: Received[] = [];
@@ -20,11 +30,7 @@ export function fakeReceiver(o: { decisions: Decisions; store: Store; log: Logge
     rows = [];
     return { rows: out };
   }) as unknown as Query;
-  const state = new Map<string, string>();
-  const local = { value: (k: string) => state.get(k), set: (k: string, v: string) => void state.set(k, v) } as unknown as LocalFleetState;
-  const results: Applied[] = [];
-  const receiver = new Receiver(query, local, 'pbx1', { decisions: o.decisions, store: o.store, isAllowed: () => false, banMaxMs: 86_400_000, setSize: o.setSize, log: o.log },
-    new KeyedBuckets(1_000_000, 1_000_000), { onResult: (_d, r) => results.push(r) });
+  const { state, receiver, results } = receiverOver(query, o);
   /** One round over these rows; what became of each. */
   const receive = async (next: Received[], atXmin = '1'): Promise<Applied[]> => {
     rows = next;
