@@ -52,6 +52,8 @@ COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY drizzle ./drizzle
+# The fleet's PostgreSQL migrations: `ampere fleet init` runs them from the image.
+COPY drizzle-pg ./drizzle-pg
 COPY docker/entrypoint.sh /usr/local/bin/ampere-entrypoint
 # `ampere` on PATH: docker compose exec ampere ampere bans
 RUN chmod 0755 /usr/local/bin/ampere-entrypoint /app/dist/cli.js \

@@ -253,7 +253,7 @@ test('Dockerfile: two stages on one pinned Node 24 Debian slim base, runtime too
   const runtimeRuns = runtime.instructions.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
   for (const pkg of ['iptables', 'ipset', 'conntrack', 'tini']) assert.match(runtimeRuns, new RegExp(`\\s${pkg}(\\s|$)`), pkg);
   const copies = runtime.instructions.filter((i) => i.op === 'COPY').map((i) => i.args);
-  for (const want of [/--from=build \/app\/dist /, /--from=build \/app\/node_modules /, /^drizzle /]) {
+  for (const want of [/--from=build \/app\/dist /, /--from=build \/app\/node_modules /, /^drizzle /, /^drizzle-pg /]) {
     assert.ok(copies.some((c) => want.test(c)), `COPY ${want}`);
   }
   assert.ok(!copies.some((c) => /^src\b/.test(c)), 'no sources in the runtime image');
@@ -279,19 +279,41 @@ test('.dockerignore keeps secrets, databases and build output out of the context
   const lines = readFileSync(join(REPO, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
   for (const want of ['.git', 'node_modules', 'dist', '.env*', '*.db', '*.db-wal', 'test']) assert.ok(lines.includes(want), want);
   assert.ok(lines.includes('!scripts/build-native.sh'), 'the native build script stays in the context');
-  for (const needed of ['src', 'native', 'drizzle', 'docker/entrypoint.sh', 'docker/prune-native.sh', 'docker', 'package.json', 'package-lock.json', 'tsconfig.json']) {
+  for (const needed of ['src', 'native', 'drizzle', 'drizzle-pg', 'docker/entrypoint.sh', 'docker/prune-native.sh', 'docker', 'package.json', 'package-lock.json', 'tsconfig.json']) {
     assert.ok(!lines.includes(needed), `${needed} must stay in the context`);
   }
 });
 
-test('the runtime stage\'s /app (dist, drizzle, package.json, node_modules pruned of dev dependencies) runs on its own', async (t) => {
+/**
+ * What the runtime stage copies into /app, read from the Dockerfile's COPY lines: [what in this
+ * tree, where under /app]. A build stage's /app/X is this tree's X once built (npm ci, npm run build).
+ */
+function runtimeAppCopies(): [string, string][] {
+  const runtime = parseDockerfile(join(REPO, 'Dockerfile')).stages[1];
+  const out: [string, string][] = [];
+  for (const i of runtime.instructions.filter((x) => x.op === 'COPY')) {
+    const parts = i.args.split(/\s+/);
+    const from = parts[0].startsWith('--from=') ? parts.shift()!.slice('--from='.length) : null;
+    const [src, dest] = parts;
+    const target = dest.replace(/^\.\//, '').replace(/^\/app\//, '');
+    if (target.startsWith('/')) continue; // outside /app (the entrypoint)
+    out.push([from === null ? src : src.replace(/^\/app\//, ''), target]);
+  }
+  return out;
+}
+
+test('the runtime stage\'s /app (as the Dockerfile copies it, node_modules pruned of dev dependencies) runs on its own, fleet init included', async (t) => {
   if (!existsSync(join(REPO, 'dist/cli.js'))) { t.skip('dist/ not built (npm run build)'); return; }
   // what the Dockerfile copies into /app, assembled in a scratch directory
   const app = mkdtempSync(join(tmpdir(), 'ampere-image-app-'));
   try {
-    for (const f of ['package.json', 'package-lock.json']) cpSync(join(REPO, f), join(app, f));
-    // realpath: a node_modules that is itself a symlink is copied, never linked (prune works on the copy)
-    for (const d of ['dist', 'drizzle', 'node_modules']) cpSync(realpathSync(join(REPO, d)), join(app, d), { recursive: true, verbatimSymlinks: true });
+    const copies = runtimeAppCopies();
+    assert.deepEqual(copies.map(([, to]) => to).sort(), ['dist', 'drizzle', 'drizzle-pg', 'node_modules', 'package.json']);
+    // package-lock.json: the prune below reads it (the image's node_modules was pruned in the build stage).
+    for (const [from, to] of [...copies, ['package-lock.json', 'package-lock.json']]) {
+      // realpath: a node_modules that is itself a symlink is copied, never linked (prune works on the copy)
+      cpSync(realpathSync(join(REPO, from)), join(app, to), { recursive: true, verbatimSymlinks: true });
+    }
     const prune = spawnSync('npm', ['prune', '--omit=dev', '--offline', '--no-audit', '--no-fund'], { cwd: app, encoding: 'utf8', timeout: 120_000 });
     assert.equal(prune.status, 0, prune.stderr);
     assert.equal(realpathSync(join(app, 'node_modules')), realpathSync(app) + '/node_modules', 'the copy, not the tree the tests run on');
@@ -322,6 +344,11 @@ test('the runtime stage\'s /app (dist, drizzle, package.json, node_modules prune
     const help = spawnSync(process.execPath, ['dist/cli.js', '--help'], { cwd: app, encoding: 'utf8', timeout: 30_000 });
     assert.equal(help.status, 0, help.stderr);
     assert.match(help.stdout, /\bhealth\b/);
+    // The fleet's migrations are in the image: docker-compose.fleet.yml tells to run fleet init in it.
+    const init = spawnSync(process.execPath, ['dist/cli.js', 'fleet', 'init', '--print', '--node', 'pbx9:pbx9-secret'], { cwd: app, encoding: 'utf8', timeout: 30_000 });
+    assert.equal(init.status, 0, init.stderr);
+    assert.match(init.stdout, /CREATE TABLE "fleet_decisions"/);
+    assert.match(init.stdout, /GRANT INSERT \("origin", /);
   } finally {
     rmSync(app, { recursive: true, force: true });
   }
