@@ -170,6 +170,47 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
     }
   });
 
+  test('a transaction left open costs one txid to remember: later rounds read only new rows, and its own once it commits', async () => {
+    const pbx1 = await connect('pbx1', 'pbx1-secret');
+    const stuck = await connect('pbx1', 'pbx1-secret');
+    const pbx2 = await connect('pbx2', 'pbx2-secret');
+    const dir = mkdtempSync(join(tmpdir(), 'ampere-open-'));
+    const store = new Store(join(dir, 'ampere.db'));
+    try {
+      const decisions = new Decisions({ store, kernel: { add: async () => {}, remove: async () => {}, setAll: async () => {} }, bantime: { bantimeMs: 60_000, factor: 1, maxMs: 60_000 }, log: quiet });
+      let rowsRead = 0;
+      const query = (async (text: string, params?: unknown[]) => { const r = await pbx2.query(text, params); rowsRead += r.rows.filter((x) => x.id !== null).length; return r; }) as Query;
+      const { receiver, state } = receiverOver(query, { decisions, store, log: quiet, setSize: () => 65_536, origin: 'pbx2', rate: 1_000_000 });
+      const round = async () => { rowsRead = 0; await receiver.kick(); return rowsRead; };
+      await round(); // what earlier tests left
+      const before = decisions.activeCount;
+      // The attack (or a stuck session): a transaction takes its txid and stays open.
+      await stuck.query('BEGIN');
+      await stuck.query(`INSERT INTO fleet_decisions (origin, seq, action, address, until) VALUES ('pbx1', 1, 'ban', '198.18.200.1', now() + interval '1 hour')`);
+      const stuckTxid = (await stuck.query(`SELECT pg_current_xact_id()::text AS t`)).rows[0].t as string;
+      const flood = async (from: number, n: number) => pbx1.query(`INSERT INTO fleet_decisions (origin, seq, action, address, until)
+        SELECT 'pbx1', g, 'ban', ('198.19.0.0'::inet + g), now() + interval '1 hour' FROM generate_series($1::int, $2::int) AS g`, [from, from + n - 1]);
+      await flood(0, 3000);
+      assert.equal(await round(), 3000);
+      assert.equal(state.get('receive_cursor'), stuckTxid, 'the cursor stays below the open transaction');
+      // Before: every round read the whole window since the open transaction again.
+      await flood(3000, 1000);
+      assert.equal(await round(), 1000, 'a round read the rows after the open transaction again');
+      assert.equal(await round(), 0);
+      assert.equal(decisions.isBanned('198.18.200.1'), false);
+      await stuck.query('COMMIT');
+      assert.equal(await round(), 1, 'the open transaction\'s row, once it committed');
+      assert.equal(decisions.isBanned('198.18.200.1'), true);
+      assert.equal(decisions.activeCount, before + 4001);
+      assert.ok(BigInt(state.get('receive_cursor')!) > BigInt(stuckTxid), 'the cursor moved past it');
+      assert.equal(await round(), 0);
+    } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+      await Promise.all([pbx1.end(), stuck.end(), pbx2.end()]);
+    }
+  });
+
   test('an insert notifies the channel', async () => {
     const listener = await connect('pbx2', 'pbx2-secret');
     const pbx1 = await connect('pbx1', 'pbx1-secret');

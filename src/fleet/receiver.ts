@@ -12,51 +12,65 @@ export type Query = <R extends QueryResultRow>(text: string, params?: unknown[])
  */
 const PAGE = 5000;
 
-/**
- * Peers' decisions after (txid, id), oldest transaction first. Decisions older than
- * fleet_ban_max are left out: none of them can still be in force here. So is a txid no
- * transaction has had yet (at or above the snapshot's xmax): only a forged one, written where a
- * node may still name the column (a fleet made before drizzle-pg/0002), and it would otherwise
- * be read again by every round of every peer.
- */
 // A network (a mask shorter than a host's) keeps its mask in the text, so the address check refuses it.
-const FETCH = `SELECT id::text AS id, txid::text AS txid, origin, action,
+const COLUMNS = `id::text AS id, txid::text AS txid, origin, action,
     CASE WHEN masklen(address) = CASE family(address) WHEN 4 THEN 32 ELSE 128 END THEN host(address) ELSE address::text END AS address,
     date_part('epoch', until) * 1000 AS until, reason_kind AS "reasonKind", reason_service AS "reasonService",
-    reason_account AS "reasonAccount", failures, operator, date_part('epoch', created_at) * 1000 AS "createdAt"
-  FROM fleet_decisions
-  WHERE (txid, id) > ($1::xid8, $2::bigint) AND txid < pg_snapshot_xmax(pg_current_snapshot())
-    AND origin <> $3 AND created_at > now() - make_interval(secs => $4)
-  ORDER BY fleet_decisions.txid, fleet_decisions.id LIMIT $5`;
-// Qualified: a bare "id" or "txid" in ORDER BY would be the text columns of the select list, in text order.
+    reason_account AS "reasonAccount", failures, operator, date_part('epoch', created_at) * 1000 AS "createdAt"`;
 // date_part gives float8 at once; extract goes through numeric, far slower (docs/notes/measurements.md, Fleet catch-up).
 
 /**
- * A round's first page with the oldest running transaction (pg_snapshot_xmin) of the same
- * snapshot, in one round trip: a notification's ban reaches the kernel one hop sooner. Every
- * transaction below that xmin committed before the snapshot the page is read in, so its rows
- * are in this page or the next ones. No row yet: one row of nulls but xmin.
+ * Peers' decisions after (txid, id), oldest transaction first, of the transactions committed
+ * in the round's snapshot only (pg_visible_in_snapshot): the rows of one still running are read
+ * once, in a later round, when it has committed. That also leaves out a txid no transaction has
+ * had yet: only a forged one, written where a node may still name the column (a fleet made
+ * before drizzle-pg/0002). Decisions older than fleet_ban_max are left out: none of them can
+ * still be in force here. $6 is the snapshot; with $7, only the rows of those transactions.
  */
-const FIRST = `SELECT x.xmin, d.* FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin) x
-  LEFT JOIN LATERAL (${FETCH.replace('SELECT id::text AS id,', 'SELECT fleet_decisions.txid AS ord_txid, fleet_decisions.id AS ord_id, id::text AS id,')}) d ON true
+const fetchSql = (snapshot: string, only: '' | 'pending') => `SELECT ${COLUMNS}
+  FROM fleet_decisions
+  WHERE (txid, id) > ($1::xid8, $2::bigint) AND pg_visible_in_snapshot(txid, ${snapshot})${only ? ' AND txid = ANY($7::xid8[])' : ''}
+    AND origin <> $3 AND created_at > now() - make_interval(secs => $4)
+  ORDER BY fleet_decisions.txid, fleet_decisions.id LIMIT $5`;
+// Qualified: a bare "id" or "txid" in ORDER BY would be the text columns of the select list, in text order.
+const FETCH = fetchSql('$6::pg_snapshot', '');
+const FETCH_PENDING = fetchSql('$6::pg_snapshot', 'pending');
+
+/**
+ * A round's snapshot and its first page in one round trip: a notification's ban reaches the
+ * kernel one hop sooner. No row yet: one row of nulls but the snapshot.
+ */
+const FIRST = `SELECT s.snap, d.* FROM (SELECT pg_current_snapshot()::text AS snap) s
+  LEFT JOIN LATERAL (${fetchSql('s.snap::pg_snapshot', '').replace('SELECT id::text AS id,', 'SELECT fleet_decisions.txid AS ord_txid, fleet_decisions.id AS ord_id, id::text AS id,')}) d ON true
   ORDER BY d.ord_txid, d.ord_id`;
+
+/** The transactions running in a snapshot's text ("xmin:xmax:xip,xip,..."). */
+export function runningIn(snapshot: string): Set<bigint> {
+  const xip = snapshot.split(':')[2] ?? '';
+  return new Set(xip === '' ? [] : xip.split(',').map((t) => BigInt(t)));
+}
 
 export interface ReceiverHooks {
   onResult(d: Received, res: Applied): void;
 }
 
+type Position = [txid: string, id: string];
+
 /**
  * Catch-up from a stored cursor, the same code for a notification, a reconnect, a restart and
- * the periodic resync. Identity values can commit out of order, so the stored cursor is a
- * transaction id: it only moves up to the oldest transaction still running when the round began
- * (pg_snapshot_xmin), below which every row is committed and was read. Rows at or above it are
- * read again next round; the ids of those applied are remembered so they apply once (a round
- * that fails half-way applies its older rows again, which is harmless).
+ * the periodic resync. Identity values and txids can commit out of order, so each round reads
+ * only the rows of transactions committed in its snapshot: after the last row read (`read`),
+ * and of the transactions that were still running when an earlier round read past them
+ * (`running`), which are read once they have committed. A transaction left open (a stuck or
+ * hostile session) thus costs one txid to remember, never a growing window read again each
+ * round. The stored cursor is a txid below which every row was read: the lowest of those still
+ * running and the last read; a restart reads again from it, which is harmless.
  */
 export class Receiver {
   private cursor: bigint;
-  private readonly seen = new Map<string, bigint>();
-  private running: Promise<void> | null = null;
+  private read: Position;
+  private running = new Set<bigint>();
+  private round_: Promise<void> | null = null;
   private again = false;
 
   constructor(
@@ -68,42 +82,61 @@ export class Receiver {
     private readonly hooks: ReceiverHooks,
   ) {
     this.cursor = BigInt(local.value('receive_cursor') ?? '0');
+    this.read = [this.cursor.toString(), '0'];
   }
 
   get storedCursor(): string { return this.cursor.toString(); }
 
   /** Run a round now, or once more after the one running: notifications never queue up more than one. */
   kick(): Promise<void> {
-    if (this.running) { this.again = true; return this.running; }
-    this.running = (async () => {
+    if (this.round_) { this.again = true; return this.round_; }
+    this.round_ = (async () => {
       try {
         do { this.again = false; await this.round(); } while (this.again);
-      } finally { this.running = null; }
+      } finally { this.round_ = null; }
     })();
-    return this.running;
+    return this.round_;
   }
 
   private async round(): Promise<void> {
-    const params = (from: [string, string]) => [from[0], from[1], this.origin, Math.ceil(this.deps.banMaxMs / 1000), PAGE];
-    const first = (await this.query<Received & { xmin: string }>(FIRST, params([this.cursor.toString(), '0']))).rows;
-    const xmin = BigInt(first[0].xmin);
-    let rows: Received[] = first.filter((r) => r.id !== null);
-    for (;;) {
-      // The next page is asked for before this one is applied: the database reads it meanwhile.
-      const last = rows[rows.length - 1];
-      const next = rows.length < PAGE ? null : this.query<Received>(FETCH, params([last.txid, last.id]));
-      next?.catch(() => {}); // awaited below; a failure while this page applies is not unhandled
-      this.applyPage(rows, Date.now(), xmin);
-      if (!next) break;
-      rows = (await next).rows;
+    const params = (from: Position, snap: string) => [from[0], from[1], this.origin, Math.ceil(this.deps.banMaxMs / 1000), PAGE, snap];
+    const first = (await this.query<Received & { snap: string }>(FIRST, params(this.read, '').slice(0, 5))).rows;
+    const snap = first[0].snap;
+    const running = runningIn(snap);
+    // The transactions read past while they ran, and committed (or rolled back) since.
+    const ended = [...this.running].filter((t) => !running.has(t)).map(String);
+    if (ended.length > 0) {
+      await this.pages(null, (from) => this.query<Received>(FETCH_PENDING, [...params(from, snap), ended]));
+      for (const t of ended) this.running.delete(BigInt(t));
     }
+    // Read past a running transaction: remembered with the page, so a round that fails later loses none.
+    await this.pages(first.filter((r) => r.id !== null), (from) => this.query<Received>(FETCH, params(from, snap)), (last) => {
+      this.read = last;
+      for (const t of running) if (t < BigInt(last[0])) this.running.add(t);
+    });
+    let safe = BigInt(this.read[0]);
+    for (const t of this.running) if (t < safe) safe = t;
     // The cursor moves only past stored rows. Peers' rows are committed as they are applied
     // (stored first); while writes fail some may still be pending, and are read again next round.
-    if (xmin > this.cursor && this.deps.decisions.storage().failingSince === null) {
-      this.cursor = xmin;
+    if (safe > this.cursor && this.deps.decisions.storage().failingSince === null) {
+      this.cursor = safe;
       // A write that fails (a lock) is retried with the next round; the cursor in memory is right.
-      try { this.local.set('receive_cursor', xmin.toString()); } catch { /* next round */ }
-      for (const [id, txid] of this.seen) if (txid < xmin) this.seen.delete(id);
+      try { this.local.set('receive_cursor', safe.toString()); } catch { /* next round */ }
+    }
+  }
+
+  /** Pages in order from `rows` (null: fetch the first), each applied as the next one is read. */
+  private async pages(rows: Received[] | null, fetch: (from: Position) => Promise<{ rows: Received[] }>, onPage: (last: Position) => void = () => {}): Promise<void> {
+    let page = rows ?? (await fetch(['0', '0'])).rows;
+    for (;;) {
+      // The next page is asked for before this one is applied: the database reads it meanwhile.
+      const last = page[page.length - 1];
+      const next: Promise<{ rows: Received[] }> | null = page.length < PAGE ? null : fetch([last.txid, last.id]);
+      next?.catch(() => {}); // awaited below; a failure while this page applies is not unhandled
+      this.applyPage(page, Date.now());
+      if (last) onPage([last.txid, last.id]);
+      if (!next) return;
+      page = (await next).rows;
     }
   }
 
@@ -113,7 +146,7 @@ export class Receiver {
    * after a ban of the same address in the page still finds it; of one address's bans in a
    * page the longest is made.
    */
-  private applyPage(rows: Received[], now: number, xmin: bigint): void {
+  private applyPage(rows: Received[], now: number): void {
     const batch = new Map<string, { d: Received[]; ban: PeerBan; capped: boolean }>();
     // Counted down as the page adds hosts; an unban in the page frees room only from the next page on.
     const room = peerRoom(this.deps.decisions.countByFamily(), this.deps.setSize());
@@ -127,11 +160,6 @@ export class Receiver {
       for (const m of made) for (const d of m.d) this.hooks.onResult(d, { ok: true, what: 'ban', address: m.ban.address, capped: m.capped, applied: d === lastD ? applied : undefined });
     };
     for (const d of rows) {
-      if (this.seen.has(d.id)) continue;
-      // Only rows the next round reads again (at or above xmin) need remembering: a joining
-      // node's catch-up of a million rows would otherwise keep a million ids.
-      const txid = BigInt(d.txid);
-      if (txid >= xmin) this.seen.set(d.id, txid);
       const origin = typeof d.origin === 'string' ? d.origin : '';
       if (!this.limits.take(origin, d.createdAt)) { this.hooks.onResult(d, { ok: false, why: 'rate', detail: 'over fleet_receive_rate for its origin' }); continue; }
       if (d.action !== 'ban') flush();

@@ -19,22 +19,22 @@ export function receiverOver(query: Query, o: { decisions: Decisions; store: Sto
 
 /**
  * A Receiver fed rows as PostgreSQL returns them, with no database: a round's first statement
- * answers with the given xmin on every row (or one row of nulls but xmin), later pages are empty.
+ * answers with a snapshot in which nothing runs on every row (or one row of nulls but the
+ * snapshot), later pages are empty.
  */
 export function fakeReceiver(o: { decisions: Decisions; store: Store; log: Logger; setSize: () => number }) {
   let rows: Received[] = [];
-  let xmin = '1';
+  const snap = '1:1:';
   const query = (async (text: string) => {
-    if (!text.includes('pg_snapshot_xmin')) return { rows: [] };
-    const out = rows.length ? rows.map((r) => ({ ...r, xmin })) : [{ xmin, id: null }];
+    if (!text.includes('pg_current_snapshot()')) return { rows: [] };
+    const out = rows.length ? rows.map((r) => ({ ...r, snap })) : [{ snap, id: null }];
     rows = [];
     return { rows: out };
   }) as unknown as Query;
   const { state, receiver, results } = receiverOver(query, o);
   /** One round over these rows; what became of each. */
-  const receive = async (next: Received[], atXmin = '1'): Promise<Applied[]> => {
+  const receive = async (next: Received[]): Promise<Applied[]> => {
     rows = next;
-    xmin = atXmin;
     await receiver.kick();
     return results.splice(0);
   };
