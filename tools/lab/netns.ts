@@ -168,6 +168,9 @@ const [from, to, port, token] = process.argv.slice(1);
 const s = dgram.createSocket(to.includes(':') ? 'udp6' : 'udp4');
 s.bind({ address: from }, () => s.send(token, Number(port), to, (e) => { if (e) console.error(e.message); s.close(); }));`;
 
+/** How long a datagram that should pass is waited for (see UdpSink.passes). */
+const PASS_WAIT_MS = 5000;
+
 /** A UDP listener (v4 and v6) in a namespace that remembers which datagrams arrived. */
 export class UdpSink {
   private seen = '';
@@ -209,6 +212,16 @@ export class UdpSink {
   }
 
   /** Send one datagram from `from` (an attacker address) to `to`; true if it arrived. */
+  /**
+   * Whether a datagram expected to pass arrives: waited for up to PASS_WAIT_MS, since one that
+   * arrives ends the wait at once, and a loaded machine (CI runs two suites side by side) can
+   * take longer than reaches()'s half second to deliver it.
+   */
+  passes(attacker: Netns, from: string, to: string): Promise<boolean> {
+    return this.reaches(attacker, from, to, PASS_WAIT_MS);
+  }
+
+  /** Whether a datagram arrives within waitMs (a drop is told by its absence after that long). */
   async reaches(attacker: Netns, from: string, to: string, waitMs = 500): Promise<boolean> {
     const token = `tok-${process.pid}-${++this.tokens}`;
     const r = await attacker.exec(process.execPath, ['-e', SEND, from, to, String(this.port), token]);
