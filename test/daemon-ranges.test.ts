@@ -1,4 +1,4 @@
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -39,6 +39,8 @@ for (const backend of ['ipset', 'rules'] as const) {
       for (const x of [in6, out6]) await atk.ns.must('ip', ['addr', 'add', `${x}/128`, 'dev', a, 'nodad']);
       for (const n of ['198.51.100.0/24', '203.0.113.0/24', '2001:db8:77::/48', '2001:db8:78::/48']) await pbx.must('ip', ['route', 'add', n, 'dev', h]);
     });
+    // A test that fails half-way leaves no daemon holding the database lock for the next one.
+    afterEach(async () => { await Promise.all(lab.daemons.map((d) => d.stop('SIGKILL'))); });
     after(() => lab?.destroy());
 
     test('a /24 and a /48 are dropped whole and nothing beside them; stored with source range; a restart after a wipe restores them; unban lifts them', async () => {
