@@ -191,8 +191,9 @@ export class Decisions {
     // The kernel command leaves first (written synchronously by the queue), with the ban time
     // the cached count gives (a first ban's when unknown), so nothing on the database side can
     // delay the drop, and a failing disk cannot keep an attacker in. Without kernel ban times
-    // (storeRebansFirst) a host banned before is the exception: its row goes first. So does a
-    // peer's ban (see bulk.ts banMany: a crash must not turn it into this node's own).
+    // (storeRebansFirst) a host banned before is the exception: its row goes first. So do a
+    // peer's ban (bulk.ts banMany: a crash must not make it this node's own) and a range (a
+    // start adopts no range the database lacks, adopt.ts).
     const fromPeer = source === 'fleet';
     const known = this.counts.get(address) ?? (this.storeRebansFirst || fromPeer ? this.readBanCount(address) : undefined);
     const untilFor = (count: number): number | null => {
@@ -202,12 +203,9 @@ export class Decisions {
     let banCount = (known ?? 0) + 1;
     let until = untilFor(banCount);
     const entry = (): PendingBan => ({ row: { address, family, now, until, source, reasonKind: reason.kind, reasonService: reason.service, reasonAccount: reason.account, failures: reason.failures, origin }, banCount, since: now });
-    // A range is stored first too: a start adopts no range the database lacks (adopt.ts).
     const storedFirst = source === 'range' || fromPeer || (this.storeRebansFirst && banCount > 1);
-    if (storedFirst) {
-      this.pending.push(entry(), 0);
-      this.pending.flush(true); // a failure leaves the row pending and retried, as any other
-    }
+    // A failure leaves the row pending and retried, as any other.
+    if (storedFirst) { this.pending.push(entry(), 0); this.pending.flush(true); }
     this.banned.set(address, until);
     let applied = this.kernel.add([{ address, family, until }], now);
     // A peer's ban has its own length, and its row is stored already (it would count itself).
