@@ -45,7 +45,7 @@ const FIRST = `SELECT s.snap, d.* FROM (SELECT pg_current_snapshot()::text AS sn
   ORDER BY d.ord_txid, d.ord_id`;
 
 /** The transactions running in a snapshot's text ("xmin:xmax:xip,xip,..."). */
-export function runningIn(snapshot: string): Set<bigint> {
+function runningIn(snapshot: string): Set<bigint> {
   const xip = snapshot.split(':')[2] ?? '';
   return new Set(xip === '' ? [] : xip.split(',').map((t) => BigInt(t)));
 }
