@@ -127,6 +127,30 @@ test('the row cap keeps the newest hosts and never drops a banned one; ban histo
   }
 });
 
+test('a prune step that finds another connection writing waits for it and goes on; the run is not given up', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ampt-busy-'));
+  const s = new Store(join(dir, 'a.db'));
+  const other = new Database(join(dir, 'a.db'));
+  try {
+    const now = 1_800_000_000_000;
+    const ev = (address: string) => ({ kind: 'InvalidPassword', severity: 'Error' as const, service: 'PJSIP', address, family: 4 as const, transport: 'UDP', port: 5060, account: '1', sessionId: '' });
+    for (let i = 0; i < 500; i++) s.history.recordEvents([{ event: ev(v4(i)), at: now - 500 + i }]);
+    s.setBusyTimeout(5); // the daemon's
+    // Another writer (the checkpoint worker truncating, an import) holds the lock for 300 ms.
+    other.exec('BEGIN IMMEDIATE');
+    const released = new Promise<void>((r) => setTimeout(() => { other.exec('COMMIT'); r(); }, 300));
+    const p = new Pruner(s.sqlite, { hostMaxAgeMs: 7 * DAY, maxHostRows: 100, banHistoryKeepMs: 365 * DAY });
+    const r = await p.run(now);
+    await released;
+    assert.equal(r.capped, 400);
+    assert.equal(count(s.sqlite, 'SELECT count(*) FROM hosts'), 100);
+  } finally {
+    other.close();
+    s.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('listing pages: SQLite\'s JSON equals the views made in JS, and pages of any size chain into the whole listing', () => {
   const s = new Store(':memory:');
   try {

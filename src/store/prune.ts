@@ -38,6 +38,9 @@ export interface PrunerOptions {
   pause?: () => Promise<void>;
 }
 
+/** A step that finds the database locked waits this long and goes again, this many times at most. */
+const BUSY_PAUSE_MS = 50;
+const BUSY_TRIES = 100;
 const MIN_BATCH = 16;
 const MAX_BATCH = 1024;
 
@@ -93,16 +96,33 @@ export class Pruner {
     await this.running?.catch(() => {});
   }
 
+  /**
+   * fn, timed (wall and CPU of the try that succeeded). Another connection's write lock (the
+   * checkpoint worker truncating a big log, a CLI import) outlasting the daemon's short busy
+   * wait: the step waits and goes again, the run goes on (a run given up would leave the rows
+   * till the next one).
+   */
+  private async attempt(fn: () => number): Promise<{ n: number; ms: number; cpuMs: number }> {
+    for (let busy = 0; ; busy++) {
+      const t0 = performance.now();
+      const c0 = process.cpuUsage();
+      try {
+        const n = fn();
+        const c = process.cpuUsage(c0);
+        return { n, ms: performance.now() - t0, cpuMs: (c.user + c.system) / 1000 };
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'SQLITE_BUSY' || busy >= BUSY_TRIES || this.stopped) throw err;
+      }
+      await new Promise((r) => setTimeout(r, BUSY_PAUSE_MS));
+    }
+  }
+
   private async runAll(now: number): Promise<PruneReport> {
     const r: PruneReport = { aged: 0, capped: 0, bans: 0, bannedHosts: 0, steps: 0, maxStepMs: 0, slowest: '', maxStepCpuMs: 0 };
     const step = async (kind: keyof Pruner['batch'], fn: (limit: number) => number): Promise<number> => {
       if (this.stopped) return 0;
-      const t0 = performance.now();
-      const c0 = process.cpuUsage();
-      const n = fn(this.batch[kind]);
-      const ms = performance.now() - t0;
-      const c = process.cpuUsage(c0);
-      r.maxStepCpuMs = Math.max(r.maxStepCpuMs, (c.user + c.system) / 1000);
+      const { n, ms, cpuMs } = await this.attempt(() => fn(this.batch[kind]));
+      r.maxStepCpuMs = Math.max(r.maxStepCpuMs, cpuMs);
       this.lastStepMs = ms;
       r.steps++;
       if (ms > r.maxStepMs) { r.maxStepMs = ms; r.slowest = `${kind} (${this.batch[kind]} rows)`; }
@@ -132,17 +152,19 @@ export class Pruner {
     for (let n = 1; n > 0;) r.bans += n = await step('bans', (limit) => this.stmt.bans.run(keepAfter, limit).changes);
     let cursor: [number, number] = [-Infinity, -Infinity];
     for (let more = true; more && !this.stopped;) {
-      await step('bannedHosts', (limit) => this.tx(() => {
-        const rows = this.stmt.candidates.all(keepAfter, cursor[0], cursor[1], limit) as [number, number, string, number, number][];
-        more = rows.length === limit;
-        let dropped = 0;
-        for (const [rowid, lastSeen, address, banned, hasBans] of rows) {
-          cursor = [lastSeen, rowid];
-          if (banned === 0 && hasBans === 0) dropped += this.stmt.dropHost.run(address).changes;
-        }
-        r.bannedHosts += dropped;
-        return dropped;
-      }));
+      // The cursor and count move only once the step committed: a step that was busy goes again from the same place.
+      await step('bannedHosts', (limit) => {
+        const done = this.tx(() => {
+          const rows = this.stmt.candidates.all(keepAfter, cursor[0], cursor[1], limit) as [number, number, string, number, number][];
+          let dropped = 0;
+          for (const [, , address, banned, hasBans] of rows) if (banned === 0 && hasBans === 0) dropped += this.stmt.dropHost.run(address).changes;
+          const last = rows[rows.length - 1];
+          return { dropped, more: rows.length === limit, last: last ? [last[1], last[0]] as [number, number] : cursor };
+        });
+        [more, cursor] = [done.more, done.last];
+        r.bannedHosts += done.dropped;
+        return done.dropped;
+      });
     }
     return r;
   }
