@@ -27,21 +27,21 @@ const COLUMNS = `id::text AS id, txid::text AS txid, origin, action,
  * before drizzle-pg/0002). Decisions older than fleet_ban_max are left out: none of them can
  * still be in force here. $6 is the snapshot; with $7, only the rows of those transactions.
  */
-const fetchSql = (snapshot: string, only: '' | 'pending') => `SELECT ${COLUMNS}
+const fetchSql = (snapshot: string, onlyThose: boolean) => `SELECT ${COLUMNS}
   FROM fleet_decisions
-  WHERE (txid, id) > ($1::xid8, $2::bigint) AND pg_visible_in_snapshot(txid, ${snapshot})${only ? ' AND txid = ANY($7::xid8[])' : ''}
+  WHERE (txid, id) > ($1::xid8, $2::bigint) AND pg_visible_in_snapshot(txid, ${snapshot})${onlyThose ? ' AND txid = ANY($7::xid8[])' : ''}
     AND origin <> $3 AND created_at > now() - make_interval(secs => $4)
   ORDER BY fleet_decisions.txid, fleet_decisions.id LIMIT $5`;
 // Qualified: a bare "id" or "txid" in ORDER BY would be the text columns of the select list, in text order.
-const FETCH = fetchSql('$6::pg_snapshot', '');
-const FETCH_PENDING = fetchSql('$6::pg_snapshot', 'pending');
+const FETCH = fetchSql('$6::pg_snapshot', false);
+const FETCH_PENDING = fetchSql('$6::pg_snapshot', true);
 
 /**
  * A round's snapshot and its first page in one round trip: a notification's ban reaches the
  * kernel one hop sooner. No row yet: one row of nulls but the snapshot.
  */
 const FIRST = `SELECT s.snap, d.* FROM (SELECT pg_current_snapshot()::text AS snap) s
-  LEFT JOIN LATERAL (${fetchSql('s.snap::pg_snapshot', '').replace('SELECT id::text AS id,', 'SELECT fleet_decisions.txid AS ord_txid, fleet_decisions.id AS ord_id, id::text AS id,')}) d ON true
+  LEFT JOIN LATERAL (${fetchSql('s.snap::pg_snapshot', false).replace('SELECT id::text AS id,', 'SELECT fleet_decisions.txid AS ord_txid, fleet_decisions.id AS ord_id, id::text AS id,')}) d ON true
   ORDER BY d.ord_txid, d.ord_id`;
 
 /** The transactions running in a snapshot's text ("xmin:xmax:xip,xip,..."). */
@@ -70,7 +70,7 @@ export class Receiver {
   private cursor: bigint;
   private read: Position;
   private running = new Set<bigint>();
-  private round_: Promise<void> | null = null;
+  private inFlight: Promise<void> | null = null;
   private again = false;
 
   constructor(
@@ -89,28 +89,28 @@ export class Receiver {
 
   /** Run a round now, or once more after the one running: notifications never queue up more than one. */
   kick(): Promise<void> {
-    if (this.round_) { this.again = true; return this.round_; }
-    this.round_ = (async () => {
+    if (this.inFlight) { this.again = true; return this.inFlight; }
+    this.inFlight = (async () => {
       try {
         do { this.again = false; await this.round(); } while (this.again);
-      } finally { this.round_ = null; }
+      } finally { this.inFlight = null; }
     })();
-    return this.round_;
+    return this.inFlight;
   }
 
   private async round(): Promise<void> {
-    const params = (from: Position, snap: string) => [from[0], from[1], this.origin, Math.ceil(this.deps.banMaxMs / 1000), PAGE, snap];
-    const first = (await this.query<Received & { snap: string }>(FIRST, params(this.read, '').slice(0, 5))).rows;
+    const params = (from: Position) => [from[0], from[1], this.origin, Math.ceil(this.deps.banMaxMs / 1000), PAGE];
+    const first = (await this.query<Received & { snap: string }>(FIRST, params(this.read))).rows;
     const snap = first[0].snap;
     const running = runningIn(snap);
     // The transactions read past while they ran, and committed (or rolled back) since.
-    const ended = [...this.running].filter((t) => !running.has(t)).map(String);
+    const ended = [...this.running].filter((t) => !running.has(t));
     if (ended.length > 0) {
-      await this.pages(null, (from) => this.query<Received>(FETCH_PENDING, [...params(from, snap), ended]));
-      for (const t of ended) this.running.delete(BigInt(t));
+      await this.pages(null, (from) => this.query<Received>(FETCH_PENDING, [...params(from), snap, ended.map(String)]));
+      for (const t of ended) this.running.delete(t);
     }
     // Read past a running transaction: remembered with the page, so a round that fails later loses none.
-    await this.pages(first.filter((r) => r.id !== null), (from) => this.query<Received>(FETCH, params(from, snap)), (last) => {
+    await this.pages(first.filter((r) => r.id !== null), (from) => this.query<Received>(FETCH, [...params(from), snap]), (last) => {
       this.read = last;
       for (const t of running) if (t < BigInt(last[0])) this.running.add(t);
     });
