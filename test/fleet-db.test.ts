@@ -17,7 +17,6 @@ import { PgCluster, skipUnlessPg } from './helpers/pg';
 const skip = skipUnlessPg();
 const quiet = createLogger('fatal', { write: () => {} });
 
-
 describe('fleet database (ampere fleet init)', { skip }, () => {
   let pg: PgCluster;
   before(async () => {
@@ -35,6 +34,21 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
   const insert = (c: Client, origin: string, address = '203.0.113.9', operator = false) => operator
     ? c.query(`INSERT INTO fleet_decisions (origin, seq, action, address, operator) VALUES ($1, 1, 'ban', $2, true)`, [origin, address])
     : c.query(`INSERT INTO fleet_decisions (origin, seq, action, address) VALUES ($1, 1, 'ban', $2)`, [origin, address]);
+
+  /** pbx2's receiver over its own connection, with a real Decisions on a throwaway SQLite file; counts the rows its queries read. */
+  const pbx2Receiver = async (rate: number) => {
+    const client = await connect('pbx2', 'pbx2-secret');
+    const dir = mkdtempSync(join(tmpdir(), 'ampere-recv-'));
+    const store = new Store(join(dir, 'ampere.db'));
+    const decisions = new Decisions({ store, kernel: { add: async () => {}, remove: async () => {}, setAll: async () => {} }, bantime: { bantimeMs: 60_000, factor: 1, maxMs: 60_000 }, log: quiet });
+    let rowsRead = 0;
+    const query = (async (text: string, params?: unknown[]) => { const r = await client.query(text, params); rowsRead += r.rows.filter((x) => x.id !== null).length; return r; }) as Query;
+    const { receiver, state } = receiverOver(query, { decisions, store, log: quiet, setSize: () => 65_536, origin: 'pbx2', rate });
+    /** One round; how many rows it read. */
+    const round = async () => { rowsRead = 0; await receiver.kick(); return rowsRead; };
+    const close = async () => { store.close(); rmSync(dir, { recursive: true, force: true }); await client.end(); };
+    return { decisions, state, round, close };
+  };
 
   test('init creates schema, roles and policies; a second run changes nothing; the password is never printed', async () => {
     const first = await ampere(['fleet', 'init', '--url', pg.url(), '--node', 'pbx1:pbx1-secret', '--node', 'pbx2:pbx2-secret', '--operator', 'noc:noc-secret-1'], {});
@@ -146,42 +160,26 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
     // A fleet made before drizzle-pg/0002: the owner writes what such a node could have.
     await pg.psql(`INSERT INTO fleet_decisions (origin, seq, action, address, until, txid) VALUES ('pbx1', 1, 'ban', '203.0.113.30', now() + interval '1 hour', '999999999999'::xid8)`);
     const pbx1 = await connect('pbx1', 'pbx1-secret');
-    const pbx2 = await connect('pbx2', 'pbx2-secret');
-    const dir = mkdtempSync(join(tmpdir(), 'ampere-xmax-'));
-    const store = new Store(join(dir, 'ampere.db'));
+    const pbx2 = await pbx2Receiver(1000);
     try {
       await pbx1.query(`INSERT INTO fleet_decisions (origin, seq, action, address, until) VALUES ('pbx1', 2, 'ban', '203.0.113.31', now() + interval '1 hour')`);
-      const decisions = new Decisions({ store, kernel: { add: async () => {}, remove: async () => {}, setAll: async () => {} }, bantime: { bantimeMs: 60_000, factor: 1, maxMs: 60_000 }, log: quiet });
-      let rowsRead = 0;
-      const query = (async (text: string, params?: unknown[]) => { const r = await pbx2.query(text, params); rowsRead += r.rows.filter((x) => x.id !== null).length; return r; }) as Query;
-      const { receiver, state } = receiverOver(query, { decisions, store, log: quiet, setSize: () => 65_536, origin: 'pbx2', rate: 1000 });
-      const receive = () => receiver.kick();
-      await receive();
+      const { decisions, state, round } = pbx2;
+      await round();
       assert.equal(decisions.isBanned('203.0.113.31'), true);
       assert.equal(decisions.isBanned('203.0.113.30'), false, 'the forged decision was applied');
       assert.ok(BigInt(state.get('receive_cursor') ?? '0') > 0n);
-      rowsRead = 0;
-      await receive();
-      assert.equal(rowsRead, 0, 'a round read rows again');
+      assert.equal(await round(), 0, 'a round read rows again');
     } finally {
-      store.close();
-      rmSync(dir, { recursive: true, force: true });
-      await Promise.all([pbx1.end(), pbx2.end()]);
+      await Promise.all([pbx1.end(), pbx2.close()]);
     }
   });
 
   test('a transaction left open costs one txid to remember: later rounds read only new rows, and its own once it commits', async () => {
     const pbx1 = await connect('pbx1', 'pbx1-secret');
     const stuck = await connect('pbx1', 'pbx1-secret');
-    const pbx2 = await connect('pbx2', 'pbx2-secret');
-    const dir = mkdtempSync(join(tmpdir(), 'ampere-open-'));
-    const store = new Store(join(dir, 'ampere.db'));
+    const pbx2 = await pbx2Receiver(1_000_000);
     try {
-      const decisions = new Decisions({ store, kernel: { add: async () => {}, remove: async () => {}, setAll: async () => {} }, bantime: { bantimeMs: 60_000, factor: 1, maxMs: 60_000 }, log: quiet });
-      let rowsRead = 0;
-      const query = (async (text: string, params?: unknown[]) => { const r = await pbx2.query(text, params); rowsRead += r.rows.filter((x) => x.id !== null).length; return r; }) as Query;
-      const { receiver, state } = receiverOver(query, { decisions, store, log: quiet, setSize: () => 65_536, origin: 'pbx2', rate: 1_000_000 });
-      const round = async () => { rowsRead = 0; await receiver.kick(); return rowsRead; };
+      const { decisions, state, round } = pbx2;
       await round(); // what earlier tests left
       const before = decisions.activeCount;
       // The attack (or a stuck session): a transaction takes its txid and stays open.
@@ -205,9 +203,7 @@ describe('fleet database (ampere fleet init)', { skip }, () => {
       assert.ok(BigInt(state.get('receive_cursor')!) > BigInt(stuckTxid), 'the cursor moved past it');
       assert.equal(await round(), 0);
     } finally {
-      store.close();
-      rmSync(dir, { recursive: true, force: true });
-      await Promise.all([pbx1.end(), stuck.end(), pbx2.end()]);
+      await Promise.all([pbx1.end(), stuck.end(), pbx2.close()]);
     }
   });
 
