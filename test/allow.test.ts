@@ -62,19 +62,19 @@ test('adding a network stores it, lifts the bans it covers and forgets the penal
   assert.equal((await list.add(networkOf('198.51.100.9/24')!, '', now, { activeBans: () => [], unban: async () => false, forgetWhere: () => 0 })).added, false, 'the same network again');
 }));
 
-test('removing: a runtime entry goes, a fixed one stays and says so', withStore((s) => {
+test('removing: a runtime entry goes, a fixed one stays and says so', withStore(async (s) => {
   const list = new AllowList(fixedEntries(cfg, []), s.allowed);
   s.allowed.addAllowed('10.1.0.0/16', 1, '');
   s.allowed.addAllowed('203.0.113.0/24', 1, 'duplicate of the config');
   const again = new AllowList(fixedEntries(cfg, []), s.allowed);
   assert.equal(again.allows('10.1.2.3', 4), true);
-  assert.deepEqual(again.remove(networkOf('10.1.0.0/16')!), { removed: true, fixed: undefined });
+  assert.deepEqual(await again.remove(networkOf('10.1.0.0/16')!), { removed: true, fixed: undefined });
   assert.equal(again.allows('10.1.2.3', 4), false);
-  const fixed = again.remove(networkOf('203.0.113.0/24')!);
+  const fixed = await again.remove(networkOf('203.0.113.0/24')!);
   assert.equal(fixed.removed, true);
   assert.equal(fixed.fixed?.source, 'config');
   assert.equal(again.allows('203.0.113.5', 4), true, 'still allowed by the configuration');
-  assert.deepEqual(list.remove(networkOf('10.9.0.0/16')!), { removed: false, fixed: undefined });
+  assert.deepEqual(await list.remove(networkOf('10.9.0.0/16')!), { removed: false, fixed: undefined });
 }));
 
 test('a reload that allows a network over 200,000 active bans lifts them all (no call takes that many arguments)', async () => {

@@ -507,6 +507,51 @@ describe('ampere commands with and without a daemon (dry-run firewall)', () => {
     }
   });
 
+  test('allow add/rm, unban and unban --all while another process holds the write lock: done and stored once it goes, else refused with nothing changed', async () => {
+    const { ami, dir, env } = await setup();
+    const d = start(env);
+    await d.waitFor((l) => l.msg === 'ampere started');
+    await ami.waitForLogins(1);
+    const sock = join(dir, 'ampere.sock');
+    for (const a of ['192.0.2.80', '192.0.2.81', '192.0.2.82']) assert.equal((await ampere(['ban', a], env)).code, 0);
+    const other = new Database(join(dir, 'ampere.db'));
+    const active = () => other.prepare('SELECT address FROM bans WHERE lifted_at IS NULL ORDER BY address').pluck().all();
+    const allowed = () => other.prepare('SELECT cidr FROM allowed ORDER BY cidr').pluck().all();
+    /** The request is made while the lock is held (the daemon's writes wait 5 ms for it); the lock goes after holdMs. */
+    const underLock = async (holdMs: number, method: 'POST' | 'DELETE', path: string, body?: unknown) => {
+      other.exec('BEGIN IMMEDIATE');
+      const answer = controlRequest<Record<string, unknown>>(sock, method, path, body);
+      await sleep(holdMs);
+      other.exec('COMMIT');
+      return answer;
+    };
+    try {
+      const add = await underLock(300, 'POST', '/allow', { cidr: '198.51.100.0/28' });
+      assert.equal(add.status, 200, JSON.stringify(add.body));
+      assert.deepEqual(allowed(), ['198.51.100.0/28']);
+      const rm = await underLock(300, 'DELETE', '/allow?cidr=198.51.100.0/28');
+      assert.equal(rm.status, 200, JSON.stringify(rm.body));
+      assert.deepEqual(allowed(), []);
+      const one = await underLock(300, 'POST', '/unban', { address: '192.0.2.80' });
+      assert.equal(one.body.wasBanned, true);
+      assert.deepEqual(active(), ['192.0.2.81', '192.0.2.82'], 'the unban is stored: it does not come back at the next start');
+      const all = await underLock(300, 'POST', '/unban', { all: true });
+      assert.equal(all.body.count, 2);
+      assert.deepEqual(active(), []);
+      assert.equal(d.count((l) => /not stored/.test(String(l.msg))), 0, 'no write was given up');
+      // Held past the 2 s a command waits: refused, and nothing changed.
+      const late = await underLock(2600, 'POST', '/allow', { cidr: '198.51.100.16/28' });
+      assert.equal(late.status, 500);
+      assert.match(String(late.body.error), /database is locked/);
+      assert.deepEqual(allowed(), []);
+      const list = json(await ampere(['allow', 'list', '--json'], env)) as { cidr: string }[];
+      assert.ok(!list.some((e) => e.cidr === '198.51.100.16/28'), 'not matched by the daemon either');
+    } finally {
+      if (other.inTransaction) other.exec('COMMIT');
+      other.close();
+    }
+  });
+
   test('only root or the owner may use the socket; a second daemon on the same database refuses to start', async () => {
     const { ami, dir, env } = await setup();
     const d = start(env);

@@ -21,6 +21,8 @@ export interface AllowStore {
   allowList(): { cidr: string; addedAt: number; note: string }[];
   addAllowed(cidr: string, now: number, note?: string): void;
   removeAllowed(cidr: string): boolean;
+  /** Runs the change once the database's write lock is free (waiting, not failing, behind another writer). */
+  writing<T>(fn: () => T): Promise<T>;
 }
 
 /** The check the ban paths need: restore and adopt at start, the penalty table on an event. */
@@ -152,8 +154,12 @@ export class AllowList implements AllowCheck {
    */
   async add(c: Cidr, note: string, now: number, effects: AllowEffects): Promise<{ cidr: string; added: boolean; unbanned: string[] }> {
     if (!this.store) throw new Error('this allow list has no database');
-    const known = this.store.allowList().some((e) => e.cidr === c.text);
-    this.store.addAllowed(c.text, now, note);
+    const store = this.store;
+    const known = await store.writing(() => {
+      const had = store.allowList().some((e) => e.cidr === c.text);
+      store.addAllowed(c.text, now, note);
+      return had;
+    });
     if (!this.set.list().some((e) => e.text === c.text)) this.set.add(c);
     return { cidr: c.text, added: !known, unbanned: await lift(c, now, effects) };
   }
@@ -183,8 +189,9 @@ export class AllowList implements AllowCheck {
   }
 
   /** Removes a runtime entry; a fixed one stays (its runtime duplicate, if any, is removed). */
-  remove(c: Cidr): { removed: boolean; fixed: AllowEntry | undefined } {
-    const removed = this.store ? this.store.removeAllowed(c.text) : false;
+  async remove(c: Cidr): Promise<{ removed: boolean; fixed: AllowEntry | undefined }> {
+    const store = this.store;
+    const removed = store ? await store.writing(() => store.removeAllowed(c.text)) : false;
     const fixed = this.fixedByText.get(c.text);
     if (removed && !fixed) this.set.remove(c.text);
     return { removed, fixed };

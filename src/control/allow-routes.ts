@@ -17,11 +17,11 @@ export function allowRoutes(d: ControlDeps): Record<string, (r: ControlRequest) 
       return { body: added };
     },
 
-    'DELETE /allow': (r) => {
+    'DELETE /allow': async (r) => {
       const raw = r.query.get('cidr') ?? '';
       const c = networkOf(raw);
       if (!c) throw new HttpError(400, `${JSON.stringify(raw.slice(0, 80))} is not an IP address or CIDR`);
-      const { removed, fixed } = d.allow.remove(c);
+      const { removed, fixed } = await d.allow.remove(c);
       if (fixed) {
         const where = fixed.source === 'config' ? 'configured (AMPERE_ALLOW or allow in the config file): change it there' : fixed.source === 'ami-host' ? 'the AMI host: always allowed' : 'built in: always allowed';
         throw new HttpError(409, `${c.text} is ${where}${removed ? ' (its runtime entry was removed)' : ''}`);

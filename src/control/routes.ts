@@ -9,7 +9,7 @@ import { canonicalIp, parseHost, type Family } from '../net/ip';
 import { parseRange } from '../net/range';
 import { localConflict, localNetworks } from '../allow/local';
 import type { PenaltyTable } from '../scoring';
-import type { Store } from '../store';
+import { OPERATOR_LOCK_WAIT_MS, type Store } from '../store';
 import { HttpError, type ControlAnswer, type ControlHandler, type ControlRequest } from './server';
 import { allowRoutes } from './allow-routes';
 import { ReloadRefused } from '../daemon/reload';
@@ -75,7 +75,7 @@ export function rangeTarget(d: Pick<ControlDeps, 'allow'>, value: string, local 
 }
 
 /** How long an operator's ban waits for its row when the first write met another connection's lock. */
-const STORE_WAIT_MS = 2000;
+const STORE_WAIT_MS = OPERATOR_LOCK_WAIT_MS;
 
 /**
  * An operator's ban, answered once its row is stored. The daemon's writes wait 5 ms for a lock

@@ -2,7 +2,7 @@ import { formatDuration } from '../config/duration';
 import type { Logger } from '../log';
 import { familyOf, type Family } from '../net/ip';
 import { canonicalTarget, isBannableTarget } from '../net/range';
-import type { Store } from '../store';
+import { OPERATOR_LOCK_WAIT_MS, untilUnlocked, type Store } from '../store';
 import type { BannedSet } from './banned';
 import type { KernelQueue } from './types';
 import type { PendingWrites, StoreHealth } from './pending';
@@ -19,23 +19,37 @@ export interface LiftParts {
   changed(what: 'ban' | 'unban', address: string, detail: string): void;
 }
 
+/**
+ * An operator's unban (or allow entry) waits for another writer's lock instead of leaving a
+ * ban that comes back at the next start; a peer's does not wait (the receive cursor holds while
+ * writes fail, so the unban is read again).
+ */
+function lockWaitMs(why: 'unban' | 'allowed' | 'fleet'): number {
+  return why === 'fleet' ? 0 : OPERATOR_LOCK_WAIT_MS;
+}
+
 /** Lift one ban early (operator, or the address became allowed). */
 export async function unban(d: LiftParts, address: string, now: number, why: 'unban' | 'allowed' | 'fleet'): Promise<boolean> {
-  d.flushWrites();
   // The exact stored text is lifted too: a row that is not canonical or not a single host
   // (an older or hand-edited database) must still be removable.
   const ip = canonicalTarget(address);
   const key = ip?.address ?? address;
-  // A row not stored yet must not be written after the lift (it would come back at start).
-  const unstored = d.pending.drop(key) > 0;
   let had = false;
+  let unstored = false;
+  let inMemory = false;
   try {
-    const exact = key !== address && d.store.bans.liftBan(address, now, why);
-    had = d.store.bans.liftBan(key, now, why) || exact;
+    // Each try does all of it again: a ban of the host made while the lock was waited for is lifted too.
+    await untilUnlocked(() => {
+      d.flushWrites();
+      // A row not stored yet must not be written after the lift (it would come back at start).
+      if (d.pending.drop(key) > 0) unstored = true;
+      if ([d.banned.delete(address), d.banned.delete(key)].includes(true)) inMemory = true;
+      const exact = key !== address && d.store.bans.liftBan(address, now, why);
+      if (d.store.bans.liftBan(key, now, why) || exact) had = true;
+    }, lockWaitMs(why));
   } catch (err) {
     d.storeHealth.failed('other', 'unban not stored: the stored ban comes back at the next start', err, { address: key });
   }
-  const inMemory = [d.banned.delete(address), d.banned.delete(key)].includes(true);
   // Remove from the kernel even when the database had nothing: never leave a stray ban
   // behind. Only a bannable address can be in the kernel (and reach a command line).
   if (ip && isBannableTarget(ip.address, ip.family)) await d.kernel.remove([{ address: ip.address, family: ip.family }]);
@@ -49,17 +63,19 @@ export async function unban(d: LiftParts, address: string, now: number, why: 'un
 
 /** Lift every ban (operator `unban --all`): database first, then one kernel batch. Returns the addresses. */
 export async function unbanAll(d: LiftParts, now: number): Promise<string[]> {
-  d.flushWrites();
   const gone = new Map<string, Family>();
-  for (const p of d.pending.list()) gone.set(p.row.address, p.row.family);
-  d.pending.drop();
   try {
-    for (const b of d.store.bans.liftAllBans(now, 'unban')) gone.set(b.address, b.family as Family);
+    await untilUnlocked(() => {
+      d.flushWrites();
+      for (const p of d.pending.list()) gone.set(p.row.address, p.row.family);
+      d.pending.drop();
+      for (const a of d.banned.keys()) gone.set(a, familyOf(a));
+      d.banned.clear();
+      for (const b of d.store.bans.liftAllBans(now, 'unban')) gone.set(b.address, b.family as Family);
+    }, OPERATOR_LOCK_WAIT_MS);
   } catch (err) {
     d.storeHealth.failed('other', 'unban of all not stored: the stored bans come back at the next start', err);
   }
-  for (const a of d.banned.keys()) gone.set(a, familyOf(a));
-  d.banned.clear();
   await d.kernel.remove([...gone].map(([address, family]) => ({ address, family })));
   for (const address of gone.keys()) d.changed('unban', address, 'unban');
   d.log.info({ count: gone.size, reason: 'unban' }, 'unban all');

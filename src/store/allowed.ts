@@ -1,8 +1,14 @@
 import type { Prepared } from './bans';
+import { OPERATOR_LOCK_WAIT_MS, untilUnlocked } from './open';
 
 /** The runtime allow list (`ampere allow add`): networks as canonical text (see src/allow). */
 export class AllowedTable {
   constructor(private readonly sql: Prepared) {}
+
+  /** An operator's change waits for another writer's lock rather than failing (untilUnlocked). */
+  writing<T>(fn: () => T): Promise<T> {
+    return untilUnlocked(fn, OPERATOR_LOCK_WAIT_MS);
+  }
 
   allowList(): { cidr: string; addedAt: number; note: string }[] {
     return this.sql(`SELECT cidr, added_at AS addedAt, note FROM allowed`).all() as { cidr: string; addedAt: number; note: string }[];

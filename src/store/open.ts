@@ -24,6 +24,35 @@ export const MIGRATIONS = resolve(__dirname, '..', '..', 'drizzle');
 export const DAEMON_BUSY_TIMEOUT_MS = 5;
 export const BUSY_TIMEOUT_MS = 5000;
 
+/** How long an operator's write through the daemon waits for another connection's lock (a checkpoint, another process's import) before it fails. */
+export const OPERATOR_LOCK_WAIT_MS = 2000;
+
+/** SQLITE_BUSY and its extended codes: another connection holds the lock. */
+export function isBusy(err: unknown): boolean {
+  return String((err as { code?: unknown } | null)?.code ?? '').startsWith('SQLITE_BUSY');
+}
+
+/** How often untilUnlocked tries again. */
+const LOCK_POLL_MS = 25;
+
+/**
+ * Runs fn, and again every LOCK_POLL_MS while it fails on another connection's lock, for up to
+ * waitMs, without holding the event loop: an operator's command waits for a checkpoint or another
+ * process's import instead of failing (the daemon's busy timeout is a few milliseconds). fn must
+ * be safe to run again after a busy failure; the last failure is thrown.
+ */
+export async function untilUnlocked<T>(fn: () => T, waitMs = OPERATOR_LOCK_WAIT_MS): Promise<T> {
+  const end = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return fn();
+    } catch (err) {
+      if (!isBusy(err) || Date.now() >= end) throw err;
+    }
+    await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
+  }
+}
+
 /** PRAGMA cache_size: negative is KiB. */
 export const CACHE_SIZE = -2000;
 
