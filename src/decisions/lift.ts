@@ -20,12 +20,13 @@ export interface LiftParts {
 }
 
 /**
- * An operator's unban (or allow entry) waits for another writer's lock instead of leaving a
- * ban that comes back at the next start; a peer's does not wait (the receive cursor holds while
- * writes fail, so the unban is read again).
+ * An operator's unban waits for another writer's lock instead of leaving a ban that comes back
+ * at the next start. A peer's does not (the receive cursor holds while writes fail, so it is read
+ * again), nor does an allow entry's (each of its many lifts would wait again; the allow list
+ * keeps the hosts out at the next start anyway).
  */
 function lockWaitMs(why: 'unban' | 'allowed' | 'fleet'): number {
-  return why === 'fleet' ? 0 : OPERATOR_LOCK_WAIT_MS;
+  return why === 'unban' ? OPERATOR_LOCK_WAIT_MS : 0;
 }
 
 /** Lift one ban early (operator, or the address became allowed). */
