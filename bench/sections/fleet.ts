@@ -7,6 +7,7 @@
  * window, so it is timed to the address being in its set (`ipset test` in a loop, ~10-20 ms
  * granularity, nothing beside a period of seconds). Full runs and --only=fleet only: it
  * needs PostgreSQL (scripts/setup.sh --with-test-tools), and the 10 s poll takes minutes.
+ * Then the 1M scale rows (fleet-scale.ts).
  */
 import { Client } from 'pg';
 import { fleetInit } from '../../src/fleet/init';
@@ -15,6 +16,7 @@ import { daemonEnv, PbxAgent, Prober, startDaemon, type DaemonProcess } from '..
 import { percentile, spread, type Row } from '../lib/report';
 import { createLab, monoNs, removeTempDir, sleep, tempDir, type Lab, type Netns } from '../lib/sys';
 import type { Ctx } from './common';
+import { fleetScaleRows } from './fleet-scale';
 
 const SECTION = '7 Fleet';
 const LOYALTY = 3;
@@ -76,6 +78,12 @@ export async function fleetSection(ctx: Ctx): Promise<Row[]> {
   if (ctx.quick) { ctx.log('  fleet: skipped in --quick (needs PostgreSQL; run --only=fleet)'); return []; }
   const why = skipUnlessPg();
   if (why) throw new Error(`fleet: ${why}`);
+  const rows = await propagationRows(ctx);
+  return [...rows, ...await fleetScaleRows(ctx)];
+}
+
+/** Propagation from pbx1 to pbx2 by LISTEN, and beside it by polling every 1 s and 10 s. */
+async function propagationRows(ctx: Ctx): Promise<Row[]> {
   const samples = { listen: 60, poll1: 30, poll10: 12 };
   const pg = await PgCluster.start();
   const labs: Lab[] = [];
