@@ -20,6 +20,7 @@ test('a real file: directory created, WAL mode, migrations applied once, data su
   assert.equal(s.sqlite.pragma('journal_mode', { simple: true }), 'wal');
   assert.equal(s.sqlite.pragma('foreign_keys', { simple: true }), 1);
   assert.equal(s.sqlite.pragma('cache_size', { simple: true }), -2000, "SQLite's 2 MB page cache, not better-sqlite3's 16 MB");
+  assert.equal(s.sqlite.pragma('temp.journal_mode', { simple: true }), 'memory', 'the bulk writes\' scratch table journals in memory, not a file each transaction');
   s.bans.recordBan(ban('192.0.2.1', 1000, 5000));
   s.close();
   const again = new Store(path);

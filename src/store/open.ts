@@ -63,6 +63,9 @@ export function openSqlite(path: string, migrationsFolder = MIGRATIONS): Databas
     sqlite.pragma('journal_mode = WAL');
     // NORMAL in WAL survives a process crash (SIGKILL) with every commit; only power loss may lose the last ones.
     sqlite.pragma('synchronous = NORMAL');
+    // The temporary schema holds scratch tables only (src/store/bulk-bans.ts): its rollback journal
+    // in memory, not a file made and removed by every transaction that writes one (docs/notes/measurements.md, Store).
+    sqlite.pragma('temp.journal_mode = MEMORY');
     sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     // SQLite's own default page cache, not better-sqlite3's larger one, which a flood of new
     // sources filled and never gave back, for no speed (docs/notes/measurements.md, Store).
