@@ -6,7 +6,7 @@ import { startCheckpointer, type Checkpointer, type CheckpointerOptions } from '
 import { HistoryTable } from './history';
 import { drizzleOf, openSqlite, type Db } from './open';
 
-export { isBusy, openDatabase, openSqlite, pendingMigrations, untilUnlocked, MIGRATIONS, OPERATOR_LOCK_WAIT_MS, type Db } from './open';
+export { openDatabase, openSqlite, pendingMigrations, untilUnlocked, MIGRATIONS, OPERATOR_LOCK_WAIT_MS, type Db } from './open';
 export { Checkpointer, type CheckpointerOptions, type CheckpointerStats } from './checkpointer';
 export { Pruner, type PruneLimits, type PruneReport, type PrunerOptions } from './prune';
 export type { PageOptions } from './pages';

@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import type { Statement } from 'better-sqlite3';
+import { isBusy } from './open';
 
 export interface PruneLimits {
   /** Never-banned hosts not seen for this long are forgotten (their events with them). */
@@ -111,7 +112,7 @@ export class Pruner {
         const c = process.cpuUsage(c0);
         return { n, ms: performance.now() - t0, cpuMs: (c.user + c.system) / 1000 };
       } catch (err) {
-        if ((err as { code?: string }).code !== 'SQLITE_BUSY' || busy >= BUSY_TRIES || this.stopped) throw err;
+        if (!isBusy(err) || busy >= BUSY_TRIES || this.stopped) throw err;
       }
       await new Promise((r) => setTimeout(r, BUSY_PAUSE_MS));
     }
