@@ -35,6 +35,15 @@ async function members(ns: Netns, set: string): Promise<string[]> {
   }).sort();
 }
 
+/** A set's members and their remaining timeouts in seconds (0: none). */
+async function timeouts(ns: Netns, set: string): Promise<Map<string, number>> {
+  const out = await ns.must('ipset', ['save', set]);
+  return new Map(out.split('\n').filter((l) => l.startsWith('add ')).map((l) => {
+    const [, , address, , timeout] = l.split(' ');
+    return [address, Number(timeout ?? 0)] as const;
+  }));
+}
+
 describe('native ipset loader', { skip }, () => {
   let dir: string;
   let loader: string;
@@ -179,9 +188,14 @@ describe('native ipset loader', { skip }, () => {
       const r = await load(ns, named('b'));
       assert.equal(r.code, 0, r.stderr);
       for (const [a, b] of [['a4', 'b4'], ['a6', 'b6'], ['an4', 'bn4']]) {
-        const [x, y] = [await members(ns, a), await members(ns, b)];
-        assert.ok(x.length > 0);
-        assert.deepEqual(y, x, `${b} differs from ${a}`);
+        const [x, y] = [await timeouts(ns, a), await timeouts(ns, b)];
+        assert.ok(x.size > 0);
+        assert.deepEqual([...y.keys()].sort(), [...x.keys()].sort(), `${b} holds other members than ${a}`);
+        // Each timeout counts down from its own load: the two loads are seconds apart at most.
+        for (const [address, t] of x) {
+          const u = y.get(address)!;
+          assert.ok(t === 0 ? u === 0 : u > 0 && Math.abs(u - t) <= 5, `${address}: timeout ${u} in ${b}, ${t} in ${a}`);
+        }
       }
     }));
 
