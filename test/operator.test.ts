@@ -435,6 +435,14 @@ describe('ampere commands with and without a daemon (dry-run firewall)', () => {
     return { ami, dir, env };
   };
   const start = (env: Record<string, string>) => { const d = new DaemonProcess(env); daemons.push(d); return d; };
+  /** A fresh database and a daemon on it, started and logged in to its AMI; `extra` adds to its environment. */
+  const running = async (extra: Record<string, string> = {}) => {
+    const { ami, dir, env } = await setup();
+    const d = start({ ...env, ...extra });
+    await d.waitFor((l) => l.msg === 'ampere started');
+    await ami.waitForLogins(1);
+    return { dir, env, d, sock: join(dir, 'ampere.sock') };
+  };
   after(async () => {
     await Promise.all(daemons.map((d) => d.stop('SIGKILL')));
     await Promise.all(amis.map((a) => a.close()));
@@ -478,10 +486,7 @@ describe('ampere commands with and without a daemon (dry-run firewall)', () => {
   });
 
   test('ampere ban while another process holds the database\'s write lock: stored once the lock goes (within 2 s), else said honestly', async () => {
-    const { ami, dir, env } = await setup();
-    const d = start(env);
-    await d.waitFor((l) => l.msg === 'ampere started');
-    await ami.waitForLogins(1);
+    const { dir, env, d } = await running();
     const other = new Database(join(dir, 'ampere.db'));
     try {
       // The daemon's writes wait 5 ms for a lock: this one is held for 300 ms after the ban arrives.
@@ -508,11 +513,7 @@ describe('ampere commands with and without a daemon (dry-run firewall)', () => {
   });
 
   test('allow add/rm, unban and unban --all while another process holds the write lock: done and stored once it goes, else refused with nothing changed', async () => {
-    const { ami, dir, env } = await setup();
-    const d = start(env);
-    await d.waitFor((l) => l.msg === 'ampere started');
-    await ami.waitForLogins(1);
-    const sock = join(dir, 'ampere.sock');
+    const { dir, env, d, sock } = await running();
     for (const a of ['192.0.2.80', '192.0.2.81', '192.0.2.82']) assert.equal((await ampere(['ban', a], env)).code, 0);
     const other = new Database(join(dir, 'ampere.db'));
     const active = () => other.prepare('SELECT address FROM bans WHERE lifted_at IS NULL ORDER BY address').pluck().all();
@@ -553,11 +554,7 @@ describe('ampere commands with and without a daemon (dry-run firewall)', () => {
   });
 
   test('only root or the owner may use the socket; a second daemon on the same database refuses to start', async () => {
-    const { ami, dir, env } = await setup();
-    const d = start(env);
-    await d.waitFor((l) => l.msg === 'ampere started');
-    await ami.waitForLogins(1);
-    const sock = join(dir, 'ampere.sock');
+    const { dir, env, d, sock } = await running();
     assert.equal(statSync(sock).mode & 0o777, 0o600);
     chmodSync(dir, 0o755); // let another user reach the directory: the socket itself must still refuse
     const nobody = await ampere(['bans'], env, { user: 65534 });
@@ -575,16 +572,12 @@ describe('ampere commands with and without a daemon (dry-run firewall)', () => {
   });
 
   test('scheduled backups: the first soon after start, then only the newest AMPERE_BACKUP_KEEP are kept', async () => {
-    const { ami, dir, env } = await setup();
-    const bdir = join(dir, 'backups');
+    const bdir = mkdtempSync(join(tmpdir(), 'ampere-op-backups-'));
+    dirs.push(bdir);
     const old = ['ampere-20200101T000000Z.db', 'ampere-20200102T000000Z.db', 'ampere-20200103T000000Z.db'];
-    rmSync(bdir, { recursive: true, force: true });
-    require('node:fs').mkdirSync(bdir);
     for (const n of old) writeFileSync(join(bdir, n), 'old');
     writeFileSync(join(bdir, 'unrelated.txt'), 'keep me');
-    const d = start({ ...env, AMPERE_BACKUP_DIR: bdir, AMPERE_BACKUP_KEEP: '2', AMPERE_BACKUP_INTERVAL: '1h' });
-    await d.waitFor((l) => l.msg === 'ampere started');
-    await ami.waitForLogins(1);
+    const { env, d } = await running({ AMPERE_BACKUP_DIR: bdir, AMPERE_BACKUP_KEEP: '2', AMPERE_BACKUP_INTERVAL: '1h' });
     assert.equal((await ampere(['ban', '192.0.2.33', '--for', '1d'], env)).code, 0);
     const line = await d.waitFor((l) => l.msg === 'scheduled backup written', 12_000);
     assert.equal(line.removed, 2);

@@ -74,21 +74,19 @@ export function rangeTarget(d: Pick<ControlDeps, 'allow'>, value: string, local 
   return { range: r.range, family: r.family };
 }
 
-/** How long an operator's ban waits for its row when the first write met another connection's lock. */
-const STORE_WAIT_MS = OPERATOR_LOCK_WAIT_MS;
-
 /**
  * An operator's ban, answered once its row is stored. The daemon's writes wait 5 ms for a lock
  * (the event loop must not wait): one held longer by the checkpoint worker or another process
- * leaves the row pending. It is tried again every 25 ms for up to STORE_WAIT_MS before the
- * operator hears it is not stored yet; the kernel holds the ban throughout.
+ * leaves the row pending. It is tried again every 25 ms for up to OPERATOR_LOCK_WAIT_MS (as
+ * every operator write waits) before the operator hears it is not stored yet; the kernel holds
+ * the ban throughout.
  */
 async function banStored(d: ControlDeps, ban: () => BanResult): Promise<BanResult> {
   try {
     return ban();
   } catch (err) {
     if (!(err instanceof BanNotStoredYet)) throw err;
-    for (const end = Date.now() + STORE_WAIT_MS; Date.now() < end;) {
+    for (const end = Date.now() + OPERATOR_LOCK_WAIT_MS; Date.now() < end;) {
       await new Promise((r) => setTimeout(r, 25));
       if (d.decisions.flushWrites(true)) return err.result;
     }
