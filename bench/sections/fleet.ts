@@ -84,7 +84,7 @@ export async function fleetSection(ctx: Ctx): Promise<Row[]> {
 
 /** Propagation from pbx1 to pbx2 by LISTEN, and beside it by polling every 1 s and 10 s. */
 async function propagationRows(ctx: Ctx): Promise<Row[]> {
-  const samples = { listen: 60, poll1: 30, poll10: 12 };
+  const samples = { listen: 200, poll1: 30, poll10: 12 };
   const pg = await PgCluster.start();
   const labs: Lab[] = [];
   const daemons: DaemonProcess[] = [];
