@@ -101,7 +101,7 @@ async function run(c: Cmd): Promise<Record<string, unknown>> {
       return { t };
     }
     case 'stream': {
-      // A prepared byte file of whole events; `rate` events/s in 10 ms ticks, or as fast as the socket takes it.
+      // A prepared byte file of whole events (with `rate`, from event `from`); `rate` events/s in 10 ms ticks, or all as fast as the socket takes it.
       const bytes = readFileSync(c.file as string);
       const offsets = c.offsets ? (JSON.parse(readFileSync(c.offsets as string, 'utf8')) as number[]) : null;
       const t0 = mono();
@@ -109,12 +109,13 @@ async function run(c: Cmd): Promise<Record<string, unknown>> {
       if (!rate || !offsets) {
         await writeRange(bytes, 0, bytes.length);
       } else {
-        // offsets[k] = byte offset where event k starts; offsets[n] = total length.
-        const n = Math.min(offsets.length - 1, (c.count as number | undefined) ?? Infinity);
+        // offsets[k] = byte offset where event k starts; offsets[n] = total length. Events [from, from + count).
+        const from = Math.min(offsets.length - 1, (c.from as number | undefined) ?? 0);
+        const n = Math.min(offsets.length - 1, from + ((c.count as number | undefined) ?? Infinity));
         const start = performance.now();
-        let sent = 0;
+        let sent = from;
         while (sent < n) {
-          const due = Math.min(n, Math.floor(((performance.now() - start) / 1000) * rate));
+          const due = Math.min(n, from + Math.floor(((performance.now() - start) / 1000) * rate));
           if (due > sent) {
             await write(bytes.subarray(offsets[sent], offsets[due]));
             sent = due;
