@@ -14,7 +14,7 @@ import { listBanPage, listBanPageJson, listBanViews } from '../src/control/views
 import { encodeLegacyAddr } from '../src/legacy';
 import { createLogger } from '../src/log';
 import { startDaemon } from '../src/daemon';
-import { LAUNCH_HEAP_LIMIT_MB } from '../src/cli/heap';
+import { LAUNCH_HEAP_FLAGS } from '../src/cli/launch';
 import { Pruner, Store, type PruneReport } from '../src/store';
 import { ampere, CLI } from './helpers/cli';
 import { legacyDb } from './helpers/fixtures';
@@ -260,7 +260,7 @@ test('ban history retention over 300k past bans: purged in short steps, active b
   }
 });
 
-const heapEnv = { NODE_OPTIONS: `--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}` };
+const heapEnv = { NODE_OPTIONS: LAUNCH_HEAP_FLAGS.join(' ') };
 
 test('`bans --all` over 1M ban rows (100k active): the daemon pages within its heap, the CLI prints every row', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ampt-list-'));

@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { REPO } from './e2e/deploy-files';
-import { LAUNCH_HEAP_LIMIT_MB } from '../src/cli/heap';
-import { LAUNCH_COMPILE_FLAGS, LAUNCH_NODE_FLAGS } from '../src/cli/launch';
+import { LAUNCH_HEAP_LIMIT_MB, LAUNCH_SEMI_SPACE_MB } from '../src/cli/heap';
+import { LAUNCH_COMPILE_FLAGS, LAUNCH_HEAP_FLAGS, LAUNCH_NODE_FLAGS } from '../src/cli/launch';
 
 const ENTRYPOINT = join(REPO, 'docker/entrypoint.sh');
 let dir: string;
@@ -68,10 +68,13 @@ test('no argument runs `ampere run` with the app from AMPERE_APP_DIR', () => {
   assert.match(r.stderr, /starting ampere: database .*ampere\.db, configuration from environment/);
 });
 
-test("the daemon gets Ampere's heap limit, unless NODE_OPTIONS sets one, and its compile flags; `npm start` gives the same", () => {
-  assert.deepEqual(json(entry(['run'], { NODE_OPTIONS: '--max-old-space-size=512' })).argv, [...LAUNCH_COMPILE_FLAGS, join(fakeApp, 'dist/cli.js'), 'run']);
-  assert.deepEqual(json(entry(['run'], { NODE_OPTIONS: '--enable-source-maps' })).argv.slice(0, 3), LAUNCH_NODE_FLAGS);
-  assert.equal(LAUNCH_NODE_FLAGS[0], `--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}`);
+test("the daemon gets Ampere's heap size, each part unless NODE_OPTIONS sets it, and its compile flags; `npm start` gives the same", () => {
+  const [limit, semi] = LAUNCH_HEAP_FLAGS;
+  assert.deepEqual(json(entry(['run'], { NODE_OPTIONS: '--max-old-space-size=512' })).argv, [semi, ...LAUNCH_COMPILE_FLAGS, join(fakeApp, 'dist/cli.js'), 'run']);
+  assert.deepEqual(json(entry(['run'], { NODE_OPTIONS: '--max-semi-space-size=32' })).argv, [limit, ...LAUNCH_COMPILE_FLAGS, join(fakeApp, 'dist/cli.js'), 'run']);
+  assert.deepEqual(json(entry(['run'], { NODE_OPTIONS: '--max_old_space_size=512 --max-semi-space-size=32' })).argv, [...LAUNCH_COMPILE_FLAGS, join(fakeApp, 'dist/cli.js'), 'run']);
+  assert.deepEqual(json(entry(['run'], { NODE_OPTIONS: '--enable-source-maps' })).argv.slice(0, LAUNCH_NODE_FLAGS.length), LAUNCH_NODE_FLAGS);
+  assert.deepEqual(LAUNCH_HEAP_FLAGS, [`--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}`, `--max-semi-space-size=${LAUNCH_SEMI_SPACE_MB}`]);
   assert.deepEqual(json(entry(['health'])).argv, [join(fakeApp, 'dist/cli.js'), 'health'], 'short commands keep Node defaults');
   const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
   assert.equal(pkg.scripts.start, `node ${LAUNCH_NODE_FLAGS.join(' ')} dist/cli.js run`);

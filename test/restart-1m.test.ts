@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { LAUNCH_HEAP_LIMIT_MB } from '../src/cli/heap';
+import { LAUNCH_HEAP_FLAGS } from '../src/cli/launch';
 import { Store } from '../src/store';
 import { DaemonProcess, quietEnv } from '../tools/lab/daemon';
 import { removeTempDir, skipUnlessRoot, tempDir, withNetns } from '../tools/lab/netns';
@@ -36,7 +36,7 @@ test('a restart on a kernel holding 1,000,000 bans: listed and checked within th
     const dir = tempDir('restart-1m');
     try {
       const db = join(dir, 'ampere.db');
-      const env = { ...(await quietEnv(db)), AMPERE_BACKEND: 'ipset', AMPERE_SET_SIZE: String(2 * N), NODE_OPTIONS: `--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}` };
+      const env = { ...(await quietEnv(db)), AMPERE_BACKEND: 'ipset', AMPERE_SET_SIZE: String(2 * N), NODE_OPTIONS: LAUNCH_HEAP_FLAGS.join(' ') };
       fillActive(db, N, Date.now());
       const first = new DaemonProcess(env, { netns: ns.name });
       try {

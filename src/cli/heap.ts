@@ -33,3 +33,11 @@ export function maxHostsFor(heapLimitBytes: number, loyalty: number, challengeFa
  * spoofed sources (docs/notes/measurements.md, Heap).
  */
 export const LAUNCH_HEAP_LIMIT_MB = 256;
+
+/**
+ * The young generation's semi-space (--max-semi-space-size) the launchers give the daemon, so
+ * the heap limit above means the same on every Node: 16 MB is Node 20's default; Node 24 (the
+ * image's) would make it 64 MB at this limit, a 448 MB heap in all, and a 1M-ban catch-up then
+ * held ~360 MB resident instead of ~200 (docs/notes/measurements.md, Heap).
+ */
+export const LAUNCH_SEMI_SPACE_MB = 16;

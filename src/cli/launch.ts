@@ -1,4 +1,4 @@
-import { LAUNCH_HEAP_LIMIT_MB } from './heap';
+import { LAUNCH_HEAP_LIMIT_MB, LAUNCH_SEMI_SPACE_MB } from './heap';
 
 /**
  * How V8 compiles the daemon, given by its launchers (`npm start`, docker/entrypoint.sh for
@@ -11,9 +11,12 @@ import { LAUNCH_HEAP_LIMIT_MB } from './heap';
  */
 export const LAUNCH_COMPILE_FLAGS = ['--no-lazy', '--no-flush-bytecode'];
 
+/** The heap's size: its limit and its young generation's semi-space (src/cli/heap.ts). */
+export const LAUNCH_HEAP_FLAGS = [`--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}`, `--max-semi-space-size=${LAUNCH_SEMI_SPACE_MB}`];
+
 /**
- * Every Node flag the launchers give the daemon: the heap limit (LAUNCH_HEAP_LIMIT_MB, which
- * the entrypoint leaves to NODE_OPTIONS when those set one) and the compile flags. Tests hold
- * package.json and the entrypoint to this list; the benchmark starts the daemon with it.
+ * Every Node flag the launchers give the daemon: the heap's size (each of which the entrypoint
+ * leaves to NODE_OPTIONS when those set it) and the compile flags. Tests hold package.json and
+ * the entrypoint to this list; the benchmark starts the daemon with it.
  */
-export const LAUNCH_NODE_FLAGS = [`--max-old-space-size=${LAUNCH_HEAP_LIMIT_MB}`, ...LAUNCH_COMPILE_FLAGS];
+export const LAUNCH_NODE_FLAGS = [...LAUNCH_HEAP_FLAGS, ...LAUNCH_COMPILE_FLAGS];
