@@ -16,13 +16,13 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { build } from './lib/build';
 import { catchUpRun } from './lib/scale';
+import { scriptArg } from './lib/sys';
 import type { Ctx } from './sections/common';
 
-const arg = (name: string, dflt: string) => process.argv.slice(2).find((x) => x.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
 
 async function main(): Promise<void> {
-  const n = Number(arg('bans', '100000'));
-  const profileDir = arg('profile', '') ? resolve(arg('profile', '')) : undefined;
+  const n = Number(scriptArg('bans', '100000'));
+  const profileDir = scriptArg('profile', '') ? resolve(scriptArg('profile', '')) : undefined;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const ctx: Ctx = { quick: false, log: (s) => console.log(s), profileDir };
   await build((s) => console.log(s));

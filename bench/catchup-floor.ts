@@ -16,9 +16,9 @@ import { nativeIpsetLoader } from '../src/firewall/ipset-native';
 import { asRole, initFleet } from '../test/helpers/fleet';
 import { PgCluster } from '../test/helpers/pg';
 import { withNetns } from '../tools/lab/netns';
-import { removeTempDir, tempDir } from './lib/sys';
+import { fillFleetTable } from './lib/scale';
+import { removeTempDir, scriptArg, tempDir } from './lib/sys';
 
-const arg = (name: string, dflt: string) => process.argv.slice(2).find((x) => x.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
 const cpuMs = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
 
 async function timed(what: string, fn: () => Promise<unknown> | unknown): Promise<number> {
@@ -34,9 +34,7 @@ async function fetchFloor(n: number): Promise<void> {
   const pg = await PgCluster.start();
   try {
     await initFleet(pg, ['pbx1', 'pbx2']);
-    await pg.psql(`INSERT INTO fleet_decisions (origin, seq, action, address, until, reason_kind, reason_service, created_at)
-      SELECT 'pbx1', g, 'ban', '100.64.0.0'::inet + g, now() + interval '1 day', 'ChallengeResponseFailed', 'PJSIP', now() - (${n} - g) * interval '1 millisecond'
-      FROM generate_series(1, ${n}) AS g`);
+    await fillFleetTable(pg, n);
     await pg.psql('VACUUM ANALYZE fleet_decisions');
     const c = await asRole(pg, 'pbx2');
     try {
@@ -88,7 +86,7 @@ async function kernelFloor(n: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const n = Number(arg('bans', '1000000'));
+  const n = Number(scriptArg('bans', '1000000'));
   await fetchFloor(n);
   await storeFloor(n);
   await kernelFloor(n);

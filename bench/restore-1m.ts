@@ -15,17 +15,16 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { build } from './lib/build';
 import { banDatabase, restoreRun } from './lib/scale';
-import { installCleanup, removeTempDir } from './lib/sys';
+import { installCleanup, removeTempDir, scriptArg } from './lib/sys';
 import { restoreSteps } from './sections/restore';
 import type { Ctx } from './sections/common';
 
-const arg = (name: string, dflt: string) => process.argv.slice(2).find((x) => x.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
 
 async function main(): Promise<void> {
   installCleanup();
-  const n = Number(arg('bans', '1000000'));
-  const runs = Number(arg('runs', '1'));
-  const profileDir = arg('profile', '') ? resolve(arg('profile', '')) : undefined;
+  const n = Number(scriptArg('bans', '1000000'));
+  const runs = Number(scriptArg('runs', '1'));
+  const profileDir = scriptArg('profile', '') ? resolve(scriptArg('profile', '')) : undefined;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const ctx: Ctx = { quick: false, log: (s) => console.log(s), profileDir };
   await build((s) => console.log(s));

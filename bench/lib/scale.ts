@@ -85,6 +85,13 @@ export async function restoreRun(dbFile: string, ctx: Ctx): Promise<RestoreRun> 
   }
 }
 
+/** n ban decisions of peer pbx1 in the fleet table: IPv4 from 100.64.0.1 up, a day long, created 1 ms apart. */
+export async function fillFleetTable(pg: PgCluster, n: number): Promise<void> {
+  await pg.psql(`INSERT INTO fleet_decisions (origin, seq, action, address, until, reason_kind, reason_service, created_at)
+    SELECT 'pbx1', g, 'ban', '100.64.0.0'::inet + g, now() + interval '1 day', 'ChallengeResponseFailed', 'PJSIP', now() - (${n} - g) * interval '1 millisecond'
+    FROM generate_series(1, ${n}) AS g`);
+}
+
 export interface CatchUpRun {
   /** Writing the n decisions into the fleet table (not part of the catch-up). */
   insertMs: number;
@@ -111,9 +118,7 @@ export async function catchUpRun(n: number, ctx: Ctx): Promise<CatchUpRun> {
   try {
     await initFleet(pg, ['pbx1', 'pbx2']);
     const t0 = performance.now();
-    await pg.psql(`INSERT INTO fleet_decisions (origin, seq, action, address, until, reason_kind, reason_service, created_at)
-      SELECT 'pbx1', g, 'ban', '100.64.0.0'::inet + g, now() + interval '1 day', 'ChallengeResponseFailed', 'PJSIP', now() - (${n} - g) * interval '1 millisecond'
-      FROM generate_series(1, ${n}) AS g`);
+    await fillFleetTable(pg, n);
     const insertMs = performance.now() - t0;
     // Peers' bans fill at most 7/8 of set_size (src/fleet/apply.ts peerLimit): sized as an operator would for n.
     const setSize = Math.max(1_048_576, Math.ceil((n * 8) / 7) + 8);

@@ -59,6 +59,9 @@ export function spoofed(i: number, v6Every = 10): string {
   return `10.233.${128 + Math.floor(k / 254)}.${1 + (k % 254)}`;
 }
 
+/** A standalone script's `--name=value` option, or dflt. */
+export const scriptArg = (name: string, dflt: string): string => process.argv.slice(2).find((x) => x.startsWith(`--${name}=`))?.slice(name.length + 3) ?? dflt;
+
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** CLOCK_MONOTONIC in ns, the clock netprobe stamps with. */
